@@ -1,0 +1,34 @@
+"""``python -m benchmarks NAME [--json]``: run one benchmark and print its figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+
+import benchmarks  # noqa: F401 - sets OMP_WAIT_POLICY before torch is imported
+
+NAMES = ("splitters",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("name", choices=NAMES)
+    parser.add_argument("--json", action="store_true", help="one JSON object: machine info and records")
+    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default: the benchmark's own)")
+    args = parser.parse_args(argv)
+    module = __import__(f"benchmarks.{args.name.replace('-', '_')}", fromlist=["run"])
+    kwargs = {} if args.rounds is None else {"rounds": args.rounds}
+    records = module.run(**kwargs)
+    if args.json:
+        machine = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}
+        json.dump({"benchmark": args.name, "machine": machine, "records": records}, sys.stdout, indent=1)
+        print()
+    else:
+        print(module.report(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

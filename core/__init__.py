@@ -1,0 +1,31 @@
+"""aunet's core: the component interfaces, the plugin registry and the spec format.
+
+Torch-free on import: ``Stage``, ``Pooler``, ``Upsampler``, ``AttentionBackend`` and ``Layout``
+(``aunet.core.modules``) load torch when first accessed.
+"""
+
+from typing import Any
+
+from aunet.core.components import AttentionSpec, ComponentSpec, PoolerSpec, StageSpec, UpsamplerSpec
+from aunet.core.errors import AunetError, InputError, PluginError, SpecError, SpecIssue
+from aunet.core.hookspecs import hookimpl
+from aunet.core.levels import LevelStream, SplitterStack
+from aunet.core.registry import Family, Registrar, Registry, default_registry
+from aunet.core.splitter import Splitter
+from aunet.core.text import INVALID, Chars, CharTable, decode
+
+_TORCH_NAMES = ("AttentionBackend", "Layout", "Pooler", "Stage", "Upsampler")
+
+__all__ = [
+    "INVALID", "AttentionSpec", "AunetError", "CharTable", "Chars", "ComponentSpec", "Family", "InputError",
+    "LevelStream", "PluginError", "PoolerSpec", "Registrar", "Registry", "SpecError", "SpecIssue", "Splitter",
+    "SplitterStack", "StageSpec", "UpsamplerSpec", "decode", "default_registry", "hookimpl", *_TORCH_NAMES,
+]  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:
+        from aunet.core import modules
+
+        return getattr(modules, name)
+    raise AttributeError(f"module 'aunet.core' has no attribute '{name}'")

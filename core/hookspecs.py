@@ -1,0 +1,113 @@
+"""Hook specifications: how a plugin adds splitters, stages, poolers, upsamplers and attention
+backends to aunet.
+
+Writing a plugin
+================
+
+A plugin is a module (or any object) with functions marked ``@hookimpl`` and named after the hooks
+below. Each registration hook receives the registry and calls its typed ``add_...`` method once per
+class. The class constant ``kind`` is the name spec files use::
+
+    # my_splitters.py
+    from typing import ClassVar
+    import attrs
+    import numpy as np
+    from aunet.core import Chars, CharTable, Splitter, hookimpl
+    from aunet.splitters.words import word_classes, SYMBOL
+
+    @attrs.frozen(kw_only=True)
+    class Sentences(Splitter):
+        '''Ends of sentences: the whitespace after '.', '!' or '?'.'''
+
+        kind: ClassVar[str] = "sentences"
+
+        def char_table(self) -> CharTable: ...
+        def marks(self, chars: Chars) -> np.ndarray: ...   # batch, vectorized
+        def start(self): ...                                # the same rules as a state machine
+        def step(self, state, cls, nbytes): ...
+
+    @hookimpl
+    def aunet_register_splitters(registry):
+        registry.add_splitter(Sentences)
+
+Make it discoverable by declaring an entry point in the ``aunet`` group of your package::
+
+    [project.entry-points.aunet]
+    my-splitters = "my_splitters"
+
+``aunet plugins`` then lists ``sentences`` with your distribution and version, and any spec can say
+``splitter = { kind = "sentences" }``. ``aunet.testing.check_splitter(Sentences())`` runs the
+properties every splitter must have (batch equals streaming, prefix-stable, total on any bytes).
+``examples/aunet-example-splitter`` is a complete, installable example.
+
+Without packaging (a notebook, a test), register the module on a registry directly:
+``registry.register(my_splitters)``.
+
+Built-in components are registered through exactly this path, from the entry points of the
+``aunet`` distribution itself. Setting ``AUNET_DISABLE_PLUGIN_AUTOLOAD=1`` stops third-party
+entry points from loading (built-ins still load); ``AUNET_PLUGINS=name,name`` then loads the named
+ones only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from aunet.core.registry import Registrar
+
+PROJECT = "aunet"
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Decorate hook implementations with this.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def aunet_register_splitters(registry: Registrar) -> None:
+    """Add splitter classes with ``registry.add_splitter(cls)``.
+
+    Called once per plugin, when the plugin is loaded, before any spec is read. ``cls`` must
+    subclass ``aunet.core.Splitter``, be a frozen attrs class (its fields are its spec options) and
+    define a unique ``kind``. Returns nothing.
+    """
+
+
+@hookspec
+def aunet_register_stages(registry: Registrar) -> None:
+    """Add stage spec classes with ``registry.add_stage(cls)``.
+
+    Called once per plugin, when it is loaded. ``cls`` subclasses ``aunet.core.StageSpec``: a
+    frozen attrs class whose fields are the stage's options and whose ``build(dim=...)`` makes the
+    ``aunet.core.Stage`` module (the width comes from the level, not from the stage's spec).
+    Returns nothing.
+    """
+
+
+@hookspec
+def aunet_register_poolers(registry: Registrar) -> None:
+    """Add pooler spec classes with ``registry.add_pooler(cls)``.
+
+    Called once per plugin, when it is loaded. ``cls`` subclasses ``aunet.core.PoolerSpec``;
+    ``build(dim_in=..., dim_out=...)`` makes the ``aunet.core.Pooler``. Returns nothing.
+    """
+
+
+@hookspec
+def aunet_register_upsamplers(registry: Registrar) -> None:
+    """Add upsampler spec classes with ``registry.add_upsampler(cls)``.
+
+    Called once per plugin, when it is loaded. ``cls`` subclasses ``aunet.core.UpsamplerSpec``;
+    ``build(dim_coarse=..., dim_fine=...)`` makes the ``aunet.core.Upsampler``. Returns nothing.
+    """
+
+
+@hookspec
+def aunet_register_attention(registry: Registrar) -> None:
+    """Add attention backend spec classes with ``registry.add_attention(cls)``.
+
+    Called once per plugin, when it is loaded. ``cls`` subclasses ``aunet.core.AttentionSpec``;
+    stages resolve their backend once, when the model is built (``resolve(device)``), and an
+    unavailable backend says why. Returns nothing.
+    """

@@ -1,0 +1,339 @@
+"""A stack of splitters gives every byte a level (AUNET.md section 2).
+
+``SplitterStack((s1, s2, s3)).levels(data)`` returns one uint8 per byte: the highest i such that
+splitter i marks the byte's character (0 if none marks it), so a byte of level 3 is a boundary at
+levels 1, 2 and 3 and the stages nest by construction. No BOS is included: the model forces each
+document start to the top level itself.
+
+Streaming: ``stack.stream()`` compiles the state machines of all splitters into one product
+automaton over (character class, byte length) and then into a byte-level table. Each ASCII byte
+costs one list lookup; other bytes go through a small UTF-8 decoder. Work per byte is O(1) and the
+memory is bounded (the automaton state plus at most three pending bytes of an unfinished
+character). If the product has too many states to tabulate, the stream steps the splitters'
+machines directly (still O(1) per byte, about ten times slower) and says so in ``stream.info``.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Hashable, Sequence
+
+import attrs
+import numpy as np
+
+from aunet.core.errors import SpecIssue
+from aunet.core.splitter import Splitter
+from aunet.core.text import INVALID, LEAD_LENGTH, SECOND_RANGE, CharTable, Chars, as_bytes_array, decode
+
+#: Past this many product states (or this many table entries) a stack streams uncompiled.
+MAX_STATES = 20_000
+MAX_TABLE_ENTRIES = 8_000_000
+
+
+@attrs.frozen
+class SplitterStack:
+    """The splitters of levels 1..L, bottom first."""
+
+    splitters: tuple[Splitter, ...] = attrs.field(converter=tuple)
+
+    @property
+    def depth(self) -> int:
+        """L, the number of pooling levels (the top level)."""
+        return len(self.splitters)
+
+    def check(self, path: str = "levels", level_numbers: Sequence[int] | None = None) -> list[SpecIssue]:
+        """Problems with the order of the splitters, one per offending level.
+
+        ``path`` names the spec list the splitters came from; splitter j sits at
+        ``{path}[n].splitter`` with n = ``level_numbers[j]`` (by default j + 1: level 0 is the byte
+        level and has none).
+        """
+        numbers = list(level_numbers) if level_numbers is not None else list(range(1, self.depth + 1))
+        issues = []
+        for j in range(1, self.depth):
+            below, splitter = self.splitters[j - 1], self.splitters[j]
+            if splitter.granularity is None or below.granularity is None:
+                continue
+            if splitter.granularity < below.granularity:
+                issues.append(
+                    SpecIssue(
+                        f"{path}[{numbers[j]}].splitter.kind",
+                        f"'{splitter.kind}' ({splitter.granularity} per segment) cannot sit above "
+                        f"'{below.kind}' ({below.granularity} per segment) at level {numbers[j - 1]}; "
+                        "order the levels from fine to coarse",
+                    )
+                )
+        return issues
+
+    def levels(self, data: bytes | np.ndarray) -> np.ndarray:
+        """(T,) uint8 level of every byte of one document (no BOS)."""
+        chars = decode(data)
+        return self.levels_of(chars)
+
+    def levels_of(self, chars: Chars) -> np.ndarray:
+        """Like ``levels`` for an already decoded document."""
+        per_char = np.zeros(len(chars), dtype=np.uint8)  # (M,)
+        if len(chars) == 0:
+            return per_char
+        for level, splitter in enumerate(self.splitters, start=1):
+            marked = _as_indices(splitter.marks(chars), len(chars), splitter)
+            # Ascending levels overwrite lower ones: the result is the highest marking level.
+            per_char[marked] = level
+        per_char[chars.unmarkable] = 0
+        return chars.to_bytes(per_char)  # (T,)
+
+    def stream(self) -> LevelStream:
+        """A fresh streaming splitter at the start of a document."""
+        return LevelStream(_compile(self))
+
+
+def _as_indices(marks: np.ndarray, n_chars: int, splitter: Splitter) -> np.ndarray:
+    marks = np.asarray(marks)
+    if marks.dtype == bool:
+        if marks.shape != (n_chars,):
+            raise ValueError(
+                f"splitter '{splitter.kind}' returned a mask of shape {marks.shape}; expected ({n_chars},)"
+            )
+        return np.flatnonzero(marks)
+    if marks.ndim != 1 or not np.issubdtype(marks.dtype, np.integer):
+        raise ValueError(
+            f"splitter '{splitter.kind}' returned {marks.dtype} marks of shape {marks.shape}; "
+            "expected a bool mask over characters or an int array of character indices"
+        )
+    return marks
+
+
+@attrs.frozen(eq=False)
+class Automaton:
+    """The compiled product of a stack's machines.
+
+    ``fast[row + byte]`` for an ASCII byte, and ``slow[state * n_inputs + cls * 4 + nbytes - 1]``
+    for any character, hold ``(next_row << 8) | level`` with ``row = state * 128``. ``fast`` holds
+    -1 in the extra row ``pending_row``, used while a multi-byte character is incomplete, which
+    sends every byte to the stream's UTF-8 decoder.
+    """
+
+    stack: SplitterStack
+    classes: bytes  # class of each code point (and INVALID), as a bytes lookup
+    fast: list[int]
+    slow: list[int] | None
+    n_inputs: int
+    n_states: int
+    pending_row: int
+    info: str
+
+
+class _Product:
+    """The product machine of a stack, over combined classes (interpreted form)."""
+
+    def __init__(self, stack: SplitterStack, components: np.ndarray) -> None:
+        self.splitters = stack.splitters
+        self.components = [tuple(int(c) for c in row) for row in components]  # combined -> per splitter
+
+    def start(self) -> tuple[Hashable, ...]:
+        return tuple(s.start() for s in self.splitters)
+
+    def step(self, state: tuple[Hashable, ...], cls: int, nbytes: int) -> tuple[tuple[Hashable, ...], int]:
+        level = 0
+        nxt = []
+        for i, (splitter, sub, c) in enumerate(zip(self.splitters, state, self.components[cls]), start=1):
+            sub, marked = splitter.step(sub, c, nbytes)
+            nxt.append(sub)
+            if marked:
+                level = i
+        return tuple(nxt), level
+
+
+def _combined_classes(stack: SplitterStack) -> tuple[np.ndarray, np.ndarray]:
+    """One class table for the whole stack, and for each combined class the class it has under
+    each splitter's own table: (TABLE_SIZE,) combined, (C, n_splitters) components."""
+    tables: list[CharTable] = [s.char_table() for s in stack.splitters]
+    if all(t is tables[0] for t in tables):
+        n = tables[0].n_classes
+        return tables[0].table, np.repeat(np.arange(n)[:, None], len(tables), axis=1)
+    key = np.zeros(tables[0].table.shape, dtype=np.int64)
+    for t in tables:
+        key = key * t.n_classes + t.table
+    unique, combined = np.unique(key, return_inverse=True)
+    if len(unique) > 255:
+        raise ValueError(f"the splitters of this stack distinguish {len(unique)} character classes; at most 255")
+    components = np.zeros((len(unique), len(tables)), dtype=np.int64)
+    rest = unique.copy()
+    for j in range(len(tables) - 1, -1, -1):
+        components[:, j] = rest % tables[j].n_classes
+        rest //= tables[j].n_classes
+    return combined.astype(np.uint8), components
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(stack: SplitterStack) -> Automaton:
+    combined, components = _combined_classes(stack)
+    product = _Product(stack, components)
+    n_classes = len(components)
+    n_inputs = n_classes * 4
+    classes = combined.tobytes()
+    if not stack.splitters:
+        return Automaton(stack, classes, [0] * 128 + [-1] * 128, [0] * n_inputs, n_inputs, 1, 128, "compiled (no levels)")
+
+    # Breadth-first enumeration of the reachable product states.
+    start = product.start()
+    index: dict[tuple[Hashable, ...], int] = {start: 0}
+    states = [start]
+    slow: list[int] = []
+    i = 0
+    while i < len(states):
+        state = states[i]
+        for cls in range(n_classes):
+            for nbytes in (1, 2, 3, 4):
+                nxt, level = product.step(state, cls, nbytes)
+                j = index.get(nxt)
+                if j is None:
+                    j = index[nxt] = len(states)
+                    states.append(nxt)
+                    if len(states) > MAX_STATES or len(states) * n_inputs > MAX_TABLE_ENTRIES:
+                        info = (
+                            f"interpreted: the product of {stack.depth} machines exceeds {MAX_STATES} states; "
+                            "each byte steps every splitter (about 10x slower than compiled)"
+                        )
+                        warnings.warn(f"aunet: streaming splitter stack is {info}", RuntimeWarning, stacklevel=3)
+                        return Automaton(stack, classes, [-1] * 128, None, n_inputs, 0, 0, info)
+                slow.append((j * 128) << 8 | level)
+        i += 1
+
+    n_states = len(states)
+    pending_row = n_states * 128
+    fast = [-1] * ((n_states + 1) * 128)
+    ascii_classes = combined[:128]
+    for s in range(n_states):
+        base = s * n_inputs
+        for byte in range(128):
+            fast[s * 128 + byte] = slow[base + int(ascii_classes[byte]) * 4]
+    info = f"compiled: {n_states} states x {n_classes} classes"
+    return Automaton(stack, classes, fast, slow, n_inputs, n_states, pending_row, info)
+
+
+class LevelStream:
+    """Levels of a document fed a byte (or a chunk) at a time; equal to the batch levels.
+
+    ``push(byte)`` returns the level of that byte the moment it arrives. ``feed(chunk)`` returns
+    the levels of a chunk. A byte that starts a multi-byte character gets level 0 on arrival
+    (a boundary goes on a character's last byte).
+    """
+
+    __slots__ = ("_fast", "_slow", "_classes", "_n_inputs", "_pending_row", "_row", "_resume",
+                 "_pending", "_need", "_product", "_state", "info", "depth")  # fmt: skip
+
+    def __init__(self, automaton: Automaton) -> None:
+        self._fast = automaton.fast
+        self._slow = automaton.slow
+        self._classes = automaton.classes
+        self._n_inputs = automaton.n_inputs
+        self._pending_row = automaton.pending_row
+        self.info = automaton.info
+        self.depth = automaton.stack.depth
+        self._product: _Product | None = None
+        if automaton.slow is None:
+            self._product = _Product(automaton.stack, _combined_classes(automaton.stack)[1])
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new document."""
+        self._row = 0
+        self._resume = 0
+        self._pending = b""
+        self._need = 0
+        self._state = self._product.start() if self._product is not None else None
+
+    def push(self, byte: int) -> int:
+        """Consume one byte (0..255); return its level."""
+        if 0 <= byte < 0x80:
+            v = self._fast[self._row | byte]
+            if v >= 0:
+                self._row = v >> 8
+                return v & 255
+        return self._push_slow(byte)
+
+    def feed(self, chunk: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+        """Consume a chunk; return its (len(chunk),) uint8 levels."""
+        data = chunk if isinstance(chunk, bytes) else as_bytes_array(chunk).tobytes()
+        return np.frombuffer(bytes(map(self.push, data)), dtype=np.uint8)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an unfinished character held (0 to 3): the stream's only buffer."""
+        return len(self._pending)
+
+    # -- the UTF-8 decoder (bytes >= 0x80) -------------------------------------------------------
+
+    def _push_slow(self, byte: int) -> int:
+        if not 0 <= byte <= 255:
+            raise ValueError(f"push expects a byte value in 0..255, got {byte}")
+        if self._pending:
+            lo, hi = SECOND_RANGE[self._pending[0]] if len(self._pending) == 1 else (0x80, 0xBF)
+            if lo <= byte <= hi:
+                self._pending += bytes((byte,))
+                self._need -= 1
+                if self._need:
+                    return 0
+                cp = ord(self._pending.decode("utf-8"))
+                nbytes = len(self._pending)
+                self._end_pending()
+                return self._char(self._classes[cp], nbytes)
+            # The sequence is broken: its bytes were invalid characters all along. Their levels
+            # (0) are already out; step the machine over them, then read this byte afresh.
+            broken = self._pending
+            self._end_pending()
+            for _ in broken:
+                self._char(self._classes[INVALID], 1)
+            return self.push(byte)
+        if byte < 0x80:  # only reached when uncompiled
+            return self._char(self._classes[byte], 1)
+        length = LEAD_LENGTH[byte]
+        if length >= 2:
+            self._pending = bytes((byte,))
+            self._need = length - 1
+            if self._product is None:
+                self._resume, self._row = self._row, self._pending_row
+            return 0
+        return self._char(self._classes[INVALID], 1)  # a lone continuation byte or C0, C1, F5..FF
+
+    def _end_pending(self) -> None:
+        self._pending = b""
+        self._need = 0
+        if self._product is None:
+            self._row = self._resume
+
+    def _char(self, cls: int, nbytes: int) -> int:
+        if self._product is not None:
+            self._state, level = self._product.step(self._state, cls, nbytes)
+            return level
+        v = self._slow[(self._row >> 7) * self._n_inputs + cls * 4 + nbytes - 1]
+        self._row = v >> 8
+        return v & 255
+
+
+@attrs.frozen
+class SegmentStats:
+    """How a stack cut one text: per level (1..L), the number of segments and bytes per segment.
+
+    A segment is the bytes up to and including a boundary of that level or higher; bytes after
+    the last boundary form one more (still open) segment.
+    """
+
+    n_bytes: int
+    segments: tuple[int, ...]
+
+    @property
+    def bytes_per_segment(self) -> tuple[float, ...]:
+        return tuple(self.n_bytes / s if s else 0.0 for s in self.segments)
+
+
+def segment_stats(levels: np.ndarray, depth: int) -> SegmentStats:
+    """Segments per level of one document's (T,) levels."""
+    levels = np.asarray(levels)
+    n = len(levels)
+    counts = np.bincount(levels, minlength=depth + 1)[: depth + 1]
+    at_least = np.cumsum(counts[::-1])[::-1]  # boundaries of level >= i
+    open_tail = [int(n > 0 and levels[-1] < i) for i in range(1, depth + 1)]
+    return SegmentStats(n, tuple(int(at_least[i]) + open_tail[i - 1] for i in range(1, depth + 1)))

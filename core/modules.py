@@ -1,0 +1,106 @@
+"""The model's pluggable module interfaces: Stage, Pooler, Upsampler, AttentionBackend.
+
+An AU-Net (AUNET.md section 1) is assembled from these: at each level an encoder and a decoder
+``Stage`` (the trunk at the top), a ``Pooler`` from each level to the next and an ``Upsampler``
+back. The assembler computes which positions are boundaries and hands the components plain index
+tensors; no component sees the splitters, the levels or the batch's documents directly, and none
+may synchronise with the host or give shapes that depend on data.
+
+Dimension alphabet: B batch, T positions at the finer level, S positions at the current (or
+coarser) level, D width, H heads, K head dim.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+
+@attrs.define(eq=False)
+class Layout:
+    """Where the positions of one level's sequence sit; built once per level per forward and
+    shared by the level's encoder and decoder (and their attention masks, through ``cache``).
+
+    Attributes:
+        doc: (B, S) int32 document index of each position within its row: attention never
+            crosses documents. None when every row holds a single document, which lets
+            backends use their plain causal fast path.
+        valid: (B, S) bool, False for static-shape padding. Padding only ever follows the real
+            positions of a row, so causal attention keeps real positions from seeing it.
+        pos: (B, S) int64 index of each position in the stage's own sequence (RoPE), or None for
+            ``arange(S)`` in every row. Incremental decoding passes the cache lengths here.
+        cache: per-forward memo for backends (the mask of this layout, built once).
+    """
+
+    doc: Tensor | None = None
+    valid: Tensor | None = None
+    pos: Tensor | None = None
+    cache: dict[str, Any] = attrs.field(factory=dict)
+
+
+class AttentionBackend(nn.Module, ABC):
+    """Scaled dot-product attention with this project's masking rules.
+
+    Contract: query s attends to keys s' <= s of the same document (``layout.doc``), and within
+    ``window`` positions when a window is set (s - s' < window); never to padding. Inputs
+    q, k, v are (B, H, S, K) after RoPE; the output is (B, H, S, K). The backend is chosen once,
+    when the model is built; it never re-decides per call.
+    """
+
+    @abstractmethod
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, layout: Layout, window: int | None) -> Tensor:
+        """(B, H, S, K) attention output."""
+
+
+class Stage(nn.Module, ABC):
+    """A causal sequence model at one level: (B, S, D) -> (B, S, D).
+
+    Contract:
+        * Output position s depends only on input positions <= s of the same row and document
+          (plus cached positions during incremental decoding); never on padding.
+        * Positions are the stage's own index (a coarse stage counts segments, not bytes).
+        * Width is preserved (``self.dim``); the level decides it.
+    """
+
+    dim: int
+
+    @abstractmethod
+    def forward(self, x: Tensor, *, layout: Layout) -> Tensor:
+        """(B, S, D) -> (B, S, D)."""
+
+
+class Pooler(nn.Module, ABC):
+    """Contracting: the fine vectors at the boundaries become the coarse sequence.
+
+    Contract: ``forward(x, index)`` with x (B, T, D_in) and index (B, S) int64 positions in
+    [0, T) returns (B, S, D_out) where output s depends on ``x[b, index[b, s]]`` only. Indices of
+    padding slots are valid positions too (their outputs are ignored downstream).
+    """
+
+    @abstractmethod
+    def forward(self, x: Tensor, index: Tensor) -> Tensor:
+        """(B, T, D_in), (B, S) -> (B, S, D_out)."""
+
+
+class Upsampler(nn.Module, ABC):
+    """Expanding: coarse vectors back onto the fine positions (AUNET.md section 4).
+
+    Contract: ``forward(coarse, segment, offset)`` with coarse (B, S, D_coarse), segment (B, T)
+    int64 and offset (B, T) int64 returns (B, T, D_fine) where output j depends only on
+    ``coarse[b, segment[b, j]]`` and ``offset[b, j]``. The assembler passes as ``segment`` the
+    last boundary at or before j and as ``offset`` the distance from it, so fine position j only
+    ever sees coarse vectors pooled at or before j: this is what makes the model causal.
+    """
+
+    @abstractmethod
+    def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
+        """(B, S, D_coarse), (B, T), (B, T) -> (B, T, D_fine)."""
+
+
+def gather_rows(x: Tensor, index: Tensor) -> Tensor:
+    """``out[b, s] = x[b, index[b, s]]``: (B, T, D), (B, S) -> (B, S, D); no host sync."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))

@@ -1,0 +1,131 @@
+"""Property checks every splitter (built-in or third-party) must pass, and the hypothesis
+strategies behind them. Needs ``hypothesis`` (``pip install aunet[test]``).
+
+    from aunet.testing import check_splitter
+    check_splitter(MySplitter())          # raises AssertionError with a reproducible example
+
+The properties (AUNET.md section 2): on any bytes the levels are total (one level per byte, no
+exception) and deterministic; the batch form equals the streaming form fed one byte at a time
+and in chunks of any size; levels are prefix-stable (the levels of ``data[:c]`` are the first
+``c`` levels of ``data``); no boundary falls inside a valid multi-byte character; levels nest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from aunet.core.levels import SplitterStack
+from aunet.core.splitter import Splitter
+
+#: Inputs are at most this many bytes: the one constant that bounds every generated example.
+MAX_BYTES = 256
+
+#: Characters that exercise every rule: letters and digits of several scripts, combining marks
+#: and viramas, punctuation runs, every kind of whitespace and line break, wide and astral
+#: characters, joiners.
+ALPHABET = (
+    "abcXYZ019 .,;:!?-'\"()—…“”«»\t\n\r\x0b\x0c\x85\u00a0\u2028\u3000"
+    "éßжЖ中文字日本語のカタカナ한국어ไทยภาษาअनुच्छेदक्षالعَرَبِيَّة٣٤۵"
+    "\u0301\u200d\u200b😀👩\u200d💻🇫🇷"
+)
+
+
+def texts(max_bytes: int = MAX_BYTES) -> Any:
+    """Mixed-script text, UTF-8 encoded."""
+    from hypothesis import strategies as st
+
+    return st.text(alphabet=ALPHABET, max_size=max_bytes // 3).map(lambda s: s.encode("utf-8"))
+
+
+def any_bytes(max_bytes: int = MAX_BYTES) -> Any:
+    """Arbitrary bytes: random binary, mixed-script text, and text with bytes cut out, inserted or
+    truncated (so lead bytes without continuations, lone continuations, overlongs, surrogates)."""
+    from hypothesis import strategies as st
+
+    def corrupt(draw: Any) -> bytes:
+        data = bytearray(draw(texts(max_bytes)))
+        for _ in range(draw(st.integers(0, 4))):
+            op = draw(st.sampled_from(["insert", "delete", "truncate"]))
+            pos = draw(st.integers(0, len(data)))
+            if op == "insert":
+                data[pos:pos] = draw(st.binary(min_size=1, max_size=3))
+            elif op == "delete" and pos < len(data):
+                del data[pos]
+            else:
+                del data[pos:]
+        return bytes(data[:max_bytes])
+
+    return st.one_of(st.binary(max_size=max_bytes), texts(max_bytes), st.composite(corrupt)())
+
+
+def valid_char_inner_bytes(data: bytes) -> list[int]:
+    """Positions of bytes inside valid multi-byte characters, other than their last byte, found
+    by Python's own decoder (an oracle independent of ``aunet.core.text``)."""
+    inner = []
+    pos = 0
+    for ch in data.decode("utf-8", "surrogateescape"):
+        if 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte, escaped one byte at a time
+            pos += 1
+            continue
+        n = len(ch.encode("utf-8"))
+        inner.extend(range(pos, pos + n - 1))
+        pos += n
+    return inner
+
+
+def assert_levels_consistent(stack: SplitterStack, data: bytes, chunk_sizes: Sequence[int] = (1, 2, 3, 7)) -> None:
+    """Every property on one input; AssertionError naming the input and the first difference."""
+    where = f"stack {[s.kind for s in stack.splitters]} on {data!r}"
+    levels = stack.levels(data)
+    assert isinstance(levels, np.ndarray) and levels.dtype == np.uint8, f"{where}: levels must be uint8"
+    assert levels.shape == (len(data),), f"{where}: {levels.shape} levels for {len(data)} bytes"
+    assert int(levels.max(initial=0)) <= stack.depth, f"{where}: level above the top ({stack.depth})"
+    again = stack.levels(data)
+    assert np.array_equal(levels, again), f"{where}: not deterministic"
+
+    stream = stack.stream()
+    pushed = np.array([stream.push(b) for b in data], dtype=np.uint8)
+    _assert_equal(levels, pushed, f"{where}: streaming byte by byte differs from batch")
+    assert stream.pending_bytes <= 3, f"{where}: stream holds {stream.pending_bytes} pending bytes"
+    for size in chunk_sizes:
+        stream = stack.stream()
+        fed = [stream.feed(data[i : i + size]) for i in range(0, len(data), size)]
+        chunked = np.concatenate(fed) if fed else np.zeros(0, np.uint8)
+        _assert_equal(levels, chunked, f"{where}: streaming in chunks of {size} differs from batch")
+
+    for cut in range(len(data)):
+        prefix = stack.levels(data[:cut])
+        _assert_equal(levels[:cut], prefix, f"{where}: not prefix-stable at cut {cut}")
+
+    inner = valid_char_inner_bytes(data)
+    bad = [p for p in inner if levels[p]]
+    assert not bad, f"{where}: boundary inside a valid multi-byte character at bytes {bad}"
+
+
+def _assert_equal(expected: np.ndarray, got: np.ndarray, message: str) -> None:
+    if not np.array_equal(expected, got):
+        diff = np.flatnonzero(expected != got) if len(expected) == len(got) else [min(len(expected), len(got))]
+        i = int(diff[0])
+        raise AssertionError(
+            f"{message}: first difference at byte {i}: expected {expected[i:i + 1].tolist()}, got {got[i:i + 1].tolist()}"
+        )
+
+
+def check_splitter(splitter: Splitter, *, stacks: Sequence[Sequence[Splitter]] | None = None,
+                   max_examples: int | None = None) -> None:  # fmt: skip
+    """Run the properties with hypothesis on ``splitter`` alone (and in any given ``stacks``)."""
+    from hypothesis import given, settings
+
+    candidates = [SplitterStack((splitter,))] + [SplitterStack(tuple(s)) for s in (stacks or ())]
+
+    @given(data=any_bytes())
+    def run(data: bytes) -> None:
+        for stack in candidates:
+            assert_levels_consistent(stack, data)
+
+    if max_examples is not None:
+        run = settings(max_examples=max_examples)(run)
+    run()

@@ -1,0 +1,45 @@
+"""Shared fixtures and the hypothesis profiles.
+
+Profiles (select with HYPOTHESIS_PROFILE=...): ``ci`` (the default here and in .ci/run: 100
+examples, derandomized so a CI failure reproduces), ``dev`` (20 examples, for quick local runs),
+``thorough`` (1000 examples, before a release). Input sizes are bounded by
+``aunet.testing.MAX_BYTES``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)  # fmt: skip
+settings.register_profile("dev", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def registry():
+    """A fresh registry with the installed plugins (built-ins included)."""
+    from aunet.core.registry import Registry
+
+    return Registry.default()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    """Run ``python -m aunet`` in a subprocess; returns the CompletedProcess (text mode)."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "aunet", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600
+    )

@@ -1,0 +1,121 @@
+"""Specs: strict structuring with path-qualified errors, and the round trip."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aunet.core import Registry, SpecError
+from aunet.core.spec import LevelSpec, Spec, dump_spec, parse_spec
+from aunet.splitters.words import FourWord, NWord, Whitespace, WordPair
+
+
+def issues_of(text: str, registry: Registry) -> list[str]:
+    with pytest.raises(SpecError) as err:
+        parse_spec(text, registry=registry)
+    return [str(issue) for issue in err.value.issues]
+
+
+def test_three_mistakes_give_three_path_qualified_errors(registry: Registry) -> None:
+    text = """
+[[levels]]
+dim = "256"
+[[levels]]
+splitter = { kind = "whitespce" }
+[[levels]]
+splitter = "word-pair"
+colour = "red"
+"""
+    assert issues_of(text, registry) == [
+        "levels[0].dim: expected int, got '256'",
+        "levels[1].splitter.kind: unknown splitter 'whitespce'; known: 4-word, n-word, whitespace, word-pair; "
+        "did you mean 'whitespace'?",
+        "levels[2].colour: unknown key; known: contraction, dim, max_segments, pooler, splitter, stage, upsampler",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("levels = 3", ["levels: expected an array, got 3"]),
+        ("[[levels]]\ndim = true", ["levels[0].dim: expected int, got true"]),
+        ("[[levels]]\ndim = 0", ["levels[0].dim: must be > 0, got 0"]),
+        ("[[levels]]\ndim = 2.5", ["levels[0].dim: expected int, got 2.5"]),
+        ('[[levels]]\n[[levels]]\nsplitter = { n = 2 }', ["levels[1].splitter.kind: missing; known splitter kinds: "
+                                                          "4-word, n-word, whitespace, word-pair"]),
+        ('[[levels]]\n[[levels]]\nsplitter = 7', ['levels[1].splitter: expected a table with a kind, e.g. '
+                                                  '{ kind = "..." }, got 7']),
+        ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word" }', ["levels[1].splitter.n: missing (required)"]),
+        ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 0, m = 1 }',
+         ["levels[1].splitter.m: unknown key; known: n"]),
+        ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 0 }',
+         ["levels[1].splitter.n: must be at least 1 (one word per segment), got 0"]),
+        ('[[levels]]\nmax_segments = -1\ncontraction = 0.0',
+         ["levels[0].max_segments: must be > 0, got -1", "levels[0].contraction: must be > 0, got 0.0"]),
+        ('nme = "x"', ["nme: unknown key; known: levels, name, stamp; did you mean 'name'?"]),
+    ],
+)
+def test_errors_name_the_path_and_what_would_be_right(text: str, expected: list[str], registry: Registry) -> None:
+    assert issues_of(text, registry) == expected
+
+
+def test_invalid_toml_says_where(registry: Registry) -> None:
+    (issue,) = issues_of("[[levels]\n", registry)
+    assert issue.startswith("invalid TOML:") and "line 1" in issue
+
+
+def test_semantic_checks_name_the_level(registry: Registry) -> None:
+    spec = parse_spec('[[levels]]\nsplitter = "whitespace"\n[[levels]]\n[[levels]]\nsplitter = "4-word"\n'
+                      '[[levels]]\nsplitter = "word-pair"', registry=registry)  # fmt: skip
+    assert [str(i) for i in spec.check_splitting()] == [
+        "levels[0].splitter: level 0 is the byte level and has no splitter; put the first splitter in levels[1]",
+        'levels[1].splitter: missing; every level above the bytes needs one, e.g. splitter = { kind = "whitespace" }',
+        "levels[3].splitter.kind: 'word-pair' (2 per segment) cannot sit above '4-word' (4 per segment) at level 2; "
+        "order the levels from fine to coarse",
+    ]
+
+
+def test_a_spec_without_levels_is_refused(registry: Registry) -> None:
+    assert [str(i) for i in parse_spec('name = "x"', registry=registry).check_splitting()] == [
+        "levels: no levels; add a [[levels]] table for the bytes and one per pooling level"
+    ]
+
+
+def test_shorthand_kind_and_name_default(registry: Registry) -> None:
+    spec = parse_spec('[[levels]]\n[[levels]]\nsplitter = "whitespace"', registry=registry, name="from-file")
+    assert spec.name == "from-file" and spec.levels[1].splitter == Whitespace()
+
+
+SPLITTERS = st.one_of(
+    st.just(Whitespace()), st.just(WordPair()), st.just(FourWord()), st.builds(NWord, n=st.integers(1, 64))
+)
+OPTIONAL_POSITIVE = st.none() | st.integers(1, 1 << 20)
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> Spec:
+    depth = draw(st.integers(0, 4))
+    levels = [LevelSpec(dim=draw(OPTIONAL_POSITIVE))]
+    for _ in range(depth):
+        levels.append(
+            LevelSpec(
+                dim=draw(OPTIONAL_POSITIVE),
+                splitter=draw(SPLITTERS),
+                max_segments=draw(OPTIONAL_POSITIVE),
+                contraction=draw(st.none() | st.floats(0.01, 1e6, allow_nan=False)),
+            )
+        )
+    name = draw(st.text(max_size=20))
+    stamp = draw(st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), max_size=3))
+    return Spec(name=name, levels=tuple(levels), stamp=stamp)
+
+
+@given(spec=specs())
+def test_round_trip_through_toml_is_the_identity(spec: Spec) -> None:
+    from aunet.core.registry import default_registry
+
+    registry = default_registry()
+    converter = registry.converter()
+    assert converter.structure(converter.unstructure(spec), Spec) == spec
+    assert parse_spec(dump_spec(spec, registry=registry), registry=registry) == spec
