@@ -80,7 +80,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=2000, metavar="N",
                    help="bytes of the text to draw in the human view (default 2000)")  # fmt: skip
     p.set_defaults(run=cmd_split)
+
+    p = sub.add_parser("train", help="train a model (default: aunet2-tiny on the embedded corpus, about 10 minutes)")
+    p.add_argument("--spec", metavar="FILE", help="spec file (default: the shipped specs/aunet2-tiny.toml)")
+    p.add_argument("--data", metavar="PATH", help="a text file, a folder of .txt files or a .jsonl file with a "
+                   '"text" field (default: the embedded World English Bible)')  # fmt: skip
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-DATE-TIME)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive_int, metavar="N", help="train for N optimizer steps")
+    budget.add_argument("--minutes", type=_positive_float, metavar="M", help="train for M minutes")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a spec field, e.g. --set train.lr=1e-3 --set levels[1].stage.layers=6")  # fmt: skip
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--stop-at", type=_positive_int, metavar="STEP",
+                   help="stop after this step with a checkpoint, as if interrupted (resume later with --resume)")  # fmt: skip
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("eval", help="validation bits per byte of a checkpoint, beside xz -9e")
+    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
+    p.add_argument("--data", metavar="PATH", help="corpus whose validation split to use (default: the embedded one)")
+    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="rows per forward (default 8)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("generate", help="continue a prompt with a trained model, streaming the text")
+    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
+    p.add_argument("--prompt", default="", metavar="TEXT", help="the text to continue (default: empty, start from BOS)")
+    p.add_argument("--max-bytes", type=_positive_int, default=200, metavar="N", help="new bytes at most (default 200)")
+    p.add_argument("--temperature", type=_non_negative_float, default=0.7, metavar="T", help="0 is greedy (default 0.7)")
+    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="sample among the K likeliest")
+    p.add_argument("--top-p", type=_positive_float, default=None, metavar="P", help="nucleus sampling")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default 0)")
+    p.set_defaults(run=cmd_generate)
     return parser
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
 
 
 # -- plugins -------------------------------------------------------------------------------------
@@ -110,21 +172,39 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 # -- spec ----------------------------------------------------------------------------------------
 
 
+def _checked(spec, source: str):
+    """The resolved spec, or SpecError with every problem. A spec without any stage is a
+    splitting-only spec (``aunet split --spec``) and is checked as such."""
+    from aunet.core.spec import resolve_spec
+
+    if all(level.stage is None for level in spec.levels):
+        problems = spec.check_splitting()
+    else:
+        spec = resolve_spec(spec)
+        problems = spec.check_model()
+    if problems:
+        raise SpecError(problems, source=source)
+    return spec
+
+
+def _is_model_spec(spec) -> bool:
+    return any(level.stage is not None for level in spec.levels)
+
+
 def cmd_spec_check(args: argparse.Namespace) -> int:
     from aunet.core.spec import load_spec
 
     issues: list[str] = []
     for file in args.files:
         try:
-            spec = load_spec(file)
-            problems = spec.check_splitting()
-            if problems:
-                raise SpecError(problems, source=file)
+            spec = _checked(load_spec(file), file)
         except AunetError as exc:
             issues.extend(exc.lines())
             continue
         kinds = ", ".join(level.splitter.kind for level in spec.levels[1:] if level.splitter) or "no pooling"
-        print(f"{file}: ok ({len(spec.levels)} levels: {kinds})")
+        what = "" if _is_model_spec(spec) else ", splitting only: no stages"
+        count = f"{len(spec.levels)} level{'s' if len(spec.levels) != 1 else ''}"
+        print(f"{file}: ok ({count}: {kinds}{what})")
     if issues:
         raise AunetError("\n".join(issues))
     return 0
@@ -133,15 +213,36 @@ def cmd_spec_check(args: argparse.Namespace) -> int:
 def cmd_spec_show(args: argparse.Namespace) -> int:
     from aunet.core.spec import dump_spec, load_spec, spec_to_dict
 
-    spec = load_spec(args.file)
-    problems = spec.check_splitting()
-    if problems:
-        raise SpecError(problems, source=args.file)
+    spec = _checked(load_spec(args.file), args.file)
+    sizes = None
+    if _is_model_spec(spec):
+        from aunet.core.accounting import account
+
+        sizes = account(spec)
     if args.json:
-        _print_json({"name": spec.name, "spec": spec_to_dict(spec)})
-    else:
-        print(dump_spec(spec), end="")
+        _print_json({"name": spec.name, "spec": spec_to_dict(spec), **(sizes.to_json() if sizes else {})})
+        return 0
+    print(dump_spec(spec), end="")
+    if sizes is not None:
+        print(format_sizes(sizes))
     return 0
+
+
+def format_sizes(sizes) -> str:
+    """The accounting as TOML comments, so that ``spec show`` output is still a valid spec."""
+    width = max(len(name) for name in sizes.parameters_by_component)
+    lines = ["", "# --- sizes (`aunet spec show --json` for machine-readable figures) ---",
+             f"# parameters: {sizes.parameters:,}"]  # fmt: skip
+    lines += [f"#   {name:<{width}}  {count:>15,}" for name, count in sizes.parameters_by_component.items()]
+    source = "measured on the embedded corpus where the spec gives none" if sizes.contraction_measured else "from the spec"
+    lines += [
+        f"# FLOPs per byte: {sizes.flops_per_byte:.3e} (the paper's accounting: the stacks only)",
+        f"#   with poolers, upsamplers and output head: {sizes.flops_per_byte_all:.3e}",
+        f"# bytes per position at levels 0..{len(sizes.contraction) - 1}: "
+        + ", ".join(f"{k:.2f}" for k in sizes.contraction) + f" ({source})",
+        f"# context: {sizes.context} bytes per row",
+    ]
+    return "\n".join(lines)
 
 
 # -- split ---------------------------------------------------------------------------------------
@@ -220,6 +321,100 @@ def cmd_split(args: argparse.Namespace) -> int:
         print(f"\nlevel {i} ({kinds[i - 1]}), '|' after each boundary:")
         print(render_segments(shown, levels[: len(shown)], i))
     return 0
+
+
+# -- train and eval -------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from aunet.core.resources import spec_path
+    from aunet.core.spec import load_spec
+    from aunet.core.train import apply_overrides, default_out, train
+
+    spec = None
+    if not args.resume or args.spec or args.overrides:
+        spec = load_spec(args.spec or spec_path("aunet2-tiny"))
+        if args.overrides:
+            spec = apply_overrides(spec, args.overrides)
+        spec = _checked(spec, args.spec or "specs/aunet2-tiny.toml")
+    if args.resume and not args.out:
+        raise InputError("--resume needs --out DIR, the run directory to continue")
+    out = Path(args.out) if args.out else default_out(spec)
+    print(f"run directory: {out}", file=sys.stderr)
+    summary = train(spec, data=args.data, out=out, steps=args.steps, minutes=args.minutes, resume=args.resume,
+                    stop_at=args.stop_at)  # fmt: skip
+    if summary.interrupted:
+        where = f"; checkpoint {summary.checkpoint}" if summary.checkpoint else ""
+        print(f"stopped at step {summary.step}{where}; continue with: aunet train --out {out} --resume",
+              file=sys.stderr)  # fmt: skip
+        return 0 if args.stop_at is not None and summary.step >= args.stop_at else 130
+    print(f"validation: {summary.val_bpb:.4f} bits per byte on {summary.val_bytes:,} bytes")
+    print(f"xz -9e:     {summary.xz_bpb:.4f} bits per byte on the same bytes")
+    if summary.sample is not None:
+
+        print("sample:")
+        print(_visible_text(summary.sample))
+    print(f"run directory: {out} (checkpoint {summary.checkpoint.name if summary.checkpoint else 'none'})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from aunet.core.data import encode_documents, load_corpus, xz_bits_per_byte
+    from aunet.core.evaluate import evaluate
+    from aunet.core.train import load_run_model
+
+    spec, model, ckpt = load_run_model(args.ckpt)
+    corpus = load_corpus(args.data)
+    docs = encode_documents(corpus.validation, spec.splitter_stack())
+    if not docs:
+        raise InputError(f"the validation split of {corpus.source} is empty")
+    result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size)
+    xz = xz_bits_per_byte(corpus.validation_bytes)
+    if args.json:
+        _print_json({"checkpoint": str(ckpt), "spec": spec.name, "data": corpus.source,
+                     "documents": [d.name for d in corpus.validation], **result.to_json(), "xz_bpb": xz})  # fmt: skip
+        return 0
+    print(f"checkpoint: {ckpt} ({spec.name})")
+    print(f"validation: {result.bpb:.4f} bits per byte on {result.bytes:,} bytes of {corpus.source} "
+          f"({len(corpus.validation)} documents)")  # fmt: skip
+    print(f"xz -9e:     {xz:.4f} bits per byte on the same bytes")
+    per = ", ".join(f"level {i}: {k:.2f}" for i, k in enumerate(result.bytes_per_segment, start=1))
+    if per:
+        print(f"bytes per segment: {per}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import codecs
+    import warnings
+
+    from aunet.core.train import load_run_model
+
+    if args.top_p is not None and args.top_p > 1:
+        raise InputError(f"--top-p must be at most 1, got {args.top_p}")
+    spec, model, ckpt = load_run_model(args.ckpt)
+    prompt = args.prompt.encode("utf-8", "surrogateescape")
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out = sys.stdout
+
+    def show(row: int, byte: bytes) -> None:
+        out.write(text.decode(byte))
+        out.flush()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        out.write(args.prompt)
+        model.generate([prompt], args.max_bytes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                       seed=args.seed, on_bytes=show)  # fmt: skip
+    out.write(text.decode(b"", final=True) + "\n")
+    for w in caught:
+        print(f"aunet: note: {w.message}", file=sys.stderr)
+    return 0
+
+
+def _visible_text(data: bytes) -> str:
+    """Bytes for a terminal: UTF-8 where valid, U+FFFD where not."""
+    return data.decode("utf-8", "replace")
 
 
 _VISIBLE = {0x0A: "⏎\n", 0x0D: "␍", 0x09: "→"}

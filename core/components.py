@@ -41,8 +41,9 @@ class StageSpec(ComponentSpec):
     """A sequence model run at one level (encoder, decoder or trunk)."""
 
     @abstractmethod
-    def build(self, *, dim: int) -> Stage:
-        """The module, for sequences of width ``dim``."""
+    def build(self, *, dim: int, device: Any = None) -> Stage:
+        """The module, for sequences of width ``dim``; attention backends are resolved for
+        ``device`` here, once."""
 
     @abstractmethod
     def parameter_count(self, *, dim: int) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 
 from aunet.core.errors import SpecIssue
 from aunet.core.splitter import Splitter
-from aunet.core.text import INVALID, LEAD_LENGTH, SECOND_RANGE, CharTable, Chars, as_bytes_array, decode
+from aunet.core.text import INVALID, LEAD_LENGTH, SECOND_RANGE, TABLE_SIZE, CharTable, Chars, as_bytes_array, decode
 
 #: Past this many product states (or this many table entries) a stack streams uncompiled.
 MAX_STATES = 20_000
@@ -168,13 +168,13 @@ def _combined_classes(stack: SplitterStack) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=64)
 def _compile(stack: SplitterStack) -> Automaton:
+    if not stack.splitters:  # a flat byte model: every byte is level 0
+        return Automaton(stack, bytes(TABLE_SIZE), [0] * 128 + [-1] * 128, [0] * 4, 4, 1, 128, "compiled (no levels)")
     combined, components = _combined_classes(stack)
     product = _Product(stack, components)
     n_classes = len(components)
     n_inputs = n_classes * 4
     classes = combined.tobytes()
-    if not stack.splitters:
-        return Automaton(stack, classes, [0] * 128 + [-1] * 128, [0] * n_inputs, n_inputs, 1, 128, "compiled (no levels)")
 
     # Breadth-first enumeration of the reachable product states.
     start = product.start()

@@ -15,12 +15,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-import attrs
 import torch
 from torch import Tensor, nn
 
 
-@attrs.define(eq=False)
 class Layout:
     """Where the positions of one level's sequence sit; built once per level per forward and
     shared by the level's encoder and decoder (and their attention masks, through ``cache``).
@@ -34,12 +32,58 @@ class Layout:
         pos: (B, S) int64 index of each position in the stage's own sequence (RoPE), or None for
             ``arange(S)`` in every row. Incremental decoding passes the cache lengths here.
         cache: per-forward memo for backends (the mask of this layout, built once).
+
+    A plain class (not attrs) so that ``torch.compile(fullgraph=True)`` traces its construction.
     """
 
-    doc: Tensor | None = None
-    valid: Tensor | None = None
-    pos: Tensor | None = None
-    cache: dict[str, Any] = attrs.field(factory=dict)
+    def __init__(self, doc: Tensor | None = None, valid: Tensor | None = None, pos: Tensor | None = None) -> None:
+        self.doc = doc
+        self.valid = valid
+        self.pos = pos
+        self.cache: dict[str, Any] = {}
+
+
+class KVCache:
+    """Keys and values of one stage, for incremental decoding.
+
+    Per layer, ``k[l]`` and ``v[l]`` are (B, H, C + 1, K): C slots used as a ring buffer (a
+    stage with a sliding window W needs only C = W) and one spare slot that absorbs the writes of
+    rows with nothing to add, so that updates need no host synchronisation. ``pos`` (B, C + 1)
+    holds the stage-sequence position stored in each slot (-1: empty) and ``length`` (B,) the
+    positions written so far per row.
+    """
+
+    def __init__(self, *, layers: int, batch: int, heads: int, head_dim: int, capacity: int,
+                 device: Any, dtype: torch.dtype) -> None:  # fmt: skip
+        shape = (batch, heads, capacity + 1, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.pos = torch.full((batch, capacity + 1), -1, dtype=torch.long, device=device)
+        self.length = torch.zeros(batch, dtype=torch.long, device=device)
+        self.capacity = capacity
+
+    def slots(self, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """For new positions with (B, S) ``valid``: their positions (B, S) and the slots they go
+        to (B, S). Invalid ones, and valid ones that more recent positions of the same call push
+        out of the ring, go to the spare slot. Valid positions must come first in a row."""
+        s = valid.shape[1]
+        positions = self.length[:, None] + torch.arange(s, device=valid.device)  # (B, S)
+        end = (self.length + valid.sum(1))[:, None]  # (B, 1) length after this call
+        keep = valid & (positions >= end - self.capacity)
+        slots = torch.where(keep, positions % self.capacity, self.capacity)
+        return positions, slots
+
+    def write(self, layer: int, k: Tensor, v: Tensor, slots: Tensor) -> None:
+        """Store (B, H, S, K) new keys and values at ``slots`` (B, S)."""
+        index = slots[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])  # (B, H, S, K)
+        self.k[layer].scatter_(2, index, k)
+        self.v[layer].scatter_(2, index, v)
+
+    def commit(self, positions: Tensor, slots: Tensor, valid: Tensor) -> None:
+        """Record the new positions once every layer has written."""
+        self.pos.scatter_(1, slots, torch.where(slots < self.capacity, positions, -1))
+        self.pos[:, self.capacity] = -1
+        self.length += valid.sum(1)
 
 
 class AttentionBackend(nn.Module, ABC):
@@ -47,12 +91,15 @@ class AttentionBackend(nn.Module, ABC):
 
     Contract: query s attends to keys s' <= s of the same document (``layout.doc``), and within
     ``window`` positions when a window is set (s - s' < window); never to padding. Inputs
-    q, k, v are (B, H, S, K) after RoPE; the output is (B, H, S, K). The backend is chosen once,
-    when the model is built; it never re-decides per call.
+    q, k, v are (B, H, S, K) after RoPE; the output is (B, H, S, K). An explicit ``mask``
+    (B or 1, 1, S_q, S_k), True where allowed, replaces the rule (incremental decoding builds
+    it from the cache). The backend is chosen once, when the model is built; it never re-decides
+    per call.
     """
 
     @abstractmethod
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, layout: Layout, window: int | None) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, layout: Layout, window: int | None,
+                mask: Tensor | None = None) -> Tensor:  # fmt: skip
         """(B, H, S, K) attention output."""
 
 
@@ -69,8 +116,18 @@ class Stage(nn.Module, ABC):
     dim: int
 
     @abstractmethod
-    def forward(self, x: Tensor, *, layout: Layout) -> Tensor:
-        """(B, S, D) -> (B, S, D)."""
+    def forward(self, x: Tensor, *, layout: Layout, cache: KVCache | None = None) -> Tensor:
+        """(B, S, D) -> (B, S, D).
+
+        With a ``cache``, x holds the next S positions of each row (``layout.valid`` (B, S) says
+        which are real; real ones come first), which attend to the cached positions and to each
+        other, and are appended to the cache.
+        """
+
+    @abstractmethod
+    def new_cache(self, *, batch: int, capacity: int, device: Any, dtype: torch.dtype) -> KVCache:
+        """An empty cache for ``batch`` rows of up to ``capacity`` positions (fewer may do: a
+        sliding-window stage keeps only its window)."""
 
 
 class Pooler(nn.Module, ABC):

@@ -71,13 +71,108 @@ class LevelSpec:
 
 
 @attrs.frozen(kw_only=True)
+class ModelSpec:
+    """What concerns the whole network rather than one level."""
+
+    context: int = attrs.field(default=1024, validator=_positive)
+    """Positions per row (BOS and EOS included) the model is trained at; static shapes derive
+    from it."""
+    segment_margin: float = attrs.field(default=1.25, validator=_positive)
+    """Static shapes keep ceil(margin x expected segments) + 8 segments per row and level, the
+    expectation coming from the level's contraction."""
+    norm_eps: float = attrs.field(default=1e-5, validator=_positive)
+    """Epsilon of the final RMSNorm."""
+    init_std: float | None = attrs.field(default=None, validator=_positive)
+    """Standard deviation of the byte embedding and output head initialization (default
+    dim ** -0.5)."""
+
+
+class Precision(enum.Enum):
+    """Training precision."""
+
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"  # autocast: matrix products in bfloat16, master weights in float32
+
+
+class Shapes(enum.Enum):
+    """Segments kept per row during training (see ``aunet.core.model.ShapeMode``)."""
+
+    STATIC = "static"  # fixed per row length: needed by torch.compile; drops are counted
+    EAGER = "eager"  # the batch's largest row: drops nothing
+
+
+def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be between 0 and 1, got {value}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class TrainSpec:
+    """How ``aunet train`` trains (AUNET.md section 6: AdamW, warmup then cosine, clipping)."""
+
+    batch_size: int = attrs.field(default=8, validator=_positive)
+    """Rows of ``model.context`` positions per micro-batch."""
+    grad_accum: int = attrs.field(default=1, validator=_positive)
+    """Micro-batches per optimizer step."""
+    steps: int | None = attrs.field(default=None, validator=_positive)
+    """Budget in optimizer steps (wins over ``minutes``)."""
+    minutes: float | None = attrs.field(default=8.5, validator=_positive)
+    """Budget in minutes of training (evaluation and checkpoints excluded). The learning-rate
+    schedule then follows elapsed time, so such runs are not bit-reproducible; use ``steps``."""
+    lr: float = attrs.field(default=3e-3, validator=_positive)
+    """Peak learning rate."""
+    min_lr_ratio: float = attrs.field(default=0.01, validator=_fraction)
+    """The cosine ends at this fraction of the peak (the paper: 1%)."""
+    warmup: int = attrs.field(default=50, validator=_non_negative)
+    """Linear warmup, in optimizer steps."""
+    weight_decay: float = attrs.field(default=0.1, validator=_non_negative)
+    """AdamW weight decay, on matrices only unless ``decay_all``."""
+    decay_all: bool = False
+    """Also decay norms and embeddings."""
+    beta1: float = attrs.field(default=0.9, validator=_fraction)
+    beta2: float = attrs.field(default=0.95, validator=_fraction)
+    eps: float = attrs.field(default=1e-8, validator=_positive)
+    clip: float | None = attrs.field(default=0.2, validator=_positive)
+    """Clip the gradient norm to this (None: no clipping)."""
+    seed: int = 0
+    """Seeds the initialization and the data order."""
+    precision: Precision = Precision.FLOAT32
+    compile: bool = False
+    """torch.compile the model (needs ``shapes = "static"``)."""
+    shapes: Shapes = Shapes.EAGER
+    eval_every: int = attrs.field(default=250, validator=_positive)
+    """Steps between evaluations on ``eval_bytes`` of the validation split."""
+    eval_bytes: int = attrs.field(default=65_536, validator=_positive)
+    """Validation bytes of the periodic evaluations (the final one uses the whole split)."""
+    checkpoint_every: int = attrs.field(default=250, validator=_positive)
+    """Steps between checkpoints (one is also written at the end and on Ctrl-C)."""
+    keep: int = attrs.field(default=3, validator=_positive)
+    """Checkpoints kept (the oldest are removed once a newer one is safely written)."""
+    log_every: int = attrs.field(default=10, validator=_positive)
+    """Steps between lines of metrics.jsonl and TensorBoard scalars."""
+    sample_bytes: int = attrs.field(default=200, validator=_non_negative)
+    """Bytes of the closing sample."""
+    prompt: str = "And God said,"
+    """Prompt of the closing sample."""
+
+
+@attrs.frozen(kw_only=True)
 class Spec:
     """A whole hierarchy: its levels and how to build and train it."""
 
     name: str = ""
     """A name for humans and run directories; defaults to the file's stem."""
+    model: ModelSpec = attrs.field(factory=ModelSpec)
+    """Whole-network options."""
     levels: tuple[LevelSpec, ...] = ()
     """Level 0 (bytes) first; one table per level."""
+    train: TrainSpec = attrs.field(factory=TrainSpec)
+    """How ``aunet train`` trains it."""
     stamp: Mapping[str, str] = attrs.field(factory=dict)
     """Package and plugin versions, written into a run directory's resolved spec."""
 
@@ -104,8 +199,37 @@ class Spec:
         numbers = [i for i, level in enumerate(self.levels) if i and level.splitter is not None]
         return issues + self.splitter_stack().check("levels", numbers)
 
+    def check_model(self) -> list[SpecIssue]:
+        """Every problem that stops a model from being built, each with its path."""
+        issues = self.check_splitting()
+        for i, level in enumerate(self.levels):
+            path = f"levels[{i}]"
+            if level.dim is None:
+                issues.append(SpecIssue(f"{path}.dim", "missing; every level needs a width, e.g. dim = 256"))
+            if level.stage is None:
+                issues.append(SpecIssue(f"{path}.stage", 'missing; e.g. stage = { kind = "transformer", layers = 2 }'))
+            elif level.dim is not None:
+                issues.extend(level.stage.check(path=f"{path}.stage", dim=level.dim))
+            if i == 0:
+                for name in ("pooler", "upsampler", "max_segments", "contraction"):
+                    if getattr(level, name) is not None:
+                        issues.append(SpecIssue(f"{path}.{name}", f"level 0 is the byte level and has no {name.replace('_', ' ')}"))
+            below = self.levels[i - 1].dim if i else None
+            for name, dims in (("pooler", {"dim_in": below, "dim_out": level.dim}),
+                               ("upsampler", {"dim_coarse": level.dim, "dim_fine": below})):  # fmt: skip
+                component = getattr(level, name)
+                if i and component is not None and None not in dims.values():
+                    issues.extend(component.check(path=f"{path}.{name}", **dims))
+        if self.train.compile and self.train.shapes is not Shapes.STATIC:
+            issues.append(SpecIssue("train.shapes", 'torch.compile needs static shapes; set shapes = "static"'))
+        return issues
+
 
 # -- conversion ----------------------------------------------------------------------------------
+
+
+#: How a spec file says None for a field whose default is something else (``clip = "none"``).
+NONE = "none"
 
 
 class _Invalid(ValueError):
@@ -206,7 +330,10 @@ class SpecConverter:
             raise SpecError(issues) from None
 
     def _structure_optional(self, value: Any, tp: Any) -> Any:
-        return None if value is None else self.cattrs.structure(value, _optional_arg(tp))
+        # TOML has no null: "none" spells None where the default is something else (clip = "none").
+        if value is None or (isinstance(value, str) and value == NONE and _optional_arg(tp) is not str):
+            return None
+        return self.cattrs.structure(value, _optional_arg(tp))
 
     def _structure_tuple(self, value: Any, tp: Any) -> tuple:
         if not isinstance(value, (list, tuple)):
@@ -309,6 +436,8 @@ class SpecConverter:
                 continue
             value = getattr(obj, field.name)
             if value is None:
+                if field.default is not None and field.default is not attrs.NOTHING:
+                    out[field.alias or field.name] = NONE  # None that is not the default
                 continue  # TOML has no null: absent means the default
             out[field.alias or field.name] = self._unstructure_value(value)
         return out
@@ -397,6 +526,27 @@ def load_spec(path: str | Path, *, registry: Registry | None = None) -> Spec:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read spec file '{path}': {exc}") from None
     return parse_spec(text, source=str(path), registry=registry, name=path.stem)
+
+
+def resolve_spec(spec: Spec, *, registry: Registry | None = None) -> Spec:
+    """The spec with defaults filled in: ``select`` poolers and ``multi-linear`` upsamplers on
+    every level above the bytes that names none, and the name."""
+    registry = registry or default_registry()
+    levels = []
+    for i, level in enumerate(spec.levels):
+        for name, family, kind in (("pooler", Family.POOLER, DEFAULT_POOLER),
+                                   ("upsampler", Family.UPSAMPLER, DEFAULT_UPSAMPLER)):  # fmt: skip
+            if i and getattr(level, name) is None:
+                try:
+                    level = attrs.evolve(level, **{name: registry.lookup(family, kind).cls()})
+                except KeyError as exc:
+                    raise SpecError([SpecIssue(f"levels[{i}].{name}", f"none given and the default {exc.args[0]}")]) from None
+        levels.append(level)
+    return attrs.evolve(spec, levels=tuple(levels))
+
+
+DEFAULT_POOLER = "select"
+DEFAULT_UPSAMPLER = "multi-linear"
 
 
 def spec_to_dict(spec: Spec, *, registry: Registry | None = None) -> dict[str, Any]:

@@ -53,7 +53,7 @@ colour = "red"
          ["levels[1].splitter.n: must be at least 1 (one word per segment), got 0"]),
         ('[[levels]]\nmax_segments = -1\ncontraction = 0.0',
          ["levels[0].max_segments: must be > 0, got -1", "levels[0].contraction: must be > 0, got 0.0"]),
-        ('nme = "x"', ["nme: unknown key; known: levels, name, stamp; did you mean 'name'?"]),
+        ('nme = "x"', ["nme: unknown key; known: levels, model, name, stamp, train; did you mean 'name'?"]),
     ],
 )
 def test_errors_name_the_path_and_what_would_be_right(text: str, expected: list[str], registry: Registry) -> None:
@@ -82,6 +82,12 @@ def test_a_spec_without_levels_is_refused(registry: Registry) -> None:
     ]
 
 
+def test_none_is_spelt_out_where_the_default_is_not_none(registry: Registry) -> None:
+    spec = parse_spec('[train]\nclip = "none"\nminutes = "none"\nsteps = 5', registry=registry)
+    assert spec.train.clip is None and spec.train.minutes is None and spec.train.steps == 5
+    assert 'clip = "none"' in dump_spec(spec, registry=registry)
+
+
 def test_shorthand_kind_and_name_default(registry: Registry) -> None:
     spec = parse_spec('[[levels]]\n[[levels]]\nsplitter = "whitespace"', registry=registry, name="from-file")
     assert spec.name == "from-file" and spec.levels[1].splitter == Whitespace()
@@ -91,24 +97,64 @@ SPLITTERS = st.one_of(
     st.just(Whitespace()), st.just(WordPair()), st.just(FourWord()), st.builds(NWord, n=st.integers(1, 64))
 )
 OPTIONAL_POSITIVE = st.none() | st.integers(1, 1 << 20)
+FLOATS = st.floats(1e-6, 1e6, allow_nan=False)
+
+
+def _stages():
+    from aunet.plugins.attention import MathSpec, SdpaSpec
+    from aunet.plugins.transformer import TransformerSpec
+
+    return st.none() | st.builds(
+        TransformerSpec, layers=st.integers(1, 64), head_dim=st.integers(1, 256), window=OPTIONAL_POSITIVE,
+        ffn_hidden=OPTIONAL_POSITIVE, rope_theta=FLOATS, attention=st.sampled_from([SdpaSpec(), MathSpec()]),
+    )  # fmt: skip
+
+
+def _upsamplers():
+    from aunet.plugins.upsamplers import MultiLinearSpec, OffsetMode, RepeatSpec, SimpleSpec
+
+    return st.none() | st.one_of(
+        st.builds(MultiLinearSpec, offsets=st.integers(1, 64), mode=st.sampled_from(list(OffsetMode))),
+        st.builds(RepeatSpec, norm_eps=FLOATS), st.just(SimpleSpec()),
+    )  # fmt: skip
+
+
+def _trains():
+    from aunet.core.spec import Precision, Shapes, TrainSpec
+
+    return st.builds(TrainSpec, lr=FLOATS, steps=OPTIONAL_POSITIVE, minutes=st.none() | FLOATS,
+                     clip=st.none() | FLOATS, precision=st.sampled_from(list(Precision)),
+                     shapes=st.sampled_from(list(Shapes)), prompt=st.text(max_size=10))  # fmt: skip
+
+
+def _models():
+    from aunet.core.spec import ModelSpec
+
+    return st.builds(ModelSpec, context=st.integers(1, 1 << 16), segment_margin=FLOATS,
+                     init_std=st.none() | FLOATS)  # fmt: skip
 
 
 @st.composite
 def specs(draw: st.DrawFn) -> Spec:
+    from aunet.plugins.poolers import SelectSpec
+
     depth = draw(st.integers(0, 4))
-    levels = [LevelSpec(dim=draw(OPTIONAL_POSITIVE))]
+    levels = [LevelSpec(dim=draw(OPTIONAL_POSITIVE), stage=draw(_stages()))]
     for _ in range(depth):
         levels.append(
             LevelSpec(
                 dim=draw(OPTIONAL_POSITIVE),
                 splitter=draw(SPLITTERS),
+                stage=draw(_stages()),
+                pooler=draw(st.none() | st.just(SelectSpec())),
+                upsampler=draw(_upsamplers()),
                 max_segments=draw(OPTIONAL_POSITIVE),
                 contraction=draw(st.none() | st.floats(0.01, 1e6, allow_nan=False)),
             )
         )
     name = draw(st.text(max_size=20))
     stamp = draw(st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), max_size=3))
-    return Spec(name=name, levels=tuple(levels), stamp=stamp)
+    return Spec(name=name, model=draw(_models()), levels=tuple(levels), train=draw(_trains()), stamp=stamp)
 
 
 @given(spec=specs())

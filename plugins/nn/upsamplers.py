@@ -1,0 +1,56 @@
+"""Upsampler modules for the built-in ``multi-linear``, ``repeat`` and ``simple`` kinds (specs and
+the rules they implement: ``aunet.plugins.upsamplers``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from aunet.core.modules import Upsampler, gather_rows
+from aunet.plugins.upsamplers import MultiLinearSpec, OffsetMode, RepeatSpec
+
+
+#: Up to this many fine positions, ``multi-linear`` gathers each position's own matrix instead of
+#: projecting every coarse vector through all of them (decoding steps: a position or two per row).
+FEW = 64
+
+
+class MultiLinearUpsampler(Upsampler):
+    def __init__(self, spec: MultiLinearSpec, dim_coarse: int, dim_fine: int) -> None:
+        super().__init__()
+        self.offsets = spec.offsets
+        self.wrap = spec.mode is OffsetMode.WRAP
+        self.dim_fine = dim_fine
+        self.norm = nn.RMSNorm(dim_coarse, eps=spec.norm_eps)
+        self.up = nn.Parameter(torch.empty(dim_coarse, dim_fine))  # W_up
+        self.per_offset = nn.Parameter(torch.empty(spec.offsets, dim_coarse, dim_fine))  # W_o
+        nn.init.normal_(self.up, std=spec.init_std)
+        nn.init.normal_(self.per_offset, std=spec.init_std)
+
+    def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
+        b, s, _ = coarse.shape
+        n = self.offsets
+        u = self.norm(coarse)  # (B, S, Dc)
+        o = offset.remainder(n) if self.wrap else offset.clamp(max=n - 1)
+        if segment.numel() <= FEW:  # decoding: project the few positions with their own matrices
+            picked = gather_rows(u, segment)  # (B, T, Dc)
+            weight = self.up + self.per_offset[o]  # (B, T, Dc, Df)
+            return (picked.unsqueeze(-2) @ weight).squeeze(-2)  # (B, T, Df)
+        weight = (self.up[None] + self.per_offset).permute(1, 0, 2).reshape(-1, n * self.dim_fine)  # (Dc, n*Df)
+        projected = (u @ weight).view(b, s * n, self.dim_fine)  # (B, S*n, Df): row s*n + o
+        return gather_rows(projected, segment * n + o)  # (B, T, Df)
+
+
+class RepeatUpsampler(Upsampler):
+    def __init__(self, spec: RepeatSpec, dim_coarse: int, dim_fine: int, *, only_boundary: bool) -> None:
+        super().__init__()
+        self.only_boundary = only_boundary
+        self.norm = nn.RMSNorm(dim_coarse, eps=spec.norm_eps)
+        self.proj = nn.Linear(dim_coarse, dim_fine, bias=False)
+        nn.init.normal_(self.proj.weight, std=spec.init_std)
+
+    def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
+        out = gather_rows(self.proj(self.norm(coarse)), segment)  # (B, T, Df)
+        if self.only_boundary:
+            out = out * (offset == 0).unsqueeze(-1).to(out.dtype)
+        return out

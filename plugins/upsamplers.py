@@ -1,0 +1,100 @@
+"""Built-in upsamplers (AUNET.md section 4): ``multi-linear`` (the paper's default), ``repeat``
+and ``simple`` (its ablations).
+
+Fine position j belongs to the segment of the last boundary at or before it (``segment[j]``) and
+sits ``offset[j]`` positions after that boundary. All three normalize the coarse vector first
+(u = RMSNorm(coarse)), then:
+
+* ``multi-linear``: out_j = W_up u + W_o u with one matrix W_o per offset o (16 by default; offsets
+  beyond wrap around, as in the reference, or clamp to the last matrix). Computed without any loop
+  over offsets: every coarse vector is projected once through all (W_up + W_o), then each fine
+  position gathers its row. No host synchronisation, no data-dependent shapes.
+* ``repeat``: out_j = W_up u for every fine position of the segment.
+* ``simple``: out_j = W_up u at the boundary position itself (offset 0), zero elsewhere.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, ClassVar
+
+import attrs
+
+from aunet.core.components import UpsamplerSpec
+from aunet.core.hookspecs import hookimpl
+from aunet.core.registry import Registrar
+
+if TYPE_CHECKING:
+    from aunet.plugins.nn.upsamplers import MultiLinearUpsampler, RepeatUpsampler
+
+
+class OffsetMode(enum.Enum):
+    """What ``multi-linear`` does with offsets past its last matrix."""
+
+    WRAP = "wrap"  # offset mod n (the reference)
+    CLAMP = "clamp"  # min(offset, n - 1)
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class MultiLinearSpec(UpsamplerSpec):
+    """One projection per offset from the boundary (the paper's default, 16 offsets)."""
+
+    kind: ClassVar[str] = "multi-linear"
+    offsets: int = attrs.field(default=16, validator=_positive)
+    """Number of offset matrices."""
+    mode: OffsetMode = OffsetMode.WRAP
+    """Offsets past the last matrix: "wrap" (mod offsets, the reference) or "clamp"."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+    init_std: float = 0.02
+    """Standard deviation of the projections' initialization."""
+
+    def build(self, *, dim_coarse: int, dim_fine: int) -> MultiLinearUpsampler:
+        from aunet.plugins.nn.upsamplers import MultiLinearUpsampler
+
+        return MultiLinearUpsampler(self, dim_coarse, dim_fine)
+
+    def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
+        return dim_coarse + (1 + self.offsets) * dim_coarse * dim_fine
+
+
+@attrs.frozen(kw_only=True)
+class RepeatSpec(UpsamplerSpec):
+    """One projection, repeated over the segment (ablation)."""
+
+    kind: ClassVar[str] = "repeat"
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+    init_std: float = 0.02
+    """Standard deviation of the projection's initialization."""
+
+    def build(self, *, dim_coarse: int, dim_fine: int) -> RepeatUpsampler:
+        from aunet.plugins.nn.upsamplers import RepeatUpsampler
+
+        return RepeatUpsampler(self, dim_coarse, dim_fine, only_boundary=False)
+
+    def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
+        return dim_coarse + dim_coarse * dim_fine
+
+
+@attrs.frozen(kw_only=True)
+class SimpleSpec(RepeatSpec):
+    """The projection at the boundary position only (ablation)."""
+
+    kind: ClassVar[str] = "simple"
+
+    def build(self, *, dim_coarse: int, dim_fine: int) -> RepeatUpsampler:
+        from aunet.plugins.nn.upsamplers import RepeatUpsampler
+
+        return RepeatUpsampler(self, dim_coarse, dim_fine, only_boundary=True)
+
+
+@hookimpl
+def aunet_register_upsamplers(registry: Registrar) -> None:
+    for cls in (MultiLinearSpec, RepeatSpec, SimpleSpec):
+        registry.add_upsampler(cls)
