@@ -1,0 +1,131 @@
+"""Generation with per-stage KV caches: equal to teacher forcing, stage calls only at boundaries,
+batched prompts of different lengths, sampling options, bad input (AUNET.md section 5)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aunet
+from aunet.core.decoding import decode
+from aunet.core.generate import generate, generate_recompute, sample_next
+from aunet.core.model import ShapeMode, build_model
+from aunet.core.resources import spec_path
+from aunet.testing import small_specs
+
+EXAMPLES = {"ci": 25, "dev": 8, "thorough": 300}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 25)
+PROMPT_BYTES = st.one_of(
+    st.binary(max_size=40),  # random bytes: long segments, invalid UTF-8
+    st.text(alphabet="ab c.\n1", max_size=40).map(str.encode),  # short words, ends mid-segment
+    st.just(b"x" * 37),  # one segment longer than 16 bytes
+)
+
+
+def greedy(logits: torch.Tensor) -> torch.Tensor:
+    return sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
+
+
+def assert_matches_teacher_forcing(model, prompts, new: int) -> None:
+    result = decode(model, prompts, new, choose=greedy, keep_logits=True)
+    spec = model.spec
+    for row, prompt in enumerate(prompts):
+        final = prompt + result.new_bytes[row]
+        tokens, levels = aunet.encode(final), aunet.compute_levels(spec, final)
+        with torch.no_grad():
+            reference = model(tokens[None], levels[None], shapes=ShapeMode.EAGER).logits[0]
+        assert len(result.logits[row]) >= 1
+        for j, logits in enumerate(result.logits[row]):
+            torch.testing.assert_close(logits, reference[len(prompt) + j], rtol=1e-5, atol=1e-5,
+                                       msg=lambda m: f"row {row}, new byte {j}, prompt {prompt!r}: {m}")  # fmt: skip
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(spec=small_specs(context=256), prompts=st.lists(PROMPT_BYTES, min_size=1, max_size=3), new=st.integers(1, 24))
+def test_cached_decoding_equals_teacher_forcing(spec, prompts, new: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    assert_matches_teacher_forcing(model, prompts, new)
+
+
+@pytest.mark.parametrize("name", ["byte-tiny", "aunet2-tiny", "aunet3-tiny", "aunet4-tiny"])
+def test_shipped_specs_decode_exactly(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(aunet.load_spec(spec_path(name))).eval()
+    assert_matches_teacher_forcing(model, [b"In the beginning God created", b"", b"supercalifragilistic" * 2], 40)
+
+
+def test_sliding_window_cache_stays_bounded_and_exact() -> None:
+    torch.manual_seed(0)
+    model = build_model(aunet.parse_spec(
+        '[model]\ncontext = 512\n[[levels]]\ndim = 16\nstage = { kind = "transformer", layers = 1, head_dim = 8, window = 8 }\n'
+        '[[levels]]\ndim = 16\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1, head_dim = 8 }'
+    )).eval()  # fmt: skip
+    from aunet.core.decoding import new_state
+
+    assert new_state(model, 1, 500).encoders[0].capacity == 8
+    assert_matches_teacher_forcing(model, [b"a long prompt that is longer than the window of eight"], 30)
+
+
+def test_deep_stages_run_only_at_boundaries() -> None:
+    torch.manual_seed(0)
+    spec = aunet.load_spec(spec_path("aunet3-tiny"))
+    model = build_model(spec).eval()
+    result = decode(model, [b"The cat sat on the mat and"], 60, choose=greedy)
+    new = result.new_bytes[0]
+    levels = aunet.compute_levels(spec, b"The cat sat on the mat and" + new)[-len(new):]
+    # Steps run for every new byte but the last one chosen (its successor is never needed).
+    stepped = levels[: len(new) - 1] if len(new) == 60 else levels
+    assert result.stage_calls[0] == len(stepped)
+    assert result.stage_calls[1] == int((stepped >= 1).sum())
+    assert result.trunk_calls == result.stage_calls[2] == int((stepped >= 2).sum())
+
+
+def test_generate_api_sampling_and_stops() -> None:
+    torch.manual_seed(0)
+    model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
+    a = model.generate([b"abc", b"x"], 20, temperature=1.0, top_k=10, seed=5)
+    b = model.generate([b"abc", b"x"], 20, temperature=1.0, top_k=10, seed=5)
+    assert a == b and all(isinstance(x, bytes) and len(x) <= 20 for x in a)
+    nucleus = model.generate([b"abc"], 10, temperature=0.8, top_p=0.9, seed=1)
+    assert len(nucleus[0]) <= 10
+    greedy_bytes = model.generate([b"abc"], 15)
+    assert greedy_bytes == generate_recompute(model, [b"abc"], 15)
+    stopped = model.generate([b"abc"], 15, stop=greedy_bytes[0][:3])
+    assert stopped == [greedy_bytes[0][:3]]
+    streamed = []
+    model.generate([b"abc"], 15, on_bytes=lambda row, byte: streamed.append(byte))
+    assert b"".join(streamed) == greedy_bytes[0]
+
+
+def test_empty_and_too_long_prompts() -> None:
+    torch.manual_seed(0)
+    spec = aunet.parse_spec(
+        '[model]\ncontext = 32\n[[levels]]\ndim = 16\nstage = { kind = "transformer", layers = 1, head_dim = 8 }\n'
+        '[[levels]]\ndim = 16\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1, head_dim = 8 }'
+    )  # fmt: skip
+    model = build_model(spec).eval()
+    assert len(model.generate([b""], 5)[0]) <= 5
+    with pytest.warns(RuntimeWarning, match="kept its last 31 bytes, dropped 9"):
+        result = decode(model, [b"y" * 40], 3, choose=greedy)
+    assert result.truncated == (9,)
+
+
+def test_bad_arguments() -> None:
+    model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
+    with pytest.raises(TypeError, match="list of bytes"):
+        model.generate(b"abc", 3)
+    with pytest.raises(ValueError, match="top_k must be > 0"):
+        model.generate([b"abc"], 3, top_k=0)
+    with pytest.raises(ValueError, match="max_new_bytes must be >= 0"):
+        model.generate([b"abc"], -1)
+
+
+def test_eos_ends_a_row() -> None:
+    torch.manual_seed(0)
+    model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
+    eos_first = lambda logits: torch.full((logits.shape[0],), 257)  # noqa: E731
+    assert decode(model, [b"abc", b"de"], 10, choose=eos_first).new_bytes == [b"", b""]
