@@ -10,6 +10,8 @@ import argparse
 import json
 import os
 import sys
+
+import numpy as np
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     text = p.add_mutually_exclusive_group(required=True)
     text.add_argument("--text", metavar="STR", help="the text to split")
     text.add_argument("--file", metavar="PATH", help="a file to split (any bytes)")
+    text.add_argument("--suite", metavar="NAME", choices=["udhr"],
+                      help="report on every text of a suite instead (udhr: 525 languages)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="per-byte levels and statistics as JSON")
     p.add_argument("--show", type=int, default=2000, metavar="N",
                    help="bytes of the text to draw in the human view (default 2000)")  # fmt: skip
@@ -98,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="validation bits per byte of a checkpoint, beside xz -9e")
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
-    p.add_argument("--data", metavar="PATH", help="corpus whose validation split to use (default: the embedded one)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--data", metavar="PATH", help="corpus whose validation split to use (default: the embedded one)")
+    data.add_argument("--suite", metavar="NAME", choices=["udhr"], help="bits per byte on every text of a suite")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="rows per forward (default 8)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_eval)
@@ -298,6 +304,8 @@ def cmd_split(args: argparse.Namespace) -> int:
         stack = spec.splitter_stack()
     else:
         stack = _stack_from_kinds(args.splitters, registry)
+    if args.suite:
+        return _split_suite(stack, args)
     data = args.text.encode("utf-8", "surrogateescape") if args.text is not None else read_input_file(args.file)
     levels = stack.levels(data)
     stats = segment_stats(levels, stack.depth)
@@ -364,6 +372,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from aunet.core.train import load_run_model
 
     spec, model, ckpt = load_run_model(args.ckpt)
+    if args.suite:
+        return _eval_suite(spec, model, ckpt, args)
     corpus = load_corpus(args.data)
     docs = encode_documents(corpus.validation, spec.splitter_stack())
     if not docs:
@@ -412,9 +422,54 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_suite(spec: Any, model: Any, ckpt: Any, args: argparse.Namespace) -> int:
+    from aunet.core.data import Document, encode_documents, xz_bits_per_byte
+    from aunet.core.evaluate import evaluate
+    from aunet.core.suites import suite_texts
+
+    stack = spec.splitter_stack()
+    rows = []
+    for text in suite_texts(args.suite):
+        docs = encode_documents([Document(text.file, text.data)], stack)
+        result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size)
+        rows.append({"file": text.file, "bcp47": text.tag, "name": text.name, **result.to_json(),
+                     "xz_bpb": xz_bits_per_byte(text.data)})  # fmt: skip
+    if args.json:
+        _print_json({"checkpoint": str(ckpt), "spec": spec.name, "suite": args.suite, "languages": rows})
+        return 0
+    print(f"checkpoint: {ckpt} ({spec.name}), suite {args.suite}")
+    print(f"{'file':<22} {'language':<34} {'bpb':>7} {'xz -9e':>7} {'bytes':>8}  bytes per segment")
+    for r in rows:
+        per = " ".join(f"{k:.2f}" for k in r["bytes_per_segment"])
+        print(f"{r['file']:<22} {r['name'][:34]:<34} {r['bpb']:>7.3f} {r['xz_bpb']:>7.3f} {r['bytes']:>8,}  {per}")
+    return 0
+
+
 def _visible_text(data: bytes) -> str:
     """Bytes for a terminal: UTF-8 where valid, U+FFFD where not."""
     return data.decode("utf-8", "replace")
+
+
+def _split_suite(stack: Any, args: argparse.Namespace) -> int:
+    from aunet.core.suites import LONG_BYTES, split_suite, suite_texts
+
+    stats = split_suite(stack, suite_texts(args.suite))
+    kinds = [s.kind for s in stack.splitters]
+    if args.json:
+        _print_json({"suite": args.suite, "splitters": kinds, "languages": [s.to_json() for s in stats]})
+        return 0
+    depth = stack.depth
+    head = " ".join(f"{'L' + str(i) + ' B/seg':>9}" for i in range(1, depth + 1))
+    print(f"{'file':<22} {'language':<34} {head} {'>' + str(LONG_BYTES) + 'B':>7} {'in cluster':>10}")
+    for s in stats:
+        cells = " ".join(f"{k:>9.2f}" for k in s.bytes_per_segment)
+        print(f"{s.text.file:<22} {s.text.name[:34]:<34} {cells} {100 * s.long_share:>6.1f}% {100 * s.inside_share:>9.1f}%")
+    if depth:
+        means = [s.bytes_per_segment[0] for s in stats]
+        print(f"\n{len(stats)} texts; level-1 bytes per segment from {min(means):.2f} to {max(means):.2f}; "
+              f"{sum(s.long_share > 0.01 for s in stats)} with more than 1% of level-1 segments over {LONG_BYTES} bytes; "
+              f"mean share of boundaries inside a grapheme cluster {100 * float(np.mean([s.inside_share for s in stats])):.2f}%")  # fmt: skip
+    return 0
 
 
 _VISIBLE = {0x0A: "⏎\n", 0x0D: "␍", 0x09: "→"}

@@ -5,12 +5,13 @@ splitter i marks the byte's character (0 if none marks it), so a byte of level 3
 levels 1, 2 and 3 and the stages nest by construction. No BOS is included: the model forces each
 document start to the top level itself.
 
-Streaming: ``stack.stream()`` compiles the state machines of all splitters into one product
-automaton over (character class, byte length) and then into a byte-level table. Each ASCII byte
-costs one list lookup; other bytes go through a small UTF-8 decoder. Work per byte is O(1) and the
-memory is bounded (the automaton state plus at most three pending bytes of an unfinished
-character). If the product has too many states to tabulate, the stream steps the splitters'
-machines directly (still O(1) per byte, about ten times slower) and says so in ``stream.info``.
+Streaming: ``stack.stream()`` runs the product of all splitters' state machines over
+(character class, byte length), tabulated lazily into a byte-level table shared by every stream of
+the stack: each ASCII byte costs one list lookup once its transition has been seen; other bytes go
+through a small UTF-8 decoder. Work per byte is O(1) and a stream's memory is bounded (its row in
+the table plus at most three pending bytes of an unfinished character). Should the table reach
+``MAX_STATES`` states, a stream needing a new one steps the splitters' machines directly (still
+O(1) per byte, about ten times slower) and says so.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from aunet.core.errors import SpecIssue
 from aunet.core.splitter import Splitter
 from aunet.core.text import INVALID, LEAD_LENGTH, SECOND_RANGE, TABLE_SIZE, CharTable, Chars, as_bytes_array, decode
 
-#: Past this many product states (or this many table entries) a stack streams uncompiled.
-MAX_STATES = 20_000
-MAX_TABLE_ENTRIES = 8_000_000
+#: Past this many tabulated product states, a stream steps the machines directly.
+MAX_STATES = 100_000
 
 
 @attrs.frozen
@@ -104,26 +104,6 @@ def _as_indices(marks: np.ndarray, n_chars: int, splitter: Splitter) -> np.ndarr
     return marks
 
 
-@attrs.frozen(eq=False)
-class Automaton:
-    """The compiled product of a stack's machines.
-
-    ``fast[row + byte]`` for an ASCII byte, and ``slow[state * n_inputs + cls * 4 + nbytes - 1]``
-    for any character, hold ``(next_row << 8) | level`` with ``row = state * 128``. ``fast`` holds
-    -1 in the extra row ``pending_row``, used while a multi-byte character is incomplete, which
-    sends every byte to the stream's UTF-8 decoder.
-    """
-
-    stack: SplitterStack
-    classes: bytes  # class of each code point (and INVALID), as a bytes lookup
-    fast: list[int]
-    slow: list[int] | None
-    n_inputs: int
-    n_states: int
-    pending_row: int
-    info: str
-
-
 class _Product:
     """The product machine of a stack, over combined classes (interpreted form)."""
 
@@ -166,51 +146,66 @@ def _combined_classes(stack: SplitterStack) -> tuple[np.ndarray, np.ndarray]:
     return combined.astype(np.uint8), components
 
 
+class Automaton:
+    """The product of a stack's machines, tabulated lazily and shared by all its streams.
+
+    A transition is computed the first time any stream of the stack takes it, then kept: the
+    tables only ever hold reachable states, however large the product could be. ``fast[row +
+    byte]`` (ASCII bytes) and ``slow[state * n_inputs + cls * 4 + nbytes - 1]`` (any character)
+    hold ``(next_row << 8) | level``, with ``row = state * 128``, or -1 where not computed yet.
+    Row 0 is reserved and stays -1: a stream sits there while a multi-byte character is
+    incomplete, which sends every byte to its UTF-8 decoder. Past ``MAX_STATES`` states a stream
+    that reaches an untabulated state steps the splitters' machines directly (still O(1) per byte).
+    """
+
+    def __init__(self, stack: SplitterStack) -> None:
+        self.stack = stack
+        if stack.splitters:
+            combined, components = _combined_classes(stack)
+        else:  # a flat byte model: every byte is level 0
+            combined, components = np.zeros(TABLE_SIZE, dtype=np.uint8), np.zeros((1, 0), dtype=np.int64)
+        self.classes = combined.tobytes()  # class of each code point (and INVALID)
+        self.product = _Product(stack, components)
+        self.n_inputs = len(components) * 4
+        self.states: list[tuple[Hashable, ...]] = []
+        self.index: dict[tuple[Hashable, ...], int] = {}
+        self.fast: list[int] = [-1] * 128  # row 0: the pending row
+        self.slow: list[int] = []
+        self.start_row = self._add(self.product.start()) * 128
+
+    def _add(self, state: tuple[Hashable, ...]) -> int:
+        number = len(self.states) + 1  # state numbers start at 1: row 0 is the pending row
+        self.index[state] = number
+        self.states.append(state)
+        self.fast.extend([-1] * 128)
+        self.slow.extend([-1] * self.n_inputs)
+        return number
+
+    def transition(self, row: int, cls: int, nbytes: int) -> int:
+        """``(next_row << 8) | level`` from ``row``; -1 if the next state is new and the table
+        is full (the caller then steps the machines itself)."""
+        number = row >> 7
+        key = (number - 1) * self.n_inputs + cls * 4 + nbytes - 1
+        value = self.slow[key]
+        if value >= 0:
+            return value
+        nxt, level = self.product.step(self.states[number - 1], cls, nbytes)
+        target = self.index.get(nxt)
+        if target is None:
+            if len(self.states) >= MAX_STATES:
+                return -1
+            target = self._add(nxt)
+        value = self.slow[key] = (target * 128) << 8 | level
+        return value
+
+    @property
+    def info(self) -> str:
+        return f"tabulated lazily: {len(self.states)} states reached so far, {self.n_inputs // 4} classes"
+
+
 @functools.lru_cache(maxsize=64)
 def _compile(stack: SplitterStack) -> Automaton:
-    if not stack.splitters:  # a flat byte model: every byte is level 0
-        return Automaton(stack, bytes(TABLE_SIZE), [0] * 128 + [-1] * 128, [0] * 4, 4, 1, 128, "compiled (no levels)")
-    combined, components = _combined_classes(stack)
-    product = _Product(stack, components)
-    n_classes = len(components)
-    n_inputs = n_classes * 4
-    classes = combined.tobytes()
-
-    # Breadth-first enumeration of the reachable product states.
-    start = product.start()
-    index: dict[tuple[Hashable, ...], int] = {start: 0}
-    states = [start]
-    slow: list[int] = []
-    i = 0
-    while i < len(states):
-        state = states[i]
-        for cls in range(n_classes):
-            for nbytes in (1, 2, 3, 4):
-                nxt, level = product.step(state, cls, nbytes)
-                j = index.get(nxt)
-                if j is None:
-                    j = index[nxt] = len(states)
-                    states.append(nxt)
-                    if len(states) > MAX_STATES or len(states) * n_inputs > MAX_TABLE_ENTRIES:
-                        info = (
-                            f"interpreted: the product of {stack.depth} machines exceeds {MAX_STATES} states; "
-                            "each byte steps every splitter (about 10x slower than compiled)"
-                        )
-                        warnings.warn(f"aunet: streaming splitter stack is {info}", RuntimeWarning, stacklevel=3)
-                        return Automaton(stack, classes, [-1] * 128, None, n_inputs, 0, 0, info)
-                slow.append((j * 128) << 8 | level)
-        i += 1
-
-    n_states = len(states)
-    pending_row = n_states * 128
-    fast = [-1] * ((n_states + 1) * 128)
-    ascii_classes = combined[:128]
-    for s in range(n_states):
-        base = s * n_inputs
-        for byte in range(128):
-            fast[s * 128 + byte] = slow[base + int(ascii_classes[byte]) * 4]
-    info = f"compiled: {n_states} states x {n_classes} classes"
-    return Automaton(stack, classes, fast, slow, n_inputs, n_states, pending_row, info)
+    return Automaton(stack)
 
 
 class LevelStream:
@@ -221,29 +216,26 @@ class LevelStream:
     (a boundary goes on a character's last byte).
     """
 
-    __slots__ = ("_fast", "_slow", "_classes", "_n_inputs", "_pending_row", "_row", "_resume",
-                 "_pending", "_need", "_product", "_state", "info", "depth")  # fmt: skip
+    __slots__ = ("_automaton", "_fast", "_classes", "_row", "_resume", "_pending", "_need", "_state", "depth")
 
     def __init__(self, automaton: Automaton) -> None:
+        self._automaton = automaton
         self._fast = automaton.fast
-        self._slow = automaton.slow
         self._classes = automaton.classes
-        self._n_inputs = automaton.n_inputs
-        self._pending_row = automaton.pending_row
-        self.info = automaton.info
         self.depth = automaton.stack.depth
-        self._product: _Product | None = None
-        if automaton.slow is None:
-            self._product = _Product(automaton.stack, _combined_classes(automaton.stack)[1])
         self.reset()
 
     def reset(self) -> None:
         """Start a new document."""
-        self._row = 0
+        self._row = self._automaton.start_row
         self._resume = 0
         self._pending = b""
         self._need = 0
-        self._state = self._product.start() if self._product is not None else None
+        self._state: tuple[Hashable, ...] | None = None  # set when stepping untabulated machines
+
+    @property
+    def info(self) -> str:
+        return self._automaton.info + (" (this stream steps the machines directly)" if self._state else "")
 
     def push(self, byte: int) -> int:
         """Consume one byte (0..255); return its level."""
@@ -264,7 +256,7 @@ class LevelStream:
         """Bytes of an unfinished character held (0 to 3): the stream's only buffer."""
         return len(self._pending)
 
-    # -- the UTF-8 decoder (bytes >= 0x80) -------------------------------------------------------
+    # -- the slow path: untabulated transitions and the UTF-8 decoder ------------------------------
 
     def _push_slow(self, byte: int) -> int:
         if not 0 <= byte <= 255:
@@ -287,30 +279,38 @@ class LevelStream:
             for _ in broken:
                 self._char(self._classes[INVALID], 1)
             return self.push(byte)
-        if byte < 0x80:  # only reached when uncompiled
-            return self._char(self._classes[byte], 1)
+        if byte < 0x80:  # an ASCII transition not tabulated yet
+            row = self._row
+            level = self._char(self._classes[byte], 1)
+            if self._state is None and row:
+                self._fast[row | byte] = (self._row << 8) | level
+            return level
         length = LEAD_LENGTH[byte]
         if length >= 2:
             self._pending = bytes((byte,))
             self._need = length - 1
-            if self._product is None:
-                self._resume, self._row = self._row, self._pending_row
+            self._resume, self._row = self._row, 0  # row 0: every byte comes here
             return 0
         return self._char(self._classes[INVALID], 1)  # a lone continuation byte or C0, C1, F5..FF
 
     def _end_pending(self) -> None:
         self._pending = b""
         self._need = 0
-        if self._product is None:
-            self._row = self._resume
+        self._row = self._resume
 
     def _char(self, cls: int, nbytes: int) -> int:
-        if self._product is not None:
-            self._state, level = self._product.step(self._state, cls, nbytes)
-            return level
-        v = self._slow[(self._row >> 7) * self._n_inputs + cls * 4 + nbytes - 1]
-        self._row = v >> 8
-        return v & 255
+        if self._state is None:
+            v = self._automaton.transition(self._row, cls, nbytes)
+            if v >= 0:
+                self._row = v >> 8
+                return v & 255
+            # The table is full: from here on, step the machines directly.
+            self._state = self._automaton.states[(self._row >> 7) - 1]
+            warnings.warn(f"aunet: streaming splitter past {MAX_STATES} tabulated states; this stream now "
+                          "steps the splitters directly (about 10x slower)", RuntimeWarning, stacklevel=4)  # fmt: skip
+        self._state, level = self._automaton.product.step(self._state, cls, nbytes)
+        self._row = 0  # no tabulated row: every byte takes the slow path
+        return level
 
 
 @attrs.frozen

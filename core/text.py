@@ -43,21 +43,68 @@ WHITE_SPACE = (
 NEWLINES = (0x0A, 0x0D)
 
 CATEGORIES: tuple[str, ...] = _unicode_data.CATEGORIES
+SCRIPTS: tuple[str, ...] = _unicode_data.SCRIPTS
+GRAPHEME_BREAKS: tuple[str, ...] = _unicode_data.GRAPHEME_BREAKS
 UNICODE_VERSION: str = _unicode_data.UNICODE_VERSION
+
+
+def _decode_runs(name: str) -> np.ndarray:
+    """(TABLE_SIZE,) uint8 table of one generated property; ``INVALID`` gets the value 255."""
+    blob = zlib.decompress(base64.b64decode("".join(getattr(_unicode_data, name))))
+    n = getattr(_unicode_data, f"{name}_RUNS")
+    starts = np.frombuffer(blob[: 4 * n], dtype=np.uint32).astype(np.int64)
+    values = np.frombuffer(blob[4 * n :], dtype=np.uint8)
+    lengths = np.diff(np.append(starts, INVALID))
+    table = np.append(np.repeat(values, lengths), np.uint8(255))
+    table.flags.writeable = False
+    return table
 
 
 @functools.cache
 def general_category() -> np.ndarray:
     """(TABLE_SIZE,) uint8: index into ``CATEGORIES`` of each code point; ``INVALID`` gets
-    ``len(CATEGORIES)``. Built once from the committed run-length table (about 5 ms)."""
-    blob = zlib.decompress(base64.b64decode("".join(_unicode_data.GENERAL_CATEGORY_RUNS)))
-    n = _unicode_data.N_RUNS
-    starts = np.frombuffer(blob[: 4 * n], dtype=np.uint32).astype(np.int64)
-    values = np.frombuffer(blob[4 * n :], dtype=np.uint8)
-    lengths = np.diff(np.append(starts, INVALID))
-    table = np.repeat(values, lengths)
-    table = np.append(table, np.uint8(len(CATEGORIES)))
+    ``len(CATEGORIES)``. Built once from the committed run-length table (a few ms)."""
+    table = _decode_runs("GENERAL_CATEGORY").copy()
+    table[INVALID] = len(CATEGORIES)
     table.flags.writeable = False
+    return table
+
+
+@functools.cache
+def script() -> np.ndarray:
+    """(TABLE_SIZE,) uint8: index into ``SCRIPTS`` (Unicode Script property); 255 for ``INVALID``."""
+    return _decode_runs("SCRIPT")
+
+
+@functools.cache
+def grapheme_break() -> np.ndarray:
+    """(TABLE_SIZE,) uint8: index into ``GRAPHEME_BREAKS`` (UAX #29); 255 for ``INVALID``."""
+    return _decode_runs("GRAPHEME_BREAK")
+
+
+@functools.cache
+def extended_pictographic() -> np.ndarray:
+    """(TABLE_SIZE,) uint8: 1 for Extended_Pictographic characters (emoji), else 0."""
+    table = _decode_runs("EXTENDED_PICTOGRAPHIC").copy()
+    table[INVALID] = 0
+    return table
+
+
+@functools.cache
+def syllable_final() -> np.ndarray:
+    """(TABLE_SIZE,) uint8: 1 for marks that end a syllable's cluster in practice (tone marks,
+    anusvara, visarga, killers: Indic_Syllabic_Category), else 0."""
+    table = _decode_runs("SYLLABLE_FINAL").copy()
+    table[INVALID] = 0
+    return table
+
+
+@functools.cache
+def linker() -> np.ndarray:
+    """(TABLE_SIZE,) uint8: 1 for viramas and invisible stackers, which join the consonant
+    after them into one cluster (Indic_Syllabic_Category Virama, Invisible_Stacker)."""
+    table = _decode_runs("LINKER").copy()
+    table[INVALID] = 0
     return table
 
 

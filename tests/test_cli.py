@@ -83,7 +83,7 @@ def test_split_draws_a_prefix_and_says_so() -> None:
         (["split", "--splitters", "word-pair,whitespace", "--text", "x"], ["--splitters[2].splitter.kind", "cannot sit above"]),
         (["split", "--splitters", "whitespace", "--file", "/nonexistent/file.txt"], ["--file: '/nonexistent/file.txt' does not exist"]),
         (["split", "--splitters", "whitespace", "--file", "/"], ["is a directory"]),
-        (["split", "--splitters", "whitespace"], ["one of the arguments --text --file is required"]),
+        (["split", "--splitters", "whitespace"], ["one of the arguments --text --file --suite is required"]),
         (["split", "--spec", "/nonexistent.toml", "--text", "x"], ["spec file '/nonexistent.toml' does not exist"]),
         (["spec", "check", "/nonexistent.toml"], ["does not exist"]),
         (["frobnicate"], ["invalid choice: 'frobnicate'"]),

@@ -212,7 +212,7 @@ def test_stream_memory_is_bounded() -> None:
     for b in "中".encode()[:2] * 3:  # a run of truncated sequences
         stream.push(b)
         assert stream.pending_bytes <= 3
-    assert "compiled" in stream.info
+    assert "tabulated" in stream.info
 
 
 def test_stream_rejects_values_that_are_not_bytes() -> None:
@@ -233,3 +233,16 @@ def test_segment_stats() -> None:
 def test_alphabet_covers_every_word_class() -> None:
     classes = {_oracle_class(ch) for ch in ALPHABET}
     assert classes == {"L", "D", "S", "W", "N"}
+
+
+def test_stream_steps_the_machines_when_the_table_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aunet.core import levels as levels_module
+
+    monkeypatch.setattr(levels_module, "MAX_STATES", 3)
+    stack = SplitterStack((Whitespace(), NWord(n=7)))  # a stack no other test compiles
+    data = "Tabulated until full, then stepped: 123 ... \xe4 done.\n\n".encode() * 3
+    stream = stack.stream()
+    with pytest.warns(RuntimeWarning, match="steps the splitters directly"):
+        pushed = [stream.push(b) for b in data]
+    assert pushed == stack.levels(data).tolist()
+    assert "steps the machines directly" in stream.info

@@ -1,0 +1,102 @@
+"""Evaluation suites: the Universal Declaration of Human Rights in 525 language variants.
+
+The texts are parallel (the same content in every language), so they compare how a splitter cuts,
+and how a model predicts, across scripts: ``aunet split --suite udhr`` (bytes per segment per
+level, the share of level-1 segments over 16 bytes, the share of boundaries inside a grapheme
+cluster) and ``aunet eval --suite udhr`` (bits per byte per language). 8 to 43 KB each: a
+comparison set, not training data.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import tarfile
+from collections.abc import Sequence
+
+import attrs
+import numpy as np
+
+from aunet.core.errors import InputError
+from aunet.core.levels import SplitterStack, segment_stats
+
+SUITES = ("udhr",)
+LONG_BYTES = 16  # the number of upsampling offsets: longer level-1 segments wrap around
+
+
+@attrs.frozen
+class SuiteText:
+    """One text of a suite."""
+
+    file: str
+    tag: str  # BCP 47
+    name: str
+    data: bytes
+
+
+@functools.cache
+def udhr_texts() -> tuple[SuiteText, ...]:
+    """The 525 UDHR texts, in file order."""
+    from aunet.core.resources import CORPORA
+
+    path = CORPORA / "udhr.tar.xz"
+    with tarfile.open(path, "r:xz") as archive:
+        files = {m.name.split("/", 1)[1]: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+    index = {row["file"]: row for row in csv.DictReader(io.StringIO(files["index.tsv"].decode()), delimiter="\t")}
+    out = []
+    for name in sorted(files):
+        if not name.endswith(".txt"):
+            continue
+        row = index.get(name, {})
+        out.append(SuiteText(name, row.get("bcp47", ""), row.get("name", name), files[name]))
+    return tuple(out)
+
+
+def suite_texts(name: str) -> tuple[SuiteText, ...]:
+    if name != "udhr":
+        raise InputError(f"--suite: unknown suite '{name}'; known: {', '.join(SUITES)}")
+    return udhr_texts()
+
+
+@attrs.frozen
+class SplitStats:
+    """How a stack cut one text."""
+
+    text: SuiteText
+    bytes_per_segment: tuple[float, ...]  # per level 1..L
+    long_share: float  # level-1 segments over 16 bytes that are not a single cluster
+    inside_share: float  # level-1 boundaries that fall inside a grapheme cluster
+
+    def to_json(self) -> dict:
+        return {"file": self.text.file, "bcp47": self.text.tag, "name": self.text.name, "n_bytes": len(self.text.data),
+                "bytes_per_segment": [round(x, 4) for x in self.bytes_per_segment],
+                "long_share": round(self.long_share, 5), "inside_share": round(self.inside_share, 5)}  # fmt: skip
+
+
+def split_stats(stack: SplitterStack, text: SuiteText) -> SplitStats:
+    """Bytes per segment per level, long level-1 segments, boundaries inside clusters."""
+    from aunet.core.text import decode
+    from aunet.splitters.graphemes import cluster_starts
+
+    levels = stack.levels(text.data)
+    per_level = segment_stats(levels, stack.depth).bytes_per_segment
+    if stack.depth == 0:
+        return SplitStats(text, (), 0.0, 0.0)
+    chars = decode(text.data)
+    starts = np.array(cluster_starts(chars.cp.tolist()), dtype=bool)  # (M,)
+    cluster = np.cumsum(starts) - 1
+    cum = np.cumsum(chars.nbytes.astype(np.int64))
+    ends = np.flatnonzero(levels[chars.ends] >= 1)  # character index of each level-1 boundary
+    if len(ends) == 0:
+        return SplitStats(text, per_level, 0.0, 0.0)
+    first = np.concatenate([[0], ends[:-1] + 1])
+    size = cum[ends] - np.concatenate([[0], cum[ends[:-1]]])
+    long = (size > LONG_BYTES) & (cluster[ends] != cluster[first])
+    following = ends + 1
+    inside = (following < len(starts)) & ~starts[np.minimum(following, len(starts) - 1)]
+    return SplitStats(text, per_level, float(long.mean()), float(inside.mean()))
+
+
+def split_suite(stack: SplitterStack, texts: Sequence[SuiteText]) -> list[SplitStats]:
+    return [split_stats(stack, t) for t in texts]
