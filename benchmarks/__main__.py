@@ -9,7 +9,7 @@ import sys
 
 import benchmarks  # noqa: F401 - sets OMP_WAIT_POLICY before torch is imported
 
-NAMES = ("splitters", "train-step", "generate")
+NAMES = ("splitters", "train-step", "generate", "script-experiment")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,9 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=NAMES)
     parser.add_argument("--json", action="store_true", help="one JSON object: machine info and records")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default: the benchmark's own)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="training minutes per variant (script-experiment only; default 9.4)")  # fmt: skip
     args = parser.parse_args(argv)
     module = __import__(f"benchmarks.{args.name.replace('-', '_')}", fromlist=["run"])
     kwargs = {} if args.rounds is None else {"rounds": args.rounds}
+    if args.minutes is not None:
+        if args.name != "script-experiment":
+            parser.error("--minutes applies to script-experiment only")
+        kwargs["minutes"] = args.minutes
     records = module.run(**kwargs)
     if args.json:
         machine = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}

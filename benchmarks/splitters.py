@@ -1,6 +1,7 @@
 """Splitter throughput on the embedded English corpus (World English Bible, 4.9 MB).
 
-For the 1-, 2- and 3-level word stacks, four ways of splitting, all timed interleaved:
+For the 1-, 2- and 3-level stacks of the word splitters and of the script splitters, four ways
+of splitting, all timed interleaved:
   batch            the whole corpus as one document (the vectorized path),
   batch-chapters   one call per chapter (~1,200 documents of ~4 KB: per-call overhead included),
   stream-bytes     the streaming splitter fed one byte at a time (push), what generation does,
@@ -19,6 +20,9 @@ STACKS = {
     "whitespace": ("whitespace",),
     "whitespace+word-pair": ("whitespace", "word-pair"),
     "whitespace+word-pair+4-word": ("whitespace", "word-pair", "4-word"),
+    "script": ("script",),
+    "script+script-pair": ("script", "script-pair"),
+    "script+script-pair+script-4": ("script", "script-pair", "script-4"),
 }
 STREAM_BYTES = 1_000_000  # streaming is timed on the first megabyte
 

@@ -332,7 +332,7 @@ class ScriptAnalysis:
     cap_first: np.ndarray  # (F,) plain syllable-final marks: cap candidates from max_bytes - 8
     cap_mark: np.ndarray  # plain marks: cap candidates from max_bytes - CAP_MARK
     cap_mark_marked: np.ndarray  # the same in clusters of scripts with many marks
-    cap_any: np.ndarray  # characters after which nothing must join: cap candidates from max_bytes - 3
+    cap_any: np.ndarray  # (M,) bool: characters after which nothing must join (from max_bytes - 3)
     cap_any_marked: np.ndarray  # such characters of scripts with many marks, not inside a conjunct
 
 
@@ -382,87 +382,137 @@ def greedy_cuts(cum: np.ndarray, stretch_start: np.ndarray, stretch_end: np.ndar
     next cut is the first candidate q of any tier with bytes(r+1..q) >= the tier's threshold,
     provided q is before the stretch's end (the next fixed reset). Each stretch is
     (stretch_start[i] = r, stretch_end[i] = e); all stretches advance together, one cut per
-    round, so the Python loop runs once per cut of the longest stretch, not per byte."""
+    round, so the Python loop runs once per cut of the longest stretch, not per byte. A tier's
+    candidates are sorted positions, or a (M,) bool mask when they are most characters."""
+    m = len(cum)
     # A threshold below 1 byte means "at once": every character has a byte, so 1 is the same and
     # keeps each round moving forward.
-    tiers = [(pos, max(1, threshold)) for pos, threshold in tiers]
-    tier_pos = [pos for pos, _ in tiers]
-    tier_cum = [cum[pos] for pos in tier_pos]
-    found = []
+    tiers = [(c, max(1, t)) for c, t in tiers if (c.any() if c.dtype == bool else len(c))]
+    if not tiers or m == 0:
+        return np.empty(0, dtype=np.int64)
     r, e = stretch_start.astype(np.int64), stretch_end.astype(np.int64)
+    # Only stretches long enough to reach the smallest threshold can hold a cut (most cannot:
+    # a word is shorter than the cap), so the rounds below start from the few that can.
+    shortest = min(t for _, t in tiers)
+    span = cum[np.maximum(e - 1, 0)] - np.where(r >= 0, cum[np.maximum(r, 0)], 0)
+    keep = (e - 1 > r) & (span >= shortest)
+    r, e = r[keep], e[keep]
+    if len(r) == 0:
+        return np.empty(0, dtype=np.int64)
+    lookups = []
+    for candidates, threshold in tiers:
+        if candidates.dtype == bool:  # a mask: searched around each query (non-candidates are rare)
+            lookups.append((None, candidates, threshold))
+        else:
+            lookups.append((cum[candidates], candidates, threshold))
+    never = np.iinfo(np.int64).max
+    found = []
     while len(r):
         base = np.where(r >= 0, cum[np.maximum(r, 0)], 0)
-        nxt = np.full(len(r), np.iinfo(np.int64).max)
-        for pos, pcum, (_, threshold) in zip(tier_pos, tier_cum, tiers):
-            if len(pos) == 0:
-                continue
-            k = np.searchsorted(pcum, base + threshold, side="left")
-            ok = k < len(pos)
-            cand = np.where(ok, pos[np.minimum(k, len(pos) - 1)], np.iinfo(np.int64).max)
-            nxt = np.minimum(nxt, cand)
+        nxt = np.full(len(r), never)
+        for values, where, threshold in lookups:
+            if values is None:  # a mask: first position reaching the threshold, then the next candidate
+                q = _next_true(where, np.searchsorted(cum, base + threshold, side="left"))
+                nxt = np.minimum(nxt, np.where(q < m, q, never))
+            else:
+                k = np.searchsorted(values, base + threshold, side="left")
+                nxt = np.minimum(nxt, np.where(k < len(where), where[np.minimum(k, len(where) - 1)], never))
         keep = nxt < e
         r, e = nxt[keep], e[keep]
         found.append(r)
     return np.concatenate(found) if found else np.empty(0, dtype=np.int64)
 
 
+def _next_true(mask: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """For each start position, the first position at or after it where ``mask`` holds (len(mask)
+    if none). Steps a few positions at once (runs of False are short where this is used), and
+    falls back to a full scan for the rest."""
+    m = len(mask)
+    q = start.copy()
+    for _ in range(16):
+        pending = q < m
+        pending[pending] = ~mask[q[pending]]
+        if not pending.any():
+            return q
+        q[pending] += 1
+    following = np.where(mask, np.arange(m), m)
+    following = np.append(np.minimum.accumulate(following[::-1])[::-1], m)
+    return following[np.minimum(q, m)]
+
+
+def _lut(table: np.ndarray, codes: bytes) -> np.ndarray:
+    """``table[k]`` for the class codes of a document, through ``bytes.translate`` (one C pass
+    over bytes instead of numpy's fancy indexing with a widened index array)."""
+    lookup = np.zeros(256, dtype=np.uint8)
+    lookup[: len(table)] = table
+    out = np.frombuffer(codes.translate(lookup.tobytes()), dtype=np.uint8)
+    return out.view(bool) if table.dtype == bool else out
+
+
+_SPECIAL = _is(MARK, FINAL, LINKER, ZWJ, PREPEND, RI, JAMO_L, JAMO_VT)
+_FIRST_CLASS = np.arange(START + 1, dtype=np.uint8)
+for _cls, _base in _BASE.items():
+    _FIRST_CLASS[_cls] = _base
+_GROUP_OF = np.zeros(START + 1, dtype=np.uint8)
+for _cls, _g in GROUP.items():
+    _GROUP_OF[_cls] = _g
+
+
 def analyse(chars: Chars, unit_bytes: int) -> ScriptAnalysis:
     """Rules 1 to 4 on a whole document, vectorized (rule 5 is ``cap_cuts``)."""
-    k = chars.classes(script_classes()).astype(np.int64)  # (M,)
+    k = chars.classes(script_classes())  # (M,) uint8
     m = len(k)
-    nbytes = chars.nbytes.astype(np.int64)
-    cum = np.cumsum(nbytes)
-    idx = np.arange(m)
-    prev = np.concatenate([[-1], k[:-1]])  # class of the previous character (-1: none)
+    codes = k.tobytes()
+    cum = np.cumsum(chars.nbytes, dtype=np.int64)  # (M,) bytes up to and including each character
+    whitespace = _lut(_WHITESPACE, codes)
+    prev = np.empty(m, dtype=np.uint8)  # class of the previous character (START before the first)
+    if m:
+        prev[0] = START
+        prev[1:] = k[:-1]
 
-    # Rule 1: which characters join the cluster before them. The join state a character leaves
-    # depends on a few classes before it; compute it from the previous character and, for the
-    # virama rule, the last character that is not a mark.
-    markish = _MARKISH[k]
-    whitespace = _WHITESPACE[k]
-    last_nonmark = _last_true_before(~_MARKS[k])  # index or -1
-    linked = (last_nonmark >= 0) & (k[np.maximum(last_nonmark, 0)] == LINKER)
-    # A linker leaves J_LINK only if it is itself a cluster start or joined: always true; marks
-    # after it keep the state. ZWJ and PREPEND leave theirs; jamo and regional indicators too.
-    ri = np.flatnonzero(k == RI)
-    ri_first = np.zeros(m, dtype=bool)  # a regional indicator that opens a pair
-    ri_first[ri[_run_offsets(ri) % 2 == 0]] = True
-    joins = np.zeros(m, dtype=bool)
-    joins[1:] = (
-        (markish[1:] & (prev[1:] != NEWLINE))
-        | (~whitespace[1:] & _ZWJ_PREPEND[prev[1:]])
-        | (linked[1:] & _LETTERS[k[1:]])
-        | ((prev[1:] == JAMO_L) & _JAMO_ANY[k[1:]])
-        | ((prev[1:] == JAMO_VT) & (k[1:] == JAMO_VT))
-        | (ri_first[:-1] & (k[1:] == RI))
-    )
-    # A mark right after a newline, or first in the document, starts a cluster: exclude the
-    # document start and characters after a newline (the markish rule already does).
-    # The previous character's join state is J_NONE for a "plain" mark: not after a linker (or
-    # marks after one), a ZWJ, a prepend, a jamo or an opening regional indicator.
-    prev_requires = np.zeros(m, dtype=bool)
-    prev_requires[1:] = (
-        linked[1:] | _REQUIRES[prev[1:]] | ri_first[:-1]
-    )
-    plain = joins & _MARKS[k] & ~prev_requires
-    # The join state left by each character is not J_NONE when it is a linker, ZWJ, prepend,
-    # jamo or opening RI, or a mark after a linker: such a character may not be cut at.
-    leaves_join = _LEAVES[k] | ri_first
-    leaves_join |= _MARKS[k] & joins & linked
-
-    # Cluster bases: each character gets the base class of its cluster.
-    starts_cluster = ~joins
-    first_char_class = k.copy()
-    for cls, base in _BASE.items():
-        first_char_class[k == cls] = base
-    cluster_id = np.cumsum(starts_cluster) - 1
-    base_of_cluster = first_char_class[starts_cluster]
-    base = base_of_cluster[cluster_id] if m else first_char_class  # (M,)
-    prev_base = np.concatenate([[START], base[:-1]]) if m else base
+    # Rule 1: which characters join the cluster before them, and the join state each leaves.
+    if m and _lut(_SPECIAL, codes).any():
+        markish = _lut(_MARKISH, codes)
+        marks = _lut(_MARKS, codes)
+        last_nonmark = _last_true_before(~marks)  # index or -1
+        linked = (last_nonmark >= 0) & (k[np.maximum(last_nonmark, 0)] == LINKER)
+        ri = np.flatnonzero(k == RI)
+        ri_first = np.zeros(m, dtype=bool)  # a regional indicator that opens a pair
+        ri_first[ri[_run_offsets(ri) % 2 == 0]] = True
+        pcodes = prev.tobytes()
+        joins = np.zeros(m, dtype=bool)
+        joins[1:] = (
+            (markish[1:] & (prev[1:] != NEWLINE))
+            | (~whitespace[1:] & _lut(_ZWJ_PREPEND, pcodes)[1:])
+            | (linked[1:] & _lut(_LETTERS, codes)[1:])
+            | ((prev[1:] == JAMO_L) & _lut(_JAMO_ANY, codes)[1:])
+            | ((prev[1:] == JAMO_VT) & (k[1:] == JAMO_VT))
+            | (ri_first[:-1] & (k[1:] == RI))
+        )
+        # A mark is "plain" when the previous character leaves no requirement: not after a
+        # linker (or marks after one), a ZWJ, a prepend, a jamo or an opening regional indicator.
+        prev_requires = np.zeros(m, dtype=bool)
+        prev_requires[1:] = linked[1:] | _lut(_REQUIRES, pcodes)[1:] | ri_first[:-1]
+        plain = joins & marks & ~prev_requires
+        # Characters after which the next one must join may not be cut at.
+        leaves_join = _lut(_LEAVES, codes) | ri_first | (marks & joins & linked)
+        starts_cluster = ~joins
+        cluster_id = np.cumsum(starts_cluster) - 1
+        base = _lut(_FIRST_CLASS, codes)[starts_cluster][cluster_id]  # (M,) each character's cluster base
+    else:  # no marks, joiners, flags or jamo: every character is its own cluster
+        joins = plain = leaves_join = np.zeros(m, dtype=bool)
+        starts_cluster = np.ones(m, dtype=bool)
+        base = k
+    prev_base = np.empty(m, dtype=np.uint8)
+    if m:
+        prev_base[0] = START
+        prev_base[1:] = base[:-1]
+    base_codes = base.tobytes()
 
     # Rule 2: whitespace after a non-whitespace cluster ends a unit.
-    base_ws = (base == SPACE) | (base == NEWLINE)
-    space_ends = starts_cluster & whitespace & np.concatenate([[False], ~base_ws[:-1]]) if m else whitespace
+    space_ends = starts_cluster & whitespace & ~_lut(_WHITESPACE, prev_base.tobytes())
+    if m:
+        space_ends[0] = False
     # Rule 3: starts, on cluster starts.
     c_pos = np.flatnonzero(starts_cluster)  # (C,) cluster starts
     c_base = base[c_pos]
@@ -482,10 +532,9 @@ def analyse(chars: Chars, unit_bytes: int) -> ScriptAnalysis:
     starts_list.append(c_pos[free[first]])
     starts = np.sort(np.concatenate(starts_list))
     # Rule 4, fixed part: CJK characters, changes of script group.
-    group = np.zeros(m, dtype=np.int64)
-    for cls, g in GROUP.items():
-        group[base == cls] = g
-    prev_group = np.concatenate([[0], group[:-1]]) if m else group
+    group = _lut(_GROUP_OF, base_codes)
+    prev_group = np.zeros(m, dtype=np.uint8)
+    prev_group[1:] = group[:-1]
     cjk_ends = starts_cluster & (base == CJK)
     change = starts_cluster & (group > 0) & (prev_group > 0) & (group != prev_group)
     fixed = space_ends | cjk_ends | change
@@ -493,18 +542,19 @@ def analyse(chars: Chars, unit_bytes: int) -> ScriptAnalysis:
     is_start[starts] = True
     fixed_ends = np.flatnonzero(fixed)  # a line break may both end a unit and be a start
     # Rule 4, lengths: Southeast Asian units, greedy between the fixed resets.
-    resets = np.flatnonzero(fixed | is_start)
-    sea_ctx = _SEA_BASES[base] & ~(fixed | is_start)
-    tier1 = np.flatnonzero(sea_ctx & (((k == SEA_END) & ~joins) | ((k == FINAL) & plain)))
-    tier2 = np.flatnonzero(sea_ctx & (k == MARK) & plain)
-    tier3 = np.flatnonzero(sea_ctx & ~joins)
+    sea = _lut(_SEA_BASES, base_codes)
     sea_cuts = np.empty(0, dtype=np.int64)
-    if len(tier1) or len(tier3) or len(tier2):
+    if sea.any():
+        resets = np.flatnonzero(fixed | is_start)
+        sea_ctx = sea & ~(fixed | is_start)
+        tier1 = np.flatnonzero(sea_ctx & (((k == SEA_END) & ~joins) | ((k == FINAL) & plain)))
+        tier2 = np.flatnonzero(sea_ctx & (k == MARK) & plain)
+        tier3 = np.flatnonzero(sea_ctx & ~joins)
         r = np.concatenate([[-1], resets])
         e = np.concatenate([resets, [m]])
         sea_cuts = greedy_cuts(cum, r, e, [(tier1, unit_bytes), (tier2, unit_bytes + SEA_MARK),
                                            (tier3, unit_bytes + SEA_ANY)])  # fmt: skip
-    unit_ends = np.sort(np.concatenate([fixed_ends, sea_cuts]))
+    unit_ends = np.sort(np.concatenate([fixed_ends, sea_cuts])) if len(sea_cuts) else fixed_ends
 
     # Chains: a unit starts a new chain when the character after the previous unit end is
     # whitespace (extra whitespace), and at the document start.
@@ -516,14 +566,14 @@ def analyse(chars: Chars, unit_bytes: int) -> ScriptAnalysis:
     j = np.arange(u)
     chain_index = j - np.maximum.accumulate(np.where(new_chain, j, 0)) if u else j
 
-    cuttable = ~leaves_join  # the character leaves nothing that the next one must join
-    marked_script = _MARKED_BASES[base]
+    cuttable = ~leaves_join  # (M,) the character leaves nothing that the next one must join
+    marked_script = _lut(_MARKED_BASES, base_codes)
     cap_first = np.flatnonzero((k == FINAL) & plain)
-    cap_mark = np.flatnonzero((k == MARK) & plain & ~marked_script)
-    cap_mark_marked = np.flatnonzero((k == MARK) & plain & marked_script)
-    cap_any = np.flatnonzero(cuttable)
+    mark_plain = (k == MARK) & plain
+    cap_mark = np.flatnonzero(mark_plain & ~marked_script)
+    cap_mark_marked = np.flatnonzero(mark_plain & marked_script)
     cap_any_marked = np.flatnonzero(cuttable & marked_script & (~joins | plain))  # not inside a conjunct
-    return ScriptAnalysis(unit_ends, chain_index, starts, cum, cap_first, cap_mark, cap_mark_marked, cap_any,
+    return ScriptAnalysis(unit_ends, chain_index, starts, cum, cap_first, cap_mark, cap_mark_marked, cuttable,
                           cap_any_marked)  # fmt: skip
 
 

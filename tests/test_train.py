@@ -349,3 +349,19 @@ def test_cli_generate_streams_text_and_refuses_a_mismatched_checkpoint(tmp_path:
     assert "Traceback" not in mismatched.stderr
     bad = run_cli("generate", "--ckpt", str(out), "--prompt", "In", "--top-p", "1.5")
     assert bad.returncode == 2 and "--top-p must be at most 1" in bad.stderr
+
+
+@pytest.mark.slow
+def test_cli_eval_suite_udhr_reports_bits_per_byte_per_language(tmp_path: Path, corpus_file: Path) -> None:
+    spec_file = _write_spec(tmp_path)
+    out = tmp_path / "run"
+    assert run_cli("train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "2").returncode == 0
+    result = run_cli("eval", "--ckpt", str(out), "--suite", "udhr", "--json", "--batch-size", "32")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["suite"] == "udhr" and len(report["languages"]) == 525
+    chinese = next(x for x in report["languages"] if x["file"] == "cmn_hans.txt")
+    assert chinese["bpb"] > 0 and chinese["bytes"] > 5000 and chinese["xz_bpb"] > 0
+    assert len(chinese["bytes_per_segment"]) == 1
+    both = run_cli("eval", "--ckpt", str(out), "--suite", "udhr", "--data", str(corpus_file))
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
