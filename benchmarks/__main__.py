@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training minutes per variant (script-experiment only; default 9.4)")  # fmt: skip
     args = parser.parse_args(argv)
     module = __import__(f"benchmarks.{args.name.replace('-', '_')}", fromlist=["run"])
+    if args.rounds is not None and args.name == "script-experiment":
+        parser.error("--rounds does not apply to script-experiment (one training run per splitter)")
     kwargs = {} if args.rounds is None else {"rounds": args.rounds}
     if args.minutes is not None:
         if args.name != "script-experiment":

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
-
-import numpy as np
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -468,7 +467,7 @@ def _split_suite(stack: Any, args: argparse.Namespace) -> int:
         means = [s.bytes_per_segment[0] for s in stats]
         print(f"\n{len(stats)} texts; level-1 bytes per segment from {min(means):.2f} to {max(means):.2f}; "
               f"{sum(s.long_share > 0.01 for s in stats)} with more than 1% of level-1 segments over {LONG_BYTES} bytes; "
-              f"mean share of boundaries inside a grapheme cluster {100 * float(np.mean([s.inside_share for s in stats])):.2f}%")  # fmt: skip
+              f"mean share of boundaries inside a grapheme cluster {100 * statistics.fmean(s.inside_share for s in stats):.2f}%")  # fmt: skip
     return 0
 
 

@@ -77,14 +77,13 @@ class SplitStats:
 def split_stats(stack: SplitterStack, text: SuiteText) -> SplitStats:
     """Bytes per segment per level, long level-1 segments, boundaries inside clusters."""
     from aunet.core.text import decode
-    from aunet.splitters.graphemes import cluster_starts
 
     levels = stack.levels(text.data)
     per_level = segment_stats(levels, stack.depth).bytes_per_segment
     if stack.depth == 0:
         return SplitStats(text, (), 0.0, 0.0)
     chars = decode(text.data)
-    starts = np.array(cluster_starts(chars.cp.tolist()), dtype=bool)  # (M,)
+    starts = _cluster_starts(text.data)  # (M,)
     cluster = np.cumsum(starts) - 1
     cum = np.cumsum(chars.nbytes.astype(np.int64))
     ends = np.flatnonzero(levels[chars.ends] >= 1)  # character index of each level-1 boundary
@@ -96,6 +95,16 @@ def split_stats(stack: SplitterStack, text: SuiteText) -> SplitStats:
     following = ends + 1
     inside = (following < len(starts)) & ~starts[np.minimum(following, len(starts) - 1)]
     return SplitStats(text, per_level, float(long.mean()), float(inside.mean()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cluster_starts(data: bytes) -> np.ndarray:
+    """(M,) bool: where each grapheme cluster of ``data`` starts. The UAX #29 oracle is plain
+    Python and the same for every stack, so a suite's texts pay for it once per process."""
+    from aunet.core.text import decode
+    from aunet.splitters.graphemes import cluster_starts
+
+    return np.array(cluster_starts(decode(data).cp.tolist()), dtype=bool)
 
 
 def split_suite(stack: SplitterStack, texts: Sequence[SuiteText]) -> list[SplitStats]:

@@ -22,23 +22,28 @@ Rules, on the characters of one document (a boundary at a character is on its la
    a run of digit clusters or of symbol clusters, line breaks after a symbol run swallowed by it,
    and the first free line break of a whitespace run. Emoji and other pictographs, and flags, are
    words rather than symbols.
-4. **Scripts without spaces.** Each Han, kana, Bopomofo or Yi character ends a unit by itself.
-   Thai, Lao, Khmer, Myanmar and the other Southeast Asian scripts written without spaces end a
-   unit once it holds ``unit_bytes`` (4) bytes at a character where the syllable's cluster is over
-   as far as writing conventions go: a syllable-final mark (a tone mark, anusvara, visarga,
-   killer: Unicode's Indic_Syllabic_Category) or a following vowel letter (Thai and Lao ะ า ำ ๅ);
-   from ``unit_bytes + 1`` at a combining mark; from ``unit_bytes + 3`` at any character after
-   which nothing must join (in practice: the next character; Thai characters are 3 bytes). A
-   change between such a script and a spaced script also ends a unit, at the new script's first
-   character.
+4. **Scripts without spaces.** A run of Han, kana, Bopomofo or Yi characters ends a unit at the
+   first character that brings it to ``unit_bytes`` (4) bytes: every second character (6 bytes),
+   about a word of modern Chinese, and about the bytes of an English word, so the deep stages
+   cost per byte what they cost on English (``unit_bytes = 1``: a unit per character, which
+   makes the trunk run once per 3 bytes). Thai, Lao, Khmer, Myanmar and the other Southeast Asian
+   scripts written without spaces end a unit once it holds ``unit_bytes`` bytes at a character
+   where the syllable's cluster is over as far as writing conventions go: a syllable-final mark
+   (a tone mark, anusvara, visarga, killer: Unicode's Indic_Syllabic_Category) or a following
+   vowel letter (Thai and Lao ะ า ำ ๅ); from ``unit_bytes + 1`` at a combining mark; from
+   ``unit_bytes + 3`` at the first character of any cluster (in practice: the next character;
+   Thai characters are 3 bytes). Lengths count from the last unit end or start, and afresh from
+   the first character of a new script group (spaced, Southeast Asian, CJK), so a word of a
+   spaced script after a CJK or Thai run stays whole.
 5. **Length cap** (the level-1 splitter only): a level-1 segment is cut once it holds
    ``max_bytes - 10`` (6) bytes at a syllable-final mark, ``max_bytes - 6`` (10) at a combining
    mark and ``max_bytes - 3`` (13) at any character after which nothing must join. In scripts
    that write many marks (Indic, Arabic, Hebrew...) and Southeast Asian ones, whose long words
    would otherwise run past the cap inside a conjunct, a combining mark is a cut point from 6
    bytes on, and the first character of a cluster from 9. Segments so stay within ``max_bytes``
-   (16, the number of upsampling offsets) unless a single cluster is longer. Cuts are level-1
-   boundaries only: pairs and groups count units, not cuts.
+   (16, the number of upsampling offsets) unless a single cluster is longer or a run offers no cut
+   point at all (a chain of ZWJs, say). Cuts are level-1 boundaries only: pairs and groups count
+   units, not cuts.
 
 Units chain as in the word rules (a new chain after extra whitespace); the ``n``-th splitter marks
 every n-th unit of a chain and every start. All lengths are counted in bytes since the last unit end
@@ -72,8 +77,8 @@ CLASS_NAMES = ("letter", "letter-with-marks", "cjk", "sea", "sea-final-vowel", "
                "mark", "final-mark", "linker", "zwj", "prepend", "regional-indicator", "jamo-l", "jamo-vt")  # fmt: skip
 START = 17  # "previous cluster" before the first character
 LETTERS = (LETTER, LETTER_M, CJK, SEA, SEA_END)
-# Letter groups for script changes: spaced scripts, Southeast Asian scripts (CJK ends units anyway).
-GROUP = {LETTER: 1, LETTER_M: 1, SEA: 2, SEA_END: 2}
+# Letter groups for script changes: spaced scripts, Southeast Asian scripts, CJK.
+GROUP = {LETTER: 1, LETTER_M: 1, SEA: 2, SEA_END: 2, CJK: 3}
 
 #: Space-delimited scripts whose words carry many combining marks (the cap prefers cutting at them).
 MARKED_SCRIPTS = frozenset(
@@ -186,7 +191,7 @@ def _check_unit(instance: object, attribute: attrs.Attribute, value: int) -> Non
 class ScriptSplitter(Splitter):
     """Every n-th script-aware unit of a chain, plus starts and an optional length cap.
 
-    Units: word ends where words are spaced, one per CJK character, short ones for scripts
+    Units: word ends where words are spaced, two CJK characters, short ones for other scripts
     without spaces (rules 1 to 5 of the module docstring)."""
 
     kind: ClassVar[str] = "script-n"
@@ -216,7 +221,7 @@ class ScriptSplitter(Splitter):
         whitespace = k in (SPACE, NEWLINE)
         if after_end and whitespace:
             broken = True  # extra whitespace after a unit end: the next unit starts a chain
-        unit_end = start = False
+        unit_end = start = changed = False
         if joins:
             base = prev_base
             if k == RI:  # an opening indicator waits for its pair; a closing one completes it
@@ -241,12 +246,11 @@ class ScriptSplitter(Splitter):
                 run = (run + 1) % 3 if base == prev_base and base in (DIGIT, SYMBOL) else 0
                 start = base in (DIGIT, SYMBOL) and run == 0
                 swallow = base == SYMBOL
-                if base == CJK:
-                    unit_end = True
-                elif base in GROUP and prev_base in GROUP and GROUP[base] != GROUP[prev_base]:
-                    unit_end = True
-        ul = min(unit_len + nbytes, u + SEA_ANY)
-        if not (unit_end or start) and base in (SEA, SEA_END):  # rule 4
+                changed = base in GROUP and prev_base in GROUP and GROUP[base] != GROUP[prev_base]
+        ul = min((0 if changed else unit_len) + nbytes, u + SEA_ANY)  # a new script counts afresh
+        if not (unit_end or start) and base == CJK:  # rule 4, CJK
+            unit_end = not joins and ul >= u
+        elif not (unit_end or start) and base in (SEA, SEA_END):  # rule 4, Southeast Asian
             if (k == SEA_END and not joins) or (k == FINAL and plain):
                 unit_end = ul >= u
             elif k == MARK and plain:
@@ -268,7 +272,7 @@ class ScriptSplitter(Splitter):
                 mark_threshold = c - (CAP_MARK_MARKED if marked_script else CAP_MARK)
                 if (k == FINAL and plain and sl >= c - CAP_FINAL) or (k == MARK and plain and sl >= mark_threshold):
                     mark = True
-                elif join == J_NONE and (sl >= c - CAP_ANY or (marked_script and (not joins or plain)
+                elif join == J_NONE and (sl >= c - CAP_ANY or (marked_script and not joins
                                                                 and sl >= c - CAP_ANY_MARKED)):
                     mark = True
             if mark:
@@ -284,8 +288,7 @@ class ScriptSplitter(Splitter):
         ends = rules.unit_ends if n == 1 else rules.unit_ends[(rules.chain_index + 1) % n == 0]
         marked = np.concatenate([ends, rules.starts])
         if self.max_bytes is not None:
-            own = np.sort(np.concatenate([rules.unit_ends, rules.starts])) if n == 1 else np.sort(marked)
-            marked = np.concatenate([marked, cap_cuts(rules, own, self.max_bytes)])
+            marked = np.concatenate([marked, cap_cuts(rules, np.sort(marked), self.max_bytes)])
         return marked
 
 
@@ -293,7 +296,7 @@ class ScriptSplitter(Splitter):
 class Script(ScriptSplitter):
     """Script-aware units for level 1, capped at 16 bytes.
 
-    Word ends where words are spaced, a unit per CJK character, short units for Thai, Khmer,
+    Word ends where words are spaced, units of two CJK characters, short units for Thai, Khmer,
     Myanmar and other scripts without spaces; combining marks stay with their letters."""
 
     kind: ClassVar[str] = "script"
@@ -329,11 +332,11 @@ class ScriptAnalysis:
     chain_index: np.ndarray  # (U,) position of each unit in its chain
     starts: np.ndarray  # character indices of starts (every level)
     cum: np.ndarray  # (M,) bytes up to and including each character
-    cap_first: np.ndarray  # (F,) plain syllable-final marks: cap candidates from max_bytes - 8
+    cap_first: np.ndarray  # (F,) plain syllable-final marks: cap candidates from max_bytes - CAP_FINAL
     cap_mark: np.ndarray  # plain marks: cap candidates from max_bytes - CAP_MARK
-    cap_mark_marked: np.ndarray  # the same in clusters of scripts with many marks
-    cap_any: np.ndarray  # (M,) bool: characters after which nothing must join (from max_bytes - 3)
-    cap_any_marked: np.ndarray  # such characters of scripts with many marks, not inside a conjunct
+    cap_mark_marked: np.ndarray  # the same in clusters of scripts with many marks (- CAP_MARK_MARKED)
+    cap_any: np.ndarray  # (M,) bool: characters after which nothing must join (from max_bytes - CAP_ANY)
+    cap_any_marked: np.ndarray  # such characters of scripts with many marks that start a cluster (- CAP_ANY_MARKED)
 
 
 def _is(*classes: int) -> np.ndarray:
@@ -531,30 +534,37 @@ def analyse(chars: Chars, unit_bytes: int) -> ScriptAnalysis:
     first[1:] = before[1:] != before[:-1]
     starts_list.append(c_pos[free[first]])
     starts = np.sort(np.concatenate(starts_list))
-    # Rule 4, fixed part: CJK characters, changes of script group.
-    group = _lut(_GROUP_OF, base_codes)
-    prev_group = np.zeros(m, dtype=np.uint8)
-    prev_group[1:] = group[:-1]
-    cjk_ends = starts_cluster & (base == CJK)
-    change = starts_cluster & (group > 0) & (prev_group > 0) & (group != prev_group)
-    fixed = space_ends | cjk_ends | change
+    fixed = space_ends
     is_start = np.zeros(m, dtype=bool)
     is_start[starts] = True
     fixed_ends = np.flatnonzero(fixed)  # a line break may both end a unit and be a start
-    # Rule 4, lengths: Southeast Asian units, greedy between the fixed resets.
+    # Rule 4, lengths: CJK and Southeast Asian units, greedy between the fixed resets (a change
+    # of script group is a reset, so each stretch holds one group and only its tiers fire).
     sea = _lut(_SEA_BASES, base_codes)
-    sea_cuts = np.empty(0, dtype=np.int64)
-    if sea.any():
-        resets = np.flatnonzero(fixed | is_start)
+    cjk = base == CJK
+    length_cuts = np.empty(0, dtype=np.int64)
+    if sea.any() or cjk.any():
+        # A change of script group restarts the count at the new script's first character c
+        # (a reset after c - 1 that is no unit end: a cut at c - 1 itself stays possible).
+        group = _lut(_GROUP_OF, base_codes)
+        change = np.zeros(m, dtype=bool)
+        change[1:] = starts_cluster[1:] & (group[1:] > 0) & (group[:-1] > 0) & (group[1:] != group[:-1])
+        restart = np.zeros(m, dtype=bool)
+        restart[:-1] = change[1:]
+        hard = fixed | is_start
+        resets = np.flatnonzero(hard | restart)
+        free = ~(hard | joins)  # cluster starts that no other rule decides
         sea_ctx = sea & ~(fixed | is_start)
-        tier1 = np.flatnonzero(sea_ctx & (((k == SEA_END) & ~joins) | ((k == FINAL) & plain)))
-        tier2 = np.flatnonzero(sea_ctx & (k == MARK) & plain)
-        tier3 = np.flatnonzero(sea_ctx & ~joins)
+        tiers = [
+            (np.flatnonzero(cjk & free), unit_bytes),
+            (np.flatnonzero(sea_ctx & (((k == SEA_END) & ~joins) | ((k == FINAL) & plain))), unit_bytes),
+            (np.flatnonzero(sea_ctx & (k == MARK) & plain), unit_bytes + SEA_MARK),
+            (np.flatnonzero(sea & free), unit_bytes + SEA_ANY),
+        ]
         r = np.concatenate([[-1], resets])
-        e = np.concatenate([resets, [m]])
-        sea_cuts = greedy_cuts(cum, r, e, [(tier1, unit_bytes), (tier2, unit_bytes + SEA_MARK),
-                                           (tier3, unit_bytes + SEA_ANY)])  # fmt: skip
-    unit_ends = np.sort(np.concatenate([fixed_ends, sea_cuts])) if len(sea_cuts) else fixed_ends
+        e = np.concatenate([resets + (restart & ~hard)[resets], [m]])
+        length_cuts = greedy_cuts(cum, r, e, tiers)
+    unit_ends = np.sort(np.concatenate([fixed_ends, length_cuts])) if len(length_cuts) else fixed_ends
 
     # Chains: a unit starts a new chain when the character after the previous unit end is
     # whitespace (extra whitespace), and at the document start.
@@ -572,7 +582,7 @@ def analyse(chars: Chars, unit_bytes: int) -> ScriptAnalysis:
     mark_plain = (k == MARK) & plain
     cap_mark = np.flatnonzero(mark_plain & ~marked_script)
     cap_mark_marked = np.flatnonzero(mark_plain & marked_script)
-    cap_any_marked = np.flatnonzero(cuttable & marked_script & (~joins | plain))  # not inside a conjunct
+    cap_any_marked = np.flatnonzero(cuttable & marked_script & ~joins)  # (plain marks are cap_mark_marked)
     return ScriptAnalysis(unit_ends, chain_index, starts, cum, cap_first, cap_mark, cap_mark_marked, cuttable,
                           cap_any_marked)  # fmt: skip
 

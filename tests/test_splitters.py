@@ -238,8 +238,9 @@ def test_alphabet_covers_every_word_class() -> None:
 def test_stream_steps_the_machines_when_the_table_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
     from aunet.core import levels as levels_module
 
-    monkeypatch.setattr(levels_module, "MAX_STATES", 3)
     stack = SplitterStack((Whitespace(), NWord(n=7)))  # a stack no other test compiles
+    n_inputs = levels_module.Automaton(stack).n_inputs
+    monkeypatch.setattr(levels_module, "MAX_TABLE_SLOTS", 128 + 3 * (128 + n_inputs))  # 3 states
     data = "Tabulated until full, then stepped: 123 ... \xe4 done.\n\n".encode() * 3
     stream = stack.stream()
     with pytest.warns(RuntimeWarning, match="steps the splitters directly"):
