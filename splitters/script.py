@@ -65,6 +65,7 @@ import attrs
 import numpy as np
 
 from aunet.core.splitter import Splitter
+from aunet.splitters.words import run_offsets
 from aunet.core.text import (
     CATEGORIES, GRAPHEME_BREAKS, INVALID, NEWLINES, SCRIPTS, TABLE_SIZE, WHITE_SPACE, Chars, CharTable,
     extended_pictographic, general_category, grapheme_break, linker, script, syllable_final,
@@ -358,17 +359,6 @@ _MARKED_BASES = _is(LETTER_M, SEA, SEA_END)
 _WHITESPACE = _is(SPACE, NEWLINE)
 
 
-def _run_offsets(positions: np.ndarray) -> np.ndarray:
-    """For sorted positions, each one's offset within its run of consecutive positions."""
-    if len(positions) == 0:
-        return positions
-    new_run = np.empty(len(positions), dtype=bool)
-    new_run[0] = True
-    np.not_equal(positions[1:], positions[:-1] + 1, out=new_run[1:])
-    k = np.arange(len(positions))
-    return k - np.maximum.accumulate(np.where(new_run, k, 0))
-
-
 def _last_true_before(mask: np.ndarray) -> np.ndarray:
     """For each i, the largest j < i with mask[j] (or -1)."""
     idx = np.where(mask, np.arange(len(mask)), -1)
@@ -481,7 +471,7 @@ def analyse(chars: Chars, unit_bytes: int) -> ScriptAnalysis:
         linked = (last_nonmark >= 0) & (k[np.maximum(last_nonmark, 0)] == LINKER)
         ri = np.flatnonzero(k == RI)
         ri_first = np.zeros(m, dtype=bool)  # a regional indicator that opens a pair
-        ri_first[ri[_run_offsets(ri) % 2 == 0]] = True
+        ri_first[ri[run_offsets(ri) % 2 == 0]] = True
         pcodes = prev.tobytes()
         joins = np.zeros(m, dtype=bool)
         joins[1:] = (
@@ -522,9 +512,9 @@ def analyse(chars: Chars, unit_bytes: int) -> ScriptAnalysis:
     starts_list = []
     for cls in (DIGIT, SYMBOL):
         runs = np.flatnonzero(c_base == cls)  # indices into clusters
-        starts_list.append(c_pos[runs[_run_offsets(runs) % 3 == 0]])
+        starts_list.append(c_pos[runs[run_offsets(runs) % 3 == 0]])
     nl_clusters = np.flatnonzero(c_base == NEWLINE)
-    nl_run_first = nl_clusters - _run_offsets(nl_clusters)
+    nl_run_first = nl_clusters - run_offsets(nl_clusters)
     swallowed = (nl_run_first > 0) & (c_base[np.maximum(nl_run_first - 1, 0)] == SYMBOL)
     free = nl_clusters[~swallowed]
     # The first free line break of each whitespace run (runs of whitespace clusters).

@@ -56,7 +56,7 @@ def word_classes() -> CharTable:
     return CharTable("words", table, CLASS_NAMES)
 
 
-def _run_offsets(positions: np.ndarray) -> np.ndarray:
+def run_offsets(positions: np.ndarray) -> np.ndarray:
     """For sorted positions, each one's offset within its run of consecutive positions."""
     if len(positions) == 0:
         return positions
@@ -101,10 +101,10 @@ def analyse(chars: Chars) -> WordAnalysis:
     digits = np.flatnonzero(cls == DIGIT)
     symbols = np.flatnonzero(cls == SYMBOL)
     newlines = np.flatnonzero(cls == NEWLINE)
-    digit_starts = digits[_run_offsets(digits) % 3 == 0]
-    symbol_starts = symbols[_run_offsets(symbols) % 3 == 0]
+    digit_starts = digits[run_offsets(digits) % 3 == 0]
+    symbol_starts = symbols[run_offsets(symbols) % 3 == 0]
     # A line break is swallowed when its run of line breaks directly follows a symbol.
-    run_first = newlines - _run_offsets(newlines)
+    run_first = newlines - run_offsets(newlines)
     swallowed = (run_first > 0) & (cls[np.maximum(run_first - 1, 0)] == SYMBOL)
     free = newlines[~swallowed]
     # Mark the first free line break of each whitespace run: the first overall, then each one
