@@ -4,38 +4,43 @@ and predict the next byte.
 
 The public API::
 
-    spec = aunet.load_spec("specs/aunet2-tiny.toml")    # a declarative hierarchy
-    model = aunet.build_model(spec)                       # checked, defaults filled, built
+    spec = aunet.load_spec("aunet2-tiny")                 # a shipped spec, or a path to a TOML file
+    model = aunet.build_model(spec, device="cpu")         # checked, defaults filled, built
     tokens = aunet.encode(b"The cat sat.")               # (T,) BOS + bytes
     levels = aunet.compute_levels(spec, b"The cat sat.") # (T,) BOS included, at the top level
     out = model(tokens[None, :-1], levels[None, :-1], targets=tokens[None, 1:])
     out.loss, out.logits, out.segments, out.dropped
 
-Packages: ``aunet.core`` (interfaces, registry, specs), ``aunet.splitters`` (built-in splitters),
-``aunet.plugins`` (the built-in plugins).
+    run = aunet.load_run("runs/aunet2-tiny-...")          # a trained model: .model, .spec, .step
+    aunet.generate(run.model, [b"And God said, "], 100)   # new bytes per prompt, KV-cached
+
+Packages: ``aunet.core`` (contracts, registry, specs, levels, the assembler), ``aunet.plugins``
+and ``aunet.splitters`` (the built-in components), ``aunet.jobs`` (training, evaluation,
+generation, the command line), ``aunet.testing`` (property checks for plugin authors).
 """
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from aunet.core.registry import Registry, default_registry
 from aunet.core.spec import Spec, dump_spec, load_spec, parse_spec, resolve_spec
+from aunet.core.version import version as _version
 
-try:
-    __version__ = version("aunet")
-except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
-    __version__ = "0+unknown"
+__version__ = _version()
 
 # Torch-backed names load torch on first use, so that reading specs and splitting stay fast.
-_MODEL_NAMES = ("AUNet", "ModelOutput", "ShapeMode", "build_model", "compute_levels", "encode")
+_LAZY = {
+    "AUNet": "aunet.core.model", "ModelOutput": "aunet.core.model", "ShapeMode": "aunet.core.model",
+    "build_model": "aunet.core.model", "compute_levels": "aunet.core.model", "encode": "aunet.core.model",
+    "generate": "aunet.jobs.generate", "load_run": "aunet.jobs.runs", "LoadedRun": "aunet.jobs.runs",
+}  # fmt: skip
 
 __all__ = ["Registry", "Spec", "__version__", "default_registry", "dump_spec", "load_spec", "parse_spec",
-           "resolve_spec", *_MODEL_NAMES]  # fmt: skip
+           "resolve_spec", *_LAZY]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MODEL_NAMES:
-        from aunet.core import model
+    if name in _LAZY:
+        import importlib
 
-        return getattr(model, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'aunet' has no attribute '{name}'")

@@ -2,6 +2,6 @@
 
 import sys
 
-from aunet.core.cli import main
+from aunet.jobs.cli import main
 
 sys.exit(main())

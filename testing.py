@@ -4,7 +4,7 @@ strategies behind them. Needs ``hypothesis`` (``pip install aunet[test]``).
     from aunet.testing import check_splitter
     check_splitter(MySplitter())          # raises AssertionError with a reproducible example
 
-The properties (AUNET.md section 2): on any bytes the levels are total (one level per byte, no
+The properties (docs/method.md section 2): on any bytes the levels are total (one level per byte, no
 exception) and deterministic; the batch form equals the streaming form fed one byte at a time
 and in chunks of any size; levels are prefix-stable (the levels of ``data[:c]`` are the first
 ``c`` levels of ``data``); no boundary falls inside a valid multi-byte character; levels nest.

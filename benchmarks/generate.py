@@ -26,9 +26,8 @@ def run(rounds: int = 3) -> list[dict[str, Any]]:
     import torch
 
     import aunet
-    from aunet.core.decoding import decode
-    from aunet.core.generate import generate_recompute, sample_next
     from aunet.core.resources import read_corpus, spec_path
+    from aunet.jobs.generate import decode, generate_recompute, sample_next
 
     torch.manual_seed(0)
     corpus = read_corpus("en_web")
@@ -46,8 +45,8 @@ def run(rounds: int = 3) -> list[dict[str, Any]]:
         for context in CONTEXTS:
             start = corpus.find(b"\n", 200_000) + 1
             prompt = corpus[start : start + context]
-            configs[(name, context, "cached")] = lambda m=model, p=prompt: decode(m, [p], NEW, choose=greedy)
-            configs[(name, context, "prefill")] = lambda m=model, p=prompt: decode(m, [p], 1, choose=greedy)
+            configs[(name, context, "cached")] = lambda m=model, p=prompt: decode(m, [p], NEW, choose=greedy, threads=1)
+            configs[(name, context, "prefill")] = lambda m=model, p=prompt: decode(m, [p], 1, choose=greedy, threads=1)
             configs[(name, context, "recompute")] = lambda m=model, p=prompt: generate_recompute(m, [p], RECOMPUTE_NEW)
     times = interleaved(configs, rounds=rounds)
 

@@ -30,7 +30,7 @@ OUT = Path("runs") / "script-experiment"
 
 def mixed_documents() -> list[tuple[str, bytes]]:
     """(language, text) documents of the English and Chinese corpora, shuffled."""
-    from aunet.core.data import embedded_documents
+    from aunet.jobs.data import embedded_documents
     from aunet.core.resources import CORPORA
 
     docs = [("en", d.data) for d in embedded_documents()]
@@ -53,13 +53,14 @@ def mixed_documents() -> list[tuple[str, bytes]]:
 
 def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     """Train both variants for ``minutes`` each and evaluate them on the held-out documents."""
-    import attrs
 
     import aunet
-    from aunet.core.data import encode_documents, load_corpus, xz_bits_per_byte
-    from aunet.core.evaluate import evaluate
+    from aunet.jobs.data import encode_documents, load_corpus, xz_bits_per_byte
     from aunet.core.resources import spec_path
-    from aunet.core.train import apply_overrides, load_run_model, train
+    from aunet.core.spec import apply_overrides
+    from aunet.jobs.evaluate import evaluate
+    from aunet.jobs.runs import load_run
+    from aunet.jobs.train import train
 
     docs = mixed_documents()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,7 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
             if steps[name] < 0:
                 continue
             resume = slices[name] > 0
-            quiet = attrs.evolve(spec, train=attrs.evolve(spec.train, eval_every=10**9, sample_bytes=0))
+            quiet = apply_overrides(spec, ["train.eval.every=1000000000", "train.sample.bytes=0"])
             summary = train(None if resume else quiet, data=None if resume else data, out=outs[name],
                             minutes=minutes, resume=resume, stop_at=steps[name] + SLICE_STEPS)  # fmt: skip
             slices[name] += 1
@@ -95,7 +96,8 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     records = []
     for name in variants:
         out = outs[name]
-        run_spec, model, _ = load_run_model(out)
+        loaded = load_run(out)
+        run_spec, model = loaded.spec, loaded.model
         stack = run_spec.splitter_stack()
         t = run_spec.train
         metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

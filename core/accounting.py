@@ -1,4 +1,4 @@
-"""Parameters and FLOPs per byte of a spec, without building it (AUNET.md section 7).
+"""Parameters and FLOPs per byte of a spec, without building it (docs/method.md section 7).
 
 The paper's accounting: one stack costs 6 x (non-embedding parameters) + 6 x dim x layers x S
 FLOPs per position (forward and backward), S the attended length (the stage's share of the
@@ -9,38 +9,15 @@ poolers, upsamplers and output head, which the paper's figure leaves out, as ``f
 
 from __future__ import annotations
 
-import functools
-
 import attrs
-import numpy as np
 
-from aunet.core.levels import SplitterStack
 from aunet.core.spec import Spec, resolve_spec
 from aunet.core.tokens import VOCAB_SIZE
 
 
-@functools.lru_cache(maxsize=32)
-def measured_contraction(stack: SplitterStack, corpus: str = "en_web") -> tuple[float, ...]:
-    """Bytes per position at each level 1..L, measured on an embedded corpus split by the stack
-    (BOS counted, as the model sees it, for each chapter-sized document of 4 KB)."""
-    from aunet.core.resources import read_corpus
-
-    data = read_corpus(corpus)
-    levels = stack.levels(data)
-    counts = np.bincount(levels, minlength=stack.depth + 1)
-    at_least = np.cumsum(counts[::-1])[::-1]
-    n_docs = max(1, len(data) // 4096)
-    return tuple(float(len(data) + n_docs) / float(at_least[i] + n_docs) for i in range(1, stack.depth + 1))
-
-
 def level_contraction(spec: Spec) -> tuple[float, ...]:
-    """(1, k_1, ..., k_L): bytes per position at every level, from the spec where it says, else
-    measured on the embedded corpus with the spec's own splitters."""
-    given = [level.contraction for level in spec.levels[1:]]
-    if all(k is not None for k in given):
-        return (1.0, *given)
-    measured = measured_contraction(spec.splitter_stack())
-    return (1.0, *(k if k is not None else m for k, m in zip(given, measured)))
+    """(1, k_1, ..., k_L): bytes per position at every level of a resolved spec."""
+    return (1.0, *(level.contraction for level in spec.levels[1:]))
 
 
 @attrs.frozen
@@ -71,7 +48,9 @@ class Accounting:
 
 
 def account(spec: Spec) -> Accounting:
-    """Parameters per component and FLOPs per byte. The spec must pass ``check_model``."""
+    """Parameters per component and FLOPs per byte. The spec must pass ``check_model``;
+    contractions it leaves unset are measured on the embedded corpus (and reported as such)."""
+    measured = any(level.contraction is None for level in spec.levels[1:])
     spec = resolve_spec(spec)
     levels = spec.levels
     depth = spec.depth
@@ -98,5 +77,4 @@ def account(spec: Spec) -> Accounting:
             params[f"levels[{i}].upsampler"] = up
             extra += 6.0 * (pool + up) / k[i]
     params["output"] = dims[0] + dims[0] * VOCAB_SIZE  # final norm and head
-    measured = any(level.contraction is None for level in levels[1:])
     return Accounting(params, k, measured, context, flops, flops + extra)

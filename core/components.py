@@ -1,4 +1,4 @@
-"""Spec classes of the model's pluggable components (AUNET.md sections 1, 3, 4).
+"""Spec classes of the model's pluggable components (docs/method.md sections 1, 3, 4).
 
 Each pluggable slot of a spec holds a small frozen attrs object whose fields are the component's
 own options and whose class constant ``kind`` names it. The parent owns the widths: a level
@@ -52,7 +52,7 @@ class StageSpec(ComponentSpec):
     @abstractmethod
     def flops_per_position(self, *, dim: int, attended: float) -> float:
         """Training FLOPs (forward and backward) per position of one stack, in the paper's
-        accounting (AUNET.md section 7): 6 x non-embedding parameters + 6 x dim x layers x S,
+        accounting (docs/method.md section 7): 6 x non-embedding parameters + 6 x dim x layers x S,
         with S the number of positions attended."""
 
 

@@ -1,4 +1,4 @@
-"""A stack of splitters gives every byte a level (AUNET.md section 2).
+"""A stack of splitters gives every byte a level (docs/method.md section 2).
 
 ``SplitterStack((s1, s2, s3)).levels(data)`` returns one uint8 per byte: the highest i such that
 splitter i marks the byte's character (0 if none marks it), so a byte of level 3 is a boundary at

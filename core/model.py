@@ -1,4 +1,4 @@
-"""The AU-Net assembler: a spec in, a causal byte-level model out (AUNET.md sections 1 to 5).
+"""The AU-Net assembler: a spec in, a causal byte-level model out (docs/method.md sections 1 to 5).
 
 Contracting path: embed bytes -> encoder_0 -> pool_1 -> encoder_1 -> ... -> trunk. Expanding
 path: trunk -> upsample_L (+ skip from encoder_{L-1}) -> decoder_{L-1} -> ... -> upsample_1
@@ -31,12 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aunet.core.accounting import level_contraction
 from aunet.core.errors import SpecError, SpecIssue
-from aunet.core.modules import Layout
+from aunet.core.modules import KVCache, Layout
 from aunet.core.spec import Spec, resolve_spec
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD, VOCAB_SIZE
-
 
 
 class ShapeMode(enum.Enum):
@@ -83,12 +81,12 @@ def boundary_index(is_boundary: Tensor, capacity: int | None) -> LevelIndex:
 
     Args:
         is_boundary: (B, S_i) bool; column 0 must be True in every row.
-        capacity: segments kept per row, or None to keep all (EAGER: one host sync).
+        capacity: segments kept per row, or None to keep all (one host sync).
     """
     b, s = is_boundary.shape
     count = is_boundary.sum(1)  # (B,)
     if capacity is None:
-        capacity = int(count.max())
+        capacity = int(count.max())  # a host sync: give the capacity to avoid it
     rank = is_boundary.long().cumsum(1) - 1  # (B, S_i): index of the last boundary at or before
     slot = torch.where(is_boundary & (rank < capacity), rank, capacity)  # overflow -> spare slot
     positions = torch.arange(s, device=is_boundary.device).expand(b, s)
@@ -102,11 +100,91 @@ def boundary_index(is_boundary: Tensor, capacity: int | None) -> LevelIndex:
     return LevelIndex(index, valid, segment, offset, kept.sum(), dropped.sum())
 
 
-class AUNet(nn.Module):
-    """An Autoregressive U-Net of any depth, assembled from a resolved spec."""
+class Part(enum.Enum):
+    """Which stack of a level a walk is running."""
 
-    def __init__(self, spec: Spec, *, device: torch.device | str | None = None,
-                 contraction: Sequence[float] | None = None) -> None:  # fmt: skip
+    ENCODER = "encoder"
+    TRUNK = "trunk"
+    DECODER = "decoder"
+
+
+class WalkPlan:
+    """What differs between the walks over the U-Net: the full forward (training, evaluation),
+    the prefill of a prompt and one decoding step (``aunet.core.decoding``).
+
+    ``AUNet.walk`` calls these in a fixed order; a plan answers from the data (the forward) or
+    from the state of a decoding batch (a step). ``top`` is the highest level that gets new
+    positions in this walk: the walk runs stages up to it and reuses what the plan remembers above
+    it (a decoding step whose byte is no boundary runs the byte stages only).
+    """
+
+    top: int
+
+    def layout(self, level: int) -> Layout:
+        """The positions of ``level``'s sequence in this walk (shared by its encoder and decoder)."""
+        raise NotImplementedError
+
+    def cache(self, level: int, part: Part) -> KVCache | None:
+        """The KV cache of one stack, or None (the full forward keeps none)."""
+        return None
+
+    def contract(self, level: int) -> LevelIndex:
+        """How ``level``'s positions pool into ``level + 1`` (called once, after its encoder)."""
+        raise NotImplementedError
+
+    def expand(self, level: int) -> LevelIndex:
+        """How ``level + 1``'s vectors go back onto ``level``'s positions (``segment``, ``offset``)."""
+        raise NotImplementedError
+
+    def coarse(self, level: int, fresh: Tensor | None) -> Tensor:
+        """The vectors of ``level`` (>= 1) the upsampler below gets: ``fresh``, this walk's output
+        of the level's top stack (trunk or decoder), or None when the level got no new position."""
+        assert fresh is not None
+        return fresh
+
+
+class TeacherForced(WalkPlan):
+    """The plan of a full forward over (B, T) rows: boundaries from the levels, static or eager
+    capacities, attention within documents; with caches and ``valid`` it is a prefill."""
+
+    def __init__(self, levels: Tensor, capacity: Sequence[int | None], *, doc: Tensor | None,
+                 valid: Tensor | None = None, caches: dict[tuple[int, Part], KVCache] | None = None) -> None:  # fmt: skip
+        self.top = len(capacity)
+        self.lv = levels  # (B, S_i) levels of the current level's positions
+        self.capacity = capacity
+        self.caches = caches or {}
+        self.layouts = [Layout(doc=doc, valid=valid)]
+        self.maps: list[LevelIndex] = []
+        self.outputs: dict[int, Tensor] = {}  # level -> its top stack's output (B, S_level, D)
+
+    def layout(self, level: int) -> Layout:
+        return self.layouts[level]
+
+    def cache(self, level: int, part: Part) -> KVCache | None:
+        return self.caches.get((level, part))
+
+    def contract(self, level: int) -> LevelIndex:
+        below = self.layouts[level]
+        is_boundary = self.lv > level if below.valid is None else (self.lv > level) & below.valid
+        m = boundary_index(is_boundary, self.capacity[level])
+        self.maps.append(m)
+        self.lv = torch.gather(self.lv, 1, m.index).masked_fill(~m.valid, 0)  # padding slots pool nothing
+        doc = torch.gather(below.doc, 1, m.index) if below.doc is not None else None
+        self.layouts.append(Layout(doc=doc, valid=m.valid if below.valid is not None else None))
+        return m
+
+    def expand(self, level: int) -> LevelIndex:
+        return self.maps[level]
+
+    def coarse(self, level: int, fresh: Tensor | None) -> Tensor:
+        self.outputs[level] = fresh
+        return fresh
+
+
+class AUNet(nn.Module):
+    """An Autoregressive U-Net of any depth, assembled from a resolved spec (``build_model``)."""
+
+    def __init__(self, spec: Spec, *, device: torch.device | str | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.depth = spec.depth
@@ -129,7 +207,7 @@ class AUNet(nn.Module):
         std = spec.model.init_std or dims[0] ** -0.5
         nn.init.normal_(self.embed.weight, std=std)
         nn.init.normal_(self.head.weight, std=std)
-        self.contraction = tuple(contraction) if contraction is not None else level_contraction(spec)
+        self.contraction = (1.0, *(level.contraction for level in levels[1:]))
         if device is not None:
             self.to(device)
 
@@ -150,11 +228,50 @@ class AUNet(nn.Module):
             caps.append(below)
         return caps
 
+    def top_levels(self, tokens: Tensor, levels: Tensor) -> Tensor:
+        """(B, T) levels with every BOS and every row's first position at the top level."""
+        first = torch.arange(tokens.shape[1], device=tokens.device) == 0
+        return torch.where((tokens == BOS) | first, self.depth, levels.long())
+
+    def eager_capacity(self, levels: Tensor) -> list[int]:
+        """Segments per row at levels 1..L that keep every boundary of (B, T) ``levels`` (as
+        ``top_levels`` gives them): one host synchronisation for all levels. Jobs compute the
+        same on the host from their batches (``aunet.jobs.data.Batch.capacity``)."""
+        counts = torch.stack([(levels > i).sum(1).max() for i in range(self.depth)]) if self.depth else None
+        return counts.tolist() if counts is not None else []
+
+    # -- the walk --------------------------------------------------------------------------------
+
+    def walk(self, h: Tensor, plan: WalkPlan) -> Tensor:
+        """The U-Net, once for every use: contracting up to ``plan.top``, then expanding.
+
+        ``h`` is (B, S_0, D_0), the embedded new positions of level 0; returns (B, S_0, D_0), the
+        output of decoder 0 (the trunk's output for a flat model).
+        """
+        depth, top = self.depth, plan.top
+        skips: list[Tensor] = []
+        for i in range(top + 1):
+            if i == depth:
+                h = self.trunk(h, layout=plan.layout(i), cache=plan.cache(i, Part.TRUNK))  # (B, S_L, D_L)
+                break
+            h = self.encoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.ENCODER))  # (B, S_i, D_i)
+            skips.append(h)
+            if i < top:
+                h = self.poolers[i](h, plan.contract(i).index)  # (B, S_{i+1}, D_{i+1})
+        for i in reversed(range(min(top, depth - 1) + 1)):
+            coarse = plan.coarse(i + 1, h if i + 1 <= top else None)  # (B, S_{i+1}, D_{i+1})
+            m = plan.expand(i)
+            h = skips[i] + self.upsamplers[i](coarse, m.segment, m.offset)  # (B, S_i, D_i)
+            h = self.decoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.DECODER))
+        return h
+
     # -- forward ---------------------------------------------------------------------------------
 
     def forward(self, tokens: Tensor, levels: Tensor, targets: Tensor | None = None, *,
-                shapes: ShapeMode = ShapeMode.STATIC, doc_mask: bool | None = None) -> ModelOutput:  # fmt: skip
-        """Next-token logits (and loss) for rows of tokens.
+                shapes: ShapeMode = ShapeMode.STATIC, capacity: Sequence[int] | None = None,
+                doc_mask: bool = True) -> ModelOutput:  # fmt: skip
+        """Next-token logits (and loss) for rows of tokens. No host synchronisation with static
+        shapes or a given ``capacity``; values are not checked here (``validate`` does that).
 
         Args:
             tokens: (B, T) int token ids: bytes 0..255, BOS, EOS, PAD.
@@ -162,64 +279,40 @@ class AUNet(nn.Module):
                 position 0 are forced to the top level.
             targets: (B, T) int next token at each position, ``IGNORE`` where nothing is predicted.
             shapes: STATIC (fixed capacities, counts drops) or EAGER (keeps every boundary).
-            doc_mask: keep attention within documents (rows holding several BOS). None decides
-                from the data (one host sync) when eager, and masks when compiling.
+            capacity: segments per row at levels 1..L, overriding ``shapes`` (jobs pass the eager
+                capacities they computed on the host, so eager shapes need no sync either).
+            doc_mask: keep attention within documents (rows holding several BOS). False when every
+                row holds a single document, which lets attention take its plain causal path.
         """
-        if not torch.compiler.is_compiling():
-            self._validate(tokens, levels, targets)
+        self._check_shapes(tokens, levels, targets)
+        if self.debug and not torch.compiler.is_compiling():
+            self.validate(tokens, levels, targets)
         b, t = tokens.shape
-        depth = self.depth
-        positions = torch.arange(t, device=tokens.device)
-        is_bos = tokens == BOS
-        lv = torch.where(is_bos | (positions == 0), depth, levels.long())  # (B, T)
-        if doc_mask is None:
-            doc_mask = torch.compiler.is_compiling() or bool(is_bos[:, 1:].any())
-        doc = is_bos.long().cumsum(1) if doc_mask else None  # (B, T)
-        caps = self.capacity(t) if shapes is ShapeMode.STATIC else [None] * depth
-
-        h = self.embed(tokens)  # (B, T, D_0)
-        layouts = [Layout(doc=doc)]
-        skips: list[Tensor] = []
-        maps: list[LevelIndex] = []
-        for i in range(depth):
-            h = self.encoders[i](h, layout=layouts[i])  # (B, S_i, D_i)
-            skips.append(h)
-            m = boundary_index(lv > i, caps[i])
-            maps.append(m)
-            h = self.poolers[i](h, m.index)  # (B, S_{i+1}, D_{i+1})
-            lv = torch.gather(lv, 1, m.index).masked_fill(~m.valid, 0)  # padding slots pool nothing
-            coarse_doc = torch.gather(layouts[i].doc, 1, m.index) if doc_mask else None
-            layouts.append(Layout(doc=coarse_doc))
-        h = self.trunk(h, layout=layouts[depth])  # (B, S_L, D_L)
-        for i in reversed(range(depth)):
-            m = maps[i]
-            h = skips[i] + self.upsamplers[i](h, m.segment, m.offset)  # (B, S_i, D_i)
-            h = self.decoders[i](h, layout=layouts[i])
+        lv = self.top_levels(tokens, levels)  # (B, T)
+        if capacity is None:
+            capacity = self.capacity(t) if shapes is ShapeMode.STATIC else self.eager_capacity(lv)
+        doc = (tokens == BOS).long().cumsum(1) if doc_mask else None  # (B, T) document of each position
+        plan = TeacherForced(lv, capacity, doc=doc)
+        h = self.walk(self.embed(tokens), plan)  # (B, T, D_0)
         logits = self.head(self.norm(h))  # (B, T, V)
 
         loss = n_predicted = None
         if targets is not None:
-            predicted = targets != IGNORE
-            n_predicted = predicted.sum()
+            n_predicted = (targets != IGNORE).sum()
             nll = F.cross_entropy(logits.float().view(-1, VOCAB_SIZE), targets.reshape(-1).long(),
                                   ignore_index=IGNORE, reduction="sum")  # fmt: skip
             loss = nll / n_predicted.clamp(min=1)
-        if maps:
-            segments = torch.stack([m.kept for m in maps])
-            dropped = torch.stack([m.dropped for m in maps])
+        if plan.maps:
+            segments = torch.stack([m.kept for m in plan.maps])
+            dropped = torch.stack([m.dropped for m in plan.maps])
         else:
             segments = dropped = torch.zeros(0, dtype=torch.long, device=tokens.device)
         return ModelOutput(logits, loss, n_predicted, segments, dropped)
 
-    def generate(self, prompts, max_new_bytes: int, temperature: float = 0.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int = 0, stop=None, on_bytes=None) -> list[bytes]:  # fmt: skip
-        """New bytes per prompt, decoded with per-stage KV caches (``aunet.core.generate.generate``)."""
-        from aunet.core.generate import generate
+    #: Check token and level values in every forward (a host sync each time): for debugging.
+    debug: bool = False
 
-        return generate(self, prompts, max_new_bytes, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                        stop=stop, on_bytes=on_bytes)  # fmt: skip
-
-    def _validate(self, tokens: Tensor, levels: Tensor, targets: Tensor | None) -> None:
+    def _check_shapes(self, tokens: Tensor, levels: Tensor, targets: Tensor | None) -> None:
         if tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
             raise ValueError(f"tokens must be a (B, T) integer tensor, got {tuple(tokens.shape)} {tokens.dtype}")
         if tokens.shape[1] == 0:
@@ -229,15 +322,26 @@ class AUNet(nn.Module):
                              "give one level per token (compute_levels)")  # fmt: skip
         if targets is not None and targets.shape != tokens.shape:
             raise ValueError(f"targets has shape {tuple(targets.shape)} but tokens has {tuple(tokens.shape)}")
-        low, high = int(tokens.min()), int(tokens.max())
+
+    def validate(self, tokens: Tensor, levels: Tensor, targets: Tensor | None = None) -> None:
+        """ValueError naming the first bad value: a token id outside the vocabulary, a level
+        outside 0..L, a target that is neither a token nor ``IGNORE``. Reads the tensors back
+        (one host sync): call it once per batch of untrusted input, not in a training step."""
+        self._check_shapes(tokens, levels, targets)
+        low, high = (int(x) for x in torch.stack([tokens.min(), tokens.max()]).tolist())
         if low < 0 or high >= VOCAB_SIZE:
             bad = low if low < 0 else high
             raise ValueError(f"token id {bad} is out of range; ids are 0..255 (bytes), {BOS} (BOS), "
                              f"{EOS} (EOS), {PAD} (PAD)")  # fmt: skip
-        lmin, lmax = int(levels.min()), int(levels.max())
+        lmin, lmax = (int(x) for x in torch.stack([levels.min().long(), levels.max().long()]).tolist())
         if lmin < 0 or lmax > self.depth:
             raise ValueError(f"level {lmin if lmin < 0 else lmax} is out of range; this model has levels "
                              f"0..{self.depth}")  # fmt: skip
+        if targets is not None:
+            bad = (targets != IGNORE) & ((targets < 0) | (targets >= VOCAB_SIZE))
+            if bool(bad.any()):
+                value = int(targets[bad][0])
+                raise ValueError(f"target {value} is out of range; targets are token ids or {IGNORE} (ignored)")
 
 
 # -- building --------------------------------------------------------------------------------------
@@ -245,12 +349,17 @@ class AUNet(nn.Module):
 
 def build_model(spec: Spec, *, device: torch.device | str | None = None,
                 contraction: Sequence[float] | None = None) -> AUNet:  # fmt: skip
-    """Check the spec (every problem with its path), fill its defaults, build the model."""
-    spec = resolve_spec(spec)
+    """Check the spec (every problem with its path), fill its defaults, build the model.
+
+    ``contraction`` (bytes per segment of levels 1..L, measured on the training data) fills the
+    levels whose spec gives none; without it they are measured on the embedded corpus. Either way
+    the figures are in ``model.spec``, which a checkpoint records.
+    """
+    spec = resolve_spec(spec, contraction=contraction)
     issues = spec.check_model()
     if issues:
         raise SpecError(issues)
-    return AUNet(spec, device=device, contraction=contraction)
+    return AUNet(spec, device=device)
 
 
 def encode(data: bytes, *, bos: bool = True, eos: bool = False) -> Tensor:

@@ -1,6 +1,6 @@
 """The model's pluggable module interfaces: Stage, Pooler, Upsampler, AttentionBackend.
 
-An AU-Net (AUNET.md section 1) is assembled from these: at each level an encoder and a decoder
+An AU-Net (docs/method.md section 1) is assembled from these: at each level an encoder and a decoder
 ``Stage`` (the trunk at the top), a ``Pooler`` from each level to the next and an ``Upsampler``
 back. The assembler computes which positions are boundaries and hands the components plain index
 tensors; no component sees the splitters, the levels or the batch's documents directly, and none
@@ -144,7 +144,7 @@ class Pooler(nn.Module, ABC):
 
 
 class Upsampler(nn.Module, ABC):
-    """Expanding: coarse vectors back onto the fine positions (AUNET.md section 4).
+    """Expanding: coarse vectors back onto the fine positions (docs/method.md section 4).
 
     Contract: ``forward(coarse, segment, offset)`` with coarse (B, S, D_coarse), segment (B, T)
     int64 and offset (B, T) int64 returns (B, T, D_fine) where output j depends only on

@@ -18,16 +18,13 @@ import importlib.metadata
 import os
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import pluggy
 
 from aunet.core import hookspecs
 from aunet.core.errors import PluginError, did_you_mean, known_list
-
-if TYPE_CHECKING:
-    from aunet.core.spec import SpecConverter
 
 ENTRY_POINT_GROUP = "aunet"
 DISTRIBUTION = "aunet"
@@ -133,7 +130,9 @@ class Registry:
         self._pm.add_hookspecs(hookspecs)
         self._kinds: dict[Family, dict[str, Registration]] = {family: {} for family in Family}
         self._origins: dict[str, Origin] = {}
-        self._converter: SpecConverter | None = None
+        #: Bumped by every registration, so that what is derived from the kinds (the spec
+        #: converter of ``aunet.core.spec``) knows when to rebuild.
+        self.generation = 0
 
     @classmethod
     def default(cls) -> Registry:
@@ -192,7 +191,7 @@ class Registry:
             for impl in getattr(self._pm.hook, family.hook).get_hookimpls():
                 if impl.plugin is plugin:
                     impl.function(registry=registrar)
-        self._converter = None
+        self.generation += 1
 
     def check_pending(self) -> None:
         """Fail on hook implementations that match no hook (a misspelt ``aunet_register_...``)."""
@@ -223,6 +222,7 @@ class Registry:
                 f"{existing.origin} and {cls.__qualname__} by {origin}"
             )
         self._kinds[family][kind] = Registration(family, kind, cls, origin)
+        self.generation += 1
 
     # -- lookup ----------------------------------------------------------------------------------
 
@@ -248,14 +248,6 @@ class Registry:
     def plugins(self) -> dict[str, Origin]:
         """Every registered plugin by name."""
         return dict(self._origins)
-
-    def converter(self) -> SpecConverter:
-        """The spec converter for the kinds registered now (rebuilt after ``register``)."""
-        if self._converter is None:
-            from aunet.core.spec import SpecConverter
-
-            self._converter = SpecConverter(self)
-        return self._converter
 
     def listing(self) -> dict[str, list[dict[str, Any]]]:
         """Families with their kinds, for ``aunet plugins --json``."""

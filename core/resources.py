@@ -33,11 +33,16 @@ def read_corpus(name: str) -> bytes:
         return f.read()
 
 
+@functools.cache
+def shipped_spec_names() -> tuple[str, ...]:
+    """Names of the shipped specs (``aunet2-tiny``, ``paper/aunet2-1b``...)."""
+    return tuple(sorted(p.relative_to(SPECS).as_posix().removesuffix(".toml") for p in SPECS.rglob("*.toml")))
+
+
 def spec_path(name: str) -> Path:
     """Path of a shipped spec, by file name with or without ``.toml`` (``aunet2-tiny``,
     ``paper/aunet2-1b``)."""
     path = SPECS / (name if name.endswith(".toml") else f"{name}.toml")
     if not path.is_file():
-        known = sorted(str(p.relative_to(SPECS)).removesuffix(".toml") for p in SPECS.rglob("*.toml"))
-        raise InputError(f"no shipped spec '{name}'; shipped: {', '.join(known) or '(none)'}")
+        raise InputError(f"no shipped spec '{name}'; shipped: {', '.join(shipped_spec_names()) or '(none)'}")
     return path

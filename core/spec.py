@@ -1,4 +1,4 @@
-"""Declarative specs: one TOML file describes a whole hierarchy (AUNET.md section 1).
+"""Declarative specs: one TOML file describes a whole hierarchy (docs/method.md section 1).
 
 A spec has one ``[[levels]]`` table per level of the hierarchy, level 0 (bytes) first; level i's
 table holds everything that runs at level i: its width, its stage, and, from level 1 up, the
@@ -25,9 +25,11 @@ built-in does.
 from __future__ import annotations
 
 import enum
+import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,7 +38,8 @@ import cattrs
 from cattrs.errors import AttributeValidationNote, ClassValidationError, IterableValidationError, IterableValidationNote
 
 from aunet.core import toml
-from aunet.core.components import ComponentSpec, PoolerSpec, StageSpec, UpsamplerSpec
+from aunet.core.contraction import embedded_contraction
+from aunet.core.components import AttentionSpec, ComponentSpec, PoolerSpec, StageSpec, UpsamplerSpec
 from aunet.core.errors import InputError, SpecError, SpecIssue, did_you_mean, known_list
 from aunet.core.levels import SplitterStack
 from aunet.core.registry import Family, Registry, default_registry
@@ -66,8 +69,9 @@ class LevelSpec:
     """Static shape: segments of this level kept per row. Derived from the context and the
     contraction when unset; boundaries beyond it are counted as dropped, never silently."""
     contraction: float | None = attrs.field(default=None, validator=_positive)
-    """Bytes per segment of this level, for FLOPs accounting and static shapes. Measured on the
-    embedded corpus with the spec's own splitters when unset."""
+    """Bytes per segment of this level, for FLOPs accounting and static shapes. When unset, the
+    trainer measures it on its training data (else it is measured on the embedded corpus) and
+    writes it into the resolved spec, so a checkpoint's shapes never depend on a corpus."""
 
 
 @attrs.frozen(kw_only=True)
@@ -90,6 +94,7 @@ class ModelSpec:
 class Precision(enum.Enum):
     """Training precision."""
 
+    AUTO = "auto"  # bfloat16 autocast on CUDA, float32 elsewhere
     FLOAT32 = "float32"
     BFLOAT16 = "bfloat16"  # autocast: matrix products in bfloat16, master weights in float32
 
@@ -112,8 +117,68 @@ def _non_negative(instance: object, attribute: attrs.Attribute, value: float) ->
 
 
 @attrs.frozen(kw_only=True)
+class CheckpointSpec:
+    """``[train.checkpoint]``: when the checkpointer writes and how many it keeps."""
+
+    every: int = attrs.field(default=250, validator=_positive)
+    """Steps between checkpoints (one is also written at the end and on Ctrl-C)."""
+    keep: int = attrs.field(default=3, validator=_positive)
+    """Checkpoints kept (the oldest are removed once a newer one is safely written)."""
+
+
+@attrs.frozen(kw_only=True)
+class EvalSpec:
+    """``[train.eval]``: the periodic evaluations on the validation split."""
+
+    every: int = attrs.field(default=250, validator=_positive)
+    """Steps between evaluations on ``bytes`` of the validation split."""
+    bytes: int = attrs.field(default=65_536, validator=_positive)
+    """Validation bytes of the periodic evaluations (the final one uses the whole split)."""
+    batch_size: int | None = attrs.field(default=None, validator=_positive)
+    """Rows per evaluation forward (default: ``train.batch_size``)."""
+
+
+@attrs.frozen(kw_only=True)
+class MetricsSpec:
+    """``[train.metrics]``: what the metric writers record and how often."""
+
+    every: int = attrs.field(default=10, validator=_positive)
+    """Steps between records of metrics.jsonl and TensorBoard (the only steps at which the
+    loss is read back from the device)."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files under ``tb/``."""
+
+
+@attrs.frozen(kw_only=True)
+class SampleSpec:
+    """``[train.sample]``: the continuation printed at the end of a run."""
+
+    bytes: int = attrs.field(default=200, validator=_non_negative)
+    """Bytes of the closing sample (0: none)."""
+    prompt: str = "And God said,"
+    """Prompt of the closing sample."""
+    temperature: float = attrs.field(default=0.7, validator=_non_negative)
+    """Sampling temperature (0 is greedy)."""
+    top_k: int | None = attrs.field(default=40, validator=_positive)
+    """Sample among the k likeliest bytes (none: all)."""
+
+
+@attrs.frozen(kw_only=True)
 class TrainSpec:
-    """How ``aunet train`` trains (AUNET.md section 6: AdamW, warmup then cosine, clipping)."""
+    """How ``aunet train`` trains (docs/method.md section 6: AdamW, warmup then cosine, clipping).
+
+    The keys of ``[train]`` itself are the recipe: what decides the trained weights (batch,
+    budget, optimizer, schedule, precision, seed). The sub-tables belong to the job's other
+    components (checkpointer, evaluator, metric writers, sampler) and change nothing the model
+    learns.
+    """
+
+    #: Keys that moved into a sub-table (read in error messages).
+    MOVED: ClassVar[dict[str, str]] = {
+        "checkpoint_every": "train.checkpoint.every", "keep": "train.checkpoint.keep",
+        "eval_every": "train.eval.every", "eval_bytes": "train.eval.bytes", "log_every": "train.metrics.every",
+        "sample_bytes": "train.sample.bytes", "prompt": "train.sample.prompt",
+    }  # fmt: skip
 
     batch_size: int = attrs.field(default=8, validator=_positive)
     """Rows of ``model.context`` positions per micro-batch."""
@@ -141,24 +206,15 @@ class TrainSpec:
     """Clip the gradient norm to this (None: no clipping)."""
     seed: int = 0
     """Seeds the initialization and the data order."""
-    precision: Precision = Precision.FLOAT32
+    precision: Precision = Precision.AUTO
+    """``auto`` (bfloat16 autocast on CUDA, float32 elsewhere), ``float32`` or ``bfloat16``."""
     compile: bool = False
     """torch.compile the model (needs ``shapes = "static"``)."""
     shapes: Shapes = Shapes.EAGER
-    eval_every: int = attrs.field(default=250, validator=_positive)
-    """Steps between evaluations on ``eval_bytes`` of the validation split."""
-    eval_bytes: int = attrs.field(default=65_536, validator=_positive)
-    """Validation bytes of the periodic evaluations (the final one uses the whole split)."""
-    checkpoint_every: int = attrs.field(default=250, validator=_positive)
-    """Steps between checkpoints (one is also written at the end and on Ctrl-C)."""
-    keep: int = attrs.field(default=3, validator=_positive)
-    """Checkpoints kept (the oldest are removed once a newer one is safely written)."""
-    log_every: int = attrs.field(default=10, validator=_positive)
-    """Steps between lines of metrics.jsonl and TensorBoard scalars."""
-    sample_bytes: int = attrs.field(default=200, validator=_non_negative)
-    """Bytes of the closing sample."""
-    prompt: str = "And God said,"
-    """Prompt of the closing sample."""
+    checkpoint: CheckpointSpec = attrs.field(factory=CheckpointSpec)
+    eval: EvalSpec = attrs.field(factory=EvalSpec)
+    metrics: MetricsSpec = attrs.field(factory=MetricsSpec)
+    sample: SampleSpec = attrs.field(factory=SampleSpec)
 
 
 @attrs.frozen(kw_only=True)
@@ -287,14 +343,10 @@ def _optional_arg(tp: Any) -> Any | None:
 
 
 _SLOT_FAMILIES = {Splitter: Family.SPLITTER, StageSpec: Family.STAGE, PoolerSpec: Family.POOLER,
-                  UpsamplerSpec: Family.UPSAMPLER}  # fmt: skip
+                  UpsamplerSpec: Family.UPSAMPLER, AttentionSpec: Family.ATTENTION}  # fmt: skip
 
 
 def slot_family(tp: Any) -> Family | None:
-    from aunet.core.components import AttentionSpec
-
-    if tp is AttentionSpec:
-        return Family.ATTENTION
     return _SLOT_FAMILIES.get(tp)
 
 
@@ -387,7 +439,10 @@ class SpecConverter:
             for key, item in value.items():
                 field = names.get(key)
                 if field is None:
-                    if names:
+                    moved = getattr(cls, "MOVED", {}).get(key)
+                    if moved:
+                        message = f"moved: this is now {moved}"
+                    elif names:
                         hint = did_you_mean(str(key), names)
                         message = f"unknown key; known: {known_list(names)}{hint}"
                     else:
@@ -497,15 +552,27 @@ def _join(path: str, key: str) -> str:
 # -- files ---------------------------------------------------------------------------------------
 
 
+_CONVERTERS: weakref.WeakKeyDictionary[Registry, tuple[int, SpecConverter]] = weakref.WeakKeyDictionary()
+
+
+def converter(registry: Registry | None = None) -> SpecConverter:
+    """The spec converter for the kinds ``registry`` holds now (rebuilt after a registration:
+    cattrs does not see kinds registered after a converter is made)."""
+    registry = registry or default_registry()
+    cached = _CONVERTERS.get(registry)
+    if cached is None or cached[0] != registry.generation:
+        cached = _CONVERTERS[registry] = (registry.generation, SpecConverter(registry))
+    return cached[1]
+
+
 def parse_spec(text: str, *, source: str = "<spec>", registry: Registry | None = None, name: str = "") -> Spec:
     """Structure a spec from TOML text; SpecError listing every problem."""
-    registry = registry or default_registry()
     try:
         data = toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise SpecError([SpecIssue("", f"invalid TOML: {exc}")], source=source) from None
     try:
-        spec = registry.converter().structure(data, Spec)
+        spec = converter(registry).structure(data, Spec)
     except SpecError as exc:
         raise SpecError(exc.issues, source=source) from None
     if not spec.name and name:
@@ -513,14 +580,28 @@ def parse_spec(text: str, *, source: str = "<spec>", registry: Registry | None =
     return spec
 
 
+def spec_file(path: str | Path) -> Path:
+    """The file a ``--spec`` argument names: a path, or else a shipped spec by name
+    (``aunet3-tiny``, ``paper/aunet2-1b``, also ``specs/aunet3-tiny.toml`` from any directory)."""
+    from aunet.core.resources import shipped_spec_names, spec_path
+
+    p = Path(path)
+    if p.exists():
+        return p
+    name = str(path).removeprefix("specs/").removesuffix(".toml")
+    if name in shipped_spec_names():
+        return spec_path(name)
+    raise InputError(f"spec file '{path}' does not exist, and no shipped spec is named '{name}'; shipped: "
+                     f"{known_list(shipped_spec_names())}{did_you_mean(name, shipped_spec_names())}")  # fmt: skip
+
+
 def load_spec(path: str | Path, *, registry: Registry | None = None) -> Spec:
-    """Read and structure a spec file. Raises InputError for an unreadable file and SpecError
-    (with every problem and its path) for a bad spec."""
-    path = Path(path)
+    """Read and structure a spec file, or a shipped spec by name (``load_spec("aunet3-tiny")``).
+    Raises InputError for an unreadable file and SpecError (with every problem and its path) for
+    a bad spec."""
+    path = spec_file(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"spec file '{path}' does not exist") from None
     except IsADirectoryError:
         raise InputError(f"spec file '{path}' is a directory; give a .toml file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -528,9 +609,14 @@ def load_spec(path: str | Path, *, registry: Registry | None = None) -> Spec:
     return parse_spec(text, source=str(path), registry=registry, name=path.stem)
 
 
-def resolve_spec(spec: Spec, *, registry: Registry | None = None) -> Spec:
+def resolve_spec(spec: Spec, *, registry: Registry | None = None,
+                 contraction: Sequence[float] | None = None) -> Spec:  # fmt: skip
     """The spec with defaults filled in: ``select`` poolers and ``multi-linear`` upsamplers on
-    every level above the bytes that names none, and the name."""
+    every level above the bytes that names none, and every level's ``contraction`` (bytes per
+    segment): from the spec where it gives one, else ``contraction[i - 1]`` (measured by the
+    caller on its training data), else measured on the embedded corpus with the spec's own
+    splitters (``aunet.core.contraction``). A spec whose splitters do not stack gets no
+    contraction; ``check_model`` reports why."""
     registry = registry or default_registry()
     levels = []
     for i, level in enumerate(spec.levels):
@@ -542,6 +628,12 @@ def resolve_spec(spec: Spec, *, registry: Registry | None = None) -> Spec:
                 except KeyError as exc:
                     raise SpecError([SpecIssue(f"levels[{i}].{name}", f"none given and the default {exc.args[0]}")]) from None
         levels.append(level)
+    missing = [i for i, level in enumerate(levels) if i and level.contraction is None]
+    if missing and not spec.check_splitting():
+        if contraction is None:
+            contraction = embedded_contraction(spec.splitter_stack())
+        for i in missing:
+            levels[i] = attrs.evolve(levels[i], contraction=float(contraction[i - 1]))
     return attrs.evolve(spec, levels=tuple(levels))
 
 
@@ -550,10 +642,55 @@ DEFAULT_UPSAMPLER = "multi-linear"
 
 
 def spec_to_dict(spec: Spec, *, registry: Registry | None = None) -> dict[str, Any]:
-    registry = registry or default_registry()
-    return registry.converter().unstructure(spec)
+    return converter(registry).unstructure(spec)
 
 
 def dump_spec(spec: Spec, *, registry: Registry | None = None) -> str:
     """The spec as TOML; ``parse_spec(dump_spec(s)) == s``."""
     return toml.dumps(spec_to_dict(spec, registry=registry))
+
+
+def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
+    """``--set key=value``: dotted paths into the spec (``train.lr=1e-3``,
+    ``levels[1].stage.layers=6``); values are TOML (strings may be bare)."""
+    data = spec_to_dict(spec)
+    issues = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            issues.append(SpecIssue("--set", f"'{item}' is not key=value (e.g. train.lr=1e-3)"))
+            continue
+        try:
+            value = toml.loads(f"v = {raw}")["v"]
+        except toml.TOMLDecodeError:
+            value = raw  # a bare string
+        problem = _assign(data, key, value)
+        if problem:
+            issues.append(SpecIssue(f"--set {key}", problem))
+    if issues:
+        raise SpecError(issues)
+    return parse_spec(toml.dumps(data), source="--set", name=spec.name)
+
+
+def _assign(data: dict[str, Any], key: str, value: Any) -> str | None:
+    parts = re.findall(r"[^.\[\]]+|\[\d+\]", key)
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part.startswith("["):
+            index = int(part[1:-1])
+            if not isinstance(node, list) or index >= len(node):
+                return f"index {index} is out of range ({len(node) if isinstance(node, list) else 0} entries)"
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        else:
+            if not isinstance(node, dict):
+                return f"'{part}' does not name a table"
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+    return None

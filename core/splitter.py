@@ -1,4 +1,4 @@
-"""The Splitter interface: which bytes are boundaries (AUNET.md section 2).
+"""The Splitter interface: which bytes are boundaries (docs/method.md section 2).
 
 A splitter decides, for one level of the hierarchy, which characters of a document end a
 segment. It is stated twice, and the two statements must agree (``aunet.testing`` checks it):

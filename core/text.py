@@ -1,4 +1,4 @@
-"""Bytes to characters: the view of a document that every splitter reads (AUNET.md section 2).
+"""Bytes to characters: the view of a document that every splitter reads (docs/method.md section 2).
 
 Splitting rules are stated on characters, but the model reads bytes, and the bytes may be any
 bytes at all. This module decodes one document once, vectorized, into a character view that all

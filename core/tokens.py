@@ -1,4 +1,4 @@
-"""Token ids: 256 byte values, then BOS, EOS and PAD (AUNET.md section 1; PAD is ours)."""
+"""Token ids: 256 byte values, then BOS, EOS and PAD (docs/method.md section 1; PAD is ours)."""
 
 BOS, EOS, PAD = 256, 257, 258
 VOCAB_SIZE = 259

@@ -1,4 +1,4 @@
-"""Built-in pooler ``select`` (AUNET.md section 3): gather the fine vectors at the boundaries,
+"""Built-in pooler ``select`` (docs/method.md section 3): gather the fine vectors at the boundaries,
 RMSNorm, Linear(dim_in -> dim_out), no bias. No averaging and no cross-attention: causal
 self-attention has already summarised everything up to the boundary into that vector."""
 
@@ -29,7 +29,7 @@ class SelectSpec(PoolerSpec):
     def build(self, *, dim_in: int, dim_out: int) -> SelectPooler:
         from aunet.plugins.nn.poolers import SelectPooler
 
-        return SelectPooler(self, dim_in, dim_out)
+        return SelectPooler(dim_in=dim_in, dim_out=dim_out, norm_eps=self.norm_eps, init_std=self.init_std)
 
     def parameter_count(self, *, dim_in: int, dim_out: int) -> int:
         return dim_in + dim_in * dim_out

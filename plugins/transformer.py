@@ -1,4 +1,4 @@
-"""Built-in stage ``transformer``: a pre-norm Llama block stack (AUNET.md section 1).
+"""Built-in stage ``transformer``: a pre-norm Llama block stack (docs/method.md section 1).
 
 The module lives in ``aunet.plugins.nn.transformer`` and loads with torch, when a model is built.
 
@@ -78,7 +78,9 @@ class TransformerSpec(StageSpec):
 
         from aunet.plugins.nn.transformer import TransformerStage
 
-        return TransformerStage(self, dim, backend=self.attention.resolve(device=torch.device(device or "cpu")))
+        return TransformerStage(dim=dim, layers=self.layers, head_dim=self.head_dim, hidden=self.hidden(dim),
+                                window=self.window, rope_theta=self.rope_theta, norm_eps=self.norm_eps,
+                                init_std=self.init_std, backend=self.attention.resolve(device=torch.device(device or "cpu")))  # fmt: skip
 
     def parameter_count(self, *, dim: int) -> int:
         per_layer = 4 * dim * dim + 3 * dim * self.hidden(dim) + 2 * dim

@@ -1,4 +1,4 @@
-"""Built-in upsamplers (AUNET.md section 4): ``multi-linear`` (the paper's default), ``repeat``
+"""Built-in upsamplers (docs/method.md section 4): ``multi-linear`` (the paper's default), ``repeat``
 and ``simple`` (its ablations).
 
 Fine position j belongs to the segment of the last boundary at or before it (``segment[j]``) and
@@ -57,7 +57,8 @@ class MultiLinearSpec(UpsamplerSpec):
     def build(self, *, dim_coarse: int, dim_fine: int) -> MultiLinearUpsampler:
         from aunet.plugins.nn.upsamplers import MultiLinearUpsampler
 
-        return MultiLinearUpsampler(self, dim_coarse, dim_fine)
+        return MultiLinearUpsampler(dim_coarse=dim_coarse, dim_fine=dim_fine, offsets=self.offsets,
+                                    wrap=self.mode is OffsetMode.WRAP, norm_eps=self.norm_eps, init_std=self.init_std)
 
     def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
         return dim_coarse + (1 + self.offsets) * dim_coarse * dim_fine
@@ -76,7 +77,8 @@ class RepeatSpec(UpsamplerSpec):
     def build(self, *, dim_coarse: int, dim_fine: int) -> RepeatUpsampler:
         from aunet.plugins.nn.upsamplers import RepeatUpsampler
 
-        return RepeatUpsampler(self, dim_coarse, dim_fine, only_boundary=False)
+        return RepeatUpsampler(dim_coarse=dim_coarse, dim_fine=dim_fine, only_boundary=False, norm_eps=self.norm_eps,
+                               init_std=self.init_std)
 
     def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
         return dim_coarse + dim_coarse * dim_fine
@@ -91,7 +93,8 @@ class SimpleSpec(RepeatSpec):
     def build(self, *, dim_coarse: int, dim_fine: int) -> RepeatUpsampler:
         from aunet.plugins.nn.upsamplers import RepeatUpsampler
 
-        return RepeatUpsampler(self, dim_coarse, dim_fine, only_boundary=True)
+        return RepeatUpsampler(dim_coarse=dim_coarse, dim_fine=dim_fine, only_boundary=True, norm_eps=self.norm_eps,
+                               init_std=self.init_std)
 
 
 @hookimpl

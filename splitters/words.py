@@ -1,4 +1,4 @@
-"""The paper's word splitters: ``whitespace``, ``word-pair``, ``4-word`` (AUNET.md section 2).
+"""The paper's word splitters: ``whitespace``, ``word-pair``, ``4-word`` (docs/method.md section 2).
 
 The rules, on the characters of one document (whitespace = Unicode White_Space, letter = \\p{L},
 digit = \\p{N}, symbol = anything else, combining marks and invalid bytes included):
@@ -118,7 +118,7 @@ def analyse(chars: Chars) -> WordAnalysis:
 
 @attrs.frozen(kw_only=True)
 class WordSplitter(Splitter):
-    """Every n-th word of a chain, plus digit, symbol and line-break starts (AUNET.md section 2)."""
+    """Every n-th word of a chain, plus digit, symbol and line-break starts (docs/method.md section 2)."""
 
     n: int = attrs.field(default=1)
     granularity: ClassVar[int | None] = None

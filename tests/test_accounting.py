@@ -10,7 +10,7 @@ from conftest import ROOT, run_cli
 import aunet
 from aunet.core.accounting import account
 
-PAPER = {  # AUNET.md section 7: parameters, FLOPs per byte
+PAPER = {  # docs/method.md section 7: parameters, FLOPs per byte
     "aunet2-1b": (1.3e9, 1.8e9),
     "aunet3-1b": (2.5e9, 2.3e9),
     "aunet4-1b": (4.2e9, 2.8e9),

@@ -1,5 +1,5 @@
 """Generation with per-stage KV caches: equal to teacher forcing, stage calls only at boundaries,
-batched prompts of different lengths, sampling options, bad input (AUNET.md section 5)."""
+batched prompts of different lengths, sampling options, bad input (docs/method.md section 5)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aunet
-from aunet.core.decoding import decode
-from aunet.core.generate import generate, generate_recompute, sample_next
+from aunet.jobs.generate import decode
+from aunet.jobs.generate import generate, generate_recompute, sample_next
 from aunet.core.model import ShapeMode, build_model
 from aunet.core.resources import spec_path
 from aunet.testing import small_specs
@@ -65,8 +65,9 @@ def test_sliding_window_cache_stays_bounded_and_exact() -> None:
         '[[levels]]\ndim = 16\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1, head_dim = 8 }'
     )).eval()  # fmt: skip
     from aunet.core.decoding import new_state
+    from aunet.core.model import Part
 
-    assert new_state(model, 1, 500).encoders[0].capacity == 8
+    assert new_state(model, 1, 500).caches[(0, Part.ENCODER)].capacity == 8
     assert_matches_teacher_forcing(model, [b"a long prompt that is longer than the window of eight"], 30)
 
 
@@ -87,17 +88,17 @@ def test_deep_stages_run_only_at_boundaries() -> None:
 def test_generate_api_sampling_and_stops() -> None:
     torch.manual_seed(0)
     model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
-    a = model.generate([b"abc", b"x"], 20, temperature=1.0, top_k=10, seed=5)
-    b = model.generate([b"abc", b"x"], 20, temperature=1.0, top_k=10, seed=5)
+    a = generate(model, [b"abc", b"x"], 20, temperature=1.0, top_k=10, seed=5)
+    b = generate(model, [b"abc", b"x"], 20, temperature=1.0, top_k=10, seed=5)
     assert a == b and all(isinstance(x, bytes) and len(x) <= 20 for x in a)
-    nucleus = model.generate([b"abc"], 10, temperature=0.8, top_p=0.9, seed=1)
+    nucleus = generate(model, [b"abc"], 10, temperature=0.8, top_p=0.9, seed=1)
     assert len(nucleus[0]) <= 10
-    greedy_bytes = model.generate([b"abc"], 15)
+    greedy_bytes = generate(model, [b"abc"], 15)
     assert greedy_bytes == generate_recompute(model, [b"abc"], 15)
-    stopped = model.generate([b"abc"], 15, stop=greedy_bytes[0][:3])
+    stopped = generate(model, [b"abc"], 15, stop=greedy_bytes[0][:3])
     assert stopped == [greedy_bytes[0][:3]]
     streamed = []
-    model.generate([b"abc"], 15, on_bytes=lambda row, byte: streamed.append(byte))
+    generate(model, [b"abc"], 15, on_bytes=lambda row, byte: streamed.append(byte))
     assert b"".join(streamed) == greedy_bytes[0]
 
 
@@ -108,7 +109,7 @@ def test_empty_and_too_long_prompts() -> None:
         '[[levels]]\ndim = 16\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1, head_dim = 8 }'
     )  # fmt: skip
     model = build_model(spec).eval()
-    assert len(model.generate([b""], 5)[0]) <= 5
+    assert len(generate(model, [b""], 5)[0]) <= 5
     with pytest.warns(RuntimeWarning, match="kept its last 31 bytes, dropped 9"):
         result = decode(model, [b"y" * 40], 3, choose=greedy)
     assert result.truncated == (9,)
@@ -117,11 +118,11 @@ def test_empty_and_too_long_prompts() -> None:
 def test_bad_arguments() -> None:
     model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
     with pytest.raises(TypeError, match="list of bytes"):
-        model.generate(b"abc", 3)
+        generate(model, b"abc", 3)
     with pytest.raises(ValueError, match="top_k must be > 0"):
-        model.generate([b"abc"], 3, top_k=0)
+        generate(model, [b"abc"], 3, top_k=0)
     with pytest.raises(ValueError, match="max_new_bytes must be >= 0"):
-        model.generate([b"abc"], -1)
+        generate(model, [b"abc"], -1)
 
 
 def test_eos_ends_a_row() -> None:

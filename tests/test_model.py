@@ -1,5 +1,5 @@
 """The AU-Net model: causal bit for bit, batch independent, static shapes harmless, drops
-counted, bad input refused (AUNET.md sections 1 to 5)."""
+counted, bad input refused (docs/method.md sections 1 to 5)."""
 
 from __future__ import annotations
 
@@ -211,12 +211,27 @@ def test_batch_size_one_and_gradients_flow() -> None:
     ],
 )
 def test_bad_inputs_raise_value_errors_that_say_so(change, message: str) -> None:
+    # The forward checks shapes (free); values need a read-back, so `validate` checks them, and
+    # the forward does too when `model.debug` is set.
     spec = aunet.load_spec(spec_path("aunet2-tiny"))
     model = make(spec)
     tokens, levels = aunet.encode(b"abc def g"), aunet.compute_levels(spec, b"abc def g")
     bad_tokens, bad_levels = change(tokens[None], levels[None])
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    pattern = message.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(ValueError, match=pattern):
+        model.validate(bad_tokens, bad_levels)
+    model.debug = True
+    with pytest.raises(ValueError, match=pattern):
         model(bad_tokens, bad_levels)
+
+
+def test_validate_checks_targets() -> None:
+    spec = aunet.load_spec(spec_path("aunet2-tiny"))
+    model = make(spec)
+    tokens, levels = aunet.encode(b"abc"), aunet.compute_levels(spec, b"abc")
+    model.validate(tokens[None], levels[None], torch.tensor([[97, 98, 99, IGNORE]]))
+    with pytest.raises(ValueError, match="target 400 is out of range"):
+        model.validate(tokens[None], levels[None], torch.tensor([[97, 400, 99, IGNORE]]))
 
 
 def test_inconsistent_specs_fail_at_build_with_paths() -> None:
@@ -263,8 +278,8 @@ def test_compiles_with_fullgraph_on_the_static_path() -> None:
     targets = torch.cat([tokens[1:], torch.tensor([IGNORE])])
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():
-        eager = model(tokens[None], levels[None], targets[None], doc_mask=True)
-        fast = compiled(tokens[None], levels[None], targets[None], doc_mask=True)
+        eager = model(tokens[None], levels[None], targets[None])
+        fast = compiled(tokens[None], levels[None], targets[None])
     torch.testing.assert_close(fast.logits, eager.logits, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(fast.loss, eager.loss, rtol=1e-4, atol=1e-4)
     assert torch.equal(fast.dropped, eager.dropped)

@@ -12,7 +12,7 @@ from conftest import DATA, run_cli
 from hypothesis import given
 
 from aunet.core.levels import SplitterStack, segment_stats
-from aunet.core.suites import split_suite, udhr_texts
+from aunet.jobs.suites import split_suite, udhr_texts
 from aunet.splitters.graphemes import cluster_starts, clusters
 from aunet.splitters.script import Script, ScriptFour, ScriptPair, ScriptSplitter, script_classes
 from aunet.splitters.words import FourWord, Whitespace, WordPair

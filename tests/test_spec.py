@@ -120,11 +120,15 @@ def _upsamplers():
 
 
 def _trains():
-    from aunet.core.spec import Precision, Shapes, TrainSpec
+    from aunet.core.spec import CheckpointSpec, EvalSpec, MetricsSpec, Precision, SampleSpec, Shapes, TrainSpec
 
     return st.builds(TrainSpec, lr=FLOATS, steps=OPTIONAL_POSITIVE, minutes=st.none() | FLOATS,
                      clip=st.none() | FLOATS, precision=st.sampled_from(list(Precision)),
-                     shapes=st.sampled_from(list(Shapes)), prompt=st.text(max_size=10))  # fmt: skip
+                     shapes=st.sampled_from(list(Shapes)),
+                     checkpoint=st.builds(CheckpointSpec, every=st.integers(1, 1000), keep=st.integers(1, 9)),
+                     eval=st.builds(EvalSpec, bytes=st.integers(1, 1 << 20), batch_size=OPTIONAL_POSITIVE),
+                     metrics=st.builds(MetricsSpec, every=st.integers(1, 100), tensorboard=st.booleans()),
+                     sample=st.builds(SampleSpec, prompt=st.text(max_size=10), top_k=OPTIONAL_POSITIVE))  # fmt: skip
 
 
 def _models():
@@ -161,7 +165,9 @@ def specs(draw: st.DrawFn) -> Spec:
 def test_round_trip_through_toml_is_the_identity(spec: Spec) -> None:
     from aunet.core.registry import default_registry
 
+    from aunet.core.spec import converter as spec_converter
+
     registry = default_registry()
-    converter = registry.converter()
+    converter = spec_converter(registry)
     assert converter.structure(converter.unstructure(spec), Spec) == spec
     assert parse_spec(dump_spec(spec, registry=registry), registry=registry) == spec

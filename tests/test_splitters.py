@@ -1,5 +1,5 @@
 """The word splitters: the reference vectors, an independent oracle, and the properties every
-splitter must have (AUNET.md section 2)."""
+splitter must have (docs/method.md section 2)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_vectors_differ_from_reference_only_where_the_reference_is_unstable_or_n
             assert data[i : i + 1].isspace() or i in case["reference_unstable_positions"], (case["text"], i)
 
 
-# -- an independent oracle: the rules of AUNET.md section 2, one character at a time -------------
+# -- an independent oracle: the rules of docs/method.md section 2, one character at a time -------------
 
 _WS = {chr(c) for c in WHITE_SPACE}
 

@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from aunet.core import checkpoint
-from aunet.core.data import (
+from aunet.jobs import checkpoint
+from aunet.jobs.data import (
     Document, Packer, Position, encode_documents, evaluation_rows, load_corpus, read_documents, split, xz_bits_per_byte,
 )  # fmt: skip
 from aunet.core.errors import InputError
 from aunet.core.spec import parse_spec
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD
-from aunet.core.train import TrainingDiverged, apply_overrides, train
+from aunet.core.spec import apply_overrides
+from aunet.jobs.train import TrainingDiverged, train
 
 TINY = """
 [model]
@@ -35,12 +36,10 @@ splitter = "whitespace"
 stage = { kind = "transformer", layers = 1, head_dim = 16 }
 [train]
 batch_size = 4
-log_every = 1
-eval_every = 5
-eval_bytes = 2000
-checkpoint_every = 4
-keep = 2
-sample_bytes = 0
+checkpoint = { every = 4, keep = 2 }
+eval = { every = 5, bytes = 2000 }
+metrics = { every = 1 }
+sample = { bytes = 0 }
 """
 
 TEXT = ("In the beginning, God created the heavens and the earth. The earth was formless and empty. "
@@ -184,7 +183,7 @@ def test_an_existing_run_is_not_overwritten(spec, corpus_file: Path, tmp_path: P
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(spec, corpus_file: Path, tmp_path: Path) -> None:
-    wild = apply_overrides(spec, ["train.lr=1e30", "train.warmup=0", "train.checkpoint_every=1"])
+    wild = apply_overrides(spec, ["train.lr=1e30", "train.warmup=0", "train.checkpoint.every=1"])
     with pytest.raises(TrainingDiverged) as err:
         train(wild, data=corpus_file, out=tmp_path / "r", steps=20)
     message = str(err.value)
@@ -204,7 +203,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint(spec, corpus_file: 
 
     monkeypatch.setattr(checkpoint.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.save(tmp_path / "r", 5, {}, {}, keep=2)
+        checkpoint.save(tmp_path / "r", 5, {}, {}, {}, keep=2)
     monkeypatch.undo()
     assert checkpoint.latest(tmp_path / "r") == before
     checkpoint.verify(before)
@@ -236,7 +235,7 @@ def test_cli_train_then_eval(tmp_path: Path, corpus_file: Path) -> None:
     spec_file = _write_spec(tmp_path)
     out = tmp_path / "run"
     result = run_cli("train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "3",
-                     "--set", "train.sample_bytes=20")  # fmt: skip
+                     "--set", "train.sample.bytes=20")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "validation:" in result.stdout and "xz -9e:" in result.stdout and "sample:" in result.stdout
     evaluated = run_cli("eval", "--ckpt", str(out), "--data", str(corpus_file), "--json")
@@ -301,7 +300,7 @@ def test_cli_reports_truncated_and_corrupt_checkpoints(tmp_path: Path, corpus_fi
 def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path: Path, corpus_file: Path) -> None:
     spec_file = _write_spec(tmp_path)
     common = ["--spec", str(spec_file), "--data", str(corpus_file), "--steps", "40",
-              "--set", "train.checkpoint_every=1000", "--set", "train.eval_every=1000"]  # fmt: skip
+              "--set", "train.checkpoint.every=1000", "--set", "train.eval.every=1000"]  # fmt: skip
     whole = run_cli("train", *common, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "cut"

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aunet.core.modules import AttentionBackend, KVCache, Layout, Stage
-from aunet.plugins.transformer import TransformerSpec
 
 
 def rope_angles(pos: Tensor, head_dim: int, theta: float) -> Tensor:
@@ -37,16 +36,18 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
 
 
 class Block(nn.Module):
-    def __init__(self, spec: TransformerSpec, dim: int, backend: AttentionBackend) -> None:
+    """x + Attn(RMSNorm(x)), then h + SwiGLU(RMSNorm(h)); no biases."""
+
+    def __init__(self, *, dim: int, head_dim: int, hidden: int, window: int | None, norm_eps: float,
+                 backend: AttentionBackend) -> None:  # fmt: skip
         super().__init__()
-        self.heads = dim // spec.head_dim
-        self.head_dim = spec.head_dim
-        self.window = spec.window
-        self.attn_norm = nn.RMSNorm(dim, eps=spec.norm_eps)
+        self.heads = dim // head_dim
+        self.head_dim = head_dim
+        self.window = window
+        self.attn_norm = nn.RMSNorm(dim, eps=norm_eps)
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
-        self.ffn_norm = nn.RMSNorm(dim, eps=spec.norm_eps)
-        hidden = spec.hidden(dim)
+        self.ffn_norm = nn.RMSNorm(dim, eps=norm_eps)
         self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
         self.down = nn.Linear(hidden, dim, bias=False)
         self.backend = backend
@@ -75,26 +76,35 @@ class Block(nn.Module):
 
 
 class TransformerStage(Stage):
-    def __init__(self, spec: TransformerSpec, dim: int, backend: AttentionBackend) -> None:
+    """A stack of ``layers`` blocks over one level's sequence; RoPE over the stage's own index."""
+
+    def __init__(self, *, dim: int, layers: int, head_dim: int, hidden: int, window: int | None,
+                 rope_theta: float, norm_eps: float, init_std: float, backend: AttentionBackend) -> None:  # fmt: skip
         super().__init__()
-        self.spec = spec
         self.dim = dim
-        self.blocks = nn.ModuleList(Block(spec, dim, backend) for _ in range(spec.layers))
+        self.head_dim = head_dim
+        self.window = window
+        self.rope_theta = rope_theta
+        self.init_std = init_std
+        self.blocks = nn.ModuleList(
+            Block(dim=dim, head_dim=head_dim, hidden=hidden, window=window, norm_eps=norm_eps, backend=backend)
+            for _ in range(layers)
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        std = self.spec.init_std
+        std = self.init_std
         for block in self.blocks:
             for linear in (block.qkv, block.gate_up):
                 nn.init.normal_(linear.weight, std=std)
             for linear in (block.out, block.down):
-                nn.init.normal_(linear.weight, std=std / math.sqrt(2 * self.spec.layers))
+                nn.init.normal_(linear.weight, std=std / math.sqrt(2 * len(self.blocks)))
 
     def forward(self, x: Tensor, *, layout: Layout, cache: KVCache | None = None) -> Tensor:
         if cache is not None:
             return self._forward_cached(x, layout, cache)
         pos = layout.pos if layout.pos is not None else torch.arange(x.shape[1], device=x.device)[None]
-        rotation = rope_angles(pos, self.spec.head_dim, self.spec.rope_theta)  # (B|1, 1, S, K/2)
+        rotation = rope_angles(pos, self.head_dim, self.rope_theta)  # (B|1, 1, S, K/2)
         for block in self.blocks:
             x = block(x, rotation, layout)
         return x
@@ -103,14 +113,14 @@ class TransformerStage(Stage):
         b, s, _ = x.shape
         valid = layout.valid if layout.valid is not None else torch.ones(b, s, dtype=torch.bool, device=x.device)
         positions, slots = cache.slots(valid)  # (B, S) each
-        rotation = rope_angles(positions, self.spec.head_dim, self.spec.rope_theta)
+        rotation = rope_angles(positions, self.head_dim, self.rope_theta)
         if s == 1:  # decoding: the new keys go into the cache first, then every slot is a key
             cache.commit(positions, slots, valid)
             slot_pos = cache.pos[:, None, :]  # (B, 1, C + 1)
             q_pos = positions[:, :, None]  # (B, 1, 1)
             mask = (slot_pos >= 0) & (slot_pos <= q_pos)
-            if self.spec.window is not None:
-                mask = mask & (q_pos - slot_pos < self.spec.window)
+            if self.window is not None:
+                mask = mask & (q_pos - slot_pos < self.window)
             # A row with nothing to add sees its own (spare-slot) key, so no softmax row is empty.
             own = torch.arange(cache.capacity + 1, device=x.device)[None, None, :] == slots[:, :, None]
             mask = (mask | own)[:, None]  # (B, 1, 1, C + 1)
@@ -125,9 +135,9 @@ class TransformerStage(Stage):
         itself = torch.eye(s, dtype=torch.bool, device=x.device)[None]  # (1, S, S)
         # Padding queries see at least themselves, so no row of the softmax is empty (NaN).
         see_new = ((new <= q_pos) & valid[:, None, :]) | itself
-        if self.spec.window is not None:
-            see_old = see_old & (q_pos - old < self.spec.window)
-            see_new = see_new & (q_pos - new < self.spec.window)
+        if self.window is not None:
+            see_old = see_old & (q_pos - old < self.window)
+            see_new = see_new & (q_pos - new < self.window)
         mask = torch.cat([see_old, see_new], dim=2)[:, None]  # (B, 1, S, C + S)
         for i, block in enumerate(self.blocks):
             x = block(x, rotation, layout, cached=(cache, i, slots, mask))
@@ -135,8 +145,8 @@ class TransformerStage(Stage):
         return x
 
     def new_cache(self, *, batch: int, capacity: int, device: object, dtype: torch.dtype) -> KVCache:
-        if self.spec.window is not None:
-            capacity = min(capacity, self.spec.window)
-        heads = self.dim // self.spec.head_dim
-        return KVCache(layers=len(self.blocks), batch=batch, heads=heads, head_dim=self.spec.head_dim,
+        if self.window is not None:
+            capacity = min(capacity, self.window)
+        heads = self.dim // self.head_dim
+        return KVCache(layers=len(self.blocks), batch=batch, heads=heads, head_dim=self.head_dim,
                        capacity=capacity, device=device, dtype=dtype)  # fmt: skip

@@ -7,7 +7,6 @@ import torch
 from torch import Tensor, nn
 
 from aunet.core.modules import Upsampler, gather_rows
-from aunet.plugins.upsamplers import MultiLinearSpec, OffsetMode, RepeatSpec
 
 
 #: Up to this many fine positions, ``multi-linear`` gathers each position's own matrix instead of
@@ -16,16 +15,19 @@ FEW = 64
 
 
 class MultiLinearUpsampler(Upsampler):
-    def __init__(self, spec: MultiLinearSpec, dim_coarse: int, dim_fine: int) -> None:
+    """out_j = (W_up + W_o) RMSNorm(coarse[segment_j]) with o the (wrapped or clamped) offset."""
+
+    def __init__(self, *, dim_coarse: int, dim_fine: int, offsets: int, wrap: bool, norm_eps: float,
+                 init_std: float) -> None:  # fmt: skip
         super().__init__()
-        self.offsets = spec.offsets
-        self.wrap = spec.mode is OffsetMode.WRAP
+        self.offsets = offsets
+        self.wrap = wrap
         self.dim_fine = dim_fine
-        self.norm = nn.RMSNorm(dim_coarse, eps=spec.norm_eps)
+        self.norm = nn.RMSNorm(dim_coarse, eps=norm_eps)
         self.up = nn.Parameter(torch.empty(dim_coarse, dim_fine))  # W_up
-        self.per_offset = nn.Parameter(torch.empty(spec.offsets, dim_coarse, dim_fine))  # W_o
-        nn.init.normal_(self.up, std=spec.init_std)
-        nn.init.normal_(self.per_offset, std=spec.init_std)
+        self.per_offset = nn.Parameter(torch.empty(offsets, dim_coarse, dim_fine))  # W_o
+        nn.init.normal_(self.up, std=init_std)
+        nn.init.normal_(self.per_offset, std=init_std)
 
     def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
         b, s, _ = coarse.shape
@@ -42,12 +44,15 @@ class MultiLinearUpsampler(Upsampler):
 
 
 class RepeatUpsampler(Upsampler):
-    def __init__(self, spec: RepeatSpec, dim_coarse: int, dim_fine: int, *, only_boundary: bool) -> None:
+    """out_j = W_up RMSNorm(coarse[segment_j]), at every position or only at the boundary."""
+
+    def __init__(self, *, dim_coarse: int, dim_fine: int, only_boundary: bool, norm_eps: float,
+                 init_std: float) -> None:  # fmt: skip
         super().__init__()
         self.only_boundary = only_boundary
-        self.norm = nn.RMSNorm(dim_coarse, eps=spec.norm_eps)
+        self.norm = nn.RMSNorm(dim_coarse, eps=norm_eps)
         self.proj = nn.Linear(dim_coarse, dim_fine, bias=False)
-        nn.init.normal_(self.proj.weight, std=spec.init_std)
+        nn.init.normal_(self.proj.weight, std=init_std)
 
     def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
         out = gather_rows(self.proj(self.norm(coarse)), segment)  # (B, T, Df)

@@ -19,6 +19,8 @@ from aunet.core.errors import AunetError, InputError, SpecError, did_you_mean, k
 from aunet.core.registry import Family, Registry, default_registry
 
 EXIT_USAGE = 2
+#: The spec ``aunet train`` trains when given none (shipped, so it loads from any directory).
+DEFAULT_SPEC = "aunet2-tiny"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,12 +33,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before torch loads: idle OpenMP threads sleep instead of spinning (on a machine whose cores
+    # are shared, spinning threads made each parallel op cost up to 8 ms).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        if hasattr(args, "threads"):
+            from aunet.jobs.devices import parse_threads, set_process_threads
+
+            set_process_threads(parse_threads(args.threads))
         return args.run(args)
     except AunetError as exc:
         for line in exc.lines():
@@ -65,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = spec_sub.add_parser("check", help="validate spec files; every problem is listed with its path")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(run=cmd_spec_check)
+    p = spec_sub.add_parser("list", help="the shipped specs, loadable by name from any directory")
+    p.set_defaults(run=cmd_spec_list)
     p = spec_sub.add_parser("show", help="print the resolved spec, defaults filled in")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -85,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_split)
 
     p = sub.add_parser("train", help="train a model (default: aunet2-tiny on the embedded corpus, about 10 minutes)")
-    p.add_argument("--spec", metavar="FILE", help="spec file (default: the shipped specs/aunet2-tiny.toml)")
+    p.add_argument("--spec", metavar="FILE",
+                   help="a spec file, or a shipped spec by name (default: aunet2-tiny; see `aunet spec list`)")  # fmt: skip
     p.add_argument("--data", metavar="PATH", help="a text file, a folder of .txt files or a .jsonl file with a "
                    '"text" field (default: the embedded World English Bible)')  # fmt: skip
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-DATE-TIME)")
@@ -97,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--stop-at", type=_positive_int, metavar="STEP",
                    help="stop after this step with a checkpoint, as if interrupted (resume later with --resume)")  # fmt: skip
+    _runtime_options(p)
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("eval", help="validation bits per byte of a checkpoint, beside xz -9e")
@@ -106,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--suite", metavar="NAME", choices=["udhr"], help="bits per byte on every text of a suite")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="rows per forward (default 8)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _runtime_options(p)
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("generate", help="continue a prompt with a trained model, streaming the text")
@@ -116,8 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="sample among the K likeliest")
     p.add_argument("--top-p", type=_positive_float, default=None, metavar="P", help="nucleus sampling")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default 0)")
+    _runtime_options(p)
     p.set_defaults(run=cmd_generate)
     return parser
+
+
+def _runtime_options(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads``, on every command that runs a model."""
+    p.add_argument("--device", default="auto", metavar="D",
+                   help="auto (CUDA when present, then MPS, else CPU), cpu, cuda, cuda:N or mps (default auto)")  # fmt: skip
+    p.add_argument("--threads", default="auto", metavar="N",
+                   help="CPU threads for torch (default auto: one per physical core; decoding a few rows "
+                        "uses one)")  # fmt: skip
 
 
 def _number(convert: Callable[[str], Any], minimum: float, strict: bool) -> Callable[[str], Any]:
@@ -204,6 +228,17 @@ def cmd_spec_check(args: argparse.Namespace) -> int:
         print(f"{file}: ok ({count}: {kinds}{what})")
     if issues:
         raise AunetError("\n".join(issues))
+    return 0
+
+
+def cmd_spec_list(args: argparse.Namespace) -> int:
+    from aunet.core.resources import shipped_spec_names, spec_path
+    from aunet.core.spec import load_spec
+
+    for name in shipped_spec_names():
+        spec = load_spec(spec_path(name))
+        kinds = ", ".join(level.splitter.kind for level in spec.levels[1:] if level.splitter) or "flat, no pooling"
+        print(f"{name:<18} {len(spec.levels)} level{'s' if len(spec.levels) != 1 else ''} ({kinds})")
     return 0
 
 
@@ -326,22 +361,24 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from aunet.core.resources import spec_path
-    from aunet.core.spec import load_spec
-    from aunet.core.train import apply_overrides, default_out, train
+    from aunet.core.spec import apply_overrides, load_spec
+    from aunet.jobs.devices import resolve_device
+    from aunet.jobs.runs import default_out
+    from aunet.jobs.train import train
 
     spec = None
     if not args.resume or args.spec or args.overrides:
-        spec = load_spec(args.spec or spec_path("aunet2-tiny"))
+        spec = load_spec(args.spec or DEFAULT_SPEC)
         if args.overrides:
             spec = apply_overrides(spec, args.overrides)
-        spec = _checked(spec, args.spec or "specs/aunet2-tiny.toml")
+        _checked(spec, args.spec or DEFAULT_SPEC)  # the trainer resolves it, with the data's contraction
     if args.resume and not args.out:
         raise InputError("--resume needs --out DIR, the run directory to continue")
+    device = resolve_device(args.device)
     out = Path(args.out) if args.out else default_out(spec)
     print(f"run directory: {out}", file=sys.stderr)
     summary = train(spec, data=args.data, out=out, steps=args.steps, minutes=args.minutes, resume=args.resume,
-                    stop_at=args.stop_at)  # fmt: skip
+                    stop_at=args.stop_at, device=device)  # fmt: skip
     if summary.interrupted:
         where = f"; checkpoint {summary.checkpoint}" if summary.checkpoint else ""
         print(f"stopped at step {summary.step}{where}; continue with: aunet train --out {out} --resume",
@@ -358,11 +395,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from aunet.core.data import encode_documents, load_corpus, xz_bits_per_byte
-    from aunet.core.evaluate import evaluate
-    from aunet.core.train import load_run_model
+    from aunet.jobs.data import encode_documents, load_corpus, xz_bits_per_byte
+    from aunet.jobs.evaluate import evaluate
+    from aunet.jobs.runs import load_run
 
-    spec, model, ckpt = load_run_model(args.ckpt)
+    run = load_run(args.ckpt, device=args.device)
+    spec, model, ckpt = run.spec, run.model, run.checkpoint
     if args.suite:
         return _eval_suite(spec, model, ckpt, args)
     corpus = load_corpus(args.data)
@@ -389,11 +427,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import codecs
     import warnings
 
-    from aunet.core.train import load_run_model
+    from aunet.jobs.devices import default_decode_threads
+    from aunet.jobs.generate import generate
+    from aunet.jobs.runs import load_run
 
     if args.top_p is not None and args.top_p > 1:
         raise InputError(f"--top-p must be at most 1, got {args.top_p}")
-    spec, model, ckpt = load_run_model(args.ckpt)
+    run = load_run(args.ckpt, device=args.device)
+    model = run.model
+    threads = default_decode_threads(1, next(model.parameters()).device) if args.threads == "auto" else None
     prompt = args.prompt.encode("utf-8", "surrogateescape")
     text = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = sys.stdout
@@ -405,8 +447,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         out.write(args.prompt)
-        model.generate([prompt], args.max_bytes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                       seed=args.seed, on_bytes=show)  # fmt: skip
+        generate(model, [prompt], args.max_bytes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                 seed=args.seed, on_bytes=show, threads=threads)  # fmt: skip
     out.write(text.decode(b"", final=True) + "\n")
     for w in caught:
         print(f"aunet: note: {w.message}", file=sys.stderr)
@@ -414,9 +456,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _eval_suite(spec: Any, model: Any, ckpt: Any, args: argparse.Namespace) -> int:
-    from aunet.core.data import Document, encode_documents, xz_bits_per_byte
-    from aunet.core.evaluate import evaluate
-    from aunet.core.suites import suite_texts
+    from aunet.jobs.data import Document, encode_documents, xz_bits_per_byte
+    from aunet.jobs.evaluate import evaluate
+    from aunet.jobs.suites import suite_texts
 
     stack = spec.splitter_stack()
     rows = []
@@ -442,7 +484,7 @@ def _visible_text(data: bytes) -> str:
 
 
 def _split_suite(stack: Any, args: argparse.Namespace) -> int:
-    from aunet.core.suites import LONG_BYTES, split_suite, suite_texts
+    from aunet.jobs.suites import LONG_BYTES, split_suite, suite_texts
 
     stats = split_suite(stack, suite_texts(args.suite))
     kinds = [s.kind for s in stack.splitters]

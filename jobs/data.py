@@ -25,6 +25,7 @@ import lzma
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 import numpy as np
@@ -181,18 +182,35 @@ class Position:
 
 @attrs.frozen(eq=False)
 class Batch:
-    """(B, T) inputs, levels and targets."""
+    """(B, T) inputs, levels and targets, on the host."""
 
     tokens: np.ndarray
     levels: np.ndarray
     targets: np.ndarray
 
-    def tensors(self, device: object = "cpu") -> tuple:
+    def tensors(self, device: Any = "cpu") -> tuple[Any, Any, Any]:
+        """(tokens, levels, targets) as int64, uint8, int64 tensors on ``device``. To CUDA they go
+        through pinned memory without blocking, so the copy overlaps the previous step."""
         import torch
 
-        return (torch.from_numpy(self.tokens.astype(np.int64)).to(device),
-                torch.from_numpy(self.levels).to(device),
-                torch.from_numpy(self.targets.astype(np.int64)).to(device))  # fmt: skip
+        device = torch.device(device)
+        arrays = (self.tokens.astype(np.int64), self.levels, self.targets.astype(np.int64))
+        if device.type != "cuda":
+            return tuple(torch.from_numpy(a).to(device) for a in arrays)
+        return tuple(torch.from_numpy(a).pin_memory().to(device, non_blocking=True) for a in arrays)
+
+    def capacity(self, depth: int) -> list[int]:
+        """Segments per row at levels 1..L that keep every boundary (eager shapes), computed on the
+        host so that the model needs no synchronisation to size its levels. Like the model, counts
+        every BOS and each row's first position at the top level."""
+        levels = np.where(self.tokens == BOS, depth, self.levels).astype(np.int64)
+        levels[:, 0] = depth
+        return [int((levels > i).sum(1).max()) for i in range(depth)]
+
+    @property
+    def n_bytes(self) -> int:
+        """Rows x positions: the bytes a training step reads."""
+        return int(self.tokens.size)
 
 
 class Packer:
@@ -238,6 +256,26 @@ class Packer:
             targets.append(nxt)
             row += 1
         return Batch(np.stack(tokens), np.stack(levels), np.stack(targets)), Position(epoch, row)
+
+
+class TrainingData:
+    """The trainer's data stream: micro-batches of ``batch_size`` rows in a reproducible order,
+    and the position that a checkpoint stores to resume it exactly."""
+
+    def __init__(self, encoded: Sequence[Encoded], *, context: int, batch_size: int, seed: int) -> None:
+        self.packer = Packer(encoded, context, seed)
+        self.batch_size = batch_size
+        self.position = Position()
+
+    def next(self) -> Batch:
+        batch, self.position = self.packer.batch(self.position, self.batch_size)
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.position.epoch, "row": self.position.row}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = Position(int(state["epoch"]), int(state["row"]))
 
 
 def evaluation_rows(encoded: Sequence[Encoded], context: int, limit_bytes: int | None = None) -> Iterator[Batch]:

@@ -1,4 +1,4 @@
-"""Validation bits per byte (AUNET.md section 5).
+"""Validation bits per byte (docs/method.md section 5).
 
 Each validation document is cut into windows of ``model.context`` positions (``evaluation_rows``);
 attention stays inside the window's document. Bits per byte is the total negative log-likelihood
@@ -12,10 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from typing import Any
+
 import attrs
 import numpy as np
 
-from aunet.core.data import Batch, Encoded, evaluation_rows
+from aunet.core.tokens import IGNORE
+from aunet.jobs.data import Batch, Encoded, evaluation_rows
 
 
 @attrs.frozen
@@ -43,32 +46,37 @@ def _batches(rows: list[Batch], size: int) -> list[Batch]:
 
 
 def evaluate(model, encoded: Sequence[Encoded], *, context: int, batch_size: int = 8,
-             limit_bytes: int | None = None, device: object = "cpu") -> EvalResult:  # fmt: skip
-    """Bits per byte of ``model`` on the encoded validation documents."""
+             limit_bytes: int | None = None, autocast: Any = None) -> EvalResult:  # fmt: skip
+    """Bits per byte of ``model`` on the encoded validation documents, on the model's device.
+
+    Each row holds one document's window, so attention needs no document mask, and the levels'
+    sizes (every boundary kept) are computed on the host; the totals stay on the device until the
+    end: one read-back per evaluation.
+    """
+    import contextlib
+
     import torch
 
-    from aunet.core.model import ShapeMode
-
+    device = next(model.parameters()).device
     rows = list(evaluation_rows(encoded, context, limit_bytes))
-    total_nats = 0.0
-    n_bytes = 0
-    positions = 0
-    segments = np.zeros(model.depth, dtype=np.int64)
-    dropped = 0
+    nats = torch.zeros((), dtype=torch.float64, device=device)
+    segments = torch.zeros(model.depth, dtype=torch.long, device=device)
+    dropped = torch.zeros((), dtype=torch.long, device=device)
+    n_bytes = positions = 0
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), autocast or contextlib.nullcontext():
             for batch in _batches(rows, batch_size):
+                n_bytes += int(((batch.targets >= 0) & (batch.targets < 256)).sum())
+                positions += int((batch.targets != IGNORE).sum())
                 tokens, levels, targets = batch.tensors(device)
-                out = model(tokens, levels, targets, shapes=ShapeMode.EAGER)
-                total_nats += float(out.loss) * int(out.n_predicted)
-                n_bytes += int(((targets >= 0) & (targets < 256)).sum())
-                positions += int((targets != -100).sum())
-                segments += out.segments.cpu().numpy()
-                dropped += int(out.dropped.sum())
+                out = model(tokens, levels, targets, capacity=batch.capacity(model.depth), doc_mask=False)
+                nats += out.loss.double() * out.n_predicted
+                segments += out.segments
+                dropped += out.dropped.sum()
     finally:
         model.train(was_training)
-    bits = total_nats / math.log(2)
+    bits = float(nats) / math.log(2)
     per_segment = tuple(positions / s if s else float("nan") for s in segments.tolist())
-    return EvalResult(bits / n_bytes if n_bytes else float("nan"), n_bytes, bits, per_segment, dropped)
+    return EvalResult(bits / n_bytes if n_bytes else float("nan"), n_bytes, bits, per_segment, int(dropped))

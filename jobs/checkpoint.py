@@ -1,0 +1,244 @@
+"""Checkpoints that survive crashes and load without executing anything.
+
+A run directory holds ``spec.toml`` (the resolved spec, stamped with package and plugin
+versions), ``run.json``, ``metrics.jsonl``, TensorBoard events under ``tb/``, and ``checkpoints/``::
+
+    checkpoints/step-00000250/model.safetensors     weights
+    checkpoints/step-00000250/trainer.safetensors   optimizer tensors and random generator states
+    checkpoints/step-00000250/trainer.json          step, elapsed time, data position, optimizer
+                                                    hyper-parameters, Python and numpy RNG states
+    checkpoints/step-00000250/meta.json             step, the spec, sizes and SHA-256 of the files
+    checkpoints/latest                              the name of the newest complete checkpoint
+
+Nothing is pickled: tensors are safetensors and everything else JSON, so loading a checkpoint
+downloaded from elsewhere cannot run code. Evaluation and generation read only
+``model.safetensors`` and ``meta.json``.
+
+A checkpoint is written into a temporary folder, every file is fsynced, the folder is renamed into
+place and fsynced, and only then does ``latest`` (itself written to a temporary file, fsynced and
+renamed) point at it; older checkpoints beyond ``keep`` are removed after that. A crash or Ctrl-C at
+any moment leaves the previous checkpoint intact and ``latest`` naming a complete one. Reading
+checks sizes and hashes, so a truncated or corrupt file is reported, not loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from aunet.core.errors import AunetError
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+MODEL_FILE = "model.safetensors"
+TRAINER_TENSORS = "trainer.safetensors"
+TRAINER_JSON = "trainer.json"
+META = "meta.json"
+FILES = (MODEL_FILE, TRAINER_TENSORS, TRAINER_JSON)
+
+
+class CheckpointError(AunetError):
+    """A checkpoint that is missing, truncated or corrupt."""
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a small file so that readers see the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    _fsync_file(tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+# -- optimizer state as tensors and JSON ---------------------------------------------------------
+
+
+def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An optimizer's ``state_dict()`` as (tensors, JSON): tensors under
+    ``optimizer.<param>.<name>``, non-tensor per-parameter values and the param groups in JSON."""
+    import torch
+
+    tensors: dict[str, Any] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state_dict["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``flatten_optimizer``."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in data.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": data["param_groups"]}
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def save(run_dir: Path, step: int, model_state: dict[str, Any], trainer_tensors: dict[str, Any],
+         trainer_json: dict[str, Any], *, keep: int, extra_meta: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, prune old ones."""
+    from safetensors.torch import save_file
+
+    root = run_dir / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp-{checkpoint_name(step)}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / MODEL_FILE))
+    save_file({k: v.detach().contiguous().cpu() for k, v in trainer_tensors.items()}, str(tmp / TRAINER_TENSORS))
+    (tmp / TRAINER_JSON).write_text(json.dumps(trainer_json), encoding="utf-8")
+    meta = {"step": step, "files": {}, **(extra_meta or {})}
+    for name in FILES:
+        _fsync_file(tmp / name)
+        meta["files"][name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+    (tmp / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    _fsync_file(tmp / META)
+    _fsync_dir(tmp)
+    if final.exists():  # a re-save of the same step (resume then immediate stop)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    atomic_write_text(root / LATEST, final.name + "\n")
+    _prune(root, keep)
+    return final
+
+
+def _prune(root: Path, keep: int) -> None:
+    done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-step-*"):  # left by a crash during a save
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+# -- finding and reading -------------------------------------------------------------------------
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None if it has none."""
+    root = run_dir / CHECKPOINTS
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    path = root / pointer.read_text(encoding="utf-8").strip()
+    if not path.is_dir():
+        raise CheckpointError(f"{pointer} names '{path.name}', which does not exist; the run directory was "
+                              "changed by hand")  # fmt: skip
+    return path
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint folder from either a run directory (its latest) or a checkpoint folder."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"--ckpt: '{path}' does not exist")
+    if (p / META).is_file():
+        return p
+    found = latest(p) if p.is_dir() else None
+    if found is None:
+        raise CheckpointError(f"--ckpt: '{path}' is neither a checkpoint nor a run directory with one "
+                              f"(no {CHECKPOINTS}/{LATEST})")  # fmt: skip
+    return found
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """meta.json of a checkpoint, without checking the files."""
+    try:
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt: unreadable meta.json ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
+        raise CheckpointError(f"checkpoint {path} is corrupt: meta.json holds no table of files")
+    return meta
+
+
+def verify(path: Path, names: tuple[str, ...] = FILES) -> dict[str, Any]:
+    """meta.json of a checkpoint after checking the size and hash of each of ``names``."""
+    meta = read_meta(path)
+    files = meta["files"]
+    for name in names:
+        file = path / name
+        expected = files.get(name)
+        if not isinstance(expected, dict):
+            raise CheckpointError(f"checkpoint {path} records no {name} in its meta.json")
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
+        size = file.stat().st_size
+        if size != expected.get("bytes"):
+            raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {name} has {size:,} bytes, "
+                                  f"expected {expected.get('bytes')}")  # fmt: skip
+        if _sha256(file) != expected.get("sha256"):
+            raise CheckpointError(f"checkpoint {path} is corrupt: {name} does not match its SHA-256")
+    return meta
+
+
+def _read_tensors(path: Path, name: str) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path / name))
+    except Exception as exc:  # noqa: BLE001 - whatever the reader says, the file is bad
+        raise CheckpointError(f"checkpoint {path} cannot be read: {name}: {type(exc).__name__}: {exc}") from None
+
+
+def load_model(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(weights, meta) of a verified checkpoint: what evaluation and generation need, no more."""
+    meta = verify(path, (MODEL_FILE,))
+    return _read_tensors(path, MODEL_FILE), meta
+
+
+def load_trainer(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, JSON) of a verified checkpoint's trainer state (for ``--resume``)."""
+    meta = read_meta(path)
+    if "state.pt" in meta["files"]:
+        raise CheckpointError(f"checkpoint {path} was written by an older aunet with a pickled state.pt, which "
+                              "aunet no longer loads (a pickle can run code); `aunet eval` and `aunet generate` "
+                              "still read its weights, but it cannot be resumed")  # fmt: skip
+    verify(path, (TRAINER_TENSORS, TRAINER_JSON))
+    tensors = _read_tensors(path, TRAINER_TENSORS)
+    try:
+        data = json.loads((path / TRAINER_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {TRAINER_JSON}: {exc}") from None
+    return tensors, data

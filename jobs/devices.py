@@ -1,0 +1,191 @@
+"""Devices, precision, threads and random states: what a job needs to run the same anywhere.
+
+``resolve_device("auto")`` takes CUDA when present (then MPS), else the CPU; asking for a device
+this machine does not have is one clear error. Autocast follows the model's device type.
+
+Threads. PyTorch's CPU default is one thread per physical core. On a machine whose cores are
+shared, a parallel op waits for its slowest thread, and small matrices (a decoding step multiplies
+one position per row) gain nothing from a second thread. The command line therefore sets
+``OMP_WAIT_POLICY=PASSIVE`` before torch loads (idle threads sleep instead of spinning) and
+applies ``--threads`` once, for the whole process (it owns it); library calls never change the
+process-wide setting unless they are asked to (``threads=`` of ``aunet.generate``), and then
+restore it.
+
+Random states are saved as plain data (tensors for safetensors, numbers for JSON), never pickled,
+so that a checkpoint loads without executing anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from aunet.core.errors import InputError
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+#: Rows up to which a decoding step runs on one CPU thread (``default_decode_threads``).
+STEP_ROWS_PER_THREAD = 8
+
+
+def resolve_device(name: str | Any | None = "auto") -> Any:
+    """A ``torch.device`` for ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; InputError if
+    this machine has no such device."""
+    import torch
+
+    if isinstance(name, torch.device):
+        name = str(name)
+    text = (name or "auto").strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise InputError(f"--device: '{name}' is not a device; use {DEVICE_CHOICES}") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch was built without CUDA" if torch.version.cuda is None
+                   else "no CUDA device is visible (CUDA_VISIBLE_DEVICES, driver)")  # fmt: skip
+            raise InputError(f"--device {text}: {why}; use --device cpu (or auto)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise InputError(f"--device {text}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
+                             f"(cuda:0..cuda:{count - 1})")  # fmt: skip
+        return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+    if device.type == "mps":
+        if not _mps_available():
+            raise InputError(f"--device mps: this machine has no Apple MPS device; use --device cpu (or auto)")
+        return device
+    raise InputError(f"--device: '{name}' is not supported; use {DEVICE_CHOICES}")
+
+
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def autocast(device: Any, *, bfloat16: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on the device's own type (matrix products in bf16, weights in fp32)."""
+    import torch
+
+    if not bfloat16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def use_bfloat16(precision: Any, device: Any) -> bool:
+    """Whether a spec's ``train.precision`` means bf16 autocast on ``device`` (``auto``: on CUDA)."""
+    from aunet.core.spec import Precision
+
+    if precision is Precision.AUTO:
+        return device.type == "cuda"
+    return precision is Precision.BFLOAT16
+
+
+# -- threads -----------------------------------------------------------------------------------
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def parse_threads(text: str) -> int | None:
+    """``--threads``: ``auto`` (None: torch's default, one per physical core) or N >= 1."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"--threads: expected a whole number or 'auto', got '{text}'") from None
+    if value < 1:
+        raise InputError(f"--threads: must be at least 1, got {value}")
+    return value
+
+
+def set_process_threads(threads: int | None) -> int:
+    """Apply ``--threads`` to the whole process (the command line owns it); returns the count."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def default_decode_threads(rows: int, device: Any) -> int | None:
+    """Threads for the decoding steps of ``rows`` rows on ``device``: one on a CPU for a few
+    rows (waking a second thread costs more than it saves on one position per row: 100 us against
+    25 us for a 320x960 matrix on this project's CI machine), else None (leave it)."""
+    return 1 if device.type == "cpu" and rows <= STEP_ROWS_PER_THREAD else None
+
+
+@contextlib.contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """Run a block with ``count`` torch threads (None: as they are), restoring them after."""
+    import torch
+
+    if count is None or count == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# -- random states -----------------------------------------------------------------------------
+
+
+def rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every random generator a run uses, as (tensors, JSON-able numbers): torch's CPU generator
+    and every CUDA device's, Python's ``random`` and numpy's legacy global generator."""
+    import torch
+
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numbers = {"python": [version, list(internal), gauss],
+               "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}  # fmt: skip
+    return tensors, numbers
+
+
+def set_rng_state(tensors: dict[str, Any], numbers: dict[str, Any]) -> list[str]:
+    """Restore what ``rng_state`` saved; returns notices for what this machine cannot restore
+    (CUDA states written on a machine with more CUDA devices, or with CUDA where there is none)."""
+    import torch
+
+    notices = []
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in tensors.items() if k.startswith("rng.cuda."))
+    if cuda:
+        here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        for i, state in cuda[:here]:
+            torch.cuda.set_rng_state(state, i)
+        if len(cuda) > here:
+            notices.append(f"the checkpoint holds the CUDA random state of {len(cuda)} device(s) and this machine has "
+                           f"{here}; the others are not restored (initialization and data order are unaffected)")  # fmt: skip
+    version, internal, gauss = numbers["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = numbers["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    return notices

@@ -1,0 +1,206 @@
+"""Sampling bytes from a model.
+
+``generate`` decodes with per-stage KV caches (``aunet.core.decoding``): the deep stages run only
+at boundaries, and each new byte's level comes from a streaming splitter in O(1). ``sample_next``
+turns logits into a byte (temperature, top-k, top-p; temperature 0 is greedy) with a generator on
+the model's device. ``generate_recompute`` re-runs the whole forward for every new byte: simple,
+obviously correct, quadratic; the benchmark's baseline.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from aunet.core.decoding import new_state, prefill, step
+from aunet.core.levels import LevelStream
+from aunet.core.tokens import BOS, EOS, PAD
+from aunet.jobs.devices import threads as thread_count
+
+
+def sample_next(logits: Tensor, *, temperature: float, top_k: int | None, top_p: float | None,
+                generator: torch.Generator | None) -> Tensor:  # fmt: skip
+    """(B, V) logits -> (B,) token ids among bytes and EOS (BOS and PAD are never sampled)."""
+    logits = logits.float().clone()
+    logits[:, BOS] = float("-inf")
+    logits[:, EOS + 1 :] = float("-inf")
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cumulative - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@attrs.frozen
+class Decoded:
+    """What ``decode`` produced."""
+
+    new_bytes: list[bytes]
+    logits: list[list[Tensor]]  # per row, the (V,) logits each new token was chosen from
+    trunk_calls: int
+    stage_calls: tuple[int, ...]
+    truncated: tuple[int, ...]  # prompt bytes dropped from the left, per row
+
+
+def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
+           choose: Callable[[Tensor], Tensor], stop: Sequence[bytes] = (),
+           on_bytes: Callable[[int, bytes], None] | None = None, keep_logits: bool = False,
+           threads: int | None = None) -> Decoded:  # fmt: skip
+    """Prefill, then pick and append one byte per row at a time with ``choose`` ((B, V) logits ->
+    (B,) ids) until EOS, a stop sequence or ``max_new_bytes``. ``threads``: torch threads for the
+    decoding steps (None leaves the process's setting alone)."""
+    if max_new_bytes < 0:
+        raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
+    spec = model.spec
+    device = next(model.parameters()).device
+    limit = spec.model.context - 1  # prompt bytes after BOS
+    truncated = tuple(max(0, len(p) - limit) for p in prompts)
+    prompts = [bytes(p[len(p) - limit :]) if len(p) > limit else bytes(p) for p in prompts]
+    for i, cut in enumerate(truncated):
+        if cut:
+            warnings.warn(f"prompt {i} is longer than the model's context ({spec.model.context} positions with "
+                          f"BOS); kept its last {limit:,} bytes, dropped {cut:,}", RuntimeWarning, stacklevel=3)  # fmt: skip
+    b = len(prompts)
+    width = max(len(p) for p in prompts) + 1
+    tokens = torch.full((b, width), PAD, dtype=torch.long)
+    levels = torch.zeros((b, width), dtype=torch.uint8)
+    streams: list[LevelStream] = []
+    stack = spec.splitter_stack()
+    for r, prompt in enumerate(prompts):
+        tokens[r, 0] = BOS
+        levels[r, 0] = spec.depth
+        stream = stack.stream()
+        if prompt:
+            tokens[r, 1 : len(prompt) + 1] = torch.frombuffer(bytearray(prompt), dtype=torch.uint8).long()
+            levels[r, 1 : len(prompt) + 1] = torch.from_numpy(stream.feed(prompt).copy())
+        streams.append(stream)
+    lengths = torch.tensor([len(p) + 1 for p in prompts], device=device)
+    state = new_state(model, b, width + max_new_bytes)
+    was_training = model.training
+    model.eval()
+    try:
+        logits = prefill(model, state, tokens.to(device), levels.to(device), lengths)
+        produced = [bytearray() for _ in range(b)]
+        kept: list[list[Tensor]] = [[] for _ in range(b)]
+        alive = [max_new_bytes > 0] * b
+        with thread_count(threads):
+            for _ in range(max_new_bytes):
+                chosen = choose(logits)  # (B,)
+                ids = chosen.tolist()
+                level = []
+                for r in range(b):
+                    if not alive[r]:
+                        level.append(0)
+                        continue
+                    if keep_logits:
+                        kept[r].append(logits[r].detach().clone())
+                    if ids[r] == EOS:
+                        alive[r] = False
+                        level.append(0)
+                        continue
+                    produced[r].append(ids[r])
+                    level.append(streams[r].push(ids[r]))
+                    if on_bytes is not None:
+                        on_bytes(r, bytes((ids[r],)))
+                    if any(produced[r].endswith(s) for s in stop if s) or len(produced[r]) >= max_new_bytes:
+                        alive[r] = False
+                if not any(alive):
+                    break
+                logits = step(model, state, chosen.clamp(max=255), level, alive)
+    finally:
+        model.train(was_training)
+    calls = tuple(state.stage_calls)
+    return Decoded([bytes(p) for p in produced], kept, calls[-1], calls, truncated)
+
+
+def _generator(model: Any, seed: int) -> torch.Generator:
+    """A sampling generator on the model's device (CUDA sampling needs a CUDA generator)."""
+    return torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+
+
+def _check(prompts: Any, top_k: int | None, top_p: float | None) -> None:
+    if isinstance(prompts, (bytes, bytearray)):
+        raise TypeError("prompts must be a list of bytes objects, one per row (got a single bytes object)")
+    for name, value in (("top_k", top_k), ("top_p", top_p)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def generate(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+             stop: bytes | Sequence[bytes] | None = None, on_bytes: Callable[[int, bytes], None] | None = None,
+             threads: int | None = None) -> list[bytes]:  # fmt: skip
+    """The new bytes of each prompt (raw bytes; EOS ends a row and is not included).
+
+    Args:
+        model: an ``AUNet`` (``aunet.build_model``, or ``aunet.load_run(DIR).model``).
+        prompts: one bytes object per row, of any lengths (an empty prompt starts from BOS).
+            A prompt longer than the model's context keeps its last context - 1 bytes (with a
+            RuntimeWarning saying how many were dropped).
+        max_new_bytes: at most this many new bytes per row.
+        temperature: 0 is greedy; otherwise logits are divided by it before sampling.
+        top_k, top_p: keep the k most likely tokens / the smallest set with probability p.
+        seed: the sampling generator's seed (the generator lives on the model's device).
+        stop: a byte string (or several) that ends a row once produced (it is kept).
+        on_bytes: called with (row, byte) as each byte is produced (streaming output).
+        threads: torch threads for the decoding steps, restored afterwards (None: leave the
+            process's setting; ``aunet generate`` uses one thread for a few rows on a CPU).
+    """
+    _check(prompts, top_k, top_p)
+    stops = [stop] if isinstance(stop, (bytes, bytearray)) else list(stop or [])
+    generator = _generator(model, seed)
+
+    def choose(logits: Tensor) -> Tensor:
+        return sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+
+    return decode(model, [bytes(p) for p in prompts], max_new_bytes, choose=choose, stop=stops,
+                  on_bytes=on_bytes, threads=threads).new_bytes  # fmt: skip
+
+
+def generate_recompute(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *, temperature: float = 0.0,
+                       top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+                       stop: bytes | None = None) -> list[bytes]:  # fmt: skip
+    """New bytes per prompt, running the full forward over the whole sequence for each byte."""
+    from aunet.core.model import ShapeMode, compute_levels, encode
+
+    _check(prompts, top_k, top_p)
+    spec = model.spec
+    generator = _generator(model, seed)
+    device = next(model.parameters()).device
+    out = []
+    was_training = model.training
+    model.eval()
+    try:
+        for prompt in prompts:
+            produced = bytearray()
+            for _ in range(max_new_bytes):
+                data = bytes(prompt) + bytes(produced)
+                data = data[-(spec.model.context - 1) :]
+                tokens = encode(data).to(device)
+                levels = compute_levels(spec, data).to(device)
+                with torch.no_grad():
+                    logits = model(tokens[None], levels[None], shapes=ShapeMode.EAGER, doc_mask=False).logits[:, -1]
+                nxt = int(sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator))
+                if nxt == EOS:
+                    break
+                produced.append(nxt)
+                if stop and produced.endswith(stop):
+                    break
+            out.append(bytes(produced))
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,84 @@
+"""What a run shows and records: the progress line on stderr, ``metrics.jsonl`` and TensorBoard.
+
+Values come from the device only at logging steps (``[train.metrics] every``): a CUDA run
+synchronises with the host there and nowhere else in the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import IO, Any
+
+from aunet.core.spec import MetricsSpec
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class Progress:
+    """A live status line on a terminal (refreshed every step); a line per logged step otherwise."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.live = hasattr(stream, "isatty") and stream.isatty()
+        self._last = ""
+
+    def update(self, step: int, total: int | None, loss: float | None, bytes_per_s: float | None,
+               eta_s: float | None, *, logged: bool) -> None:  # fmt: skip
+        """Step ``step`` is done; ``loss`` and ``bytes_per_s`` are the latest read back."""
+        if not (self.live or logged):
+            return
+        where = f"{step}/{total}" if total else f"{step}"
+        figures = f"  loss {loss:.4f}  bpb {loss / math.log(2):.3f}" if loss is not None else ""
+        speed = f"  {bytes_per_s / 1000:.1f} kB/s" if bytes_per_s else ""
+        eta = f"  ETA {int(eta_s // 60)}:{int(eta_s % 60):02d}" if eta_s is not None else ""
+        line = f"step {where}{figures}{speed}{eta}"
+        if self.live:
+            self.stream.write("\r" + line + "\x1b[K")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        if self.live:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+class MetricWriters:
+    """``metrics.jsonl`` (one JSON object per record) and, if asked, TensorBoard scalars under
+    ``tb/``. A context manager: the event files are closed once, whatever ends the run."""
+
+    def __init__(self, run_dir: Path, config: MetricsSpec) -> None:
+        self.config = config
+        self.path = run_dir / METRICS_FILE
+        self._writer: Any = None
+        if config.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(run_dir / "tb"))
+
+    def due(self, step: int) -> bool:
+        """Whether ``step`` is a logging step (the first step always is)."""
+        return step % self.config.every == 0 or step == 1
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def scalars(self, step: int, values: dict[str, float | None]) -> None:
+        if self._writer is None:
+            return
+        for key, value in values.items():
+            if value is not None:
+                self._writer.add_scalar(key, value, step)
+
+    def __enter__(self) -> MetricWriters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

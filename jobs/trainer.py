@@ -1,0 +1,195 @@
+"""The trainer: one optimizer step at a time, as components other code can drive.
+
+``Trainer.step()`` is one optimizer step (``grad_accum`` micro-batches of forward and backward,
+gradient clipping, the AdamW update): the one thing the training loop (``aunet.jobs.train``),
+profiling and the benchmarks share. It never synchronises with the host: the step's figures come
+back as device tensors (``StepResult``) that the metric writers read at logging steps only.
+
+Components and the config table each owns:
+
+* ``TrainingData`` (``aunet.jobs.data``): the batches and their position;
+* ``Optimization``: AdamW and its schedule (the recipe keys of ``[train]``);
+* ``Trainer``: model, device, precision, shapes; its ``state()`` is what a checkpoint holds;
+* the checkpointer, metric writers, evaluator and sampler of the job (``[train.checkpoint]``,
+  ``[train.metrics]``, ``[train.eval]``, ``[train.sample]``) live in ``aunet.jobs.train``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from aunet.core.errors import AunetError
+from aunet.core.spec import Shapes, Spec, TrainSpec
+from aunet.jobs.data import TrainingData
+from aunet.jobs.devices import autocast, rng_state, set_rng_state, use_bfloat16
+
+
+class TrainingDiverged(AunetError):
+    """The loss, the gradient or the weights stopped being finite."""
+
+
+def parameter_groups(model: Any, config: TrainSpec) -> list[dict[str, Any]]:
+    """Matrices decay; norms, embeddings (and anything 1-D) do not, unless ``decay_all``."""
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if config.decay_all or (p.dim() >= 2 and not name.startswith("embed.")):
+            decay.append(p)
+        else:
+            plain.append(p)
+    return [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def schedule(config: TrainSpec, step: int, fraction: float) -> float:
+    """Learning rate at optimizer step ``step`` (0-based), ``fraction`` of the budget done:
+    linear warmup, then cosine from the peak to ``min_lr_ratio`` of it."""
+    warm = min(1.0, (step + 1) / config.warmup) if config.warmup else 1.0
+    fraction = min(max(fraction, 0.0), 1.0)
+    cosine = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * fraction))
+    return config.lr * warm * cosine
+
+
+class Optimization:
+    """AdamW with the paper's settings, its learning-rate schedule and gradient clipping."""
+
+    def __init__(self, model: Any, config: TrainSpec) -> None:
+        self.config = config
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr,
+                                           betas=(config.beta1, config.beta2), eps=config.eps)  # fmt: skip
+
+    def set_lr(self, step: int, fraction: float) -> float:
+        lr = schedule(self.config, step, fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def step(self) -> Tensor:
+        """Clip, update, clear the gradients; the () gradient norm before clipping, on the device."""
+        if self.config.clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.config.clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.parameters if p.grad is not None]))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+
+class StepResult(NamedTuple):
+    """One optimizer step's figures. Tensors stay on the device until something reads them."""
+
+    step: int  # the step just done (1-based)
+    loss: Tensor  # () mean next-byte loss in nats over the micro-batches
+    grad_norm: Tensor  # () before clipping
+    predicted: Tensor  # () positions predicted
+    segments: Tensor  # (L,) positions kept per level 1..L
+    dropped: Tensor  # (L,) boundaries dropped by static shapes
+    lr: float
+    bytes: int  # bytes read (rows x positions, all micro-batches)
+    seconds: float  # wall time of the call (on CUDA: until the work is queued)
+
+
+class Trainer:
+    """A model, its optimization and its data on one device; ``step()`` trains one step."""
+
+    def __init__(self, spec: Spec, model: Any, *, data: TrainingData, device: Any) -> None:
+        self.spec = spec
+        self.config = spec.train
+        self.model = model
+        self.device = device
+        self.data = data
+        self.optimization = Optimization(model, spec.train)
+        self.forward = torch.compile(model) if spec.train.compile else model
+        self.bfloat16 = use_bfloat16(spec.train.precision, device)
+        self.eager = spec.train.shapes is Shapes.EAGER
+        self.step_count = 0
+        self.elapsed = 0.0  # seconds spent in step()
+        self.bytes_seen = 0  # rows x positions read so far
+        # The first step whose loss or gradient norm was not finite (-1: none yet), kept on the
+        # device so that checking it costs nothing until someone asks.
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self._bad_loss = torch.zeros((), device=device)
+        self._bad_norm = torch.zeros((), device=device)
+
+    def autocast(self) -> Any:
+        return autocast(self.device, bfloat16=self.bfloat16)
+
+    def step(self, fraction: float) -> StepResult:
+        """One optimizer step; ``fraction`` of the budget done decides the learning rate."""
+        started = time.perf_counter()
+        self.model.train()
+        lr = self.optimization.set_lr(self.step_count, fraction)
+        accum = self.config.grad_accum
+        depth = self.model.depth
+        loss = torch.zeros((), device=self.device)
+        predicted = torch.zeros((), dtype=torch.long, device=self.device)
+        segments = dropped = torch.zeros(depth, dtype=torch.long, device=self.device)
+        n_bytes = 0
+        for _ in range(accum):
+            batch = self.data.next()
+            n_bytes += batch.n_bytes
+            tokens, levels, targets = batch.tensors(self.device)
+            capacity = batch.capacity(depth) if self.eager else None
+            with self.autocast():
+                out = self.forward(tokens, levels, targets, capacity=capacity)
+            (out.loss / accum).backward()
+            loss = loss + out.loss.detach().float() / accum
+            predicted = predicted + out.n_predicted
+            segments = segments + out.segments
+            dropped = dropped + out.dropped
+        norm = self.optimization.step()
+        self.step_count += 1
+        finite = torch.isfinite(loss) & torch.isfinite(norm)
+        first = (self._bad_step < 0) & ~finite
+        self._bad_step = torch.where(first, self.step_count, self._bad_step)
+        self._bad_loss = torch.where(first, loss, self._bad_loss)
+        self._bad_norm = torch.where(first, norm.float(), self._bad_norm)
+        seconds = time.perf_counter() - started
+        self.elapsed += seconds
+        self.bytes_seen += n_bytes
+        return StepResult(self.step_count, loss, norm, predicted, segments, dropped, lr, n_bytes, seconds)
+
+    def divergence(self) -> str | None:
+        """Why the run stopped being finite, or None (reads the device: call it at logging steps
+        and before a checkpoint is called good)."""
+        bad = int(self._bad_step)
+        if bad >= 0:
+            loss, norm = float(self._bad_loss), float(self._bad_norm)
+            what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
+            return f"the {what} became {value} at step {bad}"
+        params = [p for p in self.model.parameters()]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            names = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+            return (f"after step {self.step_count} {len(names)} of {len(params)} weight tensors are not finite "
+                    f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")  # fmt: skip
+        return None
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]:
+        """(weights, trainer tensors, trainer JSON): what a checkpoint needs to resume exactly."""
+        from aunet.jobs.checkpoint import flatten_optimizer
+
+        optimizer_tensors, optimizer_json = flatten_optimizer(self.optimization.optimizer.state_dict())
+        rng_tensors, rng_numbers = rng_state()
+        data = {"step": self.step_count, "elapsed": self.elapsed, "bytes_seen": self.bytes_seen, "data": self.data.state_dict(),
+                "optimizer": optimizer_json, "rng": rng_numbers}  # fmt: skip
+        return self.model.state_dict(), {**optimizer_tensors, **rng_tensors}, data
+
+    def load_state(self, tensors: dict[str, Tensor], data: dict[str, Any]) -> list[str]:
+        """Restore ``state()``'s trainer part (the weights are loaded with the model); returns
+        notices for what this machine cannot restore."""
+        from aunet.jobs.checkpoint import unflatten_optimizer
+
+        optimizer = unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optimizer.")},
+                                        data["optimizer"])  # fmt: skip
+        self.optimization.optimizer.load_state_dict(optimizer)
+        self.step_count = int(data["step"])
+        self.elapsed = float(data["elapsed"])
+        self.bytes_seen = int(data["bytes_seen"])
+        self.data.load_state_dict(data["data"])
+        return set_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, data["rng"])
