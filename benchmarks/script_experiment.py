@@ -30,8 +30,8 @@ OUT = Path("runs") / "script-experiment"
 
 def mixed_documents() -> list[tuple[str, bytes]]:
     """(language, text) documents of the English and Chinese corpora, shuffled."""
-    from aunet.jobs.data import embedded_documents
     from aunet.core.resources import CORPORA
+    from aunet.jobs.data import embedded_documents
 
     docs = [("en", d.data) for d in embedded_documents()]
     for name in ("zh_songci", "zh_classics_prose"):
@@ -55,9 +55,9 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     """Train both variants for ``minutes`` each and evaluate them on the held-out documents."""
 
     import aunet
-    from aunet.jobs.data import encode_documents, load_corpus, xz_bits_per_byte
     from aunet.core.resources import spec_path
     from aunet.core.spec import apply_overrides
+    from aunet.jobs.data import encode_documents, load_corpus, xz_bits_per_byte
     from aunet.jobs.evaluate import evaluate
     from aunet.jobs.runs import load_run
     from aunet.jobs.train import train

@@ -4,6 +4,9 @@ Specs: byte-tiny (a flat byte transformer), aunet2-tiny (about the same paramete
 and aunet4-tiny. Each step is 8 rows of 1,024 bytes of the embedded corpus, timed interleaved,
 medians, with static shapes (what training and ``torch.compile`` use) and eager shapes.
 
+Host synchronisations per step are counted on the trainer's own ``Trainer.step()`` (forward,
+backward and optimizer) with the same batch shape, by ``aunet.jobs.syncs.count_host_syncs``.
+
 Pooling and upsampling share: during one step, forward hooks capture the inputs of every pooler
 and upsampler; those calls are then replayed alone (forward and backward, same shapes, together
 with the boundary indexing that feeds them) and timed interleaved with full steps. The share is
@@ -58,14 +61,36 @@ def _replay(model: Any, inputs: Any) -> Any:
     return run
 
 
+def _syncs_per_step(name: str, shapes: str) -> int:
+    """Host synchronisations of one ``Trainer.step()`` (after a first step)."""
+    import torch
+
+    import aunet
+    from aunet.core.spec import apply_overrides
+    from aunet.jobs.data import TrainingData, encode_documents, load_corpus
+    from aunet.jobs.syncs import count_host_syncs
+    from aunet.jobs.trainer import Trainer
+
+    spec = apply_overrides(aunet.load_spec(name), [f"train.shapes={shapes}", f"train.batch_size={ROWS}",
+                                                   f"model.context={LENGTH}"])  # fmt: skip
+    docs = encode_documents(load_corpus(None).train[:4], spec.splitter_stack())
+    model = aunet.build_model(spec)
+    trainer = Trainer(model.spec, model, data=TrainingData(docs, context=LENGTH, batch_size=ROWS, seed=0),
+                      device=torch.device("cpu"))  # fmt: skip
+    trainer.step(0.0)
+    with count_host_syncs() as syncs:
+        trainer.step(0.5)
+    return syncs.total
+
+
 def run(rounds: int = 9) -> list[dict[str, Any]]:
     import torch
 
     import aunet
     from aunet.core import model as model_module
     from aunet.core.accounting import account
-    from aunet.core.model import ShapeMode
     from aunet.core.resources import read_corpus, spec_path
+    from aunet.jobs.data import Batch
 
     torch.manual_seed(0)
     corpus = read_corpus("en_web")
@@ -77,13 +102,16 @@ def run(rounds: int = 9) -> list[dict[str, Any]]:
         model = aunet.build_model(spec)
         tokens, levels, targets = _batch(spec, corpus)
         sizes[name] = (account(spec), sum(p.numel() for p in model.parameters()))
-        for mode in (ShapeMode.STATIC, ShapeMode.EAGER):
+        # As the trainer does: eager capacities computed on the host, no document mask for rows
+        # of a single document.
+        eager = Batch(tokens.numpy(), levels.numpy(), targets.numpy()).capacity(model.depth)
+        for mode, capacity in (("static", None), ("eager", eager)):
 
-            def step(model=model, tokens=tokens, levels=levels, targets=targets, mode=mode) -> None:
+            def step(model=model, tokens=tokens, levels=levels, targets=targets, capacity=capacity) -> None:
                 model.zero_grad(set_to_none=True)
-                model(tokens, levels, targets, shapes=mode).loss.backward()
+                model(tokens, levels, targets, capacity=capacity, doc_mask=False).loss.backward()
 
-            configs[(name, mode.value)] = step
+            configs[(name, mode)] = step
         if spec.depth:
             captured: tuple[list, list, list] = ([], [], [])
             hooks = [p.register_forward_hook(lambda m, args, out: captured[0].append((m, args))) for p in model.poolers]
@@ -104,6 +132,7 @@ def run(rounds: int = 9) -> list[dict[str, Any]]:
             replays[name] = _replay(model, captured)
             configs[(name, "pool+upsample")] = replays[name]
 
+    syncs = {(name, mode): _syncs_per_step(name, mode) for name in SPECS for mode in ("static", "eager")}
     times = interleaved(configs, rounds=rounds)
     step_bytes = ROWS * LENGTH
     base = {mode: step_bytes / median(times[("byte-tiny", mode)]) for mode in ("static", "eager")}
@@ -116,6 +145,7 @@ def run(rounds: int = 9) -> list[dict[str, Any]]:
                 "spec": name, "shapes": mode, "parameters": params, "flops_per_byte": sizes_.flops_per_byte,
                 "batch_bytes": step_bytes, "step_s": round(seconds, 4), "bytes_per_s": round(step_bytes / seconds, 1),
                 "vs_byte_tiny": round(step_bytes / seconds / base[mode], 3), "rounds": rounds,
+                "host_syncs_per_step": syncs[(name, mode)],
             }  # fmt: skip
             if (name, "pool+upsample") in times and mode == "static":
                 record["pool_upsample_share"] = round(median(times[(name, "pool+upsample")]) / seconds, 4)
@@ -124,9 +154,10 @@ def run(rounds: int = 9) -> list[dict[str, Any]]:
 
 
 def report(records: list[dict[str, Any]]) -> str:
-    lines = [f"{'spec':<13} {'shapes':<7} {'params':>10} {'bytes/s':>9} {'vs byte-tiny':>13} {'pool+up share':>14}"]
+    lines = [f"{'spec':<13} {'shapes':<7} {'params':>10} {'bytes/s':>9} {'vs byte-tiny':>13} {'pool+up share':>14} "
+             f"{'host syncs/step':>16}"]  # fmt: skip
     for r in records:
         share = f"{100 * r['pool_upsample_share']:.1f}%" if "pool_upsample_share" in r else ""
         lines.append(f"{r['spec']:<13} {r['shapes']:<7} {r['parameters']:>10,} {r['bytes_per_s']:>9,.0f} "
-                     f"{r['vs_byte_tiny']:>12.2f}x {share:>14}")  # fmt: skip
+                     f"{r['vs_byte_tiny']:>12.2f}x {share:>14} {r['host_syncs_per_step']:>16}")  # fmt: skip
     return "\n".join(lines)

@@ -38,8 +38,8 @@ import cattrs
 from cattrs.errors import AttributeValidationNote, ClassValidationError, IterableValidationError, IterableValidationNote
 
 from aunet.core import toml
-from aunet.core.contraction import embedded_contraction
 from aunet.core.components import AttentionSpec, ComponentSpec, PoolerSpec, StageSpec, UpsamplerSpec
+from aunet.core.contraction import embedded_contraction
 from aunet.core.errors import InputError, SpecError, SpecIssue, did_you_mean, known_list
 from aunet.core.levels import SplitterStack
 from aunet.core.registry import Family, Registry, default_registry
@@ -136,6 +136,8 @@ class EvalSpec:
     """Validation bytes of the periodic evaluations (the final one uses the whole split)."""
     batch_size: int | None = attrs.field(default=None, validator=_positive)
     """Rows per evaluation forward (default: ``train.batch_size``)."""
+    final_bytes: int | None = attrs.field(default=None, validator=_positive)
+    """Validation bytes of the evaluation at the end of a run (default: the whole split)."""
 
 
 @attrs.frozen(kw_only=True)

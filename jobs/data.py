@@ -208,6 +208,12 @@ class Batch:
         return [int((levels > i).sum(1).max()) for i in range(depth)]
 
     @property
+    def several_documents(self) -> bool:
+        """Whether some row holds more than one document (a BOS after its first position): only
+        then does attention need a document mask (decided on the host, without a sync)."""
+        return bool((self.tokens[:, 1:] == BOS).any())
+
+    @property
     def n_bytes(self) -> int:
         """Rows x positions: the bytes a training step reads."""
         return int(self.tokens.size)

@@ -64,7 +64,7 @@ def resolve_device(name: str | Any | None = "auto") -> Any:
         return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
     if device.type == "mps":
         if not _mps_available():
-            raise InputError(f"--device mps: this machine has no Apple MPS device; use --device cpu (or auto)")
+            raise InputError("--device mps: this machine has no Apple MPS device; use --device cpu (or auto)")
         return device
     raise InputError(f"--device: '{name}' is not supported; use {DEVICE_CHOICES}")
 
@@ -98,15 +98,22 @@ def use_bfloat16(precision: Any, device: Any) -> bool:
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers)."""
     try:
-        return len(os.sched_getaffinity(0))
+        count = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        count = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
 
 
 def parse_threads(text: str) -> int | None:
-    """``--threads``: ``auto`` (None: torch's default, one per physical core) or N >= 1."""
+    """``--threads``: ``auto`` (None) or N >= 1."""
     if text.strip().lower() == "auto":
         return None
     try:
@@ -119,10 +126,14 @@ def parse_threads(text: str) -> int | None:
 
 
 def set_process_threads(threads: int | None) -> int:
-    """Apply ``--threads`` to the whole process (the command line owns it); returns the count."""
+    """Apply ``--threads`` to the whole process (the command line owns it); returns the count.
+    ``auto`` (None) is torch's default (one per physical core) capped by the CPUs this process
+    may use, so that a container or a ``taskset`` never gets more threads than cores."""
     import torch
 
-    if threads is not None:
+    if threads is None:
+        threads = min(torch.get_num_threads(), available_cpus())
+    if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 

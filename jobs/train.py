@@ -349,8 +349,8 @@ def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps:
             return RunSummary(run_dir, trainer.step_count, True, losses, None, None, 0, None, checkpointer.last)
         progress.message(f"trained {trainer.step_count} steps in {trainer.elapsed / 60:.1f} minutes; evaluating on "
                          f"{corpus.source} validation")  # fmt: skip
-        result = evaluator.run(trainer)
-        xz = xz_bits_per_byte(corpus.validation_bytes)
+        result = evaluator.run(trainer, limit_bytes=t.eval.final_bytes)
+        xz = xz_bits_per_byte(corpus.validation_bytes[: t.eval.final_bytes])
         writers.write({"step": trainer.step_count, "val_bpb": result.bpb, "val_bytes": result.bytes, "xz_bpb": xz,
                        "final": True})  # fmt: skip
         writers.scalars(trainer.step_count, {"val/bpb": result.bpb})

@@ -134,8 +134,11 @@ class Trainer:
             n_bytes += batch.n_bytes
             tokens, levels, targets = batch.tensors(self.device)
             capacity = batch.capacity(depth) if self.eager else None
+            # A compiled model keeps one graph: always masked. Eagerly, rows of one document take
+            # attention's plain causal path.
+            doc_mask = self.config.compile or batch.several_documents
             with self.autocast():
-                out = self.forward(tokens, levels, targets, capacity=capacity)
+                out = self.forward(tokens, levels, targets, capacity=capacity, doc_mask=doc_mask)
             (out.loss / accum).backward()
             loss = loss + out.loss.detach().float() / accum
             predicted = predicted + out.n_predicted

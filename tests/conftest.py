@@ -35,11 +35,35 @@ def registry():
     return Registry.default()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
-    """Run ``python -m aunet`` in a subprocess; returns the CompletedProcess (text mode)."""
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, process: bool = False):
+    """Run the ``aunet`` command line; returns a CompletedProcess (text mode).
+
+    In this process by default (``aunet.jobs.cli.main`` with stdout and stderr captured): the
+    same code path without a second torch import, which would cost seconds per call. In a fresh
+    ``python -m aunet`` process when ``process`` is set or ``env`` is given (the plugin registry
+    is per process, and so is the environment it reads).
+    """
+    import contextlib
+    import io
     import subprocess
 
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "aunet", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600
-    )
+    if process or env:
+        full_env = {**os.environ, **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "aunet", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600
+        )  # fmt: skip
+    from aunet.jobs.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    before = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["aunet", *args], code, out.getvalue(), err.getvalue())

@@ -15,6 +15,6 @@ def test_readme_has_tested_snippets() -> None:
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_snippet_runs(code: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)
+def test_readme_snippet_runs(code: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)  # what a user runs from anywhere; files it writes land here
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})

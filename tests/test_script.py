@@ -11,7 +11,7 @@ import pytest
 from conftest import DATA, run_cli
 from hypothesis import given
 
-from aunet.core.levels import SplitterStack, segment_stats
+from aunet.core.levels import SplitterStack
 from aunet.jobs.suites import split_suite, udhr_texts
 from aunet.splitters.graphemes import cluster_starts, clusters
 from aunet.splitters.script import Script, ScriptFour, ScriptPair, ScriptSplitter, script_classes

@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
+from aunet.core.errors import InputError
+from aunet.core.spec import apply_overrides, parse_spec
+from aunet.core.tokens import BOS, EOS, IGNORE, PAD
 from aunet.jobs import checkpoint
 from aunet.jobs.data import (
     Document, Packer, Position, encode_documents, evaluation_rows, load_corpus, read_documents, split, xz_bits_per_byte,
 )  # fmt: skip
-from aunet.core.errors import InputError
-from aunet.core.spec import parse_spec
-from aunet.core.tokens import BOS, EOS, IGNORE, PAD
-from aunet.core.spec import apply_overrides
 from aunet.jobs.train import TrainingDiverged, train
 
 TINY = """
