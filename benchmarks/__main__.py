@@ -9,7 +9,7 @@ import sys
 
 import benchmarks  # noqa: F401 - sets OMP_WAIT_POLICY before torch is imported
 
-NAMES = ("splitters", "train-step", "generate", "script-experiment")
+NAMES = ("splitters", "train-step", "generate", "script-experiment", "udhr-eval")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,10 +23,12 @@ class AunetError(Exception):
 
 @attrs.frozen
 class SpecIssue:
-    """One problem in a spec, at a path such as ``levels[1].splitter.kind``."""
+    """One problem in a spec, at a path such as ``levels[1].splitter.kind``; ``source`` names
+    where the bad value came from when that is not the spec's own source (a ``--set``)."""
 
     path: str
     message: str
+    source: str | None = attrs.field(default=None, kw_only=True)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
@@ -38,8 +40,11 @@ class SpecError(AunetError, ValueError):
     def __init__(self, issues: Sequence[SpecIssue], source: str | None = None) -> None:
         self.issues = tuple(issues)
         self.source = source
-        prefix = f"{source}: " if source else ""
-        super().__init__("\n".join(prefix + str(issue) for issue in self.issues))
+        lines = []
+        for issue in self.issues:
+            where = issue.source or source
+            lines.append(f"{where}: {issue}" if where else str(issue))
+        super().__init__("\n".join(lines))
 
 
 class PluginError(AunetError):

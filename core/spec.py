@@ -25,6 +25,7 @@ built-in does.
 from __future__ import annotations
 
 import enum
+import math
 import re
 import types
 import typing
@@ -44,18 +45,16 @@ from aunet.core.errors import InputError, SpecError, SpecIssue, did_you_mean, kn
 from aunet.core.levels import SplitterStack
 from aunet.core.registry import Family, Registry, default_registry
 from aunet.core.splitter import Splitter
-
-
-def _positive(instance: object, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"must be > 0, got {value}")
+from aunet.core.validators import (
+    FLOAT32_MAX, MAX_COUNT, MAX_LEVELS, between, count, fraction, non_negative, positions, positive, rows, seed, width,
+)  # fmt: skip
 
 
 @attrs.frozen(kw_only=True)
 class LevelSpec:
     """One level of the hierarchy: level 0 is bytes, the last level is the trunk."""
 
-    dim: int | None = attrs.field(default=None, validator=_positive)
+    dim: int | None = attrs.field(default=None, validator=width)
     """Width of the level's vectors; poolers and upsamplers take theirs from here."""
     splitter: Splitter | None = None
     """Which bytes end a segment of this level (levels >= 1 only)."""
@@ -65,10 +64,10 @@ class LevelSpec:
     """From the level below to this one (levels >= 1; default ``select``)."""
     upsampler: UpsamplerSpec | None = None
     """From this level back to the one below (levels >= 1; default ``multi-linear``)."""
-    max_segments: int | None = attrs.field(default=None, validator=_positive)
+    max_segments: int | None = attrs.field(default=None, validator=positions)
     """Static shape: segments of this level kept per row. Derived from the context and the
     contraction when unset; boundaries beyond it are counted as dropped, never silently."""
-    contraction: float | None = attrs.field(default=None, validator=_positive)
+    contraction: float | None = attrs.field(default=None, validator=positive)
     """Bytes per segment of this level, for FLOPs accounting and static shapes. When unset, the
     trainer measures it on its training data (else it is measured on the embedded corpus) and
     writes it into the resolved spec, so a checkpoint's shapes never depend on a corpus."""
@@ -78,15 +77,15 @@ class LevelSpec:
 class ModelSpec:
     """What concerns the whole network rather than one level."""
 
-    context: int = attrs.field(default=1024, validator=_positive)
+    context: int = attrs.field(default=1024, validator=positions)
     """Positions per row (BOS and EOS included) the model is trained at; static shapes derive
     from it."""
-    segment_margin: float = attrs.field(default=1.25, validator=_positive)
+    segment_margin: float = attrs.field(default=1.25, validator=positive)
     """Static shapes keep ceil(margin x expected segments) + 8 segments per row and level, the
     expectation coming from the level's contraction."""
-    norm_eps: float = attrs.field(default=1e-5, validator=_positive)
+    norm_eps: float = attrs.field(default=1e-5, validator=positive)
     """Epsilon of the final RMSNorm."""
-    init_std: float | None = attrs.field(default=None, validator=_positive)
+    init_std: float | None = attrs.field(default=None, validator=positive)
     """Standard deviation of the byte embedding and output head initialization (default
     dim ** -0.5)."""
 
@@ -106,23 +105,13 @@ class Shapes(enum.Enum):
     EAGER = "eager"  # the batch's largest row: drops nothing
 
 
-def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"must be between 0 and 1, got {value}")
-
-
-def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value < 0:
-        raise ValueError(f"must be >= 0, got {value}")
-
-
 @attrs.frozen(kw_only=True)
 class CheckpointSpec:
     """``[train.checkpoint]``: when the checkpointer writes and how many it keeps."""
 
-    every: int = attrs.field(default=250, validator=_positive)
+    every: int = attrs.field(default=250, validator=count)
     """Steps between checkpoints (one is also written at the end and on Ctrl-C)."""
-    keep: int = attrs.field(default=3, validator=_positive)
+    keep: int = attrs.field(default=3, validator=count)
     """Checkpoints kept (the oldest are removed once a newer one is safely written)."""
 
 
@@ -130,13 +119,13 @@ class CheckpointSpec:
 class EvalSpec:
     """``[train.eval]``: the periodic evaluations on the validation split."""
 
-    every: int = attrs.field(default=250, validator=_positive)
+    every: int = attrs.field(default=250, validator=count)
     """Steps between evaluations on ``bytes`` of the validation split."""
-    bytes: int = attrs.field(default=65_536, validator=_positive)
+    bytes: int = attrs.field(default=65_536, validator=count)
     """Validation bytes of the periodic evaluations (the final one uses the whole split)."""
-    batch_size: int | None = attrs.field(default=None, validator=_positive)
+    batch_size: int | None = attrs.field(default=None, validator=rows)
     """Rows per evaluation forward (default: ``train.batch_size``)."""
-    final_bytes: int | None = attrs.field(default=None, validator=_positive)
+    final_bytes: int | None = attrs.field(default=None, validator=count)
     """Validation bytes of the evaluation at the end of a run (default: the whole split)."""
 
 
@@ -144,7 +133,7 @@ class EvalSpec:
 class MetricsSpec:
     """``[train.metrics]``: what the metric writers record and how often."""
 
-    every: int = attrs.field(default=10, validator=_positive)
+    every: int = attrs.field(default=10, validator=count)
     """Steps between records of metrics.jsonl and TensorBoard (the only steps at which the
     loss is read back from the device)."""
     tensorboard: bool = True
@@ -155,13 +144,13 @@ class MetricsSpec:
 class SampleSpec:
     """``[train.sample]``: the continuation printed at the end of a run."""
 
-    bytes: int = attrs.field(default=200, validator=_non_negative)
+    bytes: int = attrs.field(default=200, validator=between(0, 1 << 30))
     """Bytes of the closing sample (0: none)."""
     prompt: str = "And God said,"
     """Prompt of the closing sample."""
-    temperature: float = attrs.field(default=0.7, validator=_non_negative)
+    temperature: float = attrs.field(default=0.7, validator=non_negative)
     """Sampling temperature (0 is greedy)."""
-    top_k: int | None = attrs.field(default=40, validator=_positive)
+    top_k: int | None = attrs.field(default=40, validator=rows)
     """Sample among the k likeliest bytes (none: all)."""
 
 
@@ -182,32 +171,35 @@ class TrainSpec:
         "sample_bytes": "train.sample.bytes", "prompt": "train.sample.prompt",
     }  # fmt: skip
 
-    batch_size: int = attrs.field(default=8, validator=_positive)
+    batch_size: int = attrs.field(default=8, validator=rows)
     """Rows of ``model.context`` positions per micro-batch."""
-    grad_accum: int = attrs.field(default=1, validator=_positive)
+    grad_accum: int = attrs.field(default=1, validator=rows)
     """Micro-batches per optimizer step."""
-    steps: int | None = attrs.field(default=None, validator=_positive)
+    steps: int | None = attrs.field(default=None, validator=count)
     """Budget in optimizer steps (wins over ``minutes``)."""
-    minutes: float | None = attrs.field(default=8.5, validator=_positive)
+    decay_steps: int | None = attrs.field(default=None, validator=count)
+    """Steps over which the cosine decays (default: ``steps``); later steps run at its final rate.
+    Extending a finished run sets it to the old budget, so the schedule never jumps."""
+    minutes: float | None = attrs.field(default=8.5, validator=positive)
     """Budget in minutes of training (evaluation and checkpoints excluded). The learning-rate
     schedule then follows elapsed time, so such runs are not bit-reproducible; use ``steps``."""
-    lr: float = attrs.field(default=3e-3, validator=_positive)
+    lr: float = attrs.field(default=3e-3, validator=positive)
     """Peak learning rate."""
-    min_lr_ratio: float = attrs.field(default=0.01, validator=_fraction)
+    min_lr_ratio: float = attrs.field(default=0.01, validator=fraction)
     """The cosine ends at this fraction of the peak (the paper: 1%)."""
-    warmup: int = attrs.field(default=50, validator=_non_negative)
+    warmup: int = attrs.field(default=50, validator=between(0, MAX_COUNT))
     """Linear warmup, in optimizer steps."""
-    weight_decay: float = attrs.field(default=0.1, validator=_non_negative)
+    weight_decay: float = attrs.field(default=0.1, validator=non_negative)
     """AdamW weight decay, on matrices only unless ``decay_all``."""
     decay_all: bool = False
     """Also decay norms and embeddings."""
-    beta1: float = attrs.field(default=0.9, validator=_fraction)
-    beta2: float = attrs.field(default=0.95, validator=_fraction)
-    eps: float = attrs.field(default=1e-8, validator=_positive)
-    clip: float | None = attrs.field(default=0.2, validator=_positive)
+    beta1: float = attrs.field(default=0.9, validator=fraction)
+    beta2: float = attrs.field(default=0.95, validator=fraction)
+    eps: float = attrs.field(default=1e-8, validator=positive)
+    clip: float | None = attrs.field(default=0.2, validator=positive)
     """Clip the gradient norm to this (None: no clipping)."""
-    seed: int = 0
-    """Seeds the initialization and the data order."""
+    seed: int = attrs.field(default=0, validator=seed)
+    """Seeds the initialization and the data order (0 to 2^63 - 1)."""
     precision: Precision = Precision.AUTO
     """``auto`` (bfloat16 autocast on CUDA, float32 elsewhere), ``float32`` or ``bfloat16``."""
     compile: bool = False
@@ -247,6 +239,9 @@ class Spec:
         issues = []
         if not self.levels:
             return [SpecIssue("levels", "no levels; add a [[levels]] table for the bytes and one per pooling level")]
+        if len(self.levels) > MAX_LEVELS + 1:
+            return [SpecIssue("levels", f"{len(self.levels)} levels; at most {MAX_LEVELS + 1} (bytes and "
+                              f"{MAX_LEVELS} pooling levels)")]  # fmt: skip
         if self.levels[0].splitter is not None:
             issues.append(SpecIssue("levels[0].splitter", "level 0 is the byte level and has no splitter; "
                                     "put the first splitter in levels[1]"))
@@ -320,7 +315,14 @@ def _strict_int(value: Any, _: type) -> int:
 def _strict_float(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Invalid(f"expected float, got {_describe(value)}")
-    return float(value)
+    if isinstance(value, int) and abs(value) > FLOAT32_MAX:
+        raise _Invalid(f"{value:.3g} is too large: above {FLOAT32_MAX:.3g}, the largest float32")
+    value = float(value)
+    if not math.isfinite(value):
+        raise _Invalid(f"expected a finite number, got {value}")
+    if abs(value) > FLOAT32_MAX:
+        raise _Invalid(f"{value:.3g} is too large: above {FLOAT32_MAX:.3g}, the largest float32")
+    return value
 
 
 def _strict_str(value: Any, _: type) -> str:
@@ -460,21 +462,19 @@ class SpecConverter:
             for name, field in names.items():
                 if name not in value and field.default is attrs.NOTHING:
                     errors.append(_Invalid("missing (required)", key=name))
-            if errors:
-                raise ClassValidationError(f"invalid {cls.__name__}", errors, cls)
-            # Field validators run one by one so that every bad value is reported.
-            with attrs.validators.disabled():
-                obj = cls(**kwargs)
-            for field in fields:
+            # Every value that was read is checked, even when others were not: one round of errors.
+            for name, item in kwargs.items():
+                field = names[name]
                 if field.validator is None:
                     continue
                 try:
-                    field.validator(obj, field, getattr(obj, field.name))
+                    field.validator(None, field, item)
                 except (ValueError, TypeError) as exc:
-                    errors.append(_Invalid(str(exc), key=field.alias or field.name))
+                    errors.append(_Invalid(str(exc), key=name))
             if errors:
                 raise ClassValidationError(f"invalid {cls.__name__}", errors, cls)
-            return obj
+            with attrs.validators.disabled():  # checked above, each with its own message
+                return cls(**kwargs)
 
         return structure
 
@@ -567,12 +567,22 @@ def converter(registry: Registry | None = None) -> SpecConverter:
     return cached[1]
 
 
-def parse_spec(text: str, *, source: str = "<spec>", registry: Registry | None = None, name: str = "") -> Spec:
-    """Structure a spec from TOML text; SpecError listing every problem."""
+def _parse_toml(text: str, *, source: str) -> dict[str, Any]:
     try:
-        data = toml.loads(text)
+        return toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise SpecError([SpecIssue("", f"invalid TOML: {exc}")], source=source) from None
+    except RecursionError:
+        raise SpecError([SpecIssue("", "invalid TOML: nested too deeply for the parser; a spec nests a few "
+                                   "tables deep")], source=source) from None  # fmt: skip
+    except ValueError as exc:  # a number beyond what Python converts (an integer of 5,000 digits)
+        why = "an integer of more digits than Python converts (4,300)" if "digits" in str(exc) else str(exc)
+        raise SpecError([SpecIssue("", f"invalid TOML: {why}")], source=source) from None
+
+
+def parse_spec(text: str, *, source: str = "<spec>", registry: Registry | None = None, name: str = "") -> Spec:
+    """Structure a spec from TOML text; SpecError listing every problem."""
+    data = _parse_toml(text, source=source)
     try:
         spec = converter(registry).structure(data, Spec)
     except SpecError as exc:
@@ -602,13 +612,29 @@ def load_spec(path: str | Path, *, registry: Registry | None = None) -> Spec:
     Raises InputError for an unreadable file and SpecError (with every problem and its path) for
     a bad spec."""
     path = spec_file(path)
+    return parse_spec(_read_spec_text(path), source=str(path), registry=registry, name=path.stem)
+
+
+def _read_spec_text(path: Path) -> str:
+    if path.is_dir():
+        raise InputError(f"spec file '{path}' is a directory; give a .toml file")
+    if not path.is_file():
+        raise InputError(f"spec file '{path}' is not a regular file (a device or a pipe); give a .toml file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except IsADirectoryError:
-        raise InputError(f"spec file '{path}' is a directory; give a .toml file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read spec file '{path}': {exc}") from None
-    return parse_spec(text, source=str(path), registry=registry, name=path.stem)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read spec file '{path}': {exc.strerror or exc}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise InputError(f"spec file '{path}' is larger than {MAX_SPEC_BYTES // 1024} KiB; a spec is a small TOML file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"spec file '{path}' is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+#: A spec file is read only up to this size (``aunet spec check /dev/zero`` must not read forever).
+MAX_SPEC_BYTES = 1 << 20
 
 
 def resolve_spec(spec: Spec, *, registry: Registry | None = None,
@@ -652,27 +678,78 @@ def dump_spec(spec: Spec, *, registry: Registry | None = None) -> str:
     return toml.dumps(spec_to_dict(spec, registry=registry))
 
 
-def apply_overrides(spec: Spec, overrides: list[str]) -> Spec:
+def apply_overrides(spec: Spec, overrides: Sequence[str], *, registry: Registry | None = None) -> Spec:
     """``--set key=value``: dotted paths into the spec (``train.lr=1e-3``,
-    ``levels[1].stage.layers=6``); values are TOML (strings may be bare)."""
-    data = spec_to_dict(spec)
+    ``levels[1].stage.layers=6``); values are TOML (strings may be bare). Problems name the
+    ``--set`` that caused them."""
+    return _structure_with_overrides(spec_to_dict(spec, registry=registry), overrides, source="--set",
+                                     registry=registry, name=spec.name)  # fmt: skip
+
+
+def override_sources(overrides: Sequence[str]) -> dict[str, str]:
+    """``{path: "--set path=value"}`` for attributing a spec's problems to the override behind them."""
+    out = {}
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = f"--set {item.strip()}"
+    return out
+
+
+def attribute(issues: Sequence[SpecIssue], sources: Mapping[str, str]) -> list[SpecIssue]:
+    """The issues, each whose path is under (or above) an overridden key named at that ``--set``."""
+    out = []
+    for issue in issues:
+        for key, source in sources.items():
+            if _related(issue.path, key):
+                issue = attrs.evolve(issue, source=source)
+                break
+        out.append(issue)
+    return out
+
+
+def _related(path: str, key: str) -> bool:
+    def under(a: str, b: str) -> bool:
+        return a == b or a.startswith((b + ".", b + "["))
+
+    return under(path, key) or under(key, path)
+
+
+def _structure_with_overrides(data: dict[str, Any], overrides: Sequence[str], *, source: str,
+                              registry: Registry | None, name: str) -> Spec:  # fmt: skip
     issues = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            issues.append(SpecIssue("--set", f"'{item}' is not key=value (e.g. train.lr=1e-3)"))
+            issues.append(SpecIssue("", f"'{item}' is not key=value (e.g. train.lr=1e-3)", source="--set"))
             continue
         try:
             value = toml.loads(f"v = {raw}")["v"]
-        except toml.TOMLDecodeError:
+        except (toml.TOMLDecodeError, ValueError, RecursionError):
             value = raw  # a bare string
         problem = _assign(data, key, value)
         if problem:
-            issues.append(SpecIssue(f"--set {key}", problem))
+            issues.append(SpecIssue(key, problem, source=f"--set {item.strip()}"))
+    sources = override_sources(overrides)
+    try:
+        spec = converter(registry).structure(data, Spec)
+    except SpecError as exc:
+        issues.extend(attribute(exc.issues, sources))
     if issues:
-        raise SpecError(issues)
-    return parse_spec(toml.dumps(data), source="--set", name=spec.name)
+        raise SpecError(issues, source=source)
+    return spec if spec.name or not name else attrs.evolve(spec, name=name)
+
+
+def load_spec_with_overrides(path: str | Path, overrides: Sequence[str], *, registry: Registry | None = None) -> Spec:
+    """``load_spec`` with ``--set`` overrides applied to the file's TOML before it is read, so that
+    every problem of both is reported at once, each at its source (the file, or the ``--set``)."""
+    if not overrides:
+        return load_spec(path, registry=registry)
+    path = spec_file(path)
+    text = _read_spec_text(path)
+    data = _parse_toml(text, source=str(path))
+    return _structure_with_overrides(data, overrides, source=str(path), registry=registry, name=path.stem)
 
 
 def _assign(data: dict[str, Any], key: str, value: Any) -> str | None:

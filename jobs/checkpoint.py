@@ -23,9 +23,11 @@ checks sizes and hashes, so a truncated or corrupt file is reported, not loaded.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -115,13 +117,42 @@ def unflatten_optimizer(tensors: dict[str, Any], data: dict[str, Any]) -> dict[s
 
 def save(run_dir: Path, step: int, model_state: dict[str, Any], trainer_tensors: dict[str, Any],
          trainer_json: dict[str, Any], *, keep: int, extra_meta: dict[str, Any] | None = None) -> Path:  # fmt: skip
-    """Write checkpoint ``step`` atomically, point ``latest`` at it, prune old ones."""
+    """Write checkpoint ``step`` atomically, point ``latest`` at it, prune old ones. A write that
+    fails (a full disk, a read-only folder) leaves the previous checkpoints as they were and is
+    one CheckpointError saying what to free or fix."""
+    root = run_dir / CHECKPOINTS
+    tmp = root / f".tmp-{checkpoint_name(step)}"
+    try:
+        return _save(root, tmp, step, model_state, trainer_tensors, trainer_json, keep, extra_meta)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot write checkpoint {checkpoint_name(step)} in {root}: "
+                              f"{exc.strerror or exc}{advice(exc, root)}; the previous checkpoints are intact") from None  # fmt: skip
+
+
+def advice(exc: OSError, folder: Path) -> str:
+    """What to do about a failed write, for the errors a user can fix."""
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        return f" (free space on the disk that holds {folder}, or move the run with --out)"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f" (make {folder} writable, or choose another --out)"
+    return ""
+
+
+def _file_mode() -> int:
+    """0o666 less the umask: what ``open`` gives every other file of the run (safetensors
+    writes 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _save(root: Path, tmp: Path, step: int, model_state: dict[str, Any], trainer_tensors: dict[str, Any],
+          trainer_json: dict[str, Any], keep: int, extra_meta: dict[str, Any] | None) -> Path:  # fmt: skip
     from safetensors.torch import save_file
 
-    root = run_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
-    tmp = root / f".tmp-{checkpoint_name(step)}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -129,7 +160,9 @@ def save(run_dir: Path, step: int, model_state: dict[str, Any], trainer_tensors:
     save_file({k: v.detach().contiguous().cpu() for k, v in trainer_tensors.items()}, str(tmp / TRAINER_TENSORS))
     (tmp / TRAINER_JSON).write_text(json.dumps(trainer_json), encoding="utf-8")
     meta = {"step": step, "files": {}, **(extra_meta or {})}
+    mode = _file_mode()
     for name in FILES:
+        os.chmod(tmp / name, mode)
         _fsync_file(tmp / name)
         meta["files"][name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
     (tmp / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -155,17 +188,49 @@ def _prune(root: Path, keep: int) -> None:
 # -- finding and reading -------------------------------------------------------------------------
 
 
-def latest(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None if it has none."""
-    root = run_dir / CHECKPOINTS
-    pointer = root / LATEST
-    if not pointer.is_file():
+def latest_name(run_dir: Path) -> str | None:
+    """What ``latest`` names, or None if it is missing or names no checkpoint folder (invalid
+    UTF-8, a hundred kilobytes of text, a name that was never a checkpoint's)."""
+    pointer = run_dir / CHECKPOINTS / LATEST
+    try:
+        with open(pointer, "rb") as f:
+            raw = f.read(256)
+        name = raw.decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    path = root / pointer.read_text(encoding="utf-8").strip()
-    if not path.is_dir():
-        raise CheckpointError(f"{pointer} names '{path.name}', which does not exist; the run directory was "
-                              "changed by hand")  # fmt: skip
-    return path
+    return name if re.fullmatch(r"step-\d{8,}", name) else None
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The checkpoint ``latest`` names, if it names one that exists; else the newest complete one
+    (``newest_complete``); None if the run has none."""
+    name = latest_name(run_dir)
+    if name is not None and (run_dir / CHECKPOINTS / name / META).is_file():
+        return run_dir / CHECKPOINTS / name
+    return newest_complete(run_dir)[0]
+
+
+def newest_complete(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint whose files all verify, whatever ``latest`` says (or if it is
+    missing), and notices for what was passed over."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return None, []
+    notices = []
+    named = latest_name(run_dir)
+    candidates = sorted((p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"step-\d{8,}", p.name)),
+                        key=lambda p: int(p.name.split("-")[1]), reverse=True)  # fmt: skip
+    for path in candidates:
+        try:
+            verify(path, FILES)
+        except CheckpointError as exc:
+            notices.append(f"passing over {path.name}: {str(exc).removeprefix(f'checkpoint {path} ')}")
+            continue
+        if named != path.name:
+            what = f"names {named}" if named else "is missing or names no checkpoint"
+            notices.append(f"{root / LATEST} {what}; the newest complete checkpoint is {path.name}")
+        return path, notices
+    return None, notices
 
 
 def resolve(path: str | Path) -> Path:
@@ -177,20 +242,38 @@ def resolve(path: str | Path) -> Path:
         return p
     found = latest(p) if p.is_dir() else None
     if found is None:
-        raise CheckpointError(f"--ckpt: '{path}' is neither a checkpoint nor a run directory with one "
-                              f"(no {CHECKPOINTS}/{LATEST})")  # fmt: skip
+        raise CheckpointError(f"--ckpt: '{path}' is neither a checkpoint nor a run directory with a complete "
+                              f"checkpoint (in {CHECKPOINTS}/)")  # fmt: skip
     return found
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    """meta.json of a checkpoint, without checking the files."""
+    """meta.json of a checkpoint, checked for shape (not the files it lists)."""
     try:
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        with open(path / META, "rb") as f:
+            raw = f.read(MAX_META_BYTES + 1)
+        meta = json.loads(raw)
+    except (OSError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt: unreadable meta.json ({exc})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
-        raise CheckpointError(f"checkpoint {path} is corrupt: meta.json holds no table of files")
+    if len(raw) > MAX_META_BYTES:
+        raise CheckpointError(f"checkpoint {path} is corrupt: meta.json is larger than {MAX_META_BYTES // 1024} KiB")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path} is corrupt: meta.json holds {type(meta).__name__}, not an object")
+    files = meta.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("bytes"), int) and isinstance(v.get("sha256"), str)
+        for v in files.values()
+    ):
+        raise CheckpointError(f"checkpoint {path} is corrupt: meta.json's \"files\" is not a table of sizes and "
+                              "SHA-256 hashes")  # fmt: skip
+    step = meta.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"checkpoint {path} is corrupt: meta.json records no step (got {step!r})")
     return meta
+
+
+#: meta.json holds the spec and a few figures; anything far larger is not one.
+MAX_META_BYTES = 4 << 20
 
 
 def verify(path: Path, names: tuple[str, ...] = FILES) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -15,8 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from aunet.core.errors import AunetError, InputError, SpecError, did_you_mean, known_list
 from aunet.core.registry import Family, Registry, default_registry
+from aunet.core.validators import MAX_COUNT, MAX_SEED
 
 EXIT_USAGE = 2
 #: The spec ``aunet train`` trains when given none (shipped, so it loads from any directory).
@@ -24,12 +28,37 @@ DEFAULT_SPEC = "aunet2-tiny"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with errors in the same one-line shape as every other user error."""
+    """argparse, with errors in the same one-line shape as every other user error, and without
+    prefix matching (``--step 5`` must not mean ``--steps 5``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         print(f"aunet: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
+
+    def unrecognized(self, extras: list[str]) -> None:
+        """Refuse arguments this command does not take, suggesting the nearest flag."""
+        flags = [o for o in self._option_string_actions if o.startswith("--")]
+        hints = []
+        for extra in extras:
+            if extra.startswith("-"):
+                hint = did_you_mean(extra.split("=", 1)[0], flags)
+                if hint:
+                    hints.append(f"{extra.split('=', 1)[0]}: {hint.removeprefix('; ')}")
+        self.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+
+def _tag_subparsers(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command records its own parser, so errors can name its flags."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.set_defaults(parser=sub)
+                _tag_subparsers(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # are shared, spinning threads made each parallel op cost up to 8 ms).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        getattr(args, "parser", parser).unrecognized(extras)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -90,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--file", metavar="PATH", help="a file to split (any bytes)")
     text.add_argument("--suite", metavar="NAME", choices=["udhr"],
                       help="report on every text of a suite instead (udhr: 525 languages)")  # fmt: skip
+    p.add_argument("--only", metavar="NAMES", help="with --suite: only these texts (file stems or BCP 47 tags, "
+                   "comma-separated, e.g. eng,cmn_hans,tha)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="per-byte levels and statistics as JSON")
-    p.add_argument("--show", type=int, default=2000, metavar="N",
+    p.add_argument("--show", type=_number(int, 0, strict=False, maximum=MAX_COUNT), default=2000, metavar="N",
                    help="bytes of the text to draw in the human view (default 2000)")  # fmt: skip
     p.set_defaults(run=cmd_split)
 
@@ -115,8 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="validation bits per byte of a checkpoint, beside xz -9e")
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
     data = p.add_mutually_exclusive_group()
-    data.add_argument("--data", metavar="PATH", help="corpus whose validation split to use (default: the embedded one)")
+    data.add_argument("--data", metavar="PATH", help="a corpus to evaluate, whole (default: the run's own data, its "
+                      "validation split)")  # fmt: skip
     data.add_argument("--suite", metavar="NAME", choices=["udhr"], help="bits per byte on every text of a suite")
+    p.add_argument("--only", metavar="NAMES", help="with --suite: only these texts (file stems or BCP 47 tags, "
+                   "comma-separated, e.g. eng,cmn_hans,tha)")  # fmt: skip
+    p.add_argument("--split", choices=["all", "validation", "train"], default=None,
+                   help="which documents: all (the default with --data), validation (the default for the run's "
+                        "own data) or train")  # fmt: skip
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="rows per forward (default 8)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _runtime_options(p)
@@ -129,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=_non_negative_float, default=0.7, metavar="T", help="0 is greedy (default 0.7)")
     p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="sample among the K likeliest")
     p.add_argument("--top-p", type=_positive_float, default=None, metavar="P", help="nucleus sampling")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampling seed (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="S", help="sampling seed, 0 to 2^63 - 1 (default 0)")
     _runtime_options(p)
     p.set_defaults(run=cmd_generate)
+    _tag_subparsers(parser)
     return parser
 
 
@@ -144,8 +184,9 @@ def _runtime_options(p: argparse.ArgumentParser) -> None:
                         "uses one)")  # fmt: skip
 
 
-def _number(convert: Callable[[str], Any], minimum: float, strict: bool) -> Callable[[str], Any]:
-    """An argparse type: ``convert(text)`` at least ``minimum`` (above it when ``strict``)."""
+def _number(convert: Callable[[str], Any], minimum: float, strict: bool, maximum: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a finite ``convert(text)`` at least ``minimum`` (above it when ``strict``),
+    at most ``maximum``."""
     noun = "a whole number" if convert is int else "a number"
     rule = f"> {minimum}" if strict else f"at least {minimum}"
 
@@ -154,16 +195,21 @@ def _number(convert: Callable[[str], Any], minimum: float, strict: bool) -> Call
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {noun}, got '{text}'") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {value}")
         if not (value > minimum if strict else value >= minimum):
             raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {value:,}")
         return value
 
     return parse
 
 
-_positive_int = _number(int, 1, strict=False)
-_positive_float = _number(float, 0, strict=True)
-_non_negative_float = _number(float, 0, strict=False)
+_positive_int = _number(int, 1, strict=False, maximum=MAX_COUNT)
+_positive_float = _number(float, 0, strict=True, maximum=1e12)
+_non_negative_float = _number(float, 0, strict=False, maximum=1e12)
+_seed = _number(int, 0, strict=False, maximum=MAX_SEED)
 
 
 # -- plugins -------------------------------------------------------------------------------------
@@ -193,10 +239,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 # -- spec ----------------------------------------------------------------------------------------
 
 
-def _checked(spec, source: str):
-    """The resolved spec, or SpecError with every problem. A spec without any stage is a
-    splitting-only spec (``aunet split --spec``) and is checked as such."""
-    from aunet.core.spec import resolve_spec
+def _checked(spec, source: str, overrides: Sequence[str] = ()):
+    """The resolved spec, or SpecError with every problem, each at its source (the file, or the
+    ``--set`` behind it). A spec without any stage is a splitting-only spec (``aunet split
+    --spec``) and is checked as such."""
+    from aunet.core.spec import attribute, override_sources, resolve_spec
 
     if all(level.stage is None for level in spec.levels):
         problems = spec.check_splitting()
@@ -204,7 +251,7 @@ def _checked(spec, source: str):
         spec = resolve_spec(spec)
         problems = spec.check_model()
     if problems:
-        raise SpecError(problems, source=source)
+        raise SpecError(attribute(problems, override_sources(overrides)), source=source)
     return spec
 
 
@@ -302,23 +349,71 @@ def _stack_from_kinds(text: str, registry: Registry) -> Any:
     return stack
 
 
-def read_input_file(path: str, *, what: str = "--file") -> bytes:
-    """The bytes of a user-named file, or an InputError that says what is wrong."""
+def _input_file(path: str, *, what: str = "--file") -> tuple[Path, int]:
+    """A user-named regular file and its size, or an InputError that says what is wrong."""
     p = Path(path)
+    if not p.exists():
+        through = next((q for q in p.parents if q.exists() and not q.is_dir()), None)
+        if through is not None:
+            raise InputError(f"{what}: cannot read '{path}': '{through}' is a file, not a folder")
+        raise InputError(f"{what}: '{path}' does not exist")
+    if p.is_dir():
+        raise InputError(f"{what}: '{path}' is a directory; give a file")
+    if not p.is_file():
+        raise InputError(f"{what}: '{path}' is not a regular file (a device or a pipe); give a file")
     try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{what}: '{path}' does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"{what}: '{path}' is a directory; give a file") from None
+        with open(p, "rb"):
+            pass
+        return p, p.stat().st_size
     except PermissionError:
         raise InputError(f"{what}: '{path}' is not readable (permission denied)") from None
     except OSError as exc:
         raise InputError(f"{what}: cannot read '{path}': {exc.strerror or exc}") from None
 
 
+#: ``aunet split --file`` splits files up to this size in one batch (fast; about 11 to 54 bytes of
+#: memory per byte) and streams larger ones through the splitters' state machine in chunks, so
+#: memory stays bounded whatever the size.
+BATCH_SPLIT_BYTES = 8 << 20
+SPLIT_CHUNK = 1 << 20
+
+
+class _SplitCounts:
+    """Segment counts of a stream of levels, chunk by chunk (``aunet.core.levels.segment_stats``)."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.at_least = np.zeros(depth + 1, dtype=np.int64)
+        self.n_bytes = 0
+        self.last = -1
+
+    def add(self, levels: np.ndarray) -> None:
+        counts = np.bincount(levels, minlength=self.depth + 1)[: self.depth + 1]
+        self.at_least += np.cumsum(counts[::-1])[::-1]
+        self.n_bytes += len(levels)
+        if len(levels):
+            self.last = int(levels[-1])
+
+    def stats(self) -> Any:
+        from aunet.core.levels import SegmentStats
+
+        segments = tuple(int(self.at_least[i]) + int(self.n_bytes > 0 and self.last < i) for i in range(1, self.depth + 1))
+        return SegmentStats(self.n_bytes, segments)
+
+
+def _file_levels(stack: Any, path: Path, size: int, sink: Any) -> None:
+    """Feed ``sink(data, levels)`` every chunk of the file's levels (one chunk when small)."""
+    with open(path, "rb") as f:
+        if size <= BATCH_SPLIT_BYTES:
+            data = f.read()
+            sink(data, stack.levels(data))
+            return
+        stream = stack.stream()
+        while chunk := f.read(SPLIT_CHUNK):
+            sink(chunk, stream.feed(chunk))
+
+
 def cmd_split(args: argparse.Namespace) -> int:
-    from aunet.core.levels import segment_stats
     from aunet.core.spec import load_spec
 
     registry = default_registry()
@@ -332,28 +427,63 @@ def cmd_split(args: argparse.Namespace) -> int:
         stack = _stack_from_kinds(args.splitters, registry)
     if args.suite:
         return _split_suite(stack, args)
-    data = args.text.encode("utf-8", "surrogateescape") if args.text is not None else read_input_file(args.file)
-    levels = stack.levels(data)
-    stats = segment_stats(levels, stack.depth)
+    if args.only:
+        raise InputError("--only applies with --suite")
     kinds = [s.kind for s in stack.splitters]
+    counts = _SplitCounts(stack.depth)
+    show = max(args.show, 0)
+    shown: list[tuple[bytes, np.ndarray]] = []
+    shown_bytes = 0
+
+    def keep_for_display(data: bytes, levels: np.ndarray) -> None:
+        nonlocal shown_bytes
+        counts.add(levels)
+        if shown_bytes < show:
+            take = show - shown_bytes
+            shown.append((data[:take], levels[:take]))
+            shown_bytes += min(take, len(data))
+
+    if args.text is not None:
+        data = args.text.encode("utf-8", "surrogateescape")
+        path, size = None, len(data)
+    else:
+        path, size = _input_file(args.file)
     if args.json:
-        _print_json({
-            "n_bytes": len(data),
-            "splitters": kinds,
-            "levels": levels.tolist(),
-            "segments": list(stats.segments),
-            "bytes_per_segment": [round(x, 4) for x in stats.bytes_per_segment],
-        })  # fmt: skip
+        # Written as it is computed: a 100 MB file gives 100 million levels, never held at once.
+        out = sys.stdout
+        out.write(f'{{"n_bytes": {size}, "splitters": {json.dumps(kinds)}, "levels": [')
+        first = True
+
+        def emit(data: bytes, levels: np.ndarray) -> None:
+            nonlocal first
+            counts.add(levels)
+            if len(levels):
+                out.write(("" if first else ", ") + ", ".join(map(str, levels.tolist())))
+                first = False
+
+        if path is None:
+            emit(data, stack.levels(data))
+        else:
+            _file_levels(stack, path, size, emit)
+        stats = counts.stats()
+        out.write(f'], "segments": {json.dumps(list(stats.segments))}, '
+                  f'"bytes_per_segment": {json.dumps([round(x, 4) for x in stats.bytes_per_segment])}}}\n')  # fmt: skip
         return 0
-    print(f"{len(data):,} bytes")
+    if path is None:
+        keep_for_display(data, stack.levels(data))
+    else:
+        _file_levels(stack, path, size, keep_for_display)
+    stats = counts.stats()
+    print(f"{stats.n_bytes:,} bytes")
     for i, kind in enumerate(kinds, start=1):
         print(f"level {i} ({kind}): {stats.segments[i - 1]:,} segments, {stats.bytes_per_segment[i - 1]:.2f} bytes per segment")
-    shown = data[: max(args.show, 0)]
-    if len(shown) < len(data):
-        print(f"(drawing the first {len(shown):,} of {len(data):,} bytes; --show N draws more, --json gives every level)")
+    head = b"".join(d for d, _ in shown)
+    head_levels = np.concatenate([lv for _, lv in shown]) if shown else np.zeros(0, np.uint8)
+    if len(head) < stats.n_bytes:
+        print(f"(drawing the first {len(head):,} of {stats.n_bytes:,} bytes; --show N draws more, --json gives every level)")
     for i in range(1, stack.depth + 1):
         print(f"\nlevel {i} ({kinds[i - 1]}), '|' after each boundary:")
-        print(render_segments(shown, levels[: len(shown)], i))
+        print(render_segments(head, head_levels, i))
     return 0
 
 
@@ -361,24 +491,22 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from aunet.core.spec import apply_overrides, load_spec
-    from aunet.jobs.devices import resolve_device
+    from aunet.core.spec import load_spec_with_overrides
     from aunet.jobs.runs import default_out
     from aunet.jobs.train import train
 
-    spec = None
-    if not args.resume or args.spec or args.overrides:
-        spec = load_spec(args.spec or DEFAULT_SPEC)
-        if args.overrides:
-            spec = apply_overrides(spec, args.overrides)
-        _checked(spec, args.spec or DEFAULT_SPEC)  # the trainer resolves it, with the data's contraction
     if args.resume and not args.out:
         raise InputError("--resume needs --out DIR, the run directory to continue")
-    device = resolve_device(args.device)
+    spec = None
+    overrides = args.overrides
+    if not args.resume or args.spec:
+        source = args.spec or DEFAULT_SPEC
+        spec = load_spec_with_overrides(source, overrides)
+        _checked(spec, source, overrides)  # the trainer resolves it, with the data's contraction
+        overrides = []
     out = Path(args.out) if args.out else default_out(spec)
-    print(f"run directory: {out}", file=sys.stderr)
     summary = train(spec, data=args.data, out=out, steps=args.steps, minutes=args.minutes, resume=args.resume,
-                    stop_at=args.stop_at, device=device)  # fmt: skip
+                    overrides=overrides, stop_at=args.stop_at, device=args.device)  # fmt: skip
     if summary.interrupted:
         where = f"; checkpoint {summary.checkpoint}" if summary.checkpoint else ""
         print(f"stopped at step {summary.step}{where}; continue with: aunet train --out {out} --resume",
@@ -387,7 +515,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"validation: {summary.val_bpb:.4f} bits per byte on {summary.val_bytes:,} bytes")
     print(f"xz -9e:     {summary.xz_bpb:.4f} bits per byte on the same bytes")
     if summary.sample is not None:
-
         print("sample:")
         print(_visible_text(summary.sample))
     print(f"run directory: {out} (checkpoint {summary.checkpoint.name if summary.checkpoint else 'none'})")
@@ -395,32 +522,82 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from aunet.jobs.data import encode_documents, load_corpus, xz_bits_per_byte
+    from aunet.jobs.data import encode_documents, fingerprint_changes, load_corpus, xz_bits_per_byte
     from aunet.jobs.evaluate import evaluate
+    from aunet.jobs.metrics import Progress
     from aunet.jobs.runs import load_run
 
     run = load_run(args.ckpt, device=args.device)
     spec, model, ckpt = run.spec, run.model, run.checkpoint
     if args.suite:
         return _eval_suite(spec, model, ckpt, args)
-    corpus = load_corpus(args.data)
-    docs = encode_documents(corpus.validation, spec.splitter_stack())
+    if args.only:
+        raise InputError("--only applies with --suite")
+    if args.data is not None:
+        corpus = load_corpus(args.data)
+        split = args.split or "all"
+    else:  # the run's own data, its validation split
+        corpus = load_corpus(_run_data(run))
+        split = args.split or "validation"
+        changes = fingerprint_changes(run.data.get("fingerprint") or {}, corpus.fingerprint) if run.data else []
+        if changes and run.data.get("fingerprint"):
+            print(f"aunet: note: the run's data changed since training ({'; '.join(changes[:3])}); "
+                  "evaluating on it as it is now", file=sys.stderr)  # fmt: skip
+    for notice in corpus.notices:
+        print(f"aunet: note: {notice}", file=sys.stderr)
+    chosen = {"all": corpus.documents, "validation": corpus.validation, "train": corpus.train}[split]
+    docs = encode_documents(chosen, spec.splitter_stack())
     if not docs:
-        raise InputError(f"the validation split of {corpus.source} is empty")
-    result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size)
-    xz = xz_bits_per_byte(corpus.validation_bytes)
+        raise InputError(f"the {split} split of {corpus.source} is empty")
+    progress = Progress(sys.stderr)
+    result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size, progress=progress)
+    data = b"".join(d.data for d in chosen)
+    xz = xz_bits_per_byte(data)
+    xz_note = _xz_note(len(data))
     if args.json:
-        _print_json({"checkpoint": str(ckpt), "spec": spec.name, "data": corpus.source,
-                     "documents": [d.name for d in corpus.validation], **result.to_json(), "xz_bpb": xz})  # fmt: skip
+        _print_json({"checkpoint": str(ckpt), "spec": spec.name, "data": corpus.source, "split": split,
+                     "documents": [d.name for d in chosen], **result.to_json(), "xz_bpb": xz,
+                     **({"xz_note": xz_note} if xz_note else {})})  # fmt: skip
         return 0
     print(f"checkpoint: {ckpt} ({spec.name})")
-    print(f"validation: {result.bpb:.4f} bits per byte on {result.bytes:,} bytes of {corpus.source} "
-          f"({len(corpus.validation)} documents)")  # fmt: skip
+    what = "validation split" if split == "validation" else ("training split" if split == "train" else "whole file")
+    print(f"{split}: {result.bpb:.4f} bits per byte on {result.bytes:,} bytes of {corpus.source} "
+          f"({what}, {len(chosen)} documents)")  # fmt: skip
     print(f"xz -9e:     {xz:.4f} bits per byte on the same bytes")
+    if xz_note:
+        print(f"aunet: note: {xz_note}", file=sys.stderr)
     per = ", ".join(f"level {i}: {k:.2f}" for i, k in enumerate(result.bytes_per_segment, start=1))
     if per:
         print(f"bytes per segment: {per}")
     return 0
+
+
+def _run_data(run: Any) -> str | None:
+    """The data a run was trained on: None for the embedded corpus, else its path (which must
+    still be there). Checkpoints of older versions record it only in the run's run.json."""
+    record = run.data
+    if not record:
+        from aunet.jobs.runs import read_record
+
+        old = read_record(run.checkpoint.parent.parent) if run.checkpoint.parent.name == "checkpoints" else None
+        if old is None:
+            raise InputError(f"checkpoint {run.checkpoint} does not record its training data; give --data")
+        record = {"data": old.data}
+    path = record.get("data")
+    if path is not None and not Path(path).exists():
+        raise InputError(f"the run was trained on {path}, which is not on this machine; give --data")
+    return path
+
+
+#: Below this many bytes, ``xz -9e``'s figure is mostly its container (about 60 bytes of headers).
+XZ_MEANINGFUL = 10_000
+
+
+def _xz_note(n_bytes: int) -> str | None:
+    if n_bytes >= XZ_MEANINGFUL:
+        return None
+    return (f"xz's figure means little on {n_bytes:,} bytes: its container alone takes about 60 bytes "
+            f"(480 bits), {480 / max(n_bytes, 1):.1f} bits per byte here")  # fmt: skip
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -446,7 +623,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        out.write(args.prompt)
+        out.write(text.decode(prompt))  # invalid UTF-8 is shown as U+FFFD, whatever the terminal's encoding
         generate(model, [prompt], args.max_bytes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                  seed=args.seed, on_bytes=show, threads=threads)  # fmt: skip
     out.write(text.decode(b"", final=True) + "\n")
@@ -462,7 +639,7 @@ def _eval_suite(spec: Any, model: Any, ckpt: Any, args: argparse.Namespace) -> i
 
     stack = spec.splitter_stack()
     rows = []
-    for text in suite_texts(args.suite):
+    for text in suite_texts(args.suite, args.only):
         docs = encode_documents([Document(text.file, text.data)], stack)
         result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size)
         rows.append({"file": text.file, "bcp47": text.tag, "name": text.name, **result.to_json(),
@@ -486,7 +663,7 @@ def _visible_text(data: bytes) -> str:
 def _split_suite(stack: Any, args: argparse.Namespace) -> int:
     from aunet.jobs.suites import LONG_BYTES, split_suite, suite_texts
 
-    stats = split_suite(stack, suite_texts(args.suite))
+    stats = split_suite(stack, suite_texts(args.suite, args.only))
     kinds = [s.kind for s in stack.splitters]
     if args.json:
         _print_json({"suite": args.suite, "splitters": kinds, "languages": [s.to_json() for s in stats]})

@@ -1,9 +1,12 @@
 """Corpora, the train/validation split, packing into rows, and the data position.
 
 Documents. The embedded corpus (the World English Bible, ``corpora/en_web.txt.xz``) has one
-document per book (80 books). ``--data PATH`` takes a text file (one document), a folder of
-``.txt`` files (one document each, sorted by path) or a ``.jsonl`` file with a ``"text"`` field
-(one document per record).
+document per book (80 books). ``--data PATH`` takes a text file (one document), a ``.jsonl`` file
+with a ``"text"`` field (one document per record), a ``.json`` file (an array of such records or of
+strings, or JSON lines), any of these compressed (``.gz``, ``.xz``, ``.bz2``, ``.zst`` with the
+zstandard package), or a folder of such files (sorted by path; other files are skipped, and the
+skip is reported). Decompression is bounded: a corpus held in memory may take at most 1/16 of the
+memory available (``max_corpus_bytes``).
 
 Split, deterministic and documented: document i is validation iff ``i % 10 == 9`` (8 of the 80
 books: II Samuel, Proverbs, Joel, Malachi... the list is in ``aunet eval --json``). A corpus of
@@ -20,6 +23,7 @@ predict a BOS (the start of the next document) are ignored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 import re
@@ -48,18 +52,54 @@ class Document:
 
 @attrs.frozen
 class Corpus:
-    """Documents split into training and validation."""
+    """Documents split into training and validation, with where they came from.
+
+    ``path`` is the resolved absolute path of a user corpus (None: the embedded one), and
+    ``fingerprint`` the size and SHA-256 of every file that was read, so that a run can tell when
+    its data changed. ``notices`` say what a folder scan skipped.
+    """
 
     source: str
     train: tuple[Document, ...]
     validation: tuple[Document, ...]
+    path: str | None = None
+    fingerprint: dict[str, Any] = attrs.field(factory=dict)
+    notices: tuple[str, ...] = ()
 
     @property
     def validation_bytes(self) -> bytes:
         return b"".join(d.data for d in self.validation)
 
+    @property
+    def documents(self) -> tuple[Document, ...]:
+        """Every document, training and validation alike (for evaluating a whole file)."""
+        return self.train + self.validation
+
 
 # -- reading -----------------------------------------------------------------------------------
+
+#: What a corpus file may be, by suffix (after a compression suffix): JSON lines or JSON records
+#: with a "text" field; anything else is one document of raw bytes.
+RECORD_SUFFIXES = (".jsonl", ".json")
+#: The files a folder scan reads (others are skipped, and reported).
+FOLDER_SUFFIXES = (".txt", ".jsonl", ".json")
+COMPRESSIONS = (".gz", ".xz", ".bz2", ".zst")
+
+
+def max_corpus_bytes() -> int:
+    """The most bytes a corpus held in memory may take: 1/16 of the memory available now (its
+    tokens, levels and the shuffled stream take several bytes per byte), at least 64 MiB."""
+    available = None
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError):
+        pass
+    if available is None:
+        available = 8 << 30
+    return max(64 << 20, available // 16)
 
 
 def embedded_documents() -> list[Document]:
@@ -77,62 +117,164 @@ def embedded_documents() -> list[Document]:
     return docs
 
 
-def read_documents(path: str | Path) -> list[Document]:
-    """Documents of a user corpus; InputError naming the path and the problem."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"--data: '{path}' does not exist")
-    if p.is_dir():
-        files = sorted(q for q in p.rglob("*.txt") if q.is_file())
-        if not files:
-            raise InputError(f"--data: folder '{path}' holds no .txt files")
-        docs = [Document(str(f.relative_to(p)), _read(f)) for f in files]
-    elif p.suffix == ".jsonl":
-        docs = _read_jsonl(p)
-    else:
-        docs = [Document(p.name, _read(p))]
-    docs = [d for d in docs if d.data]
-    if not docs:
-        raise InputError(f"--data: '{path}' holds no text (every document is empty)")
-    return docs
+class _Reader:
+    """Reads the files of one corpus within one memory budget, fingerprinting what it reads."""
 
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.limit = max_corpus_bytes()
+        self.total = 0
+        self.files: list[dict[str, Any]] = []
 
-def _read(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except PermissionError:
-        raise InputError(f"--data: '{path}' is not readable (permission denied)") from None
-    except OSError as exc:
-        raise InputError(f"--data: cannot read '{path}': {exc.strerror or exc}") from None
-    if path.suffix == ".xz":
+    def raw(self, path: Path) -> bytes:
+        """The file's bytes, decompressed (bounded: a small .xz can hold gigabytes of zeros)."""
         try:
-            data = lzma.decompress(data)
-        except lzma.LZMAError as exc:
-            raise InputError(f"--data: '{path}' is not a valid .xz file: {exc}") from None
-    return data
+            with open(path, "rb") as f:
+                stored = f.read(self.limit + 1)
+        except PermissionError:
+            raise InputError(f"--data: '{path}' is not readable (permission denied)") from None
+        except OSError as exc:
+            raise InputError(f"--data: cannot read '{path}': {exc.strerror or exc}") from None
+        name = path.name if path == self.root else str(path.relative_to(self.root))
+        self.files.append({"name": name, "bytes": len(stored), "sha256": hashlib.sha256(stored).hexdigest()})
+        data = _decompress(path, stored, self.limit - self.total)
+        self.total += len(data)
+        if self.total > self.limit:
+            raise self._too_large()
+        return data
+
+    def _too_large(self) -> InputError:
+        return InputError(f"--data: '{self.root}' holds more than {self.limit / 2**30:.2f} GiB of text, the most aunet "
+                          "holds in memory on this machine (1/16 of the memory available now: a corpus is kept with "
+                          "its tokens and levels); use a smaller corpus")  # fmt: skip
+
+    def documents(self, path: Path) -> list[Document]:
+        data = self.raw(path)
+        stem = _strip_compression(path)
+        if stem.suffix in RECORD_SUFFIXES:
+            return _records(path, data, whole_json=stem.suffix == ".json")
+        return [Document(path.name if path == self.root else str(path.relative_to(self.root)), data)]
 
 
-def _read_jsonl(path: Path) -> list[Document]:
+def _strip_compression(path: Path) -> Path:
+    return path.with_suffix("") if path.suffix in COMPRESSIONS else path
+
+
+def _decompress(path: Path, stored: bytes, budget: int) -> bytes:
+    """``stored`` decompressed by its suffix, reading at most ``budget`` + 1 bytes of output."""
+    import bz2
+    import gzip
+    import io
+
+    suffix = path.suffix
+    if suffix not in COMPRESSIONS:
+        return stored
+    try:
+        if suffix == ".gz":
+            stream: Any = gzip.GzipFile(fileobj=io.BytesIO(stored))
+        elif suffix == ".xz":
+            stream = lzma.LZMAFile(io.BytesIO(stored))
+        elif suffix == ".bz2":
+            stream = bz2.BZ2File(io.BytesIO(stored))
+        else:
+            try:
+                import zstandard
+            except ImportError:
+                raise InputError(f"--data: '{path}' is zstd-compressed; install the zstandard package "
+                                 "(pip install zstandard) or decompress it first") from None  # fmt: skip
+            stream = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored))
+        with stream:
+            chunks, size = [], 0
+            while size <= budget:
+                chunk = stream.read(min(1 << 24, budget + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each library has its own error type for a bad stream
+        raise InputError(f"--data: '{path}' is not a valid {suffix} file: {exc}") from None
+
+
+def _records(path: Path, data: bytes, *, whole_json: bool) -> list[Document]:
+    """Documents of JSON lines (or of one JSON array or object, for a .json file that is one)."""
+    if whole_json:
+        try:
+            parsed = json.loads(data)
+        except (ValueError, RecursionError):
+            parsed = None  # not one JSON value: JSON lines, as a .jsonl file
+        if parsed is not None:
+            items = parsed if isinstance(parsed, list) else [parsed]
+            return [_record_document(path, f"item {i}", item) for i, item in enumerate(items)]
     docs = []
-    for number, line in enumerate(_read(path).splitlines(), start=1):
+    for number, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
+        except UnicodeDecodeError as exc:
+            raise InputError(f"--data: {path}, line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        except RecursionError:
+            raise InputError(f"--data: {path}, line {number}: JSON nested too deeply to read") from None
         except json.JSONDecodeError as exc:
             raise InputError(f"--data: {path}, line {number}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise InputError(f'--data: {path}, line {number}: expected an object with a "text" string')
-        docs.append(Document(f"{path.name}:{number}", record["text"].encode("utf-8")))
+        except ValueError as exc:  # an integer of thousands of digits
+            raise InputError(f"--data: {path}, line {number}: not readable JSON ({str(exc).split(';')[0]})") from None
+        docs.append(_record_document(path, f"line {number}", record))
     return docs
 
 
-def split(docs: Sequence[Document], source: str) -> Corpus:
+def _record_document(path: Path, where: str, record: Any) -> Document:
+    text = record.get("text") if isinstance(record, dict) else record
+    if not isinstance(text, str):
+        raise InputError(f'--data: {path}, {where}: expected an object with a "text" string (or a string)')
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        raise InputError(f"--data: {path}, {where}: the text holds a lone surrogate (\\u{ord(bad):04x}), which is "
+                         "not a Unicode character and has no UTF-8 form") from None  # fmt: skip
+    return Document(f"{path.name}:{where.removeprefix('line ')}", data)
+
+
+def read_documents(path: str | Path) -> tuple[list[Document], dict[str, Any], list[str]]:
+    """(documents, fingerprint, notices) of a user corpus: a file (text, JSON lines, JSON; any of
+    them compressed with .gz, .xz, .bz2 or .zst) or a folder of such files. InputError naming the
+    path and the problem."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"--data: '{path}' does not exist")
+    reader = _Reader(p)
+    notices = []
+    if p.is_dir():
+        candidates = sorted(q for q in p.rglob("*") if q.is_file())
+        files = [q for q in candidates if _strip_compression(q).suffix in FOLDER_SUFFIXES and not q.name.startswith(".")]
+        skipped = [q for q in candidates if q not in set(files)]
+        if not files:
+            raise InputError(f"--data: folder '{path}' holds no .txt, .jsonl or .json files (compressed or not)")
+        if skipped:
+            names = ", ".join(str(q.relative_to(p)) for q in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+            notices.append(f"--data: read {len(files)} file(s) of '{path}', skipped {len(skipped)} of other types "
+                           f"({names}); a folder's .txt, .jsonl and .json files are read")  # fmt: skip
+        docs = [d for f in files for d in reader.documents(f)]
+    elif not p.is_file():
+        raise InputError(f"--data: '{path}' is not a regular file (a device or a pipe)")
+    else:
+        docs = reader.documents(p)
+    docs = [d for d in docs if d.data]
+    if not docs:
+        raise InputError(f"--data: '{path}' holds no text (every document is empty)")
+    return docs, {"files": reader.files}, notices
+
+
+def split(docs: Sequence[Document], source: str, **where: Any) -> Corpus:
     """The deterministic train/validation split (module docstring)."""
     if len(docs) >= VALIDATION_EVERY:
         train = tuple(d for i, d in enumerate(docs) if i % VALIDATION_EVERY != VALIDATION_EVERY - 1)
         validation = tuple(d for i, d in enumerate(docs) if i % VALIDATION_EVERY == VALIDATION_EVERY - 1)
-        return Corpus(source, train, validation)
+        return Corpus(source, train, validation, **where)
     train, validation = [], []
     for d in docs:
         cut = len(d.data) * 9 // 10
@@ -140,14 +282,37 @@ def split(docs: Sequence[Document], source: str) -> Corpus:
         cut = newline + 1 if 0 <= newline < len(d.data) - 1 else cut
         train.append(Document(d.name, d.data[:cut]))
         validation.append(Document(d.name + " (last 10%)", d.data[cut:]))
-    return Corpus(source, tuple(d for d in train if d.data), tuple(d for d in validation if d.data))
+    return Corpus(source, tuple(d for d in train if d.data), tuple(d for d in validation if d.data), **where)
 
 
 def load_corpus(path: str | Path | None) -> Corpus:
     """The embedded corpus (``path`` None) or a user corpus, split."""
     if path is None:
-        return split(embedded_documents(), f"embedded:{EMBEDDED}")
-    return split(read_documents(path), str(path))
+        from aunet.core.resources import corpus_path
+
+        stored = corpus_path(EMBEDDED).read_bytes()
+        fingerprint = {"embedded": EMBEDDED, "sha256": hashlib.sha256(stored).hexdigest()}
+        return split(embedded_documents(), f"embedded:{EMBEDDED}", fingerprint=fingerprint)
+    docs, fingerprint, notices = read_documents(path)
+    resolved = str(Path(path).resolve())
+    return split(docs, str(path), path=resolved, fingerprint=fingerprint, notices=tuple(notices))
+
+
+def fingerprint_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, for humans ("corpus.txt: 300,000 -> 5,000 bytes")."""
+    if before.get("embedded") or now.get("embedded"):
+        return [] if before == now else ["the embedded corpus is another version"]
+    old = {f["name"]: f for f in before.get("files", [])}
+    new = {f["name"]: f for f in now.get("files", [])}
+    changes = [f"{name}: removed" for name in sorted(old.keys() - new.keys())]
+    changes += [f"{name}: added ({new[name]['bytes']:,} bytes)" for name in sorted(new.keys() - old.keys())]
+    for name in sorted(old.keys() & new.keys()):
+        a, b = old[name], new[name]
+        if a["bytes"] != b["bytes"]:
+            changes.append(f"{name}: {a['bytes']:,} -> {b['bytes']:,} bytes")
+        elif a["sha256"] != b["sha256"]:
+            changes.append(f"{name}: same size ({a['bytes']:,} bytes), other content (SHA-256 differs)")
+    return changes
 
 
 # -- packing -----------------------------------------------------------------------------------

@@ -94,6 +94,59 @@ def use_bfloat16(precision: Any, device: Any) -> bool:
     return precision is Precision.BFLOAT16
 
 
+# -- memory ------------------------------------------------------------------------------------
+
+
+def available_memory(device: Any) -> int | None:
+    """Bytes free for a model on ``device`` now (None when unknown, as on MPS)."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            for line in open("/proc/meminfo", encoding="ascii"):
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def training_bytes(spec: Any) -> tuple[int, int]:
+    """A lower bound of what training ``spec`` holds in memory: (weights, gradients and AdamW
+    moments in float32; activations of one micro-batch kept for the backward pass)."""
+    from aunet.core.accounting import account
+
+    sizes = account(spec)
+    state = 16 * sizes.parameters
+    rows_positions = spec.train.batch_size * spec.model.context
+    activations = rows_positions * 259 * 4 * 3  # logits, their softmax and its gradient
+    for i, level in enumerate(spec.levels):
+        positions = rows_positions / sizes.contraction[i]
+        stacks = 1 if i == spec.depth else 2
+        per_position = getattr(level.stage, "layers", 1) * (16 * level.dim + 3 * _hidden(level.stage, level.dim))
+        activations += int(positions * stacks * per_position * 4)
+    return state, activations
+
+
+def _hidden(stage: Any, dim: int) -> int:
+    hidden = getattr(stage, "hidden", None)
+    return hidden(dim) if callable(hidden) else 4 * dim
+
+
+def check_fits(spec: Any, device: Any) -> None:
+    """InputError when training ``spec`` on ``device`` cannot fit in the memory free there."""
+    state, activations = training_bytes(spec)
+    have = available_memory(device)
+    if have is not None and state + activations > have:
+        gib = 2**30
+        raise InputError(f"training this spec needs at least {(state + activations) / gib:,.1f} GiB (weights, gradients "
+                         f"and AdamW state {state / gib:,.1f} GiB; activations of one micro-batch "
+                         f"{activations / gib:,.1f} GiB), more than the {have / gib:,.1f} GiB free on {device}; use a "
+                         "smaller model, or a smaller train.batch_size with train.grad_accum")  # fmt: skip
+
+
 # -- threads -----------------------------------------------------------------------------------
 
 

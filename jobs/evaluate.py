@@ -10,6 +10,7 @@ Document starts (BOS) are never predicted. Shapes are eager: no boundary is drop
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ def _batches(rows: list[Batch], size: int) -> list[Batch]:
 
 
 def evaluate(model, encoded: Sequence[Encoded], *, context: int, batch_size: int = 8,
-             limit_bytes: int | None = None, autocast: Any = None) -> EvalResult:  # fmt: skip
+             limit_bytes: int | None = None, autocast: Any = None, progress: Any = None) -> EvalResult:  # fmt: skip
     """Bits per byte of ``model`` on the encoded validation documents, on the model's device.
 
     Each row holds one document's window, so attention needs no document mask, and the levels'
@@ -64,9 +65,11 @@ def evaluate(model, encoded: Sequence[Encoded], *, context: int, batch_size: int
     n_bytes = positions = 0
     was_training = model.training
     model.eval()
+    batches = _batches(rows, batch_size)
+    started = time.perf_counter()
     try:
         with torch.no_grad(), autocast or contextlib.nullcontext():
-            for batch in _batches(rows, batch_size):
+            for done, batch in enumerate(batches, start=1):
                 n_bytes += int(((batch.targets >= 0) & (batch.targets < 256)).sum())
                 positions += int((batch.targets != IGNORE).sum())
                 tokens, levels, targets = batch.tensors(device)
@@ -74,7 +77,12 @@ def evaluate(model, encoded: Sequence[Encoded], *, context: int, batch_size: int
                 nats += out.loss.double() * out.n_predicted
                 segments += out.segments
                 dropped += out.dropped.sum()
+                if progress is not None and progress.live:
+                    seconds = time.perf_counter() - started
+                    progress.bar("evaluating", done, len(batches), n_bytes, seconds)
     finally:
+        if progress is not None and progress.live:
+            progress.clear()
         model.train(was_training)
     bits = float(nats) / math.log(2)
     per_segment = tuple(positions / s if s else float("nan") for s in segments.tolist())

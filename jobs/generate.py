@@ -62,7 +62,8 @@ def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
            threads: int | None = None) -> Decoded:  # fmt: skip
     """Prefill, then pick and append one byte per row at a time with ``choose`` ((B, V) logits ->
     (B,) ids) until EOS, a stop sequence or ``max_new_bytes``. ``threads``: torch threads for the
-    decoding steps (None leaves the process's setting alone)."""
+    decoding steps (None leaves the process's setting alone). Memory stays bounded by the model's
+    context whatever ``max_new_bytes`` is."""
     if max_new_bytes < 0:
         raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
     spec = model.spec
@@ -89,7 +90,10 @@ def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
             levels[r, 1 : len(prompt) + 1] = torch.from_numpy(stream.feed(prompt).copy())
         streams.append(stream)
     lengths = torch.tensor([len(p) + 1 for p in prompts], device=device)
-    state = new_state(model, b, width + max_new_bytes)
+    # Memory is bounded by the context, however many bytes are asked for: every stage keeps at
+    # most `context` positions (a ring). Up to the context the logits are the teacher-forced
+    # forward's; past it each stage attends to its last `context` positions.
+    state = new_state(model, b, min(width + max_new_bytes, spec.model.context))
     was_training = model.training
     model.eval()
     try:

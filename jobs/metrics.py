@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import IO, Any
 
+from aunet.core.errors import InputError
 from aunet.core.spec import MetricsSpec
 
 METRICS_FILE = "metrics.jsonl"
@@ -40,6 +41,20 @@ class Progress:
             self.stream.write(line + "\n")
         self.stream.flush()
 
+    def bar(self, what: str, done: int, total: int, n_bytes: int, seconds: float) -> None:
+        """A progress bar on a terminal (``done`` of ``total`` units, ``n_bytes`` so far)."""
+        width = 24
+        filled = int(width * done / max(total, 1))
+        rate = n_bytes / seconds if seconds > 0 else 0.0
+        eta = (total - done) * seconds / done if done else 0.0
+        self.stream.write(f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {rate / 1000:.1f} kB/s"
+                          f"  ETA {int(eta // 60)}:{int(eta % 60):02d}\x1b[K")  # fmt: skip
+        self.stream.flush()
+
+    def clear(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
+
     def message(self, text: str) -> None:
         if self.live:
             self.stream.write("\r\x1b[K")
@@ -51,22 +66,33 @@ class MetricWriters:
     """``metrics.jsonl`` (one JSON object per record) and, if asked, TensorBoard scalars under
     ``tb/``. A context manager: the event files are closed once, whatever ends the run."""
 
-    def __init__(self, run_dir: Path, config: MetricsSpec) -> None:
+    def __init__(self, run_dir: Path, config: MetricsSpec, *, purge_step: int | None = None) -> None:
+        """``purge_step``: a resumed run's first step; TensorBoard hides what earlier event files
+        logged from there on (the steps this run does again)."""
         self.config = config
         self.path = run_dir / METRICS_FILE
         self._writer: Any = None
         if config.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(run_dir / "tb"))
+            tb = run_dir / "tb"
+            if tb.exists() and not tb.is_dir():
+                raise InputError(f"{tb} is a file; TensorBoard writes a folder there: remove it, or set "
+                                 "train.metrics.tensorboard = false")  # fmt: skip
+            self._writer = SummaryWriter(str(tb), purge_step=purge_step)
 
     def due(self, step: int) -> bool:
         """Whether ``step`` is a logging step (the first step always is)."""
         return step % self.config.every == 0 or step == 1
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            from aunet.jobs.checkpoint import advice
+
+            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}{advice(exc, self.path.parent)}") from None
 
     def scalars(self, step: int, values: dict[str, float | None]) -> None:
         if self._writer is None:

@@ -1,24 +1,41 @@
-"""Run directories and loading a trained model from one.
+"""Run directories: what a run holds, who holds it, and loading a trained model from one.
+
+A run directory holds ``spec.toml`` (the resolved spec), ``run.json`` (the data it trains on,
+with a fingerprint, and the history of its invocations), ``metrics.jsonl``, ``tb/`` and
+``checkpoints/`` (``aunet.jobs.checkpoint``). Every checkpoint's ``meta.json`` repeats the spec and
+the data record, so a run whose ``spec.toml`` or ``run.json`` was deleted is recovered from its
+newest checkpoint (with a notice).
+
+One process at a time: ``RunLock`` holds an exclusive ``flock`` on ``.lock`` while a run trains; a
+second ``aunet train`` on the same folder is refused with the holder's process id. The kernel
+releases the lock when its process dies, so a lock left by a killed run is simply taken over.
 
 ``aunet.load_run(DIR)`` is how Python (and ``aunet eval``, ``aunet generate``) gets a trained
-model back: it reads the checkpoint's ``meta.json`` (which records the resolved spec) and its
-``model.safetensors``, checks both, builds the model on the asked device, and nothing else; a
-checkpoint written on a GPU loads on a CPU.
+model back: it reads the checkpoint's ``meta.json`` and ``model.safetensors``, checks both, builds
+the model on the asked device, and nothing else; a checkpoint written on a GPU loads on a CPU.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from aunet.core.errors import InputError
 from aunet.core.spec import Spec, parse_spec
 from aunet.jobs import checkpoint
 
 SPEC_FILE = "spec.toml"
-RUN_FILE = "run.json"  # what the run was started on: the data
+RUN_FILE = "run.json"  # the data the run trains on (path and fingerprint) and its history
+LOCK_FILE = ".lock"
+METRICS_FILE = "metrics.jsonl"
 
 
 @attrs.frozen
@@ -29,10 +46,11 @@ class LoadedRun:
     spec: Spec
     step: int
     checkpoint: Path
+    data: dict[str, Any] = attrs.field(factory=dict)  # the run's data record (``RunRecord``), if known
 
 
 def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
-    """The model of a checkpoint folder, or of a run directory's newest checkpoint, on
+    """The model of a checkpoint folder, or of a run directory's newest complete checkpoint, on
     ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a ``torch.device``)."""
     from aunet.core.model import build_model
     from aunet.jobs.devices import resolve_device
@@ -50,7 +68,8 @@ def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
         raise checkpoint.CheckpointError(f"checkpoint {ckpt} does not match its spec: "
                                          f"{str(exc).splitlines()[0]}") from None  # fmt: skip
     model.to(device).eval()
-    return LoadedRun(model, model.spec, int(meta.get("step", 0)), ckpt)
+    data = meta.get("run") if isinstance(meta.get("run"), dict) else {}
+    return LoadedRun(model, model.spec, int(meta["step"]), ckpt, data)
 
 
 def stamp(spec: Spec) -> Spec:
@@ -65,4 +84,132 @@ def stamp(spec: Spec) -> Spec:
 
 
 def default_out(spec: Spec) -> Path:
-    return Path("runs") / f"{spec.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``runs/NAME-DATE-TIME`` with the spec's name made safe for a folder name (never a path)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.name or "run").strip(".-") or "run"
+    return Path("runs") / f"{name[:80]}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_out(path: Path) -> None:
+    """``--out`` must be a folder or not exist yet, and no part of it a file."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out: '{path}' is a file; give a folder for the run")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"--out: '{path}' cannot be a folder: '{parent}' is a file")
+
+
+def write_text(path: Path, text: str) -> None:
+    """An atomic write whose failure (a full disk, a read-only folder) is one line of advice."""
+    try:
+        checkpoint.atomic_write_text(path, text)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}{checkpoint.advice(exc, path.parent)}") from None
+
+
+# -- one process per run -------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive lock on a run directory for as long as a process trains in it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_FILE
+        self._file: Any = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            self._file = open(self.path, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot lock {self.path.parent}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise InputError(f"'{self.path.parent}' is in use: {holder} is training in it; wait for it to finish "
+                             "or stop it (Ctrl-C saves a checkpoint), then --resume") from None  # fmt: skip
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"aunet process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%H:%M:%S')})")
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+# -- run.json --------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class RunRecord:
+    """What ``run.json`` holds: the data (resolved path, None for the embedded corpus, and its
+    fingerprint) and one history entry per invocation (the step it started at and what changed)."""
+
+    data: str | None
+    fingerprint: dict[str, Any]
+    history: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"data": self.data, "fingerprint": self.fingerprint, "history": list(self.history)}
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> RunRecord:
+        if not isinstance(value, dict) or not (value.get("data") is None or isinstance(value.get("data"), str)):
+            raise InputError(f"{where} is not a run record (expected an object with a \"data\" path or null)")
+        fingerprint = value.get("fingerprint") if isinstance(value.get("fingerprint"), dict) else {}
+        history = value.get("history") if isinstance(value.get("history"), list) else []
+        return cls(value["data"], fingerprint, tuple(h for h in history if isinstance(h, dict)))
+
+    def with_entry(self, entry: dict[str, Any]) -> RunRecord:
+        return attrs.evolve(self, history=(*self.history, entry))
+
+
+def read_record(run_dir: Path) -> RunRecord | None:
+    """``run.json``, or None if it is missing; InputError if it is not one."""
+    path = run_dir / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        return RunRecord.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is unreadable ({exc}); delete it to recover it from the newest checkpoint") from None
+
+
+def read_run_spec(run_dir: Path) -> Spec | None:
+    """``spec.toml``, or None if it is missing."""
+    path = run_dir / SPEC_FILE
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise InputError(f"{path} is not a file")
+    return parse_spec(path.read_text(encoding="utf-8", errors="replace"), source=str(path))
+
+
+# -- metrics.jsonl on resume ----------------------------------------------------------------------
+
+
+def truncate_metrics(run_dir: Path, step: int) -> int:
+    """Drop the records a resumed run will write again (steps after ``step``, a final evaluation,
+    a torn last line); returns how many were dropped."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and int(record.get("step", step + 1)) <= step and not record.get("final")
+        except (ValueError, TypeError):
+            keep = False  # a torn line
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        write_text(path, "".join(line + "\n" for line in kept))
+    return dropped

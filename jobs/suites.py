@@ -53,10 +53,27 @@ def udhr_texts() -> tuple[SuiteText, ...]:
     return tuple(out)
 
 
-def suite_texts(name: str) -> tuple[SuiteText, ...]:
+def suite_texts(name: str, only: str | None = None) -> tuple[SuiteText, ...]:
+    """The texts of a suite; ``only`` keeps those named (comma-separated file stems such as
+    ``eng,cmn_hans``, or BCP 47 tags)."""
     if name != "udhr":
         raise InputError(f"--suite: unknown suite '{name}'; known: {', '.join(SUITES)}")
-    return udhr_texts()
+    texts = udhr_texts()
+    if only is None:
+        return texts
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    by_tag: dict[str, SuiteText] = {}
+    for t in texts:
+        by_tag.setdefault(t.tag, t)  # a tag names its first text (zh: cmn_hans)
+    by_name = by_tag | {t.file.removesuffix(".txt"): t for t in texts}
+    unknown = [w for w in wanted if w not in by_name]
+    if unknown or not wanted:
+        from aunet.core.errors import did_you_mean
+
+        bad = unknown[0] if unknown else only
+        raise InputError(f"--only: no {name} text is named '{bad}'; give file stems or BCP 47 tags such as eng, "
+                         f"cmn_hans, tha{did_you_mean(bad, by_name)}")  # fmt: skip
+    return tuple(dict.fromkeys(by_name[w] for w in wanted))
 
 
 @attrs.frozen

@@ -30,12 +30,13 @@ to an uninterrupted run on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,13 +44,12 @@ import attrs
 
 from aunet.core.contraction import contraction_of
 from aunet.core.errors import InputError
-from aunet.core.spec import (
-    CheckpointSpec, EvalSpec, SampleSpec, Spec, TrainSpec, dump_spec, parse_spec, resolve_spec,
-)  # fmt: skip
+from aunet.core.spec import CheckpointSpec, EvalSpec, SampleSpec, Spec, TrainSpec, apply_overrides, dump_spec, resolve_spec
 from aunet.jobs import checkpoint
-from aunet.jobs.data import Encoded, TrainingData, encode_documents, load_corpus, xz_bits_per_byte
+from aunet.jobs.data import Encoded, TrainingData, encode_documents, fingerprint_changes, load_corpus, xz_bits_per_byte
 from aunet.jobs.metrics import MetricWriters, Progress
-from aunet.jobs.runs import RUN_FILE, SPEC_FILE, stamp
+from aunet.jobs.runs import RUN_FILE, SPEC_FILE, RunLock, RunRecord, check_out, stamp, truncate_metrics, write_text
+from aunet.jobs.start import RunStart, history_entry, new_run, resume_run
 from aunet.jobs.trainer import StepResult, Trainer, TrainingDiverged
 
 __all__ = ["RunSummary", "TrainingDiverged", "train"]
@@ -76,15 +76,19 @@ class Budget:
 
     def __init__(self, config: TrainSpec) -> None:
         self.steps = config.steps
+        self.decay_steps = config.decay_steps or config.steps
         self.seconds = None if config.steps is not None else config.minutes * 60.0
 
     def fraction(self, trainer: Trainer) -> float:
+        """How much of the learning-rate decay is done (1 and beyond: the final rate)."""
         if self.steps is not None:
-            return trainer.step_count / self.steps
+            return trainer.step_count / self.decay_steps
         return trainer.elapsed / self.seconds
 
     def done(self, trainer: Trainer) -> bool:
-        return self.fraction(trainer) >= 1.0
+        if self.steps is not None:
+            return trainer.step_count >= self.steps
+        return trainer.elapsed >= self.seconds
 
     def eta(self, trainer: Trainer, seconds_per_step: float) -> float:
         if self.steps is not None:
@@ -95,11 +99,13 @@ class Budget:
 class Checkpointer:
     """Writes the trainer's state every ``every`` steps (and at the end), keeps ``keep``."""
 
-    def __init__(self, run_dir: Path, config: CheckpointSpec, spec: Spec) -> None:
+    def __init__(self, run_dir: Path, config: CheckpointSpec, spec: Spec, record: RunRecord) -> None:
         self.run_dir = run_dir
         self.config = config
-        self.meta = {"spec_name": spec.name, "spec": dump_spec(spec)}  # a checkpoint is self-contained
-        self.last: Path | None = checkpoint.latest(run_dir) if (run_dir / checkpoint.CHECKPOINTS).is_dir() else None
+        # A checkpoint is self-contained: the spec and the data record are in its meta.json too.
+        self.meta = {"spec_name": spec.name, "spec": dump_spec(spec),
+                     "run": {"data": record.data, "fingerprint": record.fingerprint}}  # fmt: skip
+        self.last: Path | None = checkpoint.newest_complete(run_dir)[0]
         self.saved_step = int(self.last.name.split("-")[1]) if self.last else -1
 
     def maybe_save(self, trainer: Trainer, *, final: bool) -> None:
@@ -190,11 +196,11 @@ class Evaluator:
         writers.scalars(step, {"val/bpb": result.bpb})
         progress.message(f"step {step}: validation {result.bpb:.4f} bits per byte ({result.bytes:,} bytes)")
 
-    def run(self, trainer: Trainer, limit_bytes: int | None = None) -> Any:
+    def run(self, trainer: Trainer, limit_bytes: int | None = None, progress: Progress | None = None) -> Any:
         from aunet.jobs.evaluate import evaluate
 
         return evaluate(trainer.model, self.docs, context=self.context, batch_size=self.batch_size,
-                        limit_bytes=limit_bytes, autocast=trainer.autocast())  # fmt: skip
+                        limit_bytes=limit_bytes, autocast=trainer.autocast(), progress=progress)  # fmt: skip
 
 
 class Sampler:
@@ -237,99 +243,103 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-@attrs.frozen
-class _Start:
-    """What a run starts (or resumes) from."""
-
-    spec: Spec
-    data: str | None
-    resume_from: Path | None
-
-
-def _start(spec: Spec | None, data: str | Path | None, run_dir: Path, *, resume: bool, progress: Progress) -> _Start:
-    if not resume:
-        if (run_dir / SPEC_FILE).exists() or (run_dir / checkpoint.CHECKPOINTS).exists():
-            raise InputError(f"--out: '{run_dir}' already holds a run; add --resume to continue it, or choose "
-                             "another --out")  # fmt: skip
-        if spec is None:
-            raise InputError("no spec given")
-        return _Start(spec, None if data is None else str(data), None)
-    found = checkpoint.latest(run_dir) if (run_dir / checkpoint.CHECKPOINTS).is_dir() else None
-    if found is None:
-        raise InputError(f"--resume: '{run_dir}' holds no checkpoint to resume; start a run there without --resume")
-    run_spec = parse_spec((run_dir / SPEC_FILE).read_text(encoding="utf-8"), source=str(run_dir / SPEC_FILE))
-    if spec is not None and _comparable(spec, run_spec) != _comparable(run_spec, run_spec):
-        raise InputError(f"--resume: the run at '{run_dir}' was started with another spec; omit --spec "
-                         "(and --set) to resume it as it was")  # fmt: skip
-    started_on = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8")).get("data")
-    if data is not None and str(data) != str(started_on):
-        raise InputError(f"--resume: the run at '{run_dir}' was started on --data {started_on or '(embedded)'}; "
-                         "omit --data to resume it on the same data")  # fmt: skip
-    progress.message(f"resuming {run_dir} from {found.name}")
-    return _Start(run_spec, started_on, found)
-
-
-def _comparable(spec: Spec, run_spec: Spec) -> Any:
-    """A spec without its stamp and budget, for comparing what a run was started with (levels
-    that give no contraction take the run's measured one)."""
-    levels = tuple(level if level.contraction is not None or i >= len(run_spec.levels)
-                   else attrs.evolve(level, contraction=run_spec.levels[i].contraction)
-                   for i, level in enumerate(spec.levels))  # fmt: skip
-    resolved = resolve_spec(attrs.evolve(spec, levels=levels))
-    return attrs.evolve(resolved, stamp={}, train=attrs.evolve(resolved.train, steps=None, minutes=None))
-
-
 def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps: int | None = None,
-          minutes: float | None = None, resume: bool = False, stop_at: int | None = None, device: Any = "auto",
-          stream: IO[str] = sys.stderr, on_step: Callable[[int, float], None] | None = None) -> RunSummary:  # fmt: skip
-    """Train (or resume) a run; see the module docstring. ``on_step(step, loss)`` is called after
-    every step (it reads the loss back: for tests and notebooks, not for speed)."""
-    import torch
-
-    from aunet.core.model import build_model
+          minutes: float | None = None, resume: bool = False, overrides: Sequence[str] = (),
+          stop_at: int | None = None, device: Any = "auto", stream: IO[str] | None = None,
+          on_step: Callable[[int, float], None] | None = None) -> RunSummary:  # fmt: skip
+    """Train (or resume) a run; see the module docstring and ``aunet.jobs.start`` for what a
+    resume may change. ``overrides`` are ``--set`` items applied to the run's own spec on resume.
+    ``on_step(step, loss)`` is called after every step (it reads the loss back: for tests and
+    notebooks, not for speed)."""
     from aunet.jobs.devices import resolve_device
 
     run_dir = Path(out)
-    progress = Progress(stream)
-    start = _start(spec, data, run_dir, resume=resume, progress=progress)
+    check_out(run_dir)
+    progress = Progress(stream if stream is not None else sys.stderr)
+    device = resolve_device(device)
+    with contextlib.ExitStack() as held:
+        if run_dir.is_dir():
+            held.enter_context(RunLock(run_dir))
+        if resume:
+            start = resume_run(spec, list(overrides), data, run_dir, steps=steps, minutes=minutes, progress=progress)
+        else:
+            if overrides and spec is not None:
+                spec = apply_overrides(spec, list(overrides))
+            start = new_run(spec, data, run_dir)
+        return _train(start, run_dir, held, steps=steps, minutes=minutes, stop_at=stop_at, device=device,
+                      progress=progress, on_step=on_step)  # fmt: skip
+
+
+def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, *, steps: int | None, minutes: float | None,
+           stop_at: int | None, device: Any, progress: Progress,
+           on_step: Callable[[int, float], None] | None) -> RunSummary:  # fmt: skip
+    import torch
+
+    from aunet.core.model import build_model
+    from aunet.jobs.devices import check_fits
+
     spec = start.spec
-    if steps is not None or minutes is not None:
+    if start.record is None and (steps is not None or minutes is not None):
         spec = attrs.evolve(spec, train=attrs.evolve(spec.train, steps=steps, minutes=minutes if steps is None else None))
     t = spec.train
     if t.steps is None and t.minutes is None:
         raise InputError("no budget: give --steps N or --minutes M (or train.steps / train.minutes in the spec)")
-    device = resolve_device(device)
 
     corpus = load_corpus(start.data)
+    for notice in corpus.notices:
+        progress.message(f"note: {notice}")
+    if start.record is not None and start.record.fingerprint:
+        changes = fingerprint_changes(start.record.fingerprint, corpus.fingerprint)
+        if changes:
+            raise InputError(f"--resume: the data changed since the run started ({corpus.source}: {'; '.join(changes[:3])}"
+                             f"{'; ...' if len(changes) > 3 else ''}); resume on the same data, or start a new run")  # fmt: skip
     stack = spec.splitter_stack()
     train_docs = encode_documents(corpus.train, stack)
     val_docs = encode_documents(corpus.validation, stack)
     if not val_docs:
         raise InputError(f"the validation split of {corpus.source} is empty; give more text")
-    if start.resume_from is None:
+    if start.record is None:
         measured = contraction_of((d.levels for d in train_docs), spec.depth)
         spec = stamp(resolve_spec(spec, contraction=measured))
+    check_fits(spec, device)
     training_data = TrainingData(train_docs, context=spec.model.context, batch_size=t.batch_size, seed=t.seed)
 
+    if not run_dir.is_dir():
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--out: cannot create '{run_dir}': {exc.strerror or exc}") from None
+        held.enter_context(RunLock(run_dir))
+        new_run(spec, start.data, run_dir)  # another process may have started a run here meanwhile
+    progress.message(f"run directory: {run_dir}")
     torch.manual_seed(t.seed)
     model = build_model(spec, device=device)
     trainer = Trainer(spec, model, data=training_data, device=device)
-    if start.resume_from is not None:
-        weights, _ = checkpoint.load_model(start.resume_from)
-        model.load_state_dict(weights)
-        tensors, state = checkpoint.load_trainer(start.resume_from)
+    if start.checkpoint is not None:
+        weights, _ = checkpoint.load_model(start.checkpoint)
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise checkpoint.CheckpointError(f"checkpoint {start.checkpoint} does not fit the run's model: "
+                                             f"{str(exc).splitlines()[-1].strip()}") from None  # fmt: skip
+        tensors, state = checkpoint.load_trainer(start.checkpoint)
         for notice in trainer.load_state(tensors, state):
             progress.message(f"note: {notice}")
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.atomic_write_text(run_dir / RUN_FILE, json.dumps({"data": start.data}))
-        checkpoint.atomic_write_text(run_dir / SPEC_FILE, dump_spec(spec))
+    dropped = truncate_metrics(run_dir, trainer.step_count) if start.record is not None else 0
+    if dropped:
+        progress.message(f"note: dropped {dropped} record(s) of metrics.jsonl after step {trainer.step_count}, "
+                         "which this run writes again")  # fmt: skip
+    base = start.record or RunRecord(corpus.path, corpus.fingerprint)
+    record = attrs.evolve(base, fingerprint=corpus.fingerprint).with_entry(history_entry(start, trainer.step_count))
+    write_text(run_dir / RUN_FILE, json.dumps(record.to_json(), indent=1))
+    write_text(run_dir / SPEC_FILE, dump_spec(spec))
 
     budget = Budget(t)
-    checkpointer = Checkpointer(run_dir, t.checkpoint, spec)
+    checkpointer = Checkpointer(run_dir, t.checkpoint, spec, record)
     evaluator = Evaluator(val_docs, t.eval, context=spec.model.context, batch_size=t.batch_size)
     interrupted = False
-    with _StopFlag() as stop, MetricWriters(run_dir, t.metrics) as writers:
+    purge = trainer.step_count + 1 if start.record is not None else None
+    with _StopFlag() as stop, MetricWriters(run_dir, t.metrics, purge_step=purge) as writers:
         log = StepLog(writers, progress, budget, checkpointer)
         while not budget.done(trainer):
             if stop.requested or (stop_at is not None and trainer.step_count >= stop_at):
@@ -349,7 +359,7 @@ def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps:
             return RunSummary(run_dir, trainer.step_count, True, losses, None, None, 0, None, checkpointer.last)
         progress.message(f"trained {trainer.step_count} steps in {trainer.elapsed / 60:.1f} minutes; evaluating on "
                          f"{corpus.source} validation")  # fmt: skip
-        result = evaluator.run(trainer, limit_bytes=t.eval.final_bytes)
+        result = evaluator.run(trainer, limit_bytes=t.eval.final_bytes, progress=progress)
         xz = xz_bits_per_byte(corpus.validation_bytes[: t.eval.final_bytes])
         writers.write({"step": trainer.step_count, "val_bpb": result.bpb, "val_bytes": result.bytes, "xz_bpb": xz,
                        "final": True})  # fmt: skip

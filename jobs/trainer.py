@@ -45,8 +45,8 @@ def parameter_groups(model: Any, config: TrainSpec) -> list[dict[str, Any]]:
 
 
 def schedule(config: TrainSpec, step: int, fraction: float) -> float:
-    """Learning rate at optimizer step ``step`` (0-based), ``fraction`` of the budget done:
-    linear warmup, then cosine from the peak to ``min_lr_ratio`` of it."""
+    """Learning rate at optimizer step ``step`` (0-based), ``fraction`` of the decay done (at 1
+    and after: the final rate): linear warmup, then cosine from the peak to ``min_lr_ratio`` of it."""
     warm = min(1.0, (step + 1) / config.warmup) if config.warmup else 1.0
     fraction = min(max(fraction, 0.0), 1.0)
     cosine = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * fraction))

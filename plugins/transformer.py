@@ -21,18 +21,11 @@ from aunet.core.components import AttentionSpec, StageSpec
 from aunet.core.errors import SpecIssue
 from aunet.core.hookspecs import hookimpl
 from aunet.core.registry import Registrar
+from aunet.core import validators as v
 from aunet.plugins.attention import SdpaSpec
 
 if TYPE_CHECKING:
     from aunet.plugins.nn.transformer import TransformerStage
-
-
-def _at_least(bound: float):
-    def check(instance: object, attribute: attrs.Attribute, value: float | None) -> None:
-        if value is not None and value < bound:
-            raise ValueError(f"must be at least {bound}, got {value}")
-
-    return check
 
 
 @attrs.frozen(kw_only=True)
@@ -41,21 +34,21 @@ class TransformerSpec(StageSpec):
 
     kind: ClassVar[str] = "transformer"
 
-    layers: int = attrs.field(validator=_at_least(1))
+    layers: int = attrs.field(validator=v.layers)
     """Blocks in the stack (the encoder and the decoder of a level have this many each)."""
-    head_dim: int = attrs.field(default=64, validator=_at_least(1))
+    head_dim: int = attrs.field(default=64, validator=v.width)
     """Width of one attention head; heads = dim / head_dim."""
-    ffn_multiple: int = attrs.field(default=256, validator=_at_least(1))
+    ffn_multiple: int = attrs.field(default=256, validator=v.width)
     """SwiGLU hidden width is round_up(int(8 * dim / 3), ffn_multiple)."""
-    ffn_hidden: int | None = attrs.field(default=None, validator=_at_least(1))
+    ffn_hidden: int | None = attrs.field(default=None, validator=v.between(1, 1 << 24, why="2^24"))
     """Explicit SwiGLU hidden width, overriding the rule above."""
-    window: int | None = attrs.field(default=None, validator=_at_least(1))
+    window: int | None = attrs.field(default=None, validator=v.positions)
     """Sliding attention window in positions of this stage (None: full causal)."""
-    rope_theta: float = attrs.field(default=500_000.0, validator=_at_least(1e-9))
+    rope_theta: float = attrs.field(default=500_000.0, validator=v.positive)
     """RoPE base."""
-    norm_eps: float = attrs.field(default=1e-5, validator=_at_least(0.0))
+    norm_eps: float = attrs.field(default=1e-5, validator=v.non_negative)
     """RMSNorm epsilon."""
-    init_std: float = attrs.field(default=0.02, validator=_at_least(0.0))
+    init_std: float = attrs.field(default=0.02, validator=v.non_negative)
     """Standard deviation of the weight initialization (output projections are scaled down by
     sqrt(2 * layers))."""
     attention: AttentionSpec = attrs.field(factory=SdpaSpec)
@@ -93,7 +86,9 @@ class TransformerSpec(StageSpec):
 
 
 def _divisor_near(dim: int, want: int) -> int:
-    divisors = [d for d in range(1, dim + 1) if dim % d == 0]
+    """The divisor of ``dim`` closest to ``want`` (O(sqrt(dim)))."""
+    small = [d for d in range(1, math.isqrt(dim) + 1) if dim % d == 0]
+    divisors = small + [dim // d for d in small]
     return min(divisors, key=lambda d: (abs(d - want), d))
 
 

@@ -23,6 +23,7 @@ import attrs
 from aunet.core.components import UpsamplerSpec
 from aunet.core.hookspecs import hookimpl
 from aunet.core.registry import Registrar
+from aunet.core.validators import between
 
 if TYPE_CHECKING:
     from aunet.plugins.nn.upsamplers import MultiLinearUpsampler, RepeatUpsampler
@@ -35,17 +36,12 @@ class OffsetMode(enum.Enum):
     CLAMP = "clamp"  # min(offset, n - 1)
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"must be at least 1, got {value}")
-
-
 @attrs.frozen(kw_only=True)
 class MultiLinearSpec(UpsamplerSpec):
     """One projection per offset from the boundary (the paper's default, 16 offsets)."""
 
     kind: ClassVar[str] = "multi-linear"
-    offsets: int = attrs.field(default=16, validator=_positive)
+    offsets: int = attrs.field(default=16, validator=between(1, 4096))
     """Number of offset matrices."""
     mode: OffsetMode = OffsetMode.WRAP
     """Offsets past the last matrix: "wrap" (mod offsets, the reference) or "clamp"."""

@@ -65,11 +65,12 @@ import attrs
 import numpy as np
 
 from aunet.core.splitter import Splitter
-from aunet.splitters.words import run_offsets
 from aunet.core.text import (
     CATEGORIES, GRAPHEME_BREAKS, INVALID, NEWLINES, SCRIPTS, TABLE_SIZE, WHITE_SPACE, Chars, CharTable,
     extended_pictographic, general_category, grapheme_break, linker, script, syllable_final,
 )  # fmt: skip
+from aunet.core.validators import between
+from aunet.splitters.words import MAX_UNITS, run_offsets
 
 # Character classes. The first eight are cluster bases; the rest join clusters (or start odd ones).
 (LETTER, LETTER_M, CJK, SEA, SEA_END, DIGIT, SYMBOL, SPACE, NEWLINE, MARK, FINAL, LINKER, ZWJ, PREPEND, RI,
@@ -173,14 +174,11 @@ def joins_previous(k: int, join: int, prev_base: int) -> bool:
     return False
 
 
-def _check_n(instance: object, attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"must be at least 1 (one unit per segment), got {value}")
-
-
 def _check_cap(instance: object, attribute: attrs.Attribute, value: int | None) -> None:
     if value is not None and value < 4:
         raise ValueError(f"must be at least 4 (a character can take 4 bytes), got {value}")
+    if value is not None and value > 1 << 16:
+        raise ValueError(f"must be at most 65,536, got {value:,}")
 
 
 def _check_unit(instance: object, attribute: attrs.Attribute, value: int) -> None:
@@ -196,7 +194,7 @@ class ScriptSplitter(Splitter):
     without spaces (rules 1 to 5 of the module docstring)."""
 
     kind: ClassVar[str] = "script-n"
-    n: int = attrs.field(default=1, validator=_check_n)
+    n: int = attrs.field(default=1, validator=between(1, MAX_UNITS, why="2^16 units per segment"))
     """Units per segment: 1 is ``script``, 2 ``script-pair``, 4 ``script-4``."""
     max_bytes: int | None = attrs.field(default=None, validator=_check_cap)
     """Cut level-1 segments so they stay within this many bytes (rule 5; None: no cap)."""

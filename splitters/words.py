@@ -33,6 +33,7 @@ import attrs
 import numpy as np
 
 from aunet.core.splitter import Splitter
+from aunet.core.validators import between
 from aunet.core.text import CATEGORIES, NEWLINES, WHITE_SPACE, Chars, CharTable, general_category
 
 # Character classes of the word rules. Non-whitespace classes come first: ``cls < SPACE``.
@@ -188,9 +189,8 @@ class FourWord(WordSplitter):
     n: int = attrs.field(default=4, init=False)
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"must be at least 1 (one word per segment), got {value}")
+#: Most words (or units) per segment an ``n``-splitter takes (its machine counts up to n).
+MAX_UNITS = 1 << 16
 
 
 @attrs.frozen(kw_only=True)
@@ -198,7 +198,7 @@ class NWord(WordSplitter):
     """Every n-th word of a chain, for hierarchies deeper than the paper's (8-word, ...)."""
 
     kind: ClassVar[str] = "n-word"
-    n: int = attrs.field(validator=_positive)
+    n: int = attrs.field(validator=between(1, MAX_UNITS, why="2^16 words per segment"))
     """Words per segment: 1 is ``whitespace``, 2 ``word-pair``, 4 ``4-word``."""
 
     @property

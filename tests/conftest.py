@@ -27,6 +27,49 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
 
+#: A spec that trains in a fraction of a second per step, for the job tests.
+TINY = """
+[model]
+context = 64
+[[levels]]
+dim = 32
+stage = { kind = "transformer", layers = 1, head_dim = 16 }
+[[levels]]
+dim = 48
+splitter = "whitespace"
+stage = { kind = "transformer", layers = 1, head_dim = 16 }
+[train]
+batch_size = 4
+checkpoint = { every = 4, keep = 2 }
+eval = { every = 5, bytes = 2000 }
+metrics = { every = 1 }
+sample = { bytes = 0 }
+"""
+
+TEXT = ("In the beginning, God created the heavens and the earth. The earth was formless and empty. "
+        "Darkness was on the surface of the deep and God's Spirit was hovering over the surface of the waters.\n") * 40
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    return path
+
+
+@pytest.fixture
+def spec():
+    from aunet.core.spec import parse_spec
+
+    return parse_spec(TINY, name="tiny")
+
+
+def write_spec(folder: Path, text: str = TINY) -> Path:
+    path = folder / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture
 def registry():
     """A fresh registry with the installed plugins (built-ins included)."""

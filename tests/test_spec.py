@@ -40,24 +40,80 @@ colour = "red"
     [
         ("levels = 3", ["levels: expected an array, got 3"]),
         ("[[levels]]\ndim = true", ["levels[0].dim: expected int, got true"]),
-        ("[[levels]]\ndim = 0", ["levels[0].dim: must be > 0, got 0"]),
+        ("[[levels]]\ndim = 0", ["levels[0].dim: must be at least 1, got 0"]),
         ("[[levels]]\ndim = 2.5", ["levels[0].dim: expected int, got 2.5"]),
         ('[[levels]]\n[[levels]]\nsplitter = { n = 2 }', ["levels[1].splitter.kind: missing; known splitter kinds: "
                                                           "4-word, n-word, script, script-4, script-n, script-pair, whitespace, word-pair"]),
         ('[[levels]]\n[[levels]]\nsplitter = 7', ['levels[1].splitter: expected a table with a kind, e.g. '
                                                   '{ kind = "..." }, got 7']),
         ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word" }', ["levels[1].splitter.n: missing (required)"]),
-        ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 0, m = 1 }',
-         ["levels[1].splitter.m: unknown key; known: n"]),
+        ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 0, m = 1 }',  # one round: both at once
+         ["levels[1].splitter.m: unknown key; known: n", "levels[1].splitter.n: must be at least 1, got 0"]),
         ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 0 }',
-         ["levels[1].splitter.n: must be at least 1 (one word per segment), got 0"]),
+         ["levels[1].splitter.n: must be at least 1, got 0"]),
         ('[[levels]]\nmax_segments = -1\ncontraction = 0.0',
-         ["levels[0].max_segments: must be > 0, got -1", "levels[0].contraction: must be > 0, got 0.0"]),
+         ["levels[0].max_segments: must be at least 1, got -1", "levels[0].contraction: must be > 0, got 0.0"]),
         ('nme = "x"', ["nme: unknown key; known: levels, model, name, stamp, train; did you mean 'name'?"]),
     ],
 )
 def test_errors_name_the_path_and_what_would_be_right(text: str, expected: list[str], registry: Registry) -> None:
     assert issues_of(text, registry) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[[levels]]\ndim = 9223372036854775807", "levels[0].dim: must be at most 1,048,576"),
+        ("[train]\nseed = -1", "train.seed: must be at least 0, got -1"),
+        (f"[train]\nseed = {10**30}", "train.seed: must be at most 9,223,372,036,854,775,807"),
+        ("[train]\nlr = nan", "train.lr: expected a finite number, got nan"),
+        ("[train]\nlr = inf", "train.lr: expected a finite number, got inf"),
+        ("[train]\nlr = 1e39", "train.lr: 1e+39 is too large: above 3.4e+38, the largest float32"),
+        ("[model]\nsegment_margin = nan", "model.segment_margin: expected a finite number, got nan"),
+        ("[train]\nbatch_size = 1e9", "train.batch_size: expected int, got 1000000000.0"),
+        ("[train]\nbatch_size = 1000000000", "train.batch_size: must be at most 1,048,576"),
+        ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 100000000000000000000 }',
+         "levels[1].splitter.n: must be at most 65,536"),
+        ('[[levels]]\ndim = 8\nstage = { kind = "transformer", layers = 1, ffn_hidden = 100000000000 }',
+         "levels[0].stage.ffn_hidden: must be at most 16,777,216"),
+        ("a = " + "[" * 100_000 + "]" * 100_000, "invalid TOML: nested too deeply for the parser"),
+        ("a = " + "9" * 5000, "invalid TOML: an integer of more digits than Python converts (4,300)"),
+    ],
+)
+def test_numbers_and_sizes_a_machine_cannot_take_are_refused_with_their_path(text: str, expected: str,
+                                                                             registry: Registry) -> None:  # fmt: skip
+    import time
+
+    started = time.perf_counter()
+    issues = issues_of(text, registry)
+    assert any(i.startswith(expected) for i in issues), issues
+    assert time.perf_counter() - started < 30  # no divisor search up to 2^63 (it used to hang)
+
+
+def test_a_huge_width_that_passes_reading_is_checked_fast(registry: Registry) -> None:
+    spec = parse_spec('[[levels]]\ndim = 1048573\nstage = { kind = "transformer", layers = 1, head_dim = 64 }',
+                      registry=registry)  # fmt: skip
+    (issue,) = [str(i) for i in spec.check_model()]
+    assert issue.startswith("levels[0].stage.head_dim: 64 does not divide the level's dim 1048573; pick a head_dim")
+
+
+def test_too_many_levels_is_one_issue(registry: Registry) -> None:
+    spec = parse_spec("[[levels]]\n" + '[[levels]]\nsplitter = "whitespace"\n' * 300, registry=registry)
+    assert [str(i) for i in spec.check_splitting()] == ["levels: 301 levels; at most 33 (bytes and 32 pooling levels)"]
+
+
+def test_a_type_error_does_not_hide_value_errors_of_the_same_table(registry: Registry) -> None:
+    assert issues_of('[train]\nprecision = "half"\nsteps = -5', registry) == [
+        "train.precision: expected one of auto, float32, bfloat16, got 'half'",
+        "train.steps: must be at least 1, got -5",
+    ]
+
+
+def test_moved_keys_name_their_new_place(registry: Registry) -> None:
+    assert issues_of("[train]\ncheckpoint_every = 10\nlog_every = 5", registry) == [
+        "train.checkpoint_every: moved: this is now train.checkpoint.every",
+        "train.log_every: moved: this is now train.metrics.every",
+    ]
 
 
 def test_invalid_toml_says_where(registry: Registry) -> None:

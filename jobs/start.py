@@ -1,0 +1,205 @@
+"""Where a run starts from: a new run, a resumed one, or one restarted because it never reached a
+checkpoint; and what a resume may change.
+
+Rules (``aunet train --resume``):
+
+* It continues from the newest checkpoint whose files all verify, whatever ``checkpoints/latest``
+  says. A run that stopped before its first checkpoint restarts from step 0, with a notice.
+* ``spec.toml`` and ``run.json`` are recovered from the newest checkpoint when they are missing.
+* The model (``[model]`` and ``[[levels]]``) cannot change. The recipe (``[train]``) can, with
+  ``--set train.lr=1e-3`` or another ``--spec``; each change is recorded in ``run.json``'s history.
+* The budget can change only where the learning rate would not jump: a finished run of N steps
+  extended to M > N steps continues at the schedule's final rate (``train.decay_steps`` becomes N);
+  an unfinished run's budget stays (use ``--stop-at`` to stop it early).
+* The data must be the same: the same file (however its path is spelt, from any directory) with
+  the same content (sizes and SHA-256 of every file read).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from aunet.core.errors import InputError
+from aunet.core.spec import Spec, apply_overrides, parse_spec, resolve_spec, spec_to_dict
+from aunet.core.version import version
+from aunet.jobs import checkpoint
+from aunet.jobs.metrics import Progress
+from aunet.jobs.runs import RUN_FILE, SPEC_FILE, RunRecord, read_record, read_run_spec
+
+
+@attrs.frozen
+class RunStart:
+    """What an invocation of ``aunet train`` starts from."""
+
+    spec: Spec  # the spec to train with (for a new run: not yet resolved)
+    data: str | None  # the data path as given or recorded (None: the embedded corpus)
+    record: RunRecord | None  # the run's record so far (None: a new run)
+    checkpoint: Path | None  # the checkpoint to resume from
+    changes: dict[str, list[Any]]  # recipe changes of this invocation: {path: [old, new]}
+    restarted: bool  # a resume of a run that had no complete checkpoint
+
+
+def _holds_run(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in (SPEC_FILE, RUN_FILE, checkpoint.CHECKPOINTS))
+
+
+def new_run(spec: Spec | None, data: str | Path | None, run_dir: Path) -> RunStart:
+    if run_dir.is_dir() and _holds_run(run_dir):
+        has = "" if checkpoint.newest_complete(run_dir)[0] else " (it has no complete checkpoint: --resume restarts it)"
+        raise InputError(f"--out: '{run_dir}' already holds a run; add --resume to continue it{has}, or choose "
+                         "another --out")  # fmt: skip
+    if spec is None:
+        raise InputError("no spec given")
+    return RunStart(spec, None if data is None else str(data), None, None, {}, False)
+
+
+def resume_run(spec: Spec | None, overrides: list[str], data: str | Path | None, run_dir: Path, *,
+               steps: int | None, minutes: float | None, progress: Progress) -> RunStart:  # fmt: skip
+    if not run_dir.is_dir() or not _holds_run(run_dir):
+        raise InputError(f"--resume: '{run_dir}' holds no run to resume; start one there without --resume")
+    found, notices = checkpoint.newest_complete(run_dir)
+    if found is None and notices:  # checkpoints there, none intact: never start over on a hunch
+        raise checkpoint.CheckpointError(f"--resume: no checkpoint of '{run_dir}' verifies ({notices[0]}); restore "
+                                         "it, or delete the checkpoints to restart the run from step 0")  # fmt: skip
+    meta = checkpoint.read_meta(found) if found else {}
+    for notice in notices:
+        progress.message(f"note: {notice}")
+    run_spec = read_run_spec(run_dir)
+    if run_spec is None:
+        if not isinstance(meta.get("spec"), str):
+            raise InputError(f"--resume: '{run_dir}' has no {SPEC_FILE} and no complete checkpoint to recover it "
+                             "from; start a new run")  # fmt: skip
+        run_spec = parse_spec(meta["spec"], source=f"{found}/meta.json")
+        progress.message(f"note: {run_dir / SPEC_FILE} is missing; using the spec recorded in {found.name}")
+    record = read_record(run_dir)
+    if record is None:
+        if isinstance(meta.get("run"), dict):
+            record = RunRecord.from_json(meta["run"], f"{found}/meta.json")
+            progress.message(f"note: {run_dir / RUN_FILE} is missing; using the data record of {found.name}")
+        elif data is not None:
+            record = RunRecord(str(Path(data).resolve()), {})
+            progress.message(f"note: {run_dir / RUN_FILE} is missing; the run continues on --data {data}")
+        else:
+            raise InputError(f"--resume: '{run_dir}' has no {RUN_FILE}; give --data to say what the run trains on")
+    if found is not None and isinstance(meta.get("spec"), str):
+        written = parse_spec(meta["spec"], source=f"{found}/meta.json")
+        changed = model_changes(written, run_spec)
+        if changed:
+            raise InputError(f"--resume: checkpoint {found.name} was written by another model than {SPEC_FILE} "
+                             f"describes ({changed[0]}); restore {SPEC_FILE} or start a new run")  # fmt: skip
+    base = run_spec if spec is None else spec
+    if overrides:
+        base = apply_overrides(base, overrides)
+    step = int(meta.get("step", 0))
+    new_spec, changes = _recipe(run_spec, base, run_dir, step=step if found else 0, steps=steps, minutes=minutes,
+                                progress=progress)  # fmt: skip
+    _same_data(record, data, run_dir)
+    if found is None:
+        progress.message(f"note: '{run_dir}' holds no complete checkpoint; restarting the run from step 0")
+    else:
+        progress.message(f"resuming {run_dir} from {found.name} (step {step})")
+    return RunStart(new_spec, record.data, record, found, changes, found is None)
+
+
+def model_changes(before: Spec, after: Spec) -> list[str]:
+    """Differences of the model part (``[model]``, ``[[levels]]``), for humans. A level whose
+    contraction is unset in ``after`` takes ``before``'s measured one."""
+    levels = tuple(level if level.contraction is not None or i >= len(before.levels)
+                   else attrs.evolve(level, contraction=before.levels[i].contraction)
+                   for i, level in enumerate(after.levels))  # fmt: skip
+    a = spec_to_dict(resolve_spec(before))
+    b = spec_to_dict(resolve_spec(attrs.evolve(after, levels=levels)))
+    return [f"{path}: {old!r} -> {new!r}" for path, old, new in _diff({"model": a.get("model"), "levels": a.get("levels")},
+                                                                     {"model": b.get("model"), "levels": b.get("levels")})]
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [(path, a, b)]
+
+
+def _recipe(run_spec: Spec, spec: Spec, run_dir: Path, *, step: int, steps: int | None, minutes: float | None,
+            progress: Progress) -> tuple[Spec, dict[str, list[Any]]]:  # fmt: skip
+    """The run's spec with the recipe of ``spec`` (and the budget given), checked against the rules
+    of the module docstring; the changes made."""
+    changed = model_changes(run_spec, spec)
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise InputError(f"--resume: the run at '{run_dir}' was started with another model ({changed[0]}{more}); a "
+                         "resume may change [train] values only; omit --spec, or start a new run")  # fmt: skip
+    old = run_spec.train
+    new = spec.train
+    if steps is not None or minutes is not None:
+        new = attrs.evolve(new, steps=steps, minutes=minutes if steps is None else None)
+    new = _budget(old, new, step, run_dir, progress)
+    resumed = attrs.evolve(run_spec, train=new)
+    changes = {f"train.{path}": [a, b] for path, a, b in _diff(spec_to_dict(run_spec)["train"], spec_to_dict(resumed)["train"])}
+    for path, (a, b) in changes.items():
+        progress.message(f"note: {path} changes from {a!r} to {b!r} from step {step + 1} (recorded in {RUN_FILE})")
+    return resumed, changes
+
+
+def _budget(old: Any, new: Any, step: int, run_dir: Path, progress: Progress) -> Any:
+    from aunet.jobs.trainer import schedule
+
+    if (old.steps, old.minutes, old.decay_steps) == (new.steps, new.minutes, new.decay_steps) or step == 0:
+        return new  # unchanged, or nothing trained yet
+    if old.steps is None or new.steps is None:
+        if (old.steps, old.minutes) != (new.steps, new.minutes):
+            raise InputError(f"--resume: the run at '{run_dir}' has a budget of {_budget_text(old)}; a resume cannot "
+                             f"change a budget in minutes (the schedule follows elapsed time); omit --steps and "
+                             "--minutes")  # fmt: skip
+        return new
+    horizon_old = old.decay_steps or old.steps
+    horizon_new = new.decay_steps or new.steps
+    if horizon_new == horizon_old:
+        return new
+    if step >= old.steps and new.steps > old.steps and new.decay_steps is None:
+        final = schedule(old, step, 1.0)
+        progress.message(f"note: extending the finished {old.steps}-step run to {new.steps} steps: steps "
+                         f"{old.steps + 1} to {new.steps} run at its final learning rate {final:.3g} "
+                         f"(train.decay_steps = {old.steps})")  # fmt: skip
+        return attrs.evolve(new, decay_steps=old.steps)
+    before = schedule(old, step, min(step / horizon_old, 1.0))
+    after = schedule(new, step, min(step / horizon_new, 1.0))
+    state = "finished" if step >= old.steps else f"at step {step} of"
+    raise InputError(f"--resume: the run at '{run_dir}' is {state} a {old.steps}-step schedule; --steps {new.steps} "
+                     f"would move its cosine (the learning rate would go from {before:.3g} to {after:.3g}); "
+                     + ("omit --steps to finish it, or stop it early with --stop-at" if step < old.steps
+                        else "extend it with a larger --steps"))  # fmt: skip
+
+
+def _budget_text(t: Any) -> str:
+    return f"{t.steps} steps" if t.steps is not None else f"{t.minutes} minutes"
+
+
+def _same_data(record: RunRecord, data: str | Path | None, run_dir: Path) -> None:
+    if data is None:
+        return
+    given = str(Path(data).resolve())
+    if record.data is None or Path(record.data).resolve() != Path(given):
+        started = record.data or "the embedded corpus"
+        raise InputError(f"--resume: the run at '{run_dir}' trains on {started}; omit --data to resume it on the "
+                         "same data")  # fmt: skip
+
+
+def history_entry(start: RunStart, step: int) -> dict[str, Any]:
+    """One line of ``run.json``'s history: this invocation."""
+    entry: dict[str, Any] = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "aunet": version()}
+    if start.record is not None:
+        entry["resumed"] = True
+    if start.restarted:
+        entry["restarted"] = True
+    if start.changes:
+        entry["changes"] = start.changes
+    return entry
