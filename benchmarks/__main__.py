@@ -9,7 +9,7 @@ import sys
 
 import benchmarks  # noqa: F401 - sets OMP_WAIT_POLICY before torch is imported
 
-NAMES = ("splitters", "train-step", "generate", "script-experiment", "udhr-eval")
+NAMES = ("splitters", "train-step", "generate", "script-experiment", "udhr-eval", "attention", "gpu-check")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default: the benchmark's own)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="training minutes per variant (script-experiment only; default 9.4)")  # fmt: skip
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda (attention, train-step, gpu-check)")
+    parser.add_argument("--smoke", action="store_true", help="gpu-check only: tiny sizes, to check the script runs")
     args = parser.parse_args(argv)
     module = __import__(f"benchmarks.{args.name.replace('-', '_')}", fromlist=["run"])
     if args.rounds is not None and args.name == "script-experiment":
@@ -28,6 +30,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.name != "script-experiment":
             parser.error("--minutes applies to script-experiment only")
         kwargs["minutes"] = args.minutes
+    if args.device is not None:
+        if args.name not in ("attention", "train-step", "gpu-check"):
+            parser.error("--device applies to attention, train-step and gpu-check")
+        kwargs["device"] = args.device
+    if args.smoke:
+        if args.name != "gpu-check":
+            parser.error("--smoke applies to gpu-check only")
+        kwargs["smoke"] = True
     records = module.run(**kwargs)
     if args.json:
         machine = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}

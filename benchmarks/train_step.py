@@ -23,16 +23,16 @@ SPECS = ("byte-tiny", "aunet2-tiny", "aunet3-tiny", "aunet4-tiny")
 ROWS, LENGTH = 8, 1024
 
 
-def _batch(spec: Any, corpus: bytes) -> tuple[Any, Any, Any]:
+def _batch(spec: Any, corpus: bytes, rows: int = ROWS, length: int = LENGTH) -> tuple[Any, Any, Any]:
     import torch
 
     import aunet
     from aunet.core.tokens import BOS, IGNORE
 
     tokens, levels = [], []
-    stride = len(corpus) // ROWS
-    for r in range(ROWS):
-        chunk = corpus[r * stride : r * stride + LENGTH]  # BOS + 1,024 bytes: inputs and targets
+    stride = len(corpus) // rows
+    for r in range(rows):
+        chunk = corpus[r * stride : r * stride + length]  # BOS + 1,024 bytes: inputs and targets
         tokens.append(aunet.encode(chunk))
         levels.append(aunet.compute_levels(spec, chunk))
     tokens, levels = torch.stack(tokens), torch.stack(levels)
@@ -61,9 +61,8 @@ def _replay(model: Any, inputs: Any) -> Any:
     return run
 
 
-def _syncs_per_step(name: str, shapes: str) -> int:
+def _syncs_per_step(name: str, shapes: str, device: Any, rows: int = ROWS, length: int = LENGTH) -> int:
     """Host synchronisations of one ``Trainer.step()`` (after a first step)."""
-    import torch
 
     import aunet
     from aunet.core.spec import apply_overrides
@@ -71,19 +70,19 @@ def _syncs_per_step(name: str, shapes: str) -> int:
     from aunet.jobs.syncs import count_host_syncs
     from aunet.jobs.trainer import Trainer
 
-    spec = apply_overrides(aunet.load_spec(name), [f"train.shapes={shapes}", f"train.batch_size={ROWS}",
-                                                   f"model.context={LENGTH}"])  # fmt: skip
+    spec = apply_overrides(aunet.load_spec(name), [f"train.shapes={shapes}", f"train.batch_size={rows}",
+                                                   f"model.context={length}"])  # fmt: skip
     docs = encode_documents(load_corpus(None).train[:4], spec.splitter_stack())
-    model = aunet.build_model(spec)
-    trainer = Trainer(model.spec, model, data=TrainingData(docs, context=LENGTH, batch_size=ROWS, seed=0),
-                      device=torch.device("cpu"))  # fmt: skip
+    model = aunet.build_model(spec, device=device)
+    trainer = Trainer(model.spec, model, data=TrainingData(docs, context=length, batch_size=rows, seed=0),
+                      device=device)  # fmt: skip
     trainer.step(0.0)
     with count_host_syncs() as syncs:
         trainer.step(0.5)
     return syncs.total
 
 
-def run(rounds: int = 9) -> list[dict[str, Any]]:
+def run(rounds: int = 9, device: str = "cpu", rows: int = ROWS, length: int = LENGTH) -> list[dict[str, Any]]:
     import torch
 
     import aunet
@@ -91,6 +90,13 @@ def run(rounds: int = 9) -> list[dict[str, Any]]:
     from aunet.core.accounting import account
     from aunet.core.resources import read_corpus, spec_path
     from aunet.jobs.data import Batch
+    from aunet.jobs.devices import resolve_device
+
+    device = resolve_device(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     torch.manual_seed(0)
     corpus = read_corpus("en_web")
@@ -99,17 +105,19 @@ def run(rounds: int = 9) -> list[dict[str, Any]]:
     replays: dict[str, Any] = {}
     for name in SPECS:
         spec = aunet.load_spec(spec_path(name))
-        model = aunet.build_model(spec)
-        tokens, levels, targets = _batch(spec, corpus)
+        model = aunet.build_model(spec, device=device)
+        tokens, levels, targets = _batch(spec, corpus, rows, length)
         sizes[name] = (account(spec), sum(p.numel() for p in model.parameters()))
         # As the trainer does: eager capacities computed on the host, no document mask for rows
         # of a single document.
         eager = Batch(tokens.numpy(), levels.numpy(), targets.numpy()).capacity(model.depth)
+        tokens, levels, targets = tokens.to(device), levels.to(device), targets.to(device)
         for mode, capacity in (("static", None), ("eager", eager)):
 
             def step(model=model, tokens=tokens, levels=levels, targets=targets, capacity=capacity) -> None:
                 model.zero_grad(set_to_none=True)
                 model(tokens, levels, targets, capacity=capacity, doc_mask=False).loss.backward()
+                sync()
 
             configs[(name, mode)] = step
         if spec.depth:
@@ -129,12 +137,14 @@ def run(rounds: int = 9) -> list[dict[str, Any]]:
                 model_module.boundary_index = original
                 for h in hooks:
                     h.remove()
-            replays[name] = _replay(model, captured)
+            replay = _replay(model, captured)
+            replays[name] = lambda replay=replay: (replay(), sync())
             configs[(name, "pool+upsample")] = replays[name]
 
-    syncs = {(name, mode): _syncs_per_step(name, mode) for name in SPECS for mode in ("static", "eager")}
+    syncs = {(name, mode): _syncs_per_step(name, mode, device, rows, length) for name in SPECS
+             for mode in ("static", "eager")}  # fmt: skip
     times = interleaved(configs, rounds=rounds)
-    step_bytes = ROWS * LENGTH
+    step_bytes = rows * length
     base = {mode: step_bytes / median(times[("byte-tiny", mode)]) for mode in ("static", "eager")}
     records = []
     for name in SPECS:
@@ -145,7 +155,7 @@ def run(rounds: int = 9) -> list[dict[str, Any]]:
                 "spec": name, "shapes": mode, "parameters": params, "flops_per_byte": sizes_.flops_per_byte,
                 "batch_bytes": step_bytes, "step_s": round(seconds, 4), "bytes_per_s": round(step_bytes / seconds, 1),
                 "vs_byte_tiny": round(step_bytes / seconds / base[mode], 3), "rounds": rounds,
-                "host_syncs_per_step": syncs[(name, mode)],
+                "host_syncs_per_step": syncs[(name, mode)], "device": str(device),
             }  # fmt: skip
             if (name, "pool+upsample") in times and mode == "static":
                 record["pool_upsample_share"] = round(median(times[(name, "pool+upsample")]) / seconds, 4)

@@ -55,6 +55,10 @@ class StageSpec(ComponentSpec):
         accounting (docs/method.md section 7): 6 x non-embedding parameters + 6 x dim x layers x S,
         with S the number of positions attended."""
 
+    def training_problems(self, *, device: Any, bfloat16: bool) -> list[str]:
+        """Why this stage cannot train on ``device`` (its attention backend's reasons), if so."""
+        return []
+
 
 @attrs.frozen(kw_only=True)
 class PoolerSpec(ComponentSpec):
@@ -90,3 +94,8 @@ class AttentionSpec(ComponentSpec):
     def resolve(self, *, device: Any) -> AttentionBackend:
         """The backend for ``device``, or an ``aunet.core.errors.AunetError`` that says why it
         cannot run there and which kinds can. Called once, when the model is built or moved."""
+
+    def trains_on(self, *, device: Any, bfloat16: bool) -> str | None:
+        """Why a training step (forward and backward) cannot run on ``device`` with this
+        backend (``bfloat16``: under bf16 autocast), or None. Checked before training starts."""
+        return None

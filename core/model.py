@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aunet.core.errors import SpecError, SpecIssue
+from aunet.core.labels import label
 from aunet.core.modules import KVCache, Layout
 from aunet.core.spec import Spec, resolve_spec
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD, VOCAB_SIZE
@@ -252,17 +253,22 @@ class AUNet(nn.Module):
         skips: list[Tensor] = []
         for i in range(top + 1):
             if i == depth:
-                h = self.trunk(h, layout=plan.layout(i), cache=plan.cache(i, Part.TRUNK))  # (B, S_L, D_L)
+                with label("trunk"):
+                    h = self.trunk(h, layout=plan.layout(i), cache=plan.cache(i, Part.TRUNK))  # (B, S_L, D_L)
                 break
-            h = self.encoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.ENCODER))  # (B, S_i, D_i)
+            with label(f"encoder.{i}"):
+                h = self.encoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.ENCODER))  # (B, S_i, D_i)
             skips.append(h)
             if i < top:
-                h = self.poolers[i](h, plan.contract(i).index)  # (B, S_{i+1}, D_{i+1})
+                with label(f"pool.{i + 1}"):
+                    h = self.poolers[i](h, plan.contract(i).index)  # (B, S_{i+1}, D_{i+1})
         for i in reversed(range(min(top, depth - 1) + 1)):
-            coarse = plan.coarse(i + 1, h if i + 1 <= top else None)  # (B, S_{i+1}, D_{i+1})
-            m = plan.expand(i)
-            h = skips[i] + self.upsamplers[i](coarse, m.segment, m.offset)  # (B, S_i, D_i)
-            h = self.decoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.DECODER))
+            with label(f"upsample.{i + 1}"):
+                coarse = plan.coarse(i + 1, h if i + 1 <= top else None)  # (B, S_{i+1}, D_{i+1})
+                m = plan.expand(i)
+                h = skips[i] + self.upsamplers[i](coarse, m.segment, m.offset)  # (B, S_i, D_i)
+            with label(f"decoder.{i}"):
+                h = self.decoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.DECODER))
         return h
 
     # -- forward ---------------------------------------------------------------------------------
@@ -293,15 +299,19 @@ class AUNet(nn.Module):
             capacity = self.capacity(t) if shapes is ShapeMode.STATIC else self.eager_capacity(lv)
         doc = (tokens == BOS).long().cumsum(1) if doc_mask else None  # (B, T) document of each position
         plan = TeacherForced(lv, capacity, doc=doc)
-        h = self.walk(self.embed(tokens), plan)  # (B, T, D_0)
-        logits = self.head(self.norm(h))  # (B, T, V)
+        with label("encoder.0" if self.depth else "trunk"):
+            embedded = self.embed(tokens)  # (B, T, D_0)
+        h = self.walk(embedded, plan)  # (B, T, D_0)
+        with label("head"):
+            logits = self.head(self.norm(h))  # (B, T, V)
 
         loss = n_predicted = None
         if targets is not None:
-            n_predicted = (targets != IGNORE).sum()
-            nll = F.cross_entropy(logits.float().view(-1, VOCAB_SIZE), targets.reshape(-1).long(),
-                                  ignore_index=IGNORE, reduction="sum")  # fmt: skip
-            loss = nll / n_predicted.clamp(min=1)
+            with label("loss"):
+                n_predicted = (targets != IGNORE).sum()
+                nll = F.cross_entropy(logits.float().view(-1, VOCAB_SIZE), targets.reshape(-1).long(),
+                                      ignore_index=IGNORE, reduction="sum")  # fmt: skip
+                loss = nll / n_predicted.clamp(min=1)
         if plan.maps:
             segments = torch.stack([m.kept for m in plan.maps])
             dropped = torch.stack([m.dropped for m in plan.maps])

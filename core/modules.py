@@ -86,21 +86,62 @@ class KVCache:
         self.length += valid.sum(1)
 
 
-class AttentionBackend(nn.Module, ABC):
-    """Scaled dot-product attention with this project's masking rules.
+class DensePlan:
+    """An explicit mask: (B or 1, 1, S_q, S_k) bool, True where a query may attend. Every backend
+    accepts it; incremental decoding builds one from the KV cache's slot positions (one query, or a
+    prompt's few, against the cache), and the ``math`` backend plans everything this way."""
 
-    Contract: query s attends to keys s' <= s of the same document (``layout.doc``), and within
-    ``window`` positions when a window is set (s - s' < window); never to padding. Inputs
-    q, k, v are (B, H, S, K) after RoPE; the output is (B, H, S, K). An explicit ``mask``
-    (B or 1, 1, S_q, S_k), True where allowed, replaces the rule (incremental decoding builds
-    it from the cache). The backend is chosen once, when the model is built; it never re-decides
-    per call.
+    def __init__(self, mask: Tensor) -> None:
+        self.mask = mask
+
+
+def allowed(q_pos: Tensor, k_pos: Tensor, window: int | None, q_doc: Tensor | None = None,
+            k_doc: Tensor | None = None) -> Tensor:  # fmt: skip
+    """The masking rule itself: (..., S_q, S_k) bool from (..., S_q) query and (..., S_k) key
+    positions: k <= q, within ``window`` (q - k < window), same document, key present (k >= 0)."""
+    q = q_pos[..., :, None]
+    k = k_pos[..., None, :]
+    ok = (k <= q) & (k >= 0)
+    if window is not None:
+        ok = ok & (q - k < window)
+    if q_doc is not None:
+        ok = ok & (q_doc[..., :, None] == k_doc[..., None, :])
+    return ok
+
+
+class AttentionBackend(nn.Module, ABC):
+    """Scaled dot-product attention with this project's masking rule, planned by the backend.
+
+    Rule: query s attends to keys s' <= s of the same document (``layout.doc``), and within
+    ``window`` positions when a window is set (s - s' < window). Static padding only ever follows a
+    row's real positions, so causality keeps real queries from seeing it.
+
+    A backend turns a level's ``Layout`` into what its kernel needs with ``plan`` (a dense mask,
+    SDPA's causal flag, a blockwise band, a FlexAttention ``BlockMask``, variable-length sequence
+    offsets), once per level per forward: stages cache the plan on the layout, so every layer of the
+    level's encoder and decoder shares it. ``forward`` then attends with it, and must also accept a
+    ``DensePlan`` (incremental decoding). Inputs q, k, v are (B, H, S, K) after RoPE (k and v may
+    have fewer heads, a divisor of H: grouped-query attention); the output is (B, H, S_q, K).
+    The backend is chosen once, when the model is built; it never re-decides per call, and it
+    never reads data back to the host.
     """
 
     @abstractmethod
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, *, layout: Layout, window: int | None,
-                mask: Tensor | None = None) -> Tensor:  # fmt: skip
-        """(B, H, S, K) attention output."""
+    def plan(self, layout: Layout, *, batch: int, length: int, window: int | None, device: Any) -> Any:
+        """What the kernel needs for causal attention over ``batch`` rows of ``length`` positions
+        of a level laid out as ``layout``."""
+
+    @abstractmethod
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, plan: Any) -> Tensor:
+        """(B, H, S_q, K) attention output under ``plan`` (this backend's, or a ``DensePlan``)."""
+
+    def planned(self, layout: Layout, *, batch: int, length: int, window: int | None, device: Any) -> Any:
+        """``plan``, cached on the layout: the encoder and the decoder of a level (two stacks, two
+        backend instances of one kind) share it."""
+        key = ("plan", type(self), batch, length, window)
+        if key not in layout.cache:
+            layout.cache[key] = self.plan(layout, batch=batch, length=length, window=window, device=device)
+        return layout.cache[key]
 
 
 class Stage(nn.Module, ABC):

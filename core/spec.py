@@ -155,6 +155,17 @@ class SampleSpec:
 
 
 @attrs.frozen(kw_only=True)
+class ProfileSpec:
+    """``[train.profile]``: profile a window of a run's steps into ``DIR/profile`` (traces for
+    TensorBoard and Perfetto, and a per-stage table at the end of the window)."""
+
+    start: int | None = attrs.field(default=None, validator=count)
+    """First profiled step (none: no profiling). One warm-up step runs under the profiler first."""
+    stop: int | None = attrs.field(default=None, validator=count)
+    """Last profiled step (default: ``start``)."""
+
+
+@attrs.frozen(kw_only=True)
 class TrainSpec:
     """How ``aunet train`` trains (docs/method.md section 6: AdamW, warmup then cosine, clipping).
 
@@ -209,6 +220,7 @@ class TrainSpec:
     eval: EvalSpec = attrs.field(factory=EvalSpec)
     metrics: MetricsSpec = attrs.field(factory=MetricsSpec)
     sample: SampleSpec = attrs.field(factory=SampleSpec)
+    profile: ProfileSpec = attrs.field(factory=ProfileSpec)
 
 
 @attrs.frozen(kw_only=True)
@@ -275,6 +287,11 @@ class Spec:
                     issues.extend(component.check(path=f"{path}.{name}", **dims))
         if self.train.compile and self.train.shapes is not Shapes.STATIC:
             issues.append(SpecIssue("train.shapes", 'torch.compile needs static shapes; set shapes = "static"'))
+        profile = self.train.profile
+        if profile.stop is not None and profile.start is None:
+            issues.append(SpecIssue("train.profile.start", f"missing; stop = {profile.stop} needs a first step"))
+        elif profile.stop is not None and profile.stop < profile.start:
+            issues.append(SpecIssue("train.profile.stop", f"{profile.stop} comes before start = {profile.start}"))
         return issues
 
 

@@ -142,8 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--stop-at", type=_positive_int, metavar="STEP",
                    help="stop after this step with a checkpoint, as if interrupted (resume later with --resume)")  # fmt: skip
+    p.add_argument("--profile-steps", metavar="A:B", type=_step_range,
+                   help="profile steps A to B into DIR/profile (train.profile.start/stop)")  # fmt: skip
     _runtime_options(p)
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("profile", help="profile training steps per attention backend (traces for TensorBoard, Perfetto)")
+    p.add_argument("--spec", metavar="FILE", default=DEFAULT_SPEC, help="a spec file or shipped spec (default aunet2-tiny)")
+    p.add_argument("--attention", nargs="+", metavar="KIND",
+                   help="attention kinds to profile, each on every stage (default: the spec's own)")  # fmt: skip
+    p.add_argument("--context", type=_positive_int, metavar="T", help="bytes per row (default: the spec's)")
+    p.add_argument("--batch", type=_positive_int, metavar="B", help="rows per step (default: the spec's)")
+    p.add_argument("--steps", type=_positive_int, default=3, metavar="N", help="profiled steps (default 3)")
+    p.add_argument("--warmup", type=_number(int, 0, strict=False, maximum=1000), default=1, metavar="N",
+                   help="steps run under the profiler before the profiled ones (default 1)")  # fmt: skip
+    p.add_argument("--data", metavar="PATH", help="training text (default: the embedded corpus)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a spec field")  # fmt: skip
+    p.add_argument("--out", required=True, metavar="DIR", help="where the traces go: DIR/<kind>/*.pt.trace.json")
+    p.add_argument("--json", action="store_true", help="the summaries as JSON")
+    _runtime_options(p)
+    p.set_defaults(run=cmd_profile)
 
     p = sub.add_parser("eval", help="validation bits per byte of a checkpoint, beside xz -9e")
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
@@ -210,6 +229,18 @@ _positive_int = _number(int, 1, strict=False, maximum=MAX_COUNT)
 _positive_float = _number(float, 0, strict=True, maximum=1e12)
 _non_negative_float = _number(float, 0, strict=False, maximum=1e12)
 _seed = _number(int, 0, strict=False, maximum=MAX_SEED)
+
+
+def _step_range(text: str) -> tuple[int, int]:
+    """``A:B`` (or ``A``): steps A to B, 1-based, A <= B."""
+    first, sep, last = text.partition(":")
+    try:
+        start, stop = int(first), int(last if sep else first)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A:B (steps, e.g. 10:12), got '{text}'") from None
+    if not 1 <= start <= stop:
+        raise argparse.ArgumentTypeError(f"expected 1 <= A <= B, got {start}:{stop}")
+    return start, stop
 
 
 # -- plugins -------------------------------------------------------------------------------------
@@ -498,7 +529,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         raise InputError("--resume needs --out DIR, the run directory to continue")
     spec = None
-    overrides = args.overrides
+    overrides = list(args.overrides)
+    if args.profile_steps:
+        overrides += [f"train.profile.start={args.profile_steps[0]}", f"train.profile.stop={args.profile_steps[1]}"]
     if not args.resume or args.spec:
         source = args.spec or DEFAULT_SPEC
         spec = load_spec_with_overrides(source, overrides)
@@ -518,6 +551,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("sample:")
         print(_visible_text(summary.sample))
     print(f"run directory: {out} (checkpoint {summary.checkpoint.name if summary.checkpoint else 'none'})")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from aunet.core.spec import load_spec_with_overrides
+    from aunet.jobs.devices import resolve_device
+    from aunet.jobs.profiling import format_summary, profile_backends
+
+    spec = load_spec_with_overrides(args.spec, args.overrides)
+    _checked(spec, args.spec, args.overrides)
+    kinds = args.attention or sorted({level.stage.attention.kind for level in spec.levels if hasattr(level.stage, "attention")})
+    known = default_registry().kinds(Family.ATTENTION)
+    for kind in kinds:
+        if kind not in known:
+            raise InputError(f"--attention: unknown attention kind '{kind}'; known: {known_list(known)}{did_you_mean(kind, known)}")
+    summaries = profile_backends(spec, kinds=kinds, device=resolve_device(args.device), context=args.context,
+                                 batch=args.batch, steps=args.steps, warmup=args.warmup, out=Path(args.out),
+                                 data=args.data)  # fmt: skip
+    if args.json:
+        _print_json({"spec": spec.name, "profiles": [s.to_json() for s in summaries]})
+        return 0
+    for summary in summaries:
+        print(format_summary(summary))
+    print(f"traces: tensorboard --logdir {args.out}  (PyTorch Profiler tab), or open a *.pt.trace.json in "
+          "ui.perfetto.dev")  # fmt: skip
     return 0
 
 
@@ -550,7 +608,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not docs:
         raise InputError(f"the {split} split of {corpus.source} is empty")
     progress = Progress(sys.stderr)
-    result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size, progress=progress)
+    result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size, progress=progress,
+                      autocast=_run_autocast(spec, model))  # fmt: skip
     data = b"".join(d.data for d in chosen)
     xz = xz_bits_per_byte(data)
     xz_note = _xz_note(len(data))
@@ -570,6 +629,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if per:
         print(f"bytes per segment: {per}")
     return 0
+
+
+def _run_autocast(spec: Any, model: Any) -> Any:
+    """Evaluate as the run trained: bf16 autocast where its precision meant it on this device."""
+    from aunet.jobs.devices import autocast, use_bfloat16
+
+    device = next(model.parameters()).device
+    return autocast(device, bfloat16=use_bfloat16(spec.train.precision, device))
 
 
 def _run_data(run: Any) -> str | None:
@@ -641,7 +708,8 @@ def _eval_suite(spec: Any, model: Any, ckpt: Any, args: argparse.Namespace) -> i
     rows = []
     for text in suite_texts(args.suite, args.only):
         docs = encode_documents([Document(text.file, text.data)], stack)
-        result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size)
+        result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size,
+                          autocast=_run_autocast(spec, model))  # fmt: skip
         rows.append({"file": text.file, "bcp47": text.tag, "name": text.name, **result.to_json(),
                      "xz_bpb": xz_bits_per_byte(text.data)})  # fmt: skip
     if args.json:

@@ -276,7 +276,8 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, *, steps:
     import torch
 
     from aunet.core.model import build_model
-    from aunet.jobs.devices import check_fits
+    from aunet.jobs.devices import check_fits, use_bfloat16
+    from aunet.jobs.profiling import RunProfile, format_summary
 
     spec = start.spec
     if start.record is None and (steps is not None or minutes is not None):
@@ -302,6 +303,11 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, *, steps:
         measured = contraction_of((d.levels for d in train_docs), spec.depth)
         spec = stamp(resolve_spec(spec, contraction=measured))
     check_fits(spec, device)
+    bfloat16 = use_bfloat16(t.precision, device)
+    problems = [f"levels[{i}].stage: {p}" for i, level in enumerate(spec.levels)
+                for p in level.stage.training_problems(device=device, bfloat16=bfloat16)]  # fmt: skip
+    if problems:
+        raise InputError("\n".join(problems))
     training_data = TrainingData(train_docs, context=spec.model.context, batch_size=t.batch_size, seed=t.seed)
 
     if not run_dir.is_dir():
@@ -339,19 +345,25 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, *, steps:
     evaluator = Evaluator(val_docs, t.eval, context=spec.model.context, batch_size=t.batch_size)
     interrupted = False
     purge = trainer.step_count + 1 if start.record is not None else None
+    profile = RunProfile(run_dir, t.profile, device=device, step_bytes=t.batch_size * t.grad_accum * spec.model.context)
     with _StopFlag() as stop, MetricWriters(run_dir, t.metrics, purge_step=purge) as writers:
         log = StepLog(writers, progress, budget, checkpointer)
         while not budget.done(trainer):
             if stop.requested or (stop_at is not None and trainer.step_count >= stop_at):
                 interrupted = True
                 break
-            result = trainer.step(budget.fraction(trainer))
+            result = profile.run(trainer, lambda: trainer.step(budget.fraction(trainer)))
             log.log(trainer, result)
+            if (summary := profile.take()) is not None:
+                progress.message(format_summary(summary))
             if on_step is not None:
                 on_step(result.step, float(result.loss))
             final = budget.done(trainer)
             evaluator.maybe(trainer, writers, progress, final=final)
             checkpointer.maybe_save(trainer, final=final)
+        profile.close()  # the run ended inside the window
+        if (summary := profile.take()) is not None:
+            progress.message(format_summary(summary))
         if trainer.step_count != checkpointer.saved_step:
             checkpointer.save(trainer)
         losses = log.all_losses()

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from aunet.core.errors import AunetError
+from aunet.core.labels import label
 from aunet.core.spec import Shapes, Spec, TrainSpec
 from aunet.jobs.data import TrainingData
 from aunet.jobs.devices import autocast, rng_state, set_rng_state, use_bfloat16
@@ -139,12 +140,14 @@ class Trainer:
             doc_mask = self.config.compile or batch.several_documents
             with self.autocast():
                 out = self.forward(tokens, levels, targets, capacity=capacity, doc_mask=doc_mask)
-            (out.loss / accum).backward()
+            with label("backward"):
+                (out.loss / accum).backward()
             loss = loss + out.loss.detach().float() / accum
             predicted = predicted + out.n_predicted
             segments = segments + out.segments
             dropped = dropped + out.dropped
-        norm = self.optimization.step()
+        with label("optimizer"):
+            norm = self.optimization.step()
         self.step_count += 1
         finite = torch.isfinite(loss) & torch.isfinite(norm)
         first = (self._bad_step < 0) & ~finite

@@ -75,6 +75,10 @@ class TransformerSpec(StageSpec):
                                 window=self.window, rope_theta=self.rope_theta, norm_eps=self.norm_eps,
                                 init_std=self.init_std, backend=self.attention.resolve(device=torch.device(device or "cpu")))  # fmt: skip
 
+    def training_problems(self, *, device: Any, bfloat16: bool) -> list[str]:
+        problem = self.attention.trains_on(device=device, bfloat16=bfloat16)
+        return [problem] if problem else []
+
     def parameter_count(self, *, dim: int) -> int:
         per_layer = 4 * dim * dim + 3 * dim * self.hidden(dim) + 2 * dim
         return self.layers * per_layer

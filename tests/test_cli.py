@@ -136,3 +136,21 @@ def test_benchmark_splitters_runs() -> None:
     records = json.loads(result.stdout)["records"]
     assert {(r["levels"], r["mode"]) for r in records} >= {(3, "batch"), (3, "stream-bytes")}
     assert all(r["mb_per_s"] > 0 for r in records)
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_on_a_cpu_in_smoke_mode() -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "gpu-check", "--device", "cpu", "--smoke", "--json"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)["records"][0]
+    for part in ("gpu_tests", "attention_8192", "train_step", "profile_aunet2_1b_reduced", "fsdp_one_process"):
+        assert part in summary and "error" not in (summary[part] if isinstance(summary[part], dict) else {}), part
+    assert summary["gpu_tests"]["returncode"] == 0
+    assert {r["kind"] for r in summary["attention_8192"] if "ms" in r} >= {"sdpa", "math", "flex"}
+    assert any(p["kind"] == "sdpa" and p["labels"] for p in summary["profile_aunet2_1b_reduced"])

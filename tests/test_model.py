@@ -114,22 +114,36 @@ def test_upsamplers_give_each_position_the_last_boundary_at_or_before_it(boundar
 
 
 @pytest.mark.parametrize("mode", ["wrap", "clamp"])
-def test_multi_linear_paths_agree(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aunet.plugins.nn import upsamplers
+def test_multi_linear_decoding_memory_is_linear_and_exact(mode: str) -> None:
+    # A decoding step of 64 rows at the paper's word-to-byte widths used to build a (B, T, Dc, Df)
+    # weight per call; now every tensor of the call is linear in B x S x D (plus the weights).
     from aunet.plugins.upsamplers import MultiLinearSpec, OffsetMode
 
     torch.manual_seed(0)
     up = MultiLinearSpec(offsets=5, mode=OffsetMode(mode)).build(dim_coarse=6, dim_fine=4)
-    mask = torch.rand(3, 50) < 0.2
-    mask[:, 0] = True
-    m = boundary_index(mask, None)
-    coarse = torch.randn(3, m.index.shape[1], 6)
+    coarse = torch.randn(64, 1, 6)
+    offset = torch.randint(0, 12, (64, 1))
+    segment = torch.zeros(64, 1, dtype=torch.long)
     with torch.no_grad():
-        monkeypatch.setattr(upsamplers, "FEW", 0)
-        projected = up(coarse, m.segment, m.offset)
-        monkeypatch.setattr(upsamplers, "FEW", 10_000)
-        gathered = up(coarse, m.segment, m.offset)
-    torch.testing.assert_close(projected, gathered, rtol=1e-5, atol=1e-5)
+        out = up(coarse, segment, offset)
+        u = up.norm(coarse)[:, 0]
+        o = offset[:, 0] % 5 if mode == "wrap" else offset[:, 0].clamp(max=4)
+        expected = torch.stack([u[r] @ (up.up + up.per_offset[o[r]]) for r in range(64)])
+    torch.testing.assert_close(out[:, 0], expected, rtol=1e-5, atol=1e-5)
+    big = MultiLinearSpec().build(dim_coarse=2048, dim_fine=512)
+    sizes = []
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Sizes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            if isinstance(result, torch.Tensor):
+                sizes.append(result.numel())
+            return result
+
+    with torch.no_grad(), Sizes():
+        big(torch.randn(64, 1, 2048), torch.zeros(64, 1, dtype=torch.long), torch.randint(0, 16, (64, 1)))
+    assert max(sizes) <= 17 * 2048 * 512  # the weights' own size (16 offsets + W_up), not 64 x 2048 x 512
 
 
 def test_static_shapes_count_every_dropped_boundary() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aunet.core.modules import AttentionBackend, KVCache, Layout, Stage
+from aunet.core.modules import AttentionBackend, DensePlan, KVCache, Layout, Stage
 
 
 def rope_angles(pos: Tensor, head_dim: int, theta: float) -> Tensor:
@@ -52,23 +53,24 @@ class Block(nn.Module):
         self.down = nn.Linear(hidden, dim, bias=False)
         self.backend = backend
 
-    def forward(self, x: Tensor, rotation: Tensor, layout: Layout,
-                cached: tuple[KVCache, int, Tensor, Tensor] | None = None) -> Tensor:  # fmt: skip
+    def forward(self, x: Tensor, rotation: Tensor, plan: Any,
+                cached: tuple[KVCache, int, Tensor] | None = None) -> Tensor:  # fmt: skip
+        """``plan``: the level's attention plan (the backend's, or a ``DensePlan`` over the cache)."""
         b, s, d = x.shape
         qkv = self.qkv(self.attn_norm(x)).view(b, s, 3, self.heads, self.head_dim)  # (B, S, 3, H, K)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, S, K)
         q, k = apply_rope(q, rotation), apply_rope(k, rotation)
         if cached is None:
-            att = self.backend(q, k, v, layout=layout, window=self.window)  # (B, H, S, K)
+            att = self.backend(q, k, v, plan)  # (B, H, S, K)
         else:
-            cache, layer, slots, mask = cached
-            if mask.shape[-1] == cache.capacity + 1:  # one new position: write it, attend to the cache
+            cache, layer, slots = cached
+            if plan.mask.shape[-1] == cache.capacity + 1:  # one new position: write it, attend to the cache
                 cache.write(layer, k, v, slots)
-                att = self.backend(q, cache.k[layer], cache.v[layer], layout=layout, window=self.window, mask=mask)
+                att = self.backend(q, cache.k[layer], cache.v[layer], plan)
             else:  # a prefill: attend to the old cache and the new positions, then write
                 keys = torch.cat([cache.k[layer][:, :, : cache.capacity], k], dim=2)  # (B, H, C + S, K)
                 values = torch.cat([cache.v[layer][:, :, : cache.capacity], v], dim=2)
-                att = self.backend(q, keys, values, layout=layout, window=self.window, mask=mask)
+                att = self.backend(q, keys, values, plan)
                 cache.write(layer, k, v, slots)
         h = x + self.out(att.transpose(1, 2).reshape(b, s, d))
         gate, up = self.gate_up(self.ffn_norm(h)).chunk(2, dim=-1)  # 2 x (B, S, hidden)
@@ -86,6 +88,7 @@ class TransformerStage(Stage):
         self.window = window
         self.rope_theta = rope_theta
         self.init_std = init_std
+        self.backend = backend
         self.blocks = nn.ModuleList(
             Block(dim=dim, head_dim=head_dim, hidden=hidden, window=window, norm_eps=norm_eps, backend=backend)
             for _ in range(layers)
@@ -103,10 +106,12 @@ class TransformerStage(Stage):
     def forward(self, x: Tensor, *, layout: Layout, cache: KVCache | None = None) -> Tensor:
         if cache is not None:
             return self._forward_cached(x, layout, cache)
-        pos = layout.pos if layout.pos is not None else torch.arange(x.shape[1], device=x.device)[None]
+        b, s, _ = x.shape
+        pos = layout.pos if layout.pos is not None else torch.arange(s, device=x.device)[None]
         rotation = rope_angles(pos, self.head_dim, self.rope_theta)  # (B|1, 1, S, K/2)
+        plan = self.backend.planned(layout, batch=b, length=s, window=self.window, device=x.device)
         for block in self.blocks:
-            x = block(x, rotation, layout)
+            x = block(x, rotation, plan)
         return x
 
     def _forward_cached(self, x: Tensor, layout: Layout, cache: KVCache) -> Tensor:
@@ -123,9 +128,9 @@ class TransformerStage(Stage):
                 mask = mask & (q_pos - slot_pos < self.window)
             # A row with nothing to add sees its own (spare-slot) key, so no softmax row is empty.
             own = torch.arange(cache.capacity + 1, device=x.device)[None, None, :] == slots[:, :, None]
-            mask = (mask | own)[:, None]  # (B, 1, 1, C + 1)
+            plan = DensePlan((mask | own)[:, None])  # (B, 1, 1, C + 1)
             for i, block in enumerate(self.blocks):
-                x = block(x, rotation, layout, cached=(cache, i, slots, mask))
+                x = block(x, rotation, plan, cached=(cache, i, slots))
             return x
         # Which keys each new position may see: cached slots, then the new positions themselves.
         q_pos = positions[:, :, None]  # (B, S, 1)
@@ -138,9 +143,9 @@ class TransformerStage(Stage):
         if self.window is not None:
             see_old = see_old & (q_pos - old < self.window)
             see_new = see_new & (q_pos - new < self.window)
-        mask = torch.cat([see_old, see_new], dim=2)[:, None]  # (B, 1, S, C + S)
+        plan = DensePlan(torch.cat([see_old, see_new], dim=2)[:, None])  # (B, 1, S, C + S)
         for i, block in enumerate(self.blocks):
-            x = block(x, rotation, layout, cached=(cache, i, slots, mask))
+            x = block(x, rotation, plan, cached=(cache, i, slots))
         cache.commit(positions, slots, valid)
         return x
 
