@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None,
                         help="training minutes per variant (script-experiment only; default 9.4)")  # fmt: skip
     parser.add_argument("--device", default=None, help="auto, cpu, cuda (attention, train-step, gpu-check)")
-    parser.add_argument("--smoke", action="store_true", help="gpu-check only: tiny sizes, to check the script runs")
+    parser.add_argument("--smoke", action="store_true", help="splitters, gpu-check: tiny sizes, to check the script runs")
     args = parser.parse_args(argv)
     module = __import__(f"benchmarks.{args.name.replace('-', '_')}", fromlist=["run"])
     if args.rounds is not None and args.name == "script-experiment":
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--device applies to attention, train-step and gpu-check")
         kwargs["device"] = args.device
     if args.smoke:
-        if args.name != "gpu-check":
-            parser.error("--smoke applies to gpu-check only")
+        if args.name not in ("splitters", "gpu-check"):
+            parser.error("--smoke applies to splitters and gpu-check only")
         kwargs["smoke"] = True
     records = module.run(**kwargs)
     if args.json:

@@ -27,7 +27,8 @@ STACKS = {
 STREAM_BYTES = 1_000_000  # streaming is timed on the first megabyte
 
 
-def run(rounds: int = 9) -> list[dict[str, Any]]:
+def run(rounds: int = 9, smoke: bool = False) -> list[dict[str, Any]]:
+    """``smoke``: a tenth of the corpus, to check the benchmark runs (the figures mean little)."""
     from aunet.core.levels import SplitterStack
     from aunet.core.registry import Family, default_registry
     from aunet.core.resources import read_corpus
@@ -35,6 +36,8 @@ def run(rounds: int = 9) -> list[dict[str, Any]]:
     registry = default_registry()
     kinds = registry.kinds(Family.SPLITTER)
     corpus = read_corpus("en_web")
+    if smoke:
+        corpus = corpus[: corpus.find(b"\n", len(corpus) // 10) + 1]
     chapters = [m.group(0) for m in re.finditer(rb"(?ms)^[^\n]+ \d+\n.*?(?=^[^\n]+ \d+\n|\Z)", corpus)]
     assert sum(map(len, chapters)) == len(corpus), "chapters must tile the corpus"
     stream_data = corpus[:STREAM_BYTES]

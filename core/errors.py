@@ -14,7 +14,15 @@ import attrs
 
 
 class AunetError(Exception):
-    """Bad input from the user: a file, a flag, a spec, a plugin, a checkpoint."""
+    """Bad input from the user: a file, a flag, a spec, a plugin, a checkpoint.
+
+    In a run of several processes every process meets the same errors, and only the first
+    prints them; ``rank_local`` marks one that only this process met (it prints it, with its
+    rank), ``quiet`` one that another process reports.
+    """
+
+    rank_local: bool = False
+    quiet: bool = False
 
     def lines(self) -> list[str]:
         """The message as lines, one per problem."""

@@ -275,7 +275,7 @@ class AUNet(nn.Module):
 
     def forward(self, tokens: Tensor, levels: Tensor, targets: Tensor | None = None, *,
                 shapes: ShapeMode = ShapeMode.STATIC, capacity: Sequence[int] | None = None,
-                doc_mask: bool = True) -> ModelOutput:  # fmt: skip
+                doc_mask: bool = True, loss_divisor: float | None = None) -> ModelOutput:  # fmt: skip
         """Next-token logits (and loss) for rows of tokens. No host synchronisation with static
         shapes or a given ``capacity``; values are not checked here (``validate`` does that).
 
@@ -289,6 +289,8 @@ class AUNet(nn.Module):
                 capacities they computed on the host, so eager shapes need no sync either).
             doc_mask: keep attention within documents (rows holding several BOS). False when every
                 row holds a single document, which lets attention take its plain causal path.
+            loss_divisor: divide the summed loss by this instead of the rows' predicted positions
+                (a distributed trainer passes the global count over the world size).
         """
         self._check_shapes(tokens, levels, targets)
         if self.debug and not torch.compiler.is_compiling():
@@ -311,7 +313,7 @@ class AUNet(nn.Module):
                 n_predicted = (targets != IGNORE).sum()
                 nll = F.cross_entropy(logits.float().view(-1, VOCAB_SIZE), targets.reshape(-1).long(),
                                       ignore_index=IGNORE, reduction="sum")  # fmt: skip
-                loss = nll / n_predicted.clamp(min=1)
+                loss = nll / (n_predicted.clamp(min=1) if loss_divisor is None else loss_divisor)
         if plan.maps:
             segments = torch.stack([m.kept for m in plan.maps])
             dropped = torch.stack([m.dropped for m in plan.maps])

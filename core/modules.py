@@ -170,6 +170,11 @@ class Stage(nn.Module, ABC):
         """An empty cache for ``batch`` rows of up to ``capacity`` positions (fewer may do: a
         sliding-window stage keeps only its window)."""
 
+    def checkpointable(self) -> list[nn.Module]:
+        """The sub-modules worth recomputing in the backward pass (activation checkpointing) and
+        sharding one by one (FSDP2), in order: a transformer's blocks. None by default."""
+        return []
+
 
 class Pooler(nn.Module, ABC):
     """Contracting: the fine vectors at the boundaries become the coarse sequence.

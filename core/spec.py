@@ -154,6 +154,41 @@ class SampleSpec:
     """Sample among the k likeliest bytes (none: all)."""
 
 
+class Streaming(enum.Enum):
+    """Whether ``--data`` is read whole or streamed (``aunet.jobs.streaming``)."""
+
+    AUTO = "auto"  # stream folders and record files larger than 256 MiB on disk
+    ON = "on"
+    OFF = "off"
+
+
+@attrs.frozen(kw_only=True)
+class DataSpec:
+    """``[train.data]``: how the training text is read."""
+
+    stream: Streaming = Streaming.AUTO
+    """``auto`` streams folders and .jsonl/.parquet files over 256 MiB, ``on`` always, ``off``
+    never (the corpus is then held in memory, at most 1/16 of the memory available)."""
+    buffer_bytes: int = attrs.field(default=64 << 20, validator=between(1 << 10, 1 << 36))
+    """Streaming: bytes of documents shuffled together (a window); memory is about 3x this."""
+
+
+class Parallel(enum.Enum):
+    """How ``aunet train`` spreads over the processes ``torchrun`` starts."""
+
+    NONE = "none"
+    DDP = "ddp"  # every process holds the model; gradients are averaged
+    FSDP = "fsdp"  # FSDP2: parameters, gradients and optimizer state sharded over the processes
+
+
+class Checkpointing(enum.Enum):
+    """Activation checkpointing of transformer blocks (recompute in the backward pass)."""
+
+    NONE = "none"
+    SELECTIVE = "selective"  # every second block
+    FULL = "full"  # every block
+
+
 @attrs.frozen(kw_only=True)
 class ProfileSpec:
     """``[train.profile]``: profile a window of a run's steps into ``DIR/profile`` (traces for
@@ -221,6 +256,12 @@ class TrainSpec:
     metrics: MetricsSpec = attrs.field(factory=MetricsSpec)
     sample: SampleSpec = attrs.field(factory=SampleSpec)
     profile: ProfileSpec = attrs.field(factory=ProfileSpec)
+    data: DataSpec = attrs.field(factory=DataSpec)
+    parallel: Parallel = Parallel.NONE
+    """``ddp`` or ``fsdp`` under torchrun (``--parallel``); the global batch (batch_size x
+    grad_accum rows) is the same whatever the number of processes."""
+    activation_checkpointing: Checkpointing = Checkpointing.NONE
+    """Recompute transformer blocks in the backward pass: ``selective`` (every second) or ``full``."""
 
 
 @attrs.frozen(kw_only=True)

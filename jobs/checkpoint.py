@@ -4,11 +4,18 @@ A run directory holds ``spec.toml`` (the resolved spec, stamped with package and
 versions), ``run.json``, ``metrics.jsonl``, TensorBoard events under ``tb/``, and ``checkpoints/``::
 
     checkpoints/step-00000250/model.safetensors     weights
-    checkpoints/step-00000250/trainer.safetensors   optimizer tensors and random generator states
+    checkpoints/step-00000250/trainer.safetensors   optimizer tensors (keyed by parameter name)
     checkpoints/step-00000250/trainer.json          step, elapsed time, data position, optimizer
-                                                    hyper-parameters, Python and numpy RNG states
+                                                    hyper-parameters, every process's RNG states
     checkpoints/step-00000250/meta.json             step, the spec, sizes and SHA-256 of the files
     checkpoints/latest                              the name of the newest complete checkpoint
+
+A run sharded with FSDP2 writes ``shards/shard-0000R-model-00001-of-00001.safetensors`` instead
+of the two safetensors files: every process writes its own shards of the weights and optimizer
+state through ``torch.distributed.checkpoint`` (its safetensors storage, whose index is the
+files' own headers: no pickled metadata), ``meta.json`` says ``"format": "sharded"``, and any
+number of processes reads it back (``torch.distributed.checkpoint`` reshards), one process
+without torchrun included (the tensors are then read whole).
 
 Nothing is pickled: tensors are safetensors and everything else JSON, so loading a checkpoint
 downloaded from elsewhere cannot run code. Evaluation and generation read only
@@ -39,12 +46,13 @@ LATEST = "latest"
 MODEL_FILE = "model.safetensors"
 TRAINER_TENSORS = "trainer.safetensors"
 TRAINER_JSON = "trainer.json"
+SHARDS = "shards"
 META = "meta.json"
 FILES = (MODEL_FILE, TRAINER_TENSORS, TRAINER_JSON)
 
 
 class CheckpointError(AunetError):
-    """A checkpoint that is missing, truncated or corrupt."""
+    """A checkpoint that is missing, truncated or corrupt, or one that could not be written."""
 
 
 def _fsync_file(path: Path) -> None:
@@ -85,30 +93,31 @@ def checkpoint_name(step: int) -> str:
 
 
 def flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """An optimizer's ``state_dict()`` as (tensors, JSON): tensors under
-    ``optimizer.<param>.<name>``, non-tensor per-parameter values and the param groups in JSON."""
+    """An optimizer state dict keyed by parameter names (``get_state_dict``) as (tensors, JSON):
+    tensors under ``optimizer.<parameter>.<name>``; non-tensor values and the param groups in
+    JSON."""
     import torch
 
     tensors: dict[str, Any] = {}
     scalars: dict[str, dict[str, Any]] = {}
-    for index, values in state_dict["state"].items():
+    for param, values in state_dict["state"].items():
         for name, value in values.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{name}"] = value
+                tensors[f"optimizer.{param}.{name}"] = value
             else:
-                scalars.setdefault(str(index), {})[name] = value
+                scalars.setdefault(str(param), {})[name] = value
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
 def unflatten_optimizer(tensors: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of ``flatten_optimizer``."""
-    state: dict[int, dict[str, Any]] = {}
+    """The inverse of ``flatten_optimizer`` (a state name has no dot; a parameter name may)."""
+    state: dict[str, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    for index, values in data.get("scalars", {}).items():
-        state.setdefault(int(index), {}).update(values)
+            param, name = key.removeprefix("optimizer.").rsplit(".", 1)
+            state.setdefault(param, {})[name] = value
+    for param, values in data.get("scalars", {}).items():
+        state.setdefault(param, {}).update(values)
     return {"state": state, "param_groups": data["param_groups"]}
 
 
@@ -116,18 +125,79 @@ def unflatten_optimizer(tensors: dict[str, Any], data: dict[str, Any]) -> dict[s
 
 
 def save(run_dir: Path, step: int, model_state: dict[str, Any], trainer_tensors: dict[str, Any],
-         trainer_json: dict[str, Any], *, keep: int, extra_meta: dict[str, Any] | None = None) -> Path:  # fmt: skip
+         trainer_json: dict[str, Any], *, keep: int, extra_meta: dict[str, Any] | None = None,
+         world: Any = None, sharded: bool = False) -> Path:  # fmt: skip
     """Write checkpoint ``step`` atomically, point ``latest`` at it, prune old ones. A write that
     fails (a full disk, a read-only folder) leaves the previous checkpoints as they were and is
-    one CheckpointError saying what to free or fix."""
+    one CheckpointError saying what to free or fix.
+
+    In a distributed run (``world``) every process calls this: with ``sharded`` each writes its
+    shards; the main process writes the rest and moves the checkpoint into place."""
+    from aunet.jobs.distributed import SINGLE
+
+    world = world or SINGLE
     root = run_dir / CHECKPOINTS
     tmp = root / f".tmp-{checkpoint_name(step)}"
+    failed: OSError | None = None
     try:
-        return _save(root, tmp, step, model_state, trainer_tensors, trainer_json, keep, extra_meta)
+        if world.main:
+            root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+        world.barrier()
+        if sharded:
+            _save_shards(tmp, model_state, trainer_tensors)
+        elif world.main:
+            _save_whole(tmp, model_state, trainer_tensors)
     except OSError as exc:
+        failed = exc
+    if _anyone_failed(world, failed):
+        return _failed(root, tmp, step, failed, world)
+    try:
+        if world.main:
+            _finish(root, tmp, step, trainer_json, keep, extra_meta, sharded)
+    except OSError as exc:
+        failed = exc
+    if _anyone_failed(world, failed):
+        return _failed(root, tmp, step, failed, world)
+    return root / checkpoint_name(step)
+
+
+def _anyone_failed(world: Any, failed: OSError | None) -> bool:
+    import torch
+
+    flag = torch.tensor([1 if failed is not None else 0])
+    world.all_reduce(flag, op="max")
+    return bool(flag.item())
+
+
+def _failed(root: Path, tmp: Path, step: int, failed: OSError | None, world: Any) -> Path:
+    if world.main:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"cannot write checkpoint {checkpoint_name(step)} in {root}: "
-                              f"{exc.strerror or exc}{advice(exc, root)}; the previous checkpoints are intact") from None  # fmt: skip
+    if failed is None:  # another process failed and says why
+        error = CheckpointError(f"checkpoint {checkpoint_name(step)} was not written: another process failed")
+        error.quiet = True
+        raise error
+    error = CheckpointError(f"cannot write checkpoint {checkpoint_name(step)} in {root}: {failed.strerror or failed}"
+                            f"{advice(failed, root)}; the previous checkpoints are intact")  # fmt: skip
+    error.rank_local = True
+    raise error
+
+
+def _save_whole(tmp: Path, model_state: dict[str, Any], trainer_tensors: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / MODEL_FILE))
+    save_file({k: v.detach().contiguous().cpu() for k, v in trainer_tensors.items()}, str(tmp / TRAINER_TENSORS))
+
+
+def _save_shards(tmp: Path, model_state: dict[str, Any], trainer_tensors: dict[str, Any]) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    state = {f"model.{k}": v for k, v in model_state.items()} | dict(trainer_tensors)
+    dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDS), save_distributed=True))
 
 
 def advice(exc: OSError, folder: Path) -> str:
@@ -147,26 +217,22 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
-def _save(root: Path, tmp: Path, step: int, model_state: dict[str, Any], trainer_tensors: dict[str, Any],
-          trainer_json: dict[str, Any], keep: int, extra_meta: dict[str, Any] | None) -> Path:  # fmt: skip
-    from safetensors.torch import save_file
-
-    root.mkdir(parents=True, exist_ok=True)
+def _finish(root: Path, tmp: Path, step: int, trainer_json: dict[str, Any], keep: int,
+            extra_meta: dict[str, Any] | None, sharded: bool) -> Path:  # fmt: skip
     final = root / checkpoint_name(step)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / MODEL_FILE))
-    save_file({k: v.detach().contiguous().cpu() for k, v in trainer_tensors.items()}, str(tmp / TRAINER_TENSORS))
     (tmp / TRAINER_JSON).write_text(json.dumps(trainer_json), encoding="utf-8")
-    meta = {"step": step, "files": {}, **(extra_meta or {})}
+    names = [TRAINER_JSON] + ([f"{SHARDS}/{p.name}" for p in sorted((tmp / SHARDS).glob("*.safetensors"))]
+                              if sharded else [MODEL_FILE, TRAINER_TENSORS])  # fmt: skip
+    meta = {"step": step, "format": "sharded" if sharded else "whole", "files": {}, **(extra_meta or {})}
     mode = _file_mode()
-    for name in FILES:
+    for name in names:
         os.chmod(tmp / name, mode)
         _fsync_file(tmp / name)
         meta["files"][name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
     (tmp / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     _fsync_file(tmp / META)
+    if sharded:
+        _fsync_dir(tmp / SHARDS)
     _fsync_dir(tmp)
     if final.exists():  # a re-save of the same step (resume then immediate stop)
         shutil.rmtree(final)
@@ -222,7 +288,7 @@ def newest_complete(run_dir: Path) -> tuple[Path | None, list[str]]:
                         key=lambda p: int(p.name.split("-")[1]), reverse=True)  # fmt: skip
     for path in candidates:
         try:
-            verify(path, FILES)
+            verify(path)
         except CheckpointError as exc:
             notices.append(f"passing over {path.name}: {str(exc).removeprefix(f'checkpoint {path} ')}")
             continue
@@ -276,10 +342,13 @@ def read_meta(path: Path) -> dict[str, Any]:
 MAX_META_BYTES = 4 << 20
 
 
-def verify(path: Path, names: tuple[str, ...] = FILES) -> dict[str, Any]:
-    """meta.json of a checkpoint after checking the size and hash of each of ``names``."""
+def verify(path: Path, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """meta.json of a checkpoint after checking the size and hash of each of ``names`` (default:
+    every file a checkpoint of its format holds)."""
     meta = read_meta(path)
     files = meta["files"]
+    if names is None:
+        names = tuple(files) if meta.get("format") == "sharded" else FILES
     for name in names:
         file = path / name
         expected = files.get(name)
@@ -306,22 +375,73 @@ def _read_tensors(path: Path, name: str) -> dict[str, Any]:
 
 
 def load_model(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(weights, meta) of a verified checkpoint: what evaluation and generation need, no more."""
-    meta = verify(path, (MODEL_FILE,))
+    """(weights, meta) of a verified checkpoint: what evaluation and generation need, no more. A
+    sharded checkpoint is read whole (its shards joined)."""
+    meta = read_meta(path)
+    if meta.get("format") == "sharded":
+        verify(path)
+        return _read_sharded(path, "model."), meta
+    verify(path, (MODEL_FILE,))
     return _read_tensors(path, MODEL_FILE), meta
 
 
-def load_trainer(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(tensors, JSON) of a verified checkpoint's trainer state (for ``--resume``)."""
+def _read_sharded(path: Path, prefix: str | None = None) -> dict[str, Any]:
+    """The tensors of a sharded checkpoint, whole (all of them, or those under ``prefix``, which
+    is then removed from their names)."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    try:
+        reader = HuggingFaceStorageReader(str(path / SHARDS))
+        metadata = reader.read_metadata()
+        state = {}
+        for key, info in metadata.state_dict_metadata.items():
+            if prefix is None or key.startswith(prefix):
+                state[key] = torch.empty(tuple(info.size), dtype=info.properties.dtype)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, storage_reader=HuggingFaceStorageReader(str(path / SHARDS)), no_dist=True)
+    except Exception as exc:  # noqa: BLE001 - whatever the reader says, the files are bad
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from None
+    return {k.removeprefix(prefix): v for k, v in state.items()} if prefix else state
+
+
+def load_sharded_into(path: Path, state: dict[str, Any]) -> None:
+    """Read a sharded checkpoint into ``state`` (this process's shards, in place): any number of
+    processes reads any other number's checkpoint."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    verify(path)
+    try:
+        dcp.load(state, storage_reader=HuggingFaceStorageReader(str(path / SHARDS)))
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+def load_trainer(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(weights, trainer tensors, trainer JSON) of a verified checkpoint, whole (for ``--resume``
+    on one process, or under DDP)."""
     meta = read_meta(path)
     if "state.pt" in meta["files"]:
         raise CheckpointError(f"checkpoint {path} was written by an older aunet with a pickled state.pt, which "
                               "aunet no longer loads (a pickle can run code); `aunet eval` and `aunet generate` "
                               "still read its weights, but it cannot be resumed")  # fmt: skip
-    verify(path, (TRAINER_TENSORS, TRAINER_JSON))
-    tensors = _read_tensors(path, TRAINER_TENSORS)
+    verify(path)
+    if meta.get("format") == "sharded":
+        everything = _read_sharded(path)
+        weights = {k.removeprefix("model."): v for k, v in everything.items() if k.startswith("model.")}
+        tensors = {k: v for k, v in everything.items() if not k.startswith("model.")}
+    else:
+        weights, tensors = _read_tensors(path, MODEL_FILE), _read_tensors(path, TRAINER_TENSORS)
+    return weights, tensors, read_trainer_json(path)
+
+
+def read_trainer_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads((path / TRAINER_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        return json.loads((path / TRAINER_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read: {TRAINER_JSON}: {exc}") from None
-    return tensors, data

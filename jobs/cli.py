@@ -79,8 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             set_process_threads(parse_threads(args.threads))
         return args.run(args)
     except AunetError as exc:
-        for line in exc.lines():
-            print(f"aunet: error: {line}", file=sys.stderr)
+        # Under torchrun every process meets the same errors: the first prints them, and a
+        # process prints its own only (with its rank).
+        rank, size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        if (rank == 0 and not exc.quiet) or exc.rank_local:
+            where = f"[rank {rank} of {size}] " if size > 1 else ""
+            for line in exc.lines():
+                print(f"aunet: error: {where}{line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("aunet: interrupted", file=sys.stderr)
@@ -144,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this step with a checkpoint, as if interrupted (resume later with --resume)")  # fmt: skip
     p.add_argument("--profile-steps", metavar="A:B", type=_step_range,
                    help="profile steps A to B into DIR/profile (train.profile.start/stop)")  # fmt: skip
+    p.add_argument("--parallel", choices=["none", "ddp", "fsdp"], default=None,
+                   help="under torchrun: DDP or FSDP2 over its processes (train.parallel; default none)")  # fmt: skip
     _runtime_options(p)
     p.set_defaults(run=cmd_train)
 
@@ -532,6 +539,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.profile_steps:
         overrides += [f"train.profile.start={args.profile_steps[0]}", f"train.profile.stop={args.profile_steps[1]}"]
+    if args.parallel:
+        overrides.append(f"train.parallel={args.parallel}")
     if not args.resume or args.spec:
         source = args.spec or DEFAULT_SPEC
         spec = load_spec_with_overrides(source, overrides)
@@ -540,6 +549,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(spec)
     summary = train(spec, data=args.data, out=out, steps=args.steps, minutes=args.minutes, resume=args.resume,
                     overrides=overrides, stop_at=args.stop_at, device=args.device)  # fmt: skip
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun the first process reports
+        return 0 if not summary.interrupted or args.stop_at is not None else 130
     if summary.interrupted:
         where = f"; checkpoint {summary.checkpoint}" if summary.checkpoint else ""
         print(f"stopped at step {summary.step}{where}; continue with: aunet train --out {out} --resume",

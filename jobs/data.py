@@ -82,7 +82,7 @@ class Corpus:
 #: with a "text" field; anything else is one document of raw bytes.
 RECORD_SUFFIXES = (".jsonl", ".json")
 #: The files a folder scan reads (others are skipped, and reported).
-FOLDER_SUFFIXES = (".txt", ".jsonl", ".json")
+FOLDER_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 COMPRESSIONS = (".gz", ".xz", ".bz2", ".zst")
 
 
@@ -149,11 +149,40 @@ class _Reader:
                           "its tokens and levels); use a smaller corpus")  # fmt: skip
 
     def documents(self, path: Path) -> list[Document]:
+        if path.suffix == ".parquet":
+            docs = [doc for _, doc in parquet_records(path)]
+            self.files.append({"name": path.name if path == self.root else str(path.relative_to(self.root)),
+                               "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+            self.total += sum(len(d.data) for d in docs)
+            if self.total > self.limit:
+                raise self._too_large()
+            return docs
         data = self.raw(path)
         stem = _strip_compression(path)
         if stem.suffix in RECORD_SUFFIXES:
             return _records(path, data, whole_json=stem.suffix == ".json")
         return [Document(path.name if path == self.root else str(path.relative_to(self.root)), data)]
+
+
+def parquet_records(path: Path, start: int = 0) -> Iterator[tuple[int, Document]]:
+    """(row, document) of a .parquet file's ``text`` column, from row ``start`` on, a batch at a time."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("--data: reading .parquet files needs pyarrow (pip install aunet[parquet])") from None
+    table = pq.ParquetFile(path)
+    if "text" not in table.schema_arrow.names:
+        raise InputError(f"--data: {path} has no 'text' column (its columns: {', '.join(table.schema_arrow.names)})")
+    record = 0
+    for batch in table.iter_batches(columns=["text"], batch_size=1024):
+        texts = batch.column(0).to_pylist()
+        if record + len(texts) <= start:
+            record += len(texts)
+            continue
+        for text in texts:
+            if record >= start:
+                yield record, _record_document(path, f"row {record}", text if text is not None else "")
+            record += 1
 
 
 def _strip_compression(path: Path) -> Path:
@@ -253,11 +282,11 @@ def read_documents(path: str | Path) -> tuple[list[Document], dict[str, Any], li
         files = [q for q in candidates if _strip_compression(q).suffix in FOLDER_SUFFIXES and not q.name.startswith(".")]
         skipped = [q for q in candidates if q not in set(files)]
         if not files:
-            raise InputError(f"--data: folder '{path}' holds no .txt, .jsonl or .json files (compressed or not)")
+            raise InputError(f"--data: folder '{path}' holds no .txt, .jsonl, .json or .parquet files")
         if skipped:
             names = ", ".join(str(q.relative_to(p)) for q in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
             notices.append(f"--data: read {len(files)} file(s) of '{path}', skipped {len(skipped)} of other types "
-                           f"({names}); a folder's .txt, .jsonl and .json files are read")  # fmt: skip
+                           f"({names}); a folder's .txt, .jsonl, .json and .parquet files are read")  # fmt: skip
         docs = [d for f in files for d in reader.documents(f)]
     elif not p.is_file():
         raise InputError(f"--data: '{path}' is not a regular file (a device or a pipe)")
@@ -382,6 +411,19 @@ class Batch:
     def n_bytes(self) -> int:
         """Rows x positions: the bytes a training step reads."""
         return int(self.tokens.size)
+
+    @property
+    def rows_count(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def predicted(self) -> int:
+        """Positions with a target (counted on the host)."""
+        return int((self.targets != IGNORE).sum())
+
+    def rows(self, which: slice) -> Batch:
+        """Some of the rows (a process's share of a micro-batch)."""
+        return Batch(self.tokens[which], self.levels[which], self.targets[which])
 
 
 class Packer:

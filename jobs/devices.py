@@ -217,39 +217,38 @@ def threads(count: int | None) -> Iterator[None]:
 # -- random states -----------------------------------------------------------------------------
 
 
-def rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every random generator a run uses, as (tensors, JSON-able numbers): torch's CPU generator
-    and every CUDA device's, Python's ``random`` and numpy's legacy global generator."""
+def rng_state() -> dict[str, Any]:
+    """Every random generator this process uses, as JSON-able numbers: torch's CPU generator and
+    every CUDA device's (their bytes), Python's ``random`` and numpy's legacy global generator."""
     import torch
 
-    tensors = {"rng.torch": torch.get_rng_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state().tolist()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = state
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    numbers = {"python": [version, list(internal), gauss],
-               "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}  # fmt: skip
-    return tensors, numbers
+    state["python"] = [version, list(internal), gauss]
+    state["numpy"] = [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+    return state
 
 
-def set_rng_state(tensors: dict[str, Any], numbers: dict[str, Any]) -> list[str]:
+def set_rng_state(state: dict[str, Any]) -> list[str]:
     """Restore what ``rng_state`` saved; returns notices for what this machine cannot restore
     (CUDA states written on a machine with more CUDA devices, or with CUDA where there is none)."""
     import torch
 
     notices = []
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = sorted((int(k.rsplit(".", 1)[1]), v) for k, v in tensors.items() if k.startswith("rng.cuda."))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    cuda = state.get("cuda") or []
     if cuda:
         here = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        for i, state in cuda[:here]:
-            torch.cuda.set_rng_state(state, i)
+        for i, saved in enumerate(cuda[:here]):
+            torch.cuda.set_rng_state(torch.tensor(saved, dtype=torch.uint8), i)
         if len(cuda) > here:
             notices.append(f"the checkpoint holds the CUDA random state of {len(cuda)} device(s) and this machine has "
                            f"{here}; the others are not restored (initialization and data order are unaffected)")  # fmt: skip
-    version, internal, gauss = numbers["python"]
+    version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = numbers["numpy"]
+    name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     return notices

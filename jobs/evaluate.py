@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -36,18 +36,43 @@ class EvalResult:
                 "bytes_per_segment": list(self.bytes_per_segment), "dropped": self.dropped}  # fmt: skip
 
 
-def _batches(rows: list[Batch], size: int) -> list[Batch]:
-    return [
-        Batch(np.concatenate([r.tokens for r in rows[i : i + size]]),
-              np.concatenate([r.levels for r in rows[i : i + size]]),
-              np.concatenate([r.targets for r in rows[i : i + size]]))  # fmt: skip
-        for i in range(0, len(rows), size)
-    ]
+def _batches(rows: Iterable[Batch], size: int) -> Iterator[Batch]:
+    """Rows joined ``size`` at a time, lazily (a streamed validation split is never held whole)."""
+    chunk: list[Batch] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield _join(chunk)
+            chunk = []
+    if chunk:
+        yield _join(chunk)
 
 
-def evaluate(model, encoded: Sequence[Encoded], *, context: int, batch_size: int = 8,
+def _join(rows: list[Batch]) -> Batch:
+    return Batch(np.concatenate([r.tokens for r in rows]), np.concatenate([r.levels for r in rows]),
+                 np.concatenate([r.targets for r in rows]))  # fmt: skip
+
+
+def _row_count(encoded: Iterable[Encoded], context: int, limit_bytes: int | None) -> int | None:
+    """Rows an evaluation will take, when the documents are a sequence (None for a stream)."""
+    if not isinstance(encoded, Sequence):
+        return None
+    rows, budget = 0, limit_bytes
+    for e in encoded:
+        n = len(e.tokens) - 1
+        if budget is not None:
+            n = min(n, budget)
+            budget -= n
+        rows += -(-n // context)
+        if budget is not None and budget <= 0:
+            break
+    return rows
+
+
+def evaluate(model, encoded: Iterable[Encoded], *, context: int, batch_size: int = 8,
              limit_bytes: int | None = None, autocast: Any = None, progress: Any = None) -> EvalResult:  # fmt: skip
-    """Bits per byte of ``model`` on the encoded validation documents, on the model's device.
+    """Bits per byte of ``model`` on the encoded validation documents (a list, or any iterable:
+    a stream is read lazily), on the model's device.
 
     Each row holds one document's window, so attention needs no document mask, and the levels'
     sizes (every boundary kept) are computed on the host; the totals stay on the device until the
@@ -58,18 +83,18 @@ def evaluate(model, encoded: Sequence[Encoded], *, context: int, batch_size: int
     import torch
 
     device = next(model.parameters()).device
-    rows = list(evaluation_rows(encoded, context, limit_bytes))
+    total_rows = _row_count(encoded, context, limit_bytes)
+    total = -(-total_rows // batch_size) if total_rows is not None else None
     nats = torch.zeros((), dtype=torch.float64, device=device)
     segments = torch.zeros(model.depth, dtype=torch.long, device=device)
     dropped = torch.zeros((), dtype=torch.long, device=device)
     n_bytes = positions = 0
     was_training = model.training
     model.eval()
-    batches = _batches(rows, batch_size)
     started = time.perf_counter()
     try:
         with torch.no_grad(), autocast or contextlib.nullcontext():
-            for done, batch in enumerate(batches, start=1):
+            for done, batch in enumerate(_batches(evaluation_rows(encoded, context, limit_bytes), batch_size), start=1):
                 n_bytes += int(((batch.targets >= 0) & (batch.targets < 256)).sum())
                 positions += int((batch.targets != IGNORE).sum())
                 tokens, levels, targets = batch.tensors(device)
@@ -78,8 +103,7 @@ def evaluate(model, encoded: Sequence[Encoded], *, context: int, batch_size: int
                 segments += out.segments
                 dropped += out.dropped.sum()
                 if progress is not None and progress.live:
-                    seconds = time.perf_counter() - started
-                    progress.bar("evaluating", done, len(batches), n_bytes, seconds)
+                    progress.bar("evaluating", done, total, n_bytes, time.perf_counter() - started)
     finally:
         if progress is not None and progress.live:
             progress.clear()

@@ -41,14 +41,18 @@ class Progress:
             self.stream.write(line + "\n")
         self.stream.flush()
 
-    def bar(self, what: str, done: int, total: int, n_bytes: int, seconds: float) -> None:
-        """A progress bar on a terminal (``done`` of ``total`` units, ``n_bytes`` so far)."""
-        width = 24
-        filled = int(width * done / max(total, 1))
+    def bar(self, what: str, done: int, total: int | None, n_bytes: int, seconds: float) -> None:
+        """A progress bar on a terminal (``done`` of ``total`` units, ``n_bytes`` so far; without a
+        total, a stream's count)."""
         rate = n_bytes / seconds if seconds > 0 else 0.0
-        eta = (total - done) * seconds / done if done else 0.0
-        self.stream.write(f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {rate / 1000:.1f} kB/s"
-                          f"  ETA {int(eta // 60)}:{int(eta % 60):02d}\x1b[K")  # fmt: skip
+        if total is None:
+            self.stream.write(f"\r{what}: {done} batches, {n_bytes:,} bytes  {rate / 1000:.1f} kB/s\x1b[K")
+        else:
+            width = 24
+            filled = int(width * done / max(total, 1))
+            eta = (total - done) * seconds / done if done else 0.0
+            self.stream.write(f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  "
+                              f"{rate / 1000:.1f} kB/s  ETA {int(eta // 60)}:{int(eta % 60):02d}\x1b[K")  # fmt: skip
         self.stream.flush()
 
     def clear(self) -> None:
@@ -66,13 +70,16 @@ class MetricWriters:
     """``metrics.jsonl`` (one JSON object per record) and, if asked, TensorBoard scalars under
     ``tb/``. A context manager: the event files are closed once, whatever ends the run."""
 
-    def __init__(self, run_dir: Path, config: MetricsSpec, *, purge_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, config: MetricsSpec, *, purge_step: int | None = None,
+                 enabled: bool = True) -> None:  # fmt: skip
         """``purge_step``: a resumed run's first step; TensorBoard hides what earlier event files
-        logged from there on (the steps this run does again)."""
+        logged from there on (the steps this run does again). ``enabled``: False on every process
+        of a distributed run but the first (which alone writes)."""
         self.config = config
         self.path = run_dir / METRICS_FILE
+        self.enabled = enabled
         self._writer: Any = None
-        if config.tensorboard:
+        if config.tensorboard and enabled:
             from torch.utils.tensorboard import SummaryWriter
 
             tb = run_dir / "tb"
@@ -86,6 +93,8 @@ class MetricWriters:
         return step % self.config.every == 0 or step == 1
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         try:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")

@@ -31,6 +31,7 @@ to an uninterrupted run on CPU.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import signal
@@ -43,13 +44,18 @@ from typing import IO, Any
 import attrs
 
 from aunet.core.contraction import contraction_of
-from aunet.core.errors import InputError
-from aunet.core.spec import CheckpointSpec, EvalSpec, SampleSpec, Spec, TrainSpec, apply_overrides, dump_spec, resolve_spec
+from aunet.core.errors import AunetError, InputError
+from aunet.core.levels import SplitterStack
+from aunet.core.spec import (
+    CheckpointSpec, EvalSpec, Parallel, SampleSpec, Spec, TrainSpec, apply_overrides, dump_spec, resolve_spec,
+)  # fmt: skip
 from aunet.jobs import checkpoint
-from aunet.jobs.data import Encoded, TrainingData, encode_documents, fingerprint_changes, load_corpus, xz_bits_per_byte
+from aunet.jobs.data import fingerprint_changes
+from aunet.jobs.distributed import World, process_group
 from aunet.jobs.metrics import MetricWriters, Progress
 from aunet.jobs.runs import RUN_FILE, SPEC_FILE, RunLock, RunRecord, check_out, stamp, truncate_metrics, write_text
 from aunet.jobs.start import RunStart, history_entry, new_run, resume_run
+from aunet.jobs.text import training_text
 from aunet.jobs.trainer import StepResult, Trainer, TrainingDiverged
 
 __all__ = ["RunSummary", "TrainingDiverged", "train"]
@@ -99,9 +105,10 @@ class Budget:
 class Checkpointer:
     """Writes the trainer's state every ``every`` steps (and at the end), keeps ``keep``."""
 
-    def __init__(self, run_dir: Path, config: CheckpointSpec, spec: Spec, record: RunRecord) -> None:
+    def __init__(self, run_dir: Path, config: CheckpointSpec, spec: Spec, record: RunRecord, world: World) -> None:
         self.run_dir = run_dir
         self.config = config
+        self.world = world
         # A checkpoint is self-contained: the spec and the data record are in its meta.json too.
         self.meta = {"spec_name": spec.name, "spec": dump_spec(spec),
                      "run": {"data": record.data, "fingerprint": record.fingerprint}}  # fmt: skip
@@ -118,9 +125,12 @@ class Checkpointer:
         if problem:
             raise diverged(problem, self.last)
         weights, tensors, data = trainer.state()
-        meta = {**self.meta, "elapsed_s": trainer.elapsed}
+        data["rng_by_rank"] = self.world.gather(data["rng"])
+        meta = {**self.meta, "elapsed_s": trainer.elapsed, "processes": self.world.size,
+                "parallel": self.world.parallel.value}  # fmt: skip
         self.last = checkpoint.save(self.run_dir, trainer.step_count, weights, tensors, data, keep=self.config.keep,
-                                    extra_meta=meta)  # fmt: skip
+                                    extra_meta=meta, world=self.world,
+                                    sharded=self.world.parallel is Parallel.FSDP)  # fmt: skip
         self.saved_step = trainer.step_count
         return self.last
 
@@ -151,10 +161,10 @@ class StepLog:
             problem = trainer.divergence()
             if problem:
                 raise diverged(problem, self.checkpointer.last)
-            loss, grad_norm = float(result.loss), float(result.grad_norm)
-            predicted = int(result.predicted)
-            per_segment = [predicted / s if s else None for s in result.segments.tolist()]
-            dropped = result.dropped.tolist()
+            figures = trainer.figures(result)
+            loss, grad_norm, predicted = figures["loss"], figures["grad_norm"], figures["predicted"]
+            per_segment = [predicted / s if s else None for s in figures["segments"]]
+            dropped = figures["dropped"]
             bytes_per_s = window_bytes / window_s if window_s else 0.0
             record = {"step": result.step, "loss": loss, "bpb": loss / math.log(2), "lr": result.lr,
                       "grad_norm": grad_norm, "bytes_per_s": bytes_per_s, "bytes_seen": trainer.bytes_seen,
@@ -181,8 +191,9 @@ class Evaluator:
     """Validation bits per byte: on ``bytes`` of the split every ``every`` steps, on all of it
     at the end."""
 
-    def __init__(self, docs: list[Encoded], config: EvalSpec, *, context: int, batch_size: int) -> None:
-        self.docs = docs
+    def __init__(self, text: Any, stack: SplitterStack, config: EvalSpec, *, context: int, batch_size: int) -> None:
+        self.text = text
+        self.stack = stack
         self.config = config
         self.context = context
         self.batch_size = config.batch_size or batch_size
@@ -199,8 +210,10 @@ class Evaluator:
     def run(self, trainer: Trainer, limit_bytes: int | None = None, progress: Progress | None = None) -> Any:
         from aunet.jobs.evaluate import evaluate
 
-        return evaluate(trainer.model, self.docs, context=self.context, batch_size=self.batch_size,
-                        limit_bytes=limit_bytes, autocast=trainer.autocast(), progress=progress)  # fmt: skip
+        # Every process evaluates the same rows (a sharded model needs all of them in each forward).
+        return evaluate(trainer.model, self.text.validation(self.stack, limit_bytes), context=self.context,
+                        batch_size=self.batch_size, limit_bytes=limit_bytes, autocast=trainer.autocast(),
+                        progress=progress)  # fmt: skip
 
 
 class Sampler:
@@ -217,16 +230,41 @@ class Sampler:
         if not self.config.bytes:
             return None
         device = next(model.parameters()).device
-        return generate(model, [self.config.prompt.encode()], self.config.bytes, temperature=self.config.temperature,
-                        top_k=self.config.top_k, seed=self.seed, threads=default_decode_threads(1, device))[0]  # fmt: skip
+        # Decoding calls the model's parts directly: a sharded root gathers its own parameters first.
+        sharded = hasattr(model, "unshard")
+        if sharded:
+            model.unshard()
+        try:
+            return generate(model, [self.config.prompt.encode()], self.config.bytes,
+                            temperature=self.config.temperature, top_k=self.config.top_k, seed=self.seed,
+                            threads=default_decode_threads(1, device))[0]  # fmt: skip
+        finally:
+            if sharded:
+                model.reshard()
 
 
 class _StopFlag:
-    """SIGINT sets the flag (the loop stops after the step); a second SIGINT interrupts at once."""
+    """SIGINT sets the flag (the loop stops after the step); a second SIGINT interrupts at once.
+    In a distributed run the processes agree on stopping (a small all-reduce on a gloo group, on
+    the host), so that all stop at the same step."""
 
-    def __init__(self) -> None:
+    def __init__(self, world: World) -> None:
         self.requested = False
+        self.world = world
+        self._group: Any = None
         self._previous: Any = None
+
+    def agreed(self) -> bool:
+        if not self.world.distributed:
+            return self.requested
+        import torch
+        import torch.distributed as dist
+
+        if self._group is None:
+            self._group = dist.new_group(backend="gloo")
+        flag = torch.tensor([int(self.requested)])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        return bool(flag.item())
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
@@ -249,29 +287,47 @@ def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps:
           on_step: Callable[[int, float], None] | None = None) -> RunSummary:  # fmt: skip
     """Train (or resume) a run; see the module docstring and ``aunet.jobs.start`` for what a
     resume may change. ``overrides`` are ``--set`` items applied to the run's own spec on resume.
-    ``on_step(step, loss)`` is called after every step (it reads the loss back: for tests and
-    notebooks, not for speed)."""
-    from aunet.jobs.devices import resolve_device
-
+    Under torchrun with ``train.parallel`` set (``--parallel``), every process calls this
+    (``aunet.jobs.distributed``). ``on_step(step, loss)`` is called after every step (it reads
+    the loss back: for tests and notebooks, not for speed)."""
     run_dir = Path(out)
     check_out(run_dir)
-    progress = Progress(stream if stream is not None else sys.stderr)
-    device = resolve_device(device)
-    with contextlib.ExitStack() as held:
-        if run_dir.is_dir():
+    visible = Progress(stream if stream is not None else sys.stderr)
+    parallel = _parallel_of(spec, overrides, run_dir, resume)
+    with process_group(parallel, device) as (world, device), contextlib.ExitStack() as held:
+        progress = visible if world.main else Progress(io.StringIO())
+        if run_dir.is_dir() and world.main:
             held.enter_context(RunLock(run_dir))
+        world.barrier()
         if resume:
             start = resume_run(spec, list(overrides), data, run_dir, steps=steps, minutes=minutes, progress=progress)
         else:
             if overrides and spec is not None:
                 spec = apply_overrides(spec, list(overrides))
             start = new_run(spec, data, run_dir)
-        return _train(start, run_dir, held, steps=steps, minutes=minutes, stop_at=stop_at, device=device,
+        return _train(start, run_dir, held, world, steps=steps, minutes=minutes, stop_at=stop_at, device=device,
                       progress=progress, on_step=on_step)  # fmt: skip
 
 
-def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, *, steps: int | None, minutes: float | None,
-           stop_at: int | None, device: Any, progress: Progress,
+def _parallel_of(spec: Spec | None, overrides: Sequence[str], run_dir: Path, resume: bool) -> Parallel:
+    """``train.parallel`` of the spec this invocation will train (the run's own on a resume)."""
+    if spec is None and resume:
+        from aunet.jobs.runs import read_run_spec
+
+        try:
+            spec = read_run_spec(run_dir)
+        except AunetError:
+            spec = None
+    if spec is not None and overrides:
+        try:
+            spec = apply_overrides(spec, list(overrides))
+        except AunetError:
+            pass  # reported where the overrides are applied
+    return spec.train.parallel if spec is not None else Parallel.NONE
+
+
+def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, world: World, *, steps: int | None,
+           minutes: float | None, stop_at: int | None, device: Any, progress: Progress,
            on_step: Callable[[int, float], None] | None) -> RunSummary:  # fmt: skip
     import torch
 
@@ -286,21 +342,19 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, *, steps:
     if t.steps is None and t.minutes is None:
         raise InputError("no budget: give --steps N or --minutes M (or train.steps / train.minutes in the spec)")
 
-    corpus = load_corpus(start.data)
-    for notice in corpus.notices:
+    text = training_text(start.data, t.data)
+    for notice in text.notices:
         progress.message(f"note: {notice}")
     if start.record is not None and start.record.fingerprint:
-        changes = fingerprint_changes(start.record.fingerprint, corpus.fingerprint)
+        changes = fingerprint_changes(start.record.fingerprint, text.fingerprint)
         if changes:
-            raise InputError(f"--resume: the data changed since the run started ({corpus.source}: {'; '.join(changes[:3])}"
+            raise InputError(f"--resume: the data changed since the run started ({text.source}: {'; '.join(changes[:3])}"
                              f"{'; ...' if len(changes) > 3 else ''}); resume on the same data, or start a new run")  # fmt: skip
     stack = spec.splitter_stack()
-    train_docs = encode_documents(corpus.train, stack)
-    val_docs = encode_documents(corpus.validation, stack)
-    if not val_docs:
-        raise InputError(f"the validation split of {corpus.source} is empty; give more text")
+    if not text.has_validation():
+        raise InputError(f"the validation split of {text.source} is empty; give more text")
     if start.record is None:
-        measured = contraction_of((d.levels for d in train_docs), spec.depth)
+        measured = contraction_of(text.contraction_levels(stack), spec.depth)
         spec = stamp(resolve_spec(spec, contraction=measured))
     check_fits(spec, device)
     bfloat16 = use_bfloat16(t.precision, device)
@@ -308,48 +362,44 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, *, steps:
                 for p in level.stage.training_problems(device=device, bfloat16=bfloat16)]  # fmt: skip
     if problems:
         raise InputError("\n".join(problems))
-    training_data = TrainingData(train_docs, context=spec.model.context, batch_size=t.batch_size, seed=t.seed)
+    training_data = text.training(stack, context=spec.model.context, batch_size=t.batch_size, seed=t.seed)
 
-    if not run_dir.is_dir():
+    if world.main and not run_dir.is_dir():
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"--out: cannot create '{run_dir}': {exc.strerror or exc}") from None
         held.enter_context(RunLock(run_dir))
         new_run(spec, start.data, run_dir)  # another process may have started a run here meanwhile
-    progress.message(f"run directory: {run_dir}")
+    world.barrier()
+    progress.message(f"run directory: {run_dir}" + (f" ({world.size} processes, {world.parallel.value})"
+                                                     if world.distributed else ""))  # fmt: skip
     torch.manual_seed(t.seed)
     model = build_model(spec, device=device)
-    trainer = Trainer(spec, model, data=training_data, device=device)
+    trainer = Trainer(spec, model, data=training_data, device=device, world=world)
     if start.checkpoint is not None:
-        weights, _ = checkpoint.load_model(start.checkpoint)
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as exc:
-            raise checkpoint.CheckpointError(f"checkpoint {start.checkpoint} does not fit the run's model: "
-                                             f"{str(exc).splitlines()[-1].strip()}") from None  # fmt: skip
-        tensors, state = checkpoint.load_trainer(start.checkpoint)
-        for notice in trainer.load_state(tensors, state):
+        for notice in _restore(trainer, start.checkpoint):
             progress.message(f"note: {notice}")
-    dropped = truncate_metrics(run_dir, trainer.step_count) if start.record is not None else 0
-    if dropped:
-        progress.message(f"note: dropped {dropped} record(s) of metrics.jsonl after step {trainer.step_count}, "
-                         "which this run writes again")  # fmt: skip
-    base = start.record or RunRecord(corpus.path, corpus.fingerprint)
-    record = attrs.evolve(base, fingerprint=corpus.fingerprint).with_entry(history_entry(start, trainer.step_count))
-    write_text(run_dir / RUN_FILE, json.dumps(record.to_json(), indent=1))
-    write_text(run_dir / SPEC_FILE, dump_spec(spec))
+    base = start.record or RunRecord(text.path, text.fingerprint)
+    record = attrs.evolve(base, fingerprint=text.fingerprint).with_entry(history_entry(start, trainer.step_count))
+    if world.main:
+        dropped = truncate_metrics(run_dir, trainer.step_count) if start.record is not None else 0
+        if dropped:
+            progress.message(f"note: dropped {dropped} record(s) of metrics.jsonl after step {trainer.step_count}, "
+                             "which this run writes again")  # fmt: skip
+        write_text(run_dir / RUN_FILE, json.dumps(record.to_json(), indent=1))
+        write_text(run_dir / SPEC_FILE, dump_spec(spec))
 
     budget = Budget(t)
-    checkpointer = Checkpointer(run_dir, t.checkpoint, spec, record)
-    evaluator = Evaluator(val_docs, t.eval, context=spec.model.context, batch_size=t.batch_size)
+    checkpointer = Checkpointer(run_dir, t.checkpoint, spec, record, world)
+    evaluator = Evaluator(text, stack, t.eval, context=spec.model.context, batch_size=t.batch_size)
     interrupted = False
     purge = trainer.step_count + 1 if start.record is not None else None
     profile = RunProfile(run_dir, t.profile, device=device, step_bytes=t.batch_size * t.grad_accum * spec.model.context)
-    with _StopFlag() as stop, MetricWriters(run_dir, t.metrics, purge_step=purge) as writers:
+    with _StopFlag(world) as stop, MetricWriters(run_dir, t.metrics, purge_step=purge, enabled=world.main) as writers:
         log = StepLog(writers, progress, budget, checkpointer)
         while not budget.done(trainer):
-            if stop.requested or (stop_at is not None and trainer.step_count >= stop_at):
+            if stop.agreed() or (stop_at is not None and trainer.step_count >= stop_at):
                 interrupted = True
                 break
             result = profile.run(trainer, lambda: trainer.step(budget.fraction(trainer)))
@@ -370,12 +420,32 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, *, steps:
         if interrupted:
             return RunSummary(run_dir, trainer.step_count, True, losses, None, None, 0, None, checkpointer.last)
         progress.message(f"trained {trainer.step_count} steps in {trainer.elapsed / 60:.1f} minutes; evaluating on "
-                         f"{corpus.source} validation")  # fmt: skip
+                         f"{text.source} validation")  # fmt: skip
         result = evaluator.run(trainer, limit_bytes=t.eval.final_bytes, progress=progress)
-        xz = xz_bits_per_byte(corpus.validation_bytes[: t.eval.final_bytes])
+        xz = text.xz_bpb(t.eval.final_bytes) if world.main else float("nan")
         writers.write({"step": trainer.step_count, "val_bpb": result.bpb, "val_bytes": result.bytes, "xz_bpb": xz,
                        "final": True})  # fmt: skip
         writers.scalars(trainer.step_count, {"val/bpb": result.bpb})
     sample = Sampler(t.sample, t.seed).sample(model)
     return RunSummary(run_dir, trainer.step_count, False, losses, result.bpb, xz, result.bytes, sample,
                       checkpointer.last)  # fmt: skip
+
+
+def _restore(trainer: Trainer, path: Path) -> list[str]:
+    """Load a checkpoint into the trainer, whatever wrote it (one process, DDP or FSDP with any
+    number of processes) and however many processes read it."""
+    meta = checkpoint.read_meta(path)
+    try:
+        if meta.get("format") == "sharded" and trainer.world.parallel is Parallel.FSDP:
+            weights, tensors, _ = trainer.state()  # this process's shards, as the target
+            target = {f"model.{k}": v for k, v in weights.items()} | {k: v for k, v in tensors.items()
+                                                                        if k.startswith("optimizer.")}  # fmt: skip
+            checkpoint.load_sharded_into(path, target)
+            weights = {k.removeprefix("model."): v for k, v in target.items() if k.startswith("model.")}
+            tensors = {k: v for k, v in target.items() if k.startswith("optimizer.")}
+            return trainer.load_state(weights, tensors, checkpoint.read_trainer_json(path), full=False)
+        weights, tensors, data = checkpoint.load_trainer(path)
+        return trainer.load_state(weights, tensors, data, full=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise checkpoint.CheckpointError(f"checkpoint {path} does not fit the run's model: "
+                                         f"{str(exc).splitlines()[-1].strip()}") from None  # fmt: skip

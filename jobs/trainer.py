@@ -23,11 +23,11 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from aunet.core.errors import AunetError
+from aunet.core.errors import AunetError, InputError
 from aunet.core.labels import label
-from aunet.core.spec import Shapes, Spec, TrainSpec
-from aunet.jobs.data import TrainingData
+from aunet.core.spec import Parallel, Shapes, Spec, TrainSpec
 from aunet.jobs.devices import autocast, rng_state, set_rng_state, use_bfloat16
+from aunet.jobs.distributed import SINGLE, World, checkpoint_blocks, gradient_sync, parallelize
 
 
 class TrainingDiverged(AunetError):
@@ -74,10 +74,11 @@ class Optimization:
         if self.config.clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.config.clip)
         else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.parameters if p.grad is not None]))
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.parameters if p.grad is not None])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return norm
+        # Sharded parameters give a replicated DTensor norm; its local value is the whole norm.
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
 class StepResult(NamedTuple):
@@ -95,17 +96,26 @@ class StepResult(NamedTuple):
 
 
 class Trainer:
-    """A model, its optimization and its data on one device; ``step()`` trains one step."""
+    """A model, its optimization and its data on one device; ``step()`` trains one step. In a
+    distributed run (``world``) the model is wrapped (DDP) or sharded (FSDP2) here, and every
+    process keeps its share of each micro-batch (``aunet.jobs.distributed``)."""
 
-    def __init__(self, spec: Spec, model: Any, *, data: TrainingData, device: Any) -> None:
+    def __init__(self, spec: Spec, model: Any, *, data: Any, device: Any, world: World = SINGLE) -> None:
         self.spec = spec
         self.config = spec.train
         self.model = model
         self.device = device
         self.data = data
-        self.optimization = Optimization(model, spec.train)
-        self.forward = torch.compile(model) if spec.train.compile else model
+        self.world = world
         self.bfloat16 = use_bfloat16(spec.train.precision, device)
+        if world.distributed and spec.train.batch_size % world.size:
+            raise InputError(f"train.batch_size {spec.train.batch_size} does not divide among {world.size} processes; "
+                             "every process takes an equal share of each micro-batch: use a multiple of "
+                             f"{world.size}")  # fmt: skip
+        checkpoint_blocks(model, spec.train.activation_checkpointing)
+        self.module = parallelize(model, world, bfloat16=self.bfloat16, device=device)
+        self.optimization = Optimization(model, spec.train)
+        self.forward = torch.compile(self.module) if spec.train.compile else self.module
         self.eager = spec.train.shapes is Shapes.EAGER
         self.step_count = 0
         self.elapsed = 0.0  # seconds spent in step()
@@ -130,18 +140,24 @@ class Trainer:
         predicted = torch.zeros((), dtype=torch.long, device=self.device)
         segments = dropped = torch.zeros(depth, dtype=torch.long, device=self.device)
         n_bytes = 0
-        for _ in range(accum):
-            batch = self.data.next()
-            n_bytes += batch.n_bytes
+        for micro in range(accum):
+            whole = self.data.next()
+            n_bytes += whole.n_bytes
+            # The micro-batch's predicted positions over all processes, counted on the host: the
+            # divisor of every process's summed loss (times the world size the average divides out).
+            divisor = max(whole.predicted, 1) / self.world.size
+            batch = whole.rows(self.world.share(whole.rows_count)) if self.world.distributed else whole
             tokens, levels, targets = batch.tensors(self.device)
             capacity = batch.capacity(depth) if self.eager else None
             # A compiled model keeps one graph: always masked. Eagerly, rows of one document take
             # attention's plain causal path.
             doc_mask = self.config.compile or batch.several_documents
-            with self.autocast():
-                out = self.forward(tokens, levels, targets, capacity=capacity, doc_mask=doc_mask)
-            with label("backward"):
-                (out.loss / accum).backward()
+            with gradient_sync(self.module, self.world, last=micro == accum - 1):
+                with self.autocast():
+                    out = self.forward(tokens, levels, targets, capacity=capacity, doc_mask=doc_mask,
+                                       loss_divisor=divisor if self.world.distributed else None)  # fmt: skip
+                with label("backward"):
+                    (out.loss / accum).backward()
             loss = loss + out.loss.detach().float() / accum
             predicted = predicted + out.n_predicted
             segments = segments + out.segments
@@ -159,43 +175,75 @@ class Trainer:
         self.bytes_seen += n_bytes
         return StepResult(self.step_count, loss, norm, predicted, segments, dropped, lr, n_bytes, seconds)
 
+    def figures(self, result: StepResult) -> dict[str, Any]:
+        """A step's figures on the host, over every process (a synchronisation point: call it at
+        logging steps only). The loss is the global mean over predicted positions."""
+        loss = result.loss.detach().clone()
+        counts = torch.cat([result.predicted.view(1), result.segments, result.dropped]).to(torch.long)
+        if self.world.distributed:
+            # Each process's loss is its share of the global mean times the world size.
+            self.world.all_reduce(loss)
+            loss = loss / self.world.size
+            self.world.all_reduce(counts)
+        norm = result.grad_norm
+        depth = self.model.depth
+        counts = counts.tolist()
+        return {"loss": float(loss), "grad_norm": float(norm), "predicted": counts[0],
+                "segments": counts[1 : 1 + depth], "dropped": counts[1 + depth :]}  # fmt: skip
+
     def divergence(self) -> str | None:
         """Why the run stopped being finite, or None (reads the device: call it at logging steps
-        and before a checkpoint is called good)."""
-        bad = int(self._bad_step)
+        and before a checkpoint is called good). In a distributed run every process returns the
+        same answer."""
+        local = [p._local_tensor if hasattr(p, "_local_tensor") else p for p in self.model.parameters()]
+        bad_weights = torch.stack([~torch.isfinite(p).all() for p in local]).any().long() if local else torch.zeros((), dtype=torch.long)
+        flags = torch.stack([self._bad_step.to(torch.long), bad_weights.to(self._bad_step.device)])
+        self.world.all_reduce(flags, op="max")
+        bad = int(flags[0])
         if bad >= 0:
             loss, norm = float(self._bad_loss), float(self._bad_norm)
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
             return f"the {what} became {value} at step {bad}"
-        params = [p for p in self.model.parameters()]
-        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
-            names = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
-            return (f"after step {self.step_count} {len(names)} of {len(params)} weight tensors are not finite "
-                    f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")  # fmt: skip
+        if int(flags[1]):
+            names = [n for n, p in self.model.named_parameters()
+                     if not bool(torch.isfinite(p._local_tensor if hasattr(p, "_local_tensor") else p).all())]  # fmt: skip
+            where = f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
+            return f"after step {self.step_count} some weight tensors are not finite{where}"
         return None
 
     # -- state -----------------------------------------------------------------------------------
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]:
-        """(weights, trainer tensors, trainer JSON): what a checkpoint needs to resume exactly."""
+        """(weights, optimizer tensors, trainer JSON): what a checkpoint needs to resume exactly.
+        Keys are the parameters' names (``torch.distributed.checkpoint.state_dict``), whatever
+        wraps or shards the model; under FSDP2 the tensors are this process's shards."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
         from aunet.jobs.checkpoint import flatten_optimizer
 
-        optimizer_tensors, optimizer_json = flatten_optimizer(self.optimization.optimizer.state_dict())
-        rng_tensors, rng_numbers = rng_state()
-        data = {"step": self.step_count, "elapsed": self.elapsed, "bytes_seen": self.bytes_seen, "data": self.data.state_dict(),
-                "optimizer": optimizer_json, "rng": rng_numbers}  # fmt: skip
-        return self.model.state_dict(), {**optimizer_tensors, **rng_tensors}, data
+        weights, optimizer = get_state_dict(self.module, self.optimization.optimizer)
+        optimizer_tensors, optimizer_json = flatten_optimizer(optimizer)
+        data = {"step": self.step_count, "elapsed": self.elapsed, "bytes_seen": self.bytes_seen,
+                "data": self.data.state_dict(), "optimizer": optimizer_json, "rng": rng_state()}  # fmt: skip
+        return weights, optimizer_tensors, data
 
-    def load_state(self, tensors: dict[str, Tensor], data: dict[str, Any]) -> list[str]:
-        """Restore ``state()``'s trainer part (the weights are loaded with the model); returns
-        notices for what this machine cannot restore."""
+    def load_state(self, weights: dict[str, Tensor], tensors: dict[str, Tensor], data: dict[str, Any], *,
+                   full: bool) -> list[str]:  # fmt: skip
+        """Restore ``state()`` (``full``: the tensors are whole, as one process wrote them or a
+        sharded checkpoint read whole; else this process's shards); returns notices for what this
+        machine cannot restore."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
         from aunet.jobs.checkpoint import unflatten_optimizer
 
         optimizer = unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optimizer.")},
                                         data["optimizer"])  # fmt: skip
-        self.optimization.optimizer.load_state_dict(optimizer)
+        options = StateDictOptions(full_state_dict=full and self.world.parallel is Parallel.FSDP)
+        set_state_dict(self.module, self.optimization.optimizer, model_state_dict=weights,
+                       optim_state_dict=optimizer, options=options)  # fmt: skip
         self.step_count = int(data["step"])
         self.elapsed = float(data["elapsed"])
         self.bytes_seen = int(data["bytes_seen"])
         self.data.load_state_dict(data["data"])
-        return set_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, data["rng"])
+        rng = data.get("rng_by_rank") or [data["rng"]]
+        return set_rng_state(rng[self.world.rank] if self.world.rank < len(rng) else rng[0])

@@ -130,7 +130,7 @@ def test_benchmark_splitters_runs() -> None:
 
     from conftest import ROOT
 
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "splitters", "--json", "--rounds", "1"],
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "splitters", "--json", "--rounds", "1", "--smoke"],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)["records"]

@@ -96,17 +96,15 @@ def test_random_states_round_trip_as_plain_data() -> None:
 
     import numpy as np
 
-    tensors, numbers = rng_state()
-    numbers = json.loads(json.dumps(numbers))  # what a checkpoint stores
+    state = json.loads(json.dumps(rng_state()))  # what a checkpoint stores
     expected = (torch.rand(3), random.random(), np.random.rand())
-    assert set_rng_state(tensors, numbers) == []
+    assert set_rng_state(state) == []
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1] and np.random.rand() == expected[2]
 
 
 def test_cuda_states_from_a_gpu_machine_restore_on_a_cpu_with_a_notice() -> None:
-    tensors, numbers = rng_state()
-    tensors = {**tensors, "rng.cuda.0": torch.zeros(16, dtype=torch.uint8)}
-    notices = set_rng_state(tensors, numbers)
+    state = {**rng_state(), "cuda": [torch.cuda.get_rng_state().tolist() if CUDA else [0] * 16]}
+    notices = set_rng_state(state)
     if not CUDA:
         assert len(notices) == 1 and "CUDA random state of 1 device(s)" in notices[0]
 

@@ -55,7 +55,7 @@ def test_user_corpus_formats(tmp_path: Path) -> None:
     [
         ("missing.txt", None, "does not exist"),
         ("empty.txt", "", "holds no text"),
-        ("folder", "<dir>", "holds no .txt, .jsonl or .json files"),
+        ("folder", "<dir>", "holds no .txt, .jsonl, .json or .parquet files"),
         ("x.jsonl", '{"text": "ok"}\n{bad\n', "line 2: not valid JSON"),
         ("y.jsonl", '{"body": "ok"}\n', 'line 1: expected an object with a "text"'),
     ],

@@ -149,6 +149,9 @@ class TransformerStage(Stage):
         cache.commit(positions, slots, valid)
         return x
 
+    def checkpointable(self) -> list[nn.Module]:
+        return list(self.blocks)
+
     def new_cache(self, *, batch: int, capacity: int, device: object, dtype: torch.dtype) -> KVCache:
         if self.window is not None:
             capacity = min(capacity, self.window)

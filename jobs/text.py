@@ -1,0 +1,127 @@
+"""The text a run trains on, held in memory or streamed, behind one interface for the trainer.
+
+``training_text(path, config)`` reads a corpus whole (``aunet.jobs.data``: the embedded corpus,
+a file, a small folder) or opens it as a stream (``aunet.jobs.streaming``: folders and record
+files, lazily, memory bounded by the shuffle window), as ``[train.data] stream`` says.
+"""
+
+from __future__ import annotations
+
+import lzma
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from aunet.core.levels import SplitterStack
+from aunet.core.spec import DataSpec, Streaming
+from aunet.jobs.data import (
+    Corpus, Encoded, TrainingData, encode_documents, load_corpus, xz_bits_per_byte,
+)  # fmt: skip
+from aunet.jobs.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, encode, validation_documents
+
+#: ``stream = "auto"`` streams folders and record files larger than this on disk.
+AUTO_STREAM_BYTES = 256 << 20
+#: Training bytes a streamed run measures its levels' contraction on.
+CONTRACTION_SAMPLE_BYTES = 16 << 20
+
+
+def _streamable(path: Path) -> bool:
+    stem = path.with_suffix("") if path.suffix in (".gz", ".xz", ".bz2", ".zst") else path
+    return path.is_dir() or stem.suffix in (".jsonl", ".parquet")
+
+
+def _disk_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in (*STREAM_SUFFIXES, ".gz", ".xz", ".bz2", ".zst"))
+    return path.stat().st_size
+
+
+class MemoryText:
+    """A corpus read whole (``aunet.jobs.data.Corpus``)."""
+
+    streamed = False
+
+    def __init__(self, corpus: Corpus) -> None:
+        self.corpus = corpus
+        self.source = corpus.source
+        self.path = corpus.path
+        self.fingerprint = corpus.fingerprint
+        self.notices = corpus.notices
+        self._encoded: tuple[SplitterStack, list[Encoded], list[Encoded]] | None = None
+
+    def _encode(self, stack: SplitterStack) -> tuple[list[Encoded], list[Encoded]]:
+        if self._encoded is None or self._encoded[0] != stack:
+            self._encoded = (stack, encode_documents(self.corpus.train, stack), encode_documents(self.corpus.validation, stack))
+        return self._encoded[1], self._encoded[2]
+
+    def has_validation(self) -> bool:
+        return bool(self.corpus.validation)
+
+    def contraction_levels(self, stack: SplitterStack) -> Iterable[Any]:
+        return (d.levels for d in self._encode(stack)[0])
+
+    def training(self, stack: SplitterStack, *, context: int, batch_size: int, seed: int) -> TrainingData:
+        return TrainingData(self._encode(stack)[0], context=context, batch_size=batch_size, seed=seed)
+
+    def validation(self, stack: SplitterStack, limit_bytes: int | None = None) -> list[Encoded]:
+        return self._encode(stack)[1]
+
+    def xz_bpb(self, limit_bytes: int | None = None) -> float:
+        return xz_bits_per_byte(self.corpus.validation_bytes[:limit_bytes])
+
+
+class StreamedText:
+    """A corpus read lazily (``aunet.jobs.streaming``)."""
+
+    streamed = True
+
+    def __init__(self, source: StreamSource, config: DataSpec) -> None:
+        self.stream_source = source
+        self.config = config
+        self.source = str(source.root)
+        self.path = str(source.root.resolve())
+        self.fingerprint = source.fingerprint()
+        self.notices = tuple(source.notices)
+
+    def has_validation(self) -> bool:
+        return next(iter(validation_documents(self.stream_source, 1)), None) is not None
+
+    def contraction_levels(self, stack: SplitterStack) -> Iterator[Any]:
+        size = 0
+        for _, _, number, doc in self.stream_source.documents():
+            if number % 10 == 9 or not doc.data:
+                continue
+            yield encode(doc, stack).levels
+            size += len(doc.data)
+            if size >= CONTRACTION_SAMPLE_BYTES:
+                return
+
+    def training(self, stack: SplitterStack, *, context: int, batch_size: int, seed: int) -> StreamingData:
+        return StreamingData(self.stream_source, stack, context=context, batch_size=batch_size, seed=seed,
+                             buffer_bytes=self.config.buffer_bytes)  # fmt: skip
+
+    def validation(self, stack: SplitterStack, limit_bytes: int | None = None) -> Iterator[Encoded]:
+        return (encode(doc, stack) for doc in validation_documents(self.stream_source, limit_bytes))
+
+    def xz_bpb(self, limit_bytes: int | None = None) -> float:
+        compressor = lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
+        size = n = 0
+        for doc in validation_documents(self.stream_source, limit_bytes):
+            data = doc.data[: None if limit_bytes is None else max(limit_bytes - n, 0)]
+            size += len(compressor.compress(data))
+            n += len(data)
+        size += len(compressor.flush())
+        return 8.0 * size / n if n else float("nan")
+
+
+def training_text(path: str | Path | None, config: DataSpec) -> MemoryText | StreamedText:
+    """The run's text: in memory or streamed, as ``config.stream`` says (``auto``: stream folders
+    and .jsonl/.parquet files larger than 256 MiB on disk)."""
+    if path is None:
+        return MemoryText(load_corpus(None))
+    p = Path(path)
+    if p.exists() and _streamable(p):
+        stream = config.stream is Streaming.ON or (config.stream is Streaming.AUTO and _disk_bytes(p) > AUTO_STREAM_BYTES)
+        if stream:
+            return StreamedText(StreamSource(p), config)
+    return MemoryText(load_corpus(path))

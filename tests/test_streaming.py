@@ -1,0 +1,136 @@
+"""Streamed corpora: folders of .jsonl and .parquet files train lazily, resume exactly after a
+kill, and a corpus far larger than memory trains with bounded resident memory."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY, run_cli
+
+from aunet.core.levels import SplitterStack
+from aunet.jobs import checkpoint
+from aunet.jobs.streaming import StreamingData, StreamSource
+from aunet.splitters.words import Whitespace
+
+WORDS = ("In the beginning God created the heavens and the earth and the waters were divided from the "
+         "light and the darkness was called night").split()  # fmt: skip
+
+
+def text(i: int, words: int) -> str:
+    rng = np.random.default_rng(i)
+    return " ".join(WORDS[k] for k in rng.integers(0, len(WORDS), words)) + ".\n"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 small files: 100 .jsonl (5 documents each) and 100 .parquet (5 rows each)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path_factory.mktemp("stream") / "corpus"
+    root.mkdir()
+    for f in range(100):
+        lines = [json.dumps({"text": text(f * 10 + j, 60)}) for j in range(5)]
+        (root / f"part-{f:03d}.jsonl").write_text("\n".join(lines) + "\n")
+        table = pa.table({"text": [text(5000 + f * 10 + j, 60) for j in range(5)], "id": list(range(5))})
+        pq.write_table(table, root / f"part-{f:03d}.parquet")
+    return root
+
+
+def spec_file(folder: Path, extra: str = "") -> Path:
+    path = folder.parent / "spec.toml"
+    path.write_text(TINY + 'data = { stream = "on", buffer_bytes = 4096 }\n' + extra)
+    return path
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
+def test_the_stream_resumes_exactly_at_any_point(folder: Path) -> None:
+    stack = SplitterStack((Whitespace(),))
+    source = StreamSource(folder)
+    whole = StreamingData(source, stack, context=512, batch_size=8, seed=1, buffer_bytes=8192)
+    batches = [whole.next() for _ in range(120)]  # past one epoch: 1,000 documents, 900 trained on
+    for cut in (1, 7, 50, 95):
+        first = StreamingData(source, stack, context=512, batch_size=8, seed=1, buffer_bytes=8192)
+        for _ in range(cut):
+            first.next()
+        again = StreamingData(source, stack, context=512, batch_size=8, seed=1, buffer_bytes=8192)
+        again.load_state_dict(json.loads(json.dumps(first.state_dict())))
+        for expected in batches[cut : cut + 8]:
+            got = again.next()
+            assert np.array_equal(got.tokens, expected.tokens) and np.array_equal(got.targets, expected.targets)
+    assert whole.position.epoch >= 1  # rows ran into the second epoch
+
+
+def test_streaming_reads_every_training_document_once_per_epoch(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aunet.jobs import streaming
+
+    source = StreamSource(folder)
+    numbers = [n for _, _, n, _ in source.documents()]
+    assert numbers == list(range(1000)) and len(source.files) == 200
+    data = StreamingData(source, SplitterStack((Whitespace(),)), context=512, batch_size=8, seed=0, buffer_bytes=4096)
+    read: list[tuple[int, str]] = []
+    original = streaming.encode
+    monkeypatch.setattr(streaming, "encode", lambda doc, stack: read.append((data.position.epoch, doc.name)) or
+                        original(doc, stack))  # fmt: skip
+    while data.position.epoch == 0:
+        data.next()
+    first_epoch = [name for epoch, name in read if epoch == 0]
+    assert len(first_epoch) == len(set(first_epoch)) == 900  # every document but the validation ones, once
+
+
+@pytest.mark.slow
+def test_a_folder_of_jsonl_and_parquet_trains_and_resumes_exactly_after_a_kill(folder: Path, tmp_path: Path) -> None:
+    spec = spec_file(folder)
+    common = ["train", "--spec", str(spec), "--data", str(folder), "--steps", "12"]
+    whole = run_cli(*common, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "aunet", *common, "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoints" / "step-00000008" / "meta.json").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.newest_complete(out)[0] is not None
+    resumed = run_cli("train", "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert losses(out) == losses(tmp_path / "whole")
+    record = json.loads((out / "run.json").read_text())
+    assert record["fingerprint"]["streamed"] and len(record["fingerprint"]["files"]) == 200
+
+
+@pytest.mark.slow
+def test_a_two_gigabyte_corpus_trains_with_bounded_memory(tmp_path: Path) -> None:
+    root = tmp_path / "big"
+    root.mkdir()
+    line = (json.dumps({"text": text(0, 2000)}) + "\n").encode()
+    per_file = (100 << 20) // len(line)
+    for f in range(20):  # 20 files of 100 MiB: 2 GiB
+        with open(root / f"part-{f:02d}.jsonl", "wb") as handle:
+            handle.write(line * per_file)
+    size = sum(p.stat().st_size for p in root.iterdir())
+    assert size > 2_000_000_000
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY + 'data = { stream = "auto", buffer_bytes = 8388608 }\n')
+    script = (
+        "import resource, sys\nfrom aunet.jobs.cli import main\ncode = main(sys.argv[1:])\n"
+        "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, "train", "--spec", str(spec), "--data", str(root),
+                             "--out", str(tmp_path / "run"), "--steps", "6", "--set", "train.eval.final_bytes=20000"],
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    peak = int(result.stderr.split("maxrss_kib")[1].split()[0]) * 1024
+    assert peak < 1_000_000_000, peak  # the corpus is 2 GB; one 8 MiB window and the model stay resident
+    print(f"2 GB streamed corpus: peak resident memory {peak / 2**20:.0f} MiB")
