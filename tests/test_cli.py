@@ -149,8 +149,7 @@ def test_gpu_check_script_runs_on_a_cpu_in_smoke_mode() -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)["records"][0]
-    for part in ("gpu_tests", "attention_8192", "train_step", "profile_aunet2_1b_reduced", "fsdp_one_process"):
+    for part in ("attention_8192", "train_step", "profile_aunet2_1b_reduced"):
         assert part in summary and "error" not in (summary[part] if isinstance(summary[part], dict) else {}), part
-    assert summary["gpu_tests"]["returncode"] == 0
     assert {r["kind"] for r in summary["attention_8192"] if "ms" in r} >= {"sdpa", "math", "flex"}
     assert any(p["kind"] == "sdpa" and p["labels"] for p in summary["profile_aunet2_1b_reduced"])

@@ -112,32 +112,34 @@ def test_two_processes_compute_the_single_process_losses(setup: Path, single: li
 
 @pytest.mark.slow
 def test_a_killed_fsdp_run_resumes_on_two_processes_and_on_one(setup: Path, single: list[float]) -> None:
-    for resume_on in (2, 1):
-        out = f"killed-{resume_on}"
-        proc = torchrun(setup, "--spec", "spec.toml", "--data", "c.txt", "--out", out, "--steps", "12", "--parallel",
-                        "fsdp", wait=False)  # fmt: skip
-        deadline = time.time() + 300
-        while time.time() < deadline and not (setup / out / "checkpoints" / "step-00000004" / "meta.json").exists():
+    import shutil
+
+    proc = torchrun(setup, "--spec", "spec.toml", "--data", "c.txt", "--out", "killed", "--steps", "12", "--parallel",
+                    "fsdp", wait=False)  # fmt: skip
+    deadline = time.time() + 600
+    while time.time() < deadline and not (setup / "killed" / "checkpoints" / "step-00000004" / "meta.json").exists():
+        time.sleep(0.05)
+    # torchrun starts its workers in sessions of their own: kill them and it at once, found by the
+    # run directory in their command lines.
+    found = subprocess.run(["pgrep", "-f", "--", "--out killed "], capture_output=True, text=True).stdout.split()
+    pids = [int(p) for p in found if int(p) != os.getpid()]
+    assert len(pids) >= 3, pids  # torchrun and two workers
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    for pid in pids:
+        while _alive(pid):
             time.sleep(0.05)
-        # torchrun starts its workers in sessions of their own: kill them and it at once, found by
-        # the run directory in their command lines.
-        found = subprocess.run(["pgrep", "-f", "--", f"--out {out} "], capture_output=True, text=True).stdout.split()
-        pids = [int(p) for p in found if int(p) != os.getpid()]
-        assert len(pids) >= 3, pids  # torchrun and two workers
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.wait()
-        for pid in pids:
-            while _alive(pid):
-                time.sleep(0.05)
-        assert checkpoint.newest_complete(setup / out)[0] is not None
-        if resume_on == 2:
-            result = torchrun(setup, "--out", out, "--resume")
-        else:
-            result = run_cli("train", "--out", str(setup / out), "--resume", "--parallel", "none")
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert worst(single, losses(setup / out)) < TOLERANCE, resume_on
+    assert checkpoint.newest_complete(setup / "killed")[0] is not None
+    shutil.copytree(setup / "killed", setup / "killed-1")  # the same killed run, resumed twice
+    (setup / "killed-1" / ".lock").unlink(missing_ok=True)
+    on_two = torchrun(setup, "--out", "killed", "--resume")
+    assert on_two.returncode == 0, on_two.stderr[-3000:]
+    on_one = run_cli("train", "--out", str(setup / "killed-1"), "--resume", "--parallel", "none")
+    assert on_one.returncode == 0, on_one.stderr[-3000:]
+    assert worst(single, losses(setup / "killed")) < TOLERANCE
+    assert worst(single, losses(setup / "killed-1")) < TOLERANCE
 
 
 @pytest.mark.slow

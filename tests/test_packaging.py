@@ -107,9 +107,6 @@ def test_installed_wheel_trains_evaluates_and_generates_outside_the_checkout(whe
         assert result.returncode == 0, (argv, result.stderr[-3000:])
         return result
 
-    where = run(str(python), "-c", "import aunet, json; print(json.dumps([aunet.__file__, aunet.__version__]))")
-    location, version = json.loads(where.stdout)
-    assert location.startswith(str(tmp_path / "venv")) and version == "0.1.0"
     # The default spec, the embedded corpus and the shipped specs all come from the wheel.
     trained = run(str(aunet), "train", "--steps", "2", "--out", "X", "--device", "cpu",
                   "--set", "train.eval.final_bytes=4096", "--set", "train.sample.bytes=16")  # fmt: skip
@@ -120,10 +117,14 @@ def test_installed_wheel_trains_evaluates_and_generates_outside_the_checkout(whe
     generated = run(str(aunet), "generate", "--ckpt", "X", "--prompt", "And God said", "--max-bytes", "12",
                     "--device", "cpu")  # fmt: skip
     assert generated.stdout.startswith("And God said")
-    shown = run(str(aunet), "spec", "show", "aunet3-tiny", "--json")
-    assert json.loads(shown.stdout)["name"] == "aunet3-tiny"
-    for snippet in re.findall(r"<!-- tested -->\s*```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
-        run(str(python), "-c", snippet)
+    # One more process: where aunet comes from, a shipped spec by name, and the README's snippets.
+    snippets = re.findall(r"<!-- tested -->\s*```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    script = ("import json, sys, aunet, aunet.core.spec as s\n"
+              "print(json.dumps([aunet.__file__, aunet.__version__, aunet.load_spec('aunet3-tiny').name]))\n"
+              "for code in json.loads(sys.argv[1]):\n    exec(compile(code, 'README.md', 'exec'), {'__name__': 'readme'})\n")  # fmt: skip
+    checked = run(str(python), "-c", script, json.dumps(snippets))
+    location, version, name = json.loads(checked.stdout.splitlines()[0])
+    assert location.startswith(str(tmp_path / "venv")) and version == "0.1.0" and name == "aunet3-tiny"
     import torch
 
     if not torch.cuda.is_available():  # the same torch as the venv's

@@ -466,7 +466,7 @@ def test_split_streams_large_files_with_bounded_memory(tmp_path: Path, monkeypat
 
     from aunet.jobs import cli
 
-    text = ("The cat sat on the mat, 12345 times!\n" * 120_000).encode()  # 4.4 MB
+    text = ("The cat sat on the mat, 12345 times!\n" * 60_000).encode()  # 2.2 MB
     path = tmp_path / "big.txt"
     path.write_bytes(text)
     small = path.with_name("small.txt")
@@ -480,8 +480,8 @@ def test_split_streams_large_files_with_bounded_memory(tmp_path: Path, monkeypat
     result = run_cli("split", "--splitters", "whitespace,word-pair", "--file", str(path))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert result.returncode == 0 and "4,440,000 bytes" in result.stdout
-    assert peak < 16 << 20, peak  # a few chunks, not 11 to 54 bytes per input byte (50 to 240 MB)
+    assert result.returncode == 0 and "2,220,000 bytes" in result.stdout
+    assert peak < 16 << 20, peak  # a few chunks, not 11 to 54 bytes per input byte (24 to 120 MB)
 
 
 def test_an_invalid_utf8_prompt_is_echoed_safely(run: Path) -> None:
