@@ -9,7 +9,8 @@ import sys
 
 import benchmarks  # noqa: F401 - sets OMP_WAIT_POLICY before torch is imported
 
-NAMES = ("splitters", "train-step", "generate", "script-experiment", "udhr-eval", "attention", "gpu-check")
+NAMES = ("splitters", "train-step", "generate", "script-experiment", "pooler-experiment", "udhr-eval", "attention",
+         "gpu-check")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,17 +19,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object: machine info and records")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default: the benchmark's own)")
     parser.add_argument("--minutes", type=float, default=None,
-                        help="training minutes per variant (script-experiment only; default 9.4)")  # fmt: skip
+                        help="training minutes per variant (the experiments: script 9.4, pooler 8)")  # fmt: skip
     parser.add_argument("--device", default=None, help="auto, cpu, cuda (attention, train-step, gpu-check)")
     parser.add_argument("--smoke", action="store_true", help="splitters, gpu-check: tiny sizes, to check the script runs")
     args = parser.parse_args(argv)
     module = __import__(f"benchmarks.{args.name.replace('-', '_')}", fromlist=["run"])
-    if args.rounds is not None and args.name == "script-experiment":
-        parser.error("--rounds does not apply to script-experiment (one training run per splitter)")
+    experiments = ("script-experiment", "pooler-experiment")
+    if args.rounds is not None and args.name in experiments:
+        parser.error(f"--rounds does not apply to {args.name} (one training run per variant)")
     kwargs = {} if args.rounds is None else {"rounds": args.rounds}
     if args.minutes is not None:
-        if args.name != "script-experiment":
-            parser.error("--minutes applies to script-experiment only")
+        if args.name not in experiments:
+            parser.error("--minutes applies to the experiments only")
         kwargs["minutes"] = args.minutes
     if args.device is not None:
         if args.name not in ("attention", "train-step", "gpu-check"):

@@ -60,7 +60,7 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     from aunet.jobs.data import encode_documents, load_corpus, xz_bits_per_byte
     from aunet.jobs.evaluate import evaluate
     from aunet.jobs.runs import load_run
-    from aunet.jobs.train import train
+    from aunet.jobs.turns import train_in_turns
 
     docs = mixed_documents()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -77,22 +77,10 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
         "script": apply_overrides(base, ["levels[1].splitter=script", "name=aunet2-tiny-script"]),
     }
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    outs = {name: OUT / f"{name}-{stamp}" for name in variants}
-    # The two runs take turns, SLICE_STEPS steps at a time (each turn resumes its run exactly), so
-    # that the drift of this shared machine's speed falls on both alike. Each run's budget is its
-    # own training time (the run's `elapsed`, step time only), so the turns cost neither run.
-    steps = dict.fromkeys(variants, 0)
-    slices = dict.fromkeys(variants, 0)
-    while any(done >= 0 for done in steps.values()):
-        for name, spec in variants.items():
-            if steps[name] < 0:
-                continue
-            resume = slices[name] > 0
-            quiet = apply_overrides(spec, ["train.eval.every=1000000000", "train.sample.bytes=0"])
-            summary = train(None if resume else quiet, data=None if resume else data, out=outs[name],
-                            minutes=minutes, resume=resume, stop_at=steps[name] + SLICE_STEPS)  # fmt: skip
-            slices[name] += 1
-            steps[name] = summary.step if summary.interrupted else -1  # -1: the budget is spent
+    # The two runs take turns, 100 steps at a time (each turn resumes its run exactly), so that the
+    # drift of this shared machine's speed falls on both alike (aunet.jobs.turns).
+    done = train_in_turns(variants, data=data, out=OUT / stamp, minutes=minutes)
+    outs, slices = done.outs, done.turns
     records = []
     for name in variants:
         out = outs[name]

@@ -1,7 +1,8 @@
 """aunet's core: the component interfaces, the plugin registry and the spec format.
 
-Torch-free on import: ``Stage``, ``Pooler``, ``Upsampler``, ``AttentionBackend`` and ``Layout``
-(``aunet.core.modules``) load torch when first accessed.
+Torch-free on import: the module contracts (``Stage``, ``Pooler``, ``Upsampler``,
+``AttentionBackend``, ``Layout``, ``LevelIndex``, ``DensePlan``, ``KVCache`` and their helpers, from
+``aunet.core.modules``) load torch when first accessed.
 """
 
 from typing import Any
@@ -12,12 +13,13 @@ from aunet.core.hookspecs import hookimpl
 from aunet.core.levels import LevelStream, SplitterStack
 from aunet.core.registry import Family, Registrar, Registry, default_registry
 from aunet.core.splitter import Splitter
-from aunet.core.text import INVALID, Chars, CharTable, decode
+from aunet.core.text import INVALID, TABLE_SIZE, WHITE_SPACE, Chars, CharTable, decode
 
-_TORCH_NAMES = ("AttentionBackend", "Layout", "Pooler", "Stage", "Upsampler")
+_TORCH_NAMES = ("AttentionBackend", "DensePlan", "KVCache", "Layout", "LevelIndex", "Pooler", "Stage", "Upsampler",
+                "allowed", "gather_rows", "one_position", "where_rows")
 
 __all__ = [
-    "INVALID", "AttentionSpec", "AunetError", "CharTable", "Chars", "ComponentSpec", "Family", "InputError",
+    "INVALID", "TABLE_SIZE", "WHITE_SPACE", "AttentionSpec", "AunetError", "CharTable", "Chars", "ComponentSpec", "Family", "InputError",
     "LevelStream", "PluginError", "PoolerSpec", "Registrar", "Registry", "SpecError", "SpecIssue", "Splitter",
     "SplitterStack", "StageSpec", "UpsamplerSpec", "decode", "default_registry", "hookimpl", *_TORCH_NAMES,
 ]  # fmt: skip

@@ -19,13 +19,14 @@ loop that picks bytes and feeds the streaming splitters is ``aunet.jobs.generate
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import torch
 from torch import Tensor
 
-from aunet.core.model import AUNet, LevelIndex, Part, TeacherForced, WalkPlan
-from aunet.core.modules import KVCache, Layout
+from aunet.core.model import AUNet, Part, TeacherForced, WalkPlan
+from aunet.core.modules import KVCache, Layout, LevelIndex, one_position
 
 
 @attrs.define(eq=False)
@@ -37,6 +38,7 @@ class DecodeState:
     boundary: list[Tensor | None]  # level i >= 1: (B,) level-(i-1) index of the last level-i position
     last_out: list[Tensor | None]  # level i >= 1: (B, D_i) top-stack output at the last level-i position
     stage_calls: list[int]  # steps that ran each level's stages (the trunk at L), after the prefill
+    pool_states: list[Any]  # level i < L: the pooler's state of level i's open segment
 
 
 def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
@@ -54,6 +56,8 @@ def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
         boundary=[None] * (depth + 1),
         last_out=[None] * (depth + 1),
         stage_calls=[0] * (depth + 1),
+        pool_states=[model.poolers[i].initial_state(batch=batch, device=param.device, dtype=param.dtype)
+                     for i in range(depth)],  # fmt: skip
     )
 
 
@@ -75,7 +79,25 @@ def prefill(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, le
         last = state.count[i] - 1
         state.last_out[i] = plan.outputs[i][rows, last]  # (B, D_i)
         state.boundary[i] = plan.maps[i - 1].index[rows, last]
+    for i in range(depth):
+        state.pool_states[i] = _open_segment(model.poolers[i], state.pool_states[i], plan.encoded[i],
+                                             start=state.boundary[i + 1] + 1, end=state.count[i])  # fmt: skip
     return logits
+
+
+def _open_segment(pooler: Any, pool_state: Any, encoded: Tensor, *, start: Tensor, end: Tensor) -> Any:
+    """A stateful pooler's state after a prompt: it steps through each row's positions after the
+    last boundary (``start`` to ``end``, (B,)), which no coarse position closes yet."""
+    if pool_state is None:
+        return None
+    rows = torch.arange(encoded.shape[0], device=encoded.device)
+    longest = int((end - start).max())  # a host sync; the prefill is eager anyway
+    never = torch.zeros_like(start, dtype=torch.bool)
+    for t in range(longest):
+        active = start + t < end
+        position = (start + t).clamp(max=encoded.shape[1] - 1)
+        _, pool_state = pooler.step(encoded[rows, position][:, None], pool_state, active=active, boundary=never)
+    return pool_state
 
 
 class Step(WalkPlan):
@@ -95,11 +117,16 @@ class Step(WalkPlan):
     def cache(self, level: int, part: Part) -> KVCache | None:
         return self.state.caches[(level, part)]
 
-    def contract(self, level: int) -> LevelIndex:
-        # The new level-`level` position is the new level-(level+1) position (a boundary).
+    def pool(self, level: int, h: Tensor, pooler: Any) -> Tensor | None:
+        # The new level-`level` position of the rows active there; where it is also a level-(level+1)
+        # position it is that segment's boundary, and closes it.
         s = self.state
-        s.boundary[level + 1] = torch.where(self.active[level + 1], s.count[level], s.boundary[level + 1])
-        return self._index(level)
+        closes = self.active[level + 1]
+        out, s.pool_states[level] = pooler.step(h, s.pool_states[level], active=self.active[level], boundary=closes)
+        if level >= self.top:
+            return None
+        s.boundary[level + 1] = torch.where(closes, s.count[level], s.boundary[level + 1])
+        return out
 
     def expand(self, level: int) -> LevelIndex:
         return self._index(level)
@@ -107,8 +134,7 @@ class Step(WalkPlan):
     def _index(self, level: int) -> LevelIndex:
         s = self.state
         offset = (s.count[level] - s.boundary[level + 1])[:, None]  # (B, 1) from the segment's boundary
-        none = torch.zeros((), dtype=torch.long, device=offset.device)
-        return LevelIndex(self.first, self.active[level + 1][:, None], self.first, offset, none, none)
+        return one_position(offset.shape[0], offset.device, self.active[level + 1])._replace(offset=offset)
 
     def coarse(self, level: int, fresh: Tensor | None) -> Tensor:
         s = self.state

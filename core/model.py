@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from aunet.core.errors import SpecError, SpecIssue
 from aunet.core.labels import label
-from aunet.core.modules import KVCache, Layout
+from aunet.core.modules import KVCache, Layout, LevelIndex
 from aunet.core.spec import Spec, resolve_spec
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD, VOCAB_SIZE
 
@@ -66,17 +66,6 @@ class ModelOutput(NamedTuple):
     dropped: Tensor
 
 
-class LevelIndex(NamedTuple):
-    """How level i's positions map onto level i+1 (all (B, S_i) or (B, S_next))."""
-
-    index: Tensor  # (B, S_next) position in level i of each level-(i+1) position
-    valid: Tensor  # (B, S_next) False for padding slots (after a row's last boundary)
-    segment: Tensor  # (B, S_i) which level-(i+1) position each level-i position belongs to
-    offset: Tensor  # (B, S_i) distance from that segment's boundary, in level-i positions
-    kept: Tensor  # () boundaries kept, summed over the batch
-    dropped: Tensor  # () boundaries that did not fit
-
-
 def boundary_index(is_boundary: Tensor, capacity: int | None) -> LevelIndex:
     """Index the boundaries of each row without host synchronisation (given a capacity).
 
@@ -98,7 +87,10 @@ def boundary_index(is_boundary: Tensor, capacity: int | None) -> LevelIndex:
     dropped = (count - capacity).clamp(min=0)
     kept = count - dropped
     valid = torch.arange(capacity, device=is_boundary.device)[None] < kept[:, None]
-    return LevelIndex(index, valid, segment, offset, kept.sum(), dropped.sum())
+    # The segment pooled at boundary s is the positions after boundary s - 1 up to s itself.
+    before = rank + 1 - is_boundary.long()  # (B, S_i): boundaries strictly before each position
+    members = torch.where(before < kept[:, None], before, capacity)  # after the last kept one: none
+    return LevelIndex(index, valid, segment, offset, kept.sum(), dropped.sum(), members)
 
 
 class Part(enum.Enum):
@@ -130,8 +122,14 @@ class WalkPlan:
         return None
 
     def contract(self, level: int) -> LevelIndex:
-        """How ``level``'s positions pool into ``level + 1`` (called once, after its encoder)."""
+        """How ``level``'s positions pool into ``level + 1``."""
         raise NotImplementedError
+
+    def pool(self, level: int, h: Tensor, pooler: Any) -> Tensor | None:
+        """``level``'s encoder output ``h`` pooled into ``level + 1`` (called once per walk for
+        every level that ran an encoder); None at ``top``, where nothing closes a segment (a
+        decoding step's pooler still sees the new position there)."""
+        return pooler(h, self.contract(level)) if level < self.top else None
 
     def expand(self, level: int) -> LevelIndex:
         """How ``level + 1``'s vectors go back onto ``level``'s positions (``segment``, ``offset``)."""
@@ -157,6 +155,7 @@ class TeacherForced(WalkPlan):
         self.layouts = [Layout(doc=doc, valid=valid)]
         self.maps: list[LevelIndex] = []
         self.outputs: dict[int, Tensor] = {}  # level -> its top stack's output (B, S_level, D)
+        self.encoded: dict[int, Tensor] = {}  # level -> its encoder's output (B, S_level, D)
 
     def layout(self, level: int) -> Layout:
         return self.layouts[level]
@@ -173,6 +172,10 @@ class TeacherForced(WalkPlan):
         doc = torch.gather(below.doc, 1, m.index) if below.doc is not None else None
         self.layouts.append(Layout(doc=doc, valid=m.valid if below.valid is not None else None))
         return m
+
+    def pool(self, level: int, h: Tensor, pooler: Any) -> Tensor | None:
+        self.encoded[level] = h
+        return super().pool(level, h, pooler)
 
     def expand(self, level: int) -> LevelIndex:
         return self.maps[level]
@@ -259,9 +262,10 @@ class AUNet(nn.Module):
             with label(f"encoder.{i}"):
                 h = self.encoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.ENCODER))  # (B, S_i, D_i)
             skips.append(h)
-            if i < top:
-                with label(f"pool.{i + 1}"):
-                    h = self.poolers[i](h, plan.contract(i).index)  # (B, S_{i+1}, D_{i+1})
+            with label(f"pool.{i + 1}"):
+                pooled = plan.pool(i, h, self.poolers[i])  # (B, S_{i+1}, D_{i+1})
+            if pooled is not None:
+                h = pooled
         for i in reversed(range(min(top, depth - 1) + 1)):
             with label(f"upsample.{i + 1}"):
                 coarse = plan.coarse(i + 1, h if i + 1 <= top else None)  # (B, S_{i+1}, D_{i+1})

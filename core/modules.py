@@ -13,7 +13,7 @@ coarser) level, D width, H heads, K head dim.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +41,36 @@ class Layout:
         self.valid = valid
         self.pos = pos
         self.cache: dict[str, Any] = {}
+
+
+class LevelIndex(NamedTuple):
+    """How level i's positions map onto level i+1: what poolers and upsamplers are given.
+
+    ``index``, ``valid``: (B, S_next) the level-i position of each level-(i+1) position (its
+    boundary) and False for static-shape padding slots. ``segment``, ``offset``: (B, S_i) the
+    level-(i+1) position whose vector each level-i position receives when expanding (the last
+    boundary at or before it) and the distance from that boundary. ``members``: (B, S_i) the
+    level-(i+1) position each level-i position is pooled into (the first boundary at or after
+    it: a segment ends at its boundary), S_next for none (after the last kept boundary).
+    ``kept``, ``dropped``: () boundaries kept and dropped by static shapes, over the batch.
+    """
+
+    index: Tensor
+    valid: Tensor
+    segment: Tensor
+    offset: Tensor
+    kept: Tensor
+    dropped: Tensor
+    members: Tensor
+
+
+def one_position(batch: int, device: Any, boundary: Tensor | None = None) -> LevelIndex:
+    """The ``LevelIndex`` of one new level-i position per row that is (``boundary``) the new
+    level-(i+1) position: what a decoding step hands poolers and upsamplers."""
+    zero = torch.zeros(batch, 1, dtype=torch.long, device=device)
+    valid = torch.ones(batch, 1, dtype=torch.bool, device=device) if boundary is None else boundary[:, None]
+    none = torch.zeros((), dtype=torch.long, device=device)
+    return LevelIndex(zero, valid, zero, zero, none, none, zero)
 
 
 class KVCache:
@@ -177,16 +207,32 @@ class Stage(nn.Module, ABC):
 
 
 class Pooler(nn.Module, ABC):
-    """Contracting: the fine vectors at the boundaries become the coarse sequence.
+    """Contracting: the fine vectors of each segment become one coarse vector.
 
-    Contract: ``forward(x, index)`` with x (B, T, D_in) and index (B, S) int64 positions in
-    [0, T) returns (B, S, D_out) where output s depends on ``x[b, index[b, s]]`` only. Indices of
-    padding slots are valid positions too (their outputs are ignored downstream).
+    Contract: ``forward(x, level)`` with x (B, T, D_in) and ``level`` a ``LevelIndex`` returns
+    (B, S, D_out) where output s depends only on the positions j of segment s
+    (``level.members[b, j] == s``: after boundary s - 1, up to boundary s, ``level.index[b, s]``,
+    itself), of the same row. Padding slots (``level.valid`` False) may hold anything. No host
+    synchronisation and no shape that depends on the data.
+
+    Decoding feeds one position at a time: ``step(x, state, active=, boundary=)`` with x (B, 1,
+    D_in) the new position of each ``active`` row, which closes its segment where ``boundary``;
+    it returns (B, 1, D_out), the segment's vector where ``boundary``, and the state after (rows
+    not active keep theirs; a closed segment starts afresh). It must give what ``forward`` gives.
+    A pooler that reads the boundary alone (``select``) keeps no state: the default.
     """
 
     @abstractmethod
-    def forward(self, x: Tensor, index: Tensor) -> Tensor:
-        """(B, T, D_in), (B, S) -> (B, S, D_out)."""
+    def forward(self, x: Tensor, level: LevelIndex) -> Tensor:
+        """(B, T, D_in) -> (B, S, D_out)."""
+
+    def initial_state(self, *, batch: int, device: Any, dtype: torch.dtype) -> Any:
+        """The state of an empty segment for ``batch`` rows (None: a stateless pooler)."""
+        return None
+
+    def step(self, x: Tensor, state: Any, *, active: Tensor, boundary: Tensor) -> tuple[Tensor, Any]:
+        """One new position per row; see the class docstring."""
+        return self.forward(x, one_position(x.shape[0], x.device, boundary)), state
 
 
 class Upsampler(nn.Module, ABC):
@@ -202,6 +248,11 @@ class Upsampler(nn.Module, ABC):
     @abstractmethod
     def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
         """(B, S, D_coarse), (B, T), (B, T) -> (B, T, D_fine)."""
+
+
+def where_rows(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    """``new`` in the rows where (B,) ``mask``, else ``old`` (any trailing shape)."""
+    return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
 
 
 def gather_rows(x: Tensor, index: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-PACKAGES = ("core", "jobs", "plugins", "splitters")
+PACKAGES = ("core", "jobs", "plugins", "splitters", "testing")
 #: What each layer must not import (prefixes of module names).
 FORBIDDEN = {
     "aunet.core": ("aunet.jobs", "aunet.plugins", "aunet.splitters", "aunet.testing", "aunet.integrations"),
@@ -22,7 +22,7 @@ FORBIDDEN = {
 
 def modules() -> dict[str, Path]:
     """Every module of the package by dotted name."""
-    found = {"aunet": ROOT / "__init__.py", "aunet.__main__": ROOT / "__main__.py", "aunet.testing": ROOT / "testing.py"}
+    found = {"aunet": ROOT / "__init__.py", "aunet.__main__": ROOT / "__main__.py"}
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             parts = path.relative_to(ROOT).with_suffix("").parts

@@ -21,12 +21,12 @@ from conftest import ROOT
 #: Folders and files of a checkout that are not part of a build (ignored by git).
 IGNORED = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "runs",
                                  ".hypothesis", ".pytest_cache", "*.pyc")  # fmt: skip
-PACKAGE_DIRS = ("core", "jobs", "plugins", "splitters")
+PACKAGE_DIRS = ("core", "jobs", "plugins", "splitters", "testing")
 
 
 def source_files() -> set[str]:
     """Every file the wheel must hold, as ``aunet/...`` paths."""
-    files = {"aunet/__init__.py", "aunet/__main__.py", "aunet/testing.py"}
+    files = {"aunet/__init__.py", "aunet/__main__.py"}
     for top in PACKAGE_DIRS:
         files |= {f"aunet/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / top).rglob("*.py")
                   if "__pycache__" not in p.parts}  # fmt: skip

@@ -141,3 +141,28 @@ def test_autoload_switch_keeps_builtins_and_drops_third_party(example_installed:
     result = run_cli("plugins", env=env)
     assert result.returncode == 2 and "AUNET_PLUGINS names sentencez" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+POOLER_EXAMPLE = ROOT / "examples" / "aunet-example-pooler"
+
+
+@pytest.mark.slow
+def test_example_pooler_installs_is_listed_trains_generates_and_passes_its_kit(tmp_path: Path) -> None:
+    import subprocess
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
+                    str(target), str(POOLER_EXAMPLE)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    env = {"PYTHONPATH": str(target)}
+    poolers = {e["kind"]: e for e in json.loads(run_cli("plugins", "--json", env=env).stdout)["families"]["pooler"]}
+    assert {"select", "mean", "attention", "max"} <= set(poolers)
+    assert poolers["max"]["distribution"] == "aunet-example-pooler" and poolers["max"]["version"] == "1.0.0"
+    out = tmp_path / "run"
+    trained = run_cli("train", "--spec", str(POOLER_EXAMPLE / "max.toml"), "--steps", "2", "--out", str(out), env=env)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "pooler = { kind = \"max\"" in (out / "spec.toml").read_text()
+    generated = run_cli("generate", "--ckpt", str(out), "--prompt", "And God", "--max-bytes", "10", env=env)
+    assert generated.returncode == 0 and generated.stdout.startswith("And God"), generated.stderr
+    kit = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(POOLER_EXAMPLE / "tests")],
+                         env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert kit.returncode == 0, kit.stdout[-2000:]

@@ -27,8 +27,7 @@ from typing import ClassVar
 import attrs
 import numpy as np
 
-from aunet.core import Chars, CharTable, Splitter, hookimpl
-from aunet.core.text import TABLE_SIZE, WHITE_SPACE
+from aunet.core import TABLE_SIZE, WHITE_SPACE, Chars, CharTable, Splitter, hookimpl
 
 OTHER, TERMINATOR, FULL_WIDTH, SPACE = range(4)
 

@@ -1,5 +1,5 @@
-"""Property checks every splitter (built-in or third-party) must pass, and the hypothesis
-strategies behind them. Needs ``hypothesis`` (``pip install aunet[test]``).
+"""The splitter kit: properties every splitter (built-in or third-party) must have, and the
+hypothesis strategies behind them. Needs ``hypothesis`` (``pip install aunet[test]``).
 
     from aunet.testing import check_splitter
     check_splitter(MySplitter())          # raises AssertionError with a reproducible example
@@ -140,67 +140,3 @@ def check_splitter(splitter: Splitter, *, stacks: Sequence[Sequence[Splitter]] |
     if max_examples is not None:
         run = settings(max_examples=max_examples)(run)
     run()
-
-
-# -- models ----------------------------------------------------------------------------------------
-
-
-def small_specs(*, max_depth: int = 3, attention: Sequence[str] = ("sdpa", "math"), context: int = 64) -> Any:
-    """Random small, valid specs of 1 to ``max_depth + 1`` levels: widths, heads, layers, windows,
-    splitter stacks, upsampler kinds and offset modes all vary."""
-    from hypothesis import strategies as st
-
-    from aunet.core.spec import parse_spec
-
-    @st.composite
-    def build(draw: Any) -> Any:
-        depth = draw(st.integers(0, max_depth))
-        groups = sorted(draw(st.lists(st.sampled_from([1, 2, 3, 4]), min_size=depth, max_size=depth)))
-        lines = ['name = "random"', "[model]", f"context = {context}"]
-        for i in range(depth + 1):
-            head_dim = draw(st.sampled_from([4, 8]))
-            dim = head_dim * draw(st.integers(1, 4))
-            window = draw(st.one_of(st.none(), st.integers(1, 12))) if i == 0 else None
-            stage = f'kind = "transformer", layers = {draw(st.integers(1, 2))}, head_dim = {head_dim}'
-            stage += f', attention = {{ kind = "{draw(st.sampled_from(list(attention)))}" }}'
-            if window is not None:
-                stage += f", window = {window}"
-            lines += ["[[levels]]", f"dim = {dim}", f"stage = {{ {stage} }}"]
-            if i:
-                lines.append(f'splitter = {{ kind = "n-word", n = {groups[i - 1]} }}')
-                up = draw(st.sampled_from(["multi-linear", "repeat", "simple"]))
-                if up == "multi-linear":
-                    offsets = draw(st.integers(1, 6))
-                    mode = draw(st.sampled_from(["wrap", "clamp"]))
-                    lines.append(f'upsampler = {{ kind = "multi-linear", offsets = {offsets}, mode = "{mode}" }}')
-                else:
-                    lines.append(f'upsampler = {{ kind = "{up}" }}')
-                if draw(st.booleans()):
-                    lines.append(f"contraction = {draw(st.sampled_from([1.5, 3.0, 6.0]))}")
-        return parse_spec("\n".join(lines))
-
-    return build()
-
-
-def documents(max_docs: int = 3, max_bytes: int = 40) -> Any:
-    """Lists of documents (bytes) mixing text and arbitrary bytes."""
-    from hypothesis import strategies as st
-
-    return st.lists(st.one_of(texts(max_bytes), st.binary(max_size=max_bytes)), min_size=1, max_size=max_docs)
-
-
-def pack(spec: Any, docs: Sequence[bytes], length: int) -> tuple[Any, Any]:
-    """One row: BOS + doc + EOS for each document, cut or padded (PAD, level 0) to ``length``.
-    Returns (tokens, levels), both (length,) tensors."""
-    import torch
-
-    from aunet.core.model import compute_levels, encode
-    from aunet.core.tokens import PAD
-
-    tokens = torch.cat([encode(d, eos=True) for d in docs])
-    levels = torch.cat([compute_levels(spec, d, eos=True) for d in docs])
-    if len(tokens) < length:
-        pad = length - len(tokens)
-        tokens = torch.cat([tokens, torch.full((pad,), PAD, dtype=torch.long)])
-        levels = torch.cat([levels, torch.zeros(pad, dtype=torch.uint8)])
-    return tokens[:length], levels[:length]
