@@ -5,9 +5,17 @@ FLOPs per position (forward and backward), S the attended length (the stage's sh
 context, or its window); an AU-Net's FLOPs per byte sum each stack's FLOPs divided by k_i, the
 bytes per position at its level (1 for bytes). That sum covers the stacks only. We also report the
 poolers, upsamplers and output head, which the paper's figure leaves out, as ``flops_per_byte_all``.
+
+Beside it, the reference's estimator (``reference_flops_per_byte``: Lingua's 3.5 x 4 x layers x S x
+dim / 2 attention term, every stack and every component's parameters counted) and a training
+memory estimate per device size (``MemoryEstimate``): weights, gradients and AdamW state at 16
+bytes per parameter (18 under bfloat16 autocast, its weight copies), plus the activations one row
+keeps for backward at the static capacities, from each stage's own per-position formula.
 """
 
 from __future__ import annotations
+
+import math
 
 import attrs
 
@@ -31,6 +39,10 @@ class Accounting:
     flops_per_byte: float  # the paper's accounting: stacks only
     flops_per_byte_all: float  # plus poolers, upsamplers and the output head
 
+    reference_flops_per_byte: float | None = None  # the reference's estimator (None: a stage gives none)
+    memory: tuple[MemoryEstimate, ...] = ()  # per precision and checkpointing mode
+    memory_unknown: tuple[str, ...] = ()  # components with no activation formula (estimates omit them)
+
     @property
     def parameters(self) -> int:
         return sum(self.parameters_by_component.values())
@@ -41,10 +53,29 @@ class Accounting:
             "parameters_by_component": self.parameters_by_component,
             "flops_per_byte": self.flops_per_byte,
             "flops_per_byte_all": self.flops_per_byte_all,
+            "reference_flops_per_byte": self.reference_flops_per_byte,
+            "formulas": FORMULAS,
             "contraction": list(self.contraction),
             "contraction_measured": self.contraction_measured,
             "context": self.context,
+            "memory": [m.to_json() for m in self.memory],
+            "memory_unknown": list(self.memory_unknown),
         }
+
+
+#: What each figure of ``Accounting`` computes, as ``spec show`` states it.
+FORMULAS = {
+    "flops_per_byte": "the paper's: per stack 6 x non-embedding parameters + 6 x dim x layers x S, "
+                      "S = the level's positions in the context or its window, over k_i bytes per position; stacks only",
+    "flops_per_byte_all": "flops_per_byte + 6 x (pooler + upsampler parameters) / k_i + 6 x the output head",
+    "reference_flops_per_byte": "the reference's (Lingua's): per stack 6 x non-embedding parameters + "
+                                "3.5 x 4 x layers x S x dim / 2 (causal), encoder and decoder each, poolers, "
+                                "upsamplers and head in the parameter term",
+    "memory": "per process, no sharding: 16 B per parameter (float32 weights, gradients, AdamW moments; "
+              "18 B with bfloat16 autocast's weight copies) + rows x activation bytes of one row at the static "
+              "capacities (each stage's fitted per-position formula; poolers, upsamplers, embedding and head "
+              "by their tensors), within 90% of the device; a fused attention kernel assumed",
+}
 
 
 def account(spec: Spec) -> Accounting:
@@ -77,4 +108,116 @@ def account(spec: Spec) -> Accounting:
             params[f"levels[{i}].upsampler"] = up
             extra += 6.0 * (pool + up) / k[i]
     params["output"] = dims[0] + dims[0] * VOCAB_SIZE  # final norm and head
-    return Accounting(params, k, measured, context, flops, flops + extra)
+    if spec.model.level_loss > 0:
+        params["level_head"] = dims[0] * (depth + 1)
+        extra += 6.0 * params["level_head"]
+    reference = reference_flops_per_byte(spec, k, params)
+    memory, unknown = memory_estimates(spec, sum(params.values()))
+    return Accounting(params, k, measured, context, flops, flops + extra, reference, memory, unknown)
+
+
+def static_capacity(spec: Spec, length: int) -> list[int]:
+    """Segments per row at levels 1..L for rows of ``length`` positions with static shapes: the
+    level's ``max_segments`` scaled to the row, else length / k_i x ``segment_margin`` + 8, never
+    more than the level below holds. ``AUNet.capacity`` is this."""
+    caps: list[int] = []
+    below = length
+    context = spec.model.context
+    for level in spec.levels[1:]:
+        if level.max_segments is not None:
+            cap = math.ceil(level.max_segments * length / context)
+        else:
+            cap = math.ceil(length / level.contraction * spec.model.segment_margin) + 8
+        below = max(1, min(below, cap))
+        caps.append(below)
+    return caps
+
+
+# -- the reference's FLOPs estimator -----------------------------------------------------------
+
+
+def reference_flops_per_byte(spec: Spec, k: tuple[float, ...], params: dict[str, int]) -> float | None:
+    """The authors' estimator (Lingua's): per position of a stack, 6 x its non-embedding
+    parameters + 3.5 x 4 x layers x S x dim / 2 (causal attention), with S the positions it
+    attends (its level's share of the context, or its window); every stack counted, the encoder
+    and the decoder of a level apart; poolers, upsamplers and the output head in the
+    parameter term at their own levels. None if a stage gives no such figure."""
+    levels, depth = spec.levels, spec.depth
+    total = 6.0 * params["output"]  # the head, once per byte
+    for i, level in enumerate(levels):
+        dim = level.dim
+        per_position = level.stage.reference_flops_per_position(dim=dim, attended=spec.model.context / k[i])
+        if per_position is None:
+            return None
+        total += (1 if i == depth else 2) * per_position / k[i]
+        if i:
+            total += 6.0 * (params[f"levels[{i}].pooler"] + params[f"levels[{i}].upsampler"]) / k[i]
+    return total
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+#: Device memory sizes the largest-batch estimate is given for, in GiB (a 24 GiB card, A100 40 and
+#: 80 GB, H200).
+DEVICE_GIB = (24, 40, 80, 141)
+#: Bytes per parameter held through a step: float32 weights (4), gradients (4), AdamW's two
+#: moments (8); bfloat16 autocast adds a 2-byte copy of each weight.
+STATE_BYTES = {"float32": 16, "bfloat16": 18}
+#: Share of a device's memory the estimate lets a batch use (the rest: CUDA context, allocator
+#: fragmentation, workspaces).
+USABLE = 0.9
+
+
+@attrs.frozen
+class MemoryEstimate:
+    """Training memory of one process (no sharding) at one precision and checkpointing mode."""
+
+    precision: str  # float32 | bfloat16
+    checkpointing: str  # none | selective | full
+    state_bytes: int  # weights, gradients and optimizer state
+    activation_bytes_per_row: float  # one row of `context` bytes at the static capacities
+    largest_batch: dict[int, int]  # device GiB -> rows per step that fit (0: not even one)
+
+    def to_json(self) -> dict:
+        return {"precision": self.precision, "checkpointing": self.checkpointing,
+                "state_bytes": self.state_bytes, "activation_bytes_per_row": self.activation_bytes_per_row,
+                "largest_batch": {str(g): n for g, n in self.largest_batch.items()}}  # fmt: skip
+
+
+def row_activation_bytes(spec: Spec, *, bfloat16: bool, checkpointing: str) -> tuple[float, list[str]]:
+    """Bytes one row of ``context`` bytes keeps for backward, and the components with no formula.
+
+    Stages give theirs per position (``activation_bytes_per_position``), times the positions of
+    their level at the static capacities, twice below the trunk (encoder and decoder). The rest
+    is counted by the tensors it saves: a pooler its gathered input (float32 for the norm, and
+    the norm's output), an upsampler its coarse input and its output at every fine position,
+    the output head its normalized input and the float32 log-probabilities of the loss."""
+    elem = 2 if bfloat16 else 4
+    levels, depth = spec.levels, spec.depth
+    positions = [spec.model.context, *static_capacity(spec, spec.model.context)]
+    total, unknown = 0.0, []
+    for i, level in enumerate(levels):
+        per = level.stage.activation_bytes_per_position(dim=level.dim, bfloat16=bfloat16, checkpointing=checkpointing)
+        if per is None:
+            unknown.append(f"levels[{i}].stage ({level.stage.kind})")
+            continue
+        total += (1 if i == depth else 2) * per * positions[i]
+        if i:
+            fine, coarse, below = positions[i - 1], positions[i], levels[i - 1].dim
+            total += coarse * below * (4 + elem)  # pooler: gathered input, normalized
+            total += coarse * level.dim * elem + fine * below * elem  # upsampler: coarse input, output
+    d0 = levels[0].dim
+    total += spec.model.context * (d0 * (4 + elem) + VOCAB_SIZE * (4 + elem))  # final norm, head, loss
+    return total, unknown
+
+
+def memory_estimates(spec: Spec, parameters: int) -> tuple[tuple[MemoryEstimate, ...], tuple[str, ...]]:
+    """Largest batch per device size, for float32 and bfloat16, with and without checkpointing."""
+    estimates, unknown = [], []
+    for precision in ("float32", "bfloat16"):
+        state = STATE_BYTES[precision] * parameters
+        for checkpointing in ("none", "selective", "full"):
+            per_row, unknown = row_activation_bytes(spec, bfloat16=precision == "bfloat16", checkpointing=checkpointing)
+            fits = {gib: max(0, int((gib * 2**30 * USABLE - state) // per_row)) if per_row else 0 for gib in DEVICE_GIB}
+            estimates.append(MemoryEstimate(precision, checkpointing, state, per_row, fits))
+    return tuple(estimates), tuple(unknown)

@@ -59,6 +59,18 @@ class StageSpec(ComponentSpec):
         """Why this stage cannot train on ``device`` (its attention backend's reasons), if so."""
         return []
 
+    def reference_flops_per_position(self, *, dim: int, attended: float) -> float | None:
+        """Training FLOPs per position of one stack with the reference's estimator (Lingua's:
+        6 x non-embedding parameters + 3.5 x 4 x layers x S x dim / 2 for causal attention), or
+        None if this kind has no such figure (``spec show`` then says so)."""
+        return None
+
+    def activation_bytes_per_position(self, *, dim: int, bfloat16: bool, checkpointing: str) -> float | None:
+        """Bytes one stack keeps for its backward pass per position (float32, or under bfloat16
+        autocast), with activation checkpointing ``none``, ``selective`` or ``full``; None if
+        unknown (the memory estimate then says so)."""
+        return None
+
 
 @attrs.frozen(kw_only=True)
 class PoolerSpec(ComponentSpec):

@@ -39,6 +39,7 @@ class DecodeState:
     last_out: list[Tensor | None]  # level i >= 1: (B, D_i) top-stack output at the last level-i position
     stage_calls: list[int]  # steps that ran each level's stages (the trunk at L), after the prefill
     pool_states: list[Any]  # level i < L: the pooler's state of level i's open segment
+    level_logits: Tensor | None = None  # (B, L + 1) the level head's logits for the next position
 
 
 def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
@@ -72,7 +73,7 @@ def prefill(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, le
     plan = TeacherForced(model.top_levels(tokens, levels), [None] * depth, doc=None, valid=valid,
                          caches=state.caches)  # fmt: skip
     h = model.walk(model.embed(tokens), plan)  # (B, P, D_0)
-    logits = model.head(model.norm(h[rows, lengths - 1]))  # (B, V)
+    logits = _heads(model, state, h[rows, lengths - 1])  # (B, V)
     for i in range(depth + 1):
         state.count[i] = plan.layouts[i].valid.sum(1)
     for i in range(1, depth + 1):
@@ -157,4 +158,12 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
         state.stage_calls[i] += 1
     for i in range(depth + 1):
         state.count[i] = state.count[i] + active[i].long()
-    return model.head(model.norm(h[:, 0]))  # (B, V)
+    return _heads(model, state, h[:, 0])  # (B, V)
+
+
+def _heads(model: AUNet, state: DecodeState, h: Tensor) -> Tensor:
+    """(B, V) next-token logits of (B, D_0) outputs; the level head's go into ``state``."""
+    features = model.norm(h)
+    if model.level_head is not None:
+        state.level_logits = model.level_head(features)  # (B, L + 1)
+    return model.head(features)

@@ -23,7 +23,6 @@ D width, V vocabulary, L pooling levels.
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -31,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aunet.core.accounting import static_capacity
 from aunet.core.errors import SpecError, SpecIssue
+from aunet.core.init import TRUNCATION, Init, init_matrix
 from aunet.core.labels import label
 from aunet.core.modules import KVCache, Layout, LevelIndex
 from aunet.core.spec import Spec, resolve_spec
@@ -55,6 +56,10 @@ class ModelOutput(NamedTuple):
         n_predicted: number of predicted positions, or None without targets.
         segments: (L,) positions kept at each level 1..L, summed over the batch (BOS included).
         dropped: (L,) boundaries that did not fit the static shapes, per level.
+        level_logits: (B, T, L + 1) logits of the next position's level, from the level head
+            (``model.level_loss`` > 0), else None.
+        level_loss: its cross-entropy in nats over the positions whose next level is known (the
+            same divisor as ``loss``), or None without targets or level head.
 
     A NamedTuple (not an attrs class) so that ``torch.compile(fullgraph=True)`` traces it.
     """
@@ -64,6 +69,8 @@ class ModelOutput(NamedTuple):
     n_predicted: Tensor | None
     segments: Tensor
     dropped: Tensor
+    level_logits: Tensor | None = None
+    level_loss: Tensor | None = None
 
 
 def boundary_index(is_boundary: Tensor, capacity: int | None) -> LevelIndex:
@@ -208,9 +215,18 @@ class AUNet(nn.Module):
         )
         self.norm = nn.RMSNorm(dims[0], eps=spec.model.norm_eps)
         self.head = nn.Linear(dims[0], VOCAB_SIZE, bias=False)
+        # The reference's auxiliary head: the level of the next position, from the same features.
+        self.level_head = nn.Linear(dims[0], depth + 1, bias=False) if spec.model.level_loss > 0 else None
+        self.skip = tuple(level.skip for level in levels[:depth])
         std = spec.model.init_std or dims[0] ** -0.5
-        nn.init.normal_(self.embed.weight, std=std)
-        nn.init.normal_(self.head.weight, std=std)
+        init = spec.model.init
+        for weight in (self.embed.weight, self.head.weight):
+            if init is Init.REFERENCE:  # truncated at 3 sigmas, as every reference matrix
+                nn.init.trunc_normal_(weight, std=std, a=-TRUNCATION * std, b=TRUNCATION * std)
+            else:
+                nn.init.normal_(weight, std=std)
+        if self.level_head is not None:
+            init_matrix(self.level_head.weight, init, std=std, fan_in=dims[0])
         self.contraction = (1.0, *(level.contraction for level in levels[1:]))
         if device is not None:
             self.to(device)
@@ -218,19 +234,9 @@ class AUNet(nn.Module):
     # -- shapes ----------------------------------------------------------------------------------
 
     def capacity(self, length: int) -> list[int]:
-        """Static segments per row at levels 1..L for rows of ``length`` positions."""
-        caps: list[int] = []
-        below = length
-        context = self.spec.model.context
-        for i in range(1, self.depth + 1):
-            level = self.spec.levels[i]
-            if level.max_segments is not None:
-                cap = math.ceil(level.max_segments * length / context)
-            else:
-                cap = math.ceil(length / self.contraction[i] * self.spec.model.segment_margin) + 8
-            below = max(1, min(below, cap))
-            caps.append(below)
-        return caps
+        """Static segments per row at levels 1..L for rows of ``length`` positions
+        (``aunet.core.accounting.static_capacity``)."""
+        return static_capacity(self.spec, length)
 
     def top_levels(self, tokens: Tensor, levels: Tensor) -> Tensor:
         """(B, T) levels with every BOS and every row's first position at the top level."""
@@ -270,7 +276,8 @@ class AUNet(nn.Module):
             with label(f"upsample.{i + 1}"):
                 coarse = plan.coarse(i + 1, h if i + 1 <= top else None)  # (B, S_{i+1}, D_{i+1})
                 m = plan.expand(i)
-                h = skips[i] + self.upsamplers[i](coarse, m.segment, m.offset)  # (B, S_i, D_i)
+                up = self.upsamplers[i](coarse, m.segment, m.offset)  # (B, S_i, D_i)
+                h = skips[i] + up if self.skip[i] else up
             with label(f"decoder.{i}"):
                 h = self.decoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.DECODER))
         return h
@@ -309,21 +316,36 @@ class AUNet(nn.Module):
             embedded = self.embed(tokens)  # (B, T, D_0)
         h = self.walk(embedded, plan)  # (B, T, D_0)
         with label("head"):
-            logits = self.head(self.norm(h))  # (B, T, V)
+            features = self.norm(h)  # (B, T, D_0)
+            logits = self.head(features)  # (B, T, V)
+            level_logits = self.level_head(features) if self.level_head is not None else None  # (B, T, L + 1)
 
-        loss = n_predicted = None
+        loss = n_predicted = level_loss = None
         if targets is not None:
             with label("loss"):
                 n_predicted = (targets != IGNORE).sum()
+                divisor = n_predicted.clamp(min=1) if loss_divisor is None else loss_divisor
                 nll = F.cross_entropy(logits.float().view(-1, VOCAB_SIZE), targets.reshape(-1).long(),
                                       ignore_index=IGNORE, reduction="sum")  # fmt: skip
-                loss = nll / (n_predicted.clamp(min=1) if loss_divisor is None else loss_divisor)
+                loss = nll / divisor
+                if level_logits is not None:
+                    level_loss = F.cross_entropy(level_logits.float().view(-1, self.depth + 1),
+                                                 self.level_targets(lv, targets).view(-1),
+                                                 ignore_index=IGNORE, reduction="sum") / divisor  # fmt: skip
         if plan.maps:
             segments = torch.stack([m.kept for m in plan.maps])
             dropped = torch.stack([m.dropped for m in plan.maps])
         else:
             segments = dropped = torch.zeros(0, dtype=torch.long, device=tokens.device)
-        return ModelOutput(logits, loss, n_predicted, segments, dropped)
+        return ModelOutput(logits, loss, n_predicted, segments, dropped, level_logits, level_loss)
+
+    @staticmethod
+    def level_targets(levels: Tensor, targets: Tensor) -> Tensor:
+        """(B, T) the level of the next position, where a next byte is predicted and the row
+        holds it (``IGNORE`` at the last position and wherever ``targets`` is): what the level
+        head learns. ``levels`` as ``top_levels`` gives them."""
+        nxt = torch.cat([levels[:, 1:], torch.full_like(levels[:, :1], IGNORE)], dim=1)  # (B, T)
+        return torch.where(targets == IGNORE, IGNORE, nxt).long()
 
     #: Check token and level values in every forward (a host sync each time): for debugging.
     debug: bool = False

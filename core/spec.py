@@ -42,6 +42,7 @@ from aunet.core import toml
 from aunet.core.components import AttentionSpec, ComponentSpec, PoolerSpec, StageSpec, UpsamplerSpec
 from aunet.core.contraction import embedded_contraction
 from aunet.core.errors import InputError, SpecError, SpecIssue, did_you_mean, known_list
+from aunet.core.init import Init
 from aunet.core.levels import SplitterStack
 from aunet.core.registry import Family, Registry, default_registry
 from aunet.core.splitter import Splitter
@@ -71,6 +72,10 @@ class LevelSpec:
     """Bytes per segment of this level, for FLOPs accounting and static shapes. When unset, the
     trainer measures it on its training data (else it is measured on the embedded corpus) and
     writes it into the resolved spec, so a checkpoint's shapes never depend on a corpus."""
+    skip: bool = True
+    """Add this level's encoder output to its decoder's input (the U-Net's skip connection);
+    false leaves the decoder only the upsampled coarse vectors, as the reference can. Levels
+    below the last only: the trunk has no skip."""
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +93,17 @@ class ModelSpec:
     init_std: float | None = attrs.field(default=None, validator=positive)
     """Standard deviation of the byte embedding and output head initialization (default
     dim ** -0.5)."""
+    init: Init = Init.SCALED
+    """``scaled`` (0.02, residual outputs over sqrt(2 x layers)) or ``reference`` (fan_in ** -0.5,
+    truncated at 3 sigmas: the authors' code); the default of every stage, pooler and upsampler
+    that names none (``aunet.core.init``)."""
+    doc_mask: bool = True
+    """Keep attention within documents when rows pack several. The reference trains without
+    (packed documents attend to each other); evaluation rows hold one document each."""
+    level_loss: float = attrs.field(default=0.0, validator=non_negative)
+    """Weight of an auxiliary loss on a head that predicts the next byte's level (the
+    reference's ``lambda_level``); 0: no such head. Generation can then use it instead of the
+    splitters (``aunet generate --levels predicted``)."""
 
 
 class Precision(enum.Enum):
@@ -320,6 +336,9 @@ class Spec:
                 for name in ("pooler", "upsampler", "max_segments", "contraction"):
                     if getattr(level, name) is not None:
                         issues.append(SpecIssue(f"{path}.{name}", f"level 0 is the byte level and has no {name.replace('_', ' ')}"))
+            if not level.skip and i == len(self.levels) - 1:
+                issues.append(SpecIssue(f"{path}.skip", "the last level is the trunk, which has no skip connection; "
+                                        "set skip = false on a level below it"))  # fmt: skip
             below = self.levels[i - 1].dim if i else None
             for name, dims in (("pooler", {"dim_in": below, "dim_out": level.dim}),
                                ("upsampler", {"dim_coarse": level.dim, "dim_fine": below})):  # fmt: skip
@@ -713,6 +732,8 @@ def resolve_spec(spec: Spec, *, registry: Registry | None = None,
                     level = attrs.evolve(level, **{name: registry.lookup(family, kind).cls()})
                 except KeyError as exc:
                     raise SpecError([SpecIssue(f"levels[{i}].{name}", f"none given and the default {exc.args[0]}")]) from None
+        level = attrs.evolve(level, **{name: _with_init(getattr(level, name), spec.model.init)
+                                       for name in ("stage", "pooler", "upsampler")})  # fmt: skip
         levels.append(level)
     missing = [i for i, level in enumerate(levels) if i and level.contraction is None]
     if missing and not spec.check_splitting():
@@ -725,6 +746,17 @@ def resolve_spec(spec: Spec, *, registry: Registry | None = None,
 
 DEFAULT_POOLER = "select"
 DEFAULT_UPSAMPLER = "multi-linear"
+
+
+def _with_init(component: Any, init: Init) -> Any:
+    """The component with the model's ``init`` where it has an ``init`` option and names none
+    (third-party components without one are left alone)."""
+    if component is None or not attrs.has(type(component)):
+        return component
+    names = {f.name for f in attrs.fields(type(component))}
+    if "init" in names and component.init is None:
+        return attrs.evolve(component, init=init)
+    return component
 
 
 def spec_to_dict(spec: Spec, *, registry: Registry | None = None) -> dict[str, Any]:

@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="sample among the K likeliest")
     p.add_argument("--top-p", type=_positive_float, default=None, metavar="P", help="nucleus sampling")
     p.add_argument("--seed", type=_seed, default=0, metavar="S", help="sampling seed, 0 to 2^63 - 1 (default 0)")
+    p.add_argument("--levels", choices=("splitter", "predicted"), default="splitter",
+                   help="where new bytes' levels come from: the spec's splitters (default) or the model's "
+                        "level head (a model trained with model.level_loss > 0)")  # fmt: skip
     _runtime_options(p)
     p.set_defaults(run=cmd_generate)
     _tag_subparsers(parser)
@@ -359,6 +362,21 @@ def format_sizes(sizes) -> str:
         + ", ".join(f"{k:.2f}" for k in sizes.contraction) + f" ({source})",
         f"# context: {sizes.context} bytes per row",
     ]
+    if sizes.reference_flops_per_byte is not None:
+        lines.append(f"# FLOPs per byte, the reference's estimator: {sizes.reference_flops_per_byte:.3e} "
+                     "(Lingua's attention term 3.5 x 4 x layers x S x dim / 2; every stack and component)")  # fmt: skip
+    if sizes.memory:
+        gibs = list(sizes.memory[0].largest_batch)
+        lines.append("# training memory, one process: largest batch (rows of the context) that fits in "
+                     + ", ".join(f"{g} GiB" for g in gibs))  # fmt: skip
+        lines.append("#   (16 B per parameter, 18 with bfloat16 autocast, + activations at the static capacities;"
+                     " `--json`: formulas)")  # fmt: skip
+        for m in sizes.memory:
+            fits = " ".join(f"{n:>7,}" for n in m.largest_batch.values())
+            lines.append(f"#   {m.precision:<8} checkpointing {m.checkpointing:<9} {m.activation_bytes_per_row / 2**20:>9,.1f} MiB "
+                         f"per row, state {m.state_bytes / 2**30:,.2f} GiB: {fits}")  # fmt: skip
+        if sizes.memory_unknown:
+            lines.append(f"#   not counted (no activation formula): {', '.join(sizes.memory_unknown)}")
     return "\n".join(lines)
 
 
@@ -683,13 +701,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import warnings
 
     from aunet.jobs.devices import default_decode_threads
-    from aunet.jobs.generate import generate
+    from aunet.jobs.generate import check_levels_source, generate
     from aunet.jobs.runs import load_run
 
     if args.top_p is not None and args.top_p > 1:
         raise InputError(f"--top-p must be at most 1, got {args.top_p}")
     run = load_run(args.ckpt, device=args.device)
     model = run.model
+    check_levels_source(model, args.levels)  # before the prompt is echoed
     threads = default_decode_threads(1, next(model.parameters()).device) if args.threads == "auto" else None
     prompt = args.prompt.encode("utf-8", "surrogateescape")
     text = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -703,7 +722,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", RuntimeWarning)
         out.write(text.decode(prompt))  # invalid UTF-8 is shown as U+FFFD, whatever the terminal's encoding
         generate(model, [prompt], args.max_bytes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                 seed=args.seed, on_bytes=show, threads=threads)  # fmt: skip
+                 seed=args.seed, on_bytes=show, threads=threads, levels=args.levels)  # fmt: skip
     out.write(text.decode(b"", final=True) + "\n")
     for w in caught:
         print(f"aunet: note: {w.message}", file=sys.stderr)

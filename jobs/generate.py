@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from aunet.core.decoding import new_state, prefill, step
+from aunet.core.errors import InputError
 from aunet.core.levels import LevelStream
 from aunet.core.tokens import BOS, EOS, PAD
 from aunet.jobs.devices import threads as thread_count
@@ -54,18 +55,22 @@ class Decoded:
     trunk_calls: int
     stage_calls: tuple[int, ...]
     truncated: tuple[int, ...]  # prompt bytes dropped from the left, per row
+    levels: list[list[int]] = attrs.Factory(list)  # per row, each new byte's predicted level (keep_logits)
 
 
 def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
            choose: Callable[[Tensor], Tensor], stop: Sequence[bytes] = (),
            on_bytes: Callable[[int, bytes], None] | None = None, keep_logits: bool = False,
-           threads: int | None = None) -> Decoded:  # fmt: skip
+           threads: int | None = None, levels: str = "splitter") -> Decoded:  # fmt: skip
     """Prefill, then pick and append one byte per row at a time with ``choose`` ((B, V) logits ->
     (B,) ids) until EOS, a stop sequence or ``max_new_bytes``. ``threads``: torch threads for the
     decoding steps (None leaves the process's setting alone). Memory stays bounded by the model's
-    context whatever ``max_new_bytes`` is."""
+    context whatever ``max_new_bytes`` is. ``levels``: where new bytes' levels come from, the
+    streaming ``splitter`` or the model's level head (``predicted``: the argmax of its logits at
+    the position that chose the byte; the prompt's levels still come from the splitters)."""
     if max_new_bytes < 0:
         raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
+    predicted = check_levels_source(model, levels)
     spec = model.spec
     device = next(model.parameters()).device
     limit = spec.model.context - 1  # prompt bytes after BOS
@@ -100,11 +105,13 @@ def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
         logits = prefill(model, state, tokens.to(device), levels.to(device), lengths)
         produced = [bytearray() for _ in range(b)]
         kept: list[list[Tensor]] = [[] for _ in range(b)]
+        kept_levels: list[list[int]] = [[] for _ in range(b)]
         alive = [max_new_bytes > 0] * b
         with thread_count(threads):
             for _ in range(max_new_bytes):
                 chosen = choose(logits)  # (B,)
                 ids = chosen.tolist()
+                guessed = state.level_logits.argmax(-1).tolist() if predicted else None
                 level = []
                 for r in range(b):
                     if not alive[r]:
@@ -117,7 +124,9 @@ def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
                         level.append(0)
                         continue
                     produced[r].append(ids[r])
-                    level.append(streams[r].push(ids[r]))
+                    level.append(guessed[r] if guessed is not None else streams[r].push(ids[r]))
+                    if keep_logits and guessed is not None:
+                        kept_levels[r].append(guessed[r])
                     if on_bytes is not None:
                         on_bytes(r, bytes((ids[r],)))
                     if any(produced[r].endswith(s) for s in stop if s) or len(produced[r]) >= max_new_bytes:
@@ -128,7 +137,20 @@ def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
     finally:
         model.train(was_training)
     calls = tuple(state.stage_calls)
-    return Decoded([bytes(p) for p in produced], kept, calls[-1], calls, truncated)
+    return Decoded([bytes(p) for p in produced], kept, calls[-1], calls, truncated, kept_levels)
+
+
+LEVEL_SOURCES = ("splitter", "predicted")
+
+
+def check_levels_source(model: Any, levels: str) -> bool:
+    """True for ``predicted``; a clear error for a model without a level head or an unknown name."""
+    if levels not in LEVEL_SOURCES:
+        raise ValueError(f"levels must be one of {', '.join(LEVEL_SOURCES)}, got {levels!r}")
+    if levels == "predicted" and getattr(model, "level_head", None) is None:
+        raise InputError("levels = 'predicted' needs a model trained with a level head (model.level_loss > 0 in "
+                         "its spec); this one has none: use the splitters (--levels splitter)")  # fmt: skip
+    return levels == "predicted"
 
 
 def _generator(model: Any, seed: int) -> torch.Generator:
@@ -147,7 +169,7 @@ def _check(prompts: Any, top_k: int | None, top_p: float | None) -> None:
 def generate(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0,
              stop: bytes | Sequence[bytes] | None = None, on_bytes: Callable[[int, bytes], None] | None = None,
-             threads: int | None = None) -> list[bytes]:  # fmt: skip
+             threads: int | None = None, levels: str = "splitter") -> list[bytes]:  # fmt: skip
     """The new bytes of each prompt (raw bytes; EOS ends a row and is not included).
 
     Args:
@@ -163,6 +185,8 @@ def generate(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *, temper
         on_bytes: called with (row, byte) as each byte is produced (streaming output).
         threads: torch threads for the decoding steps, restored afterwards (None: leave the
             process's setting; ``aunet generate`` uses one thread for a few rows on a CPU).
+        levels: ``splitter`` (the spec's splitters decide each new byte's level) or
+            ``predicted`` (the model's level head does; needs ``model.level_loss`` > 0).
     """
     _check(prompts, top_k, top_p)
     stops = [stop] if isinstance(stop, (bytes, bytearray)) else list(stop or [])
@@ -172,7 +196,7 @@ def generate(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *, temper
         return sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
 
     return decode(model, [bytes(p) for p in prompts], max_new_bytes, choose=choose, stop=stops,
-                  on_bytes=on_bytes, threads=threads).new_bytes  # fmt: skip
+                  on_bytes=on_bytes, threads=threads, levels=levels).new_bytes  # fmt: skip
 
 
 def generate_recompute(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *, temperature: float = 0.0,

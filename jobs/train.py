@@ -169,6 +169,9 @@ class StepLog:
             record = {"step": result.step, "loss": loss, "bpb": loss / math.log(2), "lr": result.lr,
                       "grad_norm": grad_norm, "bytes_per_s": bytes_per_s, "bytes_seen": trainer.bytes_seen,
                       "elapsed_s": trainer.elapsed, "bytes_per_segment": per_segment, "dropped": dropped}  # fmt: skip
+            if "level_loss" in figures:  # the level head's loss, apart from the next-byte loss
+                record["level_loss"] = figures["level_loss"]
+                self.writers.scalars(result.step, {"train/level_loss": figures["level_loss"]})
             self.writers.write(record)
             self.writers.scalars(result.step, {f"train/{k}": record[k] for k in ("loss", "bpb", "lr", "grad_norm", "bytes_per_s")})
             self.writers.scalars(result.step, {f"levels/bytes_per_segment_{i}": k for i, k in enumerate(per_segment, start=1)})

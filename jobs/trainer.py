@@ -93,6 +93,7 @@ class StepResult(NamedTuple):
     lr: float
     bytes: int  # bytes read (rows x positions, all micro-batches)
     seconds: float  # wall time of the call (on CUDA: until the work is queued)
+    level_loss: Tensor | None = None  # () the level head's loss (``model.level_loss`` > 0), as ``loss``
 
 
 class Trainer:
@@ -105,6 +106,8 @@ class Trainer:
         self.config = spec.train
         self.model = model
         self.device = device
+        self.doc_mask = spec.model.doc_mask
+        self.level_weight = spec.model.level_loss
         self.data = data
         self.world = world
         self.bfloat16 = use_bfloat16(spec.train.precision, device)
@@ -137,6 +140,8 @@ class Trainer:
         accum = self.config.grad_accum
         depth = self.model.depth
         loss = torch.zeros((), device=self.device)
+        weight = self.level_weight
+        level_loss = torch.zeros((), device=self.device) if weight else None
         predicted = torch.zeros((), dtype=torch.long, device=self.device)
         segments = dropped = torch.zeros(depth, dtype=torch.long, device=self.device)
         n_bytes = 0
@@ -150,15 +155,19 @@ class Trainer:
             tokens, levels, targets = batch.tensors(self.device)
             capacity = batch.capacity(depth) if self.eager else None
             # A compiled model keeps one graph: always masked. Eagerly, rows of one document take
-            # attention's plain causal path.
-            doc_mask = self.config.compile or batch.several_documents
+            # attention's plain causal path. ``model.doc_mask = false`` lets packed documents
+            # attend to each other, as the reference trains.
+            doc_mask = (self.config.compile or batch.several_documents) and self.doc_mask
             with gradient_sync(self.module, self.world, last=micro == accum - 1):
                 with self.autocast():
                     out = self.forward(tokens, levels, targets, capacity=capacity, doc_mask=doc_mask,
                                        loss_divisor=divisor if self.world.distributed else None)  # fmt: skip
+                objective = out.loss if level_loss is None else out.loss + weight * out.level_loss
                 with label("backward"):
-                    (out.loss / accum).backward()
+                    (objective / accum).backward()
             loss = loss + out.loss.detach().float() / accum
+            if level_loss is not None:
+                level_loss = level_loss + out.level_loss.detach().float() / accum
             predicted = predicted + out.n_predicted
             segments = segments + out.segments
             dropped = dropped + out.dropped
@@ -173,23 +182,30 @@ class Trainer:
         seconds = time.perf_counter() - started
         self.elapsed += seconds
         self.bytes_seen += n_bytes
-        return StepResult(self.step_count, loss, norm, predicted, segments, dropped, lr, n_bytes, seconds)
+        return StepResult(self.step_count, loss, norm, predicted, segments, dropped, lr, n_bytes, seconds, level_loss)
 
     def figures(self, result: StepResult) -> dict[str, Any]:
         """A step's figures on the host, over every process (a synchronisation point: call it at
         logging steps only). The loss is the global mean over predicted positions."""
-        loss = result.loss.detach().clone()
+        losses = result.loss.detach().clone().view(1)
+        if result.level_loss is not None:
+            losses = torch.cat([losses, result.level_loss.detach().view(1)])
         counts = torch.cat([result.predicted.view(1), result.segments, result.dropped]).to(torch.long)
         if self.world.distributed:
             # Each process's loss is its share of the global mean times the world size.
-            self.world.all_reduce(loss)
-            loss = loss / self.world.size
+            self.world.all_reduce(losses)
+            losses = losses / self.world.size
             self.world.all_reduce(counts)
+        losses = losses.tolist()
+        loss = losses[0]
         norm = result.grad_norm
         depth = self.model.depth
         counts = counts.tolist()
-        return {"loss": float(loss), "grad_norm": float(norm), "predicted": counts[0],
-                "segments": counts[1 : 1 + depth], "dropped": counts[1 + depth :]}  # fmt: skip
+        figures = {"loss": loss, "grad_norm": float(norm), "predicted": counts[0],
+                   "segments": counts[1 : 1 + depth], "dropped": counts[1 + depth :]}  # fmt: skip
+        if len(losses) > 1:
+            figures["level_loss"] = losses[1]
+        return figures
 
     def divergence(self) -> str | None:
         """Why the run stopped being finite, or None (reads the device: call it at logging steps

@@ -9,8 +9,14 @@ sits ``offset[j]`` positions after that boundary. All three normalize the coarse
   beyond wrap around, as in the reference, or clamp to the last matrix). Computed without any loop
   over offsets: every coarse vector is projected once through all (W_up + W_o), then each fine
   position gathers its row. No host synchronisation, no data-dependent shapes.
-* ``repeat``: out_j = W_up u for every fine position of the segment.
+* ``repeat``: out_j = W_up u for every fine position of the segment; with ``offset_embedding``, as
+  the reference's, out_j = W_up u + E[o], E a learned (offsets, dim_fine) embedding of the offset
+  (16 rows, wrapped or clamped like ``multi-linear``'s).
 * ``simple``: out_j = W_up u at the boundary position itself (offset 0), zero elsewhere.
+
+Every kind takes ``init`` (``scaled`` or ``reference``, default: the model's; ``aunet.core.init``):
+``reference`` draws the matrices with std dim_coarse ** -0.5, and the offset embedding with std
+dim_fine ** -0.5, as embeddings are.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import attrs
 
 from aunet.core.components import UpsamplerSpec
 from aunet.core.hookspecs import hookimpl
+from aunet.core.init import Init
 from aunet.core.registry import Registrar
 from aunet.core.validators import between
 
@@ -47,41 +54,37 @@ class MultiLinearSpec(UpsamplerSpec):
     """Offsets past the last matrix: "wrap" (mod offsets, the reference) or "clamp"."""
     norm_eps: float = 1e-5
     """RMSNorm epsilon."""
+    init: Init | None = None
+    """``scaled`` or ``reference``; None: the model's ``init``."""
     init_std: float = 0.02
-    """Standard deviation of the projections' initialization."""
+    """Standard deviation of the projections' ``scaled`` initialization."""
 
     def build(self, *, dim_coarse: int, dim_fine: int) -> MultiLinearUpsampler:
         from aunet.plugins.nn.upsamplers import MultiLinearUpsampler
 
         return MultiLinearUpsampler(dim_coarse=dim_coarse, dim_fine=dim_fine, offsets=self.offsets,
-                                    wrap=self.mode is OffsetMode.WRAP, norm_eps=self.norm_eps, init_std=self.init_std)
+                                    wrap=self.mode is OffsetMode.WRAP, norm_eps=self.norm_eps, init=self.init,
+                                    init_std=self.init_std)  # fmt: skip
 
     def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
         return dim_coarse + (1 + self.offsets) * dim_coarse * dim_fine
 
 
 @attrs.frozen(kw_only=True)
-class RepeatSpec(UpsamplerSpec):
-    """One projection, repeated over the segment (ablation)."""
+class _OneProjectionSpec(UpsamplerSpec):
+    """Options of the one-projection upsamplers (``simple`` and ``repeat`` are siblings, so that
+    neither is an instance of the other)."""
 
-    kind: ClassVar[str] = "repeat"
     norm_eps: float = 1e-5
     """RMSNorm epsilon."""
+    init: Init | None = None
+    """``scaled`` or ``reference``; None: the model's ``init``."""
     init_std: float = 0.02
-    """Standard deviation of the projection's initialization."""
-
-    def build(self, *, dim_coarse: int, dim_fine: int) -> RepeatUpsampler:
-        from aunet.plugins.nn.upsamplers import RepeatUpsampler
-
-        return RepeatUpsampler(dim_coarse=dim_coarse, dim_fine=dim_fine, only_boundary=False, norm_eps=self.norm_eps,
-                               init_std=self.init_std)
-
-    def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
-        return dim_coarse + dim_coarse * dim_fine
+    """Standard deviation of the projection's ``scaled`` initialization."""
 
 
 @attrs.frozen(kw_only=True)
-class SimpleSpec(RepeatSpec):
+class SimpleSpec(_OneProjectionSpec):
     """The projection at the boundary position only (ablation)."""
 
     kind: ClassVar[str] = "simple"
@@ -90,7 +93,36 @@ class SimpleSpec(RepeatSpec):
         from aunet.plugins.nn.upsamplers import RepeatUpsampler
 
         return RepeatUpsampler(dim_coarse=dim_coarse, dim_fine=dim_fine, only_boundary=True, norm_eps=self.norm_eps,
-                               init_std=self.init_std)
+                               init=self.init, init_std=self.init_std)  # fmt: skip
+
+    def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
+        return dim_coarse + dim_coarse * dim_fine
+
+
+@attrs.frozen(kw_only=True)
+class RepeatSpec(_OneProjectionSpec):
+    """One projection, repeated over the segment (ablation); with ``offset_embedding``, the
+    reference's ``repeat``."""
+
+    kind: ClassVar[str] = "repeat"
+    offset_embedding: bool = False
+    """Add a learned embedding of the offset within the segment (the reference's repeat)."""
+    offsets: int = attrs.field(default=16, validator=between(1, 4096))
+    """Rows of the offset embedding."""
+    mode: OffsetMode = OffsetMode.WRAP
+    """Offsets past the last row: "wrap" (mod offsets, the reference) or "clamp"."""
+
+    def build(self, *, dim_coarse: int, dim_fine: int) -> RepeatUpsampler:
+        from aunet.plugins.nn.upsamplers import RepeatUpsampler
+
+        return RepeatUpsampler(dim_coarse=dim_coarse, dim_fine=dim_fine, only_boundary=False, norm_eps=self.norm_eps,
+                               init=self.init, init_std=self.init_std,
+                               offsets=self.offsets if self.offset_embedding else 0,
+                               wrap=self.mode is OffsetMode.WRAP)  # fmt: skip
+
+    def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
+        embedding = self.offsets * dim_fine if self.offset_embedding else 0
+        return dim_coarse + dim_coarse * dim_fine + embedding
 
 
 @hookimpl

@@ -35,9 +35,20 @@ Rules, on the characters of one document (a boundary at a character is on its la
    Thai characters are 3 bytes). Lengths count from the last unit end or start, and afresh from
    the first character of a new script group (spaced, Southeast Asian, CJK), so a word of a
    spaced script after a CJK or Thai run stays whole.
-5. **Length cap** (the level-1 splitter only): a level-1 segment is cut once it holds
-   ``max_bytes - 10`` (6) bytes at a syllable-final mark, ``max_bytes - 6`` (10) at a combining
-   mark and ``max_bytes - 3`` (13) at any character after which nothing must join. In scripts
+5. **Length cap** (the level-1 splitter only). In spaced scripts that write few marks (Latin,
+   Cyrillic, Greek, Armenian, Georgian, Hangul...), a level-1 segment is cut at a character after
+   which nothing must join once it holds ``max_bytes + 1 - w`` bytes, w being the widest letter
+   cluster (up to 4 bytes) the document has shown so far: the last point after which another
+   letter of that width would not fit. So a word that fits in ``max_bytes`` (16) with the space
+   that ends it is never cut, and English (w = 1) is the word rules for every word of up to 15
+   letters (the reference's rules keep letter runs of up to 16 whole; no prefix-stable rule can
+   keep a 16-byte word whole and its segments within 16 bytes, since a word's end is known only
+   after its next byte). The document-wide w is what keeps Russian (2) or polytonic Greek (3)
+   within the cap: a word's own widest letter so far would let a wide letter late in a word
+   overflow. In other
+   scripts a level-1 segment is cut once it holds ``max_bytes - 10`` (6) bytes at a syllable-final
+   mark, ``max_bytes - 6`` (10) at a combining mark and ``max_bytes - 3`` (13) at any character
+   after which nothing must join. In scripts
    that write many marks (Indic, Arabic, Hebrew...) and Southeast Asian ones, whose long words
    would otherwise run past the cap inside a conjunct, a combining mark is a cut point from 6
    bytes on, and the first character of a cluster from 9. Segments so stay within ``max_bytes``
@@ -110,6 +121,8 @@ SEA_MARK, SEA_ANY = 1, 3
 CAP_FINAL, CAP_MARK, CAP_ANY, CAP_ANY_MARKED = 10, 6, 3, 7
 #: Rule 5 threshold of a combining mark in scripts that write many marks (relative to max_bytes).
 CAP_MARK_MARKED = 10
+#: Rule 5 in spaced scripts: letter clusters are counted up to this many bytes wide.
+MAX_LETTER = 4
 
 
 @functools.cache
@@ -208,12 +221,13 @@ class ScriptSplitter(Splitter):
     def char_table(self) -> CharTable:
         return script_classes()
 
-    # State: (prev_base, join, run, swallow, marked, chain, broken, after_end, unit_len, seg_len)
+    # State: (prev_base, join, run, swallow, marked, chain, broken, after_end, unit_len, seg_len,
+    #         cluster bytes so far (up to 4), the widest spaced-letter cluster since the last fixed mark)
     def start(self) -> tuple:
-        return (START, J_NONE, 0, False, False, 0, True, False, 0, 0)
+        return (START, J_NONE, 0, False, False, 0, True, False, 0, 0, 0, 0)
 
     def step(self, state: tuple, k: int, nbytes: int) -> tuple[tuple, bool]:
-        prev_base, join, run, swallow, marked, chain, broken, after_end, unit_len, seg_len = state
+        prev_base, join, run, swallow, marked, chain, broken, after_end, unit_len, seg_len, cluster, wide = state
         u = self.unit_bytes
         joins = joins_previous(k, join, prev_base)
         plain = joins and k in (MARK, FINAL) and join == J_NONE  # a mark right on its base
@@ -262,11 +276,16 @@ class ScriptSplitter(Splitter):
             chain = (index + 1) % self.n
             broken = False
             mark = mark or chain == 0
+        if self.max_bytes is not None:  # rule 5's widths (uncapped splitters keep fewer states)
+            cluster = min((cluster if joins else 0) + nbytes, MAX_LETTER)
+            wide = max(wide, cluster) if base == LETTER else wide
         sl = 0
         if self.max_bytes is not None:  # rule 5
             c = self.max_bytes
             sl = min(seg_len + nbytes, c)
-            if not mark:
+            if not mark and base == LETTER:  # a spaced script: cut only where no other letter fits
+                mark = join == J_NONE and sl >= c + 1 - wide
+            elif not mark:
                 marked_script = base in (LETTER_M, SEA, SEA_END)
                 mark_threshold = c - (CAP_MARK_MARKED if marked_script else CAP_MARK)
                 if (k == FINAL and plain and sl >= c - CAP_FINAL) or (k == MARK and plain and sl >= mark_threshold):
@@ -277,7 +296,7 @@ class ScriptSplitter(Splitter):
             if mark:
                 sl = 0
         unit_len = 0 if (unit_end or start) else ul
-        return (base, join, run, swallow, marked, chain, broken, unit_end, unit_len, sl), mark
+        return (base, join, run, swallow, marked, chain, broken, unit_end, unit_len, sl, cluster, wide), mark
 
     # -- the batch form ----------------------------------------------------------------------------
 
@@ -336,6 +355,8 @@ class ScriptAnalysis:
     cap_mark_marked: np.ndarray  # the same in clusters of scripts with many marks (- CAP_MARK_MARKED)
     cap_any: np.ndarray  # (M,) bool: characters after which nothing must join (from max_bytes - CAP_ANY)
     cap_any_marked: np.ndarray  # such characters of scripts with many marks that start a cluster (- CAP_ANY_MARKED)
+    cap_letter: np.ndarray  # (M,) bool: characters of spaced scripts after which nothing must join
+    letter_width: np.ndarray  # (M,) int64: bytes of the cluster so far (up to 4) where spaced, else 0
 
 
 def _is(*classes: int) -> np.ndarray:
@@ -566,13 +587,18 @@ def analyse(chars: Chars, unit_bytes: int) -> ScriptAnalysis:
 
     cuttable = ~leaves_join  # (M,) the character leaves nothing that the next one must join
     marked_script = _lut(_MARKED_BASES, base_codes)
-    cap_first = np.flatnonzero((k == FINAL) & plain)
+    spaced = base == LETTER  # clusters of spaced scripts that write few marks: Latin, Cyrillic, Greek...
+    cap_first = np.flatnonzero((k == FINAL) & plain & ~spaced)
     mark_plain = (k == MARK) & plain
-    cap_mark = np.flatnonzero(mark_plain & ~marked_script)
+    cap_mark = np.flatnonzero(mark_plain & ~marked_script & ~spaced)
     cap_mark_marked = np.flatnonzero(mark_plain & marked_script)
     cap_any_marked = np.flatnonzero(cuttable & marked_script & ~joins)  # (plain marks are cap_mark_marked)
-    return ScriptAnalysis(unit_ends, chain_index, starts, cum, cap_first, cap_mark, cap_mark_marked, cuttable,
-                          cap_any_marked)  # fmt: skip
+    idx = np.arange(m)
+    cluster_first = np.maximum.accumulate(np.where(joins, 0, idx)) if m else idx  # (M,)
+    before = np.where(cluster_first > 0, cum[np.maximum(cluster_first - 1, 0)], 0)
+    letter_width = np.where(spaced, np.minimum(cum - before, MAX_LETTER), 0)
+    return ScriptAnalysis(unit_ends, chain_index, starts, cum, cap_first, cap_mark, cap_mark_marked,
+                          cuttable & ~spaced, cap_any_marked, cuttable & spaced, letter_width)  # fmt: skip
 
 
 def cap_cuts(rules: ScriptAnalysis, own_marks: np.ndarray, max_bytes: int) -> np.ndarray:
@@ -583,4 +609,7 @@ def cap_cuts(rules: ScriptAnalysis, own_marks: np.ndarray, max_bytes: int) -> np
     tiers = [(rules.cap_first, max_bytes - CAP_FINAL), (rules.cap_mark, max_bytes - CAP_MARK),
              (rules.cap_mark_marked, max_bytes - CAP_MARK_MARKED), (rules.cap_any, max_bytes - CAP_ANY),
              (rules.cap_any_marked, max_bytes - CAP_ANY_MARKED)]  # fmt: skip
+    if rules.cap_letter.any():
+        wide = np.maximum.accumulate(rules.letter_width)  # the widest letter cluster so far
+        tiers += [(np.flatnonzero(rules.cap_letter & (wide == n)), max_bytes + 1 - n) for n in range(1, MAX_LETTER + 1)]
     return greedy_cuts(rules.cum, r, e, tiers)

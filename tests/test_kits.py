@@ -28,13 +28,15 @@ def test_built_in_poolers_pass_their_kit(spec) -> None:
 
 
 @pytest.mark.parametrize("spec", [MultiLinearSpec(), MultiLinearSpec(offsets=3, mode=OffsetMode.CLAMP), RepeatSpec(),
-                                  SimpleSpec()], ids=["multi-linear", "multi-linear-clamp", "repeat", "simple"])  # fmt: skip
+                                  SimpleSpec(), RepeatSpec(offset_embedding=True, offsets=4)],
+                         ids=["multi-linear", "multi-linear-clamp", "repeat", "simple", "repeat-offset-embedding"])  # fmt: skip
 def test_built_in_upsamplers_pass_their_kit(spec) -> None:
     check_upsampler(spec, model_examples=MODEL_EXAMPLES)
 
 
-@pytest.mark.parametrize("spec", [TransformerSpec(layers=2, head_dim=8), TransformerSpec(layers=1, head_dim=8, window=3)],
-                         ids=["transformer", "transformer-window"])  # fmt: skip
+@pytest.mark.parametrize("spec", [TransformerSpec(layers=2, head_dim=8), TransformerSpec(layers=1, head_dim=8, window=3),
+                                  TransformerSpec(layers=1, head_dim=8, kv_heads=1, ffn_dim_multiplier=1.5)],
+                         ids=["transformer", "transformer-window", "transformer-gqa"])  # fmt: skip
 def test_built_in_stages_pass_their_kit(spec) -> None:
     check_stage(spec, model_examples=MODEL_EXAMPLES)
 

@@ -210,3 +210,26 @@ def test_split_suite_cli() -> None:
     assert len(eng["bytes_per_segment"]) == 2
     human = run_cli("split", "--splitters", "script", "--suite", "udhr")
     assert "525 texts" in human.stdout and "Chinese, Mandarin (Simplified)" in human.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        # ASCII (w = 1): a word of up to 15 letters is whole (16 bytes with its space) ...
+        ("abcdefghijklmno x", ["abcdefghijklmno ", "x"]),
+        # ... a longer one is cut where no further letter fits.
+        ("abcdefghijklmnopqrst x", ["abcdefghijklmnop", "qrst ", "x"]),
+        # Russian (w = 2): seven letters (14 bytes) stay whole; 17 - 2 = 15 bytes is the cut point.
+        ("правило x", ["правило ", "x"]),
+        ("достопримечательность x", ["достопри", "мечатель", "ность ", "x"]),
+        # The document's widest letter so far counts: after a 2-byte letter, ASCII cuts at 15 bytes.
+        ("é abcdefghijklmnopq", ["é ", "abcdefghijklmno", "pq"]),
+    ],
+)
+def test_spaced_script_cap_cuts_only_where_no_letter_fits(text: str, segments: list[str]) -> None:
+    data = text.encode()
+    for levels in (SplitterStack([Script()]).levels(data), SplitterStack([Script()]).stream().feed(data)):
+        ends = np.flatnonzero(np.asarray(levels) >= 1)
+        pieces = [data[a + 1 : b + 1].decode() for a, b in zip(np.concatenate([[-1], ends[:-1]]), ends)]
+        tail = data[ends[-1] + 1 :].decode() if len(ends) else text
+        assert pieces + ([tail] if tail else []) == segments

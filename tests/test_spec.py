@@ -29,9 +29,9 @@ colour = "red"
 """
     assert issues_of(text, registry) == [
         "levels[0].dim: expected int, got '256'",
-        "levels[1].splitter.kind: unknown splitter 'whitespce'; known: 4-word, n-word, script, script-4, script-n, script-pair, whitespace, word-pair; "
+        "levels[1].splitter.kind: unknown splitter 'whitespce'; known: 4-word, n-word, pretok, punct, script, script-4, script-n, script-pair, whitespace, word-pair; "
         "did you mean 'whitespace'?",
-        "levels[2].colour: unknown key; known: contraction, dim, max_segments, pooler, splitter, stage, upsampler",
+        "levels[2].colour: unknown key; known: contraction, dim, max_segments, pooler, skip, splitter, stage, upsampler",
     ]
 
 
@@ -43,7 +43,7 @@ colour = "red"
         ("[[levels]]\ndim = 0", ["levels[0].dim: must be at least 1, got 0"]),
         ("[[levels]]\ndim = 2.5", ["levels[0].dim: expected int, got 2.5"]),
         ('[[levels]]\n[[levels]]\nsplitter = { n = 2 }', ["levels[1].splitter.kind: missing; known splitter kinds: "
-                                                          "4-word, n-word, script, script-4, script-n, script-pair, whitespace, word-pair"]),
+                                                          "4-word, n-word, pretok, punct, script, script-4, script-n, script-pair, whitespace, word-pair"]),
         ('[[levels]]\n[[levels]]\nsplitter = 7', ['levels[1].splitter: expected a table with a kind, e.g. '
                                                   '{ kind = "..." }, got 7']),
         ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word" }', ["levels[1].splitter.n: missing (required)"]),

@@ -13,20 +13,32 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from aunet.core.init import Init, init_matrix
 from aunet.core.modules import LevelIndex, Pooler, gather_rows, where_rows
 
 
-class SelectPooler(Pooler):
-    """RMSNorm and Linear of the fine vector at each boundary."""
+class _Projected(Pooler):
+    """RMSNorm then Linear(dim_in -> dim_out), or nothing at all (``non_param``); the names
+    ``norm`` and ``proj`` are the checkpoints' (and the reference's weight mapping's)."""
 
-    def __init__(self, *, dim_in: int, dim_out: int, norm_eps: float, init_std: float) -> None:
+    def __init__(self, *, dim_in: int, dim_out: int, norm_eps: float, init_std: float, init: Init | None = None,
+                 non_param: bool = False) -> None:  # fmt: skip
         super().__init__()
-        self.norm = nn.RMSNorm(dim_in, eps=norm_eps)
-        self.proj = nn.Linear(dim_in, dim_out, bias=False)
-        nn.init.normal_(self.proj.weight, std=init_std)
+        self.dim_in = dim_in
+        self.norm = None if non_param else nn.RMSNorm(dim_in, eps=norm_eps)
+        self.proj = None if non_param else nn.Linear(dim_in, dim_out, bias=False)
+        if self.proj is not None:
+            init_matrix(self.proj.weight, init, std=init_std, fan_in=dim_in)
+
+    def project(self, x: Tensor) -> Tensor:
+        return x if self.proj is None else self.proj(self.norm(x))
+
+
+class SelectPooler(_Projected):
+    """RMSNorm and Linear of the fine vector at each boundary (or the vector itself: ``non_param``)."""
 
     def forward(self, x: Tensor, level: LevelIndex) -> Tensor:
-        return self.proj(self.norm(gather_rows(x, level.index)))  # (B, S, D_out)
+        return self.project(gather_rows(x, level.index))  # (B, S, D_out)
 
 
 def _segment_sum(values: Tensor, members: Tensor, segments: int) -> Tensor:
@@ -36,30 +48,24 @@ def _segment_sum(values: Tensor, members: Tensor, segments: int) -> Tensor:
     return out.scatter_add(1, members[..., None].expand(-1, -1, d), values)[:, :segments]
 
 
-class MeanPooler(Pooler):
+class MeanPooler(_Projected):
     """RMSNorm and Linear of the mean of each segment's positions (the boundary included)."""
-
-    def __init__(self, *, dim_in: int, dim_out: int, norm_eps: float, init_std: float) -> None:
-        super().__init__()
-        self.norm = nn.RMSNorm(dim_in, eps=norm_eps)
-        self.proj = nn.Linear(dim_in, dim_out, bias=False)
-        nn.init.normal_(self.proj.weight, std=init_std)
 
     def forward(self, x: Tensor, level: LevelIndex) -> Tensor:
         s = level.index.shape[1]
         sums = _segment_sum(x, level.members, s)  # (B, S, D_in)
         counts = _segment_sum(torch.ones_like(x[..., :1]), level.members, s)  # (B, S, 1)
-        return self.proj(self.norm(sums / counts.clamp(min=1)))
+        return self.project(sums / counts.clamp(min=1))
 
     def initial_state(self, *, batch: int, device: Any, dtype: torch.dtype) -> Any:
-        dim = self.norm.normalized_shape[0]
+        dim = self.dim_in
         return torch.zeros(batch, dim, device=device, dtype=dtype), torch.zeros(batch, 1, device=device, dtype=dtype)
 
     def step(self, x: Tensor, state: Any, *, active: Tensor, boundary: Tensor) -> tuple[Tensor, Any]:
         total, count = state
         total = where_rows(active, total + x[:, 0], total)  # (B, D_in)
         count = where_rows(active, count + 1, count)
-        out = self.proj(self.norm(total / count.clamp(min=1)))[:, None]  # (B, 1, D_out)
+        out = self.project(total / count.clamp(min=1))[:, None]  # (B, 1, D_out)
         closed = active & boundary
         return out, (where_rows(closed, torch.zeros_like(total), total), where_rows(closed, torch.zeros_like(count), count))
 
@@ -69,13 +75,13 @@ class AttentionPooler(Pooler):
     Linear: the word encoders of hierarchical models. Scores are q . RMSNorm(x) / sqrt(D_in); the
     values are RMSNorm(x)."""
 
-    def __init__(self, *, dim_in: int, dim_out: int, norm_eps: float, init_std: float) -> None:
+    def __init__(self, *, dim_in: int, dim_out: int, norm_eps: float, init_std: float, init: Init | None = None) -> None:
         super().__init__()
         self.norm = nn.RMSNorm(dim_in, eps=norm_eps)
         self.query = nn.Parameter(torch.empty(dim_in))
         self.proj = nn.Linear(dim_in, dim_out, bias=False)
-        nn.init.normal_(self.query, std=init_std)
-        nn.init.normal_(self.proj.weight, std=init_std)
+        init_matrix(self.query, init, std=init_std, fan_in=dim_in)
+        init_matrix(self.proj.weight, init, std=init_std, fan_in=dim_in)
 
     def _scored(self, x: Tensor) -> tuple[Tensor, Tensor]:
         u = self.norm(x)  # (B, T, D_in)

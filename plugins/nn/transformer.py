@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aunet.core.init import Init, init_matrix
 from aunet.core.modules import AttentionBackend, DensePlan, KVCache, Layout, Stage
 
 
@@ -39,14 +39,15 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
 class Block(nn.Module):
     """x + Attn(RMSNorm(x)), then h + SwiGLU(RMSNorm(h)); no biases."""
 
-    def __init__(self, *, dim: int, head_dim: int, hidden: int, window: int | None, norm_eps: float,
+    def __init__(self, *, dim: int, head_dim: int, kv_heads: int, hidden: int, window: int | None, norm_eps: float,
                  backend: AttentionBackend) -> None:  # fmt: skip
         super().__init__()
         self.heads = dim // head_dim
+        self.kv_heads = kv_heads
         self.head_dim = head_dim
         self.window = window
         self.attn_norm = nn.RMSNorm(dim, eps=norm_eps)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv = nn.Linear(dim, dim + 2 * kv_heads * head_dim, bias=False)  # queries, then keys and values
         self.out = nn.Linear(dim, dim, bias=False)
         self.ffn_norm = nn.RMSNorm(dim, eps=norm_eps)
         self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
@@ -57,8 +58,11 @@ class Block(nn.Module):
                 cached: tuple[KVCache, int, Tensor] | None = None) -> Tensor:  # fmt: skip
         """``plan``: the level's attention plan (the backend's, or a ``DensePlan`` over the cache)."""
         b, s, d = x.shape
-        qkv = self.qkv(self.attn_norm(x)).view(b, s, 3, self.heads, self.head_dim)  # (B, S, 3, H, K)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, H, S, K)
+        kv = self.kv_heads * self.head_dim
+        q, k, v = self.qkv(self.attn_norm(x)).split([d, kv, kv], dim=-1)  # (B, S, D), 2 x (B, S, H_kv * K)
+        q = q.view(b, s, self.heads, self.head_dim).transpose(1, 2)  # (B, H, S, K)
+        k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, S, K)
+        v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, rotation), apply_rope(k, rotation)
         if cached is None:
             att = self.backend(q, k, v, plan)  # (B, H, S, K)
@@ -81,27 +85,34 @@ class TransformerStage(Stage):
     """A stack of ``layers`` blocks over one level's sequence; RoPE over the stage's own index."""
 
     def __init__(self, *, dim: int, layers: int, head_dim: int, hidden: int, window: int | None,
-                 rope_theta: float, norm_eps: float, init_std: float, backend: AttentionBackend) -> None:  # fmt: skip
+                 rope_theta: float, norm_eps: float, init_std: float, backend: AttentionBackend,
+                 kv_heads: int | None = None, init: Init | None = None) -> None:  # fmt: skip
         super().__init__()
         self.dim = dim
         self.head_dim = head_dim
+        self.kv_heads = kv_heads or dim // head_dim
+        self.hidden = hidden
+        self.init = init
         self.window = window
         self.rope_theta = rope_theta
         self.init_std = init_std
         self.backend = backend
         self.blocks = nn.ModuleList(
-            Block(dim=dim, head_dim=head_dim, hidden=hidden, window=window, norm_eps=norm_eps, backend=backend)
+            Block(dim=dim, head_dim=head_dim, kv_heads=self.kv_heads, hidden=hidden, window=window,
+                  norm_eps=norm_eps, backend=backend)
             for _ in range(layers)
         )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        std = self.init_std
+        """``scaled``: std ``init_std``, output projections over sqrt(2 x layers); ``reference``:
+        std fan_in ** -0.5 truncated at 3 sigmas (``aunet.core.init``)."""
+        std, init, layers = self.init_std, self.init, len(self.blocks)
         for block in self.blocks:
-            for linear in (block.qkv, block.gate_up):
-                nn.init.normal_(linear.weight, std=std)
-            for linear in (block.out, block.down):
-                nn.init.normal_(linear.weight, std=std / math.sqrt(2 * len(self.blocks)))
+            init_matrix(block.qkv.weight, init, std=std, fan_in=self.dim)
+            init_matrix(block.gate_up.weight, init, std=std, fan_in=self.dim)
+            init_matrix(block.out.weight, init, std=std, fan_in=self.dim, depth_scale=layers)
+            init_matrix(block.down.weight, init, std=std, fan_in=self.hidden, depth_scale=layers)
 
     def forward(self, x: Tensor, *, layout: Layout, cache: KVCache | None = None) -> Tensor:
         if cache is not None:
@@ -155,6 +166,5 @@ class TransformerStage(Stage):
     def new_cache(self, *, batch: int, capacity: int, device: object, dtype: torch.dtype) -> KVCache:
         if self.window is not None:
             capacity = min(capacity, self.window)
-        heads = self.dim // self.head_dim
-        return KVCache(layers=len(self.blocks), batch=batch, heads=heads, head_dim=self.head_dim,
+        return KVCache(layers=len(self.blocks), batch=batch, heads=self.kv_heads, head_dim=self.head_dim,
                        capacity=capacity, device=device, dtype=dtype)  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from aunet.core.init import Init, init_matrix
 from aunet.core.modules import Upsampler, gather_rows
 
 
@@ -13,7 +14,7 @@ class MultiLinearUpsampler(Upsampler):
     """out_j = (W_up + W_o) RMSNorm(coarse[segment_j]) with o the (wrapped or clamped) offset."""
 
     def __init__(self, *, dim_coarse: int, dim_fine: int, offsets: int, wrap: bool, norm_eps: float,
-                 init_std: float) -> None:  # fmt: skip
+                 init_std: float, init: Init | None = None) -> None:  # fmt: skip
         super().__init__()
         self.offsets = offsets
         self.wrap = wrap
@@ -21,8 +22,8 @@ class MultiLinearUpsampler(Upsampler):
         self.norm = nn.RMSNorm(dim_coarse, eps=norm_eps)
         self.up = nn.Parameter(torch.empty(dim_coarse, dim_fine))  # W_up
         self.per_offset = nn.Parameter(torch.empty(offsets, dim_coarse, dim_fine))  # W_o
-        nn.init.normal_(self.up, std=init_std)
-        nn.init.normal_(self.per_offset, std=init_std)
+        init_matrix(self.up, init, std=init_std, fan_in=dim_coarse)
+        init_matrix(self.per_offset, init, std=init_std, fan_in=dim_coarse)
 
     def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
         """Every coarse vector is projected once through all (W_up + W_o), and each fine position
@@ -38,18 +39,27 @@ class MultiLinearUpsampler(Upsampler):
 
 
 class RepeatUpsampler(Upsampler):
-    """out_j = W_up RMSNorm(coarse[segment_j]), at every position or only at the boundary."""
+    """out_j = W_up RMSNorm(coarse[segment_j]) (+ E[o_j] with an offset embedding), at every
+    position or only at the boundary."""
 
     def __init__(self, *, dim_coarse: int, dim_fine: int, only_boundary: bool, norm_eps: float,
-                 init_std: float) -> None:  # fmt: skip
+                 init_std: float, init: Init | None = None, offsets: int = 0, wrap: bool = True) -> None:  # fmt: skip
         super().__init__()
         self.only_boundary = only_boundary
         self.norm = nn.RMSNorm(dim_coarse, eps=norm_eps)
         self.proj = nn.Linear(dim_coarse, dim_fine, bias=False)
-        nn.init.normal_(self.proj.weight, std=init_std)
+        init_matrix(self.proj.weight, init, std=init_std, fan_in=dim_coarse)
+        self.offsets = offsets
+        self.wrap = wrap
+        if offsets:
+            self.offset_embedding = nn.Embedding(offsets, dim_fine)  # E, one row per offset
+            init_matrix(self.offset_embedding.weight, init, std=init_std, fan_in=dim_fine)
 
     def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
         out = gather_rows(self.proj(self.norm(coarse)), segment)  # (B, T, Df)
+        if self.offsets:
+            n = self.offsets
+            out = out + self.offset_embedding(offset.remainder(n) if self.wrap else offset.clamp(max=n - 1))
         if self.only_boundary:
             out = out * (offset == 0).unsqueeze(-1).to(out.dtype)
         return out
