@@ -16,16 +16,19 @@ keeps for backward at the static capacities, from each stage's own per-position 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import attrs
+import numpy as np
 
 from aunet.core.spec import Spec, resolve_spec
-from aunet.core.tokens import VOCAB_SIZE
 
 
 def level_contraction(spec: Spec) -> tuple[float, ...]:
-    """(1, k_1, ..., k_L): bytes per position at every level of a resolved spec."""
-    return (1.0, *(level.contraction for level in spec.levels[1:]))
+    """(k_0, k_1, ..., k_L): bytes per position at every level of a resolved spec; k_0 is 1 for
+    bytes, the measured bytes per token for a BPE model."""
+    k0 = spec.model.tokenizer.bytes_per_token if spec.model.bpe else 1.0
+    return (k0 or 1.0, *(level.contraction for level in spec.levels[1:]))
 
 
 @attrs.frozen
@@ -42,6 +45,7 @@ class Accounting:
     reference_flops_per_byte: float | None = None  # the reference's estimator (None: a stage gives none)
     memory: tuple[MemoryEstimate, ...] = ()  # per precision and checkpointing mode
     memory_unknown: tuple[str, ...] = ()  # components with no activation formula (estimates omit them)
+    flops_per_byte_packed: float | None = None  # the paper's formula with attention per document and window
 
     @property
     def parameters(self) -> int:
@@ -54,6 +58,7 @@ class Accounting:
             "flops_per_byte": self.flops_per_byte,
             "flops_per_byte_all": self.flops_per_byte_all,
             "reference_flops_per_byte": self.reference_flops_per_byte,
+            "flops_per_byte_packed": self.flops_per_byte_packed,
             "formulas": FORMULAS,
             "contraction": list(self.contraction),
             "contraction_measured": self.contraction_measured,
@@ -68,6 +73,9 @@ FORMULAS = {
     "flops_per_byte": "the paper's: per stack 6 x non-embedding parameters + 6 x dim x layers x S, "
                       "S = the level's positions in the context or its window, over k_i bytes per position; stacks only",
     "flops_per_byte_all": "flops_per_byte + 6 x (pooler + upsampler parameters) / k_i + 6 x the output head",
+    "flops_per_byte_packed": "flops_per_byte with each stack's attention term scaled by the keys a query attends in "
+                             "rows packed from the training documents (within its document, row and window) over "
+                             "those of one document filling the row",
     "reference_flops_per_byte": "the reference's (Lingua's): per stack 6 x non-embedding parameters + "
                                 "3.5 x 4 x layers x S x dim / 2 (causal), encoder and decoder each, poolers, "
                                 "upsamplers and head in the parameter term",
@@ -78,9 +86,11 @@ FORMULAS = {
 }
 
 
-def account(spec: Spec) -> Accounting:
+def account(spec: Spec, documents: Sequence[int] | None = None) -> Accounting:
     """Parameters per component and FLOPs per byte. The spec must pass ``check_model``;
-    contractions it leaves unset are measured on the embedded corpus (and reported as such)."""
+    contractions it leaves unset are measured on the embedded corpus (and reported as such).
+    With ``documents`` (the training documents' lengths in bytes, in order), also the FLOPs per
+    byte of rows packed from them (``flops_per_byte_packed``): attention per document and window."""
     measured = any(level.contraction is None for level in spec.levels[1:])
     spec = resolve_spec(spec)
     levels = spec.levels
@@ -88,12 +98,18 @@ def account(spec: Spec) -> Accounting:
     dims = [level.dim for level in levels]
     k = level_contraction(spec)
     context = spec.model.context
-    params: dict[str, int] = {"embedding": VOCAB_SIZE * dims[0]}
-    flops = 0.0
-    extra = 6.0 * dims[0] * VOCAB_SIZE  # the output head, per byte
+    vocab = spec.model.vocab_size
+    params: dict[str, int] = {"embedding": vocab * dims[0]}
+    flops = packed = 0.0
+    extra = 6.0 * dims[0] * vocab / k[0]  # the output head, per byte
     for i, level in enumerate(levels):
         stack = level.stage.parameter_count(dim=dims[i])
-        per_position = level.stage.flops_per_position(dim=dims[i], attended=context / k[i])
+        attended = context * k[0] / k[i]  # the level's positions in a row (context: positions of level 0)
+        per_position = level.stage.flops_per_position(dim=dims[i], attended=attended)
+        if documents is not None:
+            share = packed_share(documents, k[i], round(attended), getattr(level.stage, "window", None), bos=i == 0)
+            whole = level.stage.flops_per_position(dim=dims[i], attended=0.0)
+            packed += (1 if i == depth else 2) * (whole + (per_position - whole) * share) / k[i]
         if i < depth:
             params[f"levels[{i}].encoder"] = stack
             params[f"levels[{i}].decoder"] = stack
@@ -107,13 +123,47 @@ def account(spec: Spec) -> Accounting:
             params[f"levels[{i}].pooler"] = pool
             params[f"levels[{i}].upsampler"] = up
             extra += 6.0 * (pool + up) / k[i]
-    params["output"] = dims[0] + dims[0] * VOCAB_SIZE  # final norm and head
+    params["output"] = dims[0] + dims[0] * vocab  # final norm and head
     if spec.model.level_loss > 0:
         params["level_head"] = dims[0] * (depth + 1)
         extra += 6.0 * params["level_head"]
     reference = reference_flops_per_byte(spec, k, params)
     memory, unknown = memory_estimates(spec, sum(params.values()))
-    return Accounting(params, k, measured, context, flops, flops + extra, reference, memory, unknown)
+    return Accounting(params, k, measured, context, flops, flops + extra, reference, memory, unknown,
+                      packed if documents is not None else None)  # fmt: skip
+
+
+def attended_keys(doc_lengths: np.ndarray, length: int, window: int | None) -> float:
+    """Mean keys a query attends in rows of ``length`` positions cut from documents of
+    ``doc_lengths`` positions packed end to end: causal, within its document and its row, within
+    the window."""
+    total = int(doc_lengths.sum())
+    if total == 0:
+        return 0.0
+    pos = np.arange(total)
+    starts = np.zeros(total, dtype=bool)
+    starts[np.cumsum(doc_lengths)[:-1]] = True
+    starts[::length] = True
+    last = np.maximum.accumulate(np.where(starts, pos, 0))
+    keys = pos - last + 1
+    if window is not None:
+        keys = np.minimum(keys, window)
+    return float(keys.mean())
+
+
+#: Positions of the training stream ``packed_share`` looks at (a sample: the share converges fast).
+PACKED_SAMPLE = 1 << 22
+
+
+def packed_share(documents: Sequence[int], k: float, length: int, window: int | None, *, bos: bool) -> float:
+    """Attention work of rows packed from ``documents`` (bytes each) at a level of ``k`` bytes per
+    position, as a share of one document filling every row: what the attention term of FLOPs
+    per byte is multiplied by when documents are shorter than rows."""
+    lengths = np.maximum(np.ceil(np.asarray(documents, dtype=np.float64) / k), 1).astype(np.int64) + (2 if bos else 0)
+    keep = np.searchsorted(np.cumsum(lengths), PACKED_SAMPLE) + 1
+    lengths = lengths[:keep]
+    one = attended_keys(np.array([max(int(lengths.sum()), length)]), length, window)
+    return attended_keys(lengths, length, window) / one if one else 1.0
 
 
 def static_capacity(spec: Spec, length: int) -> list[int]:
@@ -143,10 +193,10 @@ def reference_flops_per_byte(spec: Spec, k: tuple[float, ...], params: dict[str,
     and the decoder of a level apart; poolers, upsamplers and the output head in the
     parameter term at their own levels. None if a stage gives no such figure."""
     levels, depth = spec.levels, spec.depth
-    total = 6.0 * params["output"]  # the head, once per byte
+    total = 6.0 * params["output"] / k[0]  # the head, once per position of level 0
     for i, level in enumerate(levels):
         dim = level.dim
-        per_position = level.stage.reference_flops_per_position(dim=dim, attended=spec.model.context / k[i])
+        per_position = level.stage.reference_flops_per_position(dim=dim, attended=spec.model.context * k[0] / k[i])
         if per_position is None:
             return None
         total += (1 if i == depth else 2) * per_position / k[i]
@@ -207,7 +257,7 @@ def row_activation_bytes(spec: Spec, *, bfloat16: bool, checkpointing: str) -> t
             total += coarse * below * (4 + elem)  # pooler: gathered input, normalized
             total += coarse * level.dim * elem + fine * below * elem  # upsampler: coarse input, output
     d0 = levels[0].dim
-    total += spec.model.context * (d0 * (4 + elem) + VOCAB_SIZE * (4 + elem))  # final norm, head, loss
+    total += spec.model.context * (d0 * (4 + elem) + spec.model.vocab_size * (4 + elem))  # final norm, head, loss
     return total, unknown
 
 

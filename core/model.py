@@ -203,7 +203,8 @@ class AUNet(nn.Module):
         dims = [level.dim for level in levels]
         self.dims = dims
         depth = self.depth
-        self.embed = nn.Embedding(VOCAB_SIZE, dims[0])
+        self.vocab_size = spec.model.vocab_size
+        self.embed = nn.Embedding(self.vocab_size, dims[0])
         self.encoders = nn.ModuleList(levels[i].stage.build(dim=dims[i], device=device) for i in range(depth))
         self.trunk = levels[depth].stage.build(dim=dims[depth], device=device)
         self.decoders = nn.ModuleList(levels[i].stage.build(dim=dims[i], device=device) for i in range(depth))
@@ -214,7 +215,7 @@ class AUNet(nn.Module):
             levels[i].upsampler.build(dim_coarse=dims[i], dim_fine=dims[i - 1]) for i in range(1, depth + 1)
         )
         self.norm = nn.RMSNorm(dims[0], eps=spec.model.norm_eps)
-        self.head = nn.Linear(dims[0], VOCAB_SIZE, bias=False)
+        self.head = nn.Linear(dims[0], self.vocab_size, bias=False)
         # The reference's auxiliary head: the level of the next position, from the same features.
         self.level_head = nn.Linear(dims[0], depth + 1, bias=False) if spec.model.level_loss > 0 else None
         self.skip = tuple(level.skip for level in levels[:depth])
@@ -325,7 +326,7 @@ class AUNet(nn.Module):
             with label("loss"):
                 n_predicted = (targets != IGNORE).sum()
                 divisor = n_predicted.clamp(min=1) if loss_divisor is None else loss_divisor
-                nll = F.cross_entropy(logits.float().view(-1, VOCAB_SIZE), targets.reshape(-1).long(),
+                nll = F.cross_entropy(logits.float().view(-1, self.vocab_size), targets.reshape(-1).long(),
                                       ignore_index=IGNORE, reduction="sum")  # fmt: skip
                 loss = nll / divisor
                 if level_logits is not None:
@@ -349,6 +350,9 @@ class AUNet(nn.Module):
 
     #: Check token and level values in every forward (a host sync each time): for debugging.
     debug: bool = False
+    #: The BPE baseline's tokenizer (``aunet.jobs.tokenizer``), attached by the jobs that load or
+    #: train such a model; None for byte models.
+    tokenizer: Any = None
 
     def _check_shapes(self, tokens: Tensor, levels: Tensor, targets: Tensor | None) -> None:
         if tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
@@ -367,7 +371,7 @@ class AUNet(nn.Module):
         (one host sync): call it once per batch of untrusted input, not in a training step."""
         self._check_shapes(tokens, levels, targets)
         low, high = (int(x) for x in torch.stack([tokens.min(), tokens.max()]).tolist())
-        if low < 0 or high >= VOCAB_SIZE:
+        if low < 0 or high >= self.vocab_size:
             bad = low if low < 0 else high
             raise ValueError(f"token id {bad} is out of range; ids are 0..255 (bytes), {BOS} (BOS), "
                              f"{EOS} (EOS), {PAD} (PAD)")  # fmt: skip
@@ -376,7 +380,7 @@ class AUNet(nn.Module):
             raise ValueError(f"level {lmin if lmin < 0 else lmax} is out of range; this model has levels "
                              f"0..{self.depth}")  # fmt: skip
         if targets is not None:
-            bad = (targets != IGNORE) & ((targets < 0) | (targets >= VOCAB_SIZE))
+            bad = (targets != IGNORE) & ((targets < 0) | (targets >= self.vocab_size))
             if bool(bad.any()):
                 value = int(targets[bad][0])
                 raise ValueError(f"target {value} is out of range; targets are token ids or {IGNORE} (ignored)")

@@ -46,6 +46,7 @@ from aunet.core.init import Init
 from aunet.core.levels import SplitterStack
 from aunet.core.registry import Family, Registry, default_registry
 from aunet.core.splitter import Splitter
+from aunet.core.tokens import VOCAB_SIZE
 from aunet.core.validators import (
     FLOAT32_MAX, MAX_COUNT, MAX_LEVELS, between, count, fraction, non_negative, positions, positive, rows, seed, width,
 )  # fmt: skip
@@ -78,6 +79,27 @@ class LevelSpec:
     below the last only: the trunk has no skip."""
 
 
+class TokenizerKind(enum.Enum):
+    """What the model reads: raw bytes (every AU-Net) or BPE tokens (the baseline)."""
+
+    BYTES = "bytes"
+    BPE = "bpe"
+
+
+@attrs.frozen(kw_only=True)
+class TokenizerSpec:
+    """The model's input units. ``bpe``: a byte-level BPE tokenizer (Hugging Face ``tokenizers``)
+    trained on the run's training split, saved with the run and every checkpoint; ids 0..255 stay
+    the single bytes and 256..258 BOS, EOS and PAD, merges follow. A flat model only."""
+
+    kind: TokenizerKind = TokenizerKind.BYTES
+    vocab_size: int = attrs.field(default=4096, validator=between(260, 1 << 20))
+    """Ids in all (bpe): the 256 bytes, BOS, EOS, PAD and vocab_size - 259 merges."""
+    bytes_per_token: float | None = attrs.field(default=None, validator=positive)
+    """Bytes per token (bpe), for FLOPs per byte: measured on the training data by the trainer
+    and written into the resolved spec, else measured on the embedded corpus."""
+
+
 @attrs.frozen(kw_only=True)
 class ModelSpec:
     """What concerns the whole network rather than one level."""
@@ -104,6 +126,17 @@ class ModelSpec:
     """Weight of an auxiliary loss on a head that predicts the next byte's level (the
     reference's ``lambda_level``); 0: no such head. Generation can then use it instead of the
     splitters (``aunet generate --levels predicted``)."""
+    tokenizer: TokenizerSpec = attrs.field(factory=TokenizerSpec)
+    """``{ kind = "bytes" }`` (default) or ``{ kind = "bpe", vocab_size = N }``: the BPE baseline."""
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids the embedding and the output head hold."""
+        return self.tokenizer.vocab_size if self.tokenizer.kind is TokenizerKind.BPE else VOCAB_SIZE
+
+    @property
+    def bpe(self) -> bool:
+        return self.tokenizer.kind is TokenizerKind.BPE
 
 
 class Precision(enum.Enum):
@@ -345,6 +378,9 @@ class Spec:
                 component = getattr(level, name)
                 if i and component is not None and None not in dims.values():
                     issues.extend(component.check(path=f"{path}.{name}", **dims))
+        if self.model.bpe and len(self.levels) != 1:
+            issues.append(SpecIssue("model.tokenizer.kind", f"a BPE model is a flat token transformer (one level); "
+                                    f"this spec has {len(self.levels)} levels, which split bytes"))  # fmt: skip
         if self.train.compile and self.train.shapes is not Shapes.STATIC:
             issues.append(SpecIssue("train.shapes", 'torch.compile needs static shapes; set shapes = "static"'))
         profile = self.train.profile

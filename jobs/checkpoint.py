@@ -338,8 +338,8 @@ def read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-#: meta.json holds the spec and a few figures; anything far larger is not one.
-MAX_META_BYTES = 4 << 20
+#: meta.json holds the spec, a few figures and a BPE model's tokenizer; anything far larger is not one.
+MAX_META_BYTES = 64 << 20
 
 
 def verify(path: Path, names: tuple[str, ...] | None = None) -> dict[str, Any]:

@@ -117,6 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_spec_show)
 
+    p = sub.add_parser("compare", help="train several specs for the same budget, in turns, and compare them")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or shipped names (each with its own name)")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--flops", type=_flops, metavar="F", help="training FLOPs each (the paper's accounting)")
+    budget.add_argument("--minutes", type=_positive_float, metavar="M", help="minutes of training time each")
+    budget.add_argument("--steps", type=_positive_int, metavar="N", help="steps each")
+    p.add_argument("--data", default=None, metavar="PATH", help="the corpus (default: the embedded one)")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the runs, compare.json, compare.md and the plots go")
+    p.add_argument("--turn-steps", type=_positive_int, default=100, metavar="K", help="steps per turn (default 100)")
+    p.add_argument("--device", default="auto", metavar="D", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.set_defaults(run=cmd_compare)
+
+    p = sub.add_parser("plan", help="the paper's scaling laws for a compute budget: batch, learning rate, steps")
+    p.add_argument("--flops", type=_flops, required=True, metavar="C", help="total training FLOPs, e.g. 1.1e19")
+    p.add_argument("--arch", choices=("aunet", "bpe"), default="aunet", help="which fitted laws (default aunet)")
+    p.add_argument("--spec", default=None, metavar="FILE", help="the spec to plan for (default: specs/paper/aunet2-1b "
+                   "for aunet, specs/paper/bpe-1b for bpe)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_plan)
+
     p = sub.add_parser("split", help="show where a stack of splitters puts boundaries")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--spec", metavar="FILE", help="use the splitters of this spec")
@@ -239,6 +259,7 @@ _positive_int = _number(int, 1, strict=False, maximum=MAX_COUNT)
 _positive_float = _number(float, 0, strict=True, maximum=1e12)
 _non_negative_float = _number(float, 0, strict=False, maximum=1e12)
 _seed = _number(int, 0, strict=False, maximum=MAX_SEED)
+_flops = _number(float, 0, strict=True, maximum=1e30)
 
 
 def _step_range(text: str) -> tuple[int, int]:
@@ -330,6 +351,35 @@ def cmd_spec_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from aunet.core.spec import load_spec
+    from aunet.jobs.compare import Budget, compare, markdown
+
+    specs = [_checked(load_spec(name), name) for name in args.specs]
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"--out: '{out}' is not empty; give a new folder for the comparison")
+    budget = Budget(flops=args.flops, minutes=args.minutes, steps=args.steps)
+    report = compare(specs, budget=budget, data=args.data, out=out, device=args.device, slice_steps=args.turn_steps)
+    print(markdown(report, budget), end="")
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}" + "".join(f", {out / p}" for p in report["plots"]))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from aunet.core.spec import load_spec
+    from aunet.jobs.plan import format_plan, make_plan
+
+    name = args.spec or ("paper/bpe-1b" if args.arch == "bpe" else "paper/aunet2-1b")
+    spec = _checked(load_spec(name), name)
+    plan = make_plan(args.flops, arch=args.arch, spec=spec)
+    if args.json:
+        _print_json(plan.to_json())
+    else:
+        print(format_plan(plan))
+    return 0
+
+
 def cmd_spec_show(args: argparse.Namespace) -> int:
     from aunet.core.spec import dump_spec, load_spec, spec_to_dict
 
@@ -338,6 +388,10 @@ def cmd_spec_show(args: argparse.Namespace) -> int:
     if _is_model_spec(spec):
         from aunet.core.accounting import account
 
+        if spec.model.bpe and spec.model.tokenizer.bytes_per_token is None:
+            from aunet.jobs.tokenizer import embedded_bytes_per_token, with_bytes_per_token
+
+            spec = with_bytes_per_token(spec, embedded_bytes_per_token(spec.model.tokenizer.vocab_size))
         sizes = account(spec)
     if args.json:
         _print_json({"name": spec.name, "spec": spec_to_dict(spec), **(sizes.to_json() if sizes else {})})
@@ -360,7 +414,7 @@ def format_sizes(sizes) -> str:
         f"#   with poolers, upsamplers and output head: {sizes.flops_per_byte_all:.3e}",
         f"# bytes per position at levels 0..{len(sizes.contraction) - 1}: "
         + ", ".join(f"{k:.2f}" for k in sizes.contraction) + f" ({source})",
-        f"# context: {sizes.context} bytes per row",
+        f"# context: {sizes.context} {'tokens' if sizes.contraction[0] != 1.0 else 'bytes'} per row",
     ]
     if sizes.reference_flops_per_byte is not None:
         lines.append(f"# FLOPs per byte, the reference's estimator: {sizes.reference_flops_per_byte:.3e} "
@@ -609,7 +663,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from aunet.jobs.data import encode_documents, fingerprint_changes, load_corpus, xz_bits_per_byte
+    from aunet.jobs.data import encode_documents, fingerprint_changes, load_corpus, model_encoding, xz_bits_per_byte
     from aunet.jobs.evaluate import evaluate
     from aunet.jobs.metrics import Progress
     from aunet.jobs.runs import load_run
@@ -633,7 +687,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for notice in corpus.notices:
         print(f"aunet: note: {notice}", file=sys.stderr)
     chosen = {"all": corpus.documents, "validation": corpus.validation, "train": corpus.train}[split]
-    docs = encode_documents(chosen, spec.splitter_stack())
+    docs = encode_documents(chosen, model_encoding(run.model))
     if not docs:
         raise InputError(f"the {split} split of {corpus.source} is empty")
     progress = Progress(sys.stderr)
@@ -730,11 +784,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _eval_suite(spec: Any, model: Any, ckpt: Any, args: argparse.Namespace) -> int:
-    from aunet.jobs.data import Document, encode_documents, xz_bits_per_byte
+    from aunet.jobs.data import Document, encode_documents, model_encoding, xz_bits_per_byte
     from aunet.jobs.evaluate import evaluate
     from aunet.jobs.suites import suite_texts
 
-    stack = spec.splitter_stack()
+    stack = model_encoding(model)
     rows = []
     for text in suite_texts(args.suite, args.only):
         docs = encode_documents([Document(text.file, text.data)], stack)

@@ -356,7 +356,10 @@ class Encoded:
 
 
 def encode_documents(docs: Sequence[Document], stack: SplitterStack) -> list[Encoded]:
-    """BOS + bytes + EOS with their levels, for every document (the splitting is done here, once)."""
+    """BOS + bytes + EOS with their levels, for every document (the splitting is done here, once).
+    ``stack`` may also be a ``TokenEncoding`` (the BPE baseline): BOS + token ids + EOS, level 0."""
+    if isinstance(stack, TokenEncoding):
+        return [stack.encode(d) for d in docs]
     out = []
     for d in docs:
         body = np.frombuffer(d.data, dtype=np.uint8)
@@ -364,6 +367,34 @@ def encode_documents(docs: Sequence[Document], stack: SplitterStack) -> list[Enc
         levels = np.concatenate([[stack.depth], stack.levels(d.data), [0]]).astype(np.uint8)
         out.append(Encoded(tokens, levels))
     return out
+
+
+def model_encoding(model: Any) -> Any:
+    """How ``model`` reads documents: its BPE tokenizer's ``TokenEncoding`` or its splitters."""
+    tokenizer = getattr(model, "tokenizer", None)
+    return TokenEncoding(tokenizer) if tokenizer is not None else model.spec.splitter_stack()
+
+
+class TokenEncoding:
+    """What ``encode_documents`` takes in place of a splitter stack for a BPE model: documents
+    become BOS + the tokenizer's ids + EOS (int32), every level 0. ``lengths[i]``: the bytes id i
+    covers, which is what bits per byte and bytes/s count."""
+
+    depth = 0
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.lengths = tokenizer.lengths
+
+    def encode(self, doc: Document) -> Encoded:
+        ids = self.tokenizer.encode(doc.data)
+        tokens = np.concatenate([[BOS], ids, [EOS]]).astype(np.int32)
+        return Encoded(tokens, np.zeros(len(tokens), dtype=np.uint8))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TokenEncoding) and other.tokenizer is self.tokenizer
+
+    __hash__ = object.__hash__
 
 
 @attrs.frozen
@@ -381,6 +412,7 @@ class Batch:
     tokens: np.ndarray
     levels: np.ndarray
     targets: np.ndarray
+    covered: int | None = None  # bytes the rows' tokens stand for, when a token is not a byte
 
     def tensors(self, device: Any = "cpu") -> tuple[Any, Any, Any]:
         """(tokens, levels, targets) as int64, uint8, int64 tensors on ``device``. To CUDA they go
@@ -409,8 +441,8 @@ class Batch:
 
     @property
     def n_bytes(self) -> int:
-        """Rows x positions: the bytes a training step reads."""
-        return int(self.tokens.size)
+        """The bytes a training step reads: rows x positions, or what the tokens cover."""
+        return int(self.tokens.size) if self.covered is None else self.covered
 
     @property
     def rows_count(self) -> int:
@@ -429,8 +461,9 @@ class Batch:
 class Packer:
     """Rows of ``context`` positions from the training documents, in a reproducible order."""
 
-    def __init__(self, encoded: Sequence[Encoded], context: int, seed: int) -> None:
+    def __init__(self, encoded: Sequence[Encoded], context: int, seed: int, lengths: np.ndarray | None = None) -> None:
         self.encoded = list(encoded)
+        self.lengths = lengths
         self.context = context
         self.seed = seed
         self.total = sum(len(e.tokens) for e in self.encoded)
@@ -468,15 +501,18 @@ class Packer:
             nxt[nxt == BOS] = IGNORE  # the start of the next document is not predicted
             targets.append(nxt)
             row += 1
-        return Batch(np.stack(tokens), np.stack(levels), np.stack(targets)), Position(epoch, row)
+        tokens = np.stack(tokens)
+        covered = int(self.lengths[tokens].sum()) if self.lengths is not None else None
+        return Batch(tokens, np.stack(levels), np.stack(targets), covered), Position(epoch, row)
 
 
 class TrainingData:
     """The trainer's data stream: micro-batches of ``batch_size`` rows in a reproducible order,
     and the position that a checkpoint stores to resume it exactly."""
 
-    def __init__(self, encoded: Sequence[Encoded], *, context: int, batch_size: int, seed: int) -> None:
-        self.packer = Packer(encoded, context, seed)
+    def __init__(self, encoded: Sequence[Encoded], *, context: int, batch_size: int, seed: int,
+                 lengths: np.ndarray | None = None) -> None:  # fmt: skip
+        self.packer = Packer(encoded, context, seed, lengths)
         self.batch_size = batch_size
         self.position = Position()
 
@@ -505,9 +541,9 @@ def evaluation_rows(encoded: Sequence[Encoded], context: int, limit_bytes: int |
         for start in range(0, n, context):
             end = min(start + context, n)
             width = end - start
-            row_tokens = np.full(context, PAD, dtype=np.int16)
+            row_tokens = np.full(context, PAD, dtype=tokens.dtype)
             row_levels = np.zeros(context, dtype=np.uint8)
-            row_targets = np.full(context, IGNORE, dtype=np.int16)
+            row_targets = np.full(context, IGNORE, dtype=np.int32 if tokens.dtype == np.int32 else np.int16)
             row_tokens[:width] = tokens[start:end]
             row_levels[:width] = levels[start:end]
             row_targets[:width] = tokens[start + 1 : end + 1]

@@ -83,6 +83,8 @@ def evaluate(model, encoded: Iterable[Encoded], *, context: int, batch_size: int
     import torch
 
     device = next(model.parameters()).device
+    tokenizer = getattr(model, "tokenizer", None)
+    lengths = tokenizer.lengths if tokenizer is not None else None
     total_rows = _row_count(encoded, context, limit_bytes)
     total = -(-total_rows // batch_size) if total_rows is not None else None
     nats = torch.zeros((), dtype=torch.float64, device=device)
@@ -95,7 +97,10 @@ def evaluate(model, encoded: Iterable[Encoded], *, context: int, batch_size: int
     try:
         with torch.no_grad(), autocast or contextlib.nullcontext():
             for done, batch in enumerate(_batches(evaluation_rows(encoded, context, limit_bytes), batch_size), start=1):
-                n_bytes += int(((batch.targets >= 0) & (batch.targets < 256)).sum())
+                if lengths is None:
+                    n_bytes += int(((batch.targets >= 0) & (batch.targets < 256)).sum())
+                else:  # tokens: the bytes each predicted token stands for
+                    n_bytes += int(lengths[batch.targets[batch.targets >= 0]].sum())
                 positions += int((batch.targets != IGNORE).sum())
                 tokens, levels, targets = batch.tensors(device)
                 out = model(tokens, levels, targets, capacity=batch.capacity(model.depth), doc_mask=False)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,7 +30,7 @@ def sample_next(logits: Tensor, *, temperature: float, top_k: int | None, top_p:
     """(B, V) logits -> (B,) token ids among bytes and EOS (BOS and PAD are never sampled)."""
     logits = logits.float().clone()
     logits[:, BOS] = float("-inf")
-    logits[:, EOS + 1 :] = float("-inf")
+    logits[:, PAD] = float("-inf")
     if temperature <= 0:
         return logits.argmax(-1)
     logits = logits / temperature
@@ -73,28 +74,45 @@ def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
     predicted = check_levels_source(model, levels)
     spec = model.spec
     device = next(model.parameters()).device
-    limit = spec.model.context - 1  # prompt bytes after BOS
-    truncated = tuple(max(0, len(p) - limit) for p in prompts)
-    prompts = [bytes(p[len(p) - limit :]) if len(p) > limit else bytes(p) for p in prompts]
+    limit = spec.model.context - 1  # prompt positions after BOS
+    tokenizer = getattr(model, "tokenizer", None)  # the BPE baseline's; None for byte models
+    if tokenizer is None:
+        truncated = tuple(max(0, len(p) - limit) for p in prompts)
+        prompts = [bytes(p[len(p) - limit :]) if len(p) > limit else bytes(p) for p in prompts]
+        ids = [np.frombuffer(p, dtype=np.uint8).astype(np.int64) for p in prompts]
+    else:
+        encoded = [tokenizer.encode(bytes(p)).astype(np.int64) for p in prompts]
+        ids = [e[-limit:] if len(e) > limit else e for e in encoded]
+        truncated = tuple(int(tokenizer.lengths[e[: len(e) - len(i)]].sum()) for e, i in zip(encoded, ids))
+    unit = "bytes" if tokenizer is None else "tokens"
     for i, cut in enumerate(truncated):
         if cut:
             warnings.warn(f"prompt {i} is longer than the model's context ({spec.model.context} positions with "
-                          f"BOS); kept its last {limit:,} bytes, dropped {cut:,}", RuntimeWarning, stacklevel=3)  # fmt: skip
+                          f"BOS); kept its last {limit:,} {unit}, dropped {cut:,} bytes", RuntimeWarning, stacklevel=3)  # fmt: skip
     b = len(prompts)
-    width = max(len(p) for p in prompts) + 1
+    width = max(len(i) for i in ids) + 1
     tokens = torch.full((b, width), PAD, dtype=torch.long)
     levels = torch.zeros((b, width), dtype=torch.uint8)
-    streams: list[LevelStream] = []
+    streams: list[LevelStream | None] = []
     stack = spec.splitter_stack()
     for r, prompt in enumerate(prompts):
         tokens[r, 0] = BOS
         levels[r, 0] = spec.depth
-        stream = stack.stream()
-        if prompt:
-            tokens[r, 1 : len(prompt) + 1] = torch.frombuffer(bytearray(prompt), dtype=torch.uint8).long()
+        tokens[r, 1 : len(ids[r]) + 1] = torch.from_numpy(ids[r])
+        stream = stack.stream() if tokenizer is None else None
+        if prompt and stream is not None:
             levels[r, 1 : len(prompt) + 1] = torch.from_numpy(stream.feed(prompt).copy())
         streams.append(stream)
-    lengths = torch.tensor([len(p) + 1 for p in prompts], device=device)
+    if tokenizer is not None:  # ids the tokenizer never made are never chosen
+        unused = len(tokenizer.token_bytes)
+        choose_any = choose
+
+        def choose(logits: Tensor) -> Tensor:
+            logits = logits.clone()
+            logits[:, unused:] = float("-inf")
+            return choose_any(logits)
+
+    lengths = torch.tensor([len(i) + 1 for i in ids], device=device)
     # Memory is bounded by the context, however many bytes are asked for: every stage keeps at
     # most `context` positions (a ring). Up to the context the logits are the teacher-forced
     # forward's; past it each stage attends to its last `context` positions.
@@ -110,7 +128,7 @@ def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
         with thread_count(threads):
             for _ in range(max_new_bytes):
                 chosen = choose(logits)  # (B,)
-                ids = chosen.tolist()
+                chosen_ids = chosen.tolist()
                 guessed = state.level_logits.argmax(-1).tolist() if predicted else None
                 level = []
                 for r in range(b):
@@ -119,21 +137,27 @@ def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
                         continue
                     if keep_logits:
                         kept[r].append(logits[r].detach().clone())
-                    if ids[r] == EOS:
+                    if chosen_ids[r] == EOS:
                         alive[r] = False
                         level.append(0)
                         continue
-                    produced[r].append(ids[r])
-                    level.append(guessed[r] if guessed is not None else streams[r].push(ids[r]))
+                    if tokenizer is None:
+                        new = bytes((chosen_ids[r],))
+                        level.append(guessed[r] if guessed is not None else streams[r].push(chosen_ids[r]))
+                    else:
+                        new = tokenizer.bytes_of(chosen_ids[r])[: max_new_bytes - len(produced[r])]
+                        level.append(0)
+                    produced[r] += new
                     if keep_logits and guessed is not None:
                         kept_levels[r].append(guessed[r])
-                    if on_bytes is not None:
-                        on_bytes(r, bytes((ids[r],)))
+                    if on_bytes is not None and new:
+                        on_bytes(r, new)
                     if any(produced[r].endswith(s) for s in stop if s) or len(produced[r]) >= max_new_bytes:
                         alive[r] = False
                 if not any(alive):
                     break
-                logits = step(model, state, chosen.clamp(max=255), level, alive)
+                fed = chosen.clamp(max=255) if tokenizer is None else torch.where(chosen == EOS, 0, chosen)
+                logits = step(model, state, fed, level, alive)
     finally:
         model.train(was_training)
     calls = tuple(state.stage_calls)

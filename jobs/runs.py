@@ -67,6 +67,12 @@ def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
     except RuntimeError as exc:
         raise checkpoint.CheckpointError(f"checkpoint {ckpt} does not match its spec: "
                                          f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+    if spec.model.bpe:
+        from aunet.jobs.tokenizer import BpeTokenizer
+
+        if not isinstance(meta.get("tokenizer"), dict):
+            raise checkpoint.CheckpointError(f"checkpoint {ckpt} is a BPE model's but records no tokenizer in its meta.json")
+        model.tokenizer = BpeTokenizer.from_json(json.dumps(meta["tokenizer"]), source=f"{ckpt}/meta.json")
     model.to(device).eval()
     data = meta.get("run") if isinstance(meta.get("run"), dict) else {}
     return LoadedRun(model, model.spec, int(meta["step"]), ckpt, data)

@@ -61,7 +61,8 @@ class MemoryText:
         return (d.levels for d in self._encode(stack)[0])
 
     def training(self, stack: SplitterStack, *, context: int, batch_size: int, seed: int) -> TrainingData:
-        return TrainingData(self._encode(stack)[0], context=context, batch_size=batch_size, seed=seed)
+        return TrainingData(self._encode(stack)[0], context=context, batch_size=batch_size, seed=seed,
+                            lengths=getattr(stack, "lengths", None))  # fmt: skip
 
     def validation(self, stack: SplitterStack, limit_bytes: int | None = None) -> list[Encoded]:
         return self._encode(stack)[1]

@@ -50,7 +50,7 @@ from aunet.core.spec import (
     CheckpointSpec, EvalSpec, Parallel, SampleSpec, Spec, TrainSpec, apply_overrides, dump_spec, resolve_spec,
 )  # fmt: skip
 from aunet.jobs import checkpoint
-from aunet.jobs.data import fingerprint_changes
+from aunet.jobs.data import TokenEncoding, fingerprint_changes
 from aunet.jobs.distributed import World, process_group
 from aunet.jobs.metrics import MetricWriters, Progress
 from aunet.jobs.runs import RUN_FILE, SPEC_FILE, RunLock, RunRecord, check_out, stamp, truncate_metrics, write_text
@@ -105,13 +105,17 @@ class Budget:
 class Checkpointer:
     """Writes the trainer's state every ``every`` steps (and at the end), keeps ``keep``."""
 
-    def __init__(self, run_dir: Path, config: CheckpointSpec, spec: Spec, record: RunRecord, world: World) -> None:
+    def __init__(self, run_dir: Path, config: CheckpointSpec, spec: Spec, record: RunRecord, world: World,
+                 tokenizer: Any = None) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.config = config
         self.world = world
-        # A checkpoint is self-contained: the spec and the data record are in its meta.json too.
+        # A checkpoint is self-contained: the spec and the data record are in its meta.json too,
+        # and a BPE model's tokenizer (JSON, as everything aunet reads back).
         self.meta = {"spec_name": spec.name, "spec": dump_spec(spec),
                      "run": {"data": record.data, "fingerprint": record.fingerprint}}  # fmt: skip
+        if tokenizer is not None:
+            self.meta["tokenizer"] = json.loads(tokenizer.to_json())
         self.last: Path | None = checkpoint.newest_complete(run_dir)[0]
         self.saved_step = int(self.last.name.split("-")[1]) if self.last else -1
 
@@ -143,8 +147,10 @@ def diverged(problem: str, last: Path | None) -> TrainingDiverged:
 class StepLog:
     """The training loop's metric writer: reads a step's figures back at logging steps only."""
 
-    def __init__(self, writers: MetricWriters, progress: Progress, budget: Budget, checkpointer: Checkpointer) -> None:
+    def __init__(self, writers: MetricWriters, progress: Progress, budget: Budget, checkpointer: Checkpointer,
+                 bytes_per_position: float = 1.0) -> None:  # fmt: skip
         self.writers = writers
+        self.bytes_per_position = bytes_per_position  # a BPE model's loss is per token
         self.progress = progress
         self.budget = budget
         self.checkpointer = checkpointer
@@ -166,7 +172,7 @@ class StepLog:
             per_segment = [predicted / s if s else None for s in figures["segments"]]
             dropped = figures["dropped"]
             bytes_per_s = window_bytes / window_s if window_s else 0.0
-            record = {"step": result.step, "loss": loss, "bpb": loss / math.log(2), "lr": result.lr,
+            record = {"step": result.step, "loss": loss, "bpb": loss / math.log(2) / self.bytes_per_position, "lr": result.lr,
                       "grad_norm": grad_norm, "bytes_per_s": bytes_per_s, "bytes_seen": trainer.bytes_seen,
                       "elapsed_s": trainer.elapsed, "bytes_per_segment": per_segment, "dropped": dropped}  # fmt: skip
             if "level_loss" in figures:  # the level head's loss, apart from the next-byte loss
@@ -194,7 +200,9 @@ class Evaluator:
     """Validation bits per byte: on ``bytes`` of the split every ``every`` steps, on all of it
     at the end."""
 
-    def __init__(self, text: Any, stack: SplitterStack, config: EvalSpec, *, context: int, batch_size: int) -> None:
+    def __init__(self, text: Any, stack: SplitterStack, config: EvalSpec, *, context: int, batch_size: int,
+                 bytes_per_position: float = 1.0) -> None:  # fmt: skip
+        self.bytes_per_position = bytes_per_position  # budgets are in bytes, rows in positions
         self.text = text
         self.stack = stack
         self.config = config
@@ -214,6 +222,8 @@ class Evaluator:
         from aunet.jobs.evaluate import evaluate
 
         # Every process evaluates the same rows (a sharded model needs all of them in each forward).
+        if limit_bytes is not None:
+            limit_bytes = math.ceil(limit_bytes / self.bytes_per_position)
         return evaluate(trainer.model, self.text.validation(self.stack, limit_bytes), context=self.context,
                         batch_size=self.batch_size, limit_bytes=limit_bytes, autocast=trainer.autocast(),
                         progress=progress)  # fmt: skip
@@ -356,6 +366,10 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, world: Wo
     stack = spec.splitter_stack()
     if not text.has_validation():
         raise InputError(f"the validation split of {text.source} is empty; give more text")
+    tokenizer = None
+    if spec.model.bpe:
+        tokenizer, spec = _bpe_tokenizer(start, run_dir, text, spec, progress)
+        stack = TokenEncoding(tokenizer)
     if start.record is None:
         measured = contraction_of(text.contraction_levels(stack), spec.depth)
         spec = stamp(resolve_spec(spec, contraction=measured))
@@ -379,6 +393,9 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, world: Wo
                                                      if world.distributed else ""))  # fmt: skip
     torch.manual_seed(t.seed)
     model = build_model(spec, device=device)
+    model.tokenizer = tokenizer
+    if tokenizer is not None and world.main:
+        write_text(run_dir / TOKENIZER_FILE, tokenizer.to_json())
     trainer = Trainer(spec, model, data=training_data, device=device, world=world)
     if start.checkpoint is not None:
         for notice in _restore(trainer, start.checkpoint):
@@ -394,13 +411,16 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, world: Wo
         write_text(run_dir / SPEC_FILE, dump_spec(spec))
 
     budget = Budget(t)
-    checkpointer = Checkpointer(run_dir, t.checkpoint, spec, record, world)
-    evaluator = Evaluator(text, stack, t.eval, context=spec.model.context, batch_size=t.batch_size)
+    checkpointer = Checkpointer(run_dir, t.checkpoint, spec, record, world, tokenizer=tokenizer)
+    per_position = (spec.model.tokenizer.bytes_per_token or 1.0) if spec.model.bpe else 1.0
+    evaluator = Evaluator(text, stack, t.eval, context=spec.model.context, batch_size=t.batch_size,
+                          bytes_per_position=per_position)  # fmt: skip
     interrupted = False
     purge = trainer.step_count + 1 if start.record is not None else None
     profile = RunProfile(run_dir, t.profile, device=device, step_bytes=t.batch_size * t.grad_accum * spec.model.context)
     with _StopFlag(world) as stop, MetricWriters(run_dir, t.metrics, purge_step=purge, enabled=world.main) as writers:
-        log = StepLog(writers, progress, budget, checkpointer)
+        log = StepLog(writers, progress, budget, checkpointer,
+                      bytes_per_position=(spec.model.tokenizer.bytes_per_token or 1.0) if spec.model.bpe else 1.0)  # fmt: skip
         while not budget.done(trainer):
             if stop.agreed() or (stop_at is not None and trainer.step_count >= stop_at):
                 interrupted = True
@@ -432,6 +452,34 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, world: Wo
     sample = Sampler(t.sample, t.seed).sample(model)
     return RunSummary(run_dir, trainer.step_count, False, losses, result.bpb, xz, result.bytes, sample,
                       checkpointer.last)  # fmt: skip
+
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def _bpe_tokenizer(start: RunStart, run_dir: Path, text: Any, spec: Spec, progress: Progress) -> tuple[Any, Spec]:
+    """A BPE run's tokenizer: the one it trained (from its directory or checkpoint) when resumed,
+    else one trained now on the training split; and the spec with its measured bytes per token."""
+    from aunet.jobs.tokenizer import BpeTokenizer, bytes_per_token
+
+    if text.streamed:
+        raise InputError("a BPE model reads its corpus whole (its tokenizer is trained on the training split "
+                         "first); set [train.data] stream = \"off\", or train a byte model on the stream")  # fmt: skip
+    if start.record is not None:
+        if (run_dir / TOKENIZER_FILE).is_file():
+            return BpeTokenizer.load(run_dir / TOKENIZER_FILE), spec
+        if start.checkpoint is not None:
+            meta = checkpoint.read_meta(start.checkpoint)
+            if isinstance(meta.get("tokenizer"), dict):
+                return BpeTokenizer.from_json(json.dumps(meta["tokenizer"]), source=f"{start.checkpoint}/meta.json"), spec
+    size = spec.model.tokenizer.vocab_size
+    progress.message(f"training a BPE tokenizer of {size:,} ids on the training split")
+    tokenizer = BpeTokenizer.train((d.data for d in text.corpus.train), size)
+    if spec.model.tokenizer.bytes_per_token is None:
+        measured = bytes_per_token(tokenizer, (d.data for d in text.corpus.train))
+        model = attrs.evolve(spec.model, tokenizer=attrs.evolve(spec.model.tokenizer, bytes_per_token=measured))
+        spec = attrs.evolve(spec, model=model)
+    return tokenizer, spec
 
 
 def _restore(trainer: Trainer, path: Path) -> list[str]:

@@ -29,12 +29,18 @@ class Turns:
     turns: dict[str, int]  # slices each variant took
 
 
+#: What every run of a round of turns sets: no periodic evaluation, sample or final evaluation
+#: (their time would fall on one run); the caller evaluates the finished runs.
+QUIET = ("train.eval.every=1000000000000", "train.sample.bytes=0", "train.eval.final_bytes=1")
+
+
 def train_in_turns(variants: Mapping[str, Spec], *, data: str | Path | None, out: Path, minutes: float | None = None,
-                   steps: int | None = None, slice_steps: int = SLICE_STEPS, device: Any = "auto",
-                   on_turn: Callable[[str, Any], None] | None = None, quiet: bool = True) -> Turns:  # fmt: skip
-    """Train every variant for ``minutes`` of its own training time (or ``steps``), in turns of
-    ``slice_steps``. Periodic evaluations and closing samples are off during the turns (their time
-    would fall on one run); evaluate the finished runs afterwards."""
+                   steps: int | Mapping[str, int] | None = None, slice_steps: int = SLICE_STEPS, device: Any = "auto",
+                   on_turn: Callable[[str, Any], None] | None = None, quiet: bool = True,
+                   overrides: tuple[str, ...] = QUIET) -> Turns:  # fmt: skip
+    """Train every variant for ``minutes`` of its own training time, or ``steps`` (one number, or
+    one per variant: an equal FLOPs budget gives each its own), in turns of ``slice_steps``, with
+    ``overrides`` on every spec (by default periodic evaluations and samples off)."""
     import io
 
     from aunet.jobs.train import train
@@ -45,14 +51,14 @@ def train_in_turns(variants: Mapping[str, Spec], *, data: str | Path | None, out
     done = dict.fromkeys(variants, 0)
     finished = dict.fromkeys(variants, False)
     turns = dict.fromkeys(variants, 0)
-    quiet_overrides = ["train.eval.every=1000000000000", "train.sample.bytes=0", "train.eval.final_bytes=1"]
     while not all(finished.values()):
         for name, spec in variants.items():
             if finished[name]:
                 continue
             first = turns[name] == 0
-            run_spec = apply_overrides(spec, quiet_overrides) if first else None
-            summary = train(run_spec, data=data if first else None, out=outs[name], minutes=minutes, steps=steps,
+            run_spec = apply_overrides(spec, list(overrides)) if first else None
+            budget = steps[name] if isinstance(steps, Mapping) else steps
+            summary = train(run_spec, data=data if first else None, out=outs[name], minutes=minutes, steps=budget,
                             resume=not first, stop_at=done[name] + slice_steps, device=device,
                             stream=io.StringIO() if quiet else None)  # fmt: skip
             turns[name] += 1

@@ -1,0 +1,200 @@
+"""``aunet compare``: several specs trained for the same budget, evaluated on the same bytes.
+
+The budget is training FLOPs (each spec gets the steps its own FLOPs per byte and bytes per step
+allow, by the paper's accounting of ``aunet spec show``), training minutes (each its own training
+time) or steps. The runs take turns (``aunet.jobs.turns``), so a shared machine's drift falls on
+all alike; every turn ends with an evaluation on the first ``curve_bytes`` of the validation split
+(not counted as training time), which draws the curves; the finished runs are evaluated on the
+whole split, the same bytes for every model (a BPE model's token log-likelihood is summed and
+divided by the bytes its tokens cover).
+
+``DIR/compare.json`` holds one row per spec and the curves, ``DIR/compare.md`` the table, and
+``DIR/bpb_vs_flops.png`` and ``DIR/bpb_vs_time.png`` the plots (matplotlib: ``pip install
+'aunet[plot]'``; without it the JSON and Markdown are still written and a notice says why the
+plots are not).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from aunet.core.errors import InputError
+from aunet.core.spec import Spec
+
+#: Validation bytes evaluated after every turn (the curves' points).
+CURVE_BYTES = 32_768
+
+
+@attrs.frozen
+class Budget:
+    flops: float | None = None
+    minutes: float | None = None
+    steps: int | None = None
+
+    def describe(self) -> str:
+        if self.flops is not None:
+            return f"{self.flops:.3g} training FLOPs"
+        return f"{self.minutes:g} minutes of training time" if self.minutes is not None else f"{self.steps:,} steps"
+
+
+def bytes_per_step(spec: Spec) -> float:
+    """Bytes one optimizer step reads: rows x positions, times bytes per token for BPE."""
+    t = spec.train
+    per_position = (spec.model.tokenizer.bytes_per_token or 1.0) if spec.model.bpe else 1.0
+    return t.batch_size * t.grad_accum * spec.model.context * per_position
+
+
+def _prepared(spec: Spec, data: str | Path | None) -> Spec:
+    """The spec with what its FLOPs per byte need filled in (a BPE spec's bytes per token)."""
+    if spec.model.bpe and spec.model.tokenizer.bytes_per_token is None:
+        from aunet.jobs.data import load_corpus
+        from aunet.jobs.tokenizer import BpeTokenizer, bytes_per_token, with_bytes_per_token
+
+        corpus = load_corpus(data)
+        tokenizer = BpeTokenizer.train((d.data for d in corpus.train), spec.model.tokenizer.vocab_size)
+        spec = with_bytes_per_token(spec, bytes_per_token(tokenizer, (d.data for d in corpus.train)))
+    return spec
+
+
+def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, out: Path, device: Any = "auto",
+            slice_steps: int = 100, curve_bytes: int = CURVE_BYTES, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train, evaluate and report (module docstring); returns what ``compare.json`` holds."""
+    from aunet.core.accounting import account
+    from aunet.jobs.data import encode_documents, load_corpus, model_encoding, xz_bits_per_byte
+    from aunet.jobs.evaluate import evaluate
+    from aunet.jobs.runs import load_run
+    from aunet.jobs import checkpoint
+    from aunet.jobs.turns import train_in_turns
+
+    names = [s.name or f"spec{i}" for i, s in enumerate(specs)]
+    if len(set(names)) != len(names):
+        raise InputError(f"aunet compare: two specs have the same name ({', '.join(names)}); give each its own `name`")
+    prepared = {n: _prepared(s, data) for n, s in zip(names, specs)}
+    steps: dict[str, int] | int | None = budget.steps
+    if budget.flops is not None:
+        steps = {}
+        for name, spec in prepared.items():
+            per_step = account(spec).flops_per_byte * bytes_per_step(spec)
+            steps[name] = max(1, int(budget.flops // per_step))
+    overrides = (f"train.eval.every={slice_steps}", f"train.eval.bytes={curve_bytes}", "train.sample.bytes=0",
+                 "train.eval.final_bytes=1", f"train.metrics.every={math.gcd(slice_steps, 10)}")  # every turn's end logged  # fmt: skip
+    turns = train_in_turns(prepared, data=data, out=out, minutes=budget.minutes, steps=steps, slice_steps=slice_steps,
+                           device=device, quiet=quiet, overrides=overrides,
+                           on_turn=None if quiet else _announce)  # fmt: skip
+    corpus = load_corpus(data)
+    xz = xz_bits_per_byte(corpus.validation_bytes)
+    rows, curves = [], {}
+    for name in names:
+        run_dir = turns.outs[name]
+        loaded = load_run(run_dir, device=device)
+        result = evaluate(loaded.model, encode_documents(corpus.validation, model_encoding(loaded.model)),
+                          context=loaded.spec.model.context, batch_size=8)  # fmt: skip
+        sizes = account(loaded.spec, documents=[len(d.data) for d in corpus.train])
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        state = checkpoint.read_trainer_json(loaded.checkpoint)  # the last step's counters, logged or not
+        last = {"bytes_seen": int(state["bytes_seen"]), "elapsed_s": float(state["elapsed"])}
+        per_byte = sizes.flops_per_byte
+        rows.append({
+            "spec": name, "parameters": sizes.parameters, "flops_per_byte": per_byte,
+            "flops_per_byte_packed": sizes.flops_per_byte_packed,
+            "training_flops": per_byte * last["bytes_seen"], "bytes_seen": last["bytes_seen"], "steps": loaded.step,
+            "wall_time_s": last["elapsed_s"], "bytes_per_s": last["bytes_seen"] / max(last["elapsed_s"], 1e-9),
+            "val_bpb": result.bpb, "val_bytes": result.bytes, "turns": turns.turns[name], "run": str(run_dir),
+        })  # fmt: skip
+        # The curve's last point: the finished run on the same first bytes as the turns' evaluations.
+        per_position = (loaded.spec.model.tokenizer.bytes_per_token or 1.0) if loaded.spec.model.bpe else 1.0
+        head = evaluate(loaded.model, encode_documents(corpus.validation, model_encoding(loaded.model)),
+                        context=loaded.spec.model.context, batch_size=8,
+                        limit_bytes=math.ceil(curve_bytes / per_position))  # fmt: skip
+        curves[name] = _curve(records, per_byte) + [{"step": loaded.step, "flops": per_byte * last["bytes_seen"],
+                                                     "seconds": last["elapsed_s"], "val_bpb": head.bpb}]  # fmt: skip
+    report = {"budget": attrs.asdict(budget), "data": str(data) if data else "embedded", "xz_bpb": xz,
+              "curve_bytes": curve_bytes, "rows": rows, "curves": curves,
+              "flops_formula": "the paper's accounting (aunet spec show: flops_per_byte) x bytes seen; "
+                               "flops_per_byte_packed: attention per training document and window"}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(report, indent=1))
+    (out / "compare.md").write_text(markdown(report, budget))
+    report["plots"] = plot(report, out)
+    (out / "compare.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _announce(name: str, summary: Any) -> None:
+    losses = summary.losses
+    loss = f", loss {losses[-1]:.4f}" if losses else ""
+    print(f"aunet compare: {name} at step {summary.step}{loss}{'' if summary.interrupted else ' (done)'}", file=sys.stderr)
+
+
+def _curve(records: list[dict[str, Any]], flops_per_byte: float) -> list[dict[str, float]]:
+    """(training FLOPs, training seconds, validation bpb) at every evaluation of a run."""
+    by_step = {r["step"]: r for r in records if "loss" in r}
+    points = []
+    for r in records:
+        if "val_bpb" in r and not r.get("final") and r["step"] in by_step:
+            t = by_step[r["step"]]
+            points.append({"step": r["step"], "flops": flops_per_byte * t["bytes_seen"], "seconds": t["elapsed_s"],
+                           "val_bpb": r["val_bpb"]})  # fmt: skip
+    return points
+
+
+def markdown(report: dict[str, Any], budget: Budget) -> str:
+    lines = [f"Budget: {budget.describe()}; validation bits per byte on {report['rows'][0]['val_bytes']:,} bytes "
+             f"({report['data']}); xz -9e: {report['xz_bpb']:.4f}.", "",
+             "| spec | parameters | FLOPs/byte | FLOPs/byte, packed | training FLOPs | bytes seen | steps | wall time | bytes/s | val bpb |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in report["rows"]:
+        lines.append(f"| {r['spec']} | {r['parameters'] / 1e6:.2f} M | {r['flops_per_byte']:.3g} | "
+                     f"{r['flops_per_byte_packed']:.3g} | {r['training_flops']:.3g} | "
+                     f"{r['bytes_seen']:,} | {r['steps']:,} | {r['wall_time_s'] / 60:.1f} min | {r['bytes_per_s']:,.0f} | "
+                     f"{r['val_bpb']:.4f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], out: Path) -> list[str]:
+    """The two PNG plots, or [] with a notice when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("aunet compare: note: matplotlib is not installed (pip install 'aunet[plot]'); wrote compare.json "
+              "and compare.md without plots", file=sys.stderr)  # fmt: skip
+        return []
+    written = []
+    for key, label, name, log in (("flops", "training FLOPs", "bpb_vs_flops.png", True),
+                                  ("seconds", "training time (s)", "bpb_vs_time.png", False)):  # fmt: skip
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+        for spec, points in report["curves"].items():
+            xs = [p[key] for p in points]
+            ys = [p["val_bpb"] for p in points]
+            ax.plot(xs, ys, marker="o", markersize=3, label=spec)
+        if math.isfinite(report["xz_bpb"]):
+            ax.axhline(report["xz_bpb"], color="grey", linestyle="--", linewidth=1, label="xz -9e")
+        if log:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"validation bits per byte (first {report['curve_bytes']:,} bytes)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / name)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def load_specs(paths: Sequence[str]) -> list[Spec]:
+    from aunet.core.spec import load_spec
+
+    return [load_spec(p) for p in paths]
+
+

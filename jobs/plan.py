@@ -1,0 +1,97 @@
+"""``aunet plan``: the paper's fitted scaling laws, turned into a training plan for a budget.
+
+The authors fitted, for a total training compute C (FLOPs), the batch size and learning rate of
+byte-level AU-Nets and of their BPE baseline (docs/method.md section 6):
+
+* AU-Net: batch = 0.66 x C^0.321 bytes per step, learning rate = 6.6 x C^-0.176;
+* BPE: batch = 29.9 x C^0.231 tokens per step, learning rate = 19.3 x C^-0.177.
+
+With a spec's FLOPs per byte (``aunet spec show``; per token for BPE, divided by bytes per
+token), the budget fixes the bytes to train on, hence the steps. The paper's 1B-class
+configurations (``specs/paper/``) are listed with the steps the same budget and batch give them.
+The paper's scaling-ladder tables (its smaller models) are not part of this project's notes, so
+those three are the ladder ``plan`` offers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+#: (coefficient, exponent) of batch per step and of learning rate against compute C, per family.
+LAWS = {
+    "aunet": {"batch": (0.66, 0.321), "lr": (6.6, -0.176), "unit": "bytes"},
+    "bpe": {"batch": (29.9, 0.231), "lr": (19.3, -0.177), "unit": "tokens"},
+}
+#: Bytes per Llama 3 token on the paper's data, for BPE plans without a measured figure.
+PAPER_BYTES_PER_TOKEN = 4.56
+PAPER_SPECS = ("paper/aunet2-1b", "paper/aunet3-1b", "paper/aunet4-1b")
+
+
+@attrs.frozen
+class Plan:
+    """What the laws say for one budget and one spec."""
+
+    arch: str
+    flops: float
+    batch: float  # bytes (aunet) or tokens (bpe) per step
+    batch_bytes: float
+    lr: float
+    spec: str
+    flops_per_byte: float
+    train_bytes: float  # flops / flops_per_byte
+    steps: int
+    rows_per_step: float  # batch / context (rows of the spec's context, in bytes or tokens)
+    context: int
+    ladder: tuple[dict[str, Any], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self, recurse=False) | {"ladder": list(self.ladder), "unit": LAWS[self.arch]["unit"]}
+
+
+def law(arch: str, what: str, flops: float) -> float:
+    coefficient, exponent = LAWS[arch][what]
+    return coefficient * flops**exponent
+
+
+def make_plan(flops: float, *, arch: str = "aunet", spec: Any = None, bytes_per_token: float | None = None) -> Plan:
+    """The plan for ``flops`` of training compute with ``spec`` (default: the paper's AU-Net 2)."""
+    from aunet.core.accounting import account
+    from aunet.core.spec import load_spec
+
+    if not (math.isfinite(flops) and flops > 0):
+        raise ValueError(f"--flops must be a positive number of FLOPs, got {flops}")
+    per_token = bytes_per_token or PAPER_BYTES_PER_TOKEN
+    batch = law(arch, "batch", flops)
+    batch_bytes = batch * per_token if arch == "bpe" else batch
+    lr = law(arch, "lr", flops)
+    spec = spec if spec is not None else load_spec("paper/aunet2-1b")
+    sizes = account(spec)
+    per_byte = sizes.flops_per_byte
+    train_bytes = flops / per_byte
+    ladder = []
+    for name in PAPER_SPECS:
+        other = account(load_spec(name))
+        steps = flops / other.flops_per_byte / batch_bytes
+        ladder.append({"spec": name, "parameters": other.parameters, "flops_per_byte": other.flops_per_byte,
+                       "steps": round(steps), "train_bytes": flops / other.flops_per_byte})  # fmt: skip
+    return Plan(arch, flops, batch, batch_bytes, lr, spec.name, per_byte, train_bytes,
+                max(1, round(train_bytes / batch_bytes)), batch / spec.model.context, spec.model.context,
+                tuple(ladder))  # fmt: skip
+
+
+def format_plan(plan: Plan) -> str:
+    unit = LAWS[plan.arch]["unit"]
+    lines = [
+        f"compute: {plan.flops:.3g} FLOPs ({plan.arch} laws of the paper)",
+        f"batch: {plan.batch:.3g} {unit} per step" + (f" ({plan.batch_bytes:.3g} bytes)" if unit != "bytes" else ""),
+        f"learning rate: {plan.lr:.3g}",
+        f"{plan.spec}: {plan.flops_per_byte:.3g} FLOPs per byte -> {plan.train_bytes:.3g} bytes, "
+        f"{plan.steps:,} steps of {plan.rows_per_step:,.1f} rows of {plan.context:,} {unit}",
+        "the paper's 1B-class configurations at this budget and batch:",
+    ]
+    lines += [f"  {r['spec']:<10} {r['parameters'] / 1e9:.2f} B parameters, {r['flops_per_byte']:.3g} FLOPs/byte, "
+              f"{r['steps']:,} steps" for r in plan.ladder]  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""The BPE baseline's tokenizer: byte-level BPE trained with Hugging Face ``tokenizers``.
+
+Ids follow aunet's byte vocabulary so that everything downstream stays as it is: 0..255 are the
+single bytes, 256..258 BOS, EOS and PAD, and the merges take 259 upwards, in the order the trainer
+learned them. Text is first cut into the GPT-4 / Llama 3 pre-tokenizer's pieces by aunet's own
+``pretok`` splitter, which works on any bytes (invalid UTF-8 included: every byte has a
+character in the byte-level alphabet), then each piece is encoded by the trained BPE model, so
+no merge crosses a piece boundary, as with the tokenizers the paper compares against.
+
+The tokenizer is saved as JSON (the ``tokenizers`` model and aunet's format tag); loading it
+runs no code. It needs ``pip install aunet[bpe]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aunet.core.errors import InputError
+from aunet.core.tokens import BOS, EOS, PAD, VOCAB_SIZE
+
+FORMAT = "aunet-bpe/1"
+FILE = "tokenizer.json"
+
+
+@functools.cache
+def byte_alphabet() -> tuple[str, ...]:
+    """The byte-level BPE alphabet (GPT-2's): one printable character per byte value."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return tuple(chars[b] for b in range(256))
+
+
+@functools.cache
+def _char_to_byte() -> dict[str, int]:
+    return {c: b for b, c in enumerate(byte_alphabet())}
+
+
+def _tokenizers() -> Any:
+    try:
+        import tokenizers
+    except ImportError:
+        raise InputError("the BPE baseline needs Hugging Face tokenizers: pip install 'aunet[bpe]'") from None
+    return tokenizers
+
+
+def pieces(data: bytes) -> list[bytes]:
+    """``data`` cut before the first byte of every pre-tokenizer piece (the ``pretok`` splitter)."""
+    from aunet.core.levels import SplitterStack
+    from aunet.splitters.pretok import Pretok
+
+    if not data:
+        return []
+    starts = np.flatnonzero(SplitterStack((Pretok(),)).levels(data) >= 1)
+    cuts = [0, *[int(s) for s in starts if s > 0], len(data)]
+    return [data[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def _mapped(piece: bytes) -> str:
+    alphabet = byte_alphabet()
+    return "".join(alphabet[b] for b in piece)
+
+
+class BpeTokenizer:
+    """Bytes <-> aunet token ids (module docstring). ``token_bytes[i]`` is id i's bytes."""
+
+    def __init__(self, model: Any, vocab_size: int) -> None:
+        self.model = model
+        self.vocab_size = vocab_size
+        to_byte = _char_to_byte()
+        hf_vocab = sorted(model.get_vocab().items(), key=lambda item: item[1])
+        mapping = np.full(max(i for _, i in hf_vocab) + 1, -1, dtype=np.int64)
+        token_bytes: list[bytes] = [bytes([b]) for b in range(256)] + [b"", b"", b""]
+        for text, hf_id in hf_vocab:
+            raw = bytes(to_byte[c] for c in text)
+            if len(raw) == 1:
+                mapping[hf_id] = raw[0]
+            else:
+                mapping[hf_id] = len(token_bytes)
+                token_bytes.append(raw)
+        if len(token_bytes) > vocab_size:
+            raise InputError(f"the tokenizer holds {len(token_bytes):,} ids, more than vocab_size = {vocab_size:,}")
+        self._to_ours = mapping
+        self.token_bytes = token_bytes
+        #: (vocab_size,) bytes each id stands for (0 for BOS, EOS, PAD and unused ids).
+        self.lengths = np.zeros(vocab_size, dtype=np.int64)
+        self.lengths[: len(token_bytes)] = [len(t) for t in token_bytes]
+
+    # -- training and files ------------------------------------------------------------------
+
+    @classmethod
+    def train(cls, texts: Iterable[bytes], vocab_size: int) -> BpeTokenizer:
+        """Learn ``vocab_size - 259`` merges (at most) from ``texts``."""
+        tk = _tokenizers()
+        model = tk.Tokenizer(tk.models.BPE())
+        trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size - (VOCAB_SIZE - 256), show_progress=False,
+                                         initial_alphabet=list(byte_alphabet()), special_tokens=[])  # fmt: skip
+
+        def stream() -> Iterator[str]:
+            for text in texts:
+                yield from (_mapped(p) for p in pieces(text))
+
+        model.train_from_iterator(stream(), trainer=trainer)
+        return cls(model, vocab_size)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "vocab_size": self.vocab_size, "model": json.loads(self.model.to_str())})
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "tokenizer.json") -> BpeTokenizer:
+        try:
+            record = json.loads(text)
+            if record.get("format") != FORMAT:
+                raise ValueError(f"format {record.get('format')!r}, expected {FORMAT!r}")
+            model = _tokenizers().Tokenizer.from_str(json.dumps(record["model"]))
+            return cls(model, int(record["vocab_size"]))
+        except (ValueError, KeyError, TypeError, AttributeError, Exception) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"{source}: not a readable aunet BPE tokenizer ({exc})") from None
+
+    def save(self, path: Path) -> None:
+        from aunet.jobs.checkpoint import atomic_write_text
+
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> BpeTokenizer:
+        if not path.is_file():
+            raise InputError(f"{path}: missing; a BPE run keeps its tokenizer there (it was trained on the run's data)")
+        return cls.from_json(path.read_text(encoding="utf-8"), source=str(path))
+
+    # -- use -----------------------------------------------------------------------------------
+
+    def encode(self, data: bytes) -> np.ndarray:
+        """(N,) int32 ids of ``data``, no BOS or EOS."""
+        parts = pieces(data)
+        if not parts:
+            return np.zeros(0, dtype=np.int32)
+        encoded = self.model.encode_batch([_mapped(p) for p in parts], add_special_tokens=False)
+        ids = np.concatenate([np.asarray(e.ids, dtype=np.int64) for e in encoded])
+        return self._to_ours[ids].astype(np.int32)
+
+    def decode(self, ids: Sequence[int]) -> bytes:
+        table = self.token_bytes
+        return b"".join(table[i] if 0 <= i < len(table) else b"" for i in ids)
+
+    def bytes_of(self, token: int) -> bytes:
+        return self.token_bytes[token] if 0 <= token < len(self.token_bytes) and token not in (BOS, EOS, PAD) else b""
+
+
+def bytes_per_token(tokenizer: BpeTokenizer, texts: Iterable[bytes]) -> float:
+    """Bytes over tokens on ``texts`` (what FLOPs per byte divides by)."""
+    n_bytes = n_tokens = 0
+    for text in texts:
+        n_bytes += len(text)
+        n_tokens += len(tokenizer.encode(text))
+    return n_bytes / max(n_tokens, 1)
+
+
+@functools.cache
+def embedded_bytes_per_token(vocab_size: int) -> float:
+    """Bytes per token of a tokenizer of ``vocab_size`` ids trained on the embedded corpus's
+    training split, measured on that split (what ``spec show`` reports for a BPE spec that gives
+    none; a run measures its own data)."""
+    from aunet.jobs.data import load_corpus
+
+    corpus = load_corpus(None)
+    tokenizer = BpeTokenizer.train((d.data for d in corpus.train), vocab_size)
+    return bytes_per_token(tokenizer, (d.data for d in corpus.train))
+
+
+def with_bytes_per_token(spec: Any, measured: float) -> Any:
+    """A BPE spec with its bytes per token filled in (and so its FLOPs per byte)."""
+    import attrs
+
+    tokenizer = attrs.evolve(spec.model.tokenizer, bytes_per_token=measured)
+    return attrs.evolve(spec, model=attrs.evolve(spec.model, tokenizer=tokenizer))
