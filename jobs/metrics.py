@@ -26,12 +26,14 @@ class Progress:
         self._last = ""
 
     def update(self, step: int, total: int | None, loss: float | None, bytes_per_s: float | None,
-               eta_s: float | None, *, logged: bool) -> None:  # fmt: skip
-        """Step ``step`` is done; ``loss`` and ``bytes_per_s`` are the latest read back."""
+               eta_s: float | None, *, logged: bool, bytes_per_position: float = 1.0) -> None:  # fmt: skip
+        """Step ``step`` is done; ``loss`` (per position: per token for BPE, whose positions
+        cover ``bytes_per_position`` bytes) and ``bytes_per_s`` are the latest read back."""
         if not (self.live or logged):
             return
         where = f"{step}/{total}" if total else f"{step}"
-        figures = f"  loss {loss:.4f}  bpb {loss / math.log(2):.3f}" if loss is not None else ""
+        bpb = loss / math.log(2) / bytes_per_position if loss is not None else None
+        figures = f"  loss {loss:.4f}  bpb {bpb:.3f}" if loss is not None else ""
         speed = f"  {bytes_per_s / 1000:.1f} kB/s" if bytes_per_s else ""
         eta = f"  ETA {int(eta_s // 60)}:{int(eta_s % 60):02d}" if eta_s is not None else ""
         line = f"step {where}{figures}{speed}{eta}"

@@ -188,7 +188,8 @@ class StepLog:
             self._window = (window_bytes, window_s)
         seconds_per_step = trainer.elapsed / max(trainer.step_count, 1)
         self.progress.update(result.step, self.budget.steps, self._shown[0], self._shown[1],
-                             self.budget.eta(trainer, seconds_per_step), logged=logged)  # fmt: skip
+                             self.budget.eta(trainer, seconds_per_step), logged=logged,
+                             bytes_per_position=self.bytes_per_position)  # fmt: skip
 
     def all_losses(self) -> tuple[float, ...]:
         import torch

@@ -48,7 +48,7 @@ import numpy as np
 
 from aunet.core.splitter import Splitter
 from aunet.core.text import CATEGORIES, NEWLINES, WHITE_SPACE, Chars, CharTable, general_category
-from aunet.splitters.words import run_offsets
+from aunet.splitters.words import by_category, run_offsets
 
 # -- pretok ----------------------------------------------------------------------------------------
 
@@ -63,13 +63,7 @@ SECOND = {L_L: L_L, L_V: L_E, L_R: L_E}
 @functools.cache
 def pretok_classes() -> CharTable:
     """The class of every code point under the pre-tokenizer pattern (``INVALID`` is a symbol)."""
-    by_category = np.full(len(CATEGORIES) + 1, SYMBOL, dtype=np.uint8)  # +1: INVALID
-    for i, name in enumerate(CATEGORIES):
-        if name[0] == "L":
-            by_category[i] = L_OTHER
-        elif name[0] == "N":
-            by_category[i] = DIGIT
-    table = by_category[general_category()]
+    table = by_category(L_OTHER, DIGIT, SYMBOL)
     for letters, cls in (("sdmt", L_SDMT), ("l", L_L), ("v", L_V), ("r", L_R), ("e", L_E)):
         table[[ord(c) for c in letters + letters.upper()]] = cls
     table[ord("'")] = APOSTROPHE

@@ -42,16 +42,22 @@ START = 5  # the machine's "previous character" before the first one
 CLASS_NAMES = ("letter", "digit", "symbol", "space", "newline")
 
 
+def by_category(letter: int, digit: int, symbol: int) -> np.ndarray:
+    """A class per code point from its Unicode general category: ``letter`` for L*, ``digit``
+    for N*, ``symbol`` for the rest (``INVALID`` bytes included); the rules then refine it."""
+    classes = np.full(len(CATEGORIES) + 1, symbol, dtype=np.uint8)  # +1: INVALID
+    for i, name in enumerate(CATEGORIES):
+        if name[0] == "L":
+            classes[i] = letter
+        elif name[0] == "N":
+            classes[i] = digit
+    return classes[general_category()]
+
+
 @functools.cache
 def word_classes() -> CharTable:
     """The class of every code point under the word rules (``INVALID`` is a symbol)."""
-    by_category = np.full(len(CATEGORIES) + 1, SYMBOL, dtype=np.uint8)  # +1: INVALID
-    for i, name in enumerate(CATEGORIES):
-        if name[0] == "L":
-            by_category[i] = LETTER
-        elif name[0] == "N":
-            by_category[i] = DIGIT
-    table = by_category[general_category()]
+    table = by_category(LETTER, DIGIT, SYMBOL)
     table[list(WHITE_SPACE)] = SPACE
     table[list(NEWLINES)] = NEWLINE
     return CharTable("words", table, CLASS_NAMES)

@@ -94,6 +94,10 @@ def test_a_bpe_run_trains_evaluates_and_generates_on_the_byte_models_bytes(tmp_p
     assert (out / "tokenizer.json").is_file()
     resolved = aunet.load_spec(str(out / "spec.toml"))
     assert resolved.model.tokenizer.bytes_per_token > 1.5  # measured on the training split
+    import math
+
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert logged[-1]["bpb"] == pytest.approx(logged[-1]["loss"] / math.log(2) / resolved.model.tokenizer.bytes_per_token)
     capsys.readouterr()
     assert main(["eval", "--ckpt", str(out), "--json", "--device", "cpu"]) == 0
     bpe = json.loads(capsys.readouterr().out)
