@@ -38,7 +38,7 @@ class Accounting:
     parameters_by_component: dict[str, int]
     contraction: tuple[float, ...]  # bytes per position at levels 0..L
     contraction_measured: bool  # some k_i were measured on the embedded corpus
-    context: int
+    context: int  # positions per row: bytes, or tokens for a BPE model (``tokens``)
     flops_per_byte: float  # the paper's accounting: stacks only
     flops_per_byte_all: float  # plus poolers, upsamplers and the output head
 
@@ -46,6 +46,7 @@ class Accounting:
     memory: tuple[MemoryEstimate, ...] = ()  # per precision and checkpointing mode
     memory_unknown: tuple[str, ...] = ()  # components with no activation formula (estimates omit them)
     flops_per_byte_packed: float | None = None  # the paper's formula with attention per document and window
+    tokens: bool = False  # level 0 reads BPE tokens, not bytes
 
     @property
     def parameters(self) -> int:
@@ -63,6 +64,7 @@ class Accounting:
             "contraction": list(self.contraction),
             "contraction_measured": self.contraction_measured,
             "context": self.context,
+            "context_unit": "tokens" if self.tokens else "bytes",
             "memory": [m.to_json() for m in self.memory],
             "memory_unknown": list(self.memory_unknown),
         }
@@ -130,7 +132,7 @@ def account(spec: Spec, documents: Sequence[int] | None = None) -> Accounting:
     reference = reference_flops_per_byte(spec, k, params)
     memory, unknown = memory_estimates(spec, sum(params.values()))
     return Accounting(params, k, measured, context, flops, flops + extra, reference, memory, unknown,
-                      packed if documents is not None else None)  # fmt: skip
+                      packed if documents is not None else None, spec.model.bpe)  # fmt: skip
 
 
 def attended_keys(doc_lengths: np.ndarray, length: int, window: int | None) -> float:

@@ -381,6 +381,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_spec_show(args: argparse.Namespace) -> int:
+    import attrs
+
     from aunet.core.spec import dump_spec, load_spec, spec_to_dict
 
     spec = _checked(load_spec(args.file), args.file)
@@ -392,7 +394,9 @@ def cmd_spec_show(args: argparse.Namespace) -> int:
             from aunet.jobs.tokenizer import embedded_bytes_per_token, with_bytes_per_token
 
             spec = with_bytes_per_token(spec, embedded_bytes_per_token(spec.model.tokenizer.vocab_size))
-        sizes = account(spec)
+            sizes = attrs.evolve(account(spec), contraction_measured=True)  # bytes per token, measured here
+        else:
+            sizes = account(spec)
     if args.json:
         _print_json({"name": spec.name, "spec": spec_to_dict(spec), **(sizes.to_json() if sizes else {})})
         return 0
@@ -414,7 +418,7 @@ def format_sizes(sizes) -> str:
         f"#   with poolers, upsamplers and output head: {sizes.flops_per_byte_all:.3e}",
         f"# bytes per position at levels 0..{len(sizes.contraction) - 1}: "
         + ", ".join(f"{k:.2f}" for k in sizes.contraction) + f" ({source})",
-        f"# context: {sizes.context} {'tokens' if sizes.contraction[0] != 1.0 else 'bytes'} per row",
+        f"# context: {sizes.context} {'tokens' if sizes.tokens else 'bytes'} per row",
     ]
     if sizes.reference_flops_per_byte is not None:
         lines.append(f"# FLOPs per byte, the reference's estimator: {sizes.reference_flops_per_byte:.3e} "

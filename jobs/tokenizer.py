@@ -125,9 +125,9 @@ class BpeTokenizer:
                 raise ValueError(f"format {record.get('format')!r}, expected {FORMAT!r}")
             model = _tokenizers().Tokenizer.from_str(json.dumps(record["model"]))
             return cls(model, int(record["vocab_size"]))
-        except (ValueError, KeyError, TypeError, AttributeError, Exception) as exc:
-            if isinstance(exc, InputError):
-                raise
+        except InputError:
+            raise
+        except Exception as exc:  # the tokenizers library raises its own types for a bad model
             raise InputError(f"{source}: not a readable aunet BPE tokenizer ({exc})") from None
 
     def save(self, path: Path) -> None:

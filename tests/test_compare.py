@@ -122,7 +122,14 @@ def test_bpe_flops_per_byte_divide_per_token_figures_by_bytes_per_token() -> Non
     spec = aunet.load_spec("bpe-tiny")
     one, three = account(with_bytes_per_token(spec, 1.0)), account(with_bytes_per_token(spec, 3.0))
     assert three.flops_per_byte == pytest.approx(one.flops_per_byte / 3)
-    assert three.contraction[0] == 3.0
+    assert three.contraction[0] == 3.0 and three.tokens and not account(aunet.load_spec("byte-tiny")).tokens
+
+
+def test_spec_show_of_a_bpe_spec_measures_bytes_per_token_and_says_so(capsys) -> None:
+    assert main(["spec", "show", "bpe-tiny", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["context_unit"] == "tokens" and shown["contraction_measured"] is True
+    assert 2.5 < shown["contraction"][0] < 5
 
 
 def test_compare_writes_rows_markdown_and_plots(tmp_path: Path, corpus: Path, capsys) -> None:
