@@ -63,9 +63,11 @@ def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
 
 
 @torch.no_grad()
-def prefill(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, lengths: Tensor) -> Tensor:
+def prefill(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, lengths: Tensor, *,
+            every_position: bool = False) -> Tensor:  # fmt: skip
     """Run right-padded prompts (B, P) through every stage, filling the caches; (B, V) logits of
-    each row's last real position."""
+    each row's last real position, or with ``every_position`` (B, P, V) logits of every position
+    (what a caller that also scores the prompt needs: the Hugging Face wrapper's first call)."""
     b, p = tokens.shape
     depth = model.depth
     rows = torch.arange(b, device=tokens.device)
@@ -74,6 +76,8 @@ def prefill(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, le
                          caches=state.caches)  # fmt: skip
     h = model.walk(model.embed(tokens), plan)  # (B, P, D_0)
     logits = _heads(model, state, h[rows, lengths - 1])  # (B, V)
+    if every_position:
+        logits = model.head(model.norm(h))  # (B, P, V)
     for i in range(depth + 1):
         state.count[i] = plan.layouts[i].valid.sum(1)
     for i in range(1, depth + 1):

@@ -209,8 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="continue a prompt with a trained model, streaming the text")
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
-    p.add_argument("--prompt", default="", metavar="TEXT", help="the text to continue (default: empty, start from BOS)")
+    prompts = p.add_mutually_exclusive_group()
+    prompts.add_argument("--prompt", action="append", metavar="TEXT",
+                         help="a text to continue (default: empty, start from BOS); repeat it for several prompts, "
+                              "decoded as one batch")  # fmt: skip
+    prompts.add_argument("--prompts", metavar="FILE", help="prompts from a file, decoded as one batch: one per line, "
+                         "or a .jsonl file of strings or of objects with a \"prompt\" (or \"text\") field")  # fmt: skip
+    p.add_argument("--stop", action="append", default=[], metavar="STR",
+                   help="end a row once it produces STR (kept in the output); repeatable. Write a newline as "
+                        "$'\\n' in bash")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt: prompt, text (the new bytes "
+                   "as UTF-8, invalid bytes replaced), and why the row ended")  # fmt: skip
     p.add_argument("--max-bytes", type=_positive_int, default=200, metavar="N", help="new bytes at most (default 200)")
+    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+                   help="rows decoded together when there are several prompts (default 64)")  # fmt: skip
     p.add_argument("--temperature", type=_non_negative_float, default=0.7, metavar="T", help="0 is greedy (default 0.7)")
     p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="sample among the K likeliest")
     p.add_argument("--top-p", type=_positive_float, default=None, metavar="P", help="nucleus sampling")
@@ -220,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "level head (a model trained with model.level_loss > 0)")  # fmt: skip
     _runtime_options(p)
     p.set_defaults(run=cmd_generate)
+
+    p = sub.add_parser("export", help="write a run's checkpoint as a Hugging Face model folder (extra aunet[hf])")
+    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
+    p.add_argument("--out", required=True, metavar="OUT", help="the folder to write (new, or empty)")
+    p.set_defaults(run=cmd_export)
     _tag_subparsers(parser)
     return parser
 
@@ -760,30 +777,97 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from aunet.jobs.devices import default_decode_threads
     from aunet.jobs.generate import check_levels_source, generate
-    from aunet.jobs.runs import load_run
 
     if args.top_p is not None and args.top_p > 1:
         raise InputError(f"--top-p must be at most 1, got {args.top_p}")
+    stops = [s.encode("utf-8", "surrogateescape") for s in args.stop]
+    if any(not s for s in stops):
+        raise InputError("--stop: an empty string would end every row at once; give at least one character")
+    prompts = (read_prompts(args.prompts) if args.prompts is not None
+               else [p.encode("utf-8", "surrogateescape") for p in args.prompt or [""]])  # fmt: skip
+    from aunet.jobs.runs import load_run
+
     run = load_run(args.ckpt, device=args.device)
     model = run.model
-    check_levels_source(model, args.levels)  # before the prompt is echoed
-    threads = default_decode_threads(1, next(model.parameters()).device) if args.threads == "auto" else None
-    prompt = args.prompt.encode("utf-8", "surrogateescape")
-    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    check_levels_source(model, args.levels)  # before any prompt is echoed
+    device = next(model.parameters()).device
+    rows = min(len(prompts), args.batch_size)
+    threads = default_decode_threads(rows, device) if args.threads == "auto" else None
+    options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,
+               "stop": stops, "threads": threads, "levels": args.levels}  # fmt: skip
     out = sys.stdout
-
-    def show(row: int, byte: bytes) -> None:
-        out.write(text.decode(byte))
-        out.flush()
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
-        out.write(text.decode(prompt))  # invalid UTF-8 is shown as U+FFFD, whatever the terminal's encoding
-        generate(model, [prompt], args.max_bytes, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                 seed=args.seed, on_bytes=show, threads=threads, levels=args.levels)  # fmt: skip
-    out.write(text.decode(b"", final=True) + "\n")
+        if len(prompts) == 1 and not args.json:  # one prompt: streamed as it is decoded
+            text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            out.write(text.decode(prompts[0]))  # invalid UTF-8 is shown as U+FFFD, whatever the terminal's encoding
+            generate(model, prompts, args.max_bytes, on_bytes=lambda row, b: (out.write(text.decode(b)), out.flush()),
+                     **options)  # fmt: skip
+            out.write(text.decode(b"", final=True) + "\n")
+        else:
+            for first in range(0, len(prompts), args.batch_size):
+                batch = prompts[first : first + args.batch_size]
+                new = generate(model, batch, args.max_bytes, **options)
+                for i, (prompt, produced) in enumerate(zip(batch, new), start=first):
+                    if args.json:
+                        _print_json({"index": i, "prompt": prompt.decode("utf-8", "replace"),
+                                     "text": produced.decode("utf-8", "replace"),
+                                     "bytes": len(produced), "ended": _ending(produced, stops, args.max_bytes)})  # fmt: skip
+                    else:
+                        out.write(f"--- {i + 1}/{len(prompts)} ---\n")
+                        out.write((prompt + produced).decode("utf-8", "replace") + "\n")
+                out.flush()
     for w in caught:
         print(f"aunet: note: {w.message}", file=sys.stderr)
+    return 0
+
+
+def _ending(produced: bytes, stops: Sequence[bytes], max_bytes: int) -> str:
+    """Why a row ended: ``stop`` (a stop string), ``length`` (``--max-bytes``) or ``eos``."""
+    if any(produced.endswith(s) for s in stops):
+        return "stop"
+    return "length" if len(produced) >= max_bytes else "eos"
+
+
+#: ``aunet generate --prompts`` reads files up to this size (prompts are held in memory).
+MAX_PROMPTS_FILE = 64 << 20
+
+
+def read_prompts(path: str) -> list[bytes]:
+    """The prompts of a ``--prompts`` file: one per line (blank lines skipped, line ends removed),
+    or, for ``.jsonl``, one JSON string or object with a ``"prompt"`` (or ``"text"``) field per
+    line. Any problem is one line naming the file and line."""
+    p, size = _input_file(path, what="--prompts")
+    if size > MAX_PROMPTS_FILE:
+        raise InputError(f"--prompts: '{path}' is {size:,} bytes; prompts files may be at most {MAX_PROMPTS_FILE:,}")
+    prompts = []
+    for number, line in enumerate(p.read_bytes().split(b"\n"), start=1):
+        line = line.removesuffix(b"\r")
+        if not line.strip():
+            continue
+        if p.suffix.lower() != ".jsonl":
+            prompts.append(line)
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"--prompts: {path}, line {number}: not a JSON value ({exc})") from None
+        if isinstance(record, dict):
+            record = record.get("prompt", record.get("text"))
+        if not isinstance(record, str):
+            raise InputError(f"--prompts: {path}, line {number}: expected a string or an object with a \"prompt\" "
+                             "(or \"text\") string field")  # fmt: skip
+        prompts.append(record.encode("utf-8", "surrogatepass"))
+    if not prompts:
+        raise InputError(f"--prompts: '{path}' holds no prompts (every line is blank)")
+    return prompts
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from aunet.jobs.hf import export  # an InputError naming the extra when transformers is missing
+
+    out = export(args.ckpt, args.out)
+    print(f"exported to {out}: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)")
     return 0
 
 

@@ -130,3 +130,78 @@ def test_eos_ends_a_row() -> None:
     model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
     eos_first = lambda logits: torch.full((logits.shape[0],), 257)  # noqa: E731
     assert decode(model, [b"abc", b"de"], 10, choose=eos_first).new_bytes == [b"", b""]
+
+
+# -- the command line: several prompts, a prompts file, stop strings --------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run trained for one step at a tiny learning rate: close to its random initialization,
+    so greedy continuations vary from prompt to prompt."""
+    from aunet.core.spec import apply_overrides
+    from aunet.jobs.train import train
+
+    tmp = tmp_path_factory.mktemp("gen")
+    spec = apply_overrides(aunet.load_spec("aunet2-tiny"), ["model.context=64", "train.batch_size=2", "train.lr=1e-6",
+                                                            "train.sample.bytes=0", "train.eval.every=1000"])  # fmt: skip
+    corpus = tmp / "c.txt"
+    corpus.write_text("In the beginning God created the heavens and the earth.\n" * 30)
+    train(spec, data=corpus, out=tmp / "run", steps=1, device="cpu")
+    return tmp / "run"
+
+
+def test_cli_decodes_several_prompts_as_one_batch_with_stops(run_dir, tmp_path) -> None:
+    import json
+
+    from tests.conftest import run_cli
+
+    model = aunet.load_run(run_dir).model
+    prompts = ["In the", "And God said, ", "x"]
+    expected = generate(model, [p.encode() for p in prompts], 16)
+    args = ["generate", "--ckpt", str(run_dir), "--max-bytes", "16", "--temperature", "0"]
+    result = run_cli(*args, *[a for p in prompts for a in ("--prompt", p)], "--json")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 0 and [r["prompt"] for r in rows] == prompts
+    assert [r["text"] for r in rows] == [e.decode("utf-8", "replace") for e in expected]
+    assert [r["bytes"] for r in rows] == [len(e) for e in expected]
+    assert all(r["ended"] in ("length", "eos") for r in rows)
+    single = run_cli(*args, "--prompt", prompts[1])  # one prompt streams; same bytes as in the batch
+    assert single.stdout == prompts[1] + expected[1].decode("utf-8", "replace") + "\n"
+
+    stop = expected[0][2:4]  # raw bytes, given as the command line would get them
+    stopped = run_cli(*args, "--prompt", prompts[0], "--prompt", prompts[2], "--stop", os.fsdecode(stop), "--json")
+    first, other = (json.loads(line) for line in stopped.stdout.splitlines())
+    cut = expected[0].find(stop) + len(stop)
+    assert first["ended"] == "stop" and first["bytes"] == cut
+    assert first["text"] == expected[0][:cut].decode("utf-8", "replace")
+    if stop not in expected[2]:
+        assert other["bytes"] == len(expected[2])  # the other row goes on to its own end
+
+    lines = tmp_path / "prompts.txt"
+    lines.write_text("In the\n\nAnd God said, \r\n")  # blank lines skipped, CRLF ends removed
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_text('"In the"\n{"prompt": "And God said, "}\n{"text": "x"}\n')
+    for path in (lines, jsonl):
+        result = run_cli(*args, "--prompts", str(path))
+        assert result.returncode == 0
+        assert result.stdout.startswith("--- 1/") and "--- 2/" in result.stdout
+    rows = [json.loads(line) for line in run_cli(*args, "--prompts", str(jsonl), "--json", "--batch-size", "2").stdout.splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2] and [r["prompt"] for r in rows] == prompts
+
+
+def test_cli_prompt_and_stop_errors(run_dir, tmp_path) -> None:
+    from tests.conftest import run_cli
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('"ok"\n{"x": 1}\n')
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    cases = [(["--prompts", str(bad)], "line 2: expected a string or an object"),
+             (["--prompts", str(empty)], "holds no prompts"),
+             (["--prompts", str(tmp_path / "missing.txt")], "does not exist"),
+             (["--stop", ""], "empty string would end every row"),
+             (["--prompt", "a", "--prompts", str(empty)], "not allowed with argument")]  # fmt: skip
+    for extra, message in cases:
+        result = run_cli("generate", "--ckpt", str(run_dir), *extra)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, extra
