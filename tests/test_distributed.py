@@ -57,7 +57,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def torchrun(folder: Path, *args: str, nproc: int = 2, wait: bool = True):
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
             "-m", "aunet", "train", *args]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # torchrun's log folders (torchelastic_*) go to the test's own folder, not the machine's /tmp.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(folder)}
     if not wait:
         return subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return subprocess.run(argv, cwd=folder, env=env, capture_output=True, text=True, timeout=600)

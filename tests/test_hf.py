@@ -90,6 +90,19 @@ def test_logits_equal_aunets_with_padding_on_either_side(hf_model, exported) -> 
     tokenizer.padding_side = "left"
 
 
+def test_a_row_of_several_documents_is_scored_within_each(hf_model, exported) -> None:
+    model, _ = hf_model
+    ours = aunet.load_run(exported[0]).model
+    a, b = b"In the beginning", b"And God said"
+    tokens = torch.cat([aunet.encode(a), aunet.encode(b)])[None]  # BOS a BOS b
+    levels = torch.cat([aunet.compute_levels(ours.spec, a), aunet.compute_levels(ours.spec, b)])[None]
+    with torch.no_grad():
+        expected = ours(tokens, levels, shapes=ShapeMode.EAGER, doc_mask=True).logits
+        torch.testing.assert_close(model(tokens).logits, expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(tokens).logits[0, len(a) + 1 :], _aunet_logits(ours, b.decode()),
+                                   atol=1e-5, rtol=0)  # the second document does not see the first  # fmt: skip
+
+
 def test_greedy_generate_equals_aunet_generate_and_uses_the_caches(hf_model, exported, monkeypatch) -> None:
     from aunet.core import decoding
 

@@ -99,13 +99,13 @@ class AUNetForCausalLM(PreTrainedModel, GenerationMixin):
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, cache: Any = None,
                 labels: torch.LongTensor | None = None, use_cache: bool | None = None,
                 past_key_values: Any = None, **kwargs: Any) -> CausalLMOutputWithPast:  # fmt: skip
-        """Logits of every position; with ``use_cache``, also aunet's caches after them, and given
-        those caches, the logits of the one new token per row (what ``generate`` asks for).
+        """Logits of every position; with ``use_cache=True``, also aunet's caches after them, and
+        given those caches, the logits of the one new token per row (what ``generate`` asks for).
         ``labels`` (usually ``input_ids``) give the mean next-token cross-entropy, shifted inside."""
         cache = cache if cache is not None else past_key_values
         if isinstance(cache, self.bridge.AUNetCache):
             logits, cache = self.bridge.step(self.aunet, cache, input_ids), cache  # (B, 1, V)
-        elif use_cache if use_cache is not None else (self.config.use_cache and not self.training):
+        elif use_cache:  # generate's first call (a plain call scores, without building caches)
             logits, cache = self.bridge.prefill(self.aunet, input_ids, attention_mask)  # (B, T, V)
         else:
             logits, cache = self._scores(input_ids, attention_mask), None
@@ -129,7 +129,8 @@ class AUNetForCausalLM(PreTrainedModel, GenerationMixin):
         cache = cache if cache is not None else past_key_values
         if isinstance(cache, self.bridge.AUNetCache):
             return {"input_ids": input_ids[:, -1:], "cache": cache, "use_cache": True}
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": use_cache}
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "use_cache": use_cache if use_cache is not None else self.generation_config.use_cache}  # fmt: skip
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         """``transformers``' save (config, weights, this code), plus ``aunet-runtime.zip``, so that
