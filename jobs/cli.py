@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
     p.add_argument("--out", required=True, metavar="OUT", help="the folder to write (new, or empty)")
     p.set_defaults(run=cmd_export)
+
+    from aunet.jobs import harness  # lm-evaluation-harness loads only when the command runs
+
+    harness.add_parser(sub)
     _tag_subparsers(parser)
     return parser
 
