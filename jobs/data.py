@@ -91,7 +91,9 @@ def max_corpus_bytes() -> int:
     tokens, levels and the shuffled stream take several bytes per byte), at least 64 MiB."""
     available = None
     try:
-        for line in open("/proc/meminfo", encoding="ascii"):
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            lines = meminfo.read().splitlines()
+        for line in lines:
             if line.startswith("MemAvailable:"):
                 available = int(line.split()[1]) * 1024
                 break

@@ -105,7 +105,9 @@ def available_memory(device: Any) -> int | None:
         return int(torch.cuda.mem_get_info(device)[0])
     if device.type == "cpu":
         try:
-            for line in open("/proc/meminfo", encoding="ascii"):
+            with open("/proc/meminfo", encoding="ascii") as meminfo:
+                lines = meminfo.read().splitlines()
+            for line in lines:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
         except (OSError, ValueError):

@@ -321,3 +321,23 @@ def test_without_lm_eval_a_clear_error_and_aunet_never_imports_it(monkeypatch) -
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if not installed
     with pytest.raises(InputError, match=r"lm-evaluation-harness is not installed: pip install 'aunet\[eval\]'"):
         harness.run_harness("any", ["t"], out=Path("o"))
+
+
+def test_the_example_task_is_reproducible_and_runs_from_the_checkout(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """``examples/harness``: the checked-in data is what its script writes, and the task runs from
+    the checkout's root (its data path is relative to it)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    script = root / "examples" / "harness" / "make_bible_cloze.py"
+    spec = importlib.util.spec_from_file_location("make_bible_cloze", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(tmp_path / "bible_cloze.jsonl")
+    assert (tmp_path / "bible_cloze.jsonl").read_bytes() == (script.parent / "bible_cloze.jsonl").read_bytes()
+    monkeypatch.chdir(root)
+    with pytest.warns(RuntimeWarning, match="longer than the model's context"):  # context 128: cuts counted
+        results = harness.run_harness(run_dir, ["bible_cloze"], out=tmp_path / "out", include_path=script.parent,
+                                      limit=4)  # fmt: skip
+    assert 0.0 <= results["results"]["bible_cloze"]["acc,none"] <= 1.0
+    assert results["n-samples"]["bible_cloze"]["effective"] == 4
