@@ -215,3 +215,12 @@ def test_a_fresh_process_with_transformers_alone_loads_and_generates(exported, t
     cli = run_cli("generate", "--ckpt", str(exported[0]), "--prompt", PROMPTS[0], "--max-bytes", "24",
                   "--temperature", "0")  # fmt: skip
     assert cli.stdout == PROMPTS[0] + seen["text"] + "\n"
+
+
+def test_an_installed_aunet_of_another_version_runs_it_with_a_warning(hf_model) -> None:
+    from aunet.jobs.hf import AUNetConfig, AUNetForCausalLM
+
+    model, _ = hf_model
+    config = AUNetConfig(**{**model.config.to_dict(), "aunet_version": "0.0.1"})
+    with pytest.warns(UserWarning, match="exported by aunet 0.0.1; the installed aunet .* runs it"):
+        AUNetForCausalLM(config)

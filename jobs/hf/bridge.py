@@ -27,6 +27,12 @@ from aunet.core.spec import parse_spec
 from aunet.core.tokens import BOS, EOS, PAD
 
 
+def aunet_version() -> str:
+    from aunet.core.version import version
+
+    return version()
+
+
 def build(spec_text: str) -> AUNet:
     """The model of an exported config's ``spec`` (weights as initialized; the caller loads them)."""
     return build_model(parse_spec(spec_text, source="config.json (spec)"))

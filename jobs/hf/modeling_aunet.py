@@ -46,9 +46,15 @@ def _runtime_zip(config: AUNetConfig) -> str:
 
 
 def load_bridge(config: AUNetConfig) -> Any:
-    """``aunet.jobs.hf.bridge``: from the installed aunet, else from the exported folder's runtime."""
+    """``aunet.jobs.hf.bridge``: from the installed aunet, else from the exported folder's runtime.
+    An installed aunet other than the exporting one is used, with a warning naming both."""
     try:
-        return importlib.import_module("aunet.jobs.hf.bridge")
+        bridge = importlib.import_module("aunet.jobs.hf.bridge")
+        running = bridge.aunet_version()
+        if config.aunet_version and running != config.aunet_version:
+            warnings.warn(f"this model was exported by aunet {config.aunet_version}; the installed aunet "
+                          f"{running} runs it", stacklevel=3)  # fmt: skip
+        return bridge
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in ("aunet", "attr", "attrs", "cattrs", "cattr", "pluggy"):
             raise
