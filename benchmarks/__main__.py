@@ -9,8 +9,8 @@ import sys
 
 import benchmarks  # noqa: F401 - sets OMP_WAIT_POLICY before torch is imported
 
-NAMES = ("splitters", "train-step", "generate", "script-experiment", "pooler-experiment", "udhr-eval", "attention",
-         "gpu-check")
+NAMES = ("splitters", "train-step", "recipe", "generate", "script-experiment", "pooler-experiment", "udhr-eval",
+         "attention", "gpu-check")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,7 +144,8 @@ def run_dir(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("gen")
     spec = apply_overrides(aunet.load_spec("aunet2-tiny"), ["model.context=64", "train.batch_size=2", "train.lr=1e-6",
-                                                            "train.sample.bytes=0", "train.eval.every=1000"])  # fmt: skip
+        "train.sample.bytes=0", "train.eval.every=1000", "levels[0].dim=32", "levels[0].stage.head_dim=16",
+        "levels[1].dim=64", "levels[1].stage.layers=1", "levels[1].stage.head_dim=32"])  # fmt: skip
     corpus = tmp / "c.txt"
     corpus.write_text("In the beginning God created the heavens and the earth.\n" * 30)
     train(spec, data=corpus, out=tmp / "run", steps=1, device="cpu")

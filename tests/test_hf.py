@@ -31,7 +31,8 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
 
     tmp = tmp_path_factory.mktemp("hf")
     spec = apply_overrides(aunet.load_spec("aunet2-tiny"), ["model.context=96", "train.batch_size=2", "train.lr=1e-2",
-                                                            "train.sample.bytes=0", "train.eval.every=1000"])  # fmt: skip
+        "train.sample.bytes=0", "train.eval.every=1000", "levels[0].dim=32", "levels[0].stage.head_dim=16",
+        "levels[1].dim=64", "levels[1].stage.layers=1", "levels[1].stage.head_dim=32"])  # fmt: skip
     corpus = tmp / "c.txt"
     corpus.write_text("In the beginning God created the heavens and the earth. The earth was formless.\n" * 40)
     train(spec, data=corpus, out=tmp / "run", steps=3, device="cpu")
