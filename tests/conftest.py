@@ -12,8 +12,16 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
-from hypothesis import HealthCheck, settings
+# Before torch loads (the command line does the same): idle OpenMP threads sleep instead of
+# spinning. Under pytest-xdist (``-n 2``) each worker also keeps to one thread, so two workers on
+# two cores never oversubscribe them; a spinning or extra thread made every parallel op of the
+# other worker wait (a 0.6 s test took 34 s).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
     "ci", max_examples=100, deadline=None, derandomize=True, print_blob=True,
