@@ -118,3 +118,24 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     finally:
         os.chdir(before)
     return subprocess.CompletedProcess(["aunet", *args], code, out.getvalue(), err.getvalue())
+
+
+#: aunet2-tiny shrunk to train in well under a second per step (widths 32 and 64, one trunk layer).
+SHRUNK_AUNET2 = ("train.batch_size=2", "train.sample.bytes=0", "train.eval.every=1000", "train.eval.bytes=500",
+                 "levels[0].dim=32", "levels[0].stage.head_dim=16", "levels[1].dim=64", "levels[1].stage.layers=1",
+                 "levels[1].stage.head_dim=32")  # fmt: skip
+
+
+def train_small_run(folder: Path, *, context: int, steps: int, overrides: tuple[str, ...] = (),
+                    text: str = "In the beginning God created the heavens and the earth. The earth was empty.\n") -> Path:  # fmt: skip
+    """A real run directory: a shrunk aunet2-tiny trained for ``steps`` steps on ``text`` x 40
+    (for the tests of what consumes checkpoints: generation, export, the harness)."""
+    import aunet
+    from aunet.core.spec import apply_overrides
+    from aunet.jobs.train import train
+
+    spec = apply_overrides(aunet.load_spec("aunet2-tiny"), [f"model.context={context}", *SHRUNK_AUNET2, *overrides])
+    corpus = folder / "corpus.txt"
+    corpus.write_text(text * 40)
+    train(spec, data=corpus, out=folder / "run", steps=steps, device="cpu")
+    return folder / "run"

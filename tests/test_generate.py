@@ -139,17 +139,9 @@ def test_eos_ends_a_row() -> None:
 def run_dir(tmp_path_factory):
     """A run trained for one step at a tiny learning rate: close to its random initialization,
     so greedy continuations vary from prompt to prompt."""
-    from aunet.core.spec import apply_overrides
-    from aunet.jobs.train import train
+    from tests.conftest import train_small_run
 
-    tmp = tmp_path_factory.mktemp("gen")
-    spec = apply_overrides(aunet.load_spec("aunet2-tiny"), ["model.context=64", "train.batch_size=2", "train.lr=1e-6",
-        "train.sample.bytes=0", "train.eval.every=1000", "levels[0].dim=32", "levels[0].stage.head_dim=16",
-        "levels[1].dim=64", "levels[1].stage.layers=1", "levels[1].stage.head_dim=32"])  # fmt: skip
-    corpus = tmp / "c.txt"
-    corpus.write_text("In the beginning God created the heavens and the earth.\n" * 30)
-    train(spec, data=corpus, out=tmp / "run", steps=1, device="cpu")
-    return tmp / "run"
+    return train_small_run(tmp_path_factory.mktemp("gen"), context=64, steps=1, overrides=("train.lr=1e-6",))
 
 
 def test_cli_decodes_several_prompts_as_one_batch_with_stops(run_dir, tmp_path) -> None:

@@ -23,7 +23,6 @@ from lm_eval.api.instance import Instance  # noqa: E402
 import aunet  # noqa: E402
 from aunet.core.errors import InputError  # noqa: E402
 from aunet.core.model import ShapeMode  # noqa: E402
-from aunet.core.spec import apply_overrides  # noqa: E402
 from aunet.core.tokens import BOS, PAD  # noqa: E402
 from aunet.jobs import harness  # noqa: E402
 
@@ -34,17 +33,9 @@ CONTEXT = 128  # the test model's context, in positions with BOS
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run trained for three steps on a shrunk aunet2-tiny (as tests/test_devices.py trains one):
     a real checkpoint folder, cheap on two cores."""
-    from aunet.jobs.train import train
+    from tests.conftest import train_small_run
 
-    folder = tmp_path_factory.mktemp("harness")
-    spec = apply_overrides(aunet.load_spec("aunet2-tiny"), [
-        f"model.context={CONTEXT}", "train.batch_size=2", "train.sample.bytes=0", "train.eval.every=1000",
-        "train.eval.bytes=500", "levels[0].dim=32", "levels[0].stage.head_dim=16", "levels[1].dim=64",
-        "levels[1].stage.layers=1", "levels[1].stage.head_dim=32"])  # fmt: skip
-    corpus = folder / "c.txt"
-    corpus.write_text("In the beginning God created the heavens and the earth. The earth was empty.\n" * 40)
-    train(spec, data=corpus, out=folder / "run", steps=3, device="cpu")
-    return folder / "run"
+    return train_small_run(tmp_path_factory.mktemp("harness"), context=CONTEXT, steps=3)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ pytest.importorskip("transformers", reason="the Hugging Face export needs transf
 
 import aunet  # noqa: E402
 from aunet.core.model import ShapeMode  # noqa: E402
-from aunet.core.spec import apply_overrides  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
+from tests.conftest import run_cli, train_small_run  # noqa: E402
 
 PROMPTS = ["In the beginning God", "And the earth was", "Jesus wept."]
 
@@ -27,15 +26,8 @@ PROMPTS = ["In the beginning God", "And the earth was", "Jesus wept."]
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, Path]:
     """(run directory, exported folder) of a run trained for a few steps."""
-    from aunet.jobs.train import train
-
     tmp = tmp_path_factory.mktemp("hf")
-    spec = apply_overrides(aunet.load_spec("aunet2-tiny"), ["model.context=96", "train.batch_size=2", "train.lr=1e-2",
-        "train.sample.bytes=0", "train.eval.every=1000", "levels[0].dim=32", "levels[0].stage.head_dim=16",
-        "levels[1].dim=64", "levels[1].stage.layers=1", "levels[1].stage.head_dim=32"])  # fmt: skip
-    corpus = tmp / "c.txt"
-    corpus.write_text("In the beginning God created the heavens and the earth. The earth was formless.\n" * 40)
-    train(spec, data=corpus, out=tmp / "run", steps=3, device="cpu")
+    train_small_run(tmp, context=96, steps=3, overrides=("train.lr=1e-2",))
     result = run_cli("export", "--ckpt", str(tmp / "run"), "--out", str(tmp / "hf"))
     assert result.returncode == 0, result.stderr
     return tmp / "run", tmp / "hf"
