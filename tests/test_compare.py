@@ -116,6 +116,13 @@ def test_a_bpe_run_trains_evaluates_and_generates_on_the_byte_models_bytes(tmp_p
     assert text.startswith("In the") and len(text.encode()) <= len("In the") + 12 + 4
     run = aunet.load_run(out)
     assert run.model.tokenizer is not None and run.model.vocab_size == 512
+    capsys.readouterr()
+    assert main(["export", "--ckpt", str(out), "--out", str(tmp_path / "hf")]) == 2  # a byte tokenizer only
+    refused = capsys.readouterr().err
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is not None:
+        assert "is the BPE baseline" in refused and not (tmp_path / "hf").exists()
 
 
 def test_bpe_flops_per_byte_divide_per_token_figures_by_bytes_per_token() -> None:
