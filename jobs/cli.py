@@ -238,9 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="OUT", help="the folder to write (new, or empty)")
     p.set_defaults(run=cmd_export)
 
-    from aunet.jobs import harness  # lm-evaluation-harness loads only when the command runs
+    from aunet.jobs import harness  # lm-evaluation-harness itself loads only when the command runs
 
-    harness.add_parser(sub)
+    p = sub.add_parser("harness", help="score a trained model on lm-evaluation-harness tasks (the 'eval' extra)")
+    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
+    p.add_argument("--tasks", required=True, type=harness.task_list, metavar="T[,T...]",
+                   help="lm-eval tasks or YAML files, comma-separated (`lm-eval ls tasks` lists them)")  # fmt: skip
+    p.add_argument("--include-path", default=None, metavar="P", help="a folder (or YAML file) of local lm-eval tasks")
+    p.add_argument("--num-fewshot", type=_number(int, 0, strict=False, maximum=MAX_COUNT), default=None,
+                   metavar="K", help="examples in each prompt (default: the task's, else 0)")  # fmt: skip
+    p.add_argument("--limit", type=harness.limit_arg, default=None, metavar="N",
+                   help="at most N examples per task (below 1: that share of them), for quick checks")  # fmt: skip
+    p.add_argument("--batch-size", type=_positive_int, default=8, metavar="B", help="rows per forward (default 8)")
+    p.add_argument("--out", required=True, metavar="OUT", help="where lm-eval's results and samples go")
+    _runtime_options(p)
+    p.set_defaults(run=harness.cmd_harness)
     _tag_subparsers(parser)
     return parser
 
@@ -689,6 +701,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from aunet.jobs.data import encode_documents, fingerprint_changes, load_corpus, model_encoding, xz_bits_per_byte
+    from aunet.jobs.devices import model_autocast
     from aunet.jobs.evaluate import evaluate
     from aunet.jobs.metrics import Progress
     from aunet.jobs.runs import load_run
@@ -717,7 +730,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError(f"the {split} split of {corpus.source} is empty")
     progress = Progress(sys.stderr)
     result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size, progress=progress,
-                      autocast=_run_autocast(spec, model))  # fmt: skip
+                      autocast=model_autocast(model))  # fmt: skip
     data = b"".join(d.data for d in chosen)
     xz = xz_bits_per_byte(data)
     xz_note = _xz_note(len(data))
@@ -737,14 +750,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if per:
         print(f"bytes per segment: {per}")
     return 0
-
-
-def _run_autocast(spec: Any, model: Any) -> Any:
-    """Evaluate as the run trained: bf16 autocast where its precision meant it on this device."""
-    from aunet.jobs.devices import autocast, use_bfloat16
-
-    device = next(model.parameters()).device
-    return autocast(device, bfloat16=use_bfloat16(spec.train.precision, device))
 
 
 def _run_data(run: Any) -> str | None:
@@ -877,6 +882,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _eval_suite(spec: Any, model: Any, ckpt: Any, args: argparse.Namespace) -> int:
     from aunet.jobs.data import Document, encode_documents, model_encoding, xz_bits_per_byte
+    from aunet.jobs.devices import model_autocast
     from aunet.jobs.evaluate import evaluate
     from aunet.jobs.suites import suite_texts
 
@@ -885,7 +891,7 @@ def _eval_suite(spec: Any, model: Any, ckpt: Any, args: argparse.Namespace) -> i
     for text in suite_texts(args.suite, args.only):
         docs = encode_documents([Document(text.file, text.data)], stack)
         result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size,
-                          autocast=_run_autocast(spec, model))  # fmt: skip
+                          autocast=model_autocast(model))  # fmt: skip
         rows.append({"file": text.file, "bcp47": text.tag, "name": text.name, **result.to_json(),
                      "xz_bpb": xz_bits_per_byte(text.data)})  # fmt: skip
     if args.json:

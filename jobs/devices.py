@@ -85,6 +85,13 @@ def autocast(device: Any, *, bfloat16: bool) -> contextlib.AbstractContextManage
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def model_autocast(model: Any) -> contextlib.AbstractContextManager:
+    """Run a trained model as it trained: bf16 autocast where its spec's precision meant it on
+    the device it is on now (what evaluation, the harness and the suites use)."""
+    device = next(model.parameters()).device
+    return autocast(device, bfloat16=use_bfloat16(model.spec.train.precision, device))
+
+
 def use_bfloat16(precision: Any, device: Any) -> bool:
     """Whether a spec's ``train.precision`` means bf16 autocast on ``device`` (``auto``: on CUDA)."""
     from aunet.core.spec import Precision

@@ -144,11 +144,12 @@ def _forward_scores(model: Any, batch: Any) -> tuple[list[float], list[bool]]:
     import torch
 
     from aunet.core.tokens import IGNORE
+    from aunet.jobs.devices import model_autocast
     from aunet.jobs.generate import sample_next
 
     device = next(model.parameters()).device
     tokens, levels, targets = batch.tensors(device)  # (B, T) each
-    with torch.no_grad(), _autocast(model):
+    with torch.no_grad(), model_autocast(model):
         out = model(tokens, levels, capacity=batch.capacity(model.depth), doc_mask=False)
     logits = out.logits.float()  # (B, T, V)
     scored = targets != IGNORE  # (B, T)
@@ -158,14 +159,6 @@ def _forward_scores(model: Any, batch: Any) -> tuple[list[float], list[bool]]:
     greedy = sample_next(flat, temperature=0.0, top_k=None, top_p=None, generator=None).view(targets.shape)  # (B, T)
     is_greedy = ((greedy == targets) | ~scored).all(1)  # (B,)
     return logprob.tolist(), is_greedy.tolist()
-
-
-def _autocast(model: Any) -> Any:
-    """Score as the run trained: bf16 autocast where its precision meant it on this device."""
-    from aunet.jobs.devices import autocast, use_bfloat16
-
-    device = next(model.parameters()).device
-    return autocast(device, bfloat16=use_bfloat16(model.spec.train.precision, device))
 
 
 def _chunks(order: Sequence[int], size: int) -> list[list[int]]:
@@ -459,7 +452,9 @@ def evaluate_tasks(ckpt: str | Path, tasks: list[str], *, out: Path, include_pat
     tasks = [t.strip() for name in names for t in name.split(",") if t.strip()]  # "a,b" as lm-eval reads it
     if not tasks:
         raise InputError("--tasks: give at least one lm-eval task name")
-    _check_out(Path(out))
+    from aunet.jobs.runs import check_out
+
+    check_out(Path(out), what="lm-eval's results")
     lm = make_lm(ckpt=ckpt, batch_size=batch_size, device=device, decode_threads=decode_threads)  # fails fast
     manager = _task_manager(tasks, include_path)
     tracker = EvaluationTracker(output_path=str(out))
@@ -489,11 +484,6 @@ def evaluate_tasks(ckpt: str | Path, tasks: list[str], *, out: Path, include_pat
         raise InputError(f"lm-eval could not write its results under {folder} (see its log above)")
     samples_files = {t: folder / f"samples_{t}_{tracker.date_id}.jsonl" for t in results["configs"]}
     return Harnessed(results, results_file, samples_files)
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: '{out}' is a file; give a folder for lm-eval's results")
 
 
 def _task_manager(tasks: list[str], include_path: str | Path | None) -> Any:
@@ -543,60 +533,15 @@ def _no_download_ping() -> Iterator[None]:
 # -- the command line ----------------------------------------------------------------------------
 
 
-def add_parser(sub: Any) -> Any:
-    """Declare ``aunet harness`` on the command line's subparsers (``jobs/cli.py`` calls this).
-
-    The flags' types and ``--device``/``--threads`` are declared here, not taken from
-    ``aunet.jobs.cli``: the command line imports this module, and importing it back would make
-    an import circle (tests/test_layers.py). They read as the other commands' do."""
-    p = sub.add_parser("harness", help="score a trained model on lm-evaluation-harness tasks (the 'eval' extra)")
-    p.add_argument("--ckpt", required=True, metavar="DIR",
-                   help="a run directory (its newest checkpoint) or a checkpoint")  # fmt: skip
-    p.add_argument("--tasks", required=True, type=_task_list, metavar="T[,T...]",
-                   help="lm-eval tasks or YAML files, comma-separated (`lm-eval ls tasks` lists them)")  # fmt: skip
-    p.add_argument("--include-path", default=None, metavar="P", help="a folder (or YAML file) of local lm-eval tasks")
-    p.add_argument("--num-fewshot", type=_whole(0), default=None, metavar="K",
-                   help="examples in each prompt (default: the task's, else 0)")  # fmt: skip
-    p.add_argument("--limit", type=_limit, default=None, metavar="N",
-                   help="at most N examples per task (below 1: that share of them), for quick checks")  # fmt: skip
-    p.add_argument("--batch-size", type=_whole(1), default=8, metavar="B", help="rows per forward (default 8)")
-    p.add_argument("--out", required=True, metavar="OUT", help="where lm-eval's results and samples go")
-    p.add_argument("--device", default="auto", metavar="D",
-                   help="auto (CUDA when present, then MPS, else CPU), cpu, cuda, cuda:N or mps "
-                        "(default auto)")  # fmt: skip
-    p.add_argument("--threads", default="auto", metavar="N",
-                   help="CPU threads for torch (default auto: one per physical core; decoding a few rows "
-                        "uses one)")  # fmt: skip
-    p.set_defaults(run=cmd_harness)
-    return p
-
-
-def _whole(minimum: int) -> Any:
-    """An argparse type: a whole number from ``minimum`` to ``MAX_COUNT`` (as the command line's)."""
-    from aunet.core.validators import MAX_COUNT
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        if value > MAX_COUNT:
-            raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT:,}, got {value:,}")
-        return value
-
-    return parse
-
-
-def _task_list(text: str) -> list[str]:
+def task_list(text: str) -> list[str]:
+    """``--tasks``: comma-separated names, none empty."""
     tasks = [t.strip() for t in text.split(",")]
     if not all(tasks):
         raise argparse.ArgumentTypeError(f"expected comma-separated task names, got '{text}'")
     return tasks
 
 
-def _limit(text: str) -> int | float:
+def limit_arg(text: str) -> int | float:
     """``--limit``: a whole count, or a fraction in (0, 1) of each task's examples."""
     try:
         value = float(text)
@@ -663,6 +608,6 @@ def format_table(results: dict) -> str:
                      for r in rows)  # fmt: skip
 
 
-__all__ = ["DEFAULT_GEN_BYTES", "LM_EVAL_MISSING", "Harnessed", "Scored", "add_parser", "cmd_harness", "cut_at_stop",
+__all__ = ["DEFAULT_GEN_BYTES", "LM_EVAL_MISSING", "Harnessed", "Scored", "cmd_harness", "cut_at_stop",
            "evaluate_tasks", "format_table", "lm_class", "make_lm", "metric_rows", "run_harness", "score_continuations",
            "score_documents"]  # fmt: skip

@@ -95,10 +95,10 @@ def default_out(spec: Spec) -> Path:
     return Path("runs") / f"{name[:80]}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def check_out(path: Path) -> None:
+def check_out(path: Path, *, what: str = "the run") -> None:
     """``--out`` must be a folder or not exist yet, and no part of it a file."""
     if path.exists() and not path.is_dir():
-        raise InputError(f"--out: '{path}' is a file; give a folder for the run")
+        raise InputError(f"--out: '{path}' is a file; give a folder for {what}")
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise InputError(f"--out: '{path}' cannot be a folder: '{parent}' is a file")

@@ -255,12 +255,10 @@ def test_generate_until_is_greedy_generation_cut_before_the_stop(lm) -> None:
 
 
 def harness_parser() -> argparse.ArgumentParser:
-    """``aunet harness`` as jobs/cli.py declares it (``harness.add_parser(sub)``)."""
-    from aunet.jobs.cli import _Parser
+    """The command line's parser, where ``aunet harness`` is declared."""
+    from aunet.jobs.cli import build_parser
 
-    parser = _Parser(prog="aunet")
-    harness.add_parser(parser.add_subparsers(parser_class=_Parser))
-    return parser
+    return build_parser()
 
 
 def test_the_command_writes_lm_eval_s_json_and_prints_a_table(run_dir: Path, tmp_path: Path, capsys) -> None:

@@ -84,13 +84,16 @@ class Rows:
         streams = []
         for r, row in enumerate(self.ids):
             tokens[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-            stream = stack.stream()
-            for i, t in enumerate(row):
-                if t == BOS:  # a document starts: at the top level, the splitters start afresh
+            stream, start = stack.stream(), 0
+            for i, t in enumerate([*row, BOS]):  # each run of bytes, fed at once
+                if t < 256:
+                    continue
+                if i > start:
+                    levels[r, start:i] = torch.from_numpy(stream.feed(bytes(row[start:i])).copy())
+                if t == BOS and i < len(row):  # a document starts: at the top level, the splitters afresh
                     stream = stack.stream()
                     levels[r, i] = model.depth
-                elif t < 256:
-                    levels[r, i] = stream.push(t)
+                start = i + 1  # EOS and PAD stay at level 0
             streams.append(stream)
         lengths = torch.tensor([len(r) for r in self.ids])
         return tokens, levels, lengths, streams
