@@ -30,6 +30,7 @@ checks sizes and hashes, so a truncated or corrupt file is reported, not loaded.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -128,61 +129,134 @@ def save(run_dir: Path, step: int, model_state: dict[str, Any], trainer_tensors:
          trainer_json: dict[str, Any], *, keep: int, extra_meta: dict[str, Any] | None = None,
          world: Any = None, sharded: bool = False) -> Path:  # fmt: skip
     """Write checkpoint ``step`` atomically, point ``latest`` at it, prune old ones. A write that
-    fails (a full disk, a read-only folder) leaves the previous checkpoints as they were and is
-    one CheckpointError saying what to free or fix.
+    fails (a full disk, a read-only folder) leaves the previous checkpoints as they were, removes
+    what it wrote, and is one CheckpointError saying what to free or fix.
 
     In a distributed run (``world``) every process calls this: with ``sharded`` each writes its
-    shards; the main process writes the rest and moves the checkpoint into place."""
+    shards; the main process writes the rest and moves the checkpoint into place. Every process
+    reaches every collective whatever fails where: the processes agree after each phase (one
+    small all-reduce) and all raise together, so a failed save never leaves one process waiting
+    for another."""
     from aunet.jobs.distributed import SINGLE
 
     world = world or SINGLE
     root = run_dir / CHECKPOINTS
     tmp = root / f".tmp-{checkpoint_name(step)}"
-    failed: OSError | None = None
-    try:
-        if world.main:
-            root.mkdir(parents=True, exist_ok=True)
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir()
-        world.barrier()
-        if sharded:
-            _save_shards(tmp, model_state, trainer_tensors)
-        elif world.main:
-            _save_whole(tmp, model_state, trainer_tensors)
-    except OSError as exc:
-        failed = exc
-    if _anyone_failed(world, failed):
-        return _failed(root, tmp, step, failed, world)
-    try:
-        if world.main:
-            _finish(root, tmp, step, trainer_json, keep, extra_meta, sharded)
-    except OSError as exc:
-        failed = exc
-    if _anyone_failed(world, failed):
-        return _failed(root, tmp, step, failed, world)
+    phases = (
+        (world.main, lambda: _prepare(root, tmp)),
+        (sharded or world.main, lambda: (_save_shards if sharded else _save_whole)(tmp, model_state, trainer_tensors)),
+        (world.main, lambda: _finish(root, tmp, step, trainer_json, keep, extra_meta, sharded)),
+    )
+    for mine, phase in phases:
+        failed = _attempt(phase) if mine else None
+        _agree(world, failed, root, tmp, step)
     return root / checkpoint_name(step)
 
 
-def _anyone_failed(world: Any, failed: OSError | None) -> bool:
+def check_writable(run_dir: Path) -> None:
+    """InputError now, before any training, when checkpoints cannot be written in ``run_dir``
+    (a read-only or full disk, a file where ``checkpoints/`` goes): better than a run that
+    trains until its first checkpoint and then loses it."""
+    from aunet.core.errors import InputError
+
+    root = run_dir / CHECKPOINTS
+    probe = root / f".probe-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"aunet")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise InputError(f"cannot write checkpoints in {root}: {write_error_text(exc)}{advice(exc, root)}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+
+
+def _prepare(root: Path, tmp: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    if tmp.exists() or tmp.is_symlink():
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink()
+    tmp.mkdir()
+
+
+def _attempt(phase: Any) -> BaseException | None:
+    """Run one phase of a save; the write error it met, if any (a full disk surfaces as an
+    OSError, safetensors' SafetensorError or torch.distributed.checkpoint's CheckpointException)."""
+    try:
+        phase()
+    except Exception as exc:  # noqa: BLE001 - each writer has its own error type; all are write failures
+        if not isinstance(exc, OSError) and not _is_write_error(exc):
+            raise
+        return exc
+    return None
+
+
+def _is_write_error(exc: BaseException) -> bool:
+    names = {type(exc).__name__} | {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"SafetensorError", "CheckpointException"})
+
+
+def _agree(world: Any, failed: BaseException | None, root: Path, tmp: Path, step: int) -> None:
+    """Every process learns whether any failed (a collective every process reaches), and then
+    all raise: the one that failed says why, the others that it did."""
     import torch
 
-    flag = torch.tensor([1 if failed is not None else 0])
+    flag = torch.tensor([world.rank + 1 if failed is not None else 0])
     world.all_reduce(flag, op="max")
-    return bool(flag.item())
-
-
-def _failed(root: Path, tmp: Path, step: int, failed: OSError | None, world: Any) -> Path:
+    culprit = int(flag.item()) - 1
+    if culprit < 0:
+        return
     if world.main:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if failed is None:  # another process failed and says why
-        error = CheckpointError(f"checkpoint {checkpoint_name(step)} was not written: another process failed")
-        error.quiet = True
-        raise error
-    error = CheckpointError(f"cannot write checkpoint {checkpoint_name(step)} in {root}: {failed.strerror or failed}"
-                            f"{advice(failed, root)}; the previous checkpoints are intact")  # fmt: skip
+        _remove(tmp)
+    if failed is None:  # another process failed, and says why
+        error = CheckpointError(f"checkpoint {checkpoint_name(step)} was not written: process {culprit} could not "
+                                "write its part (its error says why); the previous checkpoints are intact")  # fmt: skip
+    else:
+        error = CheckpointError(f"cannot write checkpoint {checkpoint_name(step)} in {root}: {write_error_text(failed)}"
+                                f"{advice(failed, root)}; the previous checkpoints are intact")  # fmt: skip
     error.rank_local = True
     raise error
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def write_error_text(exc: BaseException) -> str:
+    """What a failed write says, in one line: the system's words where there are some."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    code = _errno_of(exc)
+    if code is not None:
+        return os.strerror(code)
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    """The errno behind a writer's error (safetensors spells it ``code: 28``; a
+    CheckpointException wraps the processes' exceptions)."""
+    if isinstance(exc, OSError):
+        return exc.errno
+    for failure in getattr(exc, "failures", {}).values():
+        inner = failure[0] if isinstance(failure, tuple) else failure
+        if isinstance(inner, BaseException):
+            found = _errno_of(inner)
+            if found is not None:
+                return found
+    match = re.search(r"code: (\d+)", str(exc))
+    if match:
+        return int(match.group(1))
+    cause = exc.__cause__ or exc.__context__
+    return _errno_of(cause) if cause is not None and cause is not exc else None
 
 
 def _save_whole(tmp: Path, model_state: dict[str, Any], trainer_tensors: dict[str, Any]) -> None:
@@ -200,12 +274,17 @@ def _save_shards(tmp: Path, model_state: dict[str, Any], trainer_tensors: dict[s
     dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDS), save_distributed=True))
 
 
-def advice(exc: OSError, folder: Path) -> str:
+def advice(exc: BaseException, folder: Path) -> str:
     """What to do about a failed write, for the errors a user can fix."""
-    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+    code = _errno_of(exc)
+    if code in (errno.ENOSPC, errno.EDQUOT):
         return f" (free space on the disk that holds {folder}, or move the run with --out)"
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if code == errno.EFBIG:
+        return " (a limit on file sizes is in force for this process: raise `ulimit -f`)"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f" (make {folder} writable, or choose another --out)"
+    if code in (errno.ENOTDIR, errno.EEXIST):
+        return f" (a file stands where aunet writes a folder in {folder}: move it away)"
     return ""
 
 

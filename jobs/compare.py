@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from aunet.core.errors import InputError
-from aunet.core.spec import Spec
+from aunet.core.spec import Spec, dump_spec
 
 #: Validation bytes evaluated after every turn (the curves' points).
 CURVE_BYTES = 32_768
@@ -63,19 +63,30 @@ def _prepared(spec: Spec, data: str | Path | None) -> Spec:
     return spec
 
 
-def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, out: Path, device: Any = "auto",
-            slice_steps: int = 100, curve_bytes: int = CURVE_BYTES, quiet: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Train, evaluate and report (module docstring); returns what ``compare.json`` holds."""
-    from aunet.core.accounting import account
-    from aunet.jobs.data import encode_documents, load_corpus, model_encoding, xz_bits_per_byte
-    from aunet.jobs.evaluate import evaluate
-    from aunet.jobs.runs import load_run
-    from aunet.jobs import checkpoint
-    from aunet.jobs.turns import train_in_turns
+PLAN_FILE = "compare-plan.json"
 
-    names = [s.name or f"spec{i}" for i, s in enumerate(specs)]
+
+def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, out: Path, device: Any = "auto",
+            slice_steps: int = 100, curve_bytes: int = CURVE_BYTES, quiet: bool = False,
+            resume: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Train, evaluate and report (module docstring); returns what ``compare.json`` holds.
+
+    ``out/compare-plan.json`` records what is compared (the specs, the budget, the data, the
+    turns) before the first step: with ``resume`` the same comparison continues from its runs'
+    checkpoints (after Ctrl-C, a crash, or an error late in the report), and another one is
+    refused. Each finished run's evaluation is kept beside it (``compare-row.json``), so a resumed
+    report does not evaluate again."""
+    from aunet.core.accounting import account
+    from aunet.jobs.data import load_corpus, xz_bits_per_byte
+    from aunet.jobs.turns import run_name, train_in_turns
+
+    names = [run_name(s.name or f"spec{i}") for i, s in enumerate(specs)]
     if len(set(names)) != len(names):
         raise InputError(f"aunet compare: two specs have the same name ({', '.join(names)}); give each its own `name`")
+    plan = {"specs": {n: dump_spec(s) for n, s in zip(names, specs)}, "budget": attrs.asdict(budget),
+            "data": str(Path(data).resolve()) if data is not None else None, "turn_steps": slice_steps,
+            "curve_bytes": curve_bytes}  # fmt: skip
+    _claim(out, plan, resume)
     prepared = {n: _prepared(s, data) for n, s in zip(names, specs)}
     steps: dict[str, int] | int | None = budget.steps
     if budget.flops is not None:
@@ -89,42 +100,101 @@ def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, o
                            device=device, quiet=quiet, overrides=overrides,
                            on_turn=None if quiet else _announce)  # fmt: skip
     corpus = load_corpus(data)
-    xz = xz_bits_per_byte(corpus.validation_bytes)
+    validation = corpus.validation_bytes
+    xz = xz_bits_per_byte(validation)
     rows, curves = [], {}
     for name in names:
-        run_dir = turns.outs[name]
-        loaded = load_run(run_dir, device=device)
-        result = evaluate(loaded.model, encode_documents(corpus.validation, model_encoding(loaded.model)),
-                          context=loaded.spec.model.context, batch_size=8)  # fmt: skip
-        sizes = account(loaded.spec, documents=[len(d.data) for d in corpus.train])
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        state = checkpoint.read_trainer_json(loaded.checkpoint)  # the last step's counters, logged or not
-        last = {"bytes_seen": int(state["bytes_seen"]), "elapsed_s": float(state["elapsed"])}
-        per_byte = sizes.flops_per_byte
-        rows.append({
-            "spec": name, "parameters": sizes.parameters, "flops_per_byte": per_byte,
-            "flops_per_byte_packed": sizes.flops_per_byte_packed,
-            "training_flops": per_byte * last["bytes_seen"], "bytes_seen": last["bytes_seen"], "steps": loaded.step,
-            "wall_time_s": last["elapsed_s"], "bytes_per_s": last["bytes_seen"] / max(last["elapsed_s"], 1e-9),
-            "val_bpb": result.bpb, "val_bytes": result.bytes, "turns": turns.turns[name], "run": str(run_dir),
-        })  # fmt: skip
-        # The curve's last point: the finished run on the same first bytes as the turns' evaluations.
-        per_position = (loaded.spec.model.tokenizer.bytes_per_token or 1.0) if loaded.spec.model.bpe else 1.0
-        head = evaluate(loaded.model, encode_documents(corpus.validation, model_encoding(loaded.model)),
-                        context=loaded.spec.model.context, batch_size=8,
-                        limit_bytes=math.ceil(curve_bytes / per_position))  # fmt: skip
-        curves[name] = _curve(records, per_byte) + [{"step": loaded.step, "flops": per_byte * last["bytes_seen"],
-                                                     "seconds": last["elapsed_s"], "val_bpb": head.bpb}]  # fmt: skip
+        row, curve = _evaluate_run(turns.outs[name], name, corpus, curve_bytes, device, turns.turns[name])
+        rows.append(row)
+        curves[name] = curve
     report = {"budget": attrs.asdict(budget), "data": str(data) if data else "embedded", "xz_bpb": xz,
-              "curve_bytes": curve_bytes, "rows": rows, "curves": curves,
+              "curve_bytes": curve_bytes, "xz_curve_bpb": xz_bits_per_byte(validation[:curve_bytes]),
+              "rows": rows, "curves": curves,
               "flops_formula": "the paper's accounting (aunet spec show: flops_per_byte) x bytes seen; "
                                "flops_per_byte_packed: attention per training document and window"}  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(report, indent=1))
-    (out / "compare.md").write_text(markdown(report, budget))
+    from aunet.jobs.runs import write_text
+
+    write_text(out / "compare.json", json.dumps(report, indent=1))
+    write_text(out / "compare.md", markdown(report, budget))
     report["plots"] = plot(report, out)
-    (out / "compare.json").write_text(json.dumps(report, indent=1))
+    write_text(out / "compare.json", json.dumps(report, indent=1))
     return report
+
+
+def _claim(out: Path, plan: dict[str, Any], resume: bool) -> None:
+    """``out`` for this comparison: new (or empty), or, with ``resume``, one that holds the same
+    plan; ``compare-plan.json`` written before any training."""
+    from aunet.jobs.runs import check_out, write_text
+
+    check_out(out, what="the comparison")
+    path = out / PLAN_FILE
+    if resume:
+        if not path.is_file():
+            raise InputError(f"--resume: '{out}' holds no comparison to resume (no {PLAN_FILE}); start one there "
+                             "without --resume")  # fmt: skip
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--resume: {path} is unreadable ({exc})") from None
+        changed = [key for key in plan if before.get(key) != plan[key]]
+        if changed:
+            raise InputError(f"--resume: '{out}' holds another comparison ({', '.join(changed)} differ); give the same "
+                             "specs, budget, --data and --turn-steps, or a new --out")  # fmt: skip
+        return
+    if out.exists() and any(out.iterdir()):
+        hint = "; add --resume to continue the comparison in it" if path.is_file() else ""
+        raise InputError(f"--out: '{out}' is not empty; give a new folder for the comparison{hint}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out: cannot create '{out}': {exc.strerror or exc}") from None
+    write_text(path, json.dumps(plan, indent=1))
+
+
+ROW_FILE = "compare-row.json"
+
+
+def _evaluate_run(run_dir: Path, name: str, corpus: Any, curve_bytes: int, device: Any,
+                  turns: int) -> tuple[dict[str, Any], list[dict[str, float]]]:  # fmt: skip
+    """A finished run's row and curve, evaluated on the validation split (kept in ``compare-row.json``
+    beside the run, so a resumed report reads it instead of evaluating again)."""
+    from aunet.core.accounting import account
+    from aunet.jobs import checkpoint
+    from aunet.jobs.data import encode_documents, model_encoding
+    from aunet.jobs.evaluate import evaluate
+    from aunet.jobs.runs import load_run, write_text
+
+    kept = run_dir / ROW_FILE
+    newest = checkpoint.latest_name(run_dir)
+    try:
+        saved = json.loads(kept.read_text(encoding="utf-8")) if kept.is_file() else None
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict) and saved.get("checkpoint") == newest and isinstance(saved.get("row"), dict):
+        return saved["row"], saved["curve"]
+    loaded = load_run(run_dir, device=device)
+    documents = encode_documents(corpus.validation, model_encoding(loaded.model))
+    result = evaluate(loaded.model, documents, context=loaded.spec.model.context, batch_size=8)
+    sizes = account(loaded.spec, documents=[len(d.data) for d in corpus.train])
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    state = checkpoint.read_trainer_json(loaded.checkpoint)  # the last step's counters, logged or not
+    last = {"bytes_seen": int(state["bytes_seen"]), "elapsed_s": float(state["elapsed"])}
+    per_byte = sizes.flops_per_byte
+    row = {
+        "spec": name, "parameters": sizes.parameters, "flops_per_byte": per_byte,
+        "flops_per_byte_packed": sizes.flops_per_byte_packed,
+        "training_flops": per_byte * last["bytes_seen"], "bytes_seen": last["bytes_seen"], "steps": loaded.step,
+        "wall_time_s": last["elapsed_s"], "bytes_per_s": last["bytes_seen"] / max(last["elapsed_s"], 1e-9),
+        "val_bpb": result.bpb, "val_bytes": result.bytes, "turns": turns, "run": str(run_dir),
+    }  # fmt: skip
+    # The curve's last point: the finished run on the same first bytes as the turns' evaluations.
+    per_position = (loaded.spec.model.tokenizer.bytes_per_token or 1.0) if loaded.spec.model.bpe else 1.0
+    head = evaluate(loaded.model, documents, context=loaded.spec.model.context, batch_size=8,
+                    limit_bytes=math.ceil(curve_bytes / per_position))  # fmt: skip
+    curve = _curve(records, per_byte) + [{"step": loaded.step, "flops": per_byte * last["bytes_seen"],
+                                          "seconds": last["elapsed_s"], "val_bpb": head.bpb}]  # fmt: skip
+    write_text(kept, json.dumps({"checkpoint": loaded.checkpoint.name, "row": row, "curve": curve}))
+    return row, curve
 
 
 def _announce(name: str, summary: Any) -> None:
@@ -169,6 +239,15 @@ def plot(report: dict[str, Any], out: Path) -> list[str]:
         print("aunet compare: note: matplotlib is not installed (pip install 'aunet[plot]'); wrote compare.json "
               "and compare.md without plots", file=sys.stderr)  # fmt: skip
         return []
+    try:
+        return _draw(report, out, plt)
+    except Exception as exc:  # noqa: BLE001 - a plot is a picture of compare.json: never worth the results
+        print(f"aunet compare: note: the plots could not be drawn ({type(exc).__name__}: {exc}); compare.json and "
+              "compare.md are written", file=sys.stderr)  # fmt: skip
+        return []
+
+
+def _draw(report: dict[str, Any], out: Path, plt: Any) -> list[str]:
     written = []
     for key, label, name, log in (("flops", "training FLOPs", "bpb_vs_flops.png", True),
                                   ("seconds", "training time (s)", "bpb_vs_time.png", False)):  # fmt: skip
@@ -177,8 +256,9 @@ def plot(report: dict[str, Any], out: Path) -> list[str]:
             xs = [p[key] for p in points]
             ys = [p["val_bpb"] for p in points]
             ax.plot(xs, ys, marker="o", markersize=3, label=spec)
-        if math.isfinite(report["xz_bpb"]):
-            ax.axhline(report["xz_bpb"], color="grey", linestyle="--", linewidth=1, label="xz -9e")
+        xz = report.get("xz_curve_bpb", report["xz_bpb"])  # on the curves' own bytes
+        if math.isfinite(xz):
+            ax.axhline(xz, color="grey", linestyle="--", linewidth=1, label=f"xz -9e (same {report['curve_bytes']:,} bytes)")
         if log:
             ax.set_xscale("log")
         ax.set_xlabel(label)

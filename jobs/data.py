@@ -86,9 +86,15 @@ FOLDER_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 COMPRESSIONS = (".gz", ".xz", ".bz2", ".zst")
 
 
+#: What a corpus held in memory costs at its peak, per byte of its text: the text itself, one
+#: level per byte, and the splitting of one document at a time (``document_levels``); the data
+#: is never copied into per-epoch streams (``Packer`` reads rows from the documents in place).
+MEMORY_PER_BYTE = 3
+
+
 def max_corpus_bytes() -> int:
-    """The most bytes a corpus held in memory may take: 1/16 of the memory available now (its
-    tokens, levels and the shuffled stream take several bytes per byte), at least 64 MiB."""
+    """The most bytes of text a corpus held in memory may have: its peak (``MEMORY_PER_BYTE``
+    times the text) may take half the memory available now; at least 64 MiB."""
     available = None
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
@@ -101,7 +107,7 @@ def max_corpus_bytes() -> int:
         pass
     if available is None:
         available = 8 << 30
-    return max(64 << 20, available // 16)
+    return max(64 << 20, available // (2 * MEMORY_PER_BYTE))
 
 
 def embedded_documents() -> list[Document]:
@@ -139,7 +145,10 @@ class _Reader:
             raise InputError(f"--data: cannot read '{path}': {exc.strerror or exc}") from None
         name = path.name if path == self.root else str(path.relative_to(self.root))
         self.files.append({"name": name, "bytes": len(stored), "sha256": hashlib.sha256(stored).hexdigest()})
-        data = _decompress(path, stored, self.limit - self.total)
+        try:
+            data = _decompress(path, stored, self.limit - self.total)
+        except TooLarge:
+            raise self._too_large() from None
         self.total += len(data)
         if self.total > self.limit:
             raise self._too_large()
@@ -147,8 +156,9 @@ class _Reader:
 
     def _too_large(self) -> InputError:
         return InputError(f"--data: '{self.root}' holds more than {self.limit / 2**30:.2f} GiB of text, the most aunet "
-                          "holds in memory on this machine (1/16 of the memory available now: a corpus is kept with "
-                          "its tokens and levels); use a smaller corpus")  # fmt: skip
+                          f"holds in memory on this machine (a corpus in memory peaks at {MEMORY_PER_BYTE} bytes per "
+                          "byte of text, and may take half of the memory available now); stream it instead: a folder "
+                          "or .jsonl file with [train.data] stream = \"on\"")  # fmt: skip
 
     def documents(self, path: Path) -> list[Document]:
         if path.suffix == ".parquet":
@@ -187,6 +197,10 @@ def parquet_records(path: Path, start: int = 0) -> Iterator[tuple[int, Document]
             record += 1
 
 
+class TooLarge(Exception):
+    """Decompression went past its budget (the reader says what that means)."""
+
+
 def _strip_compression(path: Path) -> Path:
     return path.with_suffix("") if path.suffix in COMPRESSIONS else path
 
@@ -222,8 +236,10 @@ def _decompress(path: Path, stored: bytes, budget: int) -> bytes:
                     break
                 chunks.append(chunk)
                 size += len(chunk)
+            if size > budget:  # past the limit: say so without joining what was read
+                raise TooLarge()
             return b"".join(chunks)
-    except InputError:
+    except (InputError, TooLarge):
         raise
     except Exception as exc:  # noqa: BLE001 - each library has its own error type for a bad stream
         raise InputError(f"--data: '{path}' is not a valid {suffix} file: {exc}") from None
@@ -238,23 +254,41 @@ def _records(path: Path, data: bytes, *, whole_json: bool) -> list[Document]:
             parsed = None  # not one JSON value: JSON lines, as a .jsonl file
         if parsed is not None:
             items = parsed if isinstance(parsed, list) else [parsed]
-            return [_record_document(path, f"item {i}", item) for i, item in enumerate(items)]
-    docs = []
-    for number, line in enumerate(data.splitlines(), start=1):
+            del parsed
+            items.reverse()  # popped from the end: each string is freed as its document is made
+            docs: list[Document] = []
+            while items:
+                docs.append(_record_document(path, f"item {len(docs)}", items.pop()))
+            return docs
+    return [_record_document(path, f"line {number}", record) for number, record in json_lines(path, data)]
+
+
+def json_lines(path: Path, data: bytes) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of every non-blank line of JSON lines, one line copied at a time
+    (never the whole file as a list of lines); InputError naming the line of a bad one."""
+    pos, number = 0, 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end
+        line, pos = data[pos:end], end + 1
+        number += 1
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except UnicodeDecodeError as exc:
-            raise InputError(f"--data: {path}, line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-        except RecursionError:
-            raise InputError(f"--data: {path}, line {number}: JSON nested too deeply to read") from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--data: {path}, line {number}: not valid JSON ({exc.msg})") from None
-        except ValueError as exc:  # an integer of thousands of digits
-            raise InputError(f"--data: {path}, line {number}: not readable JSON ({str(exc).split(';')[0]})") from None
-        docs.append(_record_document(path, f"line {number}", record))
-    return docs
+        yield number, parse_json_line(path, number, line)
+
+
+def parse_json_line(path: Path | str, number: int, line: bytes) -> Any:
+    """One line of a JSON lines file, or an InputError naming the file and line."""
+    try:
+        return json.loads(line)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--data: {path}, line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise InputError(f"--data: {path}, line {number}: JSON nested too deeply to read") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--data: {path}, line {number}: not valid JSON ({exc.msg})") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise InputError(f"--data: {path}, line {number}: not readable JSON ({str(exc).split(';')[0]})") from None
 
 
 def _record_document(path: Path, where: str, record: Any) -> Document:
@@ -349,26 +383,82 @@ def fingerprint_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str
 # -- packing -----------------------------------------------------------------------------------
 
 
+#: Documents up to this size are split in one vectorized call (fast, about 10 to 54 bytes of
+#: memory per byte for a moment); longer ones go through the stack's streaming machine in chunks
+#: (the same levels, a splitter's two forms agree), so memory stays bounded whatever their size.
+LEVEL_BATCH_BYTES = 4 << 20
+LEVEL_CHUNK_BYTES = 1 << 20
+
+
 @attrs.frozen(eq=False)
 class Encoded:
-    """One document as the model sees it: (N,) int16 tokens and (N,) uint8 levels, N = bytes + 2."""
+    """One document as the model reads it: BOS, ``body`` (its bytes, uint8, a view of the
+    document's own bytes: no copy; or a BPE model's ids), then EOS unless ``eos`` is off.
+    ``levels`` (uint8) has one level per position, BOS and EOS included."""
 
-    tokens: np.ndarray
+    body: np.ndarray
     levels: np.ndarray
+    eos: bool = True
+
+    def __len__(self) -> int:
+        return len(self.body) + 1 + self.eos
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """(N,) token ids, BOS first (a new array; ``write`` copies a range without it)."""
+        out = np.empty(len(self), dtype=_token_dtype(self.body))
+        self.write(0, len(self), out)
+        return out
+
+    def write(self, start: int, stop: int, tokens: np.ndarray, levels: np.ndarray | None = None) -> None:
+        """Positions ``start:stop`` of the document into ``tokens`` (and ``levels``)."""
+        n = len(self.body)
+        if levels is not None:
+            levels[: stop - start] = self.levels[start:stop]
+        i, j = start, 0
+        if i == 0 and stop > 0:
+            tokens[0] = BOS
+            i, j = 1, 1
+        hi = min(stop, n + 1)
+        if hi > i:
+            tokens[j : j + hi - i] = self.body[i - 1 : hi - 1]
+            j += hi - i
+            i = hi
+        if i < stop:  # the EOS
+            tokens[j] = EOS
 
 
-def encode_documents(docs: Sequence[Document], stack: SplitterStack) -> list[Encoded]:
-    """BOS + bytes + EOS with their levels, for every document (the splitting is done here, once).
-    ``stack`` may also be a ``TokenEncoding`` (the BPE baseline): BOS + token ids + EOS, level 0."""
+def _token_dtype(body: np.ndarray) -> Any:
+    return np.int16 if body.dtype == np.uint8 else np.int32
+
+
+def document_levels(stack: SplitterStack, data: bytes, out: np.ndarray) -> None:
+    """The (len(data),) levels of one document into ``out``, in bounded memory (``LEVEL_BATCH_BYTES``)."""
+    if len(data) <= LEVEL_BATCH_BYTES:
+        out[:] = stack.levels(data)
+        return
+    stream = stack.stream()
+    for i in range(0, len(data), LEVEL_CHUNK_BYTES):
+        out[i : i + LEVEL_CHUNK_BYTES] = stream.feed(data[i : i + LEVEL_CHUNK_BYTES])
+
+
+def encode_document(doc: Document, stack: Any, *, eos: bool = True) -> Encoded:
+    """BOS + bytes (+ EOS) with their levels (BOS at the top level, EOS at 0). ``stack`` may also
+    be a ``TokenEncoding`` (the BPE baseline): BOS + the tokenizer's ids (+ EOS), every level 0."""
     if isinstance(stack, TokenEncoding):
-        return [stack.encode(d) for d in docs]
-    out = []
-    for d in docs:
-        body = np.frombuffer(d.data, dtype=np.uint8)
-        tokens = np.concatenate([[BOS], body.astype(np.int16), [EOS]]).astype(np.int16)
-        levels = np.concatenate([[stack.depth], stack.levels(d.data), [0]]).astype(np.uint8)
-        out.append(Encoded(tokens, levels))
-    return out
+        return stack.encode(doc, eos=eos)
+    body = np.frombuffer(doc.data, dtype=np.uint8)  # (N,) a view of the document's bytes
+    levels = np.empty(len(body) + 1 + eos, dtype=np.uint8)  # (N + 2,)
+    levels[0] = stack.depth
+    document_levels(stack, doc.data, levels[1 : len(body) + 1])
+    if eos:
+        levels[-1] = 0
+    return Encoded(body, levels, eos)
+
+
+def encode_documents(docs: Sequence[Document], stack: Any) -> list[Encoded]:
+    """``encode_document`` of every document (the splitting is done here, once)."""
+    return [encode_document(d, stack) for d in docs]
 
 
 def model_encoding(model: Any) -> Any:
@@ -388,10 +478,9 @@ class TokenEncoding:
         self.tokenizer = tokenizer
         self.lengths = tokenizer.lengths
 
-    def encode(self, doc: Document) -> Encoded:
-        ids = self.tokenizer.encode(doc.data)
-        tokens = np.concatenate([[BOS], ids, [EOS]]).astype(np.int32)
-        return Encoded(tokens, np.zeros(len(tokens), dtype=np.uint8))
+    def encode(self, doc: Document, *, eos: bool = True) -> Encoded:
+        ids = np.asarray(self.tokenizer.encode(doc.data), dtype=np.int32)
+        return Encoded(ids, np.zeros(len(ids) + 1 + eos, dtype=np.uint8), eos)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TokenEncoding) and other.tokenizer is self.tokenizer
@@ -460,6 +549,35 @@ class Batch:
         return Batch(self.tokens[which], self.levels[which], self.targets[which])
 
 
+class Packed:
+    """Documents laid end to end in a given order (a stream of positions), read by position
+    without ever copying them together: a row is gathered from the documents it spans."""
+
+    def __init__(self, encoded: Sequence[Encoded], order: Sequence[int]) -> None:
+        self.encoded = encoded
+        self.order = order
+        lengths = np.fromiter((len(encoded[i]) for i in order), dtype=np.int64, count=len(order))
+        self.starts = np.concatenate([[0], np.cumsum(lengths)])  # (D + 1,) where each document starts
+        self.total = int(self.starts[-1])
+        self.dtype = _token_dtype(encoded[order[0]].body) if len(order) else np.int16
+
+    def read(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(count,) tokens and levels of positions ``start:start + count`` (fewer at the end)."""
+        count = max(0, min(count, self.total - start))
+        tokens = np.empty(count, dtype=self.dtype)
+        levels = np.empty(count, dtype=np.uint8)
+        k = int(np.searchsorted(self.starts, start, side="right")) - 1
+        done = 0
+        while done < count:
+            e = self.encoded[self.order[k]]
+            a = start + done - int(self.starts[k])
+            b = min(len(e), a + count - done)
+            e.write(a, b, tokens[done : done + b - a], levels[done : done + b - a])
+            done += b - a
+            k += 1
+        return tokens, levels
+
+
 class Packer:
     """Rows of ``context`` positions from the training documents, in a reproducible order."""
 
@@ -468,7 +586,7 @@ class Packer:
         self.lengths = lengths
         self.context = context
         self.seed = seed
-        self.total = sum(len(e.tokens) for e in self.encoded)
+        self.total = sum(len(e) for e in self.encoded)
         if self.total < context + 1:
             raise InputError(
                 f"the training split has {self.total:,} positions (bytes plus BOS and EOS per document), fewer "
@@ -477,14 +595,12 @@ class Packer:
             )
         self.rows_per_epoch = (self.total - 1) // context
         self._epoch: int | None = None
-        self._stream: tuple[np.ndarray, np.ndarray] | None = None
+        self._stream: Packed | None = None
 
-    def _epoch_stream(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    def _epoch_stream(self, epoch: int) -> Packed:
         if self._epoch != epoch:
             order = np.random.default_rng([self.seed, epoch]).permutation(len(self.encoded))
-            tokens = np.concatenate([self.encoded[i].tokens for i in order])
-            levels = np.concatenate([self.encoded[i].levels for i in order])
-            self._epoch, self._stream = epoch, (tokens, levels)
+            self._epoch, self._stream = epoch, Packed(self.encoded, order)
         return self._stream
 
     def batch(self, position: Position, rows: int) -> tuple[Batch, Position]:
@@ -494,11 +610,9 @@ class Packer:
         for _ in range(rows):
             if row >= self.rows_per_epoch:
                 epoch, row = epoch + 1, 0
-            stream_tokens, stream_levels = self._epoch_stream(epoch)
-            start = row * self.context
-            window = stream_tokens[start : start + self.context + 1]
+            window, window_levels = self._epoch_stream(epoch).read(row * self.context, self.context + 1)
             tokens.append(window[:-1])
-            levels.append(stream_levels[start : start + self.context])
+            levels.append(window_levels[:-1])
             nxt = window[1:].copy()
             nxt[nxt == BOS] = IGNORE  # the start of the next document is not predicted
             targets.append(nxt)
@@ -535,20 +649,21 @@ def evaluation_rows(encoded: Sequence[Encoded], context: int, limit_bytes: int |
     the context of its own window (attention never crosses documents)."""
     budget = limit_bytes
     for e in encoded:
-        tokens, levels = e.tokens, e.levels
-        n = len(tokens) - 1  # predicted positions: every byte and the EOS
+        n = len(e) - 1  # predicted positions: every byte and the EOS
         if budget is not None:
             n = min(n, budget)
             budget -= n
+        dtype = _token_dtype(e.body)
         for start in range(0, n, context):
             end = min(start + context, n)
             width = end - start
-            row_tokens = np.full(context, PAD, dtype=tokens.dtype)
+            window = np.empty(width + 1, dtype=dtype)
+            row_tokens = np.full(context, PAD, dtype=dtype)
             row_levels = np.zeros(context, dtype=np.uint8)
-            row_targets = np.full(context, IGNORE, dtype=np.int32 if tokens.dtype == np.int32 else np.int16)
-            row_tokens[:width] = tokens[start:end]
-            row_levels[:width] = levels[start:end]
-            row_targets[:width] = tokens[start + 1 : end + 1]
+            row_targets = np.full(context, IGNORE, dtype=dtype)
+            e.write(start, end + 1, window, None)
+            e.write(start, end, row_tokens, row_levels)
+            row_targets[:width] = window[1:]
             yield Batch(row_tokens[None], row_levels[None], row_targets[None])
         if budget is not None and budget <= 0:
             return

@@ -18,6 +18,7 @@ so that a checkpoint loads without executing anything.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 from collections.abc import Iterator
@@ -261,3 +262,92 @@ def set_rng_state(state: dict[str, Any]) -> list[str]:
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     return notices
+
+
+# -- memory and throughput figures of a run ------------------------------------------------------
+
+
+def peak_host_memory() -> int | None:
+    """This process's peak resident memory in bytes (``VmHWM``; ``ru_maxrss`` elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+    except (ImportError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def peak_device_memory(device: Any) -> int | None:
+    """Peak bytes allocated by torch on a CUDA device (None elsewhere: the host figure covers it)."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return None
+
+
+def trim_host_memory() -> None:
+    """Give freed memory back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    Training allocates activations of a different size every step (eager shapes follow each
+    batch's segments), and glibc keeps freed blocks of the heap for reuse, fragmented: without
+    this, the default run's resident memory grew from 0.5 GB to 2.5 GB over its 3,000 steps while
+    the memory in use stayed flat (measured: trimming every 10 steps keeps it at 430 MB)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+@functools.cache
+def matmul_peak(device_type: str, index: int | None, bfloat16: bool) -> float:
+    """FLOP/s of this device on a plain square matrix product in the run's precision, measured
+    once per process (about 0.1 s): the "peak" a run's model FLOPs utilisation is a share of. A
+    measured figure, not a datasheet's: what this machine gives a dense matmul now."""
+    import time
+
+    import torch
+
+    device = torch.device(device_type, index) if index is not None else torch.device(device_type)
+    n = 2048 if device.type == "cuda" else 512
+    dtype = torch.bfloat16 if bfloat16 else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):  # warm up (kernels chosen, caches filled)
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        _sync(device)
+        started = time.perf_counter()
+        for _ in range(8):
+            a @ b
+        _sync(device)
+        best = min(best, (time.perf_counter() - started) / 8)
+    return 2.0 * n**3 / best
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

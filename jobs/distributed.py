@@ -93,7 +93,7 @@ def torchrun_command(parallel: Parallel) -> str:
 
 
 @contextlib.contextmanager
-def process_group(parallel: Parallel, device_request: Any) -> Iterator[tuple[World, Any]]:
+def process_group(parallel: Parallel, device_request: Any, *, resume: bool = False) -> Iterator[tuple[World, Any]]:
     """The run's ``World`` and this process's device, with the process group up while inside."""
     import torch
 
@@ -101,9 +101,11 @@ def process_group(parallel: Parallel, device_request: Any) -> Iterator[tuple[Wor
 
     if not launched_by_torchrun():
         if parallel is not Parallel.NONE:
+            alone = (f"; or add --parallel none to resume it on this one process (a {parallel.value} checkpoint "
+                     "resumes on any number of processes)" if resume else "")  # fmt: skip
             raise InputError(f"--parallel {parallel.value} needs the processes torchrun starts: "
                              f"{torchrun_command(parallel)} (add --nnodes M --rdzv-backend c10d --rdzv-endpoint "
-                             "HOST:PORT for several machines)")  # fmt: skip
+                             f"HOST:PORT for several machines){alone}")  # fmt: skip
         yield SINGLE, resolve_device(device_request)
         return
     size = int(os.environ["WORLD_SIZE"])

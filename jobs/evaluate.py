@@ -59,7 +59,7 @@ def _row_count(encoded: Iterable[Encoded], context: int, limit_bytes: int | None
         return None
     rows, budget = 0, limit_bytes
     for e in encoded:
-        n = len(e.tokens) - 1
+        n = len(e) - 1
         if budget is not None:
             n = min(n, budget)
             budget -= n

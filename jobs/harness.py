@@ -102,10 +102,9 @@ def _continuation_row(context: bytes, continuation: bytes, limit: int) -> _Row:
 def _encode(stack: Any, data: bytes) -> Any:
     """``Encoded`` BOS + bytes (no EOS) with their levels, as ``aunet eval`` encodes a document
     (levels computed over the whole byte string: the splitters are prefix-stable)."""
-    from aunet.jobs.data import Document, Encoded, encode_documents
+    from aunet.jobs.data import Document, encode_document
 
-    e = encode_documents([Document("harness", data)], stack)[0]
-    return Encoded(e.tokens[:-1], e.levels[:-1])
+    return encode_document(Document("harness", data), stack, eos=False)
 
 
 def _row_batch(rows: Sequence[_Row], stack: Any) -> Any:

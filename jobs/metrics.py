@@ -26,17 +26,21 @@ class Progress:
         self._last = ""
 
     def update(self, step: int, total: int | None, loss: float | None, bytes_per_s: float | None,
-               eta_s: float | None, *, logged: bool, bytes_per_position: float = 1.0) -> None:  # fmt: skip
+               eta_s: float | None, *, logged: bool, bytes_per_position: float = 1.0, mfu: float | None = None,
+               memory: int | None = None) -> None:  # fmt: skip
         """Step ``step`` is done; ``loss`` (per position: per token for BPE, whose positions
-        cover ``bytes_per_position`` bytes) and ``bytes_per_s`` are the latest read back."""
+        cover ``bytes_per_position`` bytes), ``bytes_per_s`` and ``mfu`` (model FLOPs utilisation)
+        are the latest read back; ``memory`` the process's peak resident bytes."""
         if not (self.live or logged):
             return
         where = f"{step}/{total}" if total else f"{step}"
         bpb = loss / math.log(2) / bytes_per_position if loss is not None else None
         figures = f"  loss {loss:.4f}  bpb {bpb:.3f}" if loss is not None else ""
         speed = f"  {bytes_per_s / 1000:.1f} kB/s" if bytes_per_s else ""
+        utilisation = f"  MFU {100 * mfu:.1f}%" if mfu is not None and bytes_per_s else ""
+        peak = f"  peak {memory / 2**20:,.0f} MiB" if memory else ""
         eta = f"  ETA {int(eta_s // 60)}:{int(eta_s % 60):02d}" if eta_s is not None else ""
-        line = f"step {where}{figures}{speed}{eta}"
+        line = f"step {where}{figures}{speed}{utilisation}{peak}{eta}"
         if self.live:
             self.stream.write("\r" + line + "\x1b[K")
         else:

@@ -17,6 +17,7 @@ the model on the asked device, and nothing else; a checkpoint written on a GPU l
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -126,26 +127,85 @@ class RunLock:
         try:
             self._file = open(self.path, "a+", encoding="utf-8")
         except OSError as exc:
-            raise InputError(f"cannot lock {self.path.parent}: {exc.strerror or exc}") from None
+            raise InputError(f"cannot lock {self.path.parent}: {exc.strerror or exc}"
+                             f"{checkpoint.advice(exc, self.path.parent)}") from None  # fmt: skip
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
+            holder = self._file.read(200).strip() or "another process"
             self._file.close()
             raise InputError(f"'{self.path.parent}' is in use: {holder} is training in it; wait for it to finish "
                              "or stop it (Ctrl-C saves a checkpoint), then --resume") from None  # fmt: skip
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"aunet process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%H:%M:%S')})")
-        self._file.flush()
+        try:  # who holds it, for the refusal above (a full disk only loses this courtesy)
+            self._file.seek(0)
+            self._file.truncate()
+            self._file.write(f"aunet process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%H:%M:%S')})")
+            self._file.flush()
+        except OSError:
+            pass
         return self
+
+    @property
+    def current(self) -> bool:
+        """Whether the file this lock holds is still the one at its path (a run directory removed
+        and made again meanwhile holds another)."""
+        try:
+            return os.fstat(self._file.fileno()).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            return False
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+class RunClaim:
+    """A run directory claimed for one invocation of ``aunet train``: created if it is missing,
+    and locked (``RunLock``) before anything looks inside, so that of several processes started
+    together on one ``--out`` exactly one goes on. A directory this claim created for a run that
+    never started (``started`` is never called: bad data, a bad spec) is removed again on exit,
+    with the parents it created, so nothing is left behind."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.created: list[Path] = []  # folders made here, deepest first
+        self.lock: RunLock | None = None
+        self._started = False
+
+    def __enter__(self) -> RunClaim:
+        for _ in range(100):  # another claim may remove the folder between our mkdir and our lock
+            missing = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"--out: cannot create '{self.run_dir}': {exc.strerror or exc}"
+                                 f"{checkpoint.advice(exc, self.run_dir.parent)}") from None  # fmt: skip
+            lock = RunLock(self.run_dir).__enter__()
+            if lock.current:
+                self.lock = lock
+                self.created = [p for p in missing if p.is_dir()]
+                return self
+            lock.__exit__()
+        raise InputError(f"--out: '{self.run_dir}' keeps disappearing while aunet claims it; choose another --out")
+
+    def started(self) -> None:
+        """The run has written its files: the directory is its from now on, whatever happens."""
+        self._started = True
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._started and self.created:
+            # Unlink the lock first: a claim waiting on it sees the folder go (``RunLock.current``).
+            with contextlib.suppress(OSError):
+                (self.run_dir / LOCK_FILE).unlink()
+            for folder in self.created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty: never anything a user put there
+        if self.lock is not None:
+            self.lock.__exit__()
+            self.lock = None
 
 
 # -- run.json --------------------------------------------------------------------------------------

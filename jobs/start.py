@@ -57,10 +57,17 @@ def new_run(spec: Spec | None, data: str | Path | None, run_dir: Path) -> RunSta
     return RunStart(spec, None if data is None else str(data), None, None, {}, False)
 
 
+def check_resumable(run_dir: Path) -> None:
+    """InputError unless ``run_dir`` holds a run (one stopped before it wrote its files, at
+    startup, holds none: start it again without --resume)."""
+    if not run_dir.is_dir() or not _holds_run(run_dir):
+        why = "it does not exist" if not run_dir.exists() else "a run stopped while starting leaves none"
+        raise InputError(f"--resume: '{run_dir}' holds no run to resume ({why}); start a run there without --resume")
+
+
 def resume_run(spec: Spec | None, overrides: list[str], data: str | Path | None, run_dir: Path, *,
                steps: int | None, minutes: float | None, progress: Progress) -> RunStart:  # fmt: skip
-    if not run_dir.is_dir() or not _holds_run(run_dir):
-        raise InputError(f"--resume: '{run_dir}' holds no run to resume; start one there without --resume")
+    check_resumable(run_dir)
     found, notices = checkpoint.newest_complete(run_dir)
     if found is None and notices:  # checkpoints there, none intact: never start over on a hunch
         raise checkpoint.CheckpointError(f"--resume: no checkpoint of '{run_dir}' verifies ({notices[0]}); restore "

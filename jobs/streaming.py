@@ -3,16 +3,29 @@
 A streamed corpus is a folder of ``.txt`` (one document each), ``.jsonl`` (one document per line,
 a ``"text"`` field; also compressed: ``.jsonl.gz``, ``.jsonl.xz``, ``.jsonl.bz2``, ``.jsonl.zst``)
 and ``.parquet`` files (a ``text`` column; ``pip install aunet[parquet]``), read in file order,
-or one such record file. Documents are numbered in that order; document i is validation iff
-``i % 10 == 9``, as for corpora held in memory.
+or one such file (a ``.txt`` file too, compressed or not). Documents are numbered in that order;
+document i is validation iff ``i % 10 == 9``, as for corpora held in memory.
+
+**Long documents come in parts.** A document longer than ``PART_BYTES`` (4 MiB) is read as
+consecutive parts of at most that size, each cut after the last line break in its final 64 KiB
+(or, without one, at a character boundary), and each part is a document of its own (BOS, bytes,
+EOS; numbered, so a long document gives validation parts too). So a single 1 GB ``.txt`` file
+streams like a folder of 256 files: memory never holds more than a window and one part. A
+``.jsonl`` line may be at most ``MAX_RECORD_BYTES`` (64 MiB), since JSON must be parsed whole;
+a longer one is one error naming the line. Every cut is counted and reported once.
 
 Training reads the stream in **windows**: documents are read (and split into levels, once each)
 until the window holds ``buffer_bytes`` bytes, the window is shuffled by ``(seed, epoch,
-window)``, and rows of ``context + 1`` positions are cut from the shuffled documents, a row
-continuing into the next window where one ends. Memory is one window (its bytes as tokens and
-levels: three bytes per byte) and a file reader, whatever the corpus size. The position in the
-stream (epoch, window, the file and record where the window starts, and the offset in the
-window) is part of every checkpoint: a resume reads the same window again and continues exactly.
+window)``, and rows of ``context + 1`` positions are read from the shuffled documents in place
+(``aunet.jobs.data.Packed``: nothing is copied together), a row continuing into the next window
+where one ends. Memory is one window (its bytes and their levels: two bytes per byte) and a file
+reader, whatever the corpus size. The position in the stream (epoch, window, the file, record and
+byte where the window starts, and the offset in the window) is part of every checkpoint: a resume
+reads the same window again and continues exactly.
+
+A file that cannot be read (a truncated ``.gz``, a corrupt ``.xz``, a ``.parquet`` that is not
+one) is one error naming the file and the record where reading stopped; only regular files are
+read (a FIFO named ``.jsonl`` is refused, never waited on).
 
 Evaluation reads the validation documents lazily too, up to its byte budget.
 
@@ -25,19 +38,19 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import numpy as np
 
 from aunet.core.errors import InputError
 from aunet.core.levels import SplitterStack
-from aunet.core.tokens import BOS, EOS
+from aunet.core.tokens import BOS, IGNORE
 from aunet.jobs.data import (
-    COMPRESSIONS, VALIDATION_EVERY, Batch, Document, Encoded, _decompress, _record_document, parquet_records,
+    COMPRESSIONS, VALIDATION_EVERY, Batch, Document, Encoded, Packed, _record_document, encode_document,
+    parquet_records, parse_json_line,
 )  # fmt: skip
 
 #: File types a streamed folder reads (after a compression suffix); others are skipped and reported.
@@ -45,10 +58,44 @@ STREAM_SUFFIXES = (".txt", ".jsonl", ".parquet")
 #: A fingerprint hashes each file's first and last MiB (hashing terabytes on every resume is not
 #: an option); sizes and modification times catch the rest.
 FINGERPRINT_BYTES = 1 << 20
+#: Documents longer than this are read in parts of at most this many bytes.
+PART_BYTES = 4 << 20
+#: A part ends after the last line break in its final this-many bytes, where there is one.
+PART_SLACK = 64 << 10
+#: The longest ``.jsonl`` line a stream reads (a JSON value is parsed whole).
+MAX_RECORD_BYTES = 64 << 20
+#: Bytes read at a time from a file.
+READ_BYTES = 1 << 20
 
 
 def _stem(path: Path) -> Path:
     return path.with_suffix("") if path.suffix in COMPRESSIONS else path
+
+
+def cut_point(data: bytes | bytearray, limit: int) -> int:
+    """Where a part of ``data`` (longer than ``limit``) ends: after the last line break in its
+    final ``PART_SLACK`` bytes, else at the last character boundary at or before ``limit``."""
+    newline = data.rfind(b"\n", max(0, limit - PART_SLACK), limit)
+    if newline >= 0:
+        return newline + 1
+    cut = limit
+    while cut > limit - 3 and cut > 0 and (data[cut] & 0xC0) == 0x80:  # a continuation byte starts the rest
+        cut -= 1
+    return cut
+
+
+def parts_of(data: bytes, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, part) of one record's bytes, from ``start`` on (a part boundary)."""
+    pos = start
+    while True:
+        rest = len(data) - pos
+        if rest <= PART_BYTES:
+            if rest > 0 or pos == 0:
+                yield pos, data[pos:]
+            return
+        cut = pos + cut_point(memoryview(data)[pos : pos + PART_BYTES + 1].tobytes(), PART_BYTES)
+        yield pos, data[pos:cut]
+        pos = cut
 
 
 @attrs.frozen
@@ -59,27 +106,34 @@ class StreamPosition:
     window: int = 0  # windows read in this epoch before the current one
     file: int = 0  # where the current window starts: file index,
     record: int = 0  # record within the file,
-    document: int = 0  # and the stream's document number there
+    document: int = 0  # the stream's document number there,
+    byte: int = 0  # and the byte of the record (a part of a long document)
     offset: int = 0  # token offset of the next row in the current window's shuffled stream
 
 
 class StreamSource:
-    """The documents of a folder (or of one record file), lazily, in file order."""
+    """The documents of a folder (or of one file), lazily, in file order."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, notify: Callable[[str], None] | None = None) -> None:
         p = Path(path)
         if not p.exists():
             raise InputError(f"--data: '{path}' does not exist")
         self.root = p
         self.notices: list[str] = []
+        self.notify = notify  # told once, the first time a document is cut into parts
+        self.cut_documents = 0
         if p.is_dir():
-            files = sorted(q for q in p.rglob("*") if q.is_file())
-            self.files = [q for q in files if _stem(q).suffix in STREAM_SUFFIXES and not q.name.startswith(".")]
-            skipped = [q for q in files if q not in set(self.files)]
+            found = sorted(q for q in p.rglob("*") if not q.is_dir())
+            self.files = [q for q in found if q.is_file() and _stem(q).suffix in STREAM_SUFFIXES
+                          and not q.name.startswith(".")]  # fmt: skip
+            skipped = [q for q in found if q not in set(self.files)]
             if skipped:
                 names = ", ".join(str(q.relative_to(p)) for q in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-                self.notices.append(f"--data: streaming {len(self.files)} file(s) of '{path}', skipped {len(skipped)} of "
-                                    f"other types ({names}); .txt, .jsonl and .parquet files are read")  # fmt: skip
+                self.notices.append(f"--data: streaming {len(self.files)} file(s) of '{path}', skipped {len(skipped)} "
+                                    f"that are not regular .txt, .jsonl or .parquet files ({names})")  # fmt: skip
+        elif not p.is_file():
+            raise InputError(f"--data: '{path}' is not a regular file (a FIFO, a socket or a device); give a file or "
+                             "a folder")  # fmt: skip
         else:
             self.files = [p]
         if not self.files:
@@ -107,50 +161,126 @@ class StreamSource:
             files.append({"name": self.name(i), "bytes": size, "sha256": h.hexdigest()})
         return {"files": files, "streamed": True}
 
-    def records(self, index: int, start: int = 0) -> Iterator[tuple[int, Document]]:
-        """(record number, document) of one file, from record ``start`` on."""
+    # -- reading one file ------------------------------------------------------------------------
+
+    def records(self, index: int, start: int = 0, byte: int = 0) -> Iterator[tuple[int, int, Document]]:
+        """(record number, byte offset, document part) of one file, from record ``start`` (and
+        the part at ``byte`` of it) on; any failure to read is one InputError naming the file."""
         path = self.files[index]
         stem = _stem(path)
-        if stem.suffix == ".parquet":
-            yield from parquet_records(path, start)
-        elif stem.suffix == ".jsonl":
-            yield from self._jsonl(path, start)
-        elif start == 0:
-            with open(path, "rb") as f:
-                stored = f.read()
-            yield 0, Document(self.name(index), _decompress(path, stored, 1 << 40))
+        where = {"record": start}
+        try:
+            if stem.suffix == ".parquet":
+                for record, doc in parquet_records(path, start):
+                    where["record"] = record
+                    yield from self._parts(record, doc, byte if record == start else 0)
+            elif stem.suffix == ".jsonl":
+                yield from self._jsonl(path, start, byte, where)
+            elif start == 0:
+                yield from self._text(index, byte)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - gzip, lzma, bz2, zstandard and pyarrow each have their own errors
+            what = "record" if stem.suffix in (".jsonl", ".parquet") else "byte"
+            at = where["record"] if what == "record" else where.get("byte", byte)
+            raise InputError(f"--data: {path}: cannot read it past {what} {at:,} ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); the file is "
+                             "truncated or corrupt: repair or remove it (a resume then needs the same data)") from None  # fmt: skip
 
-    def _jsonl(self, path: Path, start: int) -> Iterator[tuple[int, Document]]:
+    def _parts(self, record: int, doc: Document, byte: int) -> Iterator[tuple[int, int, Document]]:
+        if len(doc.data) <= PART_BYTES:
+            yield record, 0, doc
+            return
+        self._cut(doc.name)
+        for offset, part in parts_of(doc.data, byte):
+            yield record, offset, Document(f"{doc.name}@{offset}", part)
+
+    def _cut(self, name: str) -> None:
+        self.cut_documents += 1
+        if self.cut_documents == 1 and self.notify is not None:
+            self.notify(f"note: documents longer than {PART_BYTES >> 20} MiB are read in parts of at most "
+                        f"{PART_BYTES >> 20} MiB, each a document of its own (first: {name})")  # fmt: skip
+
+    def _open(self, path: Path) -> IO[bytes]:
         import bz2
         import gzip
         import lzma
 
-        opener: Any = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix, open)
         if path.suffix == ".zst":
-            import zstandard
+            try:
+                import zstandard
+            except ImportError:
+                raise InputError(f"--data: '{path}' is zstd-compressed; install the zstandard package "
+                                 "(pip install zstandard) or decompress it first") from None  # fmt: skip
+            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")))
+        opener: Any = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix, open)
+        return opener(path, "rb")
 
-            handle = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")))
-        else:
-            handle = opener(path, "rb")
+    def _jsonl(self, path: Path, start: int, byte: int, where: dict[str, int]) -> Iterator[tuple[int, int, Document]]:
         record = 0
-        with handle:
-            for number, line in enumerate(handle, start=1):
+        with self._open(path) as handle:
+            number = 0
+            while True:
+                line = handle.readline(MAX_RECORD_BYTES + 1)
+                if not line:
+                    return
+                number += 1
+                if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
+                    raise InputError(f"--data: {path}, line {number}: longer than {MAX_RECORD_BYTES >> 20} MiB, the "
+                                     "longest JSON line a stream reads; cut the document into several records, or "
+                                     "put it in a .txt file of its own (read in parts)")  # fmt: skip
                 if not line.strip():
                     continue
+                where["record"] = record
                 if record >= start:
-                    try:
-                        value = json.loads(line)
-                    except (ValueError, RecursionError) as exc:
-                        raise InputError(f"--data: {path}, line {number}: not valid JSON ({exc})") from None
-                    yield record, _record_document(path, f"line {number}", value)
+                    doc = _record_document(path, f"line {number}", parse_json_line(path, number, line))
+                    yield from self._parts(record, doc, byte if record == start else 0)
                 record += 1
 
-    def documents(self, file: int = 0, record: int = 0, document: int = 0) -> Iterator[tuple[int, int, int, Document]]:
-        """(file, record, document number, document) from a point of the stream to its end."""
+    def _text(self, index: int, byte: int) -> Iterator[tuple[int, int, Document]]:
+        """One .txt file (compressed or not) as one document, in parts, from ``byte`` on."""
+        path = self.files[index]
+        name = self.name(index)
+        with self._open(path) as handle:
+            if byte:
+                if path.suffix in COMPRESSIONS:
+                    left = byte
+                    while left:
+                        skipped = handle.read(min(left, READ_BYTES))
+                        if not skipped:
+                            return
+                        left -= len(skipped)
+                else:
+                    handle.seek(byte)
+            pending = bytearray()
+            offset = byte
+            first = True
+            while True:
+                while len(pending) <= PART_BYTES:
+                    chunk = handle.read(READ_BYTES)
+                    if not chunk:
+                        break
+                    pending += chunk
+                if len(pending) <= PART_BYTES:  # the rest of the file
+                    if pending or (first and not byte):
+                        yield 0, offset, Document(name if not offset else f"{name}@{offset}", bytes(pending))
+                    return
+                if first and not byte:
+                    self._cut(name)
+                first = False
+                cut = cut_point(pending, PART_BYTES)
+                yield 0, offset, Document(name if not offset else f"{name}@{offset}", bytes(pending[:cut]))
+                del pending[:cut]
+                offset += cut
+
+    def documents(self, file: int = 0, record: int = 0, document: int = 0,
+                  byte: int = 0) -> Iterator[tuple[int, int, int, int, Document]]:  # fmt: skip
+        """(file, record, byte, document number, document) from a point of the stream to its end."""
         number = document
         for index in range(file, len(self.files)):
-            for rec, doc in self.records(index, record if index == file else 0):
-                yield index, rec, number, doc
+            first = index == file
+            for rec, offset, doc in self.records(index, record if first else 0, byte if first else 0):
+                yield index, rec, offset, number, doc
                 number += 1
 
 
@@ -159,16 +289,13 @@ def is_validation(number: int) -> bool:
 
 
 def encode(doc: Document, stack: SplitterStack) -> Encoded:
-    body = np.frombuffer(doc.data, dtype=np.uint8)
-    tokens = np.concatenate([[BOS], body.astype(np.int16), [EOS]]).astype(np.int16)
-    levels = np.concatenate([[stack.depth], stack.levels(doc.data), [0]]).astype(np.uint8)
-    return Encoded(tokens, levels)
+    return encode_document(doc, stack)
 
 
 def validation_documents(source: StreamSource, limit_bytes: int | None = None) -> Iterator[Document]:
     """The validation documents in stream order, until ``limit_bytes`` are reached."""
     total = 0
-    for _, _, number, doc in source.documents():
+    for _, _, _, number, doc in source.documents():
         if not is_validation(number) or not doc.data:
             continue
         yield doc
@@ -190,20 +317,21 @@ class StreamingData:
         self.buffer_bytes = buffer_bytes
         self.position = StreamPosition()
         self.carry: tuple[int, int] | None = None  # the last position of the previous row (token, level)
-        self._window: tuple[np.ndarray, np.ndarray] | None = None
-        self._next_start: tuple[int, int, int] = (0, 0, 0)  # where the window after the current one starts
+        self._window: Packed | None = None
+        self._next_start: tuple[int, int, int, int] = (0, 0, 0, 0)  # where the next window starts
         self.documents_read = 0
 
     # -- windows -----------------------------------------------------------------------------------
 
-    def _read_window(self, start: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int]] | None:
-        """The shuffled tokens and levels of the window starting at ``start``; None past the end."""
+    def _read_window(self, start: tuple[int, int, int, int]) -> tuple[Packed, tuple[int, int, int, int]] | None:
+        """The window starting at ``start`` (file, record, document, byte), shuffled; None past the end."""
         docs: list[Encoded] = []
         size = 0
         nxt = None
-        for file, record, number, doc in self.source.documents(*start):
+        file, record, document, byte = start
+        for f, rec, offset, number, doc in self.source.documents(file, record, document, byte):
             if size >= self.buffer_bytes:
-                nxt = (file, record, number)
+                nxt = (f, rec, number, offset)
                 break
             if is_validation(number) or not doc.data:
                 continue
@@ -214,27 +342,24 @@ class StreamingData:
             return None
         p = self.position
         order = np.random.default_rng([self.seed, p.epoch, p.window]).permutation(len(docs))
-        tokens = np.concatenate([docs[i].tokens for i in order])
-        levels = np.concatenate([docs[i].levels for i in order])
-        return tokens, levels, nxt if nxt is not None else (len(self.source.files), 0, 0)
+        return Packed(docs, order), nxt if nxt is not None else (len(self.source.files), 0, 0, 0)
 
     def _load(self) -> None:
         p = self.position
-        got = self._read_window((p.file, p.record, p.document))
+        got = self._read_window((p.file, p.record, p.document, p.byte))
         if got is None:
             raise InputError(f"the training split of {self.source.root} is empty: a streamed corpus needs at least "
                              f"{VALIDATION_EVERY} documents (every {VALIDATION_EVERY}th is validation)")  # fmt: skip
-        tokens, levels, self._next_start = got
-        self._window = (tokens, levels)
+        self._window, self._next_start = got
 
     def _advance_window(self) -> None:
         p = self.position
-        file, record, document = self._next_start
+        file, record, document, byte = self._next_start
         self._window = None
         if file >= len(self.source.files):  # the last window of the epoch was used up
             self.position = StreamPosition(epoch=p.epoch + 1)
         else:
-            self.position = StreamPosition(p.epoch, p.window + 1, file, record, document, 0)
+            self.position = StreamPosition(p.epoch, p.window + 1, file, record, document, byte, 0)
 
     def _take(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """``count`` tokens and levels from the position on, across windows (and epochs)."""
@@ -243,14 +368,13 @@ class StreamingData:
         while need:
             if self._window is None:
                 self._load()
-            tokens, levels = self._window
             offset = self.position.offset
-            piece_t, piece_l = tokens[offset : offset + need], levels[offset : offset + need]
+            piece_t, piece_l = self._window.read(offset, need)
             parts_t.append(piece_t)
             parts_l.append(piece_l)
             need -= len(piece_t)
             self.position = attrs.evolve(self.position, offset=offset + len(piece_t))
-            if offset + len(piece_t) >= len(tokens):
+            if offset + len(piece_t) >= self._window.total:
                 self._advance_window()
         return np.concatenate(parts_t), np.concatenate(parts_l)
 
@@ -259,16 +383,14 @@ class StreamingData:
     def next(self) -> Batch:
         """``batch_size`` rows of ``context + 1`` positions; each row starts with the last position
         of the row before (inputs and shifted targets), across windows and epochs alike."""
-        from aunet.core.tokens import IGNORE
-
         rows_t, rows_l, rows_y = [], [], []
         for _ in range(self.batch_size):
             if self.carry is None:
                 tokens, levels = self._take(self.context + 1)
             else:
                 more_t, more_l = self._take(self.context)
-                tokens = np.concatenate([[self.carry[0]], more_t]).astype(np.int16)
-                levels = np.concatenate([[self.carry[1]], more_l]).astype(np.uint8)
+                tokens = np.concatenate([np.array([self.carry[0]], dtype=more_t.dtype), more_t])
+                levels = np.concatenate([np.array([self.carry[1]], dtype=np.uint8), more_l])
             self.carry = (int(tokens[-1]), int(levels[-1]))
             targets = tokens[1:].copy()
             targets[targets == BOS] = IGNORE  # the start of the next document is not predicted

@@ -8,7 +8,7 @@ files, lazily, memory bounded by the shuffle window), as ``[train.data] stream``
 from __future__ import annotations
 
 import lzma
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from aunet.jobs.data import (
 )  # fmt: skip
 from aunet.jobs.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, encode, validation_documents
 
-#: ``stream = "auto"`` streams folders and record files larger than this on disk.
+#: ``stream = "auto"`` streams folders and files larger than this on disk.
 AUTO_STREAM_BYTES = 256 << 20
 #: Training bytes a streamed run measures its levels' contraction on.
 CONTRACTION_SAMPLE_BYTES = 16 << 20
@@ -27,7 +27,7 @@ CONTRACTION_SAMPLE_BYTES = 16 << 20
 
 def _streamable(path: Path) -> bool:
     stem = path.with_suffix("") if path.suffix in (".gz", ".xz", ".bz2", ".zst") else path
-    return path.is_dir() or stem.suffix in (".jsonl", ".parquet")
+    return path.is_dir() or stem.suffix in (".jsonl", ".parquet", ".txt")
 
 
 def _disk_bytes(path: Path) -> int:
@@ -89,7 +89,7 @@ class StreamedText:
 
     def contraction_levels(self, stack: SplitterStack) -> Iterator[Any]:
         size = 0
-        for _, _, number, doc in self.stream_source.documents():
+        for _, _, _, number, doc in self.stream_source.documents():
             if number % 10 == 9 or not doc.data:
                 continue
             yield encode(doc, stack).levels
@@ -115,14 +115,16 @@ class StreamedText:
         return 8.0 * size / n if n else float("nan")
 
 
-def training_text(path: str | Path | None, config: DataSpec) -> MemoryText | StreamedText:
+def training_text(path: str | Path | None, config: DataSpec,
+                  notify: Callable[[str], None] | None = None) -> MemoryText | StreamedText:  # fmt: skip
     """The run's text: in memory or streamed, as ``config.stream`` says (``auto``: stream folders
-    and .jsonl/.parquet files larger than 256 MiB on disk)."""
+    and .jsonl/.parquet files larger than 256 MiB on disk; ``on`` streams any file or folder).
+    ``notify`` hears what a stream finds as it reads (documents cut into parts)."""
     if path is None:
         return MemoryText(load_corpus(None))
     p = Path(path)
-    if p.exists() and _streamable(p):
-        stream = config.stream is Streaming.ON or (config.stream is Streaming.AUTO and _disk_bytes(p) > AUTO_STREAM_BYTES)
-        if stream:
-            return StreamedText(StreamSource(p), config)
+    if config.stream is Streaming.ON and p.exists():
+        return StreamedText(StreamSource(p, notify), config)
+    if p.exists() and _streamable(p) and config.stream is Streaming.AUTO and _disk_bytes(p) > AUTO_STREAM_BYTES:
+        return StreamedText(StreamSource(p, notify), config)
     return MemoryText(load_corpus(path))

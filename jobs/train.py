@@ -53,12 +53,38 @@ from aunet.jobs import checkpoint
 from aunet.jobs.data import TokenEncoding, fingerprint_changes
 from aunet.jobs.distributed import World, process_group
 from aunet.jobs.metrics import MetricWriters, Progress
-from aunet.jobs.runs import RUN_FILE, SPEC_FILE, RunLock, RunRecord, check_out, stamp, truncate_metrics, write_text
-from aunet.jobs.start import RunStart, history_entry, new_run, resume_run
+from aunet.jobs.runs import RUN_FILE, SPEC_FILE, RunClaim, RunRecord, check_out, stamp, truncate_metrics, write_text
+from aunet.jobs.start import RunStart, check_resumable, history_entry, new_run, resume_run
 from aunet.jobs.text import training_text
 from aunet.jobs.trainer import StepResult, Trainer, TrainingDiverged
 
 __all__ = ["RunSummary", "TrainingDiverged", "train"]
+
+
+@attrs.frozen
+class Throughput:
+    """What an invocation's training steps cost: time, bytes, model FLOPs, memory."""
+
+    steps: int  # steps this invocation trained
+    seconds: float  # their training time (evaluations and checkpoints excluded)
+    bytes: int  # bytes they read
+    flops_per_byte: float  # the paper's accounting (``aunet spec show``), forward and backward
+    peak_flops: float  # this device's measured dense matmul FLOP/s in the run's precision
+    peak_host_memory: int | None  # this process's peak resident memory, bytes
+    peak_device_memory: int | None = None  # peak bytes allocated on a CUDA device
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.bytes / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def flops_per_s(self) -> float:
+        return self.flops_per_byte * self.bytes_per_s
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs utilisation: the model's FLOP/s as a share of the measured matmul peak."""
+        return self.flops_per_s / self.peak_flops if self.peak_flops > 0 else 0.0
 
 
 @attrs.frozen
@@ -68,12 +94,30 @@ class RunSummary:
     run_dir: Path
     step: int
     interrupted: bool
-    losses: tuple[float, ...]  # training loss (nats) of every step of this invocation
+    losses: tuple[float, ...]  # training loss (nats per position) of every step of this invocation
     val_bpb: float | None
     xz_bpb: float | None
     val_bytes: int
     sample: bytes | None
     checkpoint: Path | None
+    signal: int | None = None  # the signal that stopped it (SIGINT, SIGTERM, SIGHUP), if one did
+    throughput: Throughput | None = None
+    train_bpb: float | None = None  # the last step's training loss in bits per byte
+    val_whole: bool = True  # the final evaluation covered the whole validation split
+    prompt: bytes = b""  # the sample's prompt
+
+
+def duration(seconds: float) -> str:
+    """``12.3 s``, ``4.5 minutes``, ``2.1 hours``."""
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} minutes"
+    return f"{seconds / 3600:.1f} hours"
+
+
+def memory_text(n_bytes: int | None) -> str:
+    return "unknown" if n_bytes is None else f"{n_bytes / 2**20:,.0f} MiB"
 
 
 class Budget:
@@ -102,22 +146,33 @@ class Budget:
         return max(0.0, self.seconds - trainer.elapsed)
 
 
+#: An untrained model's loss: a uniform guess over the vocabulary, in bits per position.
+def untrained_bits(vocab_size: int) -> float:
+    return math.log2(vocab_size)
+
+
 class Checkpointer:
-    """Writes the trainer's state every ``every`` steps (and at the end), keeps ``keep``."""
+    """Writes the trainer's state every ``every`` steps (and at the end), keeps ``keep``. Each
+    checkpoint records the training loss of its step (``train_bpb``), so that a divergence can
+    say whether the last good checkpoint is worth resuming from."""
 
     def __init__(self, run_dir: Path, config: CheckpointSpec, spec: Spec, record: RunRecord, world: World,
-                 tokenizer: Any = None) -> None:  # fmt: skip
+                 tokenizer: Any = None, last: Path | None = None) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.config = config
         self.world = world
+        self.bytes_per_position = (spec.model.tokenizer.bytes_per_token or 1.0) if spec.model.bpe else 1.0
+        self.untrained = untrained_bits(spec.model.vocab_size) / self.bytes_per_position
         # A checkpoint is self-contained: the spec and the data record are in its meta.json too,
         # and a BPE model's tokenizer (JSON, as everything aunet reads back).
         self.meta = {"spec_name": spec.name, "spec": dump_spec(spec),
                      "run": {"data": record.data, "fingerprint": record.fingerprint}}  # fmt: skip
         if tokenizer is not None:
             self.meta["tokenizer"] = json.loads(tokenizer.to_json())
-        self.last: Path | None = checkpoint.newest_complete(run_dir)[0]
-        self.saved_step = int(self.last.name.split("-")[1]) if self.last else -1
+        self.last = last
+        self.saved_step = int(last.name.split("-")[1]) if last else -1
+        recorded = checkpoint.read_meta(last).get("train_bpb") if last else None
+        self.last_bpb: float | None = recorded if isinstance(recorded, (int, float)) else None
 
     def maybe_save(self, trainer: Trainer, *, final: bool) -> None:
         if trainer.step_count % self.config.every == 0 and not final:
@@ -127,38 +182,59 @@ class Checkpointer:
         """A checkpoint of the trainer now, once its weights are known to be finite."""
         problem = trainer.divergence()
         if problem:
-            raise diverged(problem, self.last)
+            raise diverged(problem, self.last, self.last_bpb, self.untrained)
         weights, tensors, data = trainer.state()
         data["rng_by_rank"] = self.world.gather(data["rng"])
+        loss = trainer.last_loss()
+        bpb = loss / math.log(2) / self.bytes_per_position if loss is not None else None
         meta = {**self.meta, "elapsed_s": trainer.elapsed, "processes": self.world.size,
-                "parallel": self.world.parallel.value}  # fmt: skip
+                "parallel": self.world.parallel.value, "train_bpb": bpb}  # fmt: skip
         self.last = checkpoint.save(self.run_dir, trainer.step_count, weights, tensors, data, keep=self.config.keep,
                                     extra_meta=meta, world=self.world,
                                     sharded=self.world.parallel is Parallel.FSDP)  # fmt: skip
         self.saved_step = trainer.step_count
+        self.last_bpb = bpb
         return self.last
 
 
-def diverged(problem: str, last: Path | None) -> TrainingDiverged:
-    good = f"the last good checkpoint is {last.name}" if last else "no checkpoint was written yet"
-    return TrainingDiverged(f"{problem}; stopped without saving; {good} (try a lower train.lr, or train.clip)")
+def diverged(problem: str, last: Path | None, last_bpb: float | None = None,
+             untrained: float | None = None) -> TrainingDiverged:  # fmt: skip
+    """The error of a run that stopped being finite, with advice that can work: a checkpoint whose
+    training loss is already no better than an untrained model's is finite but ruined (a far too
+    high learning rate does that in a step), and resuming from it cannot recover."""
+    if last is None:
+        return TrainingDiverged(f"{problem}; stopped without saving; no checkpoint was written yet: start the run "
+                                "again with a lower train.lr (or train.clip)")  # fmt: skip
+    if last_bpb is not None and untrained is not None and not last_bpb < untrained:
+        return TrainingDiverged(f"{problem}; stopped without saving; the last finite checkpoint, {last.name}, is "
+                                f"already ruined (its training loss {last_bpb:.4g} bits per byte is no better than an "
+                                f"untrained model's {untrained:.2f}), so resuming from it cannot recover: start a new "
+                                "run with a lower train.lr (or train.clip)")  # fmt: skip
+    return TrainingDiverged(f"{problem}; stopped without saving; the last good checkpoint is {last.name}: resume "
+                            "from it with a lower rate (--resume --set train.lr=...), or train.clip")  # fmt: skip
 
 
 class StepLog:
     """The training loop's metric writer: reads a step's figures back at logging steps only."""
 
     def __init__(self, writers: MetricWriters, progress: Progress, budget: Budget, checkpointer: Checkpointer,
-                 bytes_per_position: float = 1.0) -> None:  # fmt: skip
+                 bytes_per_position: float = 1.0, *, flops_per_byte: float = 0.0, peak_flops: float = 0.0,
+                 device: Any = None) -> None:  # fmt: skip
         self.writers = writers
         self.bytes_per_position = bytes_per_position  # a BPE model's loss is per token
         self.progress = progress
         self.budget = budget
         self.checkpointer = checkpointer
+        self.flops_per_byte = flops_per_byte
+        self.peak_flops = peak_flops
+        self.device = device
         self.losses: list[Any] = []  # () device tensors, read once at the end
         self._window = (0, 0.0)  # bytes and seconds since the last logging step
-        self._shown: tuple[float | None, float | None] = (None, None)
+        self._shown: tuple[float | None, float | None, float | None] = (None, None, None)
 
     def log(self, trainer: Trainer, result: StepResult) -> None:
+        from aunet.jobs.devices import peak_device_memory, peak_host_memory
+
         self.losses.append(result.loss)
         window_bytes, window_s = self._window[0] + result.bytes, self._window[1] + result.seconds
         logged = self.writers.due(result.step)
@@ -166,30 +242,40 @@ class StepLog:
             # A synchronisation point on CUDA: the only one of an ordinary training step.
             problem = trainer.divergence()
             if problem:
-                raise diverged(problem, self.checkpointer.last)
+                raise diverged(problem, self.checkpointer.last, self.checkpointer.last_bpb, self.checkpointer.untrained)
             figures = trainer.figures(result)
             loss, grad_norm, predicted = figures["loss"], figures["grad_norm"], figures["predicted"]
             per_segment = [predicted / s if s else None for s in figures["segments"]]
             dropped = figures["dropped"]
             bytes_per_s = window_bytes / window_s if window_s else 0.0
-            record = {"step": result.step, "loss": loss, "bpb": loss / math.log(2) / self.bytes_per_position, "lr": result.lr,
-                      "grad_norm": grad_norm, "bytes_per_s": bytes_per_s, "bytes_seen": trainer.bytes_seen,
-                      "elapsed_s": trainer.elapsed, "bytes_per_segment": per_segment, "dropped": dropped}  # fmt: skip
+            flops_per_s = self.flops_per_byte * bytes_per_s
+            mfu = flops_per_s / self.peak_flops if self.peak_flops else None
+            bpb = loss / math.log(2) / self.bytes_per_position
+            record = {"step": result.step, "loss": loss, "bpb": bpb, "lr": result.lr, "grad_norm": grad_norm,
+                      "bytes_per_s": bytes_per_s, "flops_per_s": flops_per_s, "mfu": mfu,
+                      "bytes_seen": trainer.bytes_seen, "elapsed_s": trainer.elapsed,
+                      "peak_memory_bytes": peak_host_memory(), "bytes_per_segment": per_segment,
+                      "dropped": dropped}  # fmt: skip
+            device_peak = peak_device_memory(self.device) if self.device is not None else None
+            if device_peak is not None:
+                record["peak_device_memory_bytes"] = device_peak
             if "level_loss" in figures:  # the level head's loss, apart from the next-byte loss
                 record["level_loss"] = figures["level_loss"]
                 self.writers.scalars(result.step, {"train/level_loss": figures["level_loss"]})
             self.writers.write(record)
-            self.writers.scalars(result.step, {f"train/{k}": record[k] for k in ("loss", "bpb", "lr", "grad_norm", "bytes_per_s")})
+            self.writers.scalars(result.step, {f"train/{k}": record[k] for k in ("loss", "bpb", "lr", "grad_norm",
+                                                                                 "bytes_per_s", "mfu")})  # fmt: skip
             self.writers.scalars(result.step, {f"levels/bytes_per_segment_{i}": k for i, k in enumerate(per_segment, start=1)})
             self.writers.scalars(result.step, {f"levels/dropped_{i}": d for i, d in enumerate(dropped, start=1)})
-            self._shown = (loss, bytes_per_s)
+            self._shown = (loss, bytes_per_s, mfu)
             self._window = (0, 0.0)
         else:
             self._window = (window_bytes, window_s)
         seconds_per_step = trainer.elapsed / max(trainer.step_count, 1)
         self.progress.update(result.step, self.budget.steps, self._shown[0], self._shown[1],
                              self.budget.eta(trainer, seconds_per_step), logged=logged,
-                             bytes_per_position=self.bytes_per_position)  # fmt: skip
+                             bytes_per_position=self.bytes_per_position, mfu=self._shown[2],
+                             memory=peak_host_memory() if logged or self.progress.live else None)  # fmt: skip
 
     def all_losses(self) -> tuple[float, ...]:
         import torch
@@ -217,7 +303,8 @@ class Evaluator:
         result = self.run(trainer, limit_bytes=self.config.bytes)
         writers.write({"step": step, "val_bpb": result.bpb, "val_bytes": result.bytes})
         writers.scalars(step, {"val/bpb": result.bpb})
-        progress.message(f"step {step}: validation {result.bpb:.4f} bits per byte ({result.bytes:,} bytes)")
+        progress.message(f"step {step}: validation {result.bpb:.4f} bits per byte on the first {result.bytes:,} bytes "
+                         "of the validation split (the whole split at the end)")  # fmt: skip
 
     def run(self, trainer: Trainer, limit_bytes: int | None = None, progress: Progress | None = None) -> Any:
         from aunet.jobs.evaluate import evaluate
@@ -257,16 +344,30 @@ class Sampler:
                 model.reshard()
 
 
+#: Signals that stop a run with a checkpoint: Ctrl-C, a scheduler's or torchrun's SIGTERM (sent
+#: before a SIGKILL), a closed terminal's SIGHUP.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: A second signal this soon after the first is the same request (a scheduler signals every
+#: process of a job while torchrun forwards the same signal to its workers).
+SAME_REQUEST_S = 1.0
+
+
 class _StopFlag:
-    """SIGINT sets the flag (the loop stops after the step); a second SIGINT interrupts at once.
+    """SIGINT, SIGTERM and SIGHUP set the flag: the loop stops after the step, with a checkpoint.
+    A second Ctrl-C (SIGINT, a second or more later) interrupts at once; repeated SIGTERM or SIGHUP
+    change nothing (the checkpoint is being written; SIGKILL remains). Once training is over (the
+    last checkpoint written: ``trained``), any of them stops at once, since nothing can be lost.
     In a distributed run the processes agree on stopping (a small all-reduce on a gloo group, on
     the host), so that all stop at the same step."""
 
     def __init__(self, world: World) -> None:
         self.requested = False
+        self.signum: int | None = None
         self.world = world
         self._group: Any = None
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
+        self._when = 0.0
+        self._done = False
 
     def agreed(self) -> bool:
         if not self.world.distributed:
@@ -276,23 +377,40 @@ class _StopFlag:
 
         if self._group is None:
             self._group = dist.new_group(backend="gloo")
-        flag = torch.tensor([int(self.requested)])
+        flag = torch.tensor([self.signum if self.requested else 0])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+        if int(flag.item()) and not self.requested:  # another process was signalled
+            self.requested, self.signum = True, int(flag.item())
         return bool(flag.item())
+
+    def trained(self) -> None:
+        """Training is over and saved: a signal from now on stops at once."""
+        self._done = True
+        if self.requested:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        import time
+
+        now = time.monotonic()
+        if self._done:
             raise KeyboardInterrupt
-        self.requested = True
+        if self.requested:
+            if signum == signal.SIGINT and now - self._when > SAME_REQUEST_S:
+                raise KeyboardInterrupt
+            return
+        self.requested, self.signum, self._when = True, signum, now
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps: int | None = None,
@@ -306,12 +424,15 @@ def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps:
     the loss back: for tests and notebooks, not for speed)."""
     run_dir = Path(out)
     check_out(run_dir)
+    if resume:
+        check_resumable(run_dir)
     visible = Progress(stream if stream is not None else sys.stderr)
     parallel = _parallel_of(spec, overrides, run_dir, resume)
-    with process_group(parallel, device) as (world, device), contextlib.ExitStack() as held:
+    with process_group(parallel, device, resume=resume) as (world, device), contextlib.ExitStack() as held:
         progress = visible if world.main else Progress(io.StringIO())
-        if run_dir.is_dir() and world.main:
-            held.enter_context(RunLock(run_dir))
+        # Claimed (created if need be, and locked) before anything looks inside: of several
+        # processes started together on one --out, one goes on and the others are refused.
+        claim = held.enter_context(RunClaim(run_dir)) if world.main else None
         world.barrier()
         if resume:
             start = resume_run(spec, list(overrides), data, run_dir, steps=steps, minutes=minutes, progress=progress)
@@ -319,7 +440,7 @@ def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps:
             if overrides and spec is not None:
                 spec = apply_overrides(spec, list(overrides))
             start = new_run(spec, data, run_dir)
-        return _train(start, run_dir, held, world, steps=steps, minutes=minutes, stop_at=stop_at, device=device,
+        return _train(start, run_dir, claim, world, steps=steps, minutes=minutes, stop_at=stop_at, device=device,
                       progress=progress, on_step=on_step)  # fmt: skip
 
 
@@ -340,13 +461,16 @@ def _parallel_of(spec: Spec | None, overrides: Sequence[str], run_dir: Path, res
     return spec.train.parallel if spec is not None else Parallel.NONE
 
 
-def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, world: World, *, steps: int | None,
+def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World, *, steps: int | None,
            minutes: float | None, stop_at: int | None, device: Any, progress: Progress,
            on_step: Callable[[int, float], None] | None) -> RunSummary:  # fmt: skip
     import torch
 
+    from aunet.core.accounting import account
     from aunet.core.model import build_model
-    from aunet.jobs.devices import check_fits, use_bfloat16
+    from aunet.jobs.devices import (
+        check_fits, matmul_peak, peak_device_memory, peak_host_memory, trim_host_memory, use_bfloat16,
+    )  # fmt: skip
     from aunet.jobs.profiling import RunProfile, format_summary
 
     spec = start.spec
@@ -356,7 +480,7 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, world: Wo
     if t.steps is None and t.minutes is None:
         raise InputError("no budget: give --steps N or --minutes M (or train.steps / train.minutes in the spec)")
 
-    text = training_text(start.data, t.data)
+    text = training_text(start.data, t.data, notify=progress.message)
     for notice in text.notices:
         progress.message(f"note: {notice}")
     if start.record is not None and start.record.fingerprint:
@@ -382,13 +506,8 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, world: Wo
         raise InputError("\n".join(problems))
     training_data = text.training(stack, context=spec.model.context, batch_size=t.batch_size, seed=t.seed)
 
-    if world.main and not run_dir.is_dir():
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"--out: cannot create '{run_dir}': {exc.strerror or exc}") from None
-        held.enter_context(RunLock(run_dir))
-        new_run(spec, start.data, run_dir)  # another process may have started a run here meanwhile
+    if world.main:
+        checkpoint.check_writable(run_dir)
     world.barrier()
     progress.message(f"run directory: {run_dir}" + (f" ({world.size} processes, {world.parallel.value})"
                                                      if world.distributed else ""))  # fmt: skip
@@ -410,18 +529,26 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, world: Wo
                              "which this run writes again")  # fmt: skip
         write_text(run_dir / RUN_FILE, json.dumps(record.to_json(), indent=1))
         write_text(run_dir / SPEC_FILE, dump_spec(spec))
+        claim.started()
 
     budget = Budget(t)
-    checkpointer = Checkpointer(run_dir, t.checkpoint, spec, record, world, tokenizer=tokenizer)
+    if t.steps is None and start.record is None:
+        progress.message(f"note: the budget is {t.minutes:g} minutes of training time (train.minutes), not steps: the "
+                         "schedule follows the clock, so the run cannot be repeated exactly; give --steps N (or "
+                         "train.steps) for one that can")  # fmt: skip
+    checkpointer = Checkpointer(run_dir, t.checkpoint, spec, record, world, tokenizer=tokenizer, last=start.checkpoint)
     per_position = (spec.model.tokenizer.bytes_per_token or 1.0) if spec.model.bpe else 1.0
     evaluator = Evaluator(text, stack, t.eval, context=spec.model.context, batch_size=t.batch_size,
                           bytes_per_position=per_position)  # fmt: skip
     interrupted = False
     purge = trainer.step_count + 1 if start.record is not None else None
     profile = RunProfile(run_dir, t.profile, device=device, step_bytes=t.batch_size * t.grad_accum * spec.model.context)
+    flops_per_byte = account(spec).flops_per_byte
+    peak_flops = matmul_peak(device.type, device.index, bfloat16)
+    first = (trainer.step_count, trainer.elapsed, trainer.bytes_seen)
     with _StopFlag(world) as stop, MetricWriters(run_dir, t.metrics, purge_step=purge, enabled=world.main) as writers:
-        log = StepLog(writers, progress, budget, checkpointer,
-                      bytes_per_position=(spec.model.tokenizer.bytes_per_token or 1.0) if spec.model.bpe else 1.0)  # fmt: skip
+        log = StepLog(writers, progress, budget, checkpointer, bytes_per_position=per_position,
+                      flops_per_byte=flops_per_byte, peak_flops=peak_flops, device=device)  # fmt: skip
         while not budget.done(trainer):
             if stop.agreed() or (stop_at is not None and trainer.step_count >= stop_at):
                 interrupted = True
@@ -435,26 +562,40 @@ def _train(start: RunStart, run_dir: Path, held: contextlib.ExitStack, world: Wo
             final = budget.done(trainer)
             evaluator.maybe(trainer, writers, progress, final=final)
             checkpointer.maybe_save(trainer, final=final)
+            if trainer.step_count % TRIM_EVERY == 0:
+                trim_host_memory()
         profile.close()  # the run ended inside the window
         if (summary := profile.take()) is not None:
             progress.message(format_summary(summary))
         if trainer.step_count != checkpointer.saved_step:
             checkpointer.save(trainer)
         losses = log.all_losses()
-        if interrupted:
-            return RunSummary(run_dir, trainer.step_count, True, losses, None, None, 0, None, checkpointer.last)
-        progress.message(f"trained {trainer.step_count} steps in {trainer.elapsed / 60:.1f} minutes; evaluating on "
-                         f"{text.source} validation")  # fmt: skip
+        throughput = Throughput(trainer.step_count - first[0], trainer.elapsed - first[1], trainer.bytes_seen - first[2],
+                                flops_per_byte, peak_flops, peak_host_memory(), peak_device_memory(device))  # fmt: skip
+        train_bpb = losses[-1] / math.log(2) / per_position if losses else None
+        ended = dict(signal=stop.signum, throughput=throughput, train_bpb=train_bpb)
+        if interrupted or stop.requested:  # a signal during the last step: saved, and stopped
+            return RunSummary(run_dir, trainer.step_count, True, losses, None, None, 0, None, checkpointer.last,
+                              **ended)  # fmt: skip
+        stop.trained()  # from here a signal stops at once: the checkpoint is written
+        whole = t.eval.final_bytes is None
+        what = "the whole validation split" if whole else f"the first {t.eval.final_bytes:,} bytes of the validation split"
+        progress.message(f"trained {throughput.steps:,} steps in {duration(throughput.seconds)}; evaluating on {what} "
+                         f"of {text.source}")  # fmt: skip
         result = evaluator.run(trainer, limit_bytes=t.eval.final_bytes, progress=progress)
         xz = text.xz_bpb(t.eval.final_bytes) if world.main else float("nan")
         writers.write({"step": trainer.step_count, "val_bpb": result.bpb, "val_bytes": result.bytes, "xz_bpb": xz,
-                       "final": True})  # fmt: skip
+                       "final": True, "whole_split": whole, "bytes_per_s": throughput.bytes_per_s,
+                       "flops_per_s": throughput.flops_per_s, "mfu": throughput.mfu,
+                       "peak_memory_bytes": peak_host_memory()})  # fmt: skip
         writers.scalars(trainer.step_count, {"val/bpb": result.bpb})
-    sample = Sampler(t.sample, t.seed).sample(model)
+        sample = Sampler(t.sample, t.seed).sample(model)
     return RunSummary(run_dir, trainer.step_count, False, losses, result.bpb, xz, result.bytes, sample,
-                      checkpointer.last)  # fmt: skip
+                      checkpointer.last, val_whole=whole, prompt=t.sample.prompt.encode(), **ended)  # fmt: skip
 
 
+#: Steps between two returns of freed host memory to the system (``trim_host_memory``).
+TRIM_EVERY = 10
 TOKENIZER_FILE = "tokenizer.json"
 
 

@@ -128,6 +128,7 @@ class Trainer:
         self._bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self._bad_loss = torch.zeros((), device=device)
         self._bad_norm = torch.zeros((), device=device)
+        self._last_loss: Tensor | None = None  # () the last step's loss, on the device
 
     def autocast(self) -> Any:
         return autocast(self.device, bfloat16=self.bfloat16)
@@ -179,6 +180,7 @@ class Trainer:
         self._bad_step = torch.where(first, self.step_count, self._bad_step)
         self._bad_loss = torch.where(first, loss, self._bad_loss)
         self._bad_norm = torch.where(first, norm.float(), self._bad_norm)
+        self._last_loss = loss
         seconds = time.perf_counter() - started
         self.elapsed += seconds
         self.bytes_seen += n_bytes
@@ -206,6 +208,17 @@ class Trainer:
         if len(losses) > 1:
             figures["level_loss"] = losses[1]
         return figures
+
+    def last_loss(self) -> float | None:
+        """The last step's loss (nats per position) over every process, or None before any step
+        (reads the device: a checkpoint's figure, not a step's)."""
+        if self._last_loss is None:
+            return None
+        loss = self._last_loss.detach().clone().float().view(1)
+        if self.world.distributed:
+            self.world.all_reduce(loss)
+            loss = loss / self.world.size
+        return float(loss)
 
     def divergence(self) -> str | None:
         """Why the run stopped being finite, or None (reads the device: call it at logging steps

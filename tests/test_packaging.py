@@ -110,7 +110,7 @@ def test_installed_wheel_trains_evaluates_and_generates_outside_the_checkout(whe
     # The default spec, the embedded corpus and the shipped specs all come from the wheel.
     trained = run(str(aunet), "train", "--steps", "2", "--out", "X", "--device", "cpu",
                   "--set", "train.eval.final_bytes=4096", "--set", "train.sample.bytes=16")  # fmt: skip
-    assert "validation:" in trained.stdout and "sample:" in trained.stdout
+    assert "validation:" in trained.stdout and "sample (the prompt" in trained.stdout
     evaluated = json.loads(run(str(aunet), "eval", "--ckpt", "X", "--device", "cpu", "--json",
                                "--data", str(ROOT / "corpora" / "README.md")).stdout)  # fmt: skip
     assert evaluated["bpb"] > 0 and evaluated["bytes"] > 0

@@ -75,7 +75,7 @@ def test_streaming_reads_every_training_document_once_per_epoch(folder: Path, mo
     from aunet.jobs import streaming
 
     source = StreamSource(folder)
-    numbers = [n for _, _, n, _ in source.documents()]
+    numbers = [n for _, _, _, n, _ in source.documents()]
     assert numbers == list(range(1000)) and len(source.files) == 200
     data = StreamingData(source, SplitterStack((Whitespace(),)), context=512, batch_size=8, seed=0, buffer_bytes=4096)
     read: list[tuple[int, str]] = []
