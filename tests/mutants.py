@@ -1,0 +1,226 @@
+"""Deliberately broken components, one family at a time: what each conformance kit must catch.
+
+Used by ``tests/test_kits.py`` (each kit rejects each mutant, naming the invariant) and by
+``catch_counts`` below, which runs every kit on its mutants in fresh, randomized hypothesis runs
+(no example database, default example counts): what a plugin author's own test run would do.
+``python tests/mutants.py N [--no-shrink]`` prints the counts as JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from aunet.core import TABLE_SIZE, Chars, CharTable, Splitter
+from aunet.core.components import AttentionSpec, PoolerSpec, StageSpec, UpsamplerSpec
+from aunet.core.modules import AttentionBackend, Layout, LevelIndex, Pooler, Stage, Upsampler, gather_rows
+from aunet.plugins.nn.attention import SdpaBackend
+
+# -- poolers -------------------------------------------------------------------------------------
+
+
+class PeekPooler(Pooler):
+    """Pools the position after the boundary: it sees the next segment."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out, bias=False)
+
+    def forward(self, x: Tensor, level: LevelIndex) -> Tensor:
+        return self.proj(gather_rows(x, (level.index + 1).clamp(max=x.shape[1] - 1)))
+
+
+class MixingPooler(PeekPooler):
+    """Adds the mean over the batch's rows: rows mix."""
+
+    def forward(self, x: Tensor, level: LevelIndex) -> Tensor:
+        picked = gather_rows(x, level.index)
+        return self.proj(picked + picked.mean(dim=0, keepdim=True))
+
+
+@attrs.frozen
+class BrokenPoolerSpec(PoolerSpec):
+    kind: ClassVar[str] = "broken-pooler"
+    module: type = PeekPooler
+
+    def build(self, *, dim_in: int, dim_out: int) -> Pooler:
+        return self.module(dim_in, dim_out)
+
+    def parameter_count(self, *, dim_in: int, dim_out: int) -> int:
+        return dim_in * dim_out
+
+
+# -- upsamplers ----------------------------------------------------------------------------------
+
+
+class NextUpsampler(Upsampler):
+    """Hands position j the next boundary's vector."""
+
+    def __init__(self, dim_coarse: int, dim_fine: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_coarse, dim_fine, bias=False)
+
+    def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
+        return gather_rows(self.proj(coarse), (segment + 1).clamp(max=coarse.shape[1] - 1))
+
+
+@attrs.frozen
+class BrokenUpsamplerSpec(UpsamplerSpec):
+    kind: ClassVar[str] = "broken-upsampler"
+
+    def build(self, *, dim_coarse: int, dim_fine: int) -> Upsampler:
+        return NextUpsampler(dim_coarse, dim_fine)
+
+    def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
+        return dim_coarse * dim_fine
+
+
+# -- stages --------------------------------------------------------------------------------------
+
+
+class AheadStage(Stage):
+    """Mixes each position with the next one: it attends one step ahead."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: Tensor, *, layout: Layout, cache: Any = None) -> Tensor:
+        ahead = torch.cat([x[:, 1:], x[:, -1:]], dim=1)
+        return x + self.proj(ahead)
+
+    def new_cache(self, *, batch: int, capacity: int, device: Any, dtype: torch.dtype) -> Any:
+        return None
+
+
+@attrs.frozen
+class BrokenStageSpec(StageSpec):
+    kind: ClassVar[str] = "broken-stage"
+
+    def build(self, *, dim: int, device: Any = None) -> Stage:
+        return AheadStage(dim)
+
+    def parameter_count(self, *, dim: int) -> int:
+        return dim * dim
+
+    def flops_per_position(self, *, dim: int, attended: float) -> float:
+        return 6.0 * dim * dim
+
+
+# -- attention backends --------------------------------------------------------------------------
+
+
+class NoDocumentsBackend(SdpaBackend):
+    """Ignores the document mask."""
+
+    def plan(self, layout: Layout, *, batch: int, length: int, window: int | None, device: Any) -> Any:
+        return super().plan(Layout(), batch=batch, length=length, window=window, device=device)
+
+
+class AheadBackend(SdpaBackend):
+    """Lets each query see one key ahead."""
+
+    def plan(self, layout: Layout, *, batch: int, length: int, window: int | None, device: Any) -> Any:
+        from aunet.core.modules import DensePlan
+
+        pos = torch.arange(length, device=device)
+        return DensePlan((pos[None, :] <= pos[:, None] + 1)[None, None])
+
+
+@attrs.frozen
+class BrokenAttentionSpec(AttentionSpec):
+    kind: ClassVar[str] = "broken-attention"
+    backend: type = NoDocumentsBackend
+
+    def resolve(self, *, device: Any) -> AttentionBackend:
+        return self.backend()
+
+
+# -- splitters -----------------------------------------------------------------------------------
+
+OTHER, TERMINATOR, SPACE = range(3)
+
+
+@functools.cache
+def terminator_classes() -> CharTable:
+    table = np.full(TABLE_SIZE, OTHER, dtype=np.uint8)
+    table[[ord(c) for c in ".!?"]] = TERMINATOR
+    table[[ord(c) for c in " \t\n"]] = SPACE
+    return CharTable("terminators", table, ("other", "terminator", "space"))
+
+
+@attrs.frozen(kw_only=True)
+class FirstTerminatorSplitter(Splitter):
+    """Marks sentence terminators, but its two forms disagree on a run of them: the batch form
+    marks the first of a run of ``.!?``, the machine every one (a bug a user met: random text
+    rarely holds two terminators in a row)."""
+
+    kind: ClassVar[str] = "broken-terminators"
+
+    def char_table(self) -> CharTable:
+        return terminator_classes()
+
+    def marks(self, chars: Chars) -> np.ndarray:
+        cls = chars.classes(terminator_classes())  # (M,)
+        marks = cls == TERMINATOR
+        marks[1:] &= cls[:-1] != TERMINATOR  # the first of a run only
+        return marks
+
+    def start(self) -> bool:
+        return False
+
+    def step(self, state: bool, cls: int, nbytes: int) -> tuple[bool, bool]:
+        return cls == TERMINATOR, cls == TERMINATOR  # every one
+
+
+# -- every kit against its mutants -----------------------------------------------------------------
+
+
+def mutants() -> list[tuple[str, Any, Any, str]]:
+    """(name, kit, mutant, the invariant it must be caught breaking)."""
+    from aunet.testing import check_attention, check_pooler, check_splitter, check_stage, check_upsampler
+
+    return [
+        ("pooler-sees-next-segment", check_pooler, BrokenPoolerSpec(), "causality"),
+        ("pooler-mixes-rows", check_pooler, BrokenPoolerSpec(module=MixingPooler), "batch independence"),
+        ("upsampler-next-boundary", check_upsampler, BrokenUpsamplerSpec(), "causality"),
+        ("stage-one-step-ahead", check_stage, BrokenStageSpec(), "causality"),
+        ("backend-ignores-documents", check_attention, BrokenAttentionSpec(), "the masking rule"),
+        ("backend-one-step-ahead", check_attention, BrokenAttentionSpec(backend=AheadBackend), "the masking rule"),
+        ("splitter-batch-streaming-differ", check_splitter, FirstTerminatorSplitter(), "differs from batch"),
+    ]
+
+
+def catch_counts(runs: int, *, shrink: bool = True) -> dict[str, int]:
+    """How many of ``runs`` fresh, randomized runs of its kit (default example counts, no
+    example database) catch each mutant, with the invariant it breaks. ``shrink`` off skips
+    hypothesis's shrinking where a kit leaves it to the profile: it only makes a failing example
+    smaller, never decides whether one is found."""
+    from hypothesis import Phase, settings
+
+    phases = list(Phase) if shrink else [p for p in Phase if p is not Phase.shrink]
+    settings.register_profile("fresh", database=None, phases=phases)  # defaults, no replay of old failures
+    settings.load_profile("fresh")
+    counts = {}
+    for name, kit, mutant, invariant in mutants():
+        caught = 0
+        for _ in range(runs):
+            try:
+                kit(mutant)
+            except AssertionError as exc:
+                caught += invariant in str(exc)
+        counts[name] = caught
+    return counts
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(catch_counts(int(sys.argv[1]) if len(sys.argv) > 1 else 20, shrink="--no-shrink" not in sys.argv)))
