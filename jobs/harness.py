@@ -48,11 +48,14 @@ from typing import Any
 import attrs
 import numpy as np
 
-from aunet.core.errors import InputError, did_you_mean
+from aunet.core.errors import AunetError, InputError, did_you_mean
 
 LM_EVAL_MISSING = "lm-evaluation-harness is not installed: pip install 'aunet[eval]'"
 #: Bytes ``generate_until`` produces when a task gives no ``max_gen_toks`` (lm-eval's default).
 DEFAULT_GEN_BYTES = 256
+#: The most bytes one ``generate_until`` request produces, whatever the task asks (at a few
+#: hundred bytes per second on a CPU, lm-eval's usual 256 take about a second).
+MAX_GEN_BYTES = 8192
 #: Requests' keys the generation understands; others are reported once and ignored.
 GEN_KEYS = {"until", "max_gen_toks", "do_sample", "temperature", "top_k", "top_p"}
 
@@ -311,7 +314,12 @@ class _Adapter:
         from aunet.jobs.devices import default_decode_threads
         from aunet.jobs.generate import _generator, decode, sample_next
 
-        kwargs = dict(normalize_gen_kwargs(dict(gen_kwargs or {}), DEFAULT_GEN_BYTES))
+        kwargs = dict(normalize_gen_kwargs(_checked_gen_kwargs(gen_kwargs), DEFAULT_GEN_BYTES))
+        if kwargs["max_gen_toks"] > MAX_GEN_BYTES:
+            warnings.warn(f"generate_until: the task asks for {kwargs['max_gen_toks']:,} new bytes per request; aunet "
+                          f"generates at most {MAX_GEN_BYTES:,} (a stop string usually ends a row long before)",
+                          RuntimeWarning, stacklevel=3)  # fmt: skip
+            kwargs["max_gen_toks"] = MAX_GEN_BYTES
         ignored = sorted(set(kwargs) - GEN_KEYS)
         if ignored:
             warnings.warn(f"generate_until: aunet ignores the generation arguments {', '.join(ignored)}",
@@ -366,6 +374,46 @@ class _Adapter:
     @property
     def tokenizer_name(self) -> str:
         return "aunet-bytes"  # fingerprints lm-eval's request caches: UTF-8 bytes, no tokenizer
+
+
+def _checked_gen_kwargs(gen_kwargs: Any) -> dict[str, Any]:
+    """A task's ``generation_kwargs`` with the values aunet reads checked: one line naming the
+    key and what would be right, where lm-eval would raise (``max_gen_toks: 1e9`` is read as the
+    number it means)."""
+    kwargs = dict(gen_kwargs or {}) if isinstance(gen_kwargs, dict) or gen_kwargs is None else None
+    if kwargs is None:
+        raise InputError(f"generation_kwargs of the task must be a mapping, got {gen_kwargs!r}")
+    until = kwargs.get("until", [])
+    if isinstance(until, str):
+        until = [until]
+    if not isinstance(until, list) or not all(isinstance(u, str) for u in until):
+        raise InputError(f"generation_kwargs.until of the task must be a string or a list of strings, got {until!r}")
+    kwargs["until"] = until
+    for key in ("max_gen_toks", "max_new_tokens", "max_tokens", "max_completion_tokens"):
+        if key in kwargs and kwargs[key] is not None:
+            value = kwargs[key]
+            try:
+                number = float(value) if not isinstance(value, bool) else float("nan")
+            except (TypeError, ValueError):
+                number = float("nan")
+            if not math.isfinite(number) or number < 1 or number != int(number):
+                raise InputError(f"generation_kwargs.{key} of the task must be a whole number of at least 1, got "
+                                 f"{value!r}")  # fmt: skip
+            kwargs[key] = int(number)
+    for key in ("temperature", "top_p"):
+        if key in kwargs and kwargs[key] is not None:
+            try:
+                number = float(kwargs[key])
+            except (TypeError, ValueError):
+                number = float("nan")
+            if not math.isfinite(number) or number < 0:
+                raise InputError(f"generation_kwargs.{key} of the task must be a number of at least 0, got "
+                                 f"{kwargs[key]!r}")  # fmt: skip
+            kwargs[key] = number
+    if "top_k" in kwargs and kwargs["top_k"] is not None and (isinstance(kwargs["top_k"], bool)
+                                                             or not isinstance(kwargs["top_k"], int)):  # fmt: skip
+        raise InputError(f"generation_kwargs.top_k of the task must be a whole number, got {kwargs['top_k']!r}")
+    return kwargs
 
 
 def _utf8(text: str) -> bytes:
@@ -458,7 +506,7 @@ def evaluate_tasks(ckpt: str | Path, tasks: list[str], *, out: Path, include_pat
     manager = _task_manager(tasks, include_path)
     tracker = EvaluationTracker(output_path=str(out))
     try:
-        with _no_download_ping():
+        with _no_download_ping(), _data_files_beside_their_yaml():
             # No model_args: lm-eval only records them for a model object, and warns of a "chat
             # variant" when they contain "inst" or "chat" (a path may); get_model_info records
             # the checkpoint instead.
@@ -468,10 +516,20 @@ def evaluate_tasks(ckpt: str | Path, tasks: list[str], *, out: Path, include_pat
     except ConnectionError as exc:  # a task's dataset is on the Hub, which this machine cannot reach
         raise InputError(f"{exc}: the task's data must be downloaded from the Hugging Face Hub (or be in its "
                          "cache, with HF_DATASETS_OFFLINE=1)") from None  # fmt: skip
-    # lm-eval names the folder after a `pretrained=`/`model=` argument, else a random name; the
-    # checkpoint as given names it here, as `pretrained=DIR` does for a local Hugging Face model.
+    except AunetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed task fails inside lm-eval, datasets or jinja2
+        if _raised_in_aunet(exc):
+            raise  # aunet's own code was running: a bug, with its traceback
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+        raise InputError(f"lm-eval could not run {', '.join(tasks)}: {type(exc).__name__}: {detail} (a malformed task: "
+                         "its YAML, templates or data; or a flag it cannot meet, such as a --num-fewshot above its "
+                         "examples)") from None  # fmt: skip
+    # lm-eval names the folder after a `pretrained=`/`model=` argument, else a random name; here
+    # the run's own folder name names it (with the checkpoint when one was named): never a path.
+    name = results_name(lm.run.checkpoint) if lm.run is not None else "aunet"
     tracker.general_config_tracker.model_name = str(ckpt)
-    tracker.general_config_tracker.model_name_sanitized = sanitize_model_name(str(ckpt))
+    tracker.general_config_tracker.model_name_sanitized = sanitize_model_name(name)
     samples = results.pop("samples")
     # As lm-eval's own `run` command saves them (lm_eval/_cli/run.py).
     tracker.save_results_aggregated(results=results, samples=samples)
@@ -485,6 +543,97 @@ def evaluate_tasks(ckpt: str | Path, tasks: list[str], *, out: Path, include_pat
     return Harnessed(results, results_file, samples_files)
 
 
+def results_name(checkpoint: Path) -> str:
+    """The folder lm-eval's files go to under ``--out``: the run directory's name, and the
+    checkpoint's when it is not the run's newest (``--ckpt ../x`` gives ``x``, never ``..__x``)."""
+    import re
+
+    from aunet.jobs.checkpoint import CHECKPOINTS, latest_name
+
+    checkpoint = checkpoint.resolve()
+    if checkpoint.parent.name == CHECKPOINTS:
+        run = checkpoint.parent.parent
+        name = run.name if latest_name(run) == checkpoint.name else f"{run.name}-{checkpoint.name}"
+    else:
+        name = checkpoint.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "aunet"
+
+
+def _raised_in_aunet(exc: BaseException) -> bool:
+    """Whether aunet's own code was running when ``exc`` was raised (past ``evaluate_tasks``)."""
+    modules = []
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name not in _PASS_THROUGH:  # aunet's wrappers around lm-eval's loading
+            modules.append(str(tb.tb_frame.f_globals.get("__name__", "")))
+        tb = tb.tb_next
+    return any(m == "aunet" or m.startswith("aunet.") for m in modules[1:])
+
+
+_PASS_THROUGH = ("load_yaml", "_beside")
+
+
+@contextlib.contextmanager
+def _data_files_beside_their_yaml() -> Iterator[None]:
+    """Local tasks whose ``dataset_kwargs.data_files`` name paths relative to their YAML file.
+
+    lm-eval reads such paths relative to the directory it runs in, so a task folder works from
+    one directory only. Here a relative path that does not exist there is read relative to the
+    task's YAML file instead (lm-eval's own reading comes first: no task changes meaning), so
+    ``examples/harness`` runs from anywhere. Where lm-eval's task loader has another shape (a
+    version aunet was not tested with), tasks are read as lm-eval reads them."""
+    try:
+        from lm_eval.tasks import _factory
+    except ImportError:
+        yield
+        return
+    original = getattr(_factory, "load_yaml", None)
+    if original is None:
+        yield
+        return
+
+    def load_yaml(path: Any, *args: Any, **kwargs: Any) -> Any:
+        cfg = original(path, *args, **kwargs)
+        files = (cfg.get("dataset_kwargs") or {}).get("data_files") if isinstance(cfg, dict) else None
+        if files is not None and isinstance(cfg.get("dataset_kwargs"), dict):
+            cfg["dataset_kwargs"]["data_files"] = _beside(files, Path(path).expanduser().resolve().parent)
+        return cfg
+
+    _factory.load_yaml = load_yaml
+    try:
+        yield
+    finally:
+        _factory.load_yaml = original
+
+
+def _beside(files: Any, folder: Path) -> Any:
+    if isinstance(files, str):
+        return str(folder / files) if not Path(files).is_absolute() and not Path(files).exists() \
+            and (folder / files).exists() else files  # fmt: skip
+    if isinstance(files, list):
+        return [_beside(f, folder) for f in files]
+    if isinstance(files, dict):
+        return {k: _beside(v, folder) for k, v in files.items()}
+    return files
+
+
+def _yaml_problems(include_path: Path) -> list[str]:
+    """The YAML files of a task folder that lm-eval's index skips because they do not parse."""
+    try:
+        from lm_eval.tasks._yaml_loader import load_yaml
+    except ImportError:
+        return []
+    paths = [include_path] if include_path.is_file() else sorted(include_path.rglob("*.yaml"))
+    problems = []
+    for path in paths:
+        try:
+            load_yaml(path, resolve_func=False, recursive=False)
+        except Exception as exc:  # noqa: BLE001 - yaml's errors, and lm-eval's own
+            where = str(exc).strip().replace("\n", " ")
+            problems.append(f"{path}: not a readable lm-eval task ({type(exc).__name__}: {where[:300]})")
+    return problems
+
+
 def _task_manager(tasks: list[str], include_path: str | Path | None) -> Any:
     """lm-eval's TaskManager for ``tasks``, or an InputError naming those it does not know.
 
@@ -493,12 +642,20 @@ def _task_manager(tasks: list[str], include_path: str | Path | None) -> Any:
     an index of that folder alone, which gives the same tasks (the folder's take precedence)."""
     from lm_eval.tasks import TaskManager
 
+    missing = [t for t in tasks if t.endswith((".yaml", ".yml")) and not Path(t).is_file()]
+    if missing:
+        raise InputError(f"--tasks: '{missing[0]}' does not exist (a task named by its YAML file)")
     if include_path is not None:
         if not Path(include_path).exists():
             raise InputError(f"--include-path: '{include_path}' does not exist")
+        if Path(include_path).is_file():  # lm-eval indexes folders: the file's own folder holds it
+            include_path = Path(include_path).parent
         local = TaskManager(include_path=str(include_path), include_defaults=False)
         if all(t in local.all_subtasks for t in tasks):
             return local
+        problems = _yaml_problems(Path(include_path))
+        if problems:  # lm-eval's index skips a file it cannot parse: say so, not "unknown task"
+            raise InputError("\n".join([f"--include-path: {p}" for p in problems]))
     manager = TaskManager(include_path=str(include_path) if include_path is not None else None)
     unknown = [t for t in tasks if not (t.endswith(".yaml") and Path(t).is_file()) and not manager.match_tasks([t])]
     if unknown:

@@ -108,7 +108,9 @@ class RunSummary:
 
 
 def duration(seconds: float) -> str:
-    """``12.3 s``, ``4.5 minutes``, ``2.1 hours``."""
+    """``120 ms``, ``12.3 s``, ``4.5 minutes``, ``2.1 hours``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 90:
         return f"{seconds:.1f} s"
     if seconds < 5400:

@@ -25,6 +25,7 @@ from aunet.core.errors import InputError  # noqa: E402
 from aunet.core.model import ShapeMode  # noqa: E402
 from aunet.core.tokens import BOS, PAD  # noqa: E402
 from aunet.jobs import harness  # noqa: E402
+from conftest import run_cli  # noqa: E402
 
 CONTEXT = 128  # the test model's context, in positions with BOS
 
@@ -312,10 +313,12 @@ def test_without_lm_eval_a_clear_error_and_aunet_never_imports_it(monkeypatch) -
         harness.run_harness("any", ["t"], out=Path("o"))
 
 
-def test_the_example_task_is_reproducible_and_runs_from_the_checkout(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_the_example_task_is_reproducible_and_runs_from_any_directory(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """``examples/harness``: the checked-in data is what its script writes, and the task runs from
-    the checkout's root (its data path is relative to it)."""
+    a directory other than the checkout (its data path is relative to its YAML file); results go
+    to a folder named after the run, however ``--ckpt`` is spelt."""
     import importlib.util
+    import os
 
     root = Path(__file__).resolve().parents[1]
     script = root / "examples" / "harness" / "make_bible_cloze.py"
@@ -324,9 +327,43 @@ def test_the_example_task_is_reproducible_and_runs_from_the_checkout(run_dir: Pa
     spec.loader.exec_module(module)
     module.main(tmp_path / "bible_cloze.jsonl")
     assert (tmp_path / "bible_cloze.jsonl").read_bytes() == (script.parent / "bible_cloze.jsonl").read_bytes()
-    monkeypatch.chdir(root)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ckpt = os.path.relpath(run_dir, elsewhere)  # ../../.../run
     with pytest.warns(RuntimeWarning, match="longer than the model's context"):  # context 128: cuts counted
-        results = harness.run_harness(run_dir, ["bible_cloze"], out=tmp_path / "out", include_path=script.parent,
-                                      limit=4)  # fmt: skip
-    assert 0.0 <= results["results"]["bible_cloze"]["acc,none"] <= 1.0
-    assert results["n-samples"]["bible_cloze"]["effective"] == 4
+        done = harness.evaluate_tasks(ckpt, ["bible_cloze"], out=Path("out"), include_path=script.parent, limit=4)
+    assert 0.0 <= done.results["results"]["bible_cloze"]["acc,none"] <= 1.0
+    assert done.results["n-samples"]["bible_cloze"]["effective"] == 4
+    assert done.results_file.parent == Path("out") / run_dir.name  # not "..__..__run"
+
+
+def test_malformed_tasks_are_one_line_each(run_dir: Path, tmp_path: Path) -> None:
+    tasks, _ = write_task(tmp_path / "tasks")
+    good = (tasks / "aunet_local_mc.yaml").read_text()
+    cases = {
+        "undefined": (good.replace("{{question}}", "{{nofield}}"), "UndefinedError: 'nofield' is undefined"),
+        "output": (good.replace("multiple_choice", "banana"), "invalid output_type 'banana'"),
+        "yaml": (good + "metric_list: [unclosed\n", "not a readable lm-eval task"),
+    }
+    for name, (text, message) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "t.yaml").write_text(text.replace("task: aunet_local_mc", f"task: bad_{name}"))
+        result = run_cli("harness", "--ckpt", str(run_dir), "--tasks", f"bad_{name}", "--include-path", str(folder),
+                         "--limit", "2", "--out", str(tmp_path / "out"), "--device", "cpu")  # fmt: skip
+        errors = [line for line in result.stderr.splitlines() if line.startswith("aunet: error:")]
+        assert result.returncode == 2 and "Traceback" not in result.stderr and len(errors) == 1, result.stderr[-2000:]
+        assert message in errors[0], errors
+
+
+def test_generation_arguments_are_checked_and_capped(lm) -> None:
+    with pytest.raises(InputError, match=r"generation_kwargs.until of the task must be a string or a list"):
+        lm.generate_until([request("generate_until", "In the", {"until": 5})])
+    with pytest.raises(InputError, match=r"generation_kwargs.max_gen_toks .* at least 1, got -3"):
+        lm.generate_until([request("generate_until", "In the", {"until": ["."], "max_gen_toks": -3})])
+    assert harness._checked_gen_kwargs({"max_gen_toks": "1e9"})["max_gen_toks"] == 10**9  # YAML reads 1e9 as text
+    with pytest.warns(RuntimeWarning, match="asks for 1,000,000,000 new bytes per request; aunet generates at most"):
+        (text,) = lm.generate_until([request("generate_until", "In the", {"until": ["\n", "."], "max_gen_toks": 1e9,
+                                                                          "do_sample": False})])  # fmt: skip
+    assert len(text.encode()) <= harness.MAX_GEN_BYTES
