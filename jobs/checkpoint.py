@@ -189,7 +189,7 @@ def _attempt(phase: Any) -> BaseException | None:
     OSError, safetensors' SafetensorError or torch.distributed.checkpoint's CheckpointException)."""
     try:
         phase()
-    except Exception as exc:  # noqa: BLE001 - each writer has its own error type; all are write failures
+    except BaseException as exc:  # noqa: BLE001 - DCP's CheckpointException is a BaseException
         if not isinstance(exc, OSError) and not _is_write_error(exc):
             raise
         return exc
@@ -252,7 +252,7 @@ def _errno_of(exc: BaseException) -> int | None:
             found = _errno_of(inner)
             if found is not None:
                 return found
-    match = re.search(r"code: (\d+)", str(exc))
+    match = re.search(r"(?:code: |os error )(\d+)", str(exc))
     if match:
         return int(match.group(1))
     cause = exc.__cause__ or exc.__context__
@@ -439,7 +439,11 @@ def verify(path: Path, names: tuple[str, ...] | None = None) -> dict[str, Any]:
         if size != expected.get("bytes"):
             raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {name} has {size:,} bytes, "
                                   f"expected {expected.get('bytes')}")  # fmt: skip
-        if _sha256(file) != expected.get("sha256"):
+        try:
+            digest = _sha256(file)
+        except OSError as exc:
+            raise CheckpointError(f"checkpoint {path} cannot be read: {name}: {exc.strerror or exc}") from None
+        if digest != expected.get("sha256"):
             raise CheckpointError(f"checkpoint {path} is corrupt: {name} does not match its SHA-256")
     return meta
 

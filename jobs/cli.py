@@ -17,10 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
 from aunet.core.errors import AunetError, InputError, SpecError, did_you_mean, known_list
 from aunet.core.registry import Family, Registry, default_registry
+from aunet.core.spec import Streaming
 from aunet.core.validators import MAX_COUNT, MAX_SEED
 
 EXIT_USAGE = 2
@@ -67,6 +69,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # are shared, spinning threads made each parallel op cost up to 8 ms).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["launch"]:  # torchrun's options, then an aunet command: not parsed here
+        try:
+            from aunet.jobs.launch import launch
+
+            return launch(argv[1:], commands=[c for c in _commands(parser) if c != "launch"])
+        except AunetError as exc:
+            for line in exc.lines():
+                print(f"aunet: error: {line}", file=sys.stderr)
+            return EXIT_USAGE
     args, extras = parser.parse_known_args(argv)
     if extras:
         getattr(args, "parser", parser).unrecognized(extras)
@@ -96,6 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    return [name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "level head (a model trained with model.level_loss > 0)")  # fmt: skip
     _runtime_options(p)
     p.set_defaults(run=cmd_generate)
+
+    p = sub.add_parser("launch", help="torchrun for aunet: `aunet launch --nproc-per-node N train ... --parallel ddp`; "
+                       "errors stay one line, the exit status is the workers'", add_help=False)  # fmt: skip
+    p.add_argument("torchrun", nargs=argparse.REMAINDER, help="torchrun's options, then an aunet command and its options")
 
     p = sub.add_parser("export", help="write a run's checkpoint as a Hugging Face model folder (extra aunet[hf])")
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
@@ -747,6 +768,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_suite(spec, model, ckpt, args)
     if args.only:
         raise InputError("--only applies with --suite")
+    if args.data is None and (run.data.get("fingerprint") or {}).get("streamed"):
+        return _eval_streamed(run, args)
     if args.data is not None:
         corpus = load_corpus(args.data)
         split = args.split or "all"
@@ -801,7 +824,71 @@ def _run_data(run: Any) -> str | None:
     path = record.get("data")
     if path is not None and not Path(path).exists():
         raise InputError(f"the run was trained on {path}, which is not on this machine; give --data")
+    if path is not None:
+        _check_recorded(Path(path), record.get("fingerprint") or {})
     return path
+
+
+#: Entries a run's recorded data folder may hold beyond the files its fingerprint lists, before
+#: ``aunet eval`` refuses to read it (a tampered meta.json could name ``/usr``).
+EXTRA_ENTRIES = 10_000
+
+
+def _check_recorded(path: Path, fingerprint: dict[str, Any]) -> None:
+    """A run's recorded data path, checked against its fingerprint before anything is read: a
+    folder must hold no far larger tree than the files the run read (a bounded walk), a file
+    must be one the fingerprint names. What a checkpoint records is not trusted to point
+    anywhere: it is the checkpoint's own text."""
+    files = [f for f in fingerprint.get("files", []) if isinstance(f, dict)]
+    if fingerprint.get("embedded"):
+        raise InputError(f"the checkpoint records data at {path} but an embedded corpus's fingerprint; give --data")
+    if path.is_dir():
+        limit = len(files) + EXTRA_ENTRIES
+        seen = 0
+        for _, dirs, names in os.walk(path):
+            seen += len(dirs) + len(names)
+            if seen > limit:
+                raise InputError(f"the run's recorded data folder {path} holds more than {limit:,} entries, far more "
+                                 f"than the {len(files):,} file(s) the run read; give --data to evaluate")  # fmt: skip
+        return
+    if files and path.name not in {f.get("name") for f in files}:
+        raise InputError(f"the run's recorded data {path} is not the file it read ({files[0].get('name')!r}); give "
+                         "--data to evaluate")  # fmt: skip
+
+
+def _eval_streamed(run: Any, args: argparse.Namespace) -> int:
+    """``aunet eval`` of a run that streamed its corpus: its validation documents read lazily, up
+    to the bytes its own final evaluation read (``train.eval.final_bytes``; all by default)."""
+    from aunet.jobs.data import fingerprint_changes, model_encoding
+    from aunet.jobs.devices import model_autocast
+    from aunet.jobs.evaluate import evaluate
+    from aunet.jobs.metrics import Progress
+    from aunet.jobs.text import training_text
+
+    if args.split not in (None, "validation"):
+        raise InputError(f"--split {args.split}: the run streamed its corpus, which is evaluated on its validation "
+                         "split; give --data FILE to evaluate other text")  # fmt: skip
+    spec, model = run.spec, run.model
+    path = _run_data(run)
+    text = training_text(path, attrs.evolve(spec.train.data, stream=Streaming.ON))
+    changes = fingerprint_changes(run.data.get("fingerprint") or {}, text.fingerprint)
+    if changes:
+        print(f"aunet: note: the run's data changed since training ({'; '.join(changes[:3])}); evaluating on it as "
+              "it is now", file=sys.stderr)  # fmt: skip
+    limit = spec.train.eval.final_bytes
+    stack = model_encoding(model)
+    result = evaluate(model, text.validation(stack, limit), context=spec.model.context, batch_size=args.batch_size,
+                      limit_bytes=limit, progress=Progress(sys.stderr), autocast=model_autocast(model))  # fmt: skip
+    xz = text.xz_bpb(limit)
+    what = "the whole validation split" if limit is None else f"the first {limit:,} bytes of the validation split"
+    if args.json:
+        _print_json({"checkpoint": str(run.checkpoint), "spec": spec.name, "data": text.source, "split": "validation",
+                     "streamed": True, **result.to_json(), "xz_bpb": xz})  # fmt: skip
+        return 0
+    print(f"checkpoint: {run.checkpoint} ({spec.name})")
+    print(f"validation: {result.bpb:.4f} bits per byte on {result.bytes:,} bytes of {text.source} ({what}, streamed)")
+    print(f"xz -9e:     {xz:.4f} bits per byte on the same bytes")
+    return 0
 
 
 #: Below this many bytes, ``xz -9e``'s figure is mostly its container (about 60 bytes of headers).
@@ -896,6 +983,8 @@ def read_prompts(path: str) -> list[bytes]:
             record = json.loads(line.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise InputError(f"--prompts: {path}, line {number}: not a JSON value ({exc})") from None
+        except RecursionError:
+            raise InputError(f"--prompts: {path}, line {number}: JSON nested too deeply to read") from None
         if isinstance(record, dict):
             record = record.get("prompt", record.get("text"))
         if not isinstance(record, str):

@@ -185,7 +185,20 @@ def parse_threads(text: str) -> int | None:
         raise InputError(f"--threads: expected a whole number or 'auto', got '{text}'") from None
     if value < 1:
         raise InputError(f"--threads: must be at least 1, got {value}")
+    most = max_threads()
+    if value > most:
+        raise InputError(f"--threads: at most {most} on this machine ({os.cpu_count() or 1} CPUs; more threads "
+                         f"than {MAX_THREADS_PER_CPU} per CPU only wait for each other), got {value}")  # fmt: skip
     return value
+
+
+#: ``--threads`` may ask for up to this many threads per CPU of the machine (OpenMP crashes
+#: when asked for tens of thousands).
+MAX_THREADS_PER_CPU = 4
+
+
+def max_threads() -> int:
+    return MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
 
 
 def set_process_threads(threads: int | None) -> int:

@@ -33,7 +33,10 @@ def sample_next(logits: Tensor, *, temperature: float, top_k: int | None, top_p:
     logits[:, PAD] = float("-inf")
     if temperature <= 0:
         return logits.argmax(-1)
-    logits = logits / temperature
+    # Shifted so that the largest is 0 before dividing: however small the temperature (1e-45),
+    # nothing overflows to inf (which softmax would turn into NaN); it only tends to greedy.
+    logits = logits.double()  # a float32 temperature below 1.4e-45 would be 0
+    logits = (logits - logits.max(-1, keepdim=True).values) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

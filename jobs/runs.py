@@ -57,8 +57,7 @@ def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
     from aunet.jobs.devices import resolve_device
 
     device = resolve_device(device)
-    ckpt = checkpoint.resolve(path)
-    weights, meta = checkpoint.load_model(ckpt)
+    ckpt, weights, meta = _read_newest(path)
     if not isinstance(meta.get("spec"), str):
         raise checkpoint.CheckpointError(f"checkpoint {ckpt} records no spec in its meta.json")
     spec = parse_spec(meta["spec"], source=f"{ckpt}/meta.json")
@@ -77,6 +76,29 @@ def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
     model.to(device).eval()
     data = meta.get("run") if isinstance(meta.get("run"), dict) else {}
     return LoadedRun(model, model.spec, int(meta["step"]), ckpt, data)
+
+
+#: Times a reader follows a run that prunes the checkpoint it is reading (``keep = 1``).
+READ_RETRIES = 5
+
+
+def _read_newest(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """(checkpoint, weights, meta) of a checkpoint folder, or of a run directory's newest complete
+    checkpoint. A training run may prune the checkpoint being read (``keep = 1``): the reader
+    then reads the run's next newest one, rather than failing on a file that vanished."""
+    for _ in range(READ_RETRIES):
+        ckpt = checkpoint.resolve(path)
+        try:
+            weights, meta = checkpoint.load_model(ckpt)
+            return ckpt, weights, meta
+        except (checkpoint.CheckpointError, OSError):
+            if ckpt.exists() or Path(path).resolve() == ckpt.resolve():
+                if not ckpt.exists():
+                    raise checkpoint.CheckpointError(f"checkpoint {ckpt} was removed while it was read (its run "
+                                                     "pruned it); give the run directory to read its newest") from None  # fmt: skip
+                raise
+    raise checkpoint.CheckpointError(f"--ckpt: the checkpoints of '{path}' were pruned {READ_RETRIES} times while "
+                                     "being read; read a copy, or raise train.checkpoint.keep")  # fmt: skip
 
 
 def stamp(spec: Spec) -> Spec:

@@ -7,8 +7,10 @@ import json
 import os
 import re
 import subprocess
+import shutil
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -177,7 +179,13 @@ batch = tokenizer([sys.argv[2]], return_tensors="pt")
 out = model.generate(**batch, max_new_tokens=24, do_sample=False)
 model.save_pretrained(sys.argv[3])  # from the zip runtime: the zip is copied on
 import os
-print(json.dumps({"installed": hidden, "bridge": model.bridge.__file__,
+try:  # the zip holds a module of another name (planted): it must not be importable
+    import zstandard_planted_probe
+    planted = "imported"
+except ModuleNotFoundError:
+    planted = "not found"
+print(json.dumps({"installed": hidden, "bridge": model.bridge.__file__, "planted": planted,
+                  "zip_on_path": any("aunet-runtime.zip" in p for p in sys.path),
                   "saved": sorted(os.listdir(sys.argv[3])),
                   "text": tokenizer.decode(out[0][batch["input_ids"].shape[1]:], skip_special_tokens=True)}))
 """
@@ -196,15 +204,23 @@ def test_a_fresh_process_with_transformers_alone_loads_and_generates(exported, t
             (alone / entry.name).symlink_to(entry)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(alone), HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-S", "-c", LOAD_AND_GENERATE, str(exported[1]), PROMPTS[0],
+    # A copy of the export whose runtime zip also holds a module of another name, as a tampered
+    # download could: loading the model must not make it importable.
+    folder = tmp_path / "export"
+    shutil.copytree(exported[1], folder)
+    marker = tmp_path / "planted-ran"
+    with zipfile.ZipFile(folder / "aunet-runtime.zip", "a") as archive:
+        archive.writestr("zstandard_planted_probe.py", f"open({str(marker)!r}, 'w').write('ran')\n")
+    result = subprocess.run([sys.executable, "-S", "-c", LOAD_AND_GENERATE, str(folder), PROMPTS[0],
                              str(tmp_path / "saved")],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["installed"] == []  # nothing of aunet's was importable before loading
     assert "aunet-runtime.zip" in seen["bridge"]
+    assert seen["planted"] == "not found" and not seen["zip_on_path"] and not marker.exists()
     assert "aunet-runtime.zip" in seen["saved"] and "modeling_aunet.py" in seen["saved"]
-    assert (tmp_path / "saved" / "aunet-runtime.zip").read_bytes() == (exported[1] / "aunet-runtime.zip").read_bytes()
+    assert (tmp_path / "saved" / "aunet-runtime.zip").read_bytes() == (folder / "aunet-runtime.zip").read_bytes()
     cli = run_cli("generate", "--ckpt", str(exported[0]), "--prompt", PROMPTS[0], "--max-bytes", "24",
                   "--temperature", "0")  # fmt: skip
     assert cli.stdout == PROMPTS[0] + seen["text"] + "\n"

@@ -17,10 +17,13 @@ Generation defaults written with it: BOS and PAD are never generated (``suppress
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +61,10 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
     except OSError as exc:
         raise InputError(f"--out: cannot write in '{out.parent}': {exc.strerror or exc}") from None
     try:
-        model.save_pretrained(staging)  # config, weights, remote code and the runtime zip
-        tokenizer.save_pretrained(staging)
+        with _quiet_transformers():
+            model.save_pretrained(staging)  # config, weights, remote code and the runtime zip
+            tokenizer.save_pretrained(staging)
+        os.chmod(staging, _folder_mode())  # mkdtemp's folder is the owner's alone; the export is not
         if out.exists():
             out.rmdir()  # empty, checked above
         staging.rename(out)
@@ -70,6 +75,27 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _folder_mode() -> int:
+    """0o777 less the umask: what ``mkdir`` gives every other folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """``save_pretrained`` without transformers' progress bar (aunet prints one line when done)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def hf_objects(run: Any) -> tuple[Any, Any, Any]:

@@ -15,9 +15,12 @@ a machine with ``transformers`` alone.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import os
 import sys
 import warnings
+import zipfile
+import zipimport
 from typing import Any
 
 import torch
@@ -45,6 +48,42 @@ def _runtime_zip(config: AUNetConfig) -> str:
     return found
 
 
+#: What an export's runtime zip may provide: aunet and its pure-Python dependencies, nothing else.
+RUNTIME_PACKAGES = ("aunet", "attr", "attrs", "cattr", "cattrs", "pluggy")
+
+
+class _Runtime(importlib.abc.MetaPathFinder):
+    """Serves the packages of an export's runtime zip (``RUNTIME_PACKAGES``, and their metadata,
+    which aunet's plugin registry reads) to imports that nothing installed answers, and nothing
+    else: the zip never goes on ``sys.path``, so a module in it by any other name (a
+    ``zstandard.py``) can never shadow a later, unrelated import."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.importer = zipimport.zipimporter(path)
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        self.dist_infos = sorted({n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")})
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if path is not None or fullname not in RUNTIME_PACKAGES:
+            return None  # submodules are found through their package's own __path__ (inside the zip)
+        return self.importer.find_spec(fullname)
+
+    def find_distributions(self, context: Any = None) -> Any:
+        from importlib.metadata import PathDistribution
+
+        wanted = getattr(context, "name", None)
+        for info in self.dist_infos:
+            project = info.removesuffix(".dist-info").rsplit("-", 1)[0]
+            if wanted is None or _normal(wanted) == _normal(project):
+                yield PathDistribution(zipfile.Path(self.path, at=f"{info}/"))
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("-", "_").replace(".", "_")
+
+
 def load_bridge(config: AUNetConfig) -> Any:
     """``aunet.jobs.hf.bridge``: from the installed aunet, else from the exported folder's runtime.
     An installed aunet other than the exporting one is used, with a warning naming both."""
@@ -56,11 +95,11 @@ def load_bridge(config: AUNetConfig) -> Any:
                           f"{running} runs it", stacklevel=3)  # fmt: skip
         return bridge
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in ("aunet", "attr", "attrs", "cattrs", "cattr", "pluggy"):
+        if (exc.name or "").split(".")[0] not in RUNTIME_PACKAGES:
             raise
     path = _runtime_zip(config)
-    if path not in sys.path:
-        sys.path.append(path)  # after every installed package: an installed attrs or pluggy wins
+    if not any(isinstance(f, _Runtime) and f.path == path for f in sys.meta_path):
+        sys.meta_path.append(_Runtime(path))  # after every installed package: an installed attrs or pluggy wins
     importlib.invalidate_caches()
     return importlib.import_module("aunet.jobs.hf.bridge")
 
