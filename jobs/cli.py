@@ -444,22 +444,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_spec_show(args: argparse.Namespace) -> int:
-    import attrs
-
     from aunet.core.spec import dump_spec, load_spec, spec_to_dict
 
-    spec = _checked(load_spec(args.file), args.file)
+    given = load_spec(args.file)
+    spec = _checked(given, args.file)  # resolved: contractions the spec leaves out are measured now
     sizes = None
     if _is_model_spec(spec):
         from aunet.core.accounting import account
 
+        measured = any(level.contraction is None for level in given.levels[1:])
         if spec.model.bpe and spec.model.tokenizer.bytes_per_token is None:
             from aunet.jobs.tokenizer import embedded_bytes_per_token, with_bytes_per_token
 
             spec = with_bytes_per_token(spec, embedded_bytes_per_token(spec.model.tokenizer.vocab_size))
-            sizes = attrs.evolve(account(spec), contraction_measured=True)  # bytes per token, measured here
-        else:
-            sizes = account(spec)
+            measured = True  # bytes per token, measured here
+        sizes = attrs.evolve(account(spec), contraction_measured=measured)
     if args.json:
         _print_json({"name": spec.name, "spec": spec_to_dict(spec), **(sizes.to_json() if sizes else {})})
         return 0

@@ -25,6 +25,9 @@ LAWS = {
     "aunet": {"batch": (0.66, 0.321), "lr": (6.6, -0.176), "unit": "bytes"},
     "bpe": {"batch": (29.9, 0.231), "lr": (19.3, -0.177), "unit": "tokens"},
 }
+#: The paper's own runs start at about this many training FLOPs (its 1B-class models at 1e19 and
+#: beyond): below it, the laws are extrapolations, and ``plan`` says so.
+PAPER_MIN_FLOPS = 1e19
 #: Bytes per Llama 3 token on the paper's data, for BPE plans without a measured figure.
 PAPER_BYTES_PER_TOKEN = 4.56
 PAPER_SPECS = ("paper/aunet2-1b", "paper/aunet3-1b", "paper/aunet4-1b")
@@ -43,9 +46,10 @@ class Plan:
     flops_per_byte: float
     train_bytes: float  # flops / flops_per_byte
     steps: int
-    rows_per_step: float  # batch / context (rows of the spec's context, in bytes or tokens)
+    rows_per_step: int  # batch / context, rounded to whole rows (at least 1): what ``steps`` counts
     context: int
     ladder: tuple[dict[str, Any], ...]
+    note: str | None = None  # where the budget lies outside the paper's runs
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self, recurse=False) | {"ladder": list(self.ladder), "unit": LAWS[self.arch]["unit"]}
@@ -71,15 +75,21 @@ def make_plan(flops: float, *, arch: str = "aunet", spec: Any = None, bytes_per_
     sizes = account(spec)
     per_byte = sizes.flops_per_byte
     train_bytes = flops / per_byte
+    rows = max(1, round(batch / spec.model.context))  # the law's batch in whole rows of the spec's context
+    step_bytes = rows * spec.model.context * (per_token if arch == "bpe" else 1.0)
     ladder = []
     for name in PAPER_SPECS:
         other = account(load_spec(name))
-        steps = flops / other.flops_per_byte / batch_bytes
+        steps = flops / other.flops_per_byte / step_bytes
         ladder.append({"spec": name, "parameters": other.parameters, "flops_per_byte": other.flops_per_byte,
                        "steps": round(steps), "train_bytes": flops / other.flops_per_byte})  # fmt: skip
+    note = None
+    if flops < PAPER_MIN_FLOPS:
+        orders = math.log10(PAPER_MIN_FLOPS / flops)
+        note = (f"{flops:.3g} FLOPs is {orders:.1f} orders of magnitude below the paper's smallest runs (about "
+                f"{PAPER_MIN_FLOPS:.0e}): these figures extrapolate its laws, they were not measured there")  # fmt: skip
     return Plan(arch, flops, batch, batch_bytes, lr, spec.name, per_byte, train_bytes,
-                max(1, round(train_bytes / batch_bytes)), batch / spec.model.context, spec.model.context,
-                tuple(ladder))  # fmt: skip
+                max(1, round(train_bytes / step_bytes)), rows, spec.model.context, tuple(ladder), note)  # fmt: skip
 
 
 def format_plan(plan: Plan) -> str:
@@ -89,9 +99,13 @@ def format_plan(plan: Plan) -> str:
         f"batch: {plan.batch:.3g} {unit} per step" + (f" ({plan.batch_bytes:.3g} bytes)" if unit != "bytes" else ""),
         f"learning rate: {plan.lr:.3g}",
         f"{plan.spec}: {plan.flops_per_byte:.3g} FLOPs per byte -> {plan.train_bytes:.3g} bytes, "
-        f"{plan.steps:,} steps of {plan.rows_per_step:,.1f} rows of {plan.context:,} {unit}",
+        f"{plan.steps:,} step{'s' if plan.steps != 1 else ''} of {plan.rows_per_step:,} "
+        f"row{'s' if plan.rows_per_step != 1 else ''} of {plan.context:,} {unit} (the batch in whole rows: "
+        f"{plan.rows_per_step * plan.context:,} {unit})",
         "the paper's 1B-class configurations at this budget and batch:",
     ]
     lines += [f"  {r['spec']:<10} {r['parameters'] / 1e9:.2f} B parameters, {r['flops_per_byte']:.3g} FLOPs/byte, "
               f"{r['steps']:,} steps" for r in plan.ladder]  # fmt: skip
+    if plan.note:
+        lines.append(f"note: {plan.note}")
     return "\n".join(lines)

@@ -184,8 +184,16 @@ def test_plan_matches_the_papers_table(flops: float, batch: float, lr: float, ca
     plan = json.loads(capsys.readouterr().out)
     assert plan["batch_bytes"] == pytest.approx(batch, rel=0.02)
     assert plan["lr"] == pytest.approx(lr, rel=0.02)
-    assert plan["steps"] == round(flops / plan["flops_per_byte"] / plan["batch_bytes"])
+    assert plan["steps"] == round(flops / plan["flops_per_byte"] / (plan["rows_per_step"] * plan["context"]))
+    assert plan["rows_per_step"] == round(plan["batch"] / plan["context"]) and plan["note"] is None
     assert [r["spec"] for r in plan["ladder"]] == ["paper/aunet2-1b", "paper/aunet3-1b", "paper/aunet4-1b"]
+
+
+def test_plan_rounds_the_batch_to_rows_and_says_when_it_extrapolates(capsys) -> None:
+    assert main(["plan", "--flops", "1e12"]) == 0
+    text = capsys.readouterr().out
+    assert "1 step of 1 row of 8,192 bytes (the batch in whole rows: 8,192 bytes)" in text
+    assert "note: 1e+12 FLOPs is 7.0 orders of magnitude below the paper's smallest runs" in text
 
 
 def test_plan_for_bpe_uses_its_laws(capsys) -> None:
