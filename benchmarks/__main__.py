@@ -10,7 +10,7 @@ import sys
 import benchmarks  # noqa: F401 - sets OMP_WAIT_POLICY before torch is imported
 
 NAMES = ("splitters", "train-step", "recipe", "generate", "script-experiment", "pooler-experiment", "udhr-eval",
-         "attention", "gpu-check")
+         "attention", "gpu-check", "trust")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -424,6 +424,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except TurnsStopped as stopped:
         print(f"aunet compare: {stopped}; continue with the same command and --resume", file=sys.stderr)
         return 128 + stopped.signum
+    except KeyboardInterrupt:  # between two turns: every run is at its last turn's checkpoint
+        print("aunet compare: interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
     print(markdown(report, budget), end="")
     print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}" + "".join(f", {out / p}" for p in report["plots"]))
     return 0

@@ -64,12 +64,11 @@ def _ended(exc: object) -> int:
     """The workers' own exit status; one line for a worker that died without saying why."""
     import sys
 
-    failures = getattr(exc, "failures", {})
-    codes = []
-    for rank, failure in sorted(failures.items()):
-        code = int(getattr(failure, "exitcode", 1))
-        codes.append(code)
-        if code < 0:  # killed by a signal: it could say nothing itself
+    failures = sorted(getattr(exc, "failures", {}).items())
+    codes = [int(getattr(failure, "exitcode", 1)) for _, failure in failures]
+    reported = any(code > 0 for code in codes)  # a worker that failed said why, and torchrun then
+    for (rank, _), code in zip(failures, codes):  # stopped the others with SIGTERM: no news
+        if code < 0 and not (reported and -code == signal.SIGTERM):  # killed: it could say nothing itself
             name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
             print(f"aunet: error: [rank {rank}] the process was killed by {name}", file=sys.stderr)
     positive = [c for c in codes if c > 0]

@@ -148,23 +148,14 @@ class Budget:
         return max(0.0, self.seconds - trainer.elapsed)
 
 
-#: An untrained model's loss: a uniform guess over the vocabulary, in bits per position.
-def untrained_bits(vocab_size: int) -> float:
-    return math.log2(vocab_size)
-
-
 class Checkpointer:
-    """Writes the trainer's state every ``every`` steps (and at the end), keeps ``keep``. Each
-    checkpoint records the training loss of its step (``train_bpb``), so that a divergence can
-    say whether the last good checkpoint is worth resuming from."""
+    """Writes the trainer's state every ``every`` steps (and at the end), keeps ``keep``."""
 
     def __init__(self, run_dir: Path, config: CheckpointSpec, spec: Spec, record: RunRecord, world: World,
                  tokenizer: Any = None, last: Path | None = None) -> None:  # fmt: skip
         self.run_dir = run_dir
         self.config = config
         self.world = world
-        self.bytes_per_position = (spec.model.tokenizer.bytes_per_token or 1.0) if spec.model.bpe else 1.0
-        self.untrained = untrained_bits(spec.model.vocab_size) / self.bytes_per_position
         # A checkpoint is self-contained: the spec and the data record are in its meta.json too,
         # and a BPE model's tokenizer (JSON, as everything aunet reads back).
         self.meta = {"spec_name": spec.name, "spec": dump_spec(spec),
@@ -173,8 +164,6 @@ class Checkpointer:
             self.meta["tokenizer"] = json.loads(tokenizer.to_json())
         self.last = last
         self.saved_step = int(last.name.split("-")[1]) if last else -1
-        recorded = checkpoint.read_meta(last).get("train_bpb") if last else None
-        self.last_bpb: float | None = recorded if isinstance(recorded, (int, float)) else None
 
     def maybe_save(self, trainer: Trainer, *, final: bool) -> None:
         if trainer.step_count % self.config.every == 0 and not final:
@@ -184,36 +173,25 @@ class Checkpointer:
         """A checkpoint of the trainer now, once its weights are known to be finite."""
         problem = trainer.divergence()
         if problem:
-            raise diverged(problem, self.last, self.last_bpb, self.untrained)
+            raise self.diverged(problem)
         weights, tensors, data = trainer.state()
         data["rng_by_rank"] = self.world.gather(data["rng"])
-        loss = trainer.last_loss()
-        bpb = loss / math.log(2) / self.bytes_per_position if loss is not None else None
         meta = {**self.meta, "elapsed_s": trainer.elapsed, "processes": self.world.size,
-                "parallel": self.world.parallel.value, "train_bpb": bpb}  # fmt: skip
+                "parallel": self.world.parallel.value}  # fmt: skip
         self.last = checkpoint.save(self.run_dir, trainer.step_count, weights, tensors, data, keep=self.config.keep,
                                     extra_meta=meta, world=self.world,
                                     sharded=self.world.parallel is Parallel.FSDP)  # fmt: skip
         self.saved_step = trainer.step_count
-        self.last_bpb = bpb
         return self.last
 
-
-def diverged(problem: str, last: Path | None, last_bpb: float | None = None,
-             untrained: float | None = None) -> TrainingDiverged:  # fmt: skip
-    """The error of a run that stopped being finite, with advice that can work: a checkpoint whose
-    training loss is already no better than an untrained model's is finite but ruined (a far too
-    high learning rate does that in a step), and resuming from it cannot recover."""
-    if last is None:
-        return TrainingDiverged(f"{problem}; stopped without saving; no checkpoint was written yet: start the run "
-                                "again with a lower train.lr (or train.clip)")  # fmt: skip
-    if last_bpb is not None and untrained is not None and not last_bpb < untrained:
-        return TrainingDiverged(f"{problem}; stopped without saving; the last finite checkpoint, {last.name}, is "
-                                f"already ruined (its training loss {last_bpb:.4g} bits per byte is no better than an "
-                                f"untrained model's {untrained:.2f}), so resuming from it cannot recover: start a new "
-                                "run with a lower train.lr (or train.clip)")  # fmt: skip
-    return TrainingDiverged(f"{problem}; stopped without saving; the last good checkpoint is {last.name}: resume "
-                            "from it with a lower rate (--resume --set train.lr=...), or train.clip")  # fmt: skip
+    def diverged(self, problem: str) -> TrainingDiverged:
+        """The error of a run that stopped being sane (``Trainer.divergence``), with advice that
+        can work: every checkpoint written is sane, so the last one can be resumed from."""
+        if self.last is None:
+            return TrainingDiverged(f"{problem}; stopped without saving; no checkpoint was written yet: start the "
+                                    "run again with a lower train.lr (or train.clip)")  # fmt: skip
+        return TrainingDiverged(f"{problem}; stopped without saving; the last good checkpoint is {self.last.name}: "
+                                "resume from it with a lower rate (--resume --set train.lr=...), or train.clip")  # fmt: skip
 
 
 class StepLog:
@@ -244,7 +222,7 @@ class StepLog:
             # A synchronisation point on CUDA: the only one of an ordinary training step.
             problem = trainer.divergence()
             if problem:
-                raise diverged(problem, self.checkpointer.last, self.checkpointer.last_bpb, self.checkpointer.untrained)
+                raise self.checkpointer.diverged(problem)
             figures = trainer.figures(result)
             loss, grad_norm, predicted = figures["loss"], figures["grad_norm"], figures["predicted"]
             per_segment = [predicted / s if s else None for s in figures["segments"]]
@@ -283,6 +261,7 @@ class StepLog:
         import torch
 
         return tuple(torch.stack(self.losses).tolist()) if self.losses else ()
+
 
 
 class Evaluator:
@@ -409,9 +388,14 @@ class _StopFlag:
             return
         self.requested, self.signum, self._when = True, signum, now
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: Any, *exc: object) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+        if kind is not None and self._previous and self.world.distributed:
+            # An error is on its way out of this worker; torchrun answers the first worker that
+            # exits by sending SIGTERM to the others, which must not kill them before they print
+            # their own line. The process ends right after.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self._previous = {}
 
 

@@ -31,7 +31,19 @@ from aunet.jobs.distributed import SINGLE, World, checkpoint_blocks, gradient_sy
 
 
 class TrainingDiverged(AunetError):
-    """The loss, the gradient or the weights stopped being finite."""
+    """The loss, the gradient or the weights stopped being finite (or sane)."""
+
+
+#: Weights beyond this magnitude are no model any more: a far too high learning rate (1e30) leaves
+#: finite weights of 1e28 after one step, which predict nothing and cannot be trained back. Such
+#: a state is treated as a divergence, so no checkpoint of it is written. (Trained transformers'
+#: weights stay within a few units; an embedding without weight decay, within tens.)
+WEIGHT_LIMIT = 1e4
+
+
+def _sane(p: Tensor) -> Tensor:
+    """() bool: every value finite and within ``WEIGHT_LIMIT``."""
+    return p.detach().abs().le(WEIGHT_LIMIT).all()
 
 
 def parameter_groups(model: Any, config: TrainSpec) -> list[dict[str, Any]]:
@@ -128,7 +140,6 @@ class Trainer:
         self._bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self._bad_loss = torch.zeros((), device=device)
         self._bad_norm = torch.zeros((), device=device)
-        self._last_loss: Tensor | None = None  # () the last step's loss, on the device
 
     def autocast(self) -> Any:
         return autocast(self.device, bfloat16=self.bfloat16)
@@ -180,7 +191,6 @@ class Trainer:
         self._bad_step = torch.where(first, self.step_count, self._bad_step)
         self._bad_loss = torch.where(first, loss, self._bad_loss)
         self._bad_norm = torch.where(first, norm.float(), self._bad_norm)
-        self._last_loss = loss
         seconds = time.perf_counter() - started
         self.elapsed += seconds
         self.bytes_seen += n_bytes
@@ -209,23 +219,12 @@ class Trainer:
             figures["level_loss"] = losses[1]
         return figures
 
-    def last_loss(self) -> float | None:
-        """The last step's loss (nats per position) over every process, or None before any step
-        (reads the device: a checkpoint's figure, not a step's)."""
-        if self._last_loss is None:
-            return None
-        loss = self._last_loss.detach().clone().float().view(1)
-        if self.world.distributed:
-            self.world.all_reduce(loss)
-            loss = loss / self.world.size
-        return float(loss)
-
     def divergence(self) -> str | None:
         """Why the run stopped being finite, or None (reads the device: call it at logging steps
         and before a checkpoint is called good). In a distributed run every process returns the
         same answer."""
         local = [p._local_tensor if hasattr(p, "_local_tensor") else p for p in self.model.parameters()]
-        bad_weights = torch.stack([~torch.isfinite(p).all() for p in local]).any().long() if local else torch.zeros((), dtype=torch.long)
+        bad_weights = torch.stack([~_sane(p) for p in local]).any().long() if local else torch.zeros((), dtype=torch.long)
         flags = torch.stack([self._bad_step.to(torch.long), bad_weights.to(self._bad_step.device)])
         self.world.all_reduce(flags, op="max")
         bad = int(flags[0])
@@ -235,9 +234,10 @@ class Trainer:
             return f"the {what} became {value} at step {bad}"
         if int(flags[1]):
             names = [n for n, p in self.model.named_parameters()
-                     if not bool(torch.isfinite(p._local_tensor if hasattr(p, "_local_tensor") else p).all())]  # fmt: skip
+                     if not bool(_sane(p._local_tensor if hasattr(p, "_local_tensor") else p))]  # fmt: skip
             where = f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
-            return f"after step {self.step_count} some weight tensors are not finite{where}"
+            return (f"after step {self.step_count} some weight tensors are not finite or exceed {WEIGHT_LIMIT:.0e} in "
+                    f"magnitude{where}")  # fmt: skip
         return None
 
     # -- state -----------------------------------------------------------------------------------

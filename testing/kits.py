@@ -17,6 +17,10 @@ Invariants (the contracts of ``aunet.core.modules``):
 * **incremental use equals the full forward**: a pooler's ``step`` and the upsampler's one-position
   form, a stage through its KV cache, a backend with a dense mask over a cache;
 * **inside a whole model**: causal, and generation equal to teacher forcing.
+
+Every kit shrinks a failing example to a small one before reporting it (hypothesis's shrinking);
+``shrink=False`` reports the first one found, sooner. Whether a kit finds a broken component
+does not depend on it.
 """
 
 from __future__ import annotations
@@ -106,7 +110,8 @@ def _models(component: str, examples: int, *, shrink: bool = True, **fixed: Any)
 # -- poolers -----------------------------------------------------------------------------------
 
 
-def check_pooler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES) -> None:
+def check_pooler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES,
+                      shrink: bool = True) -> None:
     """Check a pooler spec against the contract of ``aunet.core.Pooler``.
 
     Quick start for a pooler author::
@@ -178,7 +183,7 @@ def check_pooler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = M
                             slot = int(level.members[row, j])
                             torch.testing.assert_close(got[row, 0], expected[row, slot], rtol=1e-5, atol=1e-5)
 
-    _run(contract, examples)
+    _run(contract, examples, shrink=shrink)
     with _invariant(component, "gradients reach every parameter"):
         # On segments of several positions (a softmax over one position has no gradient).
         torch.manual_seed(0)
@@ -188,13 +193,14 @@ def check_pooler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = M
         level = boundary_index(mask, None)
         _grads(pooler, pooler(torch.randn(2, 16, DIM_FINE), level).square().sum(), component)
     if model_examples:
-        _models(component, model_examples, pooler=spec)
+        _models(component, model_examples, shrink=shrink, pooler=spec)
 
 
 # -- upsamplers ----------------------------------------------------------------------------------
 
 
-def check_upsampler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES) -> None:
+def check_upsampler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES,
+                         shrink: bool = True) -> None:
     """Check an upsampler spec against the contract of ``aunet.core.Upsampler``.
 
     Quick start for an upsampler author::
@@ -257,9 +263,9 @@ def check_upsampler(spec: Any, *, examples: int = EXAMPLES, model_examples: int 
                     got = up(own, zero, level.offset[:, j : j + 1])
                     torch.testing.assert_close(got[:, 0], out.detach()[:, j], rtol=1e-5, atol=1e-5)
 
-    _run(contract, examples)
+    _run(contract, examples, shrink=shrink)
     if model_examples:
-        _models(component, model_examples, upsampler=spec)
+        _models(component, model_examples, shrink=shrink, upsampler=spec)
 
 
 # -- stages and attention -------------------------------------------------------------------------
@@ -287,7 +293,8 @@ def _layouts() -> Any:
     return draw()
 
 
-def check_stage(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES) -> None:
+def check_stage(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES,
+                     shrink: bool = True) -> None:
     """Check a stage spec against the contract of ``aunet.core.Stage``.
 
     Quick start for a stage author::
@@ -357,12 +364,13 @@ def check_stage(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MO
                                            cache=cache))  # fmt: skip
                     torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-5, atol=1e-5)
 
-    _run(contract, examples)
+    _run(contract, examples, shrink=shrink)
     if model_examples:
-        _models(component, model_examples, stage=spec)
+        _models(component, model_examples, shrink=shrink, stage=spec)
 
 
-def check_attention(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES) -> None:
+def check_attention(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES,
+                         shrink: bool = True) -> None:
     """Check an attention backend spec against the contract of ``aunet.core.AttentionBackend``.
 
     Quick start for a backend author::
@@ -428,6 +436,6 @@ def check_attention(spec: Any, *, examples: int = EXAMPLES, model_examples: int 
             last = backend(q[:, :, -1:], k, v, DensePlan(mask[..., -1:, :]))
             torch.testing.assert_close(last, expected[:, :, -1:], rtol=1e-5, atol=1e-5)
 
-    _run(contract, examples)
+    _run(contract, examples, shrink=shrink)
     if model_examples:
-        _models(component, model_examples, attention=(spec.kind,))
+        _models(component, model_examples, shrink=shrink, attention=(spec.kind,))

@@ -211,9 +211,10 @@ def _assert_equal(expected: np.ndarray, got: np.ndarray, message: str) -> None:
 
 
 def check_splitter(splitter: Splitter, *, stacks: Sequence[Sequence[Splitter]] | None = None,
-                   max_examples: int | None = None) -> None:  # fmt: skip
-    """Run the properties with hypothesis on ``splitter`` alone (and in any given ``stacks``)."""
-    from hypothesis import given, settings
+                   max_examples: int | None = None, shrink: bool = True) -> None:  # fmt: skip
+    """Run the properties with hypothesis on ``splitter`` alone (and in any given ``stacks``);
+    ``shrink=False`` reports the first failing input found instead of a shrunk one."""
+    from hypothesis import Phase, given, settings
 
     candidates = [SplitterStack((splitter,))] + [SplitterStack(tuple(s)) for s in (stacks or ())]
 
@@ -224,4 +225,6 @@ def check_splitter(splitter: Splitter, *, stacks: Sequence[Sequence[Splitter]] |
 
     if max_examples is not None:
         run = settings(max_examples=max_examples)(run)
+    if not shrink:
+        run = settings(phases=[p for p in Phase if p is not Phase.shrink])(run)
     run()
