@@ -44,13 +44,20 @@ from typing import IO, Any
 
 import attrs
 import numpy as np
-
 from aunet.core.errors import InputError
 from aunet.core.levels import SplitterStack
 from aunet.core.tokens import BOS, IGNORE
 from aunet.jobs.data import (
-    COMPRESSIONS, VALIDATION_EVERY, Batch, Document, Encoded, Packed, _record_document, encode_document,
-    parquet_records, parse_json_line,
+    COMPRESSIONS,
+    VALIDATION_EVERY,
+    Batch,
+    Document,
+    Encoded,
+    Packed,
+    _record_document,
+    encode_document,
+    parquet_records,
+    parse_json_line,
 )  # fmt: skip
 
 #: File types a streamed folder reads (after a compression suffix); others are skipped and reported.

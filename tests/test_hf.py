@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import shutil
+import subprocess
 import sys
 import sysconfig
 import zipfile
@@ -20,6 +20,7 @@ pytest.importorskip("transformers", reason="the Hugging Face export needs transf
 
 import aunet  # noqa: E402
 from aunet.core.model import ShapeMode  # noqa: E402
+
 from tests.conftest import run_cli, train_small_run  # noqa: E402
 
 PROMPTS = ["In the beginning God", "And the earth was", "Jesus wept."]

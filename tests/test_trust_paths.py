@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEXT, TINY, run_cli, train_small_run, write_spec
-
 from aunet.core.errors import InputError
 from aunet.jobs import checkpoint
+from conftest import TEXT, TINY, run_cli, train_small_run, write_spec
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
