@@ -189,8 +189,9 @@ def run(rounds: int = 5) -> list[dict[str, Any]]:
 
     def count(name: str, outcomes: list[tuple[bool, str]]) -> None:
         held = sum(ok for ok, _ in outcomes)
+        broken = [note for ok, note in outcomes if not ok]
         records.append({"trial": name, "trials": len(outcomes), "held": held, "broken": len(outcomes) - held,
-                        "notes": [note for ok, note in outcomes if not ok][:3]})  # fmt: skip
+                        "notes": (broken or [outcomes[0][1]])[:3]})  # fmt: skip
         print(f"{name}: {held} of {len(outcomes)} held", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="aunet-trust-") as tmp:

@@ -37,6 +37,7 @@ import math
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -263,7 +264,6 @@ class StepLog:
         return tuple(torch.stack(self.losses).tolist()) if self.losses else ()
 
 
-
 class Evaluator:
     """Validation bits per byte: on ``bytes`` of the split every ``every`` steps, on all of it
     at the end."""
@@ -367,8 +367,6 @@ class _StopFlag:
     def trained(self) -> None:
         """Training is over and saved: a signal from now on stops at once."""
         self._done = True
-        if self.requested:
-            raise KeyboardInterrupt
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
@@ -377,8 +375,6 @@ class _StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        import time
-
         now = time.monotonic()
         if self._done:
             raise KeyboardInterrupt
