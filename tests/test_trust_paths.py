@@ -59,7 +59,7 @@ def _file_size_limit() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["none", "ddp", "fsdp"])
+@pytest.mark.parametrize("parallel", ["none", "ddp"])  # FSDP2's writer: `python -m benchmarks trust`
 def test_a_failed_save_ends_every_process_in_one_line(folder: Path, parallel: str) -> None:
     out = f"full-{parallel}"
     common = ["train", "--spec", "tiny.toml", "--data", "c.txt", "--out", out, "--steps", "8"]
@@ -427,7 +427,7 @@ def test_compare_stops_on_ctrl_c_and_resumes_after_it_and_after_a_late_error(fol
         path.write_text(f'name = "m{i}"\n' + TINY.replace("dim = 32", f"dim = {dim}", 1))
         specs.append(str(path))
     out = tmp_path / "cmp"
-    command = ["compare", *specs, "--steps", "40", "--turn-steps", "4", "--data", str(folder / "c.txt"), "--out",
+    command = ["compare", *specs, "--steps", "24", "--turn-steps", "4", "--data", str(folder / "c.txt"), "--out",
                str(out), "--threads", "1", "--set", "train.lr=2e-3"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "aunet", *command], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -443,7 +443,7 @@ def test_compare_stops_on_ctrl_c_and_resumes_after_it_and_after_a_late_error(fol
     resumed = run_cli(*command, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = {r["spec"]: r for r in json.loads((out / "compare.json").read_text())["rows"]}
-    assert {r["steps"] for r in rows.values()} == {40}
+    assert {r["steps"] for r in rows.values()} == {24}
     again = run_cli(*command, "--resume")  # finished: nothing trains, the rows are read back
     assert again.returncode == 0 and json.loads((out / "compare.json").read_text())["rows"] == list(rows.values())
     assert 'lr = 0.002' in (out / "m0" / "spec.toml").read_text()  # --set reached every spec
