@@ -49,7 +49,9 @@ def test_built_in_stages_pass_their_kit(spec) -> None:
 
 @pytest.mark.parametrize("spec", [SdpaSpec(), MathSpec(), FlexSpec()], ids=lambda s: s.kind)
 def test_built_in_attention_passes_its_kit(spec) -> None:
-    check_attention(spec, model_examples=MODEL_EXAMPLES if spec.kind != "flex" else 2)
+    # flex compiles anew for every shape drawn (on a CPU, seconds each): fewer examples of it.
+    flex = spec.kind == "flex"
+    check_attention(spec, examples=10 if flex else 30, model_examples=2 if flex else MODEL_EXAMPLES)
 
 
 # -- broken components (tests/mutants.py) -------------------------------------------------------
