@@ -24,10 +24,9 @@ from collections.abc import Hashable, Sequence
 
 import attrs
 import numpy as np
-
 from aunet.core.errors import SpecIssue
 from aunet.core.splitter import Splitter
-from aunet.core.text import INVALID, LEAD_LENGTH, SECOND_RANGE, TABLE_SIZE, CharTable, Chars, as_bytes_array, decode
+from aunet.core.text import INVALID, LEAD_LENGTH, SECOND_RANGE, TABLE_SIZE, Chars, CharTable, as_bytes_array, decode
 
 #: Entries (list slots, 8 bytes each) a stack's table may hold; past them a stream steps the
 #: machines directly. Each state takes 128 (ASCII bytes) + 4 x classes entries.

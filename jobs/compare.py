@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec, dump_spec
 

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-
 from aunet.core.errors import InputError
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import attrs
 import numpy as np
-
 from aunet.core.errors import InputError
 from aunet.core.levels import SplitterStack, segment_stats
 

@@ -15,7 +15,12 @@ from typing import Any
 from aunet.core.levels import SplitterStack
 from aunet.core.spec import DataSpec, Streaming
 from aunet.jobs.data import (
-    Corpus, Encoded, TrainingData, encode_documents, load_corpus, xz_bits_per_byte,
+    Corpus,
+    Encoded,
+    TrainingData,
+    encode_documents,
+    load_corpus,
+    xz_bits_per_byte,
 )  # fmt: skip
 from aunet.jobs.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, encode, validation_documents
 

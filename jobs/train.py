@@ -43,12 +43,19 @@ from pathlib import Path
 from typing import IO, Any
 
 import attrs
-
 from aunet.core.contraction import contraction_of
 from aunet.core.errors import AunetError, InputError
 from aunet.core.levels import SplitterStack
 from aunet.core.spec import (
-    CheckpointSpec, EvalSpec, Parallel, SampleSpec, Spec, TrainSpec, apply_overrides, dump_spec, resolve_spec,
+    CheckpointSpec,
+    EvalSpec,
+    Parallel,
+    SampleSpec,
+    Spec,
+    TrainSpec,
+    apply_overrides,
+    dump_spec,
+    resolve_spec,
 )  # fmt: skip
 from aunet.jobs import checkpoint
 from aunet.jobs.data import TokenEncoding, fingerprint_changes
@@ -447,11 +454,15 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
            minutes: float | None, stop_at: int | None, device: Any, progress: Progress,
            on_step: Callable[[int, float], None] | None) -> RunSummary:  # fmt: skip
     import torch
-
     from aunet.core.accounting import account
     from aunet.core.model import build_model
     from aunet.jobs.devices import (
-        check_fits, matmul_peak, peak_device_memory, peak_host_memory, trim_host_memory, use_bfloat16,
+        check_fits,
+        matmul_peak,
+        peak_device_memory,
+        peak_host_memory,
+        trim_host_memory,
+        use_bfloat16,
     )  # fmt: skip
     from aunet.jobs.profiling import RunProfile, format_summary
 

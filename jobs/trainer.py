@@ -21,13 +21,12 @@ import time
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
-
 from aunet.core.errors import AunetError, InputError
 from aunet.core.labels import label
 from aunet.core.spec import Parallel, Shapes, Spec, TrainSpec
 from aunet.jobs.devices import autocast, rng_state, set_rng_state, use_bfloat16
 from aunet.jobs.distributed import SINGLE, World, checkpoint_blocks, gradient_sync, parallelize
+from torch import Tensor
 
 
 class TrainingDiverged(AunetError):
@@ -246,9 +245,8 @@ class Trainer:
         """(weights, optimizer tensors, trainer JSON): what a checkpoint needs to resume exactly.
         Keys are the parameters' names (``torch.distributed.checkpoint.state_dict``), whatever
         wraps or shards the model; under FSDP2 the tensors are this process's shards."""
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
         from aunet.jobs.checkpoint import flatten_optimizer
+        from torch.distributed.checkpoint.state_dict import get_state_dict
 
         weights, optimizer = get_state_dict(self.module, self.optimization.optimizer)
         optimizer_tensors, optimizer_json = flatten_optimizer(optimizer)
@@ -261,9 +259,8 @@ class Trainer:
         """Restore ``state()`` (``full``: the tensors are whole, as one process wrote them or a
         sharded checkpoint read whole; else this process's shards); returns notices for what this
         machine cannot restore."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
         from aunet.jobs.checkpoint import unflatten_optimizer
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         optimizer = unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optimizer.")},
                                         data["optimizer"])  # fmt: skip

@@ -13,10 +13,21 @@
 
 from aunet.testing.kits import check_attention, check_pooler, check_stage, check_upsampler
 from aunet.testing.models import (
-    assert_causal, assert_matches_teacher_forcing, documents, pack, registered_examples, small_specs,
+    assert_causal,
+    assert_matches_teacher_forcing,
+    documents,
+    pack,
+    registered_examples,
+    small_specs,
 )  # fmt: skip
 from aunet.testing.splitters import (
-    ALPHABET, MAX_BYTES, SCRIPT_ALPHABET, any_bytes, assert_levels_consistent, check_splitter, texts,
+    ALPHABET,
+    MAX_BYTES,
+    SCRIPT_ALPHABET,
+    any_bytes,
+    assert_levels_consistent,
+    check_splitter,
+    texts,
     valid_char_inner_bytes,
 )  # fmt: skip
 

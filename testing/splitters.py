@@ -31,13 +31,11 @@ and in CI a derandomized one (``derandomize=True``), so that a failure reproduce
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-import functools
-
 import numpy as np
-
 from aunet.core.levels import SplitterStack
 from aunet.core.splitter import Splitter
 from aunet.core.text import INVALID, CharTable

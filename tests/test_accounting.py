@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from conftest import ROOT, run_cli
-
 import aunet
+import pytest
 from aunet.core.accounting import account
+from conftest import ROOT, run_cli
 
 PAPER = {  # docs/method.md section 7: parameters, FLOPs per byte
     "aunet2-1b": (1.3e9, 1.8e9),

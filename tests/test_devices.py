@@ -3,10 +3,9 @@ leave the process's threads alone, and a training step never waits for the devic
 
 from __future__ import annotations
 
+import aunet
 import pytest
 import torch
-
-import aunet
 from aunet.core.errors import InputError
 from aunet.core.spec import apply_overrides
 from aunet.jobs.data import TrainingData, encode_documents, load_corpus

@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-
 from aunet.jobs import checkpoint
+from conftest import run_cli
 
 SPEC = """
 [model]

@@ -33,6 +33,7 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
     train_small_run(tmp, context=96, steps=3, overrides=("train.lr=1e-2",))
     result = run_cli("export", "--ckpt", str(tmp / "run"), "--out", str(tmp / "hf"))
     assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and result.stdout.startswith("exported to")  # no progress bar of transformers'
     return tmp / "run", tmp / "hf"
 
 
@@ -53,6 +54,9 @@ def _aunet_logits(model, text: str) -> torch.Tensor:
 
 def test_export_writes_a_complete_folder(exported) -> None:
     folder = exported[1]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~mask  # as mkdir makes it (mkdtemp's was the owner's)
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer_config.json",
             "configuration_aunet.py", "modeling_aunet.py", "tokenization_aunet.py", "aunet-runtime.zip"} <= names  # fmt: skip

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import math
 
+import aunet
 import pytest
 import torch
-
-import aunet
 from aunet.core import SpecError
 from aunet.core.accounting import account, row_activation_bytes
 from aunet.core.init import truncated_std
@@ -192,8 +191,8 @@ def test_repeat_with_offset_embedding_adds_one_row_per_offset() -> None:
 
 
 def test_non_param_pooling_passes_the_boundary_vectors_through() -> None:
-    from aunet.core.modules import LevelIndex  # noqa: F401  (the index type the pooler reads)
     from aunet.core.model import boundary_index
+    from aunet.core.modules import LevelIndex  # noqa: F401  (the index type the pooler reads)
     from aunet.plugins.poolers import MeanSpec, SelectSpec
 
     for spec in (SelectSpec(non_param=True), MeanSpec(non_param=True)):

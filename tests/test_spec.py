@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from aunet.core import Registry, SpecError
 from aunet.core.spec import LevelSpec, Spec, dump_spec, parse_spec
 from aunet.splitters.words import FourWord, NWord, Whitespace, WordPair
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def issues_of(text: str, registry: Registry) -> list[str]:
@@ -220,7 +219,6 @@ def specs(draw: st.DrawFn) -> Spec:
 @given(spec=specs())
 def test_round_trip_through_toml_is_the_identity(spec: Spec) -> None:
     from aunet.core.registry import default_registry
-
     from aunet.core.spec import converter as spec_converter
 
     registry = default_registry()

@@ -449,6 +449,13 @@ def test_compare_stops_on_ctrl_c_and_resumes_after_it_and_after_a_late_error(fol
     again = run_cli(*command, "--resume")  # finished: nothing trains, the rows are read back
     assert again.returncode == 0 and json.loads((out / "compare.json").read_text())["rows"] == list(rows.values())
     assert 'lr = 0.002' in (out / "m0" / "spec.toml").read_text()  # --set reached every spec
+    from aunet.jobs.data import load_corpus, xz_bits_per_byte
+
+    report = json.loads((out / "compare.json").read_text())
+    validation = load_corpus(folder / "c.txt").validation_bytes
+    # The plots' xz line is on the curves' own bytes (the first 32 KiB), the table's on the whole split.
+    assert report["xz_curve_bpb"] == xz_bits_per_byte(validation[: report["curve_bytes"]])
+    assert report["xz_bpb"] == xz_bits_per_byte(validation)
     other = run_cli(*command[:-2], "--resume")
     assert_one_line(other, "holds another comparison (specs differ)")
     assert compare.PLAN_FILE in os.listdir(out)
@@ -554,3 +561,10 @@ def test_metrics_record_speed_utilisation_and_memory(small_run: Path) -> None:
         assert r["flops_per_s"] > 0 and 0 < r["mfu"] < 1 and r["peak_memory_bytes"] > 50 << 20
     final = records[-1]
     assert final["final"] and final["whole_split"] and final["mfu"] > 0 and final["peak_memory_bytes"] > 0
+
+
+def test_spec_show_says_which_contractions_it_measured() -> None:
+    shown = run_cli("spec", "show", "aunet2-tiny", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["contraction_measured"] is True  # the spec gives none
+    text = run_cli("spec", "show", "aunet2-tiny").stdout
+    assert "(measured on the embedded corpus where the spec gives none)" in text and "(from the spec)" not in text
