@@ -35,23 +35,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = """
-[model]
-context = 64
-[[levels]]
-dim = 32
-stage = { kind = "transformer", layers = 1, head_dim = 16 }
-[[levels]]
-dim = 48
-splitter = "whitespace"
-stage = { kind = "transformer", layers = 1, head_dim = 16 }
-[train]
-batch_size = 4
-checkpoint = { every = 4, keep = 2 }
-eval = { every = 1000, bytes = 2000, final_bytes = 2000 }
-metrics = { every = 1 }
-sample = { bytes = 0 }
-"""
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import TEXT, TINY as SPEC  # noqa: E402 - the tests' tiny spec and text
+
 STEPS = 24
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -145,9 +131,6 @@ CORPUS_PEAK = (ROOT / "tests" / "test_trust_paths.py").read_text().split('CORPUS
 def corpus_peak(folder: Path) -> list[tuple[str, float]]:
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import TEXT
-
     rng = np.random.default_rng(0)
     words = np.array(TEXT.split())
     out = []
@@ -219,7 +202,6 @@ def run(rounds: int = 5) -> list[dict[str, Any]]:
             records.append({"trial": f"corpus in memory, {name}", "trials": 1, "held": int(ratio <= 3),
                             "broken": int(ratio > 3), "notes": [f"peak {ratio:.2f} bytes per byte of text"]})  # fmt: skip
         count("1 GiB single-document .txt streamed", [stream_1gib(folder)])
-    sys.path.insert(0, str(ROOT / "tests"))
     import mutants
 
     for name, caught in mutants.catch_counts(max(rounds, 20), shrink=False).items():
