@@ -3,6 +3,8 @@ leave the process's threads alone, and a training step never waits for the devic
 
 from __future__ import annotations
 
+import json
+
 import aunet
 import pytest
 import torch
@@ -151,3 +153,22 @@ def test_cuda_sampling_and_teacher_forcing() -> None:
     from aunet.jobs.generate import generate_recompute
 
     assert greedy == generate_recompute(model, [b"In the beginning"], 30)[0]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_run_reports_its_utilisation_and_device_memory(tmp_path) -> None:
+    from conftest import TEXT, TINY
+
+    from aunet.core.spec import parse_spec
+    from aunet.jobs.devices import matmul_peak
+    from aunet.jobs.train import train
+
+    (tmp_path / "c.txt").write_text(TEXT)
+    summary = train(parse_spec(TINY, name="tiny"), data=tmp_path / "c.txt", out=tmp_path / "run", steps=3,
+                    device="cuda")  # fmt: skip
+    t = summary.throughput
+    assert t.peak_device_memory is not None and t.peak_device_memory > 0 and 0 < t.mfu < 1
+    assert matmul_peak("cuda", torch.cuda.current_device(), True) > 1e12  # any GPU of this decade
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["peak_device_memory_bytes"] > 0 for r in records if "loss" in r)
