@@ -36,7 +36,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import TEXT, TINY as SPEC  # noqa: E402 - the tests' tiny spec and text
+from conftest import TEXT  # noqa: E402 - the tests' tiny spec and text
+from conftest import TINY as SPEC
 
 STEPS = 24
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

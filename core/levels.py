@@ -24,6 +24,7 @@ from collections.abc import Hashable, Sequence
 
 import attrs
 import numpy as np
+
 from aunet.core.errors import SpecIssue
 from aunet.core.splitter import Splitter
 from aunet.core.text import INVALID, LEAD_LENGTH, SECOND_RANGE, TABLE_SIZE, Chars, CharTable, as_bytes_array, decode

@@ -48,7 +48,18 @@ from aunet.core.registry import Family, Registry, default_registry
 from aunet.core.splitter import Splitter
 from aunet.core.tokens import VOCAB_SIZE
 from aunet.core.validators import (
-    FLOAT32_MAX, MAX_COUNT, MAX_LEVELS, between, count, fraction, non_negative, positions, positive, rows, seed, width,
+    FLOAT32_MAX,
+    MAX_COUNT,
+    MAX_LEVELS,
+    between,
+    count,
+    fraction,
+    non_negative,
+    positions,
+    positive,
+    rows,
+    seed,
+    width,
 )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+
 from aunet.core.errors import AunetError, InputError, SpecError, did_you_mean, known_list
 from aunet.core.registry import Family, Registry, default_registry
 from aunet.core.spec import Streaming

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec, dump_spec
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+
 from aunet.core.errors import InputError
 from aunet.core.levels import SplitterStack
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD

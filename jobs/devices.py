@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
 from aunet.core.errors import InputError
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"

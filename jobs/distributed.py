@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import attrs
+
 from aunet.core.errors import InputError
 from aunet.core.spec import Checkpointing, Parallel
 
@@ -95,6 +96,7 @@ def torchrun_command(parallel: Parallel) -> str:
 def process_group(parallel: Parallel, device_request: Any, *, resume: bool = False) -> Iterator[tuple[World, Any]]:
     """The run's ``World`` and this process's device, with the process group up while inside."""
     import torch
+
     from aunet.jobs.devices import resolve_device
 
     if not launched_by_torchrun():

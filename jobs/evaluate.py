@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+
 from aunet.core.tokens import IGNORE
 from aunet.jobs.data import Batch, Encoded, evaluation_rows
 

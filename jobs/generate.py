@@ -16,12 +16,13 @@ from typing import Any
 import attrs
 import numpy as np
 import torch
+from torch import Tensor
+
 from aunet.core.decoding import new_state, prefill, step
 from aunet.core.errors import InputError
 from aunet.core.levels import LevelStream
 from aunet.core.tokens import BOS, EOS, PAD
 from aunet.jobs.devices import threads as thread_count
-from torch import Tensor
 
 
 def sample_next(logits: Tensor, *, temperature: float, top_k: int | None, top_p: float | None,

@@ -47,6 +47,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+
 from aunet.core.errors import AunetError, InputError, did_you_mean
 
 LM_EVAL_MISSING = "lm-evaluation-harness is not installed: pip install 'aunet[eval]'"
@@ -143,6 +144,7 @@ def _forward_scores(model: Any, batch: Any) -> tuple[list[float], list[bool]]:
     """Per row: the summed log-probability (nats) of its targets, and whether every target is
     the greedy choice (``sample_next`` at temperature 0: BOS and PAD excluded)."""
     import torch
+
     from aunet.core.tokens import IGNORE
     from aunet.jobs.devices import model_autocast
     from aunet.jobs.generate import sample_next
@@ -307,9 +309,10 @@ class _Adapter:
     # -- helpers
 
     def _generate(self, contexts: list[str], gen_kwargs: dict | None) -> list[str]:
+        from lm_eval.models.utils import normalize_gen_kwargs
+
         from aunet.jobs.devices import default_decode_threads
         from aunet.jobs.generate import _generator, decode, sample_next
-        from lm_eval.models.utils import normalize_gen_kwargs
 
         kwargs = dict(normalize_gen_kwargs(_checked_gen_kwargs(gen_kwargs), DEFAULT_GEN_BYTES))
         if kwargs["max_gen_toks"] > MAX_GEN_BYTES:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from aunet.core.labels import labelled
 
 #: The labels of one step, in the order the summary lists them.
@@ -139,6 +140,7 @@ def profile_backends(spec: Any, *, kinds: list[str], device: Any, context: int |
                      warmup: int, out: Path, data: str | None = None) -> list[ProfileSummary]:  # fmt: skip
     """Profile training steps of ``spec`` with every stage on each attention kind in turn."""
     import torch
+
     from aunet.core.model import build_model
     from aunet.core.spec import apply_overrides
     from aunet.jobs.data import TrainingData, encode_documents, load_corpus

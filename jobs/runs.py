@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec, parse_spec
 from aunet.jobs import checkpoint

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec, apply_overrides, parse_spec, resolve_spec, spec_to_dict
 from aunet.core.version import version

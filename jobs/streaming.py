@@ -44,6 +44,7 @@ from typing import IO, Any
 
 import attrs
 import numpy as np
+
 from aunet.core.errors import InputError
 from aunet.core.levels import SplitterStack
 from aunet.core.tokens import BOS, IGNORE

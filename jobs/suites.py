@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import attrs
 import numpy as np
+
 from aunet.core.errors import InputError
 from aunet.core.levels import SplitterStack, segment_stats
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from aunet.core.errors import InputError
 from aunet.core.tokens import BOS, EOS, PAD, VOCAB_SIZE
 

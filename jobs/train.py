@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import attrs
+
 from aunet.core.contraction import contraction_of
 from aunet.core.errors import AunetError, InputError
 from aunet.core.levels import SplitterStack
@@ -454,6 +455,7 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
            minutes: float | None, stop_at: int | None, device: Any, progress: Progress,
            on_step: Callable[[int, float], None] | None) -> RunSummary:  # fmt: skip
     import torch
+
     from aunet.core.accounting import account
     from aunet.core.model import build_model
     from aunet.jobs.devices import (

@@ -21,12 +21,13 @@ import time
 from typing import Any, NamedTuple
 
 import torch
+from torch import Tensor
+
 from aunet.core.errors import AunetError, InputError
 from aunet.core.labels import label
 from aunet.core.spec import Parallel, Shapes, Spec, TrainSpec
 from aunet.jobs.devices import autocast, rng_state, set_rng_state, use_bfloat16
 from aunet.jobs.distributed import SINGLE, World, checkpoint_blocks, gradient_sync, parallelize
-from torch import Tensor
 
 
 class TrainingDiverged(AunetError):
@@ -245,8 +246,9 @@ class Trainer:
         """(weights, optimizer tensors, trainer JSON): what a checkpoint needs to resume exactly.
         Keys are the parameters' names (``torch.distributed.checkpoint.state_dict``), whatever
         wraps or shards the model; under FSDP2 the tensors are this process's shards."""
-        from aunet.jobs.checkpoint import flatten_optimizer
         from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        from aunet.jobs.checkpoint import flatten_optimizer
 
         weights, optimizer = get_state_dict(self.module, self.optimization.optimizer)
         optimizer_tensors, optimizer_json = flatten_optimizer(optimizer)
@@ -259,8 +261,9 @@ class Trainer:
         """Restore ``state()`` (``full``: the tensors are whole, as one process wrote them or a
         sharded checkpoint read whole; else this process's shards); returns notices for what this
         machine cannot restore."""
-        from aunet.jobs.checkpoint import unflatten_optimizer
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        from aunet.jobs.checkpoint import unflatten_optimizer
 
         optimizer = unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optimizer.")},
                                         data["optimizer"])  # fmt: skip

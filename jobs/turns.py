@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
 from aunet.core.errors import AunetError, InputError
 from aunet.core.spec import Spec, apply_overrides
 

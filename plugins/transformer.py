@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from aunet.core import validators as v
 from aunet.core.components import AttentionSpec, StageSpec
 from aunet.core.errors import SpecIssue
 from aunet.core.hookspecs import hookimpl
 from aunet.core.init import Init
 from aunet.core.registry import Registrar
-from aunet.core import validators as v
 from aunet.plugins.attention import SdpaSpec
 
 if TYPE_CHECKING:

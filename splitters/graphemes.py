@@ -11,8 +11,16 @@ one cluster, as Indic conjuncts are; ``conjuncts=False`` is Unicode 15.0's rules
 
 from __future__ import annotations
 
-from aunet.core.text import GRAPHEME_BREAKS, INVALID, CATEGORIES, decode, extended_pictographic
-from aunet.core.text import general_category, grapheme_break, linker
+from aunet.core.text import (
+    CATEGORIES,
+    GRAPHEME_BREAKS,
+    INVALID,
+    decode,
+    extended_pictographic,
+    general_category,
+    grapheme_break,
+    linker,
+)
 
 _CR, _LF, _CONTROL, _EXTEND, _ZWJ, _RI, _PREPEND, _SPACING, _L, _V, _T, _LV, _LVT = (
     GRAPHEME_BREAKS.index(name)

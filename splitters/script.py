@@ -77,8 +77,21 @@ import numpy as np
 
 from aunet.core.splitter import Splitter
 from aunet.core.text import (
-    CATEGORIES, GRAPHEME_BREAKS, INVALID, NEWLINES, SCRIPTS, TABLE_SIZE, WHITE_SPACE, Chars, CharTable,
-    extended_pictographic, general_category, grapheme_break, linker, script, syllable_final,
+    CATEGORIES,
+    GRAPHEME_BREAKS,
+    INVALID,
+    NEWLINES,
+    SCRIPTS,
+    TABLE_SIZE,
+    WHITE_SPACE,
+    Chars,
+    CharTable,
+    extended_pictographic,
+    general_category,
+    grapheme_break,
+    linker,
+    script,
+    syllable_final,
 )  # fmt: skip
 from aunet.core.validators import between
 from aunet.splitters.words import MAX_UNITS, run_offsets

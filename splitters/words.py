@@ -33,8 +33,8 @@ import attrs
 import numpy as np
 
 from aunet.core.splitter import Splitter
-from aunet.core.validators import between
 from aunet.core.text import CATEGORIES, NEWLINES, WHITE_SPACE, Chars, CharTable, general_category
+from aunet.core.validators import between
 
 # Character classes of the word rules. Non-whitespace classes come first: ``cls < SPACE``.
 LETTER, DIGIT, SYMBOL, SPACE, NEWLINE = range(5)

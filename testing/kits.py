@@ -84,10 +84,11 @@ def _grads(module: Any, loss: Any, component: str) -> None:
 def _models(component: str, examples: int, *, shrink: bool = True, **fixed: Any) -> None:
     """The component inside whole models: causal, and generation equal to teacher forcing."""
     import torch
-    from aunet.core.model import build_model
-    from aunet.testing.models import assert_causal, assert_matches_teacher_forcing, documents, small_specs
     from hypothesis import given
     from hypothesis import strategies as st
+
+    from aunet.core.model import build_model
+    from aunet.testing.models import assert_causal, assert_matches_teacher_forcing, documents, small_specs
 
     length = 40
 
@@ -126,8 +127,9 @@ def check_pooler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = M
     pooling with it at every level are causal and generate what they teacher-force.
     """
     import torch
-    from aunet.core.model import boundary_index
     from hypothesis import given
+
+    from aunet.core.model import boundary_index
 
     component = _name("pooler", spec)
 
@@ -215,8 +217,9 @@ def check_upsampler(spec: Any, *, examples: int = EXAMPLES, model_examples: int 
     with it at every level are causal and generate what they teacher-force.
     """
     import torch
-    from aunet.core.model import boundary_index
     from hypothesis import given
+
+    from aunet.core.model import boundary_index
 
     component = _name("upsampler", spec)
 
@@ -307,8 +310,9 @@ def check_stage(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MO
     models with it at every level are causal and generate what they teacher-force.
     """
     import torch
-    from aunet.core.modules import Layout
     from hypothesis import given
+
+    from aunet.core.modules import Layout
 
     component = _name("stage", spec)
     dim = _stage_dim(spec)
@@ -383,9 +387,10 @@ def check_attention(spec: Any, *, examples: int = EXAMPLES, model_examples: int 
     what they teacher-force. A backend that cannot run on a CPU cannot be checked here.
     """
     import torch
-    from aunet.core.modules import DensePlan, Layout, allowed
     from hypothesis import given
     from hypothesis import strategies as st
+
+    from aunet.core.modules import DensePlan, Layout, allowed
 
     component = _name("attention", spec)
     backend = spec.resolve(device=torch.device("cpu"))

@@ -19,12 +19,13 @@ def small_specs(*, max_depth: int = 3, attention: Sequence[str] | None = ("sdpa"
     new test. ``pooler``, ``upsampler``, ``stage`` (spec instances, registered or not) fix that
     family at every level; ``attention`` limits the attention kinds (None: every kind that runs on
     a CPU)."""
+    from hypothesis import strategies as st
+
     from aunet.core.registry import Family, default_registry
     from aunet.core.spec import LevelSpec, ModelSpec, Spec
     from aunet.plugins.transformer import TransformerSpec
     from aunet.plugins.upsamplers import MultiLinearSpec, OffsetMode
     from aunet.splitters.words import NWord
-    from hypothesis import strategies as st
 
     registry = registry or default_registry()
     poolers = [pooler] if pooler is not None else registered_examples(registry, Family.POOLER)
@@ -82,6 +83,7 @@ def registered_examples(registry: Any, family: Any) -> list[Any]:
 
 def _runs_on_cpu(attention: Any) -> bool:
     import torch
+
     from aunet.core.errors import AunetError
 
     try:
@@ -102,6 +104,7 @@ def pack(spec: Any, docs: Sequence[bytes], length: int) -> tuple[Any, Any]:
     """One row: BOS + doc + EOS for each document, cut or padded (PAD, level 0) to ``length``.
     Returns (tokens, levels), both (length,) tensors."""
     import torch
+
     from aunet.core.model import compute_levels, encode
     from aunet.core.tokens import PAD
 
@@ -138,6 +141,7 @@ def assert_matches_teacher_forcing(model: Any, prompts: Sequence[bytes], new: in
     """Cached greedy decoding gives, for every new byte, the logits of the teacher-forced forward
     over the final text (within ``tolerance``)."""
     import torch
+
     from aunet.core.model import ShapeMode, compute_levels, encode
     from aunet.jobs.generate import decode, sample_next
 

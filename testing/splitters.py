@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from aunet.core.levels import SplitterStack
 from aunet.core.splitter import Splitter
 from aunet.core.text import INVALID, CharTable

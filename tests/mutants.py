@@ -14,11 +14,12 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 import torch
+from torch import Tensor, nn
+
 from aunet.core import TABLE_SIZE, Chars, CharTable, Splitter
 from aunet.core.components import AttentionSpec, PoolerSpec, StageSpec, UpsamplerSpec
 from aunet.core.modules import AttentionBackend, Layout, LevelIndex, Pooler, Stage, Upsampler, gather_rows
 from aunet.plugins.nn.attention import SdpaBackend
-from torch import Tensor, nn
 
 # -- poolers -------------------------------------------------------------------------------------
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
-import aunet
 import pytest
+
+import aunet
 from aunet.core.accounting import account
+
 from conftest import ROOT, run_cli
 
 PAPER = {  # docs/method.md section 7: parameters, FLOPs per byte

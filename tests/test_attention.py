@@ -7,17 +7,19 @@ from __future__ import annotations
 import json
 import os
 
-import aunet
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aunet
 from aunet.core.model import ShapeMode
 from aunet.core.modules import Layout
 from aunet.core.spec import apply_overrides
 from aunet.plugins.nn.attention import BandPlan, FlexBackend, MathBackend, SdpaBackend
 from aunet.testing import documents, pack, small_specs
+
 from conftest import run_cli, write_spec
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 EXAMPLES = {"ci": 12, "dev": 5, "thorough": 200}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 12)
 CUDA = torch.cuda.is_available()

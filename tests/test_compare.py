@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import aunet
 import pytest
-from aunet.core.accounting import account
-from aunet.jobs.cli import main
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import aunet
+from aunet.core.accounting import account
+from aunet.jobs.cli import main
 
 tokenizers = pytest.importorskip("tokenizers", reason="the BPE baseline needs Hugging Face tokenizers (aunet[bpe])")
 
@@ -207,6 +208,7 @@ def test_plan_for_bpe_uses_its_laws(capsys) -> None:
 
 def test_packed_rows_attend_less_than_one_long_document() -> None:
     import numpy as np
+
     from aunet.core.accounting import attended_keys, packed_share
 
     assert attended_keys(np.array([2048]), 1024, None) == (1024 + 1) / 2

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
-import aunet
 import pytest
 import torch
+
+import aunet
 from aunet.core.errors import InputError
 from aunet.core.spec import apply_overrides
 from aunet.jobs.data import TrainingData, encode_documents, load_corpus
@@ -158,11 +159,11 @@ def test_cuda_sampling_and_teacher_forcing() -> None:
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_run_reports_its_utilisation_and_device_memory(tmp_path) -> None:
-    from conftest import TEXT, TINY
-
     from aunet.core.spec import parse_spec
     from aunet.jobs.devices import matmul_peak
     from aunet.jobs.train import train
+
+    from conftest import TEXT, TINY
 
     (tmp_path / "c.txt").write_text(TEXT)
     summary = train(parse_spec(TINY, name="tiny"), data=tmp_path / "c.txt", out=tmp_path / "run", steps=3,

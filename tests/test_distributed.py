@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from aunet.jobs import checkpoint
+
 from conftest import run_cli
 
 SPEC = """

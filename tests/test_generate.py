@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import os
 
-import aunet
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aunet
 from aunet.core.model import ShapeMode, build_model
 from aunet.core.resources import spec_path
 from aunet.jobs.generate import decode, generate, generate_recompute, sample_next
 from aunet.testing import small_specs
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 EXAMPLES = {"ci": 25, "dev": 8, "thorough": 300}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 25)
 PROMPT_BYTES = st.one_of(

@@ -17,14 +17,16 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (the 'eval' extra)")
 
-import aunet  # noqa: E402
 import torch  # noqa: E402
+from lm_eval.api.instance import Instance  # noqa: E402
+
+import aunet  # noqa: E402
 from aunet.core.errors import InputError  # noqa: E402
 from aunet.core.model import ShapeMode  # noqa: E402
 from aunet.core.tokens import BOS, PAD  # noqa: E402
 from aunet.jobs import harness  # noqa: E402
+
 from conftest import run_cli  # noqa: E402
-from lm_eval.api.instance import Instance  # noqa: E402
 
 CONTEXT = 128  # the test model's context, in positions with BOS
 
@@ -206,9 +208,10 @@ def test_rolling_loglikelihood_is_aunet_eval_without_the_eos(lm) -> None:
     BOS); (2) ``aunet.jobs.evaluate.evaluate`` on the same single document (BOS + bytes + EOS)
     gives nll_bits = (-rolling - log p(EOS | its window)) / ln 2 over the same 300 bytes, so its
     bits per byte is the harness's (from lm-eval's own ``bits_per_byte``) plus the EOS term."""
+    from lm_eval.api.metrics import bits_per_byte
+
     from aunet.jobs.data import Document, encode_documents
     from aunet.jobs.evaluate import evaluate
-    from lm_eval.api.metrics import bits_per_byte
 
     model = lm.model
     text = ("In the beginning God created the heavens and the earth. " * 6)[:300].encode()

@@ -20,7 +20,6 @@ pytest.importorskip("transformers", reason="the Hugging Face export needs transf
 
 import aunet  # noqa: E402
 from aunet.core.model import ShapeMode  # noqa: E402
-
 from tests.conftest import run_cli, train_small_run  # noqa: E402
 
 PROMPTS = ["In the beginning God", "And the earth was", "Jesus wept."]
@@ -130,8 +129,9 @@ def _spy(function, calls: list):
 
 
 def test_save_and_load_round_trip_and_auto_classes_without_remote_code(hf_model, tmp_path) -> None:
-    import aunet.jobs.hf  # registers "aunet" with the Auto classes
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import aunet.jobs.hf  # registers "aunet" with the Auto classes
 
     model, tokenizer = hf_model
     model.save_pretrained(tmp_path / "again")

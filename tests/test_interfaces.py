@@ -33,6 +33,7 @@ def test_reading_specs_and_splitting_do_not_import_torch() -> None:
 
 def test_gather_rows() -> None:
     import torch
+
     from aunet.core.modules import gather_rows
 
     x = torch.arange(24.0).reshape(2, 4, 3)

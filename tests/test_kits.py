@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from aunet.plugins.attention import FlexSpec, MathSpec, SdpaSpec
 from aunet.plugins.poolers import AttentionPoolerSpec, MeanSpec, SelectSpec
 from aunet.plugins.transformer import TransformerSpec
 from aunet.plugins.upsamplers import MultiLinearSpec, OffsetMode, RepeatSpec, SimpleSpec
 from aunet.testing import check_attention, check_pooler, check_splitter, check_stage, check_upsampler
+
 from mutants import (
     AheadBackend,
     BrokenAttentionSpec,

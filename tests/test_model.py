@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import os
 
-import aunet
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aunet
 from aunet.core import SpecError
 from aunet.core.model import IGNORE, PAD, AUNet, ShapeMode, boundary_index, build_model
 from aunet.core.resources import spec_path
 from aunet.core.spec import parse_spec
 from aunet.testing import documents, pack, small_specs
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 EXAMPLES = {"ci": 25, "dev": 8, "thorough": 300}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 25)
 model_settings = settings(max_examples=EXAMPLES, deadline=None)

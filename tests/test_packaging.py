@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT
 
 #: Folders and files of a checkout that are not part of a build (ignored by git).

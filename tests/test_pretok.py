@@ -7,12 +7,13 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from aunet.core.levels import SplitterStack
 from aunet.splitters.pretok import Pretok, Punct
 from aunet.splitters.words import Whitespace, WordPair
 from aunet.testing import SCRIPT_ALPHABET, any_bytes, assert_levels_consistent
-from hypothesis import given
-from hypothesis import strategies as st
 
 # The GPT-4 / Llama 3 pattern, with \p{L} and \p{N} spelt for ASCII: on ASCII text (without the
 # control characters Python's \s adds to Unicode's White_Space) it is the pattern exactly.

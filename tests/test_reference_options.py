@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import math
 
-import aunet
 import pytest
 import torch
+
+import aunet
 from aunet.core import SpecError
 from aunet.core.accounting import account, row_activation_bytes
 from aunet.core.init import truncated_std

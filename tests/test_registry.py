@@ -11,10 +11,12 @@ from typing import ClassVar
 
 import attrs
 import pytest
+
 from aunet.core import Family, PluginError, Registry, hookimpl
 from aunet.core.spec import parse_spec
 from aunet.splitters.words import Whitespace
 from aunet.testing import check_splitter
+
 from conftest import ROOT, run_cli
 
 EXAMPLE = ROOT / "examples" / "aunet-example-splitter"

@@ -8,14 +8,16 @@ import lzma
 
 import numpy as np
 import pytest
+from hypothesis import given
+
 from aunet.core.levels import SplitterStack
 from aunet.jobs.suites import split_suite, udhr_texts
 from aunet.splitters.graphemes import cluster_starts, clusters
 from aunet.splitters.script import Script, ScriptFour, ScriptPair, ScriptSplitter, script_classes
 from aunet.splitters.words import FourWord, Whitespace, WordPair
 from aunet.testing import SCRIPT_ALPHABET, any_bytes, assert_levels_consistent, texts
+
 from conftest import DATA, run_cli
-from hypothesis import given
 
 STACKS = [
     SplitterStack((Script(),)),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from aunet.core import Registry, SpecError
 from aunet.core.spec import LevelSpec, Spec, dump_spec, parse_spec
 from aunet.splitters.words import FourWord, NWord, Whitespace, WordPair
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def issues_of(text: str, registry: Registry) -> list[str]:

@@ -9,13 +9,15 @@ import unicodedata
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from aunet.core.levels import SplitterStack, segment_stats
 from aunet.core.text import WHITE_SPACE
 from aunet.splitters.words import FourWord, NWord, Whitespace, WordPair
 from aunet.testing import ALPHABET, any_bytes, assert_levels_consistent, texts
+
 from conftest import DATA
-from hypothesis import given
-from hypothesis import strategies as st
 
 HIERARCHIES = {
     "whitespace": (Whitespace(),),

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from aunet.core.levels import SplitterStack
 from aunet.jobs import checkpoint
 from aunet.jobs.streaming import StreamingData, StreamSource
 from aunet.splitters.words import Whitespace
+
 from conftest import TINY, run_cli
 
 WORDS = ("In the beginning God created the heavens and the earth and the waters were divided from the "

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given
+
 from aunet.core.text import INVALID, decode, decode_any_bytes, general_category
 from aunet.testing import any_bytes, texts
-from hypothesis import given
 
 
 def python_code_points(data: bytes) -> list[int]:

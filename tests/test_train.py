@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from aunet.core.errors import InputError
 from aunet.core.spec import apply_overrides
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD
@@ -26,6 +27,7 @@ from aunet.jobs.data import (
     xz_bits_per_byte,
 )  # fmt: skip
 from aunet.jobs.train import TrainingDiverged, train
+
 from conftest import TEXT, TINY, run_cli
 
 # -- data --------------------------------------------------------------------------------------

@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from aunet.core.errors import InputError
 from aunet.core.spec import apply_overrides
 from aunet.jobs import checkpoint
 from aunet.jobs.train import train
+
 from conftest import TEXT, run_cli, write_spec
 
 
@@ -411,8 +413,9 @@ def test_evaluation_shows_progress_on_a_terminal(run: Path) -> None:
 
 
 def test_generation_memory_is_bounded_by_the_context() -> None:
-    import aunet
     import torch
+
+    import aunet
     from aunet.core.decoding import new_state
     from aunet.jobs import generate as gen
 

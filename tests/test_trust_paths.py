@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from aunet.core.errors import InputError
 from aunet.jobs import checkpoint
+
 from conftest import TEXT, TINY, run_cli, train_small_run, write_spec
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import attrs
 import torch
+from torch import Tensor
+
 from aunet.core import decoding
 from aunet.core.levels import LevelStream
 from aunet.core.model import AUNet, ShapeMode, build_model
 from aunet.core.spec import parse_spec
 from aunet.core.tokens import BOS, EOS, PAD
-from torch import Tensor
 
 
 def aunet_version() -> str:

@@ -1,7 +1,8 @@
 """The example pooler passes aunet's pooler kit."""
 
-from aunet.testing import check_pooler
 from aunet_example_pooler import MaxSpec
+
+from aunet.testing import check_pooler
 
 
 def test_max_pooler_passes_the_kit() -> None:
