@@ -1,33 +1,6 @@
-"""aunet for Hugging Face ``transformers`` (the ``aunet[hf]`` extra).
+"""Where aunet's Hugging Face integration lived before 0.2: ``aunet.integrations.hf`` now.
 
-Importing this package registers aunet with the Auto classes, so that with aunet installed
-``AutoConfig``, ``AutoModelForCausalLM`` and ``AutoTokenizer`` load an exported folder without
-``trust_remote_code``. ``export`` (``aunet export``) writes such a folder; its remote code works
-on a machine with ``transformers`` alone (``aunet.jobs.hf.export``).
+Kept only for models exported before it moved: their remote code (``modeling_aunet.py``, copied
+into every exported folder) imports ``aunet.jobs.hf.bridge`` from the installed aunet. Nothing of
+aunet's own imports this package.
 """
-
-from __future__ import annotations
-
-try:
-    import transformers
-except ImportError:  # pragma: no cover - the extra is missing
-    from aunet.core.errors import InputError
-
-    raise InputError("Hugging Face transformers is not installed: pip install 'aunet[hf]'") from None
-
-from aunet.jobs.hf.configuration_aunet import AUNetConfig
-from aunet.jobs.hf.export import export
-from aunet.jobs.hf.modeling_aunet import AUNetForCausalLM
-from aunet.jobs.hf.tokenization_aunet import AUNetTokenizer
-
-
-def register() -> None:
-    """Make the Auto classes know ``model_type = "aunet"`` (idempotent)."""
-    transformers.AutoConfig.register("aunet", AUNetConfig, exist_ok=True)
-    transformers.AutoModelForCausalLM.register(AUNetConfig, AUNetForCausalLM, exist_ok=True)
-    transformers.AutoTokenizer.register(AUNetConfig, slow_tokenizer_class=AUNetTokenizer, exist_ok=True)
-
-
-register()
-
-__all__ = ["AUNetConfig", "AUNetForCausalLM", "AUNetTokenizer", "export", "register"]

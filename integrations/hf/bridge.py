@@ -1,0 +1,190 @@
+"""What the Hugging Face wrapper (``modeling_aunet``) asks of aunet: build a model from its spec,
+score inputs teacher-forced, prefill the per-stage KV caches and decode one token per row.
+
+The wrapper is remote code that imports only ``transformers`` and ``torch``; it reaches aunet
+through this module (the installed aunet, or the copy bundled in an export). Keeping the logic
+here means it is aunet's own, tested with it, and versioned with it.
+
+Inputs come as Hugging Face gives them: (B, T) ids with an attention mask, usually padded on the
+left (generation) or the right (scoring). Each row's real tokens (mask 1, one contiguous run) are
+moved to the start of a right-padded batch, which aunet's causal stages read exactly as if the row
+were alone, and the logits are put back where the tokens were (zeros at padding). A row's levels
+come from the spec's streaming splitters: a BOS is a document start at the top level (the stream
+restarts there), a byte gets the level its splitter gives it the moment it exists, EOS and PAD
+level 0, as in training.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+from torch import Tensor
+
+from aunet.core import decoding
+from aunet.core.levels import LevelStream
+from aunet.core.model import AUNet, ShapeMode, build_model
+from aunet.core.spec import parse_spec
+from aunet.core.tokens import BOS, EOS, PAD
+
+
+def aunet_version() -> str:
+    from aunet.core.version import version
+
+    return version()
+
+
+def build(spec_text: str) -> AUNet:
+    """The model of an exported config's ``spec`` (weights as initialized; the caller loads them)."""
+    return build_model(parse_spec(spec_text, source="config.json (spec)"))
+
+
+@attrs.define(eq=False)
+class Rows:
+    """The real tokens of each row of a padded (B, T) batch, and where they sit in it."""
+
+    ids: list[list[int]]  # per row, its tokens (mask 1)
+    start: list[int]  # per row, the position of its first real token in the padded batch
+    width: int  # T
+
+    @classmethod
+    def of(cls, input_ids: Tensor, attention_mask: Tensor | None) -> Rows:
+        ids = input_ids.tolist()
+        if attention_mask is None:
+            return cls(ids, [0] * len(ids), input_ids.shape[1])
+        rows, starts = [], []
+        for r, (row, mask) in enumerate(zip(ids, attention_mask.tolist())):
+            real = [i for i, m in enumerate(mask) if m]
+            if real and real[-1] - real[0] + 1 != len(real):
+                raise ValueError(f"row {r} of attention_mask has padding between real tokens; aunet reads each "
+                                 "row's tokens as one run (pad on the left or on the right)")  # fmt: skip
+            starts.append(real[0] if real else 0)
+            rows.append([row[i] for i in real])
+        return cls(rows, starts, input_ids.shape[1])
+
+    def check(self, model: AUNet) -> None:
+        context = model.spec.model.context
+        for r, row in enumerate(self.ids):
+            if not row:
+                raise ValueError(f"row {r} has no tokens (its attention_mask is all zeros)")
+            if len(row) > context:
+                raise ValueError(f"row {r} has {len(row):,} tokens; this model reads at most {context:,} "
+                                 "(its context, BOS included): keep the last ones")  # fmt: skip
+            bad = next((t for t in row if not 0 <= t < model.vocab_size), None)
+            if bad is not None:
+                raise ValueError(f"row {r} holds token id {bad}; ids are 0..255 (bytes), {BOS} (BOS), {EOS} (EOS), "
+                                 f"{PAD} (PAD)")  # fmt: skip
+
+    def packed(self, model: AUNet) -> tuple[Tensor, Tensor, Tensor, list[LevelStream]]:
+        """Right-padded (B, P) tokens and levels, (B,) lengths, and each row's splitter stream
+        after its tokens (ready for the next byte)."""
+        b, p = len(self.ids), max(len(r) for r in self.ids)
+        tokens = torch.full((b, p), PAD, dtype=torch.long)
+        levels = torch.zeros((b, p), dtype=torch.uint8)
+        stack = model.spec.splitter_stack()
+        streams = []
+        for r, row in enumerate(self.ids):
+            tokens[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+            stream, start = stack.stream(), 0
+            for i, t in enumerate([*row, BOS]):  # each run of bytes, fed at once
+                if t < 256:
+                    continue
+                if i > start:
+                    levels[r, start:i] = torch.from_numpy(stream.feed(bytes(row[start:i])).copy())
+                if t == BOS and i < len(row):  # a document starts: at the top level, the splitters afresh
+                    stream = stack.stream()
+                    levels[r, i] = model.depth
+                start = i + 1  # EOS and PAD stay at level 0
+            streams.append(stream)
+        lengths = torch.tensor([len(r) for r in self.ids])
+        return tokens, levels, lengths, streams
+
+    def unpack(self, logits: Tensor) -> Tensor:
+        """(B, P, V) logits of the packed rows -> (B, T, V) at the rows' own positions (zeros at padding)."""
+        out = logits.new_zeros(logits.shape[0], self.width, logits.shape[-1])
+        for r, (row, start) in enumerate(zip(self.ids, self.start)):
+            out[r, start : start + len(row)] = logits[r, : len(row)]
+        return out
+
+    def several_documents(self) -> bool:
+        return any(BOS in row[1:] for row in self.ids)
+
+
+@torch.no_grad()
+def teacher_forced(model: AUNet, input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """(B, T, V) next-token logits of every position, as aunet's forward gives them (eager
+    shapes: no boundary is dropped)."""
+    rows = Rows.of(input_ids, attention_mask)
+    rows.check(model)
+    tokens, levels, _, _ = rows.packed(model)
+    device = input_ids.device
+    logits = model(tokens.to(device), levels.to(device), shapes=ShapeMode.EAGER,
+                   doc_mask=rows.several_documents()).logits  # fmt: skip
+    return rows.unpack(logits.float())
+
+
+class AUNetCache:
+    """aunet's decoding state for ``generate``: every stage's KV cache (``aunet.core.decoding``),
+    each row's splitter stream, and which rows still decode (a row that was fed EOS or PAD is
+    finished: it is carried along and its caches no longer change)."""
+
+    def __init__(self, state: decoding.DecodeState, streams: list[LevelStream], seen: int) -> None:
+        self.state = state
+        self.streams = streams
+        self.alive = [True] * len(streams)
+        self.seen = seen  # positions of the padded batch so far (what ``transformers`` counts)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen
+
+    def __len__(self) -> int:  # transformers tests ``if cache`` on some paths
+        return 1
+
+
+@torch.no_grad()
+def prefill(model: AUNet, input_ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, AUNetCache]:
+    """(B, T, V) logits of every position (equal to ``teacher_forced``'s) and the caches after
+    them. The caches hold up to the model's context per stage; past it each stage attends to its
+    last ``context`` positions, as ``aunet generate`` does."""
+    rows = Rows.of(input_ids, attention_mask)
+    rows.check(model)
+    if rows.several_documents():
+        raise ValueError("generation reads one document per row, but a row holds a BOS after its start")
+    tokens, levels, lengths, streams = rows.packed(model)
+    device = input_ids.device
+    state = decoding.new_state(model, len(rows.ids), model.spec.model.context)
+    logits = decoding.prefill(model, state, tokens.to(device), levels.to(device), lengths.to(device),
+                              every_position=True)  # fmt: skip
+    return rows.unpack(logits.float()), AUNetCache(state, streams, rows.width)
+
+
+@torch.no_grad()
+def step(model: AUNet, cache: AUNetCache, input_ids: Tensor) -> Tensor:
+    """(B, 1, V) next-token logits after appending (B, 1) tokens, one per row. A byte continues
+    its row; EOS, PAD or BOS finishes it."""
+    level = []
+    for r, t in enumerate(input_ids[:, -1].tolist()):
+        if cache.alive[r] and 0 <= t < 256:
+            level.append(cache.streams[r].push(t))
+        else:
+            cache.alive[r] = False
+            level.append(0)
+    fed = input_ids[:, -1].clamp(0, 255)
+    logits = decoding.step(model, cache.state, fed, level, cache.alive)  # (B, V)
+    cache.seen += 1
+    return logits.float()[:, None]
+
+
+def write_runtime(path: str) -> None:
+    """``aunet-runtime.zip`` at ``path``: the runtime this process runs (copied as it is when aunet
+    itself came from such a zip, else built from the installed packages)."""
+    import shutil
+    from pathlib import Path
+
+    source = Path(__file__).parents[3]  # .../aunet/jobs/hf/bridge.py: the zip, when aunet came from one
+    if source.is_file():
+        shutil.copyfile(source, path)
+        return
+    from aunet.jobs.hf.export import write_runtime as build
+
+    build(Path(path))
+

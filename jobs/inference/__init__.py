@@ -1,0 +1,2 @@
+"""Using a trained model: evaluation (``evaluate``), generation (``generate``) and evaluation
+suites (``suites``)."""
