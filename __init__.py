@@ -31,7 +31,7 @@ __version__ = _version()
 _LAZY = {
     "AUNet": "aunet.core.model", "ModelOutput": "aunet.core.model", "ShapeMode": "aunet.core.model",
     "build_model": "aunet.core.model", "compute_levels": "aunet.core.model", "encode": "aunet.core.model",
-    "generate": "aunet.jobs.generate", "load_run": "aunet.jobs.runs", "LoadedRun": "aunet.jobs.runs",
+    "generate": "aunet.jobs.inference.generate", "load_run": "aunet.jobs.runs.directory", "LoadedRun": "aunet.jobs.runs.directory",
 }  # fmt: skip
 
 __all__ = ["Registry", "Spec", "__version__", "default_registry", "dump_spec", "load_spec", "parse_spec",

@@ -2,6 +2,6 @@
 
 import sys
 
-from aunet.jobs.cli import main
+from aunet.cli.main import main
 
 sys.exit(main())

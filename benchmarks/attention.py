@@ -60,7 +60,7 @@ def run(rounds: int = 3, device: str = "auto", contexts: tuple[int, ...] = CONTE
     import torch
 
     from aunet.core.modules import Layout
-    from aunet.jobs.devices import resolve_device
+    from aunet.jobs.runtime.devices import resolve_device
 
     device = resolve_device(device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -27,7 +27,7 @@ def run(rounds: int = 3) -> list[dict[str, Any]]:
 
     import aunet
     from aunet.core.resources import read_corpus, spec_path
-    from aunet.jobs.generate import decode, generate_recompute, sample_next
+    from aunet.jobs.inference.generate import decode, generate_recompute, sample_next
 
     torch.manual_seed(0)
     corpus = read_corpus("en_web")

@@ -66,8 +66,8 @@ def _train_step(device: str, smoke: bool) -> list[dict[str, Any]]:
 def _profile(device: str, smoke: bool) -> list[dict[str, Any]]:
     import aunet
     from aunet.core.spec import apply_overrides
-    from aunet.jobs.devices import resolve_device
-    from aunet.jobs.profiling import profile_backends
+    from aunet.jobs.runtime.devices import resolve_device
+    from aunet.jobs.train.profiling import profile_backends
 
     spec = aunet.load_spec("aunet2-tiny" if smoke else "paper/aunet2-1b")
     overrides = ["train.precision=bfloat16"] + ([] if smoke else ["levels[1].stage.layers=4", "train.batch_size=2"])
@@ -80,7 +80,7 @@ def _profile(device: str, smoke: bool) -> list[dict[str, Any]]:
 
 
 def _fsdp(device: str, smoke: bool) -> dict[str, Any]:
-    from aunet.jobs.cli import build_parser
+    from aunet.cli.main import build_parser
 
     parser = build_parser()
     train = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and "train" in a.choices).choices["train"]

@@ -3,7 +3,7 @@ same training time, on the embedded corpus.
 
 ``python -m benchmarks pooler-experiment [--minutes M] [--json]`` trains aunet2-tiny three times,
 changing only its word level's pooler, each for the same minutes of its own training time, in
-turns of 100 steps (``aunet.jobs.turns``: each turn resumes its run exactly, so a drift of this
+turns of 100 steps (``aunet.jobs.experiments.turns``: each turn resumes its run exactly, so a drift of this
 shared machine's speed falls on all three alike), then evaluates each on the whole validation
 split (371,205 bytes), beside ``xz -9e``. Run directories go to ``runs/pooler-experiment/``.
 """
@@ -23,10 +23,10 @@ POOLERS = ("select", "mean", "attention")
 def run(minutes: float = 8.0) -> list[dict[str, Any]]:
     import aunet
     from aunet.core.spec import apply_overrides
-    from aunet.jobs.data import encode_documents, load_corpus, xz_bits_per_byte
-    from aunet.jobs.evaluate import evaluate
-    from aunet.jobs.runs import load_run
-    from aunet.jobs.turns import train_in_turns
+    from aunet.jobs.data.corpus import encode_documents, load_corpus, xz_bits_per_byte
+    from aunet.jobs.experiments.turns import train_in_turns
+    from aunet.jobs.inference.evaluate import evaluate
+    from aunet.jobs.runs.directory import load_run
 
     base = aunet.load_spec("aunet2-tiny")
     variants = {kind: apply_overrides(base, [f'levels[1].pooler={{ kind = "{kind}" }}', f"name=aunet2-tiny-{kind}"])

@@ -25,8 +25,8 @@ def run(rounds: int = 15) -> list[dict[str, Any]]:
 
     import aunet
     from aunet.core.spec import apply_overrides
-    from aunet.jobs.data import TrainingData, encode_documents, load_corpus
-    from aunet.jobs.trainer import Trainer
+    from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
+    from aunet.jobs.train.trainer import Trainer
 
     corpus = load_corpus(None)
     base = aunet.load_spec("aunet2-tiny")

@@ -31,7 +31,7 @@ OUT = Path("runs") / "script-experiment"
 def mixed_documents() -> list[tuple[str, bytes]]:
     """(language, text) documents of the English and Chinese corpora, shuffled."""
     from aunet.core.resources import CORPORA
-    from aunet.jobs.data import embedded_documents
+    from aunet.jobs.data.corpus import embedded_documents
 
     docs = [("en", d.data) for d in embedded_documents()]
     for name in ("zh_songci", "zh_classics_prose"):
@@ -57,10 +57,10 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     import aunet
     from aunet.core.resources import spec_path
     from aunet.core.spec import apply_overrides
-    from aunet.jobs.data import encode_documents, load_corpus, xz_bits_per_byte
-    from aunet.jobs.evaluate import evaluate
-    from aunet.jobs.runs import load_run
-    from aunet.jobs.turns import train_in_turns
+    from aunet.jobs.data.corpus import encode_documents, load_corpus, xz_bits_per_byte
+    from aunet.jobs.experiments.turns import train_in_turns
+    from aunet.jobs.inference.evaluate import evaluate
+    from aunet.jobs.runs.directory import load_run
 
     docs = mixed_documents()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     }
     stamp = time.strftime("%Y%m%d-%H%M%S")
     # The two runs take turns, 100 steps at a time (each turn resumes its run exactly), so that the
-    # drift of this shared machine's speed falls on both alike (aunet.jobs.turns).
+    # drift of this shared machine's speed falls on both alike (aunet.jobs.experiments.turns).
     done = train_in_turns(variants, data=data, out=OUT / stamp, minutes=minutes)
     outs, slices = done.outs, done.turns
     records = []

@@ -5,7 +5,7 @@ and aunet4-tiny. Each step is 8 rows of 1,024 bytes of the embedded corpus, time
 medians, with static shapes (what training and ``torch.compile`` use) and eager shapes.
 
 Host synchronisations per step are counted on the trainer's own ``Trainer.step()`` (forward,
-backward and optimizer) with the same batch shape, by ``aunet.jobs.syncs.count_host_syncs``.
+backward and optimizer) with the same batch shape, by ``aunet.testing.syncs.count_host_syncs``.
 
 Pooling and upsampling share: during one step, forward hooks capture the inputs of every pooler
 and upsampler; those calls are then replayed alone (forward and backward, same shapes, together
@@ -66,9 +66,9 @@ def _syncs_per_step(name: str, shapes: str, device: Any, rows: int = ROWS, lengt
 
     import aunet
     from aunet.core.spec import apply_overrides
-    from aunet.jobs.data import TrainingData, encode_documents, load_corpus
-    from aunet.jobs.syncs import count_host_syncs
-    from aunet.jobs.trainer import Trainer
+    from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
+    from aunet.jobs.train.trainer import Trainer
+    from aunet.testing.syncs import count_host_syncs
 
     spec = apply_overrides(aunet.load_spec(name), [f"train.shapes={shapes}", f"train.batch_size={rows}",
                                                    f"model.context={length}"])  # fmt: skip
@@ -89,8 +89,8 @@ def run(rounds: int = 9, device: str = "cpu", rows: int = ROWS, length: int = LE
     from aunet.core import model as model_module
     from aunet.core.accounting import account
     from aunet.core.resources import read_corpus, spec_path
-    from aunet.jobs.data import Batch
-    from aunet.jobs.devices import resolve_device
+    from aunet.jobs.data.corpus import Batch
+    from aunet.jobs.runtime.devices import resolve_device
 
     device = resolve_device(device)
 

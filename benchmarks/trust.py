@@ -98,7 +98,7 @@ def concurrent_starts(folder: Path, trial: int) -> tuple[bool, str]:
 
 def signalled(folder: Path, sent: int, processes: int, trial: int, reference: list[float],
               rng: random.Random) -> tuple[bool, str]:  # fmt: skip
-    from aunet.jobs import checkpoint
+    from aunet.jobs.runs import checkpoint
 
     out = folder / f"sig-{sent}-{processes}-{trial}"
     parallel = ["--parallel", "ddp"] if processes > 1 else []
@@ -156,7 +156,7 @@ def stream_1gib(folder: Path) -> tuple[bool, str]:
             f.write(block)
     spec = folder / "stream.toml"
     spec.write_text(SPEC + 'data = { stream = "on", buffer_bytes = 4194304 }\n')
-    script = ("import sys\nfrom aunet.jobs.cli import main\ncode = main(sys.argv[1:])\n"
+    script = ("import sys\nfrom aunet.cli.main import main\ncode = main(sys.argv[1:])\n"
               "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
               "print('maxrss_kib', hwm, file=sys.stderr)\nsys.exit(code)\n")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", script, "train", "--spec", str(spec), "--data", str(big), "--out",

@@ -35,7 +35,7 @@ eval = { final_bytes = 4096 }
 def run(rounds: int = 1) -> list[dict[str, Any]]:
     import torch
 
-    from aunet.jobs.cli import main
+    from aunet.cli.main import main
 
     records = []
     with tempfile.TemporaryDirectory() as folder:

@@ -24,6 +24,7 @@ from aunet.core.errors import AunetError, InputError, SpecError, did_you_mean, k
 from aunet.core.registry import Family, Registry, default_registry
 from aunet.core.spec import Streaming
 from aunet.core.validators import MAX_COUNT, MAX_SEED
+from aunet.jobs.runtime.files import input_file
 
 EXIT_USAGE = 2
 #: The spec ``aunet train`` trains when given none (shipped, so it loads from any directory).
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["launch"]:  # torchrun's options, then an aunet command: not parsed here
         try:
-            from aunet.jobs.launch import launch
+            from aunet.cli.launch import launch
 
             return launch(argv[1:], commands=[c for c in _commands(parser) if c != "launch"])
         except AunetError as exc:
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         if hasattr(args, "threads"):
-            from aunet.jobs.devices import parse_threads, set_process_threads
+            from aunet.jobs.runtime.devices import parse_threads, set_process_threads
 
             set_process_threads(parse_threads(args.threads))
         return args.run(args)
@@ -265,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="OUT", help="the folder to write (new, or empty)")
     p.set_defaults(run=cmd_export)
 
-    from aunet.jobs import harness  # lm-evaluation-harness itself loads only when the command runs
+    from aunet.integrations.lm_eval import (
+        adapter as harness,  # lm-evaluation-harness itself loads only when the command runs
+    )
 
     p = sub.add_parser("harness", help="score a trained model on lm-evaluation-harness tasks (the 'eval' extra)")
     p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
@@ -413,8 +416,8 @@ def cmd_spec_list(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from aunet.core.spec import load_spec_with_overrides
-    from aunet.jobs.compare import Budget, compare, markdown
-    from aunet.jobs.turns import TurnsStopped
+    from aunet.jobs.experiments.compare import Budget, compare, markdown
+    from aunet.jobs.experiments.turns import TurnsStopped
 
     specs = [_checked(load_spec_with_overrides(name, args.overrides), name, args.overrides) for name in args.specs]
     out = Path(args.out)
@@ -435,7 +438,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from aunet.core.spec import load_spec
-    from aunet.jobs.plan import format_plan, make_plan
+    from aunet.jobs.experiments.plan import format_plan, make_plan
 
     name = args.spec or ("paper/bpe-1b" if args.arch == "bpe" else "paper/aunet2-1b")
     spec = _checked(load_spec(name), name)
@@ -458,7 +461,7 @@ def cmd_spec_show(args: argparse.Namespace) -> int:
 
         measured = any(level.contraction is None for level in given.levels[1:])
         if spec.model.bpe and spec.model.tokenizer.bytes_per_token is None:
-            from aunet.jobs.tokenizer import embedded_bytes_per_token, with_bytes_per_token
+            from aunet.jobs.data.bpe import embedded_bytes_per_token, with_bytes_per_token
 
             spec = with_bytes_per_token(spec, embedded_bytes_per_token(spec.model.tokenizer.vocab_size))
             measured = True  # bytes per token, measured here
@@ -527,28 +530,6 @@ def _stack_from_kinds(text: str, registry: Registry) -> Any:
     if problems:
         raise SpecError(problems)
     return stack
-
-
-def _input_file(path: str, *, what: str = "--file") -> tuple[Path, int]:
-    """A user-named regular file and its size, or an InputError that says what is wrong."""
-    p = Path(path)
-    if not p.exists():
-        through = next((q for q in p.parents if q.exists() and not q.is_dir()), None)
-        if through is not None:
-            raise InputError(f"{what}: cannot read '{path}': '{through}' is a file, not a folder")
-        raise InputError(f"{what}: '{path}' does not exist")
-    if p.is_dir():
-        raise InputError(f"{what}: '{path}' is a directory; give a file")
-    if not p.is_file():
-        raise InputError(f"{what}: '{path}' is not a regular file (a device or a pipe); give a file")
-    try:
-        with open(p, "rb"):
-            pass
-        return p, p.stat().st_size
-    except PermissionError:
-        raise InputError(f"{what}: '{path}' is not readable (permission denied)") from None
-    except OSError as exc:
-        raise InputError(f"{what}: cannot read '{path}': {exc.strerror or exc}") from None
 
 
 #: ``aunet split --file`` splits files up to this size in one batch (fast; about 11 to 54 bytes of
@@ -627,7 +608,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         data = args.text.encode("utf-8", "surrogateescape")
         path, size = None, len(data)
     else:
-        path, size = _input_file(args.file)
+        path, size = input_file(args.file)
     if args.json:
         # Written as it is computed: a 100 MB file gives 100 million levels, never held at once.
         out = sys.stdout
@@ -672,8 +653,8 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from aunet.core.spec import load_spec_with_overrides
-    from aunet.jobs.runs import default_out
-    from aunet.jobs.train import train
+    from aunet.jobs.runs.directory import default_out
+    from aunet.jobs.train.loop import train
 
     if args.resume and not args.out:
         raise InputError("--resume needs --out DIR, the run directory to continue")
@@ -723,7 +704,7 @@ def _stop_code(summary: Any, stop_at: int | None) -> int:
 
 def training_line(summary: Any) -> str:
     """The closing figures of the training steps: last loss, speed, model FLOPs utilisation, memory."""
-    from aunet.jobs.train import duration, memory_text
+    from aunet.jobs.train.loop import duration, memory_text
 
     t = summary.throughput
     loss = f"last step's loss {summary.train_bpb:.4f} bits per byte; " if summary.train_bpb is not None else ""
@@ -735,8 +716,8 @@ def training_line(summary: Any) -> str:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from aunet.core.spec import load_spec_with_overrides
-    from aunet.jobs.devices import resolve_device
-    from aunet.jobs.profiling import format_summary, profile_backends
+    from aunet.jobs.runtime.devices import resolve_device
+    from aunet.jobs.train.profiling import format_summary, profile_backends
 
     spec = load_spec_with_overrides(args.spec, args.overrides)
     _checked(spec, args.spec, args.overrides)
@@ -759,11 +740,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from aunet.jobs.data import encode_documents, fingerprint_changes, load_corpus, model_encoding, xz_bits_per_byte
-    from aunet.jobs.devices import model_autocast
-    from aunet.jobs.evaluate import evaluate
-    from aunet.jobs.metrics import Progress
-    from aunet.jobs.runs import load_run
+    from aunet.jobs.data.corpus import (
+        encode_documents,
+        fingerprint_changes,
+        load_corpus,
+        model_encoding,
+        xz_bits_per_byte,
+    )
+    from aunet.jobs.inference.evaluate import evaluate
+    from aunet.jobs.runs.directory import load_run
+    from aunet.jobs.runtime.devices import model_autocast
+    from aunet.jobs.train.metrics import Progress
 
     run = load_run(args.ckpt, device=args.device)
     spec, model, ckpt = run.spec, run.model, run.checkpoint
@@ -818,7 +805,7 @@ def _run_data(run: Any) -> str | None:
     still be there). Checkpoints of older versions record it only in the run's run.json."""
     record = run.data
     if not record:
-        from aunet.jobs.runs import read_record
+        from aunet.jobs.runs.directory import read_record
 
         old = read_record(run.checkpoint.parent.parent) if run.checkpoint.parent.name == "checkpoints" else None
         if old is None:
@@ -862,11 +849,11 @@ def _check_recorded(path: Path, fingerprint: dict[str, Any]) -> None:
 def _eval_streamed(run: Any, args: argparse.Namespace) -> int:
     """``aunet eval`` of a run that streamed its corpus: its validation documents read lazily, up
     to the bytes its own final evaluation read (``train.eval.final_bytes``; all by default)."""
-    from aunet.jobs.data import fingerprint_changes, model_encoding
-    from aunet.jobs.devices import model_autocast
-    from aunet.jobs.evaluate import evaluate
-    from aunet.jobs.metrics import Progress
-    from aunet.jobs.text import training_text
+    from aunet.jobs.data.corpus import fingerprint_changes, model_encoding
+    from aunet.jobs.data.source import training_text
+    from aunet.jobs.inference.evaluate import evaluate
+    from aunet.jobs.runtime.devices import model_autocast
+    from aunet.jobs.train.metrics import Progress
 
     if args.split not in (None, "validation"):
         raise InputError(f"--split {args.split}: the run streamed its corpus, which is evaluated on its validation "
@@ -909,8 +896,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import codecs
     import warnings
 
-    from aunet.jobs.devices import default_decode_threads
-    from aunet.jobs.generate import check_levels_source, generate
+    from aunet.jobs.inference.generate import check_levels_source, generate
+    from aunet.jobs.runtime.devices import default_decode_threads
 
     if args.top_p is not None and args.top_p > 1:
         raise InputError(f"--top-p must be at most 1, got {args.top_p}")
@@ -919,7 +906,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise InputError("--stop: an empty string would end every row at once; give at least one character")
     prompts = (read_prompts(args.prompts) if args.prompts is not None
                else [p.encode("utf-8", "surrogateescape") for p in args.prompt or [""]])  # fmt: skip
-    from aunet.jobs.runs import load_run
+    from aunet.jobs.runs.directory import load_run
 
     run = load_run(args.ckpt, device=args.device)
     model = run.model
@@ -971,7 +958,7 @@ def read_prompts(path: str) -> list[bytes]:
     """The prompts of a ``--prompts`` file: one per line (blank lines skipped, line ends removed),
     or, for ``.jsonl``, one JSON string or object with a ``"prompt"`` (or ``"text"``) field per
     line. Any problem is one line naming the file and line."""
-    p, size = _input_file(path, what="--prompts")
+    p, size = input_file(path, what="--prompts")
     if size > MAX_PROMPTS_FILE:
         raise InputError(f"--prompts: '{path}' is {size:,} bytes; prompts files may be at most {MAX_PROMPTS_FILE:,}")
     prompts = []
@@ -1000,7 +987,7 @@ def read_prompts(path: str) -> list[bytes]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from aunet.jobs.hf import export  # an InputError naming the extra when transformers is missing
+    from aunet.integrations.hf import export  # an InputError naming the extra when transformers is missing
 
     out = export(args.ckpt, args.out)
     print(f"exported to {out}: AutoModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)")
@@ -1008,10 +995,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _eval_suite(spec: Any, model: Any, ckpt: Any, args: argparse.Namespace) -> int:
-    from aunet.jobs.data import Document, encode_documents, model_encoding, xz_bits_per_byte
-    from aunet.jobs.devices import model_autocast
-    from aunet.jobs.evaluate import evaluate
-    from aunet.jobs.suites import suite_texts
+    from aunet.jobs.data.corpus import Document, encode_documents, model_encoding, xz_bits_per_byte
+    from aunet.jobs.inference.evaluate import evaluate
+    from aunet.jobs.inference.suites import suite_texts
+    from aunet.jobs.runtime.devices import model_autocast
 
     stack = model_encoding(model)
     rows = []
@@ -1038,7 +1025,7 @@ def _visible_text(data: bytes) -> str:
 
 
 def _split_suite(stack: Any, args: argparse.Namespace) -> int:
-    from aunet.jobs.suites import LONG_BYTES, split_suite, suite_texts
+    from aunet.jobs.inference.suites import LONG_BYTES, split_suite, suite_texts
 
     stats = split_suite(stack, suite_texts(args.suite, args.only))
     kinds = [s.kind for s in stack.splitters]

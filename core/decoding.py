@@ -13,7 +13,7 @@ Both the prefill and a step are walks of ``AUNet.walk`` with their own plan (``P
 
 Rows of a batch may have prompts of different lengths (right-padded; each row keeps its own
 lengths per level) and may stop at different times (EOS or a stop sequence). The generation
-loop that picks bytes and feeds the streaming splitters is ``aunet.jobs.generate``.
+loop that picks bytes and feeds the streaming splitters is ``aunet.jobs.inference.generate``.
 """
 
 from __future__ import annotations

@@ -247,7 +247,7 @@ class AUNet(nn.Module):
     def eager_capacity(self, levels: Tensor) -> list[int]:
         """Segments per row at levels 1..L that keep every boundary of (B, T) ``levels`` (as
         ``top_levels`` gives them): one host synchronisation for all levels. Jobs compute the
-        same on the host from their batches (``aunet.jobs.data.Batch.capacity``)."""
+        same on the host from their batches (``aunet.jobs.data.corpus.Batch.capacity``)."""
         counts = torch.stack([(levels > i).sum(1).max() for i in range(self.depth)]) if self.depth else None
         return counts.tolist() if counts is not None else []
 
@@ -350,7 +350,7 @@ class AUNet(nn.Module):
 
     #: Check token and level values in every forward (a host sync each time): for debugging.
     debug: bool = False
-    #: The BPE baseline's tokenizer (``aunet.jobs.tokenizer``), attached by the jobs that load or
+    #: The BPE baseline's tokenizer (``aunet.jobs.data.bpe``), attached by the jobs that load or
     #: train such a model; None for byte models.
     tokenizer: Any = None
 

@@ -215,7 +215,7 @@ class SampleSpec:
 
 
 class Streaming(enum.Enum):
-    """Whether ``--data`` is read whole or streamed (``aunet.jobs.streaming``)."""
+    """Whether ``--data`` is read whole or streamed (``aunet.jobs.data.streaming``)."""
 
     AUTO = "auto"  # stream folders and record files larger than 256 MiB on disk
     ON = "on"

@@ -5,7 +5,7 @@ float must be finite and fit in float32 (``lr = 1e39`` would overflow every kern
 must be one a machine can allocate. The bounds below are far above any model that trains today
 (a width of 2^20 means matrices of 4 TiB) but low enough that nothing downstream overflows, loops
 for long or allocates without limit; whether a spec fits a particular machine's memory is checked
-by the trainer against that machine (``aunet.jobs.devices.check_fits``).
+by the trainer against that machine (``aunet.jobs.runtime.devices.check_fits``).
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def assert_matches_teacher_forcing(model: Any, prompts: Sequence[bytes], new: in
     import torch
 
     from aunet.core.model import ShapeMode, compute_levels, encode
-    from aunet.jobs.generate import decode, sample_next
+    from aunet.jobs.inference.generate import decode, sample_next
 
     def greedy(logits: Any) -> Any:
         return sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)

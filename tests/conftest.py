@@ -89,7 +89,7 @@ def registry():
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, process: bool = False):
     """Run the ``aunet`` command line; returns a CompletedProcess (text mode).
 
-    In this process by default (``aunet.jobs.cli.main`` with stdout and stderr captured): the
+    In this process by default (``aunet.cli.main.main`` with stdout and stderr captured): the
     same code path without a second torch import, which would cost seconds per call. In a fresh
     ``python -m aunet`` process when ``process`` is set or ``env`` is given (the plugin registry
     is per process, and so is the environment it reads).
@@ -103,7 +103,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         return subprocess.run(
             [sys.executable, "-m", "aunet", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600
         )  # fmt: skip
-    from aunet.jobs.cli import main
+    from aunet.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     before = os.getcwd()
@@ -132,7 +132,7 @@ def train_small_run(folder: Path, *, context: int, steps: int, overrides: tuple[
     (for the tests of what consumes checkpoints: generation, export, the harness)."""
     import aunet
     from aunet.core.spec import apply_overrides
-    from aunet.jobs.train import train
+    from aunet.jobs.train.loop import train
 
     spec = apply_overrides(aunet.load_spec("aunet2-tiny"), [f"model.context={context}", *SHRUNK_AUNET2, *overrides])
     corpus = folder / "corpus.txt"

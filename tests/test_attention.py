@@ -188,7 +188,7 @@ def test_cuda_forward_and_backward_equal_math(kind: str) -> None:
 @needs_cuda
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "math"])
 def test_cuda_training_losses_agree_across_backends(kind: str, tmp_path) -> None:
-    from aunet.jobs.train import train
+    from aunet.jobs.train.loop import train
 
     base = apply_overrides(aunet.load_spec("aunet2-tiny"), ["train.precision=bfloat16", "train.batch_size=4", "train.shapes=static",
                                                             "train.sample.bytes=0", "train.eval.final_bytes=4096"])  # fmt: skip
@@ -202,7 +202,7 @@ def test_cuda_training_losses_agree_across_backends(kind: str, tmp_path) -> None
 @needs_cuda
 @pytest.mark.parametrize("kind", KINDS)
 def test_cuda_generation_equals_teacher_forcing(kind: str) -> None:
-    from aunet.jobs.generate import decode, sample_next
+    from aunet.jobs.inference.generate import decode, sample_next
 
     model = built(with_attention(aunet.load_spec("aunet3-tiny"), kind), device="cuda")
     prompt = b"In the beginning God created the heavens"

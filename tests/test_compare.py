@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aunet
+from aunet.cli.main import main
 from aunet.core.accounting import account
-from aunet.jobs.cli import main
 
 tokenizers = pytest.importorskip("tokenizers", reason="the BPE baseline needs Hugging Face tokenizers (aunet[bpe])")
 
-from aunet.jobs.tokenizer import BpeTokenizer, pieces, with_bytes_per_token  # noqa: E402
+from aunet.jobs.data.bpe import BpeTokenizer, pieces, with_bytes_per_token  # noqa: E402
 
 TEXT = ("In the beginning God created the heavens and the earth. The earth was formless and empty. "
         "Darkness was on the surface of the deep and God's Spirit was hovering over the surface of the waters. ")  # fmt: skip
@@ -165,7 +165,7 @@ def test_compare_writes_rows_markdown_and_plots(tmp_path: Path, corpus: Path, ca
 
 
 def test_compare_with_a_flops_budget_gives_each_spec_its_steps(tmp_path: Path, corpus: Path) -> None:
-    from aunet.jobs.compare import bytes_per_step
+    from aunet.jobs.experiments.compare import bytes_per_step
 
     (tmp_path / "byte.toml").write_text(BYTE_SPEC)
     spec = aunet.load_spec(str(tmp_path / "byte.toml"))

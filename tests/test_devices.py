@@ -11,10 +11,10 @@ import torch
 import aunet
 from aunet.core.errors import InputError
 from aunet.core.spec import apply_overrides
-from aunet.jobs.data import TrainingData, encode_documents, load_corpus
-from aunet.jobs.devices import parse_threads, resolve_device, rng_state, set_rng_state, threads
-from aunet.jobs.syncs import count_host_syncs
-from aunet.jobs.trainer import Trainer
+from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
+from aunet.jobs.runtime.devices import parse_threads, resolve_device, rng_state, set_rng_state, threads
+from aunet.jobs.train.trainer import Trainer
+from aunet.testing.syncs import count_host_syncs
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device; this machine has none (CPU-only torch or no GPU)")
@@ -112,7 +112,7 @@ def test_cuda_states_from_a_gpu_machine_restore_on_a_cpu_with_a_notice() -> None
 
 
 def test_a_cpu_checkpoint_loads_on_the_asked_device(tmp_path) -> None:
-    from aunet.jobs.train import train
+    from aunet.jobs.train.loop import train
 
     spec = apply_overrides(aunet.load_spec("aunet2-tiny"), ["model.context=128", "train.batch_size=2",
                                                             "train.sample.bytes=0", "train.eval.every=1000"])  # fmt: skip
@@ -151,7 +151,7 @@ def test_cuda_sampling_and_teacher_forcing() -> None:
     b = aunet.generate(model, [b"In the beginning", b"x"], 30, temperature=0.8, top_k=20, seed=3)
     assert a == b
     greedy = aunet.generate(model, [b"In the beginning"], 30)[0]
-    from aunet.jobs.generate import generate_recompute
+    from aunet.jobs.inference.generate import generate_recompute
 
     assert greedy == generate_recompute(model, [b"In the beginning"], 30)[0]
 
@@ -160,8 +160,8 @@ def test_cuda_sampling_and_teacher_forcing() -> None:
 @needs_cuda
 def test_cuda_run_reports_its_utilisation_and_device_memory(tmp_path) -> None:
     from aunet.core.spec import parse_spec
-    from aunet.jobs.devices import matmul_peak
-    from aunet.jobs.train import train
+    from aunet.jobs.runtime.devices import matmul_peak
+    from aunet.jobs.train.loop import train
 
     from conftest import TEXT, TINY
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aunet.jobs import checkpoint
+from aunet.jobs.runs import checkpoint
 
 from conftest import run_cli
 

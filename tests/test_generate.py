@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import aunet
 from aunet.core.model import ShapeMode, build_model
 from aunet.core.resources import spec_path
-from aunet.jobs.generate import decode, generate, generate_recompute, sample_next
+from aunet.jobs.inference.generate import decode, generate, generate_recompute, sample_next
 from aunet.testing import small_specs
 
 EXAMPLES = {"ci": 25, "dev": 8, "thorough": 300}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 25)

@@ -1,4 +1,4 @@
-"""The lm-evaluation-harness adapter (``aunet.jobs.harness``): every figure it hands the harness is
+"""The lm-evaluation-harness adapter (``aunet.integrations.lm_eval.adapter``): every figure it hands the harness is
 checked against aunet's own forward, evaluation and generation, and a local multiple-choice task
 run through ``lm_eval.simple_evaluate`` gives the accuracy computed here from the model's own
 log-probabilities. Skipped, with a reason, where the ``eval`` extra is not installed."""
@@ -24,7 +24,7 @@ import aunet  # noqa: E402
 from aunet.core.errors import InputError  # noqa: E402
 from aunet.core.model import ShapeMode  # noqa: E402
 from aunet.core.tokens import BOS, PAD  # noqa: E402
-from aunet.jobs import harness  # noqa: E402
+from aunet.integrations.lm_eval import adapter as harness  # noqa: E402
 
 from conftest import run_cli  # noqa: E402
 
@@ -149,7 +149,7 @@ def test_lm_eval_builds_it_by_name(run_dir: Path) -> None:
 
 
 def test_loglikelihood_is_the_forward_s_and_greedy_means_argmax(lm) -> None:
-    from aunet.jobs.generate import generate_recompute
+    from aunet.jobs.inference.generate import generate_recompute
 
     model = lm.model
     context = b"In the beginning"
@@ -205,13 +205,13 @@ def test_a_long_context_is_cut_on_the_left_and_counted(lm) -> None:
 def test_rolling_loglikelihood_is_aunet_eval_without_the_eos(lm) -> None:
     """What is compared: (1) the rolling log-likelihood equals a direct computation over the
     windows of ``evaluation_rows`` (consecutive, disjoint, ``context`` positions, the first with
-    BOS); (2) ``aunet.jobs.evaluate.evaluate`` on the same single document (BOS + bytes + EOS)
+    BOS); (2) ``aunet.jobs.inference.evaluate.evaluate`` on the same single document (BOS + bytes + EOS)
     gives nll_bits = (-rolling - log p(EOS | its window)) / ln 2 over the same 300 bytes, so its
     bits per byte is the harness's (from lm-eval's own ``bits_per_byte``) plus the EOS term."""
     from lm_eval.api.metrics import bits_per_byte
 
-    from aunet.jobs.data import Document, encode_documents
-    from aunet.jobs.evaluate import evaluate
+    from aunet.jobs.data.corpus import Document, encode_documents
+    from aunet.jobs.inference.evaluate import evaluate
 
     model = lm.model
     text = ("In the beginning God created the heavens and the earth. " * 6)[:300].encode()
@@ -258,7 +258,7 @@ def test_generate_until_is_greedy_generation_cut_before_the_stop(lm) -> None:
 
 def harness_parser() -> argparse.ArgumentParser:
     """The command line's parser, where ``aunet harness`` is declared."""
-    from aunet.jobs.cli import build_parser
+    from aunet.cli.main import build_parser
 
     return build_parser()
 
@@ -307,7 +307,7 @@ def test_a_bpe_model_is_refused(lm) -> None:
 
 
 def test_without_lm_eval_a_clear_error_and_aunet_never_imports_it(monkeypatch) -> None:
-    code = "import sys, aunet, aunet.jobs.harness, aunet.jobs.cli; assert 'lm_eval' not in sys.modules"
+    code = "import sys, aunet, aunet.integrations.lm_eval.adapter, aunet.cli.main; assert 'lm_eval' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if not installed
     with pytest.raises(InputError, match=r"lm-evaluation-harness is not installed: pip install 'aunet\[eval\]'"):

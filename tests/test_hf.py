@@ -131,7 +131,7 @@ def _spy(function, calls: list):
 def test_save_and_load_round_trip_and_auto_classes_without_remote_code(hf_model, tmp_path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import aunet.jobs.hf  # registers "aunet" with the Auto classes
+    import aunet.integrations.hf  # registers "aunet" with the Auto classes
 
     model, tokenizer = hf_model
     model.save_pretrained(tmp_path / "again")
@@ -139,7 +139,7 @@ def test_save_and_load_round_trip_and_auto_classes_without_remote_code(hf_model,
     assert (tmp_path / "again" / "modeling_aunet.py").is_file()  # the remote code travels on
     assert (tmp_path / "again" / "aunet-runtime.zip").is_file()  # and so does the runtime (push_to_hub too)
     local = AutoModelForCausalLM.from_pretrained(tmp_path / "again")  # no trust_remote_code: the installed aunet
-    assert type(local) is aunet.jobs.hf.AUNetForCausalLM
+    assert type(local) is aunet.integrations.hf.AUNetForCausalLM
     batch = AutoTokenizer.from_pretrained(tmp_path / "again")(PROMPTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         torch.testing.assert_close(local(**batch).logits, model(**batch).logits, atol=0, rtol=0)
@@ -232,7 +232,7 @@ def test_a_fresh_process_with_transformers_alone_loads_and_generates(exported, t
 
 
 def test_an_installed_aunet_of_another_version_runs_it_with_a_warning(hf_model) -> None:
-    from aunet.jobs.hf import AUNetConfig, AUNetForCausalLM
+    from aunet.integrations.hf import AUNetConfig, AUNetForCausalLM
 
     model, _ = hf_model
     config = AUNetConfig(**{**model.config.to_dict(), "aunet_version": "0.0.1"})

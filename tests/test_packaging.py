@@ -20,9 +20,14 @@ import pytest
 from conftest import ROOT
 
 #: Folders and files of a checkout that are not part of a build (ignored by git).
-IGNORED = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", "runs",
-                                 ".hypothesis", ".pytest_cache", "*.pyc")  # fmt: skip
-PACKAGE_DIRS = ("core", "jobs", "plugins", "splitters", "testing")
+_IGNORED = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis",
+                                  ".pytest_cache", "*.pyc")  # fmt: skip
+
+
+def IGNORED(folder: str, names: list[str]) -> set[str]:  # noqa: N802 - what copytree calls `ignore`
+    # runs/ of the checkout's root only: aunet.jobs.runs is a package
+    return set(_IGNORED(folder, names)) | ({"runs"} if Path(folder) == ROOT else set())
+PACKAGE_DIRS = ("cli", "core", "integrations", "jobs", "plugins", "splitters", "testing")
 
 
 def source_files() -> set[str]:
@@ -68,7 +73,7 @@ def test_wheel_holds_exactly_the_source_tree(wheel: Path) -> None:
     meta = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     entry_points = zipfile.ZipFile(wheel).read(meta).decode()
     assert "[aunet]" in entry_points and "builtin-splitters = aunet.plugins.splitters" in entry_points
-    assert "aunet = aunet.jobs.cli:main" in entry_points
+    assert "aunet = aunet.cli.main:main" in entry_points
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
 
 

@@ -24,7 +24,7 @@ def test_readme_snippet_runs(code: str, monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_the_command_table_lists_every_flag() -> None:
     import argparse
 
-    from aunet.jobs.cli import build_parser
+    from aunet.cli.main import build_parser
 
     text = (ROOT / "README.md").read_text()
     table = text[text.index("| command | what it does |"):]

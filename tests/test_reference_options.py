@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import aunet
+from aunet.cli.main import main
 from aunet.core import SpecError
 from aunet.core.accounting import account, row_activation_bytes
 from aunet.core.init import truncated_std
 from aunet.core.model import IGNORE, ShapeMode, build_model, compute_levels, encode
 from aunet.core.spec import apply_overrides, dump_spec, parse_spec, resolve_spec, spec_to_dict
-from aunet.jobs.cli import main
 from aunet.testing import assert_matches_teacher_forcing, pack
 
 TEXT = b"In the beginning God created the heavens and the earth. The earth was formless and empty. "
@@ -107,7 +107,7 @@ def test_without_doc_mask_packed_documents_see_each_other() -> None:
 
 
 def test_the_trainer_honours_doc_mask(monkeypatch, tmp_path) -> None:
-    from aunet.jobs import trainer as trainer_module
+    from aunet.jobs.train import trainer as trainer_module
 
     seen: list[bool] = []
     original = trainer_module.Trainer.step
@@ -230,7 +230,7 @@ def test_the_level_head_trains_and_generation_can_use_it() -> None:
     torch.testing.assert_close(out.level_loss, manual * (tokens.shape[1] - 1) / out.n_predicted)
     assert account(spec).parameters == sum(p.numel() for p in model.parameters())
 
-    from aunet.jobs.generate import decode, sample_next
+    from aunet.jobs.inference.generate import decode, sample_next
 
     prompt = b"In the beginning "
     result = decode(model, [prompt], 24, choose=lambda z: sample_next(z, temperature=0.0, top_k=None, top_p=None,
@@ -253,7 +253,7 @@ def test_the_level_head_trains_and_generation_can_use_it() -> None:
 
 def test_predicted_levels_need_a_level_head() -> None:
     from aunet.core.errors import InputError
-    from aunet.jobs.generate import generate
+    from aunet.jobs.inference.generate import generate
 
     model = build_model(aunet.load_spec("aunet2-tiny"))
     with pytest.raises(InputError, match="needs a model trained with a level head"):

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 
 from aunet.core.levels import SplitterStack
-from aunet.jobs.suites import split_suite, udhr_texts
+from aunet.jobs.inference.suites import split_suite, udhr_texts
 from aunet.splitters.graphemes import cluster_starts, clusters
 from aunet.splitters.script import Script, ScriptFour, ScriptPair, ScriptSplitter, script_classes
 from aunet.splitters.words import FourWord, Whitespace, WordPair

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from aunet.core.levels import SplitterStack
-from aunet.jobs import checkpoint
-from aunet.jobs.streaming import StreamingData, StreamSource
+from aunet.jobs.data.streaming import StreamingData, StreamSource
+from aunet.jobs.runs import checkpoint
 from aunet.splitters.words import Whitespace
 
 from conftest import TINY, run_cli
@@ -73,7 +73,7 @@ def test_the_stream_resumes_exactly_at_any_point(folder: Path) -> None:
 
 
 def test_streaming_reads_every_training_document_once_per_epoch(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aunet.jobs import streaming
+    from aunet.jobs.data import streaming
 
     source = StreamSource(folder)
     numbers = [n for _, _, _, n, _ in source.documents()]

@@ -14,8 +14,7 @@ import pytest
 from aunet.core.errors import InputError
 from aunet.core.spec import apply_overrides
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD
-from aunet.jobs import checkpoint
-from aunet.jobs.data import (
+from aunet.jobs.data.corpus import (
     Document,
     Packer,
     Position,
@@ -26,7 +25,8 @@ from aunet.jobs.data import (
     split,
     xz_bits_per_byte,
 )  # fmt: skip
-from aunet.jobs.train import TrainingDiverged, train
+from aunet.jobs.runs import checkpoint
+from aunet.jobs.train.loop import TrainingDiverged, train
 
 from conftest import TEXT, TINY, run_cli
 
@@ -298,7 +298,7 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(spec, tmp_path: Pa
     import os
     import threading
 
-    from aunet.jobs.cli import _stop_code
+    from aunet.cli.main import _stop_code
 
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers live in the main thread, and this test does not run there")

@@ -17,8 +17,8 @@ import pytest
 
 from aunet.core.errors import InputError
 from aunet.core.spec import apply_overrides
-from aunet.jobs import checkpoint
-from aunet.jobs.train import train
+from aunet.jobs.runs import checkpoint
+from aunet.jobs.train.loop import train
 
 from conftest import TEXT, run_cli, write_spec
 
@@ -37,7 +37,7 @@ def _rehash(ckpt: Path, name: str) -> None:
     """Rewrite a file's size and hash in meta.json, as a tamperer would (the hashes sit beside
     the files, so they detect corruption, not tampering)."""
     meta = json.loads((ckpt / "meta.json").read_text())
-    meta["files"][name] = {"bytes": (ckpt / name).stat().st_size, "sha256": checkpoint._sha256(ckpt / name)}
+    meta["files"][name] = {"bytes": (ckpt / name).stat().st_size, "sha256": checkpoint.sha256(ckpt / name)}
     (ckpt / "meta.json").write_text(json.dumps(meta))
 
 
@@ -282,7 +282,7 @@ def test_a_resume_may_change_the_recipe_and_records_it(spec, corpus_file: Path, 
 
 
 def test_a_checkpoint_with_non_finite_weights_is_never_written(spec, corpus_file: Path, tmp_path: Path) -> None:
-    from aunet.jobs.trainer import TrainingDiverged
+    from aunet.jobs.train.trainer import TrainingDiverged
 
     out = tmp_path / "run"
     wild = apply_overrides(spec, ["train.lr=1e30", "train.warmup=0", "train.checkpoint.every=1", "train.clip=none"])
@@ -325,7 +325,7 @@ def test_corpus_formats_are_read_as_what_they_are(tmp_path: Path) -> None:
     import gzip
     import lzma
 
-    from aunet.jobs.data import read_documents
+    from aunet.jobs.data.corpus import read_documents
 
     (tmp_path / "a.json").write_text(json.dumps([{"text": "one"}, "two"]))
     assert [d.data for d in read_documents(tmp_path / "a.json")[0]] == [b"one", b"two"]
@@ -351,7 +351,7 @@ def test_corpus_formats_are_read_as_what_they_are(tmp_path: Path) -> None:
 def test_decompression_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import lzma
 
-    from aunet.jobs import data
+    from aunet.jobs.data import corpus as data
 
     bomb = tmp_path / "zeros.txt.xz"
     bomb.write_bytes(lzma.compress(b"\0" * (8 << 20)))  # 8 MiB of zeros in about 1 KB
@@ -368,7 +368,7 @@ def test_decompression_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     (b'{"text": "\\ud800"}\n', "line 1: the text holds a lone surrogate (\\ud800)"),
 ])  # fmt: skip
 def test_bad_json_lines_are_one_line(tmp_path: Path, line: bytes, message: str) -> None:
-    from aunet.jobs.data import read_documents
+    from aunet.jobs.data.corpus import read_documents
 
     path = tmp_path / "d.jsonl"
     path.write_bytes(line)
@@ -384,10 +384,10 @@ def test_eval_warns_when_the_xz_figure_means_nothing(run: Path, tmp_path: Path) 
 
 
 def test_evaluation_shows_progress_on_a_terminal(run: Path) -> None:
-    from aunet.jobs.data import encode_documents, load_corpus
-    from aunet.jobs.evaluate import evaluate
-    from aunet.jobs.metrics import Progress
-    from aunet.jobs.runs import load_run
+    from aunet.jobs.data.corpus import encode_documents, load_corpus
+    from aunet.jobs.inference.evaluate import evaluate
+    from aunet.jobs.runs.directory import load_run
+    from aunet.jobs.train.metrics import Progress
 
     class Terminal:
         def __init__(self) -> None:
@@ -417,7 +417,7 @@ def test_generation_memory_is_bounded_by_the_context() -> None:
 
     import aunet
     from aunet.core.decoding import new_state
-    from aunet.jobs import generate as gen
+    from aunet.jobs.inference import generate as gen
 
     spec = aunet.parse_spec('[model]\ncontext = 32\n[[levels]]\ndim = 16\nstage = { kind = "transformer", layers = 1, '
                             'head_dim = 8 }\n[[levels]]\ndim = 16\nsplitter = "whitespace"\nstage = { kind = '
@@ -439,7 +439,7 @@ def test_generation_memory_is_bounded_by_the_context() -> None:
 
 def test_spec_names_never_make_a_run_directory_outside_runs() -> None:
     import aunet
-    from aunet.jobs.runs import default_out
+    from aunet.jobs.runs.directory import default_out
 
     spec = aunet.parse_spec('name = "../../etc/x"')
     out = default_out(spec)
@@ -465,7 +465,7 @@ def test_unbounded_reads_are_refused(tmp_path: Path) -> None:
 def test_split_streams_large_files_with_bounded_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tracemalloc
 
-    from aunet.jobs import cli
+    from aunet.cli import main as cli
 
     text = ("The cat sat on the mat, 12345 times!\n" * 60_000).encode()  # 2.2 MB
     path = tmp_path / "big.txt"

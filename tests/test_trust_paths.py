@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aunet.core.errors import InputError
-from aunet.jobs import checkpoint
+from aunet.jobs.runs import checkpoint
 
 from conftest import TEXT, TINY, run_cli, train_small_run, write_spec
 
@@ -119,7 +119,7 @@ def test_concurrent_new_runs_on_one_folder_leave_exactly_one_run(folder: Path, t
 def test_the_run_claim_admits_one_process_of_many(tmp_path: Path) -> None:
     # The claim alone, raced by 8 forked processes 10 times over: each time exactly one claims a
     # new folder and finds it empty; the others are refused or find the run already there.
-    from aunet.jobs.runs import RunClaim
+    from aunet.jobs.runs.directory import RunClaim
 
     def racer(folder: Path, go: float) -> int:
         while time.time() < go:
@@ -189,9 +189,9 @@ def _wait_for_step(run: Path, step: int, proc: subprocess.Popen) -> None:
 def test_sigterm_and_sighup_save_like_ctrl_c(folder: Path, tmp_path: Path, sent: int) -> None:
     import threading
 
+    from aunet.cli.main import _stop_code
     from aunet.core.spec import load_spec
-    from aunet.jobs.cli import _stop_code
-    from aunet.jobs.train import train
+    from aunet.jobs.train.loop import train
 
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers live in the main thread, and this test does not run there")
@@ -240,7 +240,7 @@ import json, sys
 from aunet.core.spec import DataSpec
 from aunet.core.levels import SplitterStack
 from aunet.splitters.words import Whitespace
-from aunet.jobs.text import training_text
+from aunet.jobs.data.source import training_text
 def status(key):
     return int([l.split()[1] for l in open("/proc/self/status") if l.startswith(key)][0]) * 1024
 stack = SplitterStack((Whitespace(),))
@@ -280,7 +280,7 @@ def test_a_corpus_in_memory_peaks_at_no_more_than_3_times_its_text(tmp_path: Pat
 
 
 def test_the_memory_guard_uses_the_peak_it_allows(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aunet.jobs import data
+    from aunet.jobs.data import corpus as data
 
     assert data.MEMORY_PER_BYTE == 3
     monkeypatch.setattr("builtins.open", _meminfo(12 << 30))
@@ -303,7 +303,7 @@ def _meminfo(available: int):
 def test_an_xz_bomb_stops_at_the_limit_without_holding_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tracemalloc
 
-    from aunet.jobs import data
+    from aunet.jobs.data import corpus as data
 
     bomb = tmp_path / "bomb.txt.xz"
     bomb.write_bytes(lzma.compress(b"\0" * (64 << 20), preset=1))  # 64 MiB of zeros in a few kB
@@ -320,7 +320,7 @@ def test_an_xz_bomb_stops_at_the_limit_without_holding_more(tmp_path: Path, monk
 
 
 STREAM_PEAK = (
-    "import sys\nfrom aunet.jobs.cli import main\ncode = main(sys.argv[1:])\n"
+    "import sys\nfrom aunet.cli.main import main\ncode = main(sys.argv[1:])\n"
     "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
     "print('maxrss_kib', hwm, file=sys.stderr)\nsys.exit(code)\n"
 )
@@ -349,7 +349,7 @@ def test_a_one_gigabyte_document_streams_in_bounded_memory(tmp_path: Path) -> No
 
 
 def test_a_jsonl_line_too_long_to_stream_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aunet.jobs import streaming
+    from aunet.jobs.data import streaming
 
     monkeypatch.setattr(streaming, "MAX_RECORD_BYTES", 1000)
     path = tmp_path / "c.jsonl"
@@ -362,7 +362,7 @@ def test_long_streamed_documents_come_in_parts_that_join_to_the_whole(tmp_path: 
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     import gzip
 
-    from aunet.jobs import streaming
+    from aunet.jobs.data import streaming
 
     monkeypatch.setattr(streaming, "PART_BYTES", 1000)
     monkeypatch.setattr(streaming, "PART_SLACK", 100)
@@ -389,7 +389,7 @@ def test_long_streamed_documents_come_in_parts_that_join_to_the_whole(tmp_path: 
 def test_unreadable_streamed_files_are_one_line(tmp_path: Path, kind: str) -> None:
     import gzip
 
-    from aunet.jobs.streaming import StreamSource
+    from aunet.jobs.data.streaming import StreamSource
 
     path = tmp_path / kind
     lines = "".join(json.dumps({"text": f"document {i} " * 50}) + "\n" for i in range(200)).encode()
@@ -442,7 +442,7 @@ def test_compare_stops_on_ctrl_c_and_resumes_after_it_and_after_a_late_error(fol
     assert "--resume" in err
     assert_one_line(run_cli(*command), "is not empty", "add --resume")
     # A late error (here: the plots) loses nothing: the runs stay, and --resume reports.
-    import aunet.jobs.compare as compare
+    import aunet.jobs.experiments.compare as compare
 
     resumed = run_cli(*command, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -451,7 +451,7 @@ def test_compare_stops_on_ctrl_c_and_resumes_after_it_and_after_a_late_error(fol
     again = run_cli(*command, "--resume")  # finished: nothing trains, the rows are read back
     assert again.returncode == 0 and json.loads((out / "compare.json").read_text())["rows"] == list(rows.values())
     assert 'lr = 0.002' in (out / "m0" / "spec.toml").read_text()  # --set reached every spec
-    from aunet.jobs.data import load_corpus, xz_bits_per_byte
+    from aunet.jobs.data.corpus import load_corpus, xz_bits_per_byte
 
     report = json.loads((out / "compare.json").read_text())
     validation = load_corpus(folder / "c.txt").validation_bytes
@@ -509,7 +509,7 @@ def test_a_reader_follows_a_run_that_prunes_what_it_reads(small_run: Path, tmp_p
     import shutil
 
     import aunet
-    from aunet.jobs import runs
+    from aunet.jobs.runs import directory as runs
 
     run = tmp_path / "run"
     shutil.copytree(small_run, run)

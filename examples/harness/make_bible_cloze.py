@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from aunet.jobs.data import load_corpus
+from aunet.jobs.data.corpus import load_corpus
 
 ITEMS = 200
 SEED = 0

@@ -180,11 +180,11 @@ def write_runtime(path: str) -> None:
     import shutil
     from pathlib import Path
 
-    source = Path(__file__).parents[3]  # .../aunet/jobs/hf/bridge.py: the zip, when aunet came from one
+    source = Path(__file__).parents[3]  # .../aunet/integrations/hf/bridge.py: the zip, when aunet came from one
     if source.is_file():
         shutil.copyfile(source, path)
         return
-    from aunet.jobs.hf.export import write_runtime as build
+    from aunet.integrations.hf.runtime import write_runtime as build
 
     build(Path(path))
 

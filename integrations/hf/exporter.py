@@ -18,11 +18,9 @@ Generation defaults written with it: BOS and PAD are never generated (``suppress
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import shutil
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,18 +28,12 @@ from typing import Any
 from aunet.core.errors import InputError
 from aunet.core.spec import dump_spec
 from aunet.core.tokens import BOS, EOS, PAD
-
-#: The parts of aunet a model needs at inference (no corpora, specs or test kits).
-RUNTIME_PACKAGES = ("", "core", "plugins", "plugins/nn", "splitters", "jobs", "jobs/hf")
-#: aunet's pure-Python dependencies; numpy and torch come with ``transformers`` itself.
-RUNTIME_DEPENDENCIES = ("attrs", "cattrs", "pluggy")
-RUNTIME_FILE = "aunet-runtime.zip"
-_ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # fixed timestamps: the same code gives the same zip
+from aunet.integrations.hf.runtime import RUNTIME_FILE, write_runtime  # noqa: F401 - re-exported
 
 
 def export(ckpt: str | Path, out: str | Path) -> Path:
     """Write the Hugging Face folder of a run directory's newest checkpoint (or a checkpoint)."""
-    from aunet.jobs.runs import load_run
+    from aunet.jobs.runs.directory import load_run
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -101,47 +93,12 @@ def _quiet_transformers() -> Iterator[None]:
 def hf_objects(run: Any) -> tuple[Any, Any, Any]:
     """The ``transformers`` model (wrapping ``run.model``, no copy), its config and tokenizer."""
     from aunet.core.version import version
-    from aunet.jobs.hf.configuration_aunet import AUNetConfig
-    from aunet.jobs.hf.modeling_aunet import AUNetForCausalLM
-    from aunet.jobs.hf.tokenization_aunet import AUNetTokenizer
+    from aunet.integrations.hf.configuration_aunet import AUNetConfig
+    from aunet.integrations.hf.modeling_aunet import AUNetForCausalLM
+    from aunet.integrations.hf.tokenization_aunet import AUNetTokenizer
 
     context = run.spec.model.context
     config = AUNetConfig(spec=dump_spec(run.spec), aunet_version=version(), step=run.step,
                          max_position_embeddings=context)  # fmt: skip
     model = AUNetForCausalLM(config, aunet_model=run.model).eval()
     return model, config, AUNetTokenizer(model_max_length=context)
-
-
-def runtime_files() -> dict[str, bytes]:
-    """Name in the zip -> content: aunet's runtime packages with its metadata (entry points: the
-    built-in plugins register through them), and each dependency's package and dist-info."""
-    files: dict[str, bytes] = {}
-    root = Path(__file__).resolve().parents[2]  # the aunet package: .../jobs/hf/export.py
-    for package in RUNTIME_PACKAGES:
-        folder = root / package
-        if not (folder / "__init__.py").is_file():
-            raise RuntimeError(f"aunet's runtime package '{package or 'aunet'}' is missing from {root}")
-        for path in sorted(folder.glob("*.py")):
-            files[f"aunet/{path.relative_to(root).as_posix()}"] = path.read_bytes()
-    dist = importlib.metadata.distribution("aunet")
-    info = f"aunet-{dist.version}.dist-info"
-    files[f"{info}/METADATA"] = (dist.read_text("METADATA") or f"Name: aunet\nVersion: {dist.version}\n").encode()
-    files[f"{info}/entry_points.txt"] = (dist.read_text("entry_points.txt") or "").encode()
-    license_file = root / "LICENSE"
-    if license_file.is_file():
-        files[f"{info}/licenses/LICENSE"] = license_file.read_bytes()
-    for name in RUNTIME_DEPENDENCIES:
-        dist = importlib.metadata.distribution(name)
-        for entry in dist.files or []:
-            if "__pycache__" in entry.parts or entry.suffix == ".pyc" or entry.parts[0] == "..":
-                continue
-            path = Path(entry.locate())
-            if path.is_file():
-                files[entry.as_posix()] = path.read_bytes()
-    return files
-
-
-def write_runtime(path: Path) -> None:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in sorted(runtime_files().items()):
-            archive.writestr(zipfile.ZipInfo(name, _ZIP_TIME), data, compress_type=zipfile.ZIP_DEFLATED)

@@ -5,7 +5,7 @@
 stages run only at word boundaries, rather than recomputing the sequence for every byte.
 
 This file is also the remote code of an exported folder (``aunet export``): it imports only
-``transformers`` and ``torch`` and reaches aunet through ``aunet.jobs.hf.bridge``, from the
+``transformers`` and ``torch`` and reaches aunet through ``aunet.integrations.hf.bridge``, from the
 installed aunet when there is one, else from ``aunet-runtime.zip`` in the exported folder (aunet
 and its pure-Python dependencies attrs, cattrs and pluggy, as they were when the model was
 exported), so that ``AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)`` works on
@@ -85,10 +85,10 @@ def _normal(name: str) -> str:
 
 
 def load_bridge(config: AUNetConfig) -> Any:
-    """``aunet.jobs.hf.bridge``: from the installed aunet, else from the exported folder's runtime.
+    """``aunet.integrations.hf.bridge``: from the installed aunet, else from the exported folder's runtime.
     An installed aunet other than the exporting one is used, with a warning naming both."""
     try:
-        bridge = importlib.import_module("aunet.jobs.hf.bridge")
+        bridge = importlib.import_module("aunet.integrations.hf.bridge")
         running = bridge.aunet_version()
         if config.aunet_version and running != config.aunet_version:
             warnings.warn(f"this model was exported by aunet {config.aunet_version}; the installed aunet "
@@ -101,7 +101,7 @@ def load_bridge(config: AUNetConfig) -> Any:
     if not any(isinstance(f, _Runtime) and f.path == path for f in sys.meta_path):
         sys.meta_path.append(_Runtime(path))  # after every installed package: an installed attrs or pluggy wins
     importlib.invalidate_caches()
-    return importlib.import_module("aunet.jobs.hf.bridge")
+    return importlib.import_module("aunet.integrations.hf.bridge")
 
 
 class AUNetForCausalLM(PreTrainedModel, GenerationMixin):

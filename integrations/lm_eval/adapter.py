@@ -19,7 +19,7 @@ machinery aunet's own jobs use:
   the harness's perplexity tasks score the text only. Note that lm-eval's own models overlap their
   windows (the last one gets a full context); aunet's do not, so that the harness's bits per byte
   is ``aunet eval``'s on the same document, less the EOS term.
-- ``generate_until`` (context, gen_kwargs): ``aunet.jobs.generate.decode`` with the stop strings,
+- ``generate_until`` (context, gen_kwargs): ``aunet.jobs.inference.generate.decode`` with the stop strings,
   greedy unless ``do_sample`` with a temperature above 0; the text is cut before its first stop
   string, as the harness expects.
 
@@ -105,7 +105,7 @@ def _continuation_row(context: bytes, continuation: bytes, limit: int) -> _Row:
 def _encode(stack: Any, data: bytes) -> Any:
     """``Encoded`` BOS + bytes (no EOS) with their levels, as ``aunet eval`` encodes a document
     (levels computed over the whole byte string: the splitters are prefix-stable)."""
-    from aunet.jobs.data import Document, encode_document
+    from aunet.jobs.data.corpus import Document, encode_document
 
     return encode_document(Document("harness", data), stack, eos=False)
 
@@ -114,7 +114,7 @@ def _row_batch(rows: Sequence[_Row], stack: Any) -> Any:
     """(B, T) tokens, levels and targets of rows, right-padded with PAD (level 0, IGNORE
     targets); only each row's scored bytes have targets."""
     from aunet.core.tokens import IGNORE, PAD
-    from aunet.jobs.data import Batch
+    from aunet.jobs.data.corpus import Batch
 
     width = max(len(r.data) for r in rows)
     tokens = np.full((len(rows), width), PAD, dtype=np.int64)  # (B, T)
@@ -133,7 +133,7 @@ def _trim(batch: Any) -> Any:
     """The batch without its trailing columns that predict nothing in any row (causal attention:
     dropping them changes nothing before them)."""
     from aunet.core.tokens import IGNORE
-    from aunet.jobs.data import Batch
+    from aunet.jobs.data.corpus import Batch
 
     used = np.nonzero((batch.targets != IGNORE).any(0))[0]
     width = int(used[-1]) + 1 if len(used) else 1
@@ -146,8 +146,8 @@ def _forward_scores(model: Any, batch: Any) -> tuple[list[float], list[bool]]:
     import torch
 
     from aunet.core.tokens import IGNORE
-    from aunet.jobs.devices import model_autocast
-    from aunet.jobs.generate import sample_next
+    from aunet.jobs.inference.generate import sample_next
+    from aunet.jobs.runtime.devices import model_autocast
 
     device = next(model.parameters()).device
     tokens, levels, targets = batch.tensors(device)  # (B, T) each
@@ -195,8 +195,8 @@ def score_documents(model: Any, texts: Sequence[bytes], *, context: int, batch_s
     """The log-likelihood (nats) of each text's bytes as a document, BOS first, in the windows of
     ``aunet eval`` (``evaluation_rows``), the EOS not scored (``loglikelihood_rolling``). Windows
     of every document are batched together."""
-    from aunet.jobs.data import evaluation_rows
-    from aunet.jobs.evaluate import _join
+    from aunet.jobs.data.corpus import evaluation_rows
+    from aunet.jobs.inference.evaluate import _join
 
     stack = model.spec.splitter_stack()
     windows = [(d, row) for d, text in enumerate(texts) for row in evaluation_rows([_encode(stack, text)], context)]
@@ -243,7 +243,7 @@ class _Adapter:
             raise InputError("AUNetLM: give one of ckpt=DIR (a run or checkpoint folder) or model=<AUNet>")
         self.run = None
         if model is None:
-            from aunet.jobs.runs import load_run
+            from aunet.jobs.runs.directory import load_run
 
             self.run = load_run(ckpt, device=device)
             model = self.run.model
@@ -311,8 +311,8 @@ class _Adapter:
     def _generate(self, contexts: list[str], gen_kwargs: dict | None) -> list[str]:
         from lm_eval.models.utils import normalize_gen_kwargs
 
-        from aunet.jobs.devices import default_decode_threads
-        from aunet.jobs.generate import _generator, decode, sample_next
+        from aunet.jobs.inference.generate import _generator, decode, sample_next
+        from aunet.jobs.runtime.devices import default_decode_threads
 
         kwargs = dict(normalize_gen_kwargs(_checked_gen_kwargs(gen_kwargs), DEFAULT_GEN_BYTES))
         if kwargs["max_gen_toks"] > MAX_GEN_BYTES:
@@ -499,7 +499,7 @@ def evaluate_tasks(ckpt: str | Path, tasks: list[str], *, out: Path, include_pat
     tasks = [t.strip() for name in names for t in name.split(",") if t.strip()]  # "a,b" as lm-eval reads it
     if not tasks:
         raise InputError("--tasks: give at least one lm-eval task name")
-    from aunet.jobs.runs import check_out
+    from aunet.jobs.runs.directory import check_out
 
     check_out(Path(out), what="lm-eval's results")
     lm = make_lm(ckpt=ckpt, batch_size=batch_size, device=device, decode_threads=decode_threads)  # fails fast
@@ -548,7 +548,7 @@ def results_name(checkpoint: Path) -> str:
     checkpoint's when it is not the run's newest (``--ckpt ../x`` gives ``x``, never ``..__x``)."""
     import re
 
-    from aunet.jobs.checkpoint import CHECKPOINTS, latest_name
+    from aunet.jobs.runs.checkpoint import CHECKPOINTS, latest_name
 
     checkpoint = checkpoint.resolve()
     if checkpoint.parent.name == CHECKPOINTS:

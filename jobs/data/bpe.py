@@ -132,7 +132,7 @@ class BpeTokenizer:
             raise InputError(f"{source}: not a readable aunet BPE tokenizer ({exc})") from None
 
     def save(self, path: Path) -> None:
-        from aunet.jobs.checkpoint import atomic_write_text
+        from aunet.jobs.runtime.files import atomic_write_text
 
         atomic_write_text(path, self.to_json())
 
@@ -179,7 +179,7 @@ def embedded_bytes_per_token(vocab_size: int) -> float:
     """Bytes per token of a tokenizer of ``vocab_size`` ids trained on the embedded corpus's
     training split, measured on that split (what ``spec show`` reports for a BPE spec that gives
     none; a run measures its own data)."""
-    from aunet.jobs.data import load_corpus
+    from aunet.jobs.data.corpus import load_corpus
 
     corpus = load_corpus(None)
     tokenizer = BpeTokenizer.train((d.data for d in corpus.train), vocab_size)

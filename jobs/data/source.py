@@ -1,7 +1,7 @@
 """The text a run trains on, held in memory or streamed, behind one interface for the trainer.
 
-``training_text(path, config)`` reads a corpus whole (``aunet.jobs.data``: the embedded corpus,
-a file, a small folder) or opens it as a stream (``aunet.jobs.streaming``: folders and record
+``training_text(path, config)`` reads a corpus whole (``aunet.jobs.data.corpus``: the embedded corpus,
+a file, a small folder) or opens it as a stream (``aunet.jobs.data.streaming``: folders and record
 files, lazily, memory bounded by the shuffle window), as ``[train.data] stream`` says.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from aunet.core.levels import SplitterStack
 from aunet.core.spec import DataSpec, Streaming
-from aunet.jobs.data import (
+from aunet.jobs.data.corpus import (
     Corpus,
     Encoded,
     TrainingData,
@@ -22,7 +22,7 @@ from aunet.jobs.data import (
     load_corpus,
     xz_bits_per_byte,
 )  # fmt: skip
-from aunet.jobs.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, encode, validation_documents
+from aunet.jobs.data.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, encode, validation_documents
 
 #: ``stream = "auto"`` streams folders and files larger than this on disk.
 AUTO_STREAM_BYTES = 256 << 20
@@ -42,7 +42,7 @@ def _disk_bytes(path: Path) -> int:
 
 
 class MemoryText:
-    """A corpus read whole (``aunet.jobs.data.Corpus``)."""
+    """A corpus read whole (``aunet.jobs.data.corpus.Corpus``)."""
 
     streamed = False
 
@@ -77,7 +77,7 @@ class MemoryText:
 
 
 class StreamedText:
-    """A corpus read lazily (``aunet.jobs.streaming``)."""
+    """A corpus read lazily (``aunet.jobs.data.streaming``)."""
 
     streamed = True
 

@@ -17,7 +17,7 @@ a longer one is one error naming the line. Every cut is counted and reported onc
 Training reads the stream in **windows**: documents are read (and split into levels, once each)
 until the window holds ``buffer_bytes`` bytes, the window is shuffled by ``(seed, epoch,
 window)``, and rows of ``context + 1`` positions are read from the shuffled documents in place
-(``aunet.jobs.data.Packed``: nothing is copied together), a row continuing into the next window
+(``aunet.jobs.data.corpus.Packed``: nothing is copied together), a row continuing into the next window
 where one ends. Memory is one window (its bytes and their levels: two bytes per byte) and a file
 reader, whatever the corpus size. The position in the stream (epoch, window, the file, record and
 byte where the window starts, and the offset in the window) is part of every checkpoint: a resume
@@ -48,7 +48,7 @@ import numpy as np
 from aunet.core.errors import InputError
 from aunet.core.levels import SplitterStack
 from aunet.core.tokens import BOS, IGNORE
-from aunet.jobs.data import (
+from aunet.jobs.data.corpus import (
     COMPRESSIONS,
     VALIDATION_EVERY,
     Batch,

@@ -2,7 +2,7 @@
 
 The budget is training FLOPs (each spec gets the steps its own FLOPs per byte and bytes per step
 allow, by the paper's accounting of ``aunet spec show``), training minutes (each its own training
-time) or steps. The runs take turns (``aunet.jobs.turns``), so a shared machine's drift falls on
+time) or steps. The runs take turns (``aunet.jobs.experiments.turns``), so a shared machine's drift falls on
 all alike; every turn ends with an evaluation on the first ``curve_bytes`` of the validation split
 (not counted as training time), which draws the curves; the finished runs are evaluated on the
 whole split, the same bytes for every model (a BPE model's token log-likelihood is summed and
@@ -54,8 +54,8 @@ def bytes_per_step(spec: Spec) -> float:
 def _prepared(spec: Spec, data: str | Path | None) -> Spec:
     """The spec with what its FLOPs per byte need filled in (a BPE spec's bytes per token)."""
     if spec.model.bpe and spec.model.tokenizer.bytes_per_token is None:
-        from aunet.jobs.data import load_corpus
-        from aunet.jobs.tokenizer import BpeTokenizer, bytes_per_token, with_bytes_per_token
+        from aunet.jobs.data.bpe import BpeTokenizer, bytes_per_token, with_bytes_per_token
+        from aunet.jobs.data.corpus import load_corpus
 
         corpus = load_corpus(data)
         tokenizer = BpeTokenizer.train((d.data for d in corpus.train), spec.model.tokenizer.vocab_size)
@@ -77,8 +77,8 @@ def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, o
     refused. Each finished run's evaluation is kept beside it (``compare-row.json``), so a resumed
     report does not evaluate again."""
     from aunet.core.accounting import account
-    from aunet.jobs.data import load_corpus, xz_bits_per_byte
-    from aunet.jobs.turns import run_name, train_in_turns
+    from aunet.jobs.data.corpus import load_corpus, xz_bits_per_byte
+    from aunet.jobs.experiments.turns import run_name, train_in_turns
 
     names = [run_name(s.name or f"spec{i}") for i, s in enumerate(specs)]
     if len(set(names)) != len(names):
@@ -112,7 +112,7 @@ def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, o
               "rows": rows, "curves": curves,
               "flops_formula": "the paper's accounting (aunet spec show: flops_per_byte) x bytes seen; "
                                "flops_per_byte_packed: attention per training document and window"}  # fmt: skip
-    from aunet.jobs.runs import write_text
+    from aunet.jobs.runtime.files import write_text
 
     write_text(out / "compare.json", json.dumps(report, indent=1))
     write_text(out / "compare.md", markdown(report, budget))
@@ -124,7 +124,8 @@ def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, o
 def _claim(out: Path, plan: dict[str, Any], resume: bool) -> None:
     """``out`` for this comparison: new (or empty), or, with ``resume``, one that holds the same
     plan; ``compare-plan.json`` written before any training."""
-    from aunet.jobs.runs import check_out, write_text
+    from aunet.jobs.runs.directory import check_out
+    from aunet.jobs.runtime.files import write_text
 
     check_out(out, what="the comparison")
     path = out / PLAN_FILE
@@ -159,10 +160,11 @@ def _evaluate_run(run_dir: Path, name: str, corpus: Any, curve_bytes: int, devic
     """A finished run's row and curve, evaluated on the validation split (kept in ``compare-row.json``
     beside the run, so a resumed report reads it instead of evaluating again)."""
     from aunet.core.accounting import account
-    from aunet.jobs import checkpoint
-    from aunet.jobs.data import encode_documents, model_encoding
-    from aunet.jobs.evaluate import evaluate
-    from aunet.jobs.runs import load_run, write_text
+    from aunet.jobs.data.corpus import encode_documents, model_encoding
+    from aunet.jobs.inference.evaluate import evaluate
+    from aunet.jobs.runs import checkpoint
+    from aunet.jobs.runs.directory import load_run
+    from aunet.jobs.runtime.files import write_text
 
     kept = run_dir / ROW_FILE
     newest = checkpoint.latest_name(run_dir)

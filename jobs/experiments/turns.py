@@ -73,8 +73,8 @@ def train_in_turns(variants: Mapping[str, Spec], *, data: str | Path | None, out
     in ``out`` continue from their newest checkpoint; ``TurnsStopped`` when a signal stops a turn."""
     import io
 
-    from aunet.jobs import checkpoint
-    from aunet.jobs.train import train
+    from aunet.jobs.runs import checkpoint
+    from aunet.jobs.train.loop import train
 
     if (minutes is None) == (steps is None):
         raise ValueError("give minutes or steps")

@@ -18,7 +18,7 @@ import attrs
 import numpy as np
 
 from aunet.core.tokens import IGNORE
-from aunet.jobs.data import Batch, Encoded, evaluation_rows
+from aunet.jobs.data.corpus import Batch, Encoded, evaluation_rows
 
 
 @attrs.frozen

@@ -22,7 +22,7 @@ from aunet.core.decoding import new_state, prefill, step
 from aunet.core.errors import InputError
 from aunet.core.levels import LevelStream
 from aunet.core.tokens import BOS, EOS, PAD
-from aunet.jobs.devices import threads as thread_count
+from aunet.jobs.runtime.devices import threads as thread_count
 
 
 def sample_next(logits: Tensor, *, temperature: float, top_k: int | None, top_p: float | None,

@@ -31,8 +31,6 @@ checks sizes and hashes, so a truncated or corrupt file is reported, not loaded.
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
 import json
 import os
 import re
@@ -41,6 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from aunet.core.errors import AunetError
+from aunet.jobs.runtime.files import (
+    advice,
+    atomic_write_text,
+    file_mode,
+    fsync_dir,
+    fsync_file,
+    sha256,
+    write_error_text,
+)  # fmt: skip
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -54,36 +61,6 @@ FILES = (MODEL_FILE, TRAINER_TENSORS, TRAINER_JSON)
 
 class CheckpointError(AunetError):
     """A checkpoint that is missing, truncated or corrupt, or one that could not be written."""
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small file so that readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    _fsync_file(tmp)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def checkpoint_name(step: int) -> str:
@@ -137,7 +114,7 @@ def save(run_dir: Path, step: int, model_state: dict[str, Any], trainer_tensors:
     reaches every collective whatever fails where: the processes agree after each phase (one
     small all-reduce) and all raise together, so a failed save never leaves one process waiting
     for another."""
-    from aunet.jobs.distributed import SINGLE
+    from aunet.jobs.runtime.distributed import SINGLE
 
     world = world or SINGLE
     root = run_dir / CHECKPOINTS
@@ -231,34 +208,6 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def write_error_text(exc: BaseException) -> str:
-    """What a failed write says, in one line: the system's words where there are some."""
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    code = _errno_of(exc)
-    if code is not None:
-        return os.strerror(code)
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _errno_of(exc: BaseException) -> int | None:
-    """The errno behind a writer's error (safetensors spells it ``code: 28``; a
-    CheckpointException wraps the processes' exceptions)."""
-    if isinstance(exc, OSError):
-        return exc.errno
-    for failure in getattr(exc, "failures", {}).values():
-        inner = failure[0] if isinstance(failure, tuple) else failure
-        if isinstance(inner, BaseException):
-            found = _errno_of(inner)
-            if found is not None:
-                return found
-    match = re.search(r"(?:code: |os error )(\d+)", str(exc))
-    if match:
-        return int(match.group(1))
-    cause = exc.__cause__ or exc.__context__
-    return _errno_of(cause) if cause is not None and cause is not exc else None
-
-
 def _save_whole(tmp: Path, model_state: dict[str, Any], trainer_tensors: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
@@ -274,28 +223,6 @@ def _save_shards(tmp: Path, model_state: dict[str, Any], trainer_tensors: dict[s
     dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDS), save_distributed=True))
 
 
-def advice(exc: BaseException, folder: Path) -> str:
-    """What to do about a failed write, for the errors a user can fix."""
-    code = _errno_of(exc)
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return f" (free space on the disk that holds {folder}, or move the run with --out)"
-    if code == errno.EFBIG:
-        return " (a limit on file sizes is in force for this process: raise `ulimit -f`)"
-    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f" (make {folder} writable, or choose another --out)"
-    if code in (errno.ENOTDIR, errno.EEXIST):
-        return f" (a file stands where aunet writes a folder in {folder}: move it away)"
-    return ""
-
-
-def _file_mode() -> int:
-    """0o666 less the umask: what ``open`` gives every other file of the run (safetensors
-    writes 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _finish(root: Path, tmp: Path, step: int, trainer_json: dict[str, Any], keep: int,
             extra_meta: dict[str, Any] | None, sharded: bool) -> Path:  # fmt: skip
     final = root / checkpoint_name(step)
@@ -303,20 +230,20 @@ def _finish(root: Path, tmp: Path, step: int, trainer_json: dict[str, Any], keep
     names = [TRAINER_JSON] + ([f"{SHARDS}/{p.name}" for p in sorted((tmp / SHARDS).glob("*.safetensors"))]
                               if sharded else [MODEL_FILE, TRAINER_TENSORS])  # fmt: skip
     meta = {"step": step, "format": "sharded" if sharded else "whole", "files": {}, **(extra_meta or {})}
-    mode = _file_mode()
+    mode = file_mode()
     for name in names:
         os.chmod(tmp / name, mode)
-        _fsync_file(tmp / name)
-        meta["files"][name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+        fsync_file(tmp / name)
+        meta["files"][name] = {"bytes": (tmp / name).stat().st_size, "sha256": sha256(tmp / name)}
     (tmp / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    _fsync_file(tmp / META)
+    fsync_file(tmp / META)
     if sharded:
-        _fsync_dir(tmp / SHARDS)
-    _fsync_dir(tmp)
+        fsync_dir(tmp / SHARDS)
+    fsync_dir(tmp)
     if final.exists():  # a re-save of the same step (resume then immediate stop)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     atomic_write_text(root / LATEST, final.name + "\n")
     _prune(root, keep)
     return final
@@ -440,7 +367,7 @@ def verify(path: Path, names: tuple[str, ...] | None = None) -> dict[str, Any]:
             raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {name} has {size:,} bytes, "
                                   f"expected {expected.get('bytes')}")  # fmt: skip
         try:
-            digest = _sha256(file)
+            digest = sha256(file)
         except OSError as exc:
             raise CheckpointError(f"checkpoint {path} cannot be read: {name}: {exc.strerror or exc}") from None
         if digest != expected.get("sha256"):

@@ -2,7 +2,7 @@
 
 A run directory holds ``spec.toml`` (the resolved spec), ``run.json`` (the data it trains on,
 with a fingerprint, and the history of its invocations), ``metrics.jsonl``, ``tb/`` and
-``checkpoints/`` (``aunet.jobs.checkpoint``). Every checkpoint's ``meta.json`` repeats the spec and
+``checkpoints/`` (``aunet.jobs.runs.checkpoint``). Every checkpoint's ``meta.json`` repeats the spec and
 the data record, so a run whose ``spec.toml`` or ``run.json`` was deleted is recovered from its
 newest checkpoint (with a notice).
 
@@ -31,7 +31,8 @@ import attrs
 
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec, parse_spec
-from aunet.jobs import checkpoint
+from aunet.jobs.runs import checkpoint
+from aunet.jobs.runtime.files import advice, write_text
 
 SPEC_FILE = "spec.toml"
 RUN_FILE = "run.json"  # the data the run trains on (path and fingerprint) and its history
@@ -54,7 +55,7 @@ def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
     """The model of a checkpoint folder, or of a run directory's newest complete checkpoint, on
     ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a ``torch.device``)."""
     from aunet.core.model import build_model
-    from aunet.jobs.devices import resolve_device
+    from aunet.jobs.runtime.devices import resolve_device
 
     device = resolve_device(device)
     ckpt, weights, meta = _read_newest(path)
@@ -68,7 +69,7 @@ def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
         raise checkpoint.CheckpointError(f"checkpoint {ckpt} does not match its spec: "
                                          f"{str(exc).splitlines()[0]}") from None  # fmt: skip
     if spec.model.bpe:
-        from aunet.jobs.tokenizer import BpeTokenizer
+        from aunet.jobs.data.bpe import BpeTokenizer
 
         if not isinstance(meta.get("tokenizer"), dict):
             raise checkpoint.CheckpointError(f"checkpoint {ckpt} is a BPE model's but records no tokenizer in its meta.json")
@@ -127,14 +128,6 @@ def check_out(path: Path, *, what: str = "the run") -> None:
             raise InputError(f"--out: '{path}' cannot be a folder: '{parent}' is a file")
 
 
-def write_text(path: Path, text: str) -> None:
-    """An atomic write whose failure (a full disk, a read-only folder) is one line of advice."""
-    try:
-        checkpoint.atomic_write_text(path, text)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}{checkpoint.advice(exc, path.parent)}") from None
-
-
 # -- one process per run -------------------------------------------------------------------------
 
 
@@ -150,7 +143,7 @@ class RunLock:
             self._file = open(self.path, "a+", encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot lock {self.path.parent}: {exc.strerror or exc}"
-                             f"{checkpoint.advice(exc, self.path.parent)}") from None  # fmt: skip
+                             f"{advice(exc, self.path.parent)}") from None  # fmt: skip
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -204,7 +197,7 @@ class RunClaim:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise InputError(f"--out: cannot create '{self.run_dir}': {exc.strerror or exc}"
-                                 f"{checkpoint.advice(exc, self.run_dir.parent)}") from None  # fmt: skip
+                                 f"{advice(exc, self.run_dir.parent)}") from None  # fmt: skip
             lock = RunLock(self.run_dir).__enter__()
             if lock.current:
                 self.lock = lock

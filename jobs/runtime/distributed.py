@@ -97,7 +97,7 @@ def process_group(parallel: Parallel, device_request: Any, *, resume: bool = Fal
     """The run's ``World`` and this process's device, with the process group up while inside."""
     import torch
 
-    from aunet.jobs.devices import resolve_device
+    from aunet.jobs.runtime.devices import resolve_device
 
     if not launched_by_torchrun():
         if parallel is not Parallel.NONE:

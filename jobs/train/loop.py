@@ -15,7 +15,7 @@ cosine to ``min_lr_ratio`` of the peak, gradient clipping, gradient accumulation
 (``precision``: ``auto`` is bf16 on CUDA), torch.compile, one seed for everything, any device.
 Progress goes to stderr (a live line on a terminal, periodic lines otherwise), metrics to
 ``metrics.jsonl`` and TensorBoard (``tb/``), checkpoints to ``checkpoints/``
-(``aunet.jobs.checkpoint``).
+(``aunet.jobs.runs.checkpoint``).
 
 Stopping. Ctrl-C (SIGINT) finishes the current step, writes a checkpoint and returns; a second
 Ctrl-C stops at once, and the last complete checkpoint is still intact. A loss, gradient or weight
@@ -58,14 +58,15 @@ from aunet.core.spec import (
     dump_spec,
     resolve_spec,
 )  # fmt: skip
-from aunet.jobs import checkpoint
-from aunet.jobs.data import TokenEncoding, fingerprint_changes
-from aunet.jobs.distributed import World, process_group
-from aunet.jobs.metrics import MetricWriters, Progress
-from aunet.jobs.runs import RUN_FILE, SPEC_FILE, RunClaim, RunRecord, check_out, stamp, truncate_metrics, write_text
-from aunet.jobs.start import RunStart, check_resumable, history_entry, new_run, resume_run
-from aunet.jobs.text import training_text
-from aunet.jobs.trainer import StepResult, Trainer, TrainingDiverged
+from aunet.jobs.data.corpus import TokenEncoding, fingerprint_changes
+from aunet.jobs.data.source import training_text
+from aunet.jobs.runs import checkpoint
+from aunet.jobs.runs.directory import RUN_FILE, SPEC_FILE, RunClaim, RunRecord, check_out, stamp, truncate_metrics
+from aunet.jobs.runtime.distributed import World, process_group
+from aunet.jobs.runtime.files import write_text
+from aunet.jobs.train.metrics import MetricWriters, Progress
+from aunet.jobs.train.resume import RunStart, check_resumable, history_entry, new_run, resume_run
+from aunet.jobs.train.trainer import StepResult, Trainer, TrainingDiverged
 
 __all__ = ["RunSummary", "TrainingDiverged", "train"]
 
@@ -222,7 +223,7 @@ class StepLog:
         self._shown: tuple[float | None, float | None, float | None] = (None, None, None)
 
     def log(self, trainer: Trainer, result: StepResult) -> None:
-        from aunet.jobs.devices import peak_device_memory, peak_host_memory
+        from aunet.jobs.runtime.devices import peak_device_memory, peak_host_memory
 
         self.losses.append(result.loss)
         window_bytes, window_s = self._window[0] + result.bytes, self._window[1] + result.seconds
@@ -296,7 +297,7 @@ class Evaluator:
                          "of the validation split (the whole split at the end)")  # fmt: skip
 
     def run(self, trainer: Trainer, limit_bytes: int | None = None, progress: Progress | None = None) -> Any:
-        from aunet.jobs.evaluate import evaluate
+        from aunet.jobs.inference.evaluate import evaluate
 
         # Every process evaluates the same rows (a sharded model needs all of them in each forward).
         if limit_bytes is not None:
@@ -314,8 +315,8 @@ class Sampler:
         self.seed = seed
 
     def sample(self, model: Any) -> bytes | None:
-        from aunet.jobs.devices import default_decode_threads
-        from aunet.jobs.generate import generate
+        from aunet.jobs.inference.generate import generate
+        from aunet.jobs.runtime.devices import default_decode_threads
 
         if not self.config.bytes:
             return None
@@ -407,10 +408,10 @@ def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps:
           minutes: float | None = None, resume: bool = False, overrides: Sequence[str] = (),
           stop_at: int | None = None, device: Any = "auto", stream: IO[str] | None = None,
           on_step: Callable[[int, float], None] | None = None) -> RunSummary:  # fmt: skip
-    """Train (or resume) a run; see the module docstring and ``aunet.jobs.start`` for what a
+    """Train (or resume) a run; see the module docstring and ``aunet.jobs.train.resume`` for what a
     resume may change. ``overrides`` are ``--set`` items applied to the run's own spec on resume.
     Under torchrun with ``train.parallel`` set (``--parallel``), every process calls this
-    (``aunet.jobs.distributed``). ``on_step(step, loss)`` is called after every step (it reads
+    (``aunet.jobs.runtime.distributed``). ``on_step(step, loss)`` is called after every step (it reads
     the loss back: for tests and notebooks, not for speed)."""
     run_dir = Path(out)
     check_out(run_dir)
@@ -437,7 +438,7 @@ def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps:
 def _parallel_of(spec: Spec | None, overrides: Sequence[str], run_dir: Path, resume: bool) -> Parallel:
     """``train.parallel`` of the spec this invocation will train (the run's own on a resume)."""
     if spec is None and resume:
-        from aunet.jobs.runs import read_run_spec
+        from aunet.jobs.runs.directory import read_run_spec
 
         try:
             spec = read_run_spec(run_dir)
@@ -458,7 +459,7 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
 
     from aunet.core.accounting import account
     from aunet.core.model import build_model
-    from aunet.jobs.devices import (
+    from aunet.jobs.runtime.devices import (
         check_fits,
         matmul_peak,
         peak_device_memory,
@@ -466,7 +467,7 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
         trim_host_memory,
         use_bfloat16,
     )  # fmt: skip
-    from aunet.jobs.profiling import RunProfile, format_summary
+    from aunet.jobs.train.profiling import RunProfile, format_summary
 
     spec = start.spec
     if start.record is None and (steps is not None or minutes is not None):
@@ -597,7 +598,7 @@ TOKENIZER_FILE = "tokenizer.json"
 def _bpe_tokenizer(start: RunStart, run_dir: Path, text: Any, spec: Spec, progress: Progress) -> tuple[Any, Spec]:
     """A BPE run's tokenizer: the one it trained (from its directory or checkpoint) when resumed,
     else one trained now on the training split; and the spec with its measured bytes per token."""
-    from aunet.jobs.tokenizer import BpeTokenizer, bytes_per_token
+    from aunet.jobs.data.bpe import BpeTokenizer, bytes_per_token
 
     if text.streamed:
         raise InputError("a BPE model reads its corpus whole (its tokenizer is trained on the training split "

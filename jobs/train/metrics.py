@@ -105,7 +105,7 @@ class MetricWriters:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:
-            from aunet.jobs.checkpoint import advice
+            from aunet.jobs.runtime.files import advice
 
             raise InputError(f"cannot write {self.path}: {exc.strerror or exc}{advice(exc, self.path.parent)}") from None
 

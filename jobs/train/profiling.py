@@ -143,9 +143,9 @@ def profile_backends(spec: Any, *, kinds: list[str], device: Any, context: int |
 
     from aunet.core.model import build_model
     from aunet.core.spec import apply_overrides
-    from aunet.jobs.data import TrainingData, encode_documents, load_corpus
-    from aunet.jobs.devices import check_fits, use_bfloat16
-    from aunet.jobs.trainer import Trainer
+    from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
+    from aunet.jobs.runtime.devices import check_fits, use_bfloat16
+    from aunet.jobs.train.trainer import Trainer
 
     overrides = ([f"model.context={context}"] if context else []) + ([f"train.batch_size={batch}"] if batch else [])
     base = apply_overrides(spec, overrides) if overrides else spec

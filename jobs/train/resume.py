@@ -26,9 +26,9 @@ import attrs
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec, apply_overrides, parse_spec, resolve_spec, spec_to_dict
 from aunet.core.version import version
-from aunet.jobs import checkpoint
-from aunet.jobs.metrics import Progress
-from aunet.jobs.runs import RUN_FILE, SPEC_FILE, RunRecord, read_record, read_run_spec
+from aunet.jobs.runs import checkpoint
+from aunet.jobs.runs.directory import RUN_FILE, SPEC_FILE, RunRecord, read_record, read_run_spec
+from aunet.jobs.train.metrics import Progress
 
 
 @attrs.frozen
@@ -157,7 +157,7 @@ def _recipe(run_spec: Spec, spec: Spec, run_dir: Path, *, step: int, steps: int 
 
 
 def _budget(old: Any, new: Any, step: int, run_dir: Path, progress: Progress) -> Any:
-    from aunet.jobs.trainer import schedule
+    from aunet.jobs.train.trainer import schedule
 
     if (old.steps, old.minutes, old.decay_steps) == (new.steps, new.minutes, new.decay_steps) or step == 0:
         return new  # unchanged, or nothing trained yet

@@ -1,17 +1,17 @@
 """The trainer: one optimizer step at a time, as components other code can drive.
 
 ``Trainer.step()`` is one optimizer step (``grad_accum`` micro-batches of forward and backward,
-gradient clipping, the AdamW update): the one thing the training loop (``aunet.jobs.train``),
+gradient clipping, the AdamW update): the one thing the training loop (``aunet.jobs.train.loop``),
 profiling and the benchmarks share. It never synchronises with the host: the step's figures come
 back as device tensors (``StepResult``) that the metric writers read at logging steps only.
 
 Components and the config table each owns:
 
-* ``TrainingData`` (``aunet.jobs.data``): the batches and their position;
+* ``TrainingData`` (``aunet.jobs.data.corpus``): the batches and their position;
 * ``Optimization``: AdamW and its schedule (the recipe keys of ``[train]``);
 * ``Trainer``: model, device, precision, shapes; its ``state()`` is what a checkpoint holds;
 * the checkpointer, metric writers, evaluator and sampler of the job (``[train.checkpoint]``,
-  ``[train.metrics]``, ``[train.eval]``, ``[train.sample]``) live in ``aunet.jobs.train``.
+  ``[train.metrics]``, ``[train.eval]``, ``[train.sample]``) live in ``aunet.jobs.train.loop``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from torch import Tensor
 from aunet.core.errors import AunetError, InputError
 from aunet.core.labels import label
 from aunet.core.spec import Parallel, Shapes, Spec, TrainSpec
-from aunet.jobs.devices import autocast, rng_state, set_rng_state, use_bfloat16
-from aunet.jobs.distributed import SINGLE, World, checkpoint_blocks, gradient_sync, parallelize
+from aunet.jobs.runtime.devices import autocast, rng_state, set_rng_state, use_bfloat16
+from aunet.jobs.runtime.distributed import SINGLE, World, checkpoint_blocks, gradient_sync, parallelize
 
 
 class TrainingDiverged(AunetError):
@@ -111,7 +111,7 @@ class StepResult(NamedTuple):
 class Trainer:
     """A model, its optimization and its data on one device; ``step()`` trains one step. In a
     distributed run (``world``) the model is wrapped (DDP) or sharded (FSDP2) here, and every
-    process keeps its share of each micro-batch (``aunet.jobs.distributed``)."""
+    process keeps its share of each micro-batch (``aunet.jobs.runtime.distributed``)."""
 
     def __init__(self, spec: Spec, model: Any, *, data: Any, device: Any, world: World = SINGLE) -> None:
         self.spec = spec
@@ -248,7 +248,7 @@ class Trainer:
         wraps or shards the model; under FSDP2 the tensors are this process's shards."""
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        from aunet.jobs.checkpoint import flatten_optimizer
+        from aunet.jobs.runs.checkpoint import flatten_optimizer
 
         weights, optimizer = get_state_dict(self.module, self.optimization.optimizer)
         optimizer_tensors, optimizer_json = flatten_optimizer(optimizer)
@@ -263,7 +263,7 @@ class Trainer:
         machine cannot restore."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        from aunet.jobs.checkpoint import unflatten_optimizer
+        from aunet.jobs.runs.checkpoint import unflatten_optimizer
 
         optimizer = unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optimizer.")},
                                         data["optimizer"])  # fmt: skip
