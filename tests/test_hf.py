@@ -51,6 +51,17 @@ def _aunet_logits(model, text: str) -> torch.Tensor:
         return model(tokens, levels, shapes=ShapeMode.EAGER, doc_mask=False).logits[0]  # (T, V)
 
 
+def test_the_runtime_holds_no_command_line_trainer_or_harness(exported) -> None:
+    names = zipfile.ZipFile(exported[1] / "aunet-runtime.zip").namelist()
+    ours = [n for n in names if n.startswith("aunet/")]
+    assert "aunet/core/model.py" in ours and "aunet/integrations/hf/bridge.py" in ours
+    assert not [n for n in ours if n.startswith(("aunet/jobs/", "aunet/cli/", "aunet/integrations/lm_eval/"))]
+    assert "aunet/integrations/hf/exporter.py" not in ours  # exporting needs runs: not the runtime's job
+    entry_points = next(zipfile.ZipFile(exported[1] / "aunet-runtime.zip").read(n).decode() for n in names
+                        if n.startswith("aunet-") and n.endswith("entry_points.txt"))  # fmt: skip
+    assert "builtin-splitters" in entry_points and "[console_scripts]" not in entry_points
+
+
 def test_export_writes_a_complete_folder(exported) -> None:
     folder = exported[1]
     mask = os.umask(0)

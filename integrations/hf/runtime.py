@@ -71,12 +71,14 @@ def runtime_entry_points(text: str) -> str:
         stripped = line.strip()
         if stripped.startswith("["):
             section = stripped
+            if section != "[aunet]":
+                continue
         elif "=" in stripped and section == "[aunet]":
             module = stripped.split("=", 1)[1].strip().split(":")[0]
             parts = module.split(".")[1:]
             if "/".join(parts[:-1]) not in RUNTIME_PACKAGES and "/".join(parts) + ".py" not in RUNTIME_MODULES:
                 continue
-        elif "=" in stripped and section != "[aunet]":
+        elif section != "[aunet]":
             continue  # console scripts and other groups: the runtime has no command line
         kept.append(line)
     return "\n".join(kept) + "\n"
