@@ -29,13 +29,37 @@ __version__ = _version()
 
 # Torch-backed names load torch on first use, so that reading specs and splitting stay fast.
 _LAZY = {
-    "AUNet": "aunet.core.model", "ModelOutput": "aunet.core.model", "ShapeMode": "aunet.core.model",
-    "build_model": "aunet.core.model", "compute_levels": "aunet.core.model", "encode": "aunet.core.model",
-    "generate": "aunet.jobs.inference.generate", "load_run": "aunet.jobs.runs.directory", "LoadedRun": "aunet.jobs.runs.directory",
-}  # fmt: skip
+    "AUNet": "aunet.core.model",
+    "ModelOutput": "aunet.core.model",
+    "ShapeMode": "aunet.core.model",
+    "build_model": "aunet.core.model",
+    "compute_levels": "aunet.core.model",
+    "encode": "aunet.core.model",
+    "generate": "aunet.jobs.inference.generate",
+    "load_run": "aunet.jobs.runs.directory",
+    "LoadedRun": "aunet.jobs.runs.directory",
+}
 
-__all__ = ["Registry", "Spec", "__version__", "default_registry", "dump_spec", "load_spec", "parse_spec",
-           "resolve_spec", *_LAZY]  # fmt: skip
+__all__ = [
+    "AUNet",
+    "LoadedRun",
+    "ModelOutput",
+    "Registry",
+    "ShapeMode",
+    "Spec",
+    "__version__",
+    "build_model",
+    "compute_levels",
+    "default_registry",
+    "dump_spec",
+    "encode",
+    "generate",
+    "load_run",
+    "load_spec",
+    "parse_spec",
+    "resolve_spec",
+]
+assert set(__all__) >= set(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

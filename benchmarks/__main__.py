@@ -9,8 +9,18 @@ import sys
 
 import benchmarks  # noqa: F401 - sets OMP_WAIT_POLICY before torch is imported
 
-NAMES = ("splitters", "train-step", "recipe", "generate", "script-experiment", "pooler-experiment", "udhr-eval",
-         "attention", "gpu-check", "trust")
+NAMES = (
+    "splitters",
+    "train-step",
+    "recipe",
+    "generate",
+    "script-experiment",
+    "pooler-experiment",
+    "udhr-eval",
+    "attention",
+    "gpu-check",
+    "trust",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,10 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=NAMES)
     parser.add_argument("--json", action="store_true", help="one JSON object: machine info and records")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (default: the benchmark's own)")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="training minutes per variant (the experiments: script 9.4, pooler 8)")  # fmt: skip
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="training minutes per variant (the experiments: script 9.4, pooler 8)",
+    )
     parser.add_argument("--device", default=None, help="auto, cpu, cuda (attention, train-step, gpu-check)")
-    parser.add_argument("--smoke", action="store_true", help="splitters, gpu-check: tiny sizes, to check the script runs")
+    parser.add_argument(
+        "--smoke", action="store_true", help="splitters, gpu-check: tiny sizes, to check the script runs"
+    )
     args = parser.parse_args(argv)
     module = __import__(f"benchmarks.{args.name.replace('-', '_')}", fromlist=["run"])
     experiments = ("script-experiment", "pooler-experiment")
@@ -42,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["smoke"] = True
     records = module.run(**kwargs)
     if args.json:
-        machine = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}
+        machine = {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+        }
         json.dump({"benchmark": args.name, "machine": machine, "records": records}, sys.stdout, indent=1)
         print()
     else:

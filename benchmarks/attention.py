@@ -76,12 +76,20 @@ def run(rounds: int = 3, device: str = "auto", contexts: tuple[int, ...] = CONTE
             for kind, (spec, backend) in backends.items():
                 plan = backend.plan(Layout(doc=doc), batch=1, length=context, window=window, device=device)
                 for passes in ("forward", "forward+backward"):
-                    why = spec.trains_on(device=device, bfloat16=dtype == torch.bfloat16) if passes != "forward" else None
+                    why = (
+                        spec.trains_on(device=device, bfloat16=dtype == torch.bfloat16) if passes != "forward" else None
+                    )
                     if why:
-                        skipped.append({"kind": kind, "context": context, "masking": mask, "passes": passes, "skipped": why})
+                        skipped.append(
+                            {"kind": kind, "context": context, "masking": mask, "passes": passes, "skipped": why}
+                        )
                         continue
-                    q, k, v = (torch.randn(1, HEADS, context, HEAD_DIM, device=device, dtype=dtype,
-                                           requires_grad=passes != "forward") for _ in range(3))  # fmt: skip
+                    q, k, v = (
+                        torch.randn(
+                            1, HEADS, context, HEAD_DIM, device=device, dtype=dtype, requires_grad=passes != "forward"
+                        )
+                        for _ in range(3)
+                    )
 
                     def call(backend=backend, plan=plan, q=q, k=k, v=v, passes=passes) -> None:
                         if passes == "forward":
@@ -98,10 +106,19 @@ def run(rounds: int = 3, device: str = "auto", contexts: tuple[int, ...] = CONTE
     for (kind, context, mask, passes), fn in configs.items():
         seconds = median(times[(kind, context, mask, passes)])
         base = times.get(("sdpa", context, mask, passes))
-        records.append({"kind": kind, "context": context, "masking": mask, "passes": passes, "device": str(device),
-                        "ms": round(seconds * 1000, 3),
-                        "vs_sdpa": round(seconds / median(base), 3) if base else None,
-                        "peak_mib": round(_peak(fn, device) / 2**20, 1), "rounds": rounds})  # fmt: skip
+        records.append(
+            {
+                "kind": kind,
+                "context": context,
+                "masking": mask,
+                "passes": passes,
+                "device": str(device),
+                "ms": round(seconds * 1000, 3),
+                "vs_sdpa": round(seconds / median(base), 3) if base else None,
+                "peak_mib": round(_peak(fn, device) / 2**20, 1),
+                "rounds": rounds,
+            }
+        )
     return records + skipped
 
 
@@ -109,9 +126,13 @@ def report(records: list[dict[str, Any]]) -> str:
     lines = [f"{'kind':<6} {'context':>7} {'masking':<13} {'passes':<17} {'ms':>10} {'vs sdpa':>8} {'peak MiB':>9}"]
     for r in records:
         if "skipped" in r:
-            lines.append(f"{r['kind']:<6} {r['context']:>7} {r['masking']:<13} {r['passes']:<17} skipped: {r['skipped'][:60]}")
+            lines.append(
+                f"{r['kind']:<6} {r['context']:>7} {r['masking']:<13} {r['passes']:<17} skipped: {r['skipped'][:60]}"
+            )
             continue
         ratio = f"{r['vs_sdpa']:.2f}x" if r["vs_sdpa"] is not None else ""
-        lines.append(f"{r['kind']:<6} {r['context']:>7} {r['masking']:<13} {r['passes']:<17} {r['ms']:>10,.1f} "
-                     f"{ratio:>8} {r['peak_mib']:>9,.1f}")  # fmt: skip
+        lines.append(
+            f"{r['kind']:<6} {r['context']:>7} {r['masking']:<13} {r['passes']:<17} {r['ms']:>10,.1f} "
+            f"{ratio:>8} {r['peak_mib']:>9,.1f}"
+        )
     return "\n".join(lines)

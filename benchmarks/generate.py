@@ -63,22 +63,32 @@ def run(rounds: int = 3) -> list[dict[str, Any]]:
             prefill_s = median(times[(name, context, "prefill")])
             cached = (NEW - 1) / max(1e-9, median(times[(name, context, "cached")]) - prefill_s)
             recompute = RECOMPUTE_NEW / median(times[(name, context, "recompute")])
-            records.append({
-                "spec": name, "context": context, "new_bytes": NEW,
-                "cached_bytes_per_s": round(cached, 1), "recompute_bytes_per_s": round(recompute, 2),
-                "speedup": round(cached / recompute, 1), "prefill_bytes_per_s": round(context / prefill_s, 1),
-                "trunk_calls_per_byte": round(result.trunk_calls / max(1, len(stepped)), 4),
-                "top_level_boundaries_per_byte": round(float((stepped >= spec.depth).float().mean()), 4),
-                "rounds": rounds,
-            })  # fmt: skip
+            records.append(
+                {
+                    "spec": name,
+                    "context": context,
+                    "new_bytes": NEW,
+                    "cached_bytes_per_s": round(cached, 1),
+                    "recompute_bytes_per_s": round(recompute, 2),
+                    "speedup": round(cached / recompute, 1),
+                    "prefill_bytes_per_s": round(context / prefill_s, 1),
+                    "trunk_calls_per_byte": round(result.trunk_calls / max(1, len(stepped)), 4),
+                    "top_level_boundaries_per_byte": round(float((stepped >= spec.depth).float().mean()), 4),
+                    "rounds": rounds,
+                }
+            )
     return records
 
 
 def report(records: list[dict[str, Any]]) -> str:
-    lines = [f"{'spec':<13} {'context':>7} {'cached B/s':>11} {'recompute B/s':>14} {'speedup':>8} "
-             f"{'prefill B/s':>12} {'trunk calls/byte':>17} {'top boundaries/byte':>20}"]  # fmt: skip
+    lines = [
+        f"{'spec':<13} {'context':>7} {'cached B/s':>11} {'recompute B/s':>14} {'speedup':>8} "
+        f"{'prefill B/s':>12} {'trunk calls/byte':>17} {'top boundaries/byte':>20}"
+    ]
     for r in records:
-        lines.append(f"{r['spec']:<13} {r['context']:>7} {r['cached_bytes_per_s']:>11.1f} {r['recompute_bytes_per_s']:>14.2f} "
-                     f"{r['speedup']:>7.1f}x {r['prefill_bytes_per_s']:>12.0f} {r['trunk_calls_per_byte']:>17.3f} "
-                     f"{r['top_level_boundaries_per_byte']:>20.3f}")  # fmt: skip
+        lines.append(
+            f"{r['spec']:<13} {r['context']:>7} {r['cached_bytes_per_s']:>11.1f} {r['recompute_bytes_per_s']:>14.2f} "
+            f"{r['speedup']:>7.1f}x {r['prefill_bytes_per_s']:>12.0f} {r['trunk_calls_per_byte']:>17.3f} "
+            f"{r['top_level_boundaries_per_byte']:>20.3f}"
+        )
     return "\n".join(lines)

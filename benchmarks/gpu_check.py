@@ -73,9 +73,16 @@ def _profile(device: str, smoke: bool) -> list[dict[str, Any]]:
     overrides = ["train.precision=bfloat16"] + ([] if smoke else ["levels[1].stage.layers=4", "train.batch_size=2"])
     spec = apply_overrides(spec, overrides)
     with tempfile.TemporaryDirectory() as folder:
-        summaries = profile_backends(spec, kinds=["sdpa", "flex", "flash"], device=resolve_device(device),
-                                     context=256 if smoke else 8192, batch=None, steps=1 if smoke else 3, warmup=1,
-                                     out=Path(folder))  # fmt: skip
+        summaries = profile_backends(
+            spec,
+            kinds=["sdpa", "flex", "flash"],
+            device=resolve_device(device),
+            context=256 if smoke else 8192,
+            batch=None,
+            steps=1 if smoke else 3,
+            warmup=1,
+            out=Path(folder),
+        )
     return [s.to_json() for s in summaries]
 
 
@@ -83,39 +90,78 @@ def _fsdp(device: str, smoke: bool) -> dict[str, Any]:
     from aunet.cli.main import build_parser
 
     parser = build_parser()
-    train = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and "train" in a.choices).choices["train"]
+    train = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and "train" in a.choices).choices[
+        "train"
+    ]
     if not any("--parallel" in a.option_strings for a in train._actions):
         return {"skipped": "this aunet has no --parallel"}
     with tempfile.TemporaryDirectory() as folder:
         # In smoke mode (a CPU) nothing is compiled: compiling takes a minute there.
-        args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m", "aunet",
-                "train", "--parallel", "fsdp", "--out", f"{folder}/run", "--steps", "4" if smoke else "200",
-                "--device", device, "--set", "train.precision=bfloat16", "--set", f"train.compile={str(not smoke).lower()}",
-                "--set", "train.shapes=static", "--set", f"train.eval.final_bytes={4096 if smoke else 65536}"]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "1",
+            "-m",
+            "aunet",
+            "train",
+            "--parallel",
+            "fsdp",
+            "--out",
+            f"{folder}/run",
+            "--steps",
+            "4" if smoke else "200",
+            "--device",
+            device,
+            "--set",
+            "train.precision=bfloat16",
+            "--set",
+            f"train.compile={str(not smoke).lower()}",
+            "--set",
+            "train.shapes=static",
+            "--set",
+            f"train.eval.final_bytes={4096 if smoke else 65536}",
+        ]
         if smoke:
             args += ["--set", "model.context=128", "--set", "train.batch_size=2", "--set", "train.sample.bytes=8"]
         started = time.perf_counter()
         result = subprocess.run(args, capture_output=True, text=True, timeout=300)
         seconds = time.perf_counter() - started
-        metrics = [json.loads(line) for line in Path(folder, "run", "metrics.jsonl").read_text().splitlines()] \
-            if Path(folder, "run", "metrics.jsonl").exists() else []  # fmt: skip
+        metrics = (
+            [json.loads(line) for line in Path(folder, "run", "metrics.jsonl").read_text().splitlines()]
+            if Path(folder, "run", "metrics.jsonl").exists()
+            else []
+        )
     steps = [m for m in metrics if "loss" in m]
     final = next((m for m in metrics if m.get("final")), {})
-    return {"returncode": result.returncode, "seconds": round(seconds, 1), "steps": len(steps),
-            "last_loss": steps[-1]["loss"] if steps else None,
-            "median_bytes_per_s": sorted(m["bytes_per_s"] for m in steps)[len(steps) // 2] if steps else None,
-            "val_bpb": final.get("val_bpb"), "stderr_tail": result.stderr[-1500:] if result.returncode else ""}  # fmt: skip
+    return {
+        "returncode": result.returncode,
+        "seconds": round(seconds, 1),
+        "steps": len(steps),
+        "last_loss": steps[-1]["loss"] if steps else None,
+        "median_bytes_per_s": sorted(m["bytes_per_s"] for m in steps)[len(steps) // 2] if steps else None,
+        "val_bpb": final.get("val_bpb"),
+        "stderr_tail": result.stderr[-1500:] if result.returncode else "",
+    }
 
 
 def run(rounds: int = 1, device: str = "cuda", smoke: bool = False) -> list[dict[str, Any]]:
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("gpu-check needs a CUDA device; on a CPU run `python -m benchmarks gpu-check --device cpu "
-                         "--smoke` to check the script itself")  # fmt: skip
-    summary: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "device": device,
-                               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                               "torch": torch.__version__, "smoke": smoke}  # fmt: skip
+        raise SystemExit(
+            "gpu-check needs a CUDA device; on a CPU run `python -m benchmarks gpu-check --device cpu "
+            "--smoke` to check the script itself"
+        )
+    summary: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": device,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "smoke": smoke,
+    }
     # Smoke mode checks this script's own parts; the GPU tests and a torchrun launch are run by the
     # test suite anyway (tests/test_distributed.py), so it leaves those two out.
     if not smoke:

@@ -29,8 +29,10 @@ def run(minutes: float = 8.0) -> list[dict[str, Any]]:
     from aunet.jobs.runs.directory import load_run
 
     base = aunet.load_spec("aunet2-tiny")
-    variants = {kind: apply_overrides(base, [f'levels[1].pooler={{ kind = "{kind}" }}', f"name=aunet2-tiny-{kind}"])
-                for kind in POOLERS}  # fmt: skip
+    variants = {
+        kind: apply_overrides(base, [f'levels[1].pooler={{ kind = "{kind}" }}', f"name=aunet2-tiny-{kind}"])
+        for kind in POOLERS
+    }
     done = train_in_turns(variants, data=None, out=OUT / time.strftime("%Y%m%d-%H%M%S"), minutes=minutes)
     corpus = load_corpus(None)
     xz = xz_bits_per_byte(corpus.validation_bytes)
@@ -41,20 +43,30 @@ def run(minutes: float = 8.0) -> list[dict[str, Any]]:
         docs = encode_documents(corpus.validation, loaded.spec.splitter_stack())
         result = evaluate(loaded.model, docs, context=loaded.spec.model.context, batch_size=8)
         trained = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
-        records.append({
-            "pooler": kind, "minutes": minutes, "steps": loaded.step, "turns": done.turns[kind],
-            "parameters": sum(p.numel() for p in loaded.model.parameters()),
-            "median_bytes_per_s": round(statistics.median(r["bytes_per_s"] for r in trained)),
-            "val_bpb": result.bpb, "val_bytes": result.bytes, "xz_bpb": xz, "run": str(out),
-        })  # fmt: skip
+        records.append(
+            {
+                "pooler": kind,
+                "minutes": minutes,
+                "steps": loaded.step,
+                "turns": done.turns[kind],
+                "parameters": sum(p.numel() for p in loaded.model.parameters()),
+                "median_bytes_per_s": round(statistics.median(r["bytes_per_s"] for r in trained)),
+                "val_bpb": result.bpb,
+                "val_bytes": result.bytes,
+                "xz_bpb": xz,
+                "run": str(out),
+            }
+        )
     return records
 
 
 def report(records: list[dict[str, Any]]) -> str:
     lines = [f"{'pooler':<10} {'params':>10} {'steps':>6} {'bytes/s':>8} {'val bpb':>8}"]
     for r in records:
-        lines.append(f"{r['pooler']:<10} {r['parameters']:>10,} {r['steps']:>6} {r['median_bytes_per_s']:>8,} "
-                     f"{r['val_bpb']:>8.4f}")  # fmt: skip
+        lines.append(
+            f"{r['pooler']:<10} {r['parameters']:>10,} {r['steps']:>6} {r['median_bytes_per_s']:>8,} "
+            f"{r['val_bpb']:>8.4f}"
+        )
     if records:
         lines.append(f"xz -9e on the same {records[0]['val_bytes']:,} bytes: {records[0]['xz_bpb']:.4f}")
     return "\n".join(lines)

@@ -47,15 +47,25 @@ def run(rounds: int = 15) -> list[dict[str, Any]]:
     for (rows, precision), samples in times.items():
         seconds = median(samples)
         rate = rows * length / seconds
-        records.append({"rows": rows, "precision": precision, "step_s": round(seconds, 4),
-                        "bytes_per_s": round(rate, 1), "vs_4_rows_float32": round(rate / base_rate, 3),
-                        "rounds": rounds, "threads": torch.get_num_threads()})  # fmt: skip
+        records.append(
+            {
+                "rows": rows,
+                "precision": precision,
+                "step_s": round(seconds, 4),
+                "bytes_per_s": round(rate, 1),
+                "vs_4_rows_float32": round(rate / base_rate, 3),
+                "rounds": rounds,
+                "threads": torch.get_num_threads(),
+            }
+        )
     return records
 
 
 def report(records: list[dict[str, Any]]) -> str:
     lines = [f"{'rows':>4} {'precision':<9} {'step':>8} {'bytes/s':>9} {'vs 4 rows fp32':>15}"]
     for r in records:
-        lines.append(f"{r['rows']:>4} {r['precision']:<9} {1000 * r['step_s']:>6.0f}ms {r['bytes_per_s']:>9,.0f} "
-                     f"{r['vs_4_rows_float32']:>14.2f}x")  # fmt: skip
+        lines.append(
+            f"{r['rows']:>4} {r['precision']:<9} {1000 * r['step_s']:>6.0f}ms {r['bytes_per_s']:>9,.0f} "
+            f"{r['vs_4_rows_float32']:>14.2f}x"
+        )
     return "\n".join(lines)

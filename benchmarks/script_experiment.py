@@ -35,7 +35,8 @@ def mixed_documents() -> list[tuple[str, bytes]]:
 
     docs = [("en", d.data) for d in embedded_documents()]
     for name in ("zh_songci", "zh_classics_prose"):
-        text = lzma.open(CORPORA / f"{name}.txt.xz").read()
+        with lzma.open(CORPORA / f"{name}.txt.xz") as f:
+            text = f.read()
         paragraphs = text.split(b"\n\n")
         chunk: list[bytes] = []
         size = 0
@@ -66,8 +67,10 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     OUT.mkdir(parents=True, exist_ok=True)
     data = OUT / "mix.jsonl"
     with open(data, "w", encoding="utf-8") as f:
-        for language, text in docs:
-            f.write(json.dumps({"text": text.decode("utf-8"), "language": language}, ensure_ascii=False) + "\n")
+        f.writelines(
+            json.dumps({"text": text.decode("utf-8"), "language": language}, ensure_ascii=False) + "\n"
+            for language, text in docs
+        )
     language = {text: lang for lang, text in docs}
     validation = load_corpus(data).validation  # the corpus's own split, as training saw it
     held_out = {lang: [d for d in validation if language[d.data] == lang] for lang in ("en", "zh")}
@@ -91,14 +94,19 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
         metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         trained = [r for r in metrics if "loss" in r]
         final_step = next(r["step"] for r in metrics if r.get("final"))
-        record: dict[str, Any] = {"splitter": name, "minutes": minutes, "steps": final_step,
-                                  "bytes_seen": final_step * t.batch_size * t.grad_accum * run_spec.model.context,
-                                  "turns": slices[name],
-                                  "median_bytes_per_s": statistics.median(r["bytes_per_s"] for r in trained),
-                                  "run": str(out)}  # fmt: skip
+        record: dict[str, Any] = {
+            "splitter": name,
+            "minutes": minutes,
+            "steps": final_step,
+            "bytes_seen": final_step * t.batch_size * t.grad_accum * run_spec.model.context,
+            "turns": slices[name],
+            "median_bytes_per_s": statistics.median(r["bytes_per_s"] for r in trained),
+            "run": str(out),
+        }
         for lang, lang_docs in held_out.items():
-            result = evaluate(model, encode_documents(lang_docs, stack), context=run_spec.model.context,
-                              batch_size=t.batch_size)  # fmt: skip
+            result = evaluate(
+                model, encode_documents(lang_docs, stack), context=run_spec.model.context, batch_size=t.batch_size
+            )
             record[f"{lang}_bpb"] = result.bpb
             record[f"{lang}_bytes"] = result.bytes
             record[f"{lang}_bytes_per_segment"] = list(result.bytes_per_segment)
@@ -108,13 +116,19 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
 
 
 def report(records: list[dict[str, Any]]) -> str:
-    lines = [f"{'splitter':<11} {'steps':>6} {'bytes/s':>8} {'English bpb':>12} {'Chinese bpb':>12} {'en B/seg':>9} "
-             f"{'zh B/seg':>9}"]  # fmt: skip
+    lines = [
+        f"{'splitter':<11} {'steps':>6} {'bytes/s':>8} {'English bpb':>12} {'Chinese bpb':>12} {'en B/seg':>9} "
+        f"{'zh B/seg':>9}"
+    ]
     for r in records:
-        lines.append(f"{r['splitter']:<11} {r['steps']:>6} {r['median_bytes_per_s']:>8,.0f} {r['en_bpb']:>12.4f} "
-                     f"{r['zh_bpb']:>12.4f} {r['en_bytes_per_segment'][0]:>9.2f} {r['zh_bytes_per_segment'][0]:>9.2f}")  # fmt: skip
+        lines.append(
+            f"{r['splitter']:<11} {r['steps']:>6} {r['median_bytes_per_s']:>8,.0f} {r['en_bpb']:>12.4f} "
+            f"{r['zh_bpb']:>12.4f} {r['en_bytes_per_segment'][0]:>9.2f} {r['zh_bytes_per_segment'][0]:>9.2f}"
+        )
     if records:
         r = records[0]
-        lines.append(f"xz -9e      {'':>6} {'':>8} {r['en_xz_bpb']:>12.4f} {r['zh_xz_bpb']:>12.4f}   "
-                     f"(held out: {r['en_bytes']:,} English bytes, {r['zh_bytes']:,} Chinese bytes)")  # fmt: skip
+        lines.append(
+            f"xz -9e      {'':>6} {'':>8} {r['en_xz_bpb']:>12.4f} {r['zh_xz_bpb']:>12.4f}   "
+            f"(held out: {r['en_bytes']:,} English bytes, {r['zh_bytes']:,} Chinese bytes)"
+        )
     return "\n".join(lines)

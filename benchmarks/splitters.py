@@ -62,17 +62,30 @@ def run(rounds: int = 9, smoke: bool = False) -> list[dict[str, Any]]:
         configs[(name, "batch-chapters")] = lambda stack=stack: [stack.levels(c) for c in chapters]
         configs[(name, "stream-bytes")] = stream_bytes
         configs[(name, "stream-chunks")] = stream_chunks
-        sizes.update({(name, "batch"): len(corpus), (name, "batch-chapters"): len(corpus),
-                      (name, "stream-bytes"): len(stream_data), (name, "stream-chunks"): len(stream_data)})  # fmt: skip
+        sizes.update(
+            {
+                (name, "batch"): len(corpus),
+                (name, "batch-chapters"): len(corpus),
+                (name, "stream-bytes"): len(stream_data),
+                (name, "stream-chunks"): len(stream_data),
+            }
+        )
 
     times = interleaved(configs, rounds=rounds)
     records = []
     for (name, mode), ts in times.items():
         seconds = median(ts)
-        records.append({
-            "stack": name, "levels": len(STACKS[name]), "mode": mode, "bytes": sizes[(name, mode)],
-            "median_s": round(seconds, 5), "mb_per_s": round(sizes[(name, mode)] / seconds / 1e6, 2), "rounds": rounds,
-        })  # fmt: skip
+        records.append(
+            {
+                "stack": name,
+                "levels": len(STACKS[name]),
+                "mode": mode,
+                "bytes": sizes[(name, mode)],
+                "median_s": round(seconds, 5),
+                "mb_per_s": round(sizes[(name, mode)] / seconds / 1e6, 2),
+                "rounds": rounds,
+            }
+        )
     return records
 
 

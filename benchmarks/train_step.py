@@ -70,12 +70,14 @@ def _syncs_per_step(name: str, shapes: str, device: Any, rows: int = ROWS, lengt
     from aunet.jobs.train.trainer import Trainer
     from aunet.testing.syncs import count_host_syncs
 
-    spec = apply_overrides(aunet.load_spec(name), [f"train.shapes={shapes}", f"train.batch_size={rows}",
-                                                   f"model.context={length}"])  # fmt: skip
+    spec = apply_overrides(
+        aunet.load_spec(name), [f"train.shapes={shapes}", f"train.batch_size={rows}", f"model.context={length}"]
+    )
     docs = encode_documents(load_corpus(None).train[:4], spec.splitter_stack())
     model = aunet.build_model(spec, device=device)
-    trainer = Trainer(model.spec, model, data=TrainingData(docs, context=length, batch_size=rows, seed=0),
-                      device=device)  # fmt: skip
+    trainer = Trainer(
+        model.spec, model, data=TrainingData(docs, context=length, batch_size=rows, seed=0), device=device
+    )
     trainer.step(0.0)
     with count_host_syncs() as syncs:
         trainer.step(0.5)
@@ -123,7 +125,9 @@ def run(rounds: int = 9, device: str = "cpu", rows: int = ROWS, length: int = LE
         if spec.depth:
             captured: tuple[list, list, list] = ([], [], [])
             hooks = [p.register_forward_hook(lambda m, args, out: captured[0].append((m, args))) for p in model.poolers]
-            hooks += [u.register_forward_hook(lambda m, args, out: captured[1].append((m, args))) for u in model.upsamplers]
+            hooks += [
+                u.register_forward_hook(lambda m, args, out: captured[1].append((m, args))) for u in model.upsamplers
+            ]
             original = model_module.boundary_index
 
             def spy(mask: Any, capacity: Any) -> Any:
@@ -141,8 +145,11 @@ def run(rounds: int = 9, device: str = "cpu", rows: int = ROWS, length: int = LE
             replays[name] = lambda replay=replay: (replay(), sync())
             configs[(name, "pool+upsample")] = replays[name]
 
-    syncs = {(name, mode): _syncs_per_step(name, mode, device, rows, length) for name in SPECS
-             for mode in ("static", "eager")}  # fmt: skip
+    syncs = {
+        (name, mode): _syncs_per_step(name, mode, device, rows, length)
+        for name in SPECS
+        for mode in ("static", "eager")
+    }
     times = interleaved(configs, rounds=rounds)
     step_bytes = rows * length
     base = {mode: step_bytes / median(times[("byte-tiny", mode)]) for mode in ("static", "eager")}
@@ -152,11 +159,18 @@ def run(rounds: int = 9, device: str = "cpu", rows: int = ROWS, length: int = LE
         for mode in ("static", "eager"):
             seconds = median(times[(name, mode)])
             record = {
-                "spec": name, "shapes": mode, "parameters": params, "flops_per_byte": sizes_.flops_per_byte,
-                "batch_bytes": step_bytes, "step_s": round(seconds, 4), "bytes_per_s": round(step_bytes / seconds, 1),
-                "vs_byte_tiny": round(step_bytes / seconds / base[mode], 3), "rounds": rounds,
-                "host_syncs_per_step": syncs[(name, mode)], "device": str(device),
-            }  # fmt: skip
+                "spec": name,
+                "shapes": mode,
+                "parameters": params,
+                "flops_per_byte": sizes_.flops_per_byte,
+                "batch_bytes": step_bytes,
+                "step_s": round(seconds, 4),
+                "bytes_per_s": round(step_bytes / seconds, 1),
+                "vs_byte_tiny": round(step_bytes / seconds / base[mode], 3),
+                "rounds": rounds,
+                "host_syncs_per_step": syncs[(name, mode)],
+                "device": str(device),
+            }
             if (name, "pool+upsample") in times and mode == "static":
                 record["pool_upsample_share"] = round(median(times[(name, "pool+upsample")]) / seconds, 4)
             records.append(record)
@@ -164,10 +178,14 @@ def run(rounds: int = 9, device: str = "cpu", rows: int = ROWS, length: int = LE
 
 
 def report(records: list[dict[str, Any]]) -> str:
-    lines = [f"{'spec':<13} {'shapes':<7} {'params':>10} {'bytes/s':>9} {'vs byte-tiny':>13} {'pool+up share':>14} "
-             f"{'host syncs/step':>16}"]  # fmt: skip
+    lines = [
+        f"{'spec':<13} {'shapes':<7} {'params':>10} {'bytes/s':>9} {'vs byte-tiny':>13} {'pool+up share':>14} "
+        f"{'host syncs/step':>16}"
+    ]
     for r in records:
         share = f"{100 * r['pool_upsample_share']:.1f}%" if "pool_upsample_share" in r else ""
-        lines.append(f"{r['spec']:<13} {r['shapes']:<7} {r['parameters']:>10,} {r['bytes_per_s']:>9,.0f} "
-                     f"{r['vs_byte_tiny']:>12.2f}x {share:>14} {r['host_syncs_per_step']:>16}")  # fmt: skip
+        lines.append(
+            f"{r['spec']:<13} {r['shapes']:<7} {r['parameters']:>10,} {r['bytes_per_s']:>9,.0f} "
+            f"{r['vs_byte_tiny']:>12.2f}x {share:>14} {r['host_syncs_per_step']:>16}"
+        )
     return "\n".join(lines)

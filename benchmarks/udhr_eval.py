@@ -55,8 +55,15 @@ def run(rounds: int = 1) -> list[dict[str, Any]]:
                 seconds = time.perf_counter() - started
                 report = json.loads(out.getvalue())
                 n_bytes = sum(x["bytes"] for x in report["languages"])
-                records.append({"threads": count, "texts": len(report["languages"]), "bytes": n_bytes,
-                                "seconds": round(seconds, 1), "bytes_per_s": round(n_bytes / seconds)})  # fmt: skip
+                records.append(
+                    {
+                        "threads": count,
+                        "texts": len(report["languages"]),
+                        "bytes": n_bytes,
+                        "seconds": round(seconds, 1),
+                        "bytes_per_s": round(n_bytes / seconds),
+                    }
+                )
         torch.set_num_threads(threads)
     return records
 

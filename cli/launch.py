@@ -44,8 +44,10 @@ def launch(argv: Sequence[str], commands: Sequence[str]) -> int:
 
     split = next((i for i, arg in enumerate(argv) if arg in commands), None)
     if split is None:
-        raise InputError("aunet launch: give torchrun's options, then an aunet command, e.g. aunet launch "
-                         "--nproc-per-node 2 train --spec aunet3-tiny --parallel ddp")  # fmt: skip
+        raise InputError(
+            "aunet launch: give torchrun's options, then an aunet command, e.g. aunet launch "
+            "--nproc-per-node 2 train --spec aunet3-tiny --parallel ddp"
+        )
     try:
         args = torchrun.get_args_parser().parse_args([*argv[:split], "--module", "aunet", *argv[split:]])
     except SystemExit as exc:  # argparse has printed the usage and the error

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AunetError as exc:
         # Under torchrun every process meets the same errors: the first prints them, and a
         # process prints its own only (with its rank).
-        rank, size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        rank, size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         if (rank == 0 and not exc.quiet) or exc.rank_local:
             where = f"[rank {rank} of {size}] " if size > 1 else ""
             for line in exc.lines():
@@ -112,8 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _commands(parser: argparse.ArgumentParser) -> list[str]:
-    return [name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
-            for name in action.choices]  # fmt: skip
+    return [
+        name for action in parser._actions if isinstance(action, argparse._SubParsersAction) for name in action.choices
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,20 +144,33 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=_positive_float, metavar="M", help="minutes of training time each")
     budget.add_argument("--steps", type=_positive_int, metavar="N", help="steps each")
     p.add_argument("--data", default=None, metavar="PATH", help="the corpus (default: the embedded one)")
-    p.add_argument("--out", required=True, metavar="DIR", help="where the runs, compare.json, compare.md and the plots go")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="where the runs, compare.json, compare.md and the plots go"
+    )
     p.add_argument("--turn-steps", type=_positive_int, default=100, metavar="K", help="steps per turn (default 100)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a field of every spec, e.g. --set train.lr=1e-3")  # fmt: skip
-    p.add_argument("--resume", action="store_true",
-                   help="continue the comparison in --out (after Ctrl-C, a crash or a late error)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a field of every spec, e.g. --set train.lr=1e-3",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the comparison in --out (after Ctrl-C, a crash or a late error)"
+    )
     _runtime_options(p)
     p.set_defaults(run=cmd_compare)
 
     p = sub.add_parser("plan", help="the paper's scaling laws for a compute budget: batch, learning rate, steps")
     p.add_argument("--flops", type=_flops, required=True, metavar="C", help="total training FLOPs, e.g. 1.1e19")
     p.add_argument("--arch", choices=("aunet", "bpe"), default="aunet", help="which fitted laws (default aunet)")
-    p.add_argument("--spec", default=None, metavar="FILE", help="the spec to plan for (default: specs/paper/aunet2-1b "
-                   "for aunet, specs/paper/bpe-1b for bpe)")  # fmt: skip
+    p.add_argument(
+        "--spec",
+        default=None,
+        metavar="FILE",
+        help="the spec to plan for (default: specs/paper/aunet2-1b for aunet, specs/paper/bpe-1b for bpe)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_plan)
 
@@ -167,102 +181,199 @@ def build_parser() -> argparse.ArgumentParser:
     text = p.add_mutually_exclusive_group(required=True)
     text.add_argument("--text", metavar="STR", help="the text to split")
     text.add_argument("--file", metavar="PATH", help="a file to split (any bytes)")
-    text.add_argument("--suite", metavar="NAME", choices=["udhr"],
-                      help="report on every text of a suite instead (udhr: 525 languages)")  # fmt: skip
-    p.add_argument("--only", metavar="NAMES", help="with --suite: only these texts (file stems or BCP 47 tags, "
-                   "comma-separated, e.g. eng,cmn_hans,tha)")  # fmt: skip
+    text.add_argument(
+        "--suite",
+        metavar="NAME",
+        choices=["udhr"],
+        help="report on every text of a suite instead (udhr: 525 languages)",
+    )
+    p.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="with --suite: only these texts (file stems or BCP 47 tags, comma-separated, e.g. eng,cmn_hans,tha)",
+    )
     p.add_argument("--json", action="store_true", help="per-byte levels and statistics as JSON")
-    p.add_argument("--show", type=_number(int, 0, strict=False, maximum=MAX_COUNT), default=2000, metavar="N",
-                   help="bytes of the text to draw in the human view (default 2000)")  # fmt: skip
+    p.add_argument(
+        "--show",
+        type=_number(int, 0, strict=False, maximum=MAX_COUNT),
+        default=2000,
+        metavar="N",
+        help="bytes of the text to draw in the human view (default 2000)",
+    )
     p.set_defaults(run=cmd_split)
 
-    p = sub.add_parser("train", help="train a model (default: aunet2-tiny on the embedded corpus: 3,000 steps, 24 minutes on "
-                       "2 vCPUs)")
-    p.add_argument("--spec", metavar="FILE",
-                   help="a spec file, or a shipped spec by name (default: aunet2-tiny; see `aunet spec list`)")  # fmt: skip
-    p.add_argument("--data", metavar="PATH", help="a text file, a folder of .txt files or a .jsonl file with a "
-                   '"text" field (default: the embedded World English Bible)')  # fmt: skip
+    p = sub.add_parser(
+        "train", help="train a model (default: aunet2-tiny on the embedded corpus: 3,000 steps, 24 minutes on 2 vCPUs)"
+    )
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="a spec file, or a shipped spec by name (default: aunet2-tiny; see `aunet spec list`)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="a text file, a folder of .txt files or a .jsonl file with a "
+        '"text" field (default: the embedded World English Bible)',
+    )
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/NAME-DATE-TIME)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive_int, metavar="N", help="train for N optimizer steps")
     budget.add_argument("--minutes", type=_positive_float, metavar="M", help="train for M minutes")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a spec field, e.g. --set train.lr=1e-3 --set levels[1].stage.layers=6")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a spec field, e.g. --set train.lr=1e-3 --set levels[1].stage.layers=6",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    p.add_argument("--stop-at", type=_positive_int, metavar="STEP",
-                   help="stop after this step with a checkpoint, as if interrupted (resume later with --resume)")  # fmt: skip
-    p.add_argument("--profile-steps", metavar="A:B", type=_step_range,
-                   help="profile steps A to B into DIR/profile (train.profile.start/stop)")  # fmt: skip
-    p.add_argument("--parallel", choices=["none", "ddp", "fsdp"], default=None,
-                   help="under torchrun: DDP or FSDP2 over its processes (train.parallel; default none)")  # fmt: skip
+    p.add_argument(
+        "--stop-at",
+        type=_positive_int,
+        metavar="STEP",
+        help="stop after this step with a checkpoint, as if interrupted (resume later with --resume)",
+    )
+    p.add_argument(
+        "--profile-steps",
+        metavar="A:B",
+        type=_step_range,
+        help="profile steps A to B into DIR/profile (train.profile.start/stop)",
+    )
+    p.add_argument(
+        "--parallel",
+        choices=["none", "ddp", "fsdp"],
+        default=None,
+        help="under torchrun: DDP or FSDP2 over its processes (train.parallel; default none)",
+    )
     _runtime_options(p)
     p.set_defaults(run=cmd_train)
 
-    p = sub.add_parser("profile", help="profile training steps per attention backend (traces for TensorBoard, Perfetto)")
-    p.add_argument("--spec", metavar="FILE", default=DEFAULT_SPEC, help="a spec file or shipped spec (default aunet2-tiny)")
-    p.add_argument("--attention", nargs="+", metavar="KIND",
-                   help="attention kinds to profile, each on every stage (default: the spec's own)")  # fmt: skip
+    p = sub.add_parser(
+        "profile", help="profile training steps per attention backend (traces for TensorBoard, Perfetto)"
+    )
+    p.add_argument(
+        "--spec", metavar="FILE", default=DEFAULT_SPEC, help="a spec file or shipped spec (default aunet2-tiny)"
+    )
+    p.add_argument(
+        "--attention",
+        nargs="+",
+        metavar="KIND",
+        help="attention kinds to profile, each on every stage (default: the spec's own)",
+    )
     p.add_argument("--context", type=_positive_int, metavar="T", help="bytes per row (default: the spec's)")
     p.add_argument("--batch", type=_positive_int, metavar="B", help="rows per step (default: the spec's)")
     p.add_argument("--steps", type=_positive_int, default=3, metavar="N", help="profiled steps (default 3)")
-    p.add_argument("--warmup", type=_number(int, 0, strict=False, maximum=1000), default=1, metavar="N",
-                   help="steps run under the profiler before the profiled ones (default 1)")  # fmt: skip
+    p.add_argument(
+        "--warmup",
+        type=_number(int, 0, strict=False, maximum=1000),
+        default=1,
+        metavar="N",
+        help="steps run under the profiler before the profiled ones (default 1)",
+    )
     p.add_argument("--data", metavar="PATH", help="training text (default: the embedded corpus)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a spec field")  # fmt: skip
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides", help="override a spec field"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="where the traces go: DIR/<kind>/*.pt.trace.json")
     p.add_argument("--json", action="store_true", help="the summaries as JSON")
     _runtime_options(p)
     p.set_defaults(run=cmd_profile)
 
     p = sub.add_parser("eval", help="validation bits per byte of a checkpoint, beside xz -9e")
-    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
+    p.add_argument(
+        "--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint"
+    )
     data = p.add_mutually_exclusive_group()
-    data.add_argument("--data", metavar="PATH", help="a corpus to evaluate, whole (default: the run's own data, its "
-                      "validation split)")  # fmt: skip
+    data.add_argument(
+        "--data", metavar="PATH", help="a corpus to evaluate, whole (default: the run's own data, its validation split)"
+    )
     data.add_argument("--suite", metavar="NAME", choices=["udhr"], help="bits per byte on every text of a suite")
-    p.add_argument("--only", metavar="NAMES", help="with --suite: only these texts (file stems or BCP 47 tags, "
-                   "comma-separated, e.g. eng,cmn_hans,tha)")  # fmt: skip
-    p.add_argument("--split", choices=["all", "validation", "train"], default=None,
-                   help="which documents: all (the default with --data), validation (the default for the run's "
-                        "own data) or train")  # fmt: skip
+    p.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="with --suite: only these texts (file stems or BCP 47 tags, comma-separated, e.g. eng,cmn_hans,tha)",
+    )
+    p.add_argument(
+        "--split",
+        choices=["all", "validation", "train"],
+        default=None,
+        help="which documents: all (the default with --data), validation (the default for the run's own data) or train",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="rows per forward (default 8)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _runtime_options(p)
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("generate", help="continue a prompt with a trained model, streaming the text")
-    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
+    p.add_argument(
+        "--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint"
+    )
     prompts = p.add_mutually_exclusive_group()
-    prompts.add_argument("--prompt", action="append", metavar="TEXT",
-                         help="a text to continue (default: empty, start from BOS); repeat it for several prompts, "
-                              "decoded as one batch")  # fmt: skip
-    prompts.add_argument("--prompts", metavar="FILE", help="prompts from a file, decoded as one batch: one per line, "
-                         "or a .jsonl file of strings or of objects with a \"prompt\" (or \"text\") field")  # fmt: skip
-    p.add_argument("--stop", action="append", default=[], metavar="STR",
-                   help="end a row once it produces STR (kept in the output); repeatable. Write a newline as "
-                        "$'\\n' in bash")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="one JSON object per prompt: prompt, text (the new bytes "
-                   "as UTF-8, invalid bytes replaced), and why the row ended")  # fmt: skip
+    prompts.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help="a text to continue (default: empty, start from BOS); repeat it for several prompts, decoded as one batch",
+    )
+    prompts.add_argument(
+        "--prompts",
+        metavar="FILE",
+        help="prompts from a file, decoded as one batch: one per line, "
+        'or a .jsonl file of strings or of objects with a "prompt" (or "text") field',
+    )
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="STR",
+        help="end a row once it produces STR (kept in the output); repeatable. Write a newline as $'\\n' in bash",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per prompt: prompt, text (the new bytes "
+        "as UTF-8, invalid bytes replaced), and why the row ended",
+    )
     p.add_argument("--max-bytes", type=_positive_int, default=200, metavar="N", help="new bytes at most (default 200)")
-    p.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
-                   help="rows decoded together when there are several prompts (default 64)")  # fmt: skip
-    p.add_argument("--temperature", type=_non_negative_float, default=0.7, metavar="T", help="0 is greedy (default 0.7)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="rows decoded together when there are several prompts (default 64)",
+    )
+    p.add_argument(
+        "--temperature", type=_non_negative_float, default=0.7, metavar="T", help="0 is greedy (default 0.7)"
+    )
     p.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="sample among the K likeliest")
     p.add_argument("--top-p", type=_positive_float, default=None, metavar="P", help="nucleus sampling")
     p.add_argument("--seed", type=_seed, default=0, metavar="S", help="sampling seed, 0 to 2^63 - 1 (default 0)")
-    p.add_argument("--levels", choices=("splitter", "predicted"), default="splitter",
-                   help="where new bytes' levels come from: the spec's splitters (default) or the model's "
-                        "level head (a model trained with model.level_loss > 0)")  # fmt: skip
+    p.add_argument(
+        "--levels",
+        choices=("splitter", "predicted"),
+        default="splitter",
+        help="where new bytes' levels come from: the spec's splitters (default) or the model's "
+        "level head (a model trained with model.level_loss > 0)",
+    )
     _runtime_options(p)
     p.set_defaults(run=cmd_generate)
 
-    p = sub.add_parser("launch", help="torchrun for aunet: `aunet launch --nproc-per-node N train ... --parallel ddp`; "
-                       "errors stay one line, the exit status is the workers'", add_help=False)  # fmt: skip
-    p.add_argument("torchrun", nargs=argparse.REMAINDER, help="torchrun's options, then an aunet command and its options")
+    p = sub.add_parser(
+        "launch",
+        help="torchrun for aunet: `aunet launch --nproc-per-node N train ... --parallel ddp`; "
+        "errors stay one line, the exit status is the workers'",
+        add_help=False,
+    )
+    p.add_argument(
+        "torchrun", nargs=argparse.REMAINDER, help="torchrun's options, then an aunet command and its options"
+    )
 
     p = sub.add_parser("export", help="write a run's checkpoint as a Hugging Face model folder (extra aunet[hf])")
-    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
+    p.add_argument(
+        "--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint"
+    )
     p.add_argument("--out", required=True, metavar="OUT", help="the folder to write (new, or empty)")
     p.set_defaults(run=cmd_export)
 
@@ -271,14 +382,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("harness", help="score a trained model on lm-evaluation-harness tasks (the 'eval' extra)")
-    p.add_argument("--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint")
-    p.add_argument("--tasks", required=True, type=harness.task_list, metavar="T[,T...]",
-                   help="lm-eval tasks or YAML files, comma-separated (`lm-eval ls tasks` lists them)")  # fmt: skip
+    p.add_argument(
+        "--ckpt", required=True, metavar="DIR", help="a run directory (its newest checkpoint) or a checkpoint"
+    )
+    p.add_argument(
+        "--tasks",
+        required=True,
+        type=harness.task_list,
+        metavar="T[,T...]",
+        help="lm-eval tasks or YAML files, comma-separated (`lm-eval ls tasks` lists them)",
+    )
     p.add_argument("--include-path", default=None, metavar="P", help="a folder (or YAML file) of local lm-eval tasks")
-    p.add_argument("--num-fewshot", type=_number(int, 0, strict=False, maximum=MAX_COUNT), default=None,
-                   metavar="K", help="examples in each prompt (default: the task's, else 0)")  # fmt: skip
-    p.add_argument("--limit", type=harness.limit_arg, default=None, metavar="N",
-                   help="at most N examples per task (below 1: that share of them), for quick checks")  # fmt: skip
+    p.add_argument(
+        "--num-fewshot",
+        type=_number(int, 0, strict=False, maximum=MAX_COUNT),
+        default=None,
+        metavar="K",
+        help="examples in each prompt (default: the task's, else 0)",
+    )
+    p.add_argument(
+        "--limit",
+        type=harness.limit_arg,
+        default=None,
+        metavar="N",
+        help="at most N examples per task (below 1: that share of them), for quick checks",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="B", help="rows per forward (default 8)")
     p.add_argument("--out", required=True, metavar="OUT", help="where lm-eval's results and samples go")
     _runtime_options(p)
@@ -289,14 +417,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _runtime_options(p: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``, on every command that runs a model."""
-    p.add_argument("--device", default="auto", metavar="D",
-                   help="auto (CUDA when present, then MPS, else CPU), cpu, cuda, cuda:N or mps (default auto)")  # fmt: skip
-    p.add_argument("--threads", default="auto", metavar="N",
-                   help="CPU threads for torch (default auto: one per physical core; decoding a few rows "
-                        "uses one)")  # fmt: skip
+    p.add_argument(
+        "--device",
+        default="auto",
+        metavar="D",
+        help="auto (CUDA when present, then MPS, else CPU), cpu, cuda, cuda:N or mps (default auto)",
+    )
+    p.add_argument(
+        "--threads",
+        default="auto",
+        metavar="N",
+        help="CPU threads for torch (default auto: one per physical core; decoding a few rows uses one)",
+    )
 
 
-def _number(convert: Callable[[str], Any], minimum: float, strict: bool, maximum: float | None = None) -> Callable[[str], Any]:
+def _number(
+    convert: Callable[[str], Any], minimum: float, strict: bool, maximum: float | None = None
+) -> Callable[[str], Any]:
     """An argparse type: a finite ``convert(text)`` at least ``minimum`` (above it when ``strict``),
     at most ``maximum``."""
     noun = "a whole number" if convert is int else "a number"
@@ -423,8 +560,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     budget = Budget(flops=args.flops, minutes=args.minutes, steps=args.steps)
     try:
-        report = compare(specs, budget=budget, data=args.data, out=out, device=args.device, slice_steps=args.turn_steps,
-                         resume=args.resume)  # fmt: skip
+        report = compare(
+            specs,
+            budget=budget,
+            data=args.data,
+            out=out,
+            device=args.device,
+            slice_steps=args.turn_steps,
+            resume=args.resume,
+        )
     except TurnsStopped as stopped:
         print(f"aunet compare: {stopped}; continue with the same command and --resume", file=sys.stderr)
         return 128 + stopped.signum
@@ -478,30 +622,44 @@ def cmd_spec_show(args: argparse.Namespace) -> int:
 def format_sizes(sizes) -> str:
     """The accounting as TOML comments, so that ``spec show`` output is still a valid spec."""
     width = max(len(name) for name in sizes.parameters_by_component)
-    lines = ["", "# --- sizes (`aunet spec show --json` for machine-readable figures) ---",
-             f"# parameters: {sizes.parameters:,}"]  # fmt: skip
+    lines = [
+        "",
+        "# --- sizes (`aunet spec show --json` for machine-readable figures) ---",
+        f"# parameters: {sizes.parameters:,}",
+    ]
     lines += [f"#   {name:<{width}}  {count:>15,}" for name, count in sizes.parameters_by_component.items()]
-    source = "measured on the embedded corpus where the spec gives none" if sizes.contraction_measured else "from the spec"
+    source = (
+        "measured on the embedded corpus where the spec gives none" if sizes.contraction_measured else "from the spec"
+    )
     lines += [
         f"# FLOPs per byte: {sizes.flops_per_byte:.3e} (the paper's accounting: the stacks only)",
         f"#   with poolers, upsamplers and output head: {sizes.flops_per_byte_all:.3e}",
         f"# bytes per position at levels 0..{len(sizes.contraction) - 1}: "
-        + ", ".join(f"{k:.2f}" for k in sizes.contraction) + f" ({source})",
+        + ", ".join(f"{k:.2f}" for k in sizes.contraction)
+        + f" ({source})",
         f"# context: {sizes.context} {'tokens' if sizes.tokens else 'bytes'} per row",
     ]
     if sizes.reference_flops_per_byte is not None:
-        lines.append(f"# FLOPs per byte, the reference's estimator: {sizes.reference_flops_per_byte:.3e} "
-                     "(Lingua's attention term 3.5 x 4 x layers x S x dim / 2; every stack and component)")  # fmt: skip
+        lines.append(
+            f"# FLOPs per byte, the reference's estimator: {sizes.reference_flops_per_byte:.3e} "
+            "(Lingua's attention term 3.5 x 4 x layers x S x dim / 2; every stack and component)"
+        )
     if sizes.memory:
         gibs = list(sizes.memory[0].largest_batch)
-        lines.append("# training memory, one process: largest batch (rows of the context) that fits in "
-                     + ", ".join(f"{g} GiB" for g in gibs))  # fmt: skip
-        lines.append("#   (16 B per parameter, 18 with bfloat16 autocast, + activations at the static capacities;"
-                     " `--json`: formulas)")  # fmt: skip
+        lines.append(
+            "# training memory, one process: largest batch (rows of the context) that fits in "
+            + ", ".join(f"{g} GiB" for g in gibs)
+        )
+        lines.append(
+            "#   (16 B per parameter, 18 with bfloat16 autocast, + activations at the static capacities;"
+            " `--json`: formulas)"
+        )
         for m in sizes.memory:
             fits = " ".join(f"{n:>7,}" for n in m.largest_batch.values())
-            lines.append(f"#   {m.precision:<8} checkpointing {m.checkpointing:<9} {m.activation_bytes_per_row / 2**20:>9,.1f} MiB "
-                         f"per row, state {m.state_bytes / 2**30:,.2f} GiB: {fits}")  # fmt: skip
+            lines.append(
+                f"#   {m.precision:<8} checkpointing {m.checkpointing:<9} {m.activation_bytes_per_row / 2**20:>9,.1f} MiB "
+                f"per row, state {m.state_bytes / 2**30:,.2f} GiB: {fits}"
+            )
         if sizes.memory_unknown:
             lines.append(f"#   not counted (no activation formula): {', '.join(sizes.memory_unknown)}")
     return "\n".join(lines)
@@ -520,11 +678,15 @@ def _stack_from_kinds(text: str, registry: Registry) -> Any:
     splitters = []
     for kind in kinds:
         if kind not in known:
-            raise InputError(f"--splitters: unknown splitter '{kind}'; known: {known_list(known)}{did_you_mean(kind, known)}")
+            raise InputError(
+                f"--splitters: unknown splitter '{kind}'; known: {known_list(known)}{did_you_mean(kind, known)}"
+            )
         try:
             splitters.append(known[kind].cls())
         except TypeError:
-            raise InputError(f"--splitters: splitter '{kind}' needs options; give it in a spec file with --spec") from None
+            raise InputError(
+                f"--splitters: splitter '{kind}' needs options; give it in a spec file with --spec"
+            ) from None
     stack = SplitterStack(tuple(splitters))
     problems = stack.check(path="--splitters")
     if problems:
@@ -558,7 +720,9 @@ class _SplitCounts:
     def stats(self) -> Any:
         from aunet.core.levels import SegmentStats
 
-        segments = tuple(int(self.at_least[i]) + int(self.n_bytes > 0 and self.last < i) for i in range(1, self.depth + 1))
+        segments = tuple(
+            int(self.at_least[i]) + int(self.n_bytes > 0 and self.last < i) for i in range(1, self.depth + 1)
+        )
         return SegmentStats(self.n_bytes, segments)
 
 
@@ -627,8 +791,10 @@ def cmd_split(args: argparse.Namespace) -> int:
         else:
             _file_levels(stack, path, size, emit)
         stats = counts.stats()
-        out.write(f'], "segments": {json.dumps(list(stats.segments))}, '
-                  f'"bytes_per_segment": {json.dumps([round(x, 4) for x in stats.bytes_per_segment])}}}\n')  # fmt: skip
+        out.write(
+            f'], "segments": {json.dumps(list(stats.segments))}, '
+            f'"bytes_per_segment": {json.dumps([round(x, 4) for x in stats.bytes_per_segment])}}}\n'
+        )
         return 0
     if path is None:
         keep_for_display(data, stack.levels(data))
@@ -637,11 +803,15 @@ def cmd_split(args: argparse.Namespace) -> int:
     stats = counts.stats()
     print(f"{stats.n_bytes:,} bytes")
     for i, kind in enumerate(kinds, start=1):
-        print(f"level {i} ({kind}): {stats.segments[i - 1]:,} segments, {stats.bytes_per_segment[i - 1]:.2f} bytes per segment")
+        print(
+            f"level {i} ({kind}): {stats.segments[i - 1]:,} segments, {stats.bytes_per_segment[i - 1]:.2f} bytes per segment"
+        )
     head = b"".join(d for d, _ in shown)
     head_levels = np.concatenate([lv for _, lv in shown]) if shown else np.zeros(0, np.uint8)
     if len(head) < stats.n_bytes:
-        print(f"(drawing the first {len(head):,} of {stats.n_bytes:,} bytes; --show N draws more, --json gives every level)")
+        print(
+            f"(drawing the first {len(head):,} of {stats.n_bytes:,} bytes; --show N draws more, --json gives every level)"
+        )
     for i in range(1, stack.depth + 1):
         print(f"\nlevel {i} ({kinds[i - 1]}), '|' after each boundary:")
         print(render_segments(head, head_levels, i))
@@ -670,16 +840,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         _checked(spec, source, overrides)  # the trainer resolves it, with the data's contraction
         overrides = []
     out = Path(args.out) if args.out else default_out(spec)
-    summary = train(spec, data=args.data, out=out, steps=args.steps, minutes=args.minutes, resume=args.resume,
-                    overrides=overrides, stop_at=args.stop_at, device=args.device)  # fmt: skip
+    summary = train(
+        spec,
+        data=args.data,
+        out=out,
+        steps=args.steps,
+        minutes=args.minutes,
+        resume=args.resume,
+        overrides=overrides,
+        stop_at=args.stop_at,
+        device=args.device,
+    )
     code = _stop_code(summary, args.stop_at)
-    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun the first process reports
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the first process reports
         return code
     if summary.interrupted:
         where = f"; checkpoint {summary.checkpoint}" if summary.checkpoint else ""
         why = f" ({signal.Signals(summary.signal).name})" if summary.signal else ""
-        print(f"stopped at step {summary.step}{why}{where}; continue with: aunet train --out {out} --resume",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"stopped at step {summary.step}{why}{where}; continue with: aunet train --out {out} --resume",
+            file=sys.stderr,
+        )
         if summary.throughput is not None:
             print(training_line(summary), file=sys.stderr)
         return code
@@ -709,9 +890,11 @@ def training_line(summary: Any) -> str:
     t = summary.throughput
     loss = f"last step's loss {summary.train_bpb:.4f} bits per byte; " if summary.train_bpb is not None else ""
     device = f", device peak {memory_text(t.peak_device_memory)}" if t.peak_device_memory is not None else ""
-    return (f"training:   {loss}{t.steps:,} steps in {duration(t.seconds)}, {t.bytes_per_s / 1000:,.1f} kB/s, "
-            f"{t.flops_per_s:.3g} model FLOP/s = {100 * t.mfu:.1f}% of this device's measured matmul peak "
-            f"({t.peak_flops:.3g} FLOP/s); peak resident memory {memory_text(t.peak_host_memory)}{device}")
+    return (
+        f"training:   {loss}{t.steps:,} steps in {duration(t.seconds)}, {t.bytes_per_s / 1000:,.1f} kB/s, "
+        f"{t.flops_per_s:.3g} model FLOP/s = {100 * t.mfu:.1f}% of this device's measured matmul peak "
+        f"({t.peak_flops:.3g} FLOP/s); peak resident memory {memory_text(t.peak_host_memory)}{device}"
+    )
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -721,21 +904,34 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     spec = load_spec_with_overrides(args.spec, args.overrides)
     _checked(spec, args.spec, args.overrides)
-    kinds = args.attention or sorted({level.stage.attention.kind for level in spec.levels if hasattr(level.stage, "attention")})
+    kinds = args.attention or sorted(
+        {level.stage.attention.kind for level in spec.levels if hasattr(level.stage, "attention")}
+    )
     known = default_registry().kinds(Family.ATTENTION)
     for kind in kinds:
         if kind not in known:
-            raise InputError(f"--attention: unknown attention kind '{kind}'; known: {known_list(known)}{did_you_mean(kind, known)}")
-    summaries = profile_backends(spec, kinds=kinds, device=resolve_device(args.device), context=args.context,
-                                 batch=args.batch, steps=args.steps, warmup=args.warmup, out=Path(args.out),
-                                 data=args.data)  # fmt: skip
+            raise InputError(
+                f"--attention: unknown attention kind '{kind}'; known: {known_list(known)}{did_you_mean(kind, known)}"
+            )
+    summaries = profile_backends(
+        spec,
+        kinds=kinds,
+        device=resolve_device(args.device),
+        context=args.context,
+        batch=args.batch,
+        steps=args.steps,
+        warmup=args.warmup,
+        out=Path(args.out),
+        data=args.data,
+    )
     if args.json:
         _print_json({"spec": spec.name, "profiles": [s.to_json() for s in summaries]})
         return 0
     for summary in summaries:
         print(format_summary(summary))
-    print(f"traces: tensorboard --logdir {args.out}  (PyTorch Profiler tab), or open a *.pt.trace.json in "
-          "ui.perfetto.dev")  # fmt: skip
+    print(
+        f"traces: tensorboard --logdir {args.out}  (PyTorch Profiler tab), or open a *.pt.trace.json in ui.perfetto.dev"
+    )
     return 0
 
 
@@ -768,8 +964,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         split = args.split or "validation"
         changes = fingerprint_changes(run.data.get("fingerprint") or {}, corpus.fingerprint) if run.data else []
         if changes and run.data.get("fingerprint"):
-            print(f"aunet: note: the run's data changed since training ({'; '.join(changes[:3])}); "
-                  "evaluating on it as it is now", file=sys.stderr)  # fmt: skip
+            print(
+                f"aunet: note: the run's data changed since training ({'; '.join(changes[:3])}); "
+                "evaluating on it as it is now",
+                file=sys.stderr,
+            )
     for notice in corpus.notices:
         print(f"aunet: note: {notice}", file=sys.stderr)
     chosen = {"all": corpus.documents, "validation": corpus.validation, "train": corpus.train}[split]
@@ -777,20 +976,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not docs:
         raise InputError(f"the {split} split of {corpus.source} is empty")
     progress = Progress(sys.stderr)
-    result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size, progress=progress,
-                      autocast=model_autocast(model))  # fmt: skip
+    result = evaluate(
+        model,
+        docs,
+        context=spec.model.context,
+        batch_size=args.batch_size,
+        progress=progress,
+        autocast=model_autocast(model),
+    )
     data = b"".join(d.data for d in chosen)
     xz = xz_bits_per_byte(data)
     xz_note = _xz_note(len(data))
     if args.json:
-        _print_json({"checkpoint": str(ckpt), "spec": spec.name, "data": corpus.source, "split": split,
-                     "documents": [d.name for d in chosen], **result.to_json(), "xz_bpb": xz,
-                     **({"xz_note": xz_note} if xz_note else {})})  # fmt: skip
+        _print_json(
+            {
+                "checkpoint": str(ckpt),
+                "spec": spec.name,
+                "data": corpus.source,
+                "split": split,
+                "documents": [d.name for d in chosen],
+                **result.to_json(),
+                "xz_bpb": xz,
+                **({"xz_note": xz_note} if xz_note else {}),
+            }
+        )
         return 0
     print(f"checkpoint: {ckpt} ({spec.name})")
     what = "validation split" if split == "validation" else ("training split" if split == "train" else "whole file")
-    print(f"{split}: {result.bpb:.4f} bits per byte on {result.bytes:,} bytes of {corpus.source} "
-          f"({what}, {len(chosen)} documents)")  # fmt: skip
+    print(
+        f"{split}: {result.bpb:.4f} bits per byte on {result.bytes:,} bytes of {corpus.source} "
+        f"({what}, {len(chosen)} documents)"
+    )
     print(f"xz -9e:     {xz:.4f} bits per byte on the same bytes")
     if xz_note:
         print(f"aunet: note: {xz_note}", file=sys.stderr)
@@ -838,12 +1054,16 @@ def _check_recorded(path: Path, fingerprint: dict[str, Any]) -> None:
         for _, dirs, names in os.walk(path):
             seen += len(dirs) + len(names)
             if seen > limit:
-                raise InputError(f"the run's recorded data folder {path} holds more than {limit:,} entries, far more "
-                                 f"than the {len(files):,} file(s) the run read; give --data to evaluate")  # fmt: skip
+                raise InputError(
+                    f"the run's recorded data folder {path} holds more than {limit:,} entries, far more "
+                    f"than the {len(files):,} file(s) the run read; give --data to evaluate"
+                )
         return
     if files and path.name not in {f.get("name") for f in files}:
-        raise InputError(f"the run's recorded data {path} is not the file it read ({files[0].get('name')!r}); give "
-                         "--data to evaluate")  # fmt: skip
+        raise InputError(
+            f"the run's recorded data {path} is not the file it read ({files[0].get('name')!r}); give "
+            "--data to evaluate"
+        )
 
 
 def _eval_streamed(run: Any, args: argparse.Namespace) -> int:
@@ -856,24 +1076,45 @@ def _eval_streamed(run: Any, args: argparse.Namespace) -> int:
     from aunet.jobs.train.metrics import Progress
 
     if args.split not in (None, "validation"):
-        raise InputError(f"--split {args.split}: the run streamed its corpus, which is evaluated on its validation "
-                         "split; give --data FILE to evaluate other text")  # fmt: skip
+        raise InputError(
+            f"--split {args.split}: the run streamed its corpus, which is evaluated on its validation "
+            "split; give --data FILE to evaluate other text"
+        )
     spec, model = run.spec, run.model
     path = _run_data(run)
     text = training_text(path, attrs.evolve(spec.train.data, stream=Streaming.ON))
     changes = fingerprint_changes(run.data.get("fingerprint") or {}, text.fingerprint)
     if changes:
-        print(f"aunet: note: the run's data changed since training ({'; '.join(changes[:3])}); evaluating on it as "
-              "it is now", file=sys.stderr)  # fmt: skip
+        print(
+            f"aunet: note: the run's data changed since training ({'; '.join(changes[:3])}); evaluating on it as "
+            "it is now",
+            file=sys.stderr,
+        )
     limit = spec.train.eval.final_bytes
     stack = model_encoding(model)
-    result = evaluate(model, text.validation(stack, limit), context=spec.model.context, batch_size=args.batch_size,
-                      limit_bytes=limit, progress=Progress(sys.stderr), autocast=model_autocast(model))  # fmt: skip
+    result = evaluate(
+        model,
+        text.validation(stack, limit),
+        context=spec.model.context,
+        batch_size=args.batch_size,
+        limit_bytes=limit,
+        progress=Progress(sys.stderr),
+        autocast=model_autocast(model),
+    )
     xz = text.xz_bpb(limit)
     what = "the whole validation split" if limit is None else f"the first {limit:,} bytes of the validation split"
     if args.json:
-        _print_json({"checkpoint": str(run.checkpoint), "spec": spec.name, "data": text.source, "split": "validation",
-                     "streamed": True, **result.to_json(), "xz_bpb": xz})  # fmt: skip
+        _print_json(
+            {
+                "checkpoint": str(run.checkpoint),
+                "spec": spec.name,
+                "data": text.source,
+                "split": "validation",
+                "streamed": True,
+                **result.to_json(),
+                "xz_bpb": xz,
+            }
+        )
         return 0
     print(f"checkpoint: {run.checkpoint} ({spec.name})")
     print(f"validation: {result.bpb:.4f} bits per byte on {result.bytes:,} bytes of {text.source} ({what}, streamed)")
@@ -888,8 +1129,10 @@ XZ_MEANINGFUL = 10_000
 def _xz_note(n_bytes: int) -> str | None:
     if n_bytes >= XZ_MEANINGFUL:
         return None
-    return (f"xz's figure means little on {n_bytes:,} bytes: its container alone takes about 60 bytes "
-            f"(480 bits), {480 / max(n_bytes, 1):.1f} bits per byte here")  # fmt: skip
+    return (
+        f"xz's figure means little on {n_bytes:,} bytes: its container alone takes about 60 bytes "
+        f"(480 bits), {480 / max(n_bytes, 1):.1f} bits per byte here"
+    )
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -904,8 +1147,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     stops = [s.encode("utf-8", "surrogateescape") for s in args.stop]
     if any(not s for s in stops):
         raise InputError("--stop: an empty string would end every row at once; give at least one character")
-    prompts = (read_prompts(args.prompts) if args.prompts is not None
-               else [p.encode("utf-8", "surrogateescape") for p in args.prompt or [""]])  # fmt: skip
+    prompts = (
+        read_prompts(args.prompts)
+        if args.prompts is not None
+        else [p.encode("utf-8", "surrogateescape") for p in args.prompt or [""]]
+    )
     from aunet.jobs.runs.directory import load_run
 
     run = load_run(args.ckpt, device=args.device)
@@ -914,16 +1160,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = next(model.parameters()).device
     rows = min(len(prompts), args.batch_size)
     threads = default_decode_threads(rows, device) if args.threads == "auto" else None
-    options = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,
-               "stop": stops, "threads": threads, "levels": args.levels}  # fmt: skip
+    options = {
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "seed": args.seed,
+        "stop": stops,
+        "threads": threads,
+        "levels": args.levels,
+    }
     out = sys.stdout
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         if len(prompts) == 1 and not args.json:  # one prompt: streamed as it is decoded
             text = codecs.getincrementaldecoder("utf-8")(errors="replace")
             out.write(text.decode(prompts[0]))  # invalid UTF-8 is shown as U+FFFD, whatever the terminal's encoding
-            generate(model, prompts, args.max_bytes, on_bytes=lambda row, b: (out.write(text.decode(b)), out.flush()),
-                     **options)  # fmt: skip
+            generate(
+                model,
+                prompts,
+                args.max_bytes,
+                on_bytes=lambda row, b: (out.write(text.decode(b)), out.flush()),
+                **options,
+            )
             out.write(text.decode(b"", final=True) + "\n")
         else:
             for first in range(0, len(prompts), args.batch_size):
@@ -931,9 +1189,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 new = generate(model, batch, args.max_bytes, **options)
                 for i, (prompt, produced) in enumerate(zip(batch, new), start=first):
                     if args.json:
-                        _print_json({"index": i, "prompt": prompt.decode("utf-8", "replace"),
-                                     "text": produced.decode("utf-8", "replace"),
-                                     "bytes": len(produced), "ended": _ending(produced, stops, args.max_bytes)})  # fmt: skip
+                        _print_json(
+                            {
+                                "index": i,
+                                "prompt": prompt.decode("utf-8", "replace"),
+                                "text": produced.decode("utf-8", "replace"),
+                                "bytes": len(produced),
+                                "ended": _ending(produced, stops, args.max_bytes),
+                            }
+                        )
                     else:
                         out.write(f"--- {i + 1}/{len(prompts)} ---\n")
                         out.write((prompt + produced).decode("utf-8", "replace") + "\n")
@@ -978,8 +1242,10 @@ def read_prompts(path: str) -> list[bytes]:
         if isinstance(record, dict):
             record = record.get("prompt", record.get("text"))
         if not isinstance(record, str):
-            raise InputError(f"--prompts: {path}, line {number}: expected a string or an object with a \"prompt\" "
-                             "(or \"text\") string field")  # fmt: skip
+            raise InputError(
+                f'--prompts: {path}, line {number}: expected a string or an object with a "prompt" '
+                '(or "text") string field'
+            )
         prompts.append(record.encode("utf-8", "surrogatepass"))
     if not prompts:
         raise InputError(f"--prompts: '{path}' holds no prompts (every line is blank)")
@@ -1004,10 +1270,18 @@ def _eval_suite(spec: Any, model: Any, ckpt: Any, args: argparse.Namespace) -> i
     rows = []
     for text in suite_texts(args.suite, args.only):
         docs = encode_documents([Document(text.file, text.data)], stack)
-        result = evaluate(model, docs, context=spec.model.context, batch_size=args.batch_size,
-                          autocast=model_autocast(model))  # fmt: skip
-        rows.append({"file": text.file, "bcp47": text.tag, "name": text.name, **result.to_json(),
-                     "xz_bpb": xz_bits_per_byte(text.data)})  # fmt: skip
+        result = evaluate(
+            model, docs, context=spec.model.context, batch_size=args.batch_size, autocast=model_autocast(model)
+        )
+        rows.append(
+            {
+                "file": text.file,
+                "bcp47": text.tag,
+                "name": text.name,
+                **result.to_json(),
+                "xz_bpb": xz_bits_per_byte(text.data),
+            }
+        )
     if args.json:
         _print_json({"checkpoint": str(ckpt), "spec": spec.name, "suite": args.suite, "languages": rows})
         return 0
@@ -1037,12 +1311,16 @@ def _split_suite(stack: Any, args: argparse.Namespace) -> int:
     print(f"{'file':<22} {'language':<34} {head} {'>' + str(LONG_BYTES) + 'B':>7} {'in cluster':>10}")
     for s in stats:
         cells = " ".join(f"{k:>9.2f}" for k in s.bytes_per_segment)
-        print(f"{s.text.file:<22} {s.text.name[:34]:<34} {cells} {100 * s.long_share:>6.1f}% {100 * s.inside_share:>9.1f}%")
+        print(
+            f"{s.text.file:<22} {s.text.name[:34]:<34} {cells} {100 * s.long_share:>6.1f}% {100 * s.inside_share:>9.1f}%"
+        )
     if depth:
         means = [s.bytes_per_segment[0] for s in stats]
-        print(f"\n{len(stats)} texts; level-1 bytes per segment from {min(means):.2f} to {max(means):.2f}; "
-              f"{sum(s.long_share > 0.01 for s in stats)} with more than 1% of level-1 segments over {LONG_BYTES} bytes; "
-              f"mean share of boundaries inside a grapheme cluster {100 * statistics.fmean(s.inside_share for s in stats):.2f}%")  # fmt: skip
+        print(
+            f"\n{len(stats)} texts; level-1 bytes per segment from {min(means):.2f} to {max(means):.2f}; "
+            f"{sum(s.long_share > 0.01 for s in stats)} with more than 1% of level-1 segments over {LONG_BYTES} bytes; "
+            f"mean share of boundaries inside a grapheme cluster {100 * statistics.fmean(s.inside_share for s in stats):.2f}%"
+        )
     return 0
 
 

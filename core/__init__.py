@@ -15,14 +15,59 @@ from aunet.core.registry import Family, Registrar, Registry, default_registry
 from aunet.core.splitter import Splitter
 from aunet.core.text import INVALID, TABLE_SIZE, WHITE_SPACE, Chars, CharTable, decode
 
-_TORCH_NAMES = ("AttentionBackend", "DensePlan", "KVCache", "Layout", "LevelIndex", "Pooler", "Stage", "Upsampler",
-                "allowed", "gather_rows", "one_position", "where_rows")
+_TORCH_NAMES = (
+    "AttentionBackend",
+    "DensePlan",
+    "KVCache",
+    "Layout",
+    "LevelIndex",
+    "Pooler",
+    "Stage",
+    "Upsampler",
+    "allowed",
+    "gather_rows",
+    "one_position",
+    "where_rows",
+)
 
 __all__ = [
-    "INVALID", "TABLE_SIZE", "WHITE_SPACE", "AttentionSpec", "AunetError", "CharTable", "Chars", "ComponentSpec", "Family", "InputError",
-    "LevelStream", "PluginError", "PoolerSpec", "Registrar", "Registry", "SpecError", "SpecIssue", "Splitter",
-    "SplitterStack", "StageSpec", "UpsamplerSpec", "decode", "default_registry", "hookimpl", *_TORCH_NAMES,
-]  # fmt: skip
+    "INVALID",
+    "TABLE_SIZE",
+    "WHITE_SPACE",
+    "AttentionBackend",
+    "AttentionSpec",
+    "AunetError",
+    "CharTable",
+    "Chars",
+    "ComponentSpec",
+    "DensePlan",
+    "Family",
+    "InputError",
+    "KVCache",
+    "Layout",
+    "LevelIndex",
+    "LevelStream",
+    "PluginError",
+    "Pooler",
+    "PoolerSpec",
+    "Registrar",
+    "Registry",
+    "SpecError",
+    "SpecIssue",
+    "Splitter",
+    "SplitterStack",
+    "Stage",
+    "StageSpec",
+    "Upsampler",
+    "UpsamplerSpec",
+    "allowed",
+    "decode",
+    "default_registry",
+    "gather_rows",
+    "hookimpl",
+    "one_position",
+    "where_rows",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -73,18 +73,18 @@ class Accounting:
 #: What each figure of ``Accounting`` computes, as ``spec show`` states it.
 FORMULAS = {
     "flops_per_byte": "the paper's: per stack 6 x non-embedding parameters + 6 x dim x layers x S, "
-                      "S = the level's positions in the context or its window, over k_i bytes per position; stacks only",
+    "S = the level's positions in the context or its window, over k_i bytes per position; stacks only",
     "flops_per_byte_all": "flops_per_byte + 6 x (pooler + upsampler parameters) / k_i + 6 x the output head",
     "flops_per_byte_packed": "flops_per_byte with each stack's attention term scaled by the keys a query attends in "
-                             "rows packed from the training documents (within its document, row and window) over "
-                             "those of one document filling the row",
+    "rows packed from the training documents (within its document, row and window) over "
+    "those of one document filling the row",
     "reference_flops_per_byte": "the reference's (Lingua's): per stack 6 x non-embedding parameters + "
-                                "3.5 x 4 x layers x S x dim / 2 (causal), encoder and decoder each, poolers, "
-                                "upsamplers and head in the parameter term",
+    "3.5 x 4 x layers x S x dim / 2 (causal), encoder and decoder each, poolers, "
+    "upsamplers and head in the parameter term",
     "memory": "per process, no sharding: 16 B per parameter (float32 weights, gradients, AdamW moments; "
-              "18 B with bfloat16 autocast's weight copies) + rows x activation bytes of one row at the static "
-              "capacities (each stage's fitted per-position formula; poolers, upsamplers, embedding and head "
-              "by their tensors), within 90% of the device; a fused attention kernel assumed",
+    "18 B with bfloat16 autocast's weight copies) + rows x activation bytes of one row at the static "
+    "capacities (each stage's fitted per-position formula; poolers, upsamplers, embedding and head "
+    "by their tensors), within 90% of the device; a fused attention kernel assumed",
 }
 
 
@@ -131,8 +131,19 @@ def account(spec: Spec, documents: Sequence[int] | None = None) -> Accounting:
         extra += 6.0 * params["level_head"]
     reference = reference_flops_per_byte(spec, k, params)
     memory, unknown = memory_estimates(spec, sum(params.values()))
-    return Accounting(params, k, measured, context, flops, flops + extra, reference, memory, unknown,
-                      packed if documents is not None else None, spec.model.bpe)  # fmt: skip
+    return Accounting(
+        params,
+        k,
+        measured,
+        context,
+        flops,
+        flops + extra,
+        reference,
+        memory,
+        unknown,
+        packed if documents is not None else None,
+        spec.model.bpe,
+    )
 
 
 def attended_keys(doc_lengths: np.ndarray, length: int, window: int | None) -> float:
@@ -231,9 +242,13 @@ class MemoryEstimate:
     largest_batch: dict[int, int]  # device GiB -> rows per step that fit (0: not even one)
 
     def to_json(self) -> dict:
-        return {"precision": self.precision, "checkpointing": self.checkpointing,
-                "state_bytes": self.state_bytes, "activation_bytes_per_row": self.activation_bytes_per_row,
-                "largest_batch": {str(g): n for g, n in self.largest_batch.items()}}  # fmt: skip
+        return {
+            "precision": self.precision,
+            "checkpointing": self.checkpointing,
+            "state_bytes": self.state_bytes,
+            "activation_bytes_per_row": self.activation_bytes_per_row,
+            "largest_batch": {str(g): n for g, n in self.largest_batch.items()},
+        }
 
 
 def row_activation_bytes(spec: Spec, *, bfloat16: bool, checkpointing: str) -> tuple[float, list[str]]:

@@ -57,14 +57,16 @@ def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
         boundary=[None] * (depth + 1),
         last_out=[None] * (depth + 1),
         stage_calls=[0] * (depth + 1),
-        pool_states=[model.poolers[i].initial_state(batch=batch, device=param.device, dtype=param.dtype)
-                     for i in range(depth)],  # fmt: skip
+        pool_states=[
+            model.poolers[i].initial_state(batch=batch, device=param.device, dtype=param.dtype) for i in range(depth)
+        ],
     )
 
 
 @torch.no_grad()
-def prefill(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, lengths: Tensor, *,
-            every_position: bool = False) -> Tensor:  # fmt: skip
+def prefill(
+    model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, lengths: Tensor, *, every_position: bool = False
+) -> Tensor:
     """Run right-padded prompts (B, P) through every stage, filling the caches; (B, V) logits of
     each row's last real position, or with ``every_position`` (B, P, V) logits of every position
     (what a caller that also scores the prompt needs: the Hugging Face wrapper's first call)."""
@@ -72,8 +74,7 @@ def prefill(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, le
     depth = model.depth
     rows = torch.arange(b, device=tokens.device)
     valid = torch.arange(p, device=tokens.device)[None] < lengths[:, None]  # (B, P)
-    plan = TeacherForced(model.top_levels(tokens, levels), [None] * depth, doc=None, valid=valid,
-                         caches=state.caches)  # fmt: skip
+    plan = TeacherForced(model.top_levels(tokens, levels), [None] * depth, doc=None, valid=valid, caches=state.caches)
     h = model.walk(model.embed(tokens), plan)  # (B, P, D_0)
     logits = _heads(model, state, h[rows, lengths - 1])  # (B, V)
     if every_position:
@@ -85,8 +86,9 @@ def prefill(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, le
         state.last_out[i] = plan.outputs[i][rows, last]  # (B, D_i)
         state.boundary[i] = plan.maps[i - 1].index[rows, last]
     for i in range(depth):
-        state.pool_states[i] = _open_segment(model.poolers[i], state.pool_states[i], plan.encoded[i],
-                                             start=state.boundary[i + 1] + 1, end=state.count[i])  # fmt: skip
+        state.pool_states[i] = _open_segment(
+            model.poolers[i], state.pool_states[i], plan.encoded[i], start=state.boundary[i + 1] + 1, end=state.count[i]
+        )
     return logits
 
 

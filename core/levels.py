@@ -222,7 +222,7 @@ class LevelStream:
     (a boundary goes on a character's last byte).
     """
 
-    __slots__ = ("_automaton", "_fast", "_classes", "_row", "_resume", "_pending", "_need", "_state", "depth")
+    __slots__ = ("_automaton", "_classes", "_fast", "_need", "_pending", "_resume", "_row", "_state", "depth")
 
     def __init__(self, automaton: Automaton) -> None:
         self._automaton = automaton
@@ -326,8 +326,12 @@ class LevelStream:
                 return v & 255
             # The table is full: from here on, step the machines directly.
             self._state = self._automaton.states[(self._row >> 7) - 1]
-            warnings.warn(f"aunet: streaming splitter table full ({MAX_TABLE_SLOTS} entries); this stream now "
-                          "steps the splitters directly (about 10x slower)", RuntimeWarning, stacklevel=4)  # fmt: skip
+            warnings.warn(
+                f"aunet: streaming splitter table full ({MAX_TABLE_SLOTS} entries); this stream now "
+                "steps the splitters directly (about 10x slower)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
         self._state, level = self._automaton.product.step(self._state, cls, nbytes)
         self._row = 0  # no tabulated row: every byte takes the slow path
         return level

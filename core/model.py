@@ -153,8 +153,15 @@ class TeacherForced(WalkPlan):
     """The plan of a full forward over (B, T) rows: boundaries from the levels, static or eager
     capacities, attention within documents; with caches and ``valid`` it is a prefill."""
 
-    def __init__(self, levels: Tensor, capacity: Sequence[int | None], *, doc: Tensor | None,
-                 valid: Tensor | None = None, caches: dict[tuple[int, Part], KVCache] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        levels: Tensor,
+        capacity: Sequence[int | None],
+        *,
+        doc: Tensor | None,
+        valid: Tensor | None = None,
+        caches: dict[tuple[int, Part], KVCache] | None = None,
+    ) -> None:
         self.top = len(capacity)
         self.lv = levels  # (B, S_i) levels of the current level's positions
         self.capacity = capacity
@@ -285,9 +292,17 @@ class AUNet(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------
 
-    def forward(self, tokens: Tensor, levels: Tensor, targets: Tensor | None = None, *,
-                shapes: ShapeMode = ShapeMode.STATIC, capacity: Sequence[int] | None = None,
-                doc_mask: bool = True, loss_divisor: float | None = None) -> ModelOutput:  # fmt: skip
+    def forward(
+        self,
+        tokens: Tensor,
+        levels: Tensor,
+        targets: Tensor | None = None,
+        *,
+        shapes: ShapeMode = ShapeMode.STATIC,
+        capacity: Sequence[int] | None = None,
+        doc_mask: bool = True,
+        loss_divisor: float | None = None,
+    ) -> ModelOutput:
         """Next-token logits (and loss) for rows of tokens. No host synchronisation with static
         shapes or a given ``capacity``; values are not checked here (``validate`` does that).
 
@@ -307,7 +322,7 @@ class AUNet(nn.Module):
         self._check_shapes(tokens, levels, targets)
         if self.debug and not torch.compiler.is_compiling():
             self.validate(tokens, levels, targets)
-        b, t = tokens.shape
+        _b, t = tokens.shape
         lv = self.top_levels(tokens, levels)  # (B, T)
         if capacity is None:
             capacity = self.capacity(t) if shapes is ShapeMode.STATIC else self.eager_capacity(lv)
@@ -326,13 +341,23 @@ class AUNet(nn.Module):
             with label("loss"):
                 n_predicted = (targets != IGNORE).sum()
                 divisor = n_predicted.clamp(min=1) if loss_divisor is None else loss_divisor
-                nll = F.cross_entropy(logits.float().view(-1, self.vocab_size), targets.reshape(-1).long(),
-                                      ignore_index=IGNORE, reduction="sum")  # fmt: skip
+                nll = F.cross_entropy(
+                    logits.float().view(-1, self.vocab_size),
+                    targets.reshape(-1).long(),
+                    ignore_index=IGNORE,
+                    reduction="sum",
+                )
                 loss = nll / divisor
                 if level_logits is not None:
-                    level_loss = F.cross_entropy(level_logits.float().view(-1, self.depth + 1),
-                                                 self.level_targets(lv, targets).view(-1),
-                                                 ignore_index=IGNORE, reduction="sum") / divisor  # fmt: skip
+                    level_loss = (
+                        F.cross_entropy(
+                            level_logits.float().view(-1, self.depth + 1),
+                            self.level_targets(lv, targets).view(-1),
+                            ignore_index=IGNORE,
+                            reduction="sum",
+                        )
+                        / divisor
+                    )
         if plan.maps:
             segments = torch.stack([m.kept for m in plan.maps])
             dropped = torch.stack([m.dropped for m in plan.maps])
@@ -360,8 +385,10 @@ class AUNet(nn.Module):
         if tokens.shape[1] == 0:
             raise ValueError("tokens must hold at least one position per row, got T = 0")
         if levels.shape != tokens.shape:
-            raise ValueError(f"levels has shape {tuple(levels.shape)} but tokens has {tuple(tokens.shape)}; "
-                             "give one level per token (compute_levels)")  # fmt: skip
+            raise ValueError(
+                f"levels has shape {tuple(levels.shape)} but tokens has {tuple(tokens.shape)}; "
+                "give one level per token (compute_levels)"
+            )
         if targets is not None and targets.shape != tokens.shape:
             raise ValueError(f"targets has shape {tuple(targets.shape)} but tokens has {tuple(tokens.shape)}")
 
@@ -373,12 +400,14 @@ class AUNet(nn.Module):
         low, high = (int(x) for x in torch.stack([tokens.min(), tokens.max()]).tolist())
         if low < 0 or high >= self.vocab_size:
             bad = low if low < 0 else high
-            raise ValueError(f"token id {bad} is out of range; ids are 0..255 (bytes), {BOS} (BOS), "
-                             f"{EOS} (EOS), {PAD} (PAD)")  # fmt: skip
+            raise ValueError(
+                f"token id {bad} is out of range; ids are 0..255 (bytes), {BOS} (BOS), {EOS} (EOS), {PAD} (PAD)"
+            )
         lmin, lmax = (int(x) for x in torch.stack([levels.min().long(), levels.max().long()]).tolist())
         if lmin < 0 or lmax > self.depth:
-            raise ValueError(f"level {lmin if lmin < 0 else lmax} is out of range; this model has levels "
-                             f"0..{self.depth}")  # fmt: skip
+            raise ValueError(
+                f"level {lmin if lmin < 0 else lmax} is out of range; this model has levels 0..{self.depth}"
+            )
         if targets is not None:
             bad = (targets != IGNORE) & ((targets < 0) | (targets >= self.vocab_size))
             if bool(bad.any()):
@@ -389,8 +418,9 @@ class AUNet(nn.Module):
 # -- building --------------------------------------------------------------------------------------
 
 
-def build_model(spec: Spec, *, device: torch.device | str | None = None,
-                contraction: Sequence[float] | None = None) -> AUNet:  # fmt: skip
+def build_model(
+    spec: Spec, *, device: torch.device | str | None = None, contraction: Sequence[float] | None = None
+) -> AUNet:
     """Check the spec (every problem with its path), fill its defaults, build the model.
 
     ``contraction`` (bytes per segment of levels 1..L, measured on the training data) fills the
@@ -428,5 +458,17 @@ def compute_levels(spec: Spec, data: bytes, *, bos: bool = True, eos: bool = Fal
     return torch.cat(parts)
 
 
-__all__ = ["AUNet", "BOS", "EOS", "IGNORE", "PAD", "VOCAB_SIZE", "ModelOutput", "ShapeMode", "SpecIssue",
-           "build_model", "compute_levels", "encode"]  # fmt: skip
+__all__ = [
+    "BOS",
+    "EOS",
+    "IGNORE",
+    "PAD",
+    "VOCAB_SIZE",
+    "AUNet",
+    "ModelOutput",
+    "ShapeMode",
+    "SpecIssue",
+    "build_model",
+    "compute_levels",
+    "encode",
+]

@@ -83,8 +83,9 @@ class KVCache:
     positions written so far per row.
     """
 
-    def __init__(self, *, layers: int, batch: int, heads: int, head_dim: int, capacity: int,
-                 device: Any, dtype: torch.dtype) -> None:  # fmt: skip
+    def __init__(
+        self, *, layers: int, batch: int, heads: int, head_dim: int, capacity: int, device: Any, dtype: torch.dtype
+    ) -> None:
         shape = (batch, heads, capacity + 1, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
@@ -125,8 +126,9 @@ class DensePlan:
         self.mask = mask
 
 
-def allowed(q_pos: Tensor, k_pos: Tensor, window: int | None, q_doc: Tensor | None = None,
-            k_doc: Tensor | None = None) -> Tensor:  # fmt: skip
+def allowed(
+    q_pos: Tensor, k_pos: Tensor, window: int | None, q_doc: Tensor | None = None, k_doc: Tensor | None = None
+) -> Tensor:
     """The masking rule itself: (..., S_q, S_k) bool from (..., S_q) query and (..., S_k) key
     positions: k <= q, within ``window`` (q - k < window), same document, key present (k >= 0)."""
     q = q_pos[..., :, None]

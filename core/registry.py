@@ -161,10 +161,8 @@ class Registry:
                 origin = Origin(ep.name, dist_name, dist.version)
                 try:
                     plugin = ep.load()
-                except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's fault
-                    raise PluginError(
-                        f"{origin}: cannot import '{ep.value}': {type(exc).__name__}: {exc}"
-                    ) from exc
+                except Exception as exc:
+                    raise PluginError(f"{origin}: cannot import '{ep.value}': {type(exc).__name__}: {exc}") from exc
                 self.register(plugin, name=ep.name, origin=origin)
                 count += 1
         missing = wanted - {name for _, name in seen}
@@ -204,16 +202,13 @@ class Registry:
 
     def _add(self, family: Family, cls: Any, origin: Origin) -> None:
         if not isinstance(cls, type) or not issubclass(cls, family.base):
-            raise PluginError(
-                f"{origin}: add_{family.value} expects a subclass of {family.base.__name__}, got {cls!r}"
-            )
+            raise PluginError(f"{origin}: add_{family.value} expects a subclass of {family.base.__name__}, got {cls!r}")
         if "__attrs_attrs__" not in vars(cls):  # its own decorator, not one inherited
             raise PluginError(f"{origin}: {cls.__name__} must be an attrs class (decorate it with @attrs.frozen)")
         kind = getattr(cls, "kind", None)
         if not isinstance(kind, str) or not _KIND_RE.match(kind):
             raise PluginError(
-                f"{origin}: {cls.__name__}.kind must be a name of lowercase letters, digits and hyphens, "
-                f"got {kind!r}"
+                f"{origin}: {cls.__name__}.kind must be a name of lowercase letters, digits and hyphens, got {kind!r}"
             )
         existing = self._kinds[family].get(kind)
         if existing is not None:

@@ -60,7 +60,7 @@ from aunet.core.validators import (
     rows,
     seed,
     width,
-)  # fmt: skip
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -272,10 +272,14 @@ class TrainSpec:
 
     #: Keys that moved into a sub-table (read in error messages).
     MOVED: ClassVar[dict[str, str]] = {
-        "checkpoint_every": "train.checkpoint.every", "keep": "train.checkpoint.keep",
-        "eval_every": "train.eval.every", "eval_bytes": "train.eval.bytes", "log_every": "train.metrics.every",
-        "sample_bytes": "train.sample.bytes", "prompt": "train.sample.prompt",
-    }  # fmt: skip
+        "checkpoint_every": "train.checkpoint.every",
+        "keep": "train.checkpoint.keep",
+        "eval_every": "train.eval.every",
+        "eval_bytes": "train.eval.bytes",
+        "log_every": "train.metrics.every",
+        "sample_bytes": "train.sample.bytes",
+        "prompt": "train.sample.prompt",
+    }
 
     batch_size: int = attrs.field(default=8, validator=rows)
     """Rows of ``model.context`` positions per micro-batch."""
@@ -353,15 +357,27 @@ class Spec:
         if not self.levels:
             return [SpecIssue("levels", "no levels; add a [[levels]] table for the bytes and one per pooling level")]
         if len(self.levels) > MAX_LEVELS + 1:
-            return [SpecIssue("levels", f"{len(self.levels)} levels; at most {MAX_LEVELS + 1} (bytes and "
-                              f"{MAX_LEVELS} pooling levels)")]  # fmt: skip
+            return [
+                SpecIssue(
+                    "levels",
+                    f"{len(self.levels)} levels; at most {MAX_LEVELS + 1} (bytes and {MAX_LEVELS} pooling levels)",
+                )
+            ]
         if self.levels[0].splitter is not None:
-            issues.append(SpecIssue("levels[0].splitter", "level 0 is the byte level and has no splitter; "
-                                    "put the first splitter in levels[1]"))
+            issues.append(
+                SpecIssue(
+                    "levels[0].splitter",
+                    "level 0 is the byte level and has no splitter; put the first splitter in levels[1]",
+                )
+            )
         for i, level in enumerate(self.levels[1:], start=1):
             if level.splitter is None:
-                issues.append(SpecIssue(f"levels[{i}].splitter", "missing; every level above the bytes needs one, "
-                                        'e.g. splitter = { kind = "whitespace" }'))
+                issues.append(
+                    SpecIssue(
+                        f"levels[{i}].splitter",
+                        'missing; every level above the bytes needs one, e.g. splitter = { kind = "whitespace" }',
+                    )
+                )
         numbers = [i for i, level in enumerate(self.levels) if i and level.splitter is not None]
         return issues + self.splitter_stack().check("levels", numbers)
 
@@ -379,19 +395,35 @@ class Spec:
             if i == 0:
                 for name in ("pooler", "upsampler", "max_segments", "contraction"):
                     if getattr(level, name) is not None:
-                        issues.append(SpecIssue(f"{path}.{name}", f"level 0 is the byte level and has no {name.replace('_', ' ')}"))
+                        issues.append(
+                            SpecIssue(
+                                f"{path}.{name}", f"level 0 is the byte level and has no {name.replace('_', ' ')}"
+                            )
+                        )
             if not level.skip and i == len(self.levels) - 1:
-                issues.append(SpecIssue(f"{path}.skip", "the last level is the trunk, which has no skip connection; "
-                                        "set skip = false on a level below it"))  # fmt: skip
+                issues.append(
+                    SpecIssue(
+                        f"{path}.skip",
+                        "the last level is the trunk, which has no skip connection; "
+                        "set skip = false on a level below it",
+                    )
+                )
             below = self.levels[i - 1].dim if i else None
-            for name, dims in (("pooler", {"dim_in": below, "dim_out": level.dim}),
-                               ("upsampler", {"dim_coarse": level.dim, "dim_fine": below})):  # fmt: skip
+            for name, dims in (
+                ("pooler", {"dim_in": below, "dim_out": level.dim}),
+                ("upsampler", {"dim_coarse": level.dim, "dim_fine": below}),
+            ):
                 component = getattr(level, name)
                 if i and component is not None and None not in dims.values():
                     issues.extend(component.check(path=f"{path}.{name}", **dims))
         if self.model.bpe and len(self.levels) != 1:
-            issues.append(SpecIssue("model.tokenizer.kind", f"a BPE model is a flat token transformer (one level); "
-                                    f"this spec has {len(self.levels)} levels, which split bytes"))  # fmt: skip
+            issues.append(
+                SpecIssue(
+                    "model.tokenizer.kind",
+                    f"a BPE model is a flat token transformer (one level); "
+                    f"this spec has {len(self.levels)} levels, which split bytes",
+                )
+            )
         if self.train.compile and self.train.shapes is not Shapes.STATIC:
             issues.append(SpecIssue("train.shapes", 'torch.compile needs static shapes; set shapes = "static"'))
         profile = self.train.profile
@@ -470,8 +502,13 @@ def _optional_arg(tp: Any) -> Any | None:
     return None
 
 
-_SLOT_FAMILIES = {Splitter: Family.SPLITTER, StageSpec: Family.STAGE, PoolerSpec: Family.POOLER,
-                  UpsamplerSpec: Family.UPSAMPLER, AttentionSpec: Family.ATTENTION}  # fmt: skip
+_SLOT_FAMILIES = {
+    Splitter: Family.SPLITTER,
+    StageSpec: Family.STAGE,
+    PoolerSpec: Family.POOLER,
+    UpsamplerSpec: Family.UPSAMPLER,
+    AttentionSpec: Family.ATTENTION,
+}
 
 
 def slot_family(tp: Any) -> Family | None:
@@ -503,7 +540,7 @@ class SpecConverter:
         """Structure ``data`` (parsed TOML) into ``cls``; SpecError listing every problem."""
         try:
             return self.cattrs.structure(data, cls)
-        except Exception as exc:  # noqa: BLE001 - turned into path-qualified issues
+        except Exception as exc:
             issues = _issues(exc, "")
             if not issues:
                 raise
@@ -541,7 +578,7 @@ class SpecConverter:
         if isinstance(value, str):
             value = {"kind": value}  # shorthand: splitter = "whitespace"
         if not isinstance(value, Mapping):
-            raise _Invalid(f"expected a table with a kind, e.g. {{ kind = \"...\" }}, got {_describe(value)}")
+            raise _Invalid(f'expected a table with a kind, e.g. {{ kind = "..." }}, got {_describe(value)}')
         kinds = self.registry.kinds(family)
         kind = value.get("kind")
         if kind is None:
@@ -647,7 +684,9 @@ def _structure_enum(value: Any, tp: type[enum.Enum]) -> enum.Enum:
         return tp(value)
     except ValueError:
         known = [str(m.value) for m in tp]
-        raise _Invalid(f"expected one of {', '.join(known)}, got {_describe(value)}{did_you_mean(str(value), known)}") from None
+        raise _Invalid(
+            f"expected one of {', '.join(known)}, got {_describe(value)}{did_you_mean(str(value), known)}"
+        ) from None
 
 
 def _issues(exc: BaseException, path: str) -> list[SpecIssue]:
@@ -655,7 +694,11 @@ def _issues(exc: BaseException, path: str) -> list[SpecIssue]:
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         out = []
         for sub in exc.exceptions:
-            notes = [n for n in getattr(sub, "__notes__", []) if isinstance(n, (AttributeValidationNote, IterableValidationNote))]
+            notes = [
+                n
+                for n in getattr(sub, "__notes__", [])
+                if isinstance(n, (AttributeValidationNote, IterableValidationNote))
+            ]
             sub_path = path
             for note in notes[-1:]:
                 if isinstance(note, AttributeValidationNote):
@@ -697,8 +740,10 @@ def _parse_toml(text: str, *, source: str) -> dict[str, Any]:
     except toml.TOMLDecodeError as exc:
         raise SpecError([SpecIssue("", f"invalid TOML: {exc}")], source=source) from None
     except RecursionError:
-        raise SpecError([SpecIssue("", "invalid TOML: nested too deeply for the parser; a spec nests a few "
-                                   "tables deep")], source=source) from None  # fmt: skip
+        raise SpecError(
+            [SpecIssue("", "invalid TOML: nested too deeply for the parser; a spec nests a few tables deep")],
+            source=source,
+        ) from None
     except ValueError as exc:  # a number beyond what Python converts (an integer of 5,000 digits)
         why = "an integer of more digits than Python converts (4,300)" if "digits" in str(exc) else str(exc)
         raise SpecError([SpecIssue("", f"invalid TOML: {why}")], source=source) from None
@@ -727,8 +772,10 @@ def spec_file(path: str | Path) -> Path:
     name = str(path).removeprefix("specs/").removesuffix(".toml")
     if name in shipped_spec_names():
         return spec_path(name)
-    raise InputError(f"spec file '{path}' does not exist, and no shipped spec is named '{name}'; shipped: "
-                     f"{known_list(shipped_spec_names())}{did_you_mean(name, shipped_spec_names())}")  # fmt: skip
+    raise InputError(
+        f"spec file '{path}' does not exist, and no shipped spec is named '{name}'; shipped: "
+        f"{known_list(shipped_spec_names())}{did_you_mean(name, shipped_spec_names())}"
+    )
 
 
 def load_spec(path: str | Path, *, registry: Registry | None = None) -> Spec:
@@ -761,8 +808,7 @@ def _read_spec_text(path: Path) -> str:
 MAX_SPEC_BYTES = 1 << 20
 
 
-def resolve_spec(spec: Spec, *, registry: Registry | None = None,
-                 contraction: Sequence[float] | None = None) -> Spec:  # fmt: skip
+def resolve_spec(spec: Spec, *, registry: Registry | None = None, contraction: Sequence[float] | None = None) -> Spec:
     """The spec with defaults filled in: ``select`` poolers and ``multi-linear`` upsamplers on
     every level above the bytes that names none, and every level's ``contraction`` (bytes per
     segment): from the spec where it gives one, else ``contraction[i - 1]`` (measured by the
@@ -772,15 +818,21 @@ def resolve_spec(spec: Spec, *, registry: Registry | None = None,
     registry = registry or default_registry()
     levels = []
     for i, level in enumerate(spec.levels):
-        for name, family, kind in (("pooler", Family.POOLER, DEFAULT_POOLER),
-                                   ("upsampler", Family.UPSAMPLER, DEFAULT_UPSAMPLER)):  # fmt: skip
+        for name, family, kind in (
+            ("pooler", Family.POOLER, DEFAULT_POOLER),
+            ("upsampler", Family.UPSAMPLER, DEFAULT_UPSAMPLER),
+        ):
             if i and getattr(level, name) is None:
                 try:
                     level = attrs.evolve(level, **{name: registry.lookup(family, kind).cls()})
                 except KeyError as exc:
-                    raise SpecError([SpecIssue(f"levels[{i}].{name}", f"none given and the default {exc.args[0]}")]) from None
-        level = attrs.evolve(level, **{name: _with_init(getattr(level, name), spec.model.init)
-                                       for name in ("stage", "pooler", "upsampler")})  # fmt: skip
+                    raise SpecError(
+                        [SpecIssue(f"levels[{i}].{name}", f"none given and the default {exc.args[0]}")]
+                    ) from None
+        level = attrs.evolve(
+            level,
+            **{name: _with_init(getattr(level, name), spec.model.init) for name in ("stage", "pooler", "upsampler")},
+        )
         levels.append(level)
     missing = [i for i, level in enumerate(levels) if i and level.contraction is None]
     if missing and not spec.check_splitting():
@@ -819,8 +871,9 @@ def apply_overrides(spec: Spec, overrides: Sequence[str], *, registry: Registry 
     """``--set key=value``: dotted paths into the spec (``train.lr=1e-3``,
     ``levels[1].stage.layers=6``); values are TOML (strings may be bare). Problems name the
     ``--set`` that caused them."""
-    return _structure_with_overrides(spec_to_dict(spec, registry=registry), overrides, source="--set",
-                                     registry=registry, name=spec.name)  # fmt: skip
+    return _structure_with_overrides(
+        spec_to_dict(spec, registry=registry), overrides, source="--set", registry=registry, name=spec.name
+    )
 
 
 def override_sources(overrides: Sequence[str]) -> dict[str, str]:
@@ -852,8 +905,9 @@ def _related(path: str, key: str) -> bool:
     return under(path, key) or under(key, path)
 
 
-def _structure_with_overrides(data: dict[str, Any], overrides: Sequence[str], *, source: str,
-                              registry: Registry | None, name: str) -> Spec:  # fmt: skip
+def _structure_with_overrides(
+    data: dict[str, Any], overrides: Sequence[str], *, source: str, registry: Registry | None, name: str
+) -> Spec:
     issues = []
     for item in overrides:
         key, sep, raw = item.partition("=")

@@ -36,9 +36,18 @@ TABLE_SIZE = 0x110001
 
 #: Unicode White_Space (PropList.txt; unchanged since Unicode 6.3).
 WHITE_SPACE = (
-    *range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
-    0x2028, 0x2029, 0x202F, 0x205F, 0x3000,
-)  # fmt: skip
+    *range(0x09, 0x0E),
+    0x20,
+    0x85,
+    0xA0,
+    0x1680,
+    *range(0x2000, 0x200B),
+    0x2028,
+    0x2029,
+    0x202F,
+    0x205F,
+    0x3000,
+)
 #: The characters that count as line breaks in the word rules (the reference's ``[\r\n]``).
 NEWLINES = (0x0A, 0x0D)
 
@@ -165,9 +174,7 @@ _SECOND_LO[0xF0], _SECOND_HI[0xF4] = 0x90, 0x8F
 _LEAD_BITS = np.array([0, 0x7F, 0x1F, 0x0F, 0x07], dtype=np.int32)
 
 LEAD_LENGTH: tuple[int, ...] = tuple(int(x) for x in _LEAD_LENGTH)
-SECOND_RANGE: tuple[tuple[int, int], ...] = tuple(
-    (int(lo), int(hi)) for lo, hi in zip(_SECOND_LO, _SECOND_HI)
-)
+SECOND_RANGE: tuple[tuple[int, int], ...] = tuple((int(lo), int(hi)) for lo, hi in zip(_SECOND_LO, _SECOND_HI))
 
 
 class Chars:
@@ -188,10 +195,18 @@ class Chars:
             docstring); usually empty.
     """
 
-    __slots__ = ("data", "n_chars", "keep", "multi", "multi_cp", "multi_len", "invalid", "unmarkable", "_memo")
+    __slots__ = ("_memo", "data", "invalid", "keep", "multi", "multi_cp", "multi_len", "n_chars", "unmarkable")
 
-    def __init__(self, data: np.ndarray, keep: np.ndarray | None, multi: np.ndarray, multi_cp: np.ndarray,
-                 multi_len: np.ndarray, invalid: np.ndarray, unmarkable: np.ndarray) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data: np.ndarray,
+        keep: np.ndarray | None,
+        multi: np.ndarray,
+        multi_cp: np.ndarray,
+        multi_len: np.ndarray,
+        invalid: np.ndarray,
+        unmarkable: np.ndarray,
+    ) -> None:
         self.data = data
         self.keep = keep
         self.n_chars = len(data) if keep is None else len(data) - int(multi_len.sum() - len(multi_len))
@@ -231,21 +246,25 @@ class Chars:
     @property
     def cp(self) -> np.ndarray:
         """(M,) int32 code point of each character, ``INVALID`` for an invalid byte."""
+
         def compute() -> np.ndarray:
             data = self.data if self.keep is None else self.data[self.keep]
             cp = data.astype(np.int32)
             cp[self.multi] = self.multi_cp
             cp[self.invalid] = INVALID
             return cp
+
         return self.memo("cp", compute)
 
     @property
     def nbytes(self) -> np.ndarray:
         """(M,) uint8 length of each character in bytes."""
+
         def compute() -> np.ndarray:
             nbytes = np.ones(self.n_chars, dtype=np.uint8)
             nbytes[self.multi] = self.multi_len
             return nbytes
+
         return self.memo("nbytes", compute)
 
     @property

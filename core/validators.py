@@ -27,7 +27,9 @@ MAX_LEVELS = 32  # pooling levels of a hierarchy
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 
-def between(low: float | None = None, high: float | None = None, *, strict_low: bool = False, why: str = "") -> Validator:
+def between(
+    low: float | None = None, high: float | None = None, *, strict_low: bool = False, why: str = ""
+) -> Validator:
     """``low <= value <= high`` (``low < value`` when ``strict_low``); None always passes."""
     note = f" ({why})" if why else ""
 
@@ -35,8 +37,11 @@ def between(low: float | None = None, high: float | None = None, *, strict_low: 
         if value is None:
             return
         if low is not None and (value <= low if strict_low else value < low):
-            raise ValueError(f"must be > {_show(low)}, got {_show(value)}" if strict_low
-                             else f"must be at least {_show(low)}, got {_show(value)}")  # fmt: skip
+            raise ValueError(
+                f"must be > {_show(low)}, got {_show(value)}"
+                if strict_low
+                else f"must be at least {_show(low)}, got {_show(value)}"
+            )
         if high is not None and value > high:
             raise ValueError(f"must be at most {_show(high)}{note}, got {_show(value)}")
 

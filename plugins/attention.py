@@ -89,8 +89,10 @@ class FlexSpec(AttentionSpec):
 
     def trains_on(self, *, device: Any, bfloat16: bool) -> str | None:
         if device.type != "cuda":
-            return (f"flex cannot train on {device.type}: torch has no FlexAttention backward there (inference "
-                    "works); train with attention = { kind = \"sdpa\" }, or on CUDA")  # fmt: skip
+            return (
+                f"flex cannot train on {device.type}: torch has no FlexAttention backward there (inference "
+                'works); train with attention = { kind = "sdpa" }, or on CUDA'
+            )
         return None
 
 
@@ -116,23 +118,29 @@ class FlashSpec(AttentionSpec):
             raise AunetError(self._not_here(device))
         kernel, name = flash_kernel(self.implementation.value)
         if kernel is None:
-            raise AunetError(f"attention kind 'flash' needs the flash-attn package (pip install aunet[flash]) or a "
-                             f"torch with torch.nn.attention.varlen ({name}); use {ELSEWHERE} or flex")  # fmt: skip
+            raise AunetError(
+                f"attention kind 'flash' needs the flash-attn package (pip install aunet[flash]) or a "
+                f"torch with torch.nn.attention.varlen ({name}); use {ELSEWHERE} or flex"
+            )
         return FlashBackend(kernel=kernel, name=name)
 
     def trains_on(self, *, device: Any, bfloat16: bool) -> str | None:
         if device.type != "cuda":
             return self._not_here(device)
         if not bfloat16:
-            return ("attention kind 'flash' computes in bfloat16 or float16; set train.precision = \"bfloat16\" "
-                    "(or \"auto\" on CUDA), or use sdpa")  # fmt: skip
+            return (
+                "attention kind 'flash' computes in bfloat16 or float16; set train.precision = \"bfloat16\" "
+                '(or "auto" on CUDA), or use sdpa'
+            )
         return None
 
     @staticmethod
     def _not_here(device: Any) -> str:
-        return (f"attention kind 'flash' needs a CUDA device (and bfloat16 or float16: precision = \"bfloat16\", or "
-                f"\"auto\" on CUDA); this model is built for {device.type}; use {ELSEWHERE} there, or flex for "
-                "inference")  # fmt: skip
+        return (
+            f"attention kind 'flash' needs a CUDA device (and bfloat16 or float16: precision = \"bfloat16\", or "
+            f'"auto" on CUDA); this model is built for {device.type}; use {ELSEWHERE} there, or flex for '
+            "inference"
+        )
 
 
 @hookimpl

@@ -58,9 +58,14 @@ class SelectSpec(_ProjectedSpec):
 
     def check(self, *, path: str, dim_in: int | None = None, dim_out: int | None = None, **_: int) -> list[SpecIssue]:
         if self.non_param and dim_in is not None and dim_out is not None and dim_in != dim_out:
-            return [SpecIssue(f"{path}.non_param", f"pooling without parameters keeps the width, but the level "
-                              f"below has dim {dim_in} and this level {dim_out}; give both the same dim, or "
-                              "set non_param = false")]  # fmt: skip
+            return [
+                SpecIssue(
+                    f"{path}.non_param",
+                    f"pooling without parameters keeps the width, but the level "
+                    f"below has dim {dim_in} and this level {dim_out}; give both the same dim, or "
+                    "set non_param = false",
+                )
+            ]
         return []
 
     def build(self, *, dim_in: int, dim_out: int) -> Pooler:

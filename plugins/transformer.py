@@ -81,14 +81,24 @@ class TransformerSpec(StageSpec):
 
     def check(self, *, path: str, dim: int | None = None, **_: int) -> list[SpecIssue]:
         if dim is not None and dim % self.head_dim:
-            return [SpecIssue(f"{path}.head_dim", f"{self.head_dim} does not divide the level's dim {dim}; "
-                              f"pick a head_dim such as {_divisor_near(dim, self.head_dim)}")]  # fmt: skip
+            return [
+                SpecIssue(
+                    f"{path}.head_dim",
+                    f"{self.head_dim} does not divide the level's dim {dim}; "
+                    f"pick a head_dim such as {_divisor_near(dim, self.head_dim)}",
+                )
+            ]
         if dim is not None and self.kv_heads is not None:
             heads = dim // self.head_dim
             if heads % self.kv_heads:
-                return [SpecIssue(f"{path}.kv_heads", f"{self.kv_heads} does not divide the {heads} heads "
-                                  f"(dim {dim} / head_dim {self.head_dim}); pick one of "
-                                  f"{', '.join(str(d) for d in range(1, heads + 1) if heads % d == 0)}")]  # fmt: skip
+                return [
+                    SpecIssue(
+                        f"{path}.kv_heads",
+                        f"{self.kv_heads} does not divide the {heads} heads "
+                        f"(dim {dim} / head_dim {self.head_dim}); pick one of "
+                        f"{', '.join(str(d) for d in range(1, heads + 1) if heads % d == 0)}",
+                    )
+                ]
         return []
 
     def build(self, *, dim: int, device: Any = None) -> TransformerStage:
@@ -96,10 +106,19 @@ class TransformerSpec(StageSpec):
 
         from aunet.plugins.nn.transformer import TransformerStage
 
-        return TransformerStage(dim=dim, layers=self.layers, head_dim=self.head_dim, kv_heads=self.heads(dim)[1],
-                                hidden=self.hidden(dim), window=self.window, rope_theta=self.rope_theta,
-                                norm_eps=self.norm_eps, init=self.init, init_std=self.init_std,
-                                backend=self.attention.resolve(device=torch.device(device or "cpu")))  # fmt: skip
+        return TransformerStage(
+            dim=dim,
+            layers=self.layers,
+            head_dim=self.head_dim,
+            kv_heads=self.heads(dim)[1],
+            hidden=self.hidden(dim),
+            window=self.window,
+            rope_theta=self.rope_theta,
+            norm_eps=self.norm_eps,
+            init=self.init,
+            init_std=self.init_std,
+            backend=self.attention.resolve(device=torch.device(device or "cpu")),
+        )
 
     def training_problems(self, *, device: Any, bfloat16: bool) -> list[str]:
         problem = self.attention.trains_on(device=device, bfloat16=bfloat16)

@@ -62,9 +62,15 @@ class MultiLinearSpec(UpsamplerSpec):
     def build(self, *, dim_coarse: int, dim_fine: int) -> MultiLinearUpsampler:
         from aunet.plugins.nn.upsamplers import MultiLinearUpsampler
 
-        return MultiLinearUpsampler(dim_coarse=dim_coarse, dim_fine=dim_fine, offsets=self.offsets,
-                                    wrap=self.mode is OffsetMode.WRAP, norm_eps=self.norm_eps, init=self.init,
-                                    init_std=self.init_std)  # fmt: skip
+        return MultiLinearUpsampler(
+            dim_coarse=dim_coarse,
+            dim_fine=dim_fine,
+            offsets=self.offsets,
+            wrap=self.mode is OffsetMode.WRAP,
+            norm_eps=self.norm_eps,
+            init=self.init,
+            init_std=self.init_std,
+        )
 
     def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
         return dim_coarse + (1 + self.offsets) * dim_coarse * dim_fine
@@ -92,8 +98,14 @@ class SimpleSpec(_OneProjectionSpec):
     def build(self, *, dim_coarse: int, dim_fine: int) -> RepeatUpsampler:
         from aunet.plugins.nn.upsamplers import RepeatUpsampler
 
-        return RepeatUpsampler(dim_coarse=dim_coarse, dim_fine=dim_fine, only_boundary=True, norm_eps=self.norm_eps,
-                               init=self.init, init_std=self.init_std)  # fmt: skip
+        return RepeatUpsampler(
+            dim_coarse=dim_coarse,
+            dim_fine=dim_fine,
+            only_boundary=True,
+            norm_eps=self.norm_eps,
+            init=self.init,
+            init_std=self.init_std,
+        )
 
     def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
         return dim_coarse + dim_coarse * dim_fine
@@ -115,10 +127,16 @@ class RepeatSpec(_OneProjectionSpec):
     def build(self, *, dim_coarse: int, dim_fine: int) -> RepeatUpsampler:
         from aunet.plugins.nn.upsamplers import RepeatUpsampler
 
-        return RepeatUpsampler(dim_coarse=dim_coarse, dim_fine=dim_fine, only_boundary=False, norm_eps=self.norm_eps,
-                               init=self.init, init_std=self.init_std,
-                               offsets=self.offsets if self.offset_embedding else 0,
-                               wrap=self.mode is OffsetMode.WRAP)  # fmt: skip
+        return RepeatUpsampler(
+            dim_coarse=dim_coarse,
+            dim_fine=dim_fine,
+            only_boundary=False,
+            norm_eps=self.norm_eps,
+            init=self.init,
+            init_std=self.init_std,
+            offsets=self.offsets if self.offset_embedding else 0,
+            wrap=self.mode is OffsetMode.WRAP,
+        )
 
     def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
         embedding = self.offsets * dim_fine if self.offset_embedding else 0

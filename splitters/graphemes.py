@@ -24,9 +24,22 @@ from aunet.core.text import (
 
 _CR, _LF, _CONTROL, _EXTEND, _ZWJ, _RI, _PREPEND, _SPACING, _L, _V, _T, _LV, _LVT = (
     GRAPHEME_BREAKS.index(name)
-    for name in ("CR", "LF", "Control", "Extend", "ZWJ", "Regional_Indicator", "Prepend", "SpacingMark",
-                 "L", "V", "T", "LV", "LVT")
-)  # fmt: skip
+    for name in (
+        "CR",
+        "LF",
+        "Control",
+        "Extend",
+        "ZWJ",
+        "Regional_Indicator",
+        "Prepend",
+        "SpacingMark",
+        "L",
+        "V",
+        "T",
+        "LV",
+        "LVT",
+    )
+)
 _LETTER_CATEGORIES = {i for i, name in enumerate(CATEGORIES) if name[0] == "L"}
 
 

@@ -54,8 +54,20 @@ from aunet.splitters.words import by_category, run_offsets
 
 # Character classes. Letters first (cls <= L_OTHER), split by what contractions need.
 L_SDMT, L_L, L_V, L_R, L_E, L_OTHER, DIGIT, APOSTROPHE, SYMBOL, SPACE, TAB, NEWLINE = range(12)
-PRETOK_CLASS_NAMES = ("letter-sdmt", "letter-l", "letter-v", "letter-r", "letter-e", "letter", "digit",
-                      "apostrophe", "symbol", "space", "other-whitespace", "newline")  # fmt: skip
+PRETOK_CLASS_NAMES = (
+    "letter-sdmt",
+    "letter-l",
+    "letter-v",
+    "letter-r",
+    "letter-e",
+    "letter",
+    "digit",
+    "apostrophe",
+    "symbol",
+    "space",
+    "other-whitespace",
+    "newline",
+)
 #: The second letter each two-letter contraction needs after its first (``'ll``, ``'ve``, ``'re``).
 SECOND = {L_L: L_L, L_V: L_E, L_R: L_E}
 
@@ -189,7 +201,7 @@ class Pretok(Splitter):
     def start(self) -> tuple[int, int]:
         return (START, 0)
 
-    def step(self, state: tuple[int, int], cls: int, nbytes: int) -> tuple[tuple[int, int], bool]:  # noqa: ARG002
+    def step(self, state: tuple[int, int], cls: int, nbytes: int) -> tuple[tuple[int, int], bool]:
         return pretok_step(state, cls)
 
 
@@ -243,7 +255,7 @@ class Punct(Splitter):
     def start(self) -> tuple[int, bool]:
         return (OTHER, False)
 
-    def step(self, state: tuple[int, bool], cls: int, nbytes: int) -> tuple[tuple[int, bool], bool]:  # noqa: ARG002
+    def step(self, state: tuple[int, bool], cls: int, nbytes: int) -> tuple[tuple[int, bool], bool]:
         prev, lined = state
         if cls in (WS, LINE):
             in_run = prev in (WS, LINE)

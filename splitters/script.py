@@ -92,15 +92,49 @@ from aunet.core.text import (
     linker,
     script,
     syllable_final,
-)  # fmt: skip
+)
 from aunet.core.validators import between
 from aunet.splitters.words import MAX_UNITS, run_offsets
 
 # Character classes. The first eight are cluster bases; the rest join clusters (or start odd ones).
-(LETTER, LETTER_M, CJK, SEA, SEA_END, DIGIT, SYMBOL, SPACE, NEWLINE, MARK, FINAL, LINKER, ZWJ, PREPEND, RI,
- JAMO_L, JAMO_VT) = range(17)  # fmt: skip
-CLASS_NAMES = ("letter", "letter-with-marks", "cjk", "sea", "sea-final-vowel", "digit", "symbol", "space", "newline",
-               "mark", "final-mark", "linker", "zwj", "prepend", "regional-indicator", "jamo-l", "jamo-vt")  # fmt: skip
+(
+    LETTER,
+    LETTER_M,
+    CJK,
+    SEA,
+    SEA_END,
+    DIGIT,
+    SYMBOL,
+    SPACE,
+    NEWLINE,
+    MARK,
+    FINAL,
+    LINKER,
+    ZWJ,
+    PREPEND,
+    RI,
+    JAMO_L,
+    JAMO_VT,
+) = range(17)
+CLASS_NAMES = (
+    "letter",
+    "letter-with-marks",
+    "cjk",
+    "sea",
+    "sea-final-vowel",
+    "digit",
+    "symbol",
+    "space",
+    "newline",
+    "mark",
+    "final-mark",
+    "linker",
+    "zwj",
+    "prepend",
+    "regional-indicator",
+    "jamo-l",
+    "jamo-vt",
+)
 START = 17  # "previous cluster" before the first character
 LETTERS = (LETTER, LETTER_M, CJK, SEA, SEA_END)
 # Letter groups for script changes: spaced scripts, Southeast Asian scripts, CJK.
@@ -108,16 +142,71 @@ GROUP = {LETTER: 1, LETTER_M: 1, SEA: 2, SEA_END: 2, CJK: 3}
 
 #: Space-delimited scripts whose words carry many combining marks (the cap prefers cutting at them).
 MARKED_SCRIPTS = frozenset(
-    "Devanagari Bengali Gurmukhi Gujarati Oriya Tamil Telugu Kannada Malayalam Sinhala Arabic Hebrew "
-    "Syriac Thaana Nko Mongolian Limbu Lepcha Chakma Meetei_Mayek Saurashtra Syloti_Nagri Sundanese Batak Cham "
-    "Kayah_Li Rejang Tagalog Hanunoo Buhid Tagbanwa Brahmi Kharoshthi Grantha Sharada Takri Tirhuta Modi Khojki "
-    "Khudawadi Mahajani Kaithi Siddham Dogra Newa Bhaiksuki Marchen Masaram_Gondi Gunjala_Gondi Nandinagari Ahom "
-    "Adlam Hanifi_Rohingya Mandaic Samaritan Tai_Viet".split()
+    [
+        "Devanagari",
+        "Bengali",
+        "Gurmukhi",
+        "Gujarati",
+        "Oriya",
+        "Tamil",
+        "Telugu",
+        "Kannada",
+        "Malayalam",
+        "Sinhala",
+        "Arabic",
+        "Hebrew",
+        "Syriac",
+        "Thaana",
+        "Nko",
+        "Mongolian",
+        "Limbu",
+        "Lepcha",
+        "Chakma",
+        "Meetei_Mayek",
+        "Saurashtra",
+        "Syloti_Nagri",
+        "Sundanese",
+        "Batak",
+        "Cham",
+        "Kayah_Li",
+        "Rejang",
+        "Tagalog",
+        "Hanunoo",
+        "Buhid",
+        "Tagbanwa",
+        "Brahmi",
+        "Kharoshthi",
+        "Grantha",
+        "Sharada",
+        "Takri",
+        "Tirhuta",
+        "Modi",
+        "Khojki",
+        "Khudawadi",
+        "Mahajani",
+        "Kaithi",
+        "Siddham",
+        "Dogra",
+        "Newa",
+        "Bhaiksuki",
+        "Marchen",
+        "Masaram_Gondi",
+        "Gunjala_Gondi",
+        "Nandinagari",
+        "Ahom",
+        "Adlam",
+        "Hanifi_Rohingya",
+        "Mandaic",
+        "Samaritan",
+        "Tai_Viet",
+    ]
 )
 #: Scripts written without spaces between words, whose units come from rule 4.
-SEA_SCRIPTS = frozenset("Thai Lao Khmer Myanmar Tai_Tham New_Tai_Lue Tai_Le Balinese Javanese Buginese".split())
+SEA_SCRIPTS = frozenset(
+    ["Thai", "Lao", "Khmer", "Myanmar", "Tai_Tham", "New_Tai_Lue", "Tai_Le", "Balinese", "Javanese", "Buginese"]
+)
 #: Scripts whose every character is a unit.
-CJK_SCRIPTS = frozenset("Han Hiragana Katakana Bopomofo Yi Nushu Tangut Khitan_Small_Script".split())
+CJK_SCRIPTS = frozenset(["Han", "Hiragana", "Katakana", "Bopomofo", "Yi", "Nushu", "Tangut", "Khitan_Small_Script"])
 #: Letters that belong with CJK although their script is Common: ー (and its halfwidth form), 〆.
 CJK_EXTRA = (0x30FC, 0xFF70, 0x3006)
 #: Thai and Lao vowels written after the consonant as separate letters: a syllable's cluster is over.
@@ -176,8 +265,16 @@ def script_classes() -> CharTable:
 
 # Join states: what the previous character requires of the next one.
 J_NONE, J_LINK, J_ZWJ, J_PREPEND, J_JAMO_L, J_JAMO_VT, J_RI = range(7)
-_BASE = {MARK: SYMBOL, FINAL: SYMBOL, LINKER: SYMBOL, ZWJ: SYMBOL, RI: LETTER, PREPEND: LETTER, JAMO_L: LETTER,
-         JAMO_VT: LETTER}  # fmt: skip
+_BASE = {
+    MARK: SYMBOL,
+    FINAL: SYMBOL,
+    LINKER: SYMBOL,
+    ZWJ: SYMBOL,
+    RI: LETTER,
+    PREPEND: LETTER,
+    JAMO_L: LETTER,
+    JAMO_VT: LETTER,
+}
 _STARTS_JOIN = {LINKER: J_LINK, ZWJ: J_ZWJ, PREPEND: J_PREPEND, JAMO_L: J_JAMO_L, JAMO_VT: J_JAMO_VT, RI: J_RI}
 
 
@@ -301,10 +398,12 @@ class ScriptSplitter(Splitter):
             elif not mark:
                 marked_script = base in (LETTER_M, SEA, SEA_END)
                 mark_threshold = c - (CAP_MARK_MARKED if marked_script else CAP_MARK)
-                if (k == FINAL and plain and sl >= c - CAP_FINAL) or (k == MARK and plain and sl >= mark_threshold):
-                    mark = True
-                elif join == J_NONE and (sl >= c - CAP_ANY or (marked_script and not joins
-                                                                and sl >= c - CAP_ANY_MARKED)):
+                if (
+                    (k == FINAL and plain and sl >= c - CAP_FINAL)
+                    or (k == MARK and plain and sl >= mark_threshold)
+                    or join == J_NONE
+                    and (sl >= c - CAP_ANY or (marked_script and not joins and sl >= c - CAP_ANY_MARKED))
+                ):
                     mark = True
             if mark:
                 sl = 0
@@ -401,8 +500,9 @@ def _last_true_before(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def greedy_cuts(cum: np.ndarray, stretch_start: np.ndarray, stretch_end: np.ndarray,
-                tiers: list[tuple[np.ndarray, int]]) -> np.ndarray:  # fmt: skip
+def greedy_cuts(
+    cum: np.ndarray, stretch_start: np.ndarray, stretch_end: np.ndarray, tiers: list[tuple[np.ndarray, int]]
+) -> np.ndarray:
     """Cuts placed greedily: from a reset after position r (r = -1 for the document start), the
     next cut is the first candidate q of any tier with bytes(r+1..q) >= the tier's threshold,
     provided q is before the stretch's end (the next fixed reset). Each stretch is
@@ -610,8 +710,19 @@ def analyse(chars: Chars, unit_bytes: int) -> ScriptAnalysis:
     cluster_first = np.maximum.accumulate(np.where(joins, 0, idx)) if m else idx  # (M,)
     before = np.where(cluster_first > 0, cum[np.maximum(cluster_first - 1, 0)], 0)
     letter_width = np.where(spaced, np.minimum(cum - before, MAX_LETTER), 0)
-    return ScriptAnalysis(unit_ends, chain_index, starts, cum, cap_first, cap_mark, cap_mark_marked,
-                          cuttable & ~spaced, cap_any_marked, cuttable & spaced, letter_width)  # fmt: skip
+    return ScriptAnalysis(
+        unit_ends,
+        chain_index,
+        starts,
+        cum,
+        cap_first,
+        cap_mark,
+        cap_mark_marked,
+        cuttable & ~spaced,
+        cap_any_marked,
+        cuttable & spaced,
+        letter_width,
+    )
 
 
 def cap_cuts(rules: ScriptAnalysis, own_marks: np.ndarray, max_bytes: int) -> np.ndarray:
@@ -619,9 +730,13 @@ def cap_cuts(rules: ScriptAnalysis, own_marks: np.ndarray, max_bytes: int) -> np
     m = len(rules.cum)
     r = np.concatenate([[-1], own_marks])
     e = np.concatenate([own_marks, [m]])
-    tiers = [(rules.cap_first, max_bytes - CAP_FINAL), (rules.cap_mark, max_bytes - CAP_MARK),
-             (rules.cap_mark_marked, max_bytes - CAP_MARK_MARKED), (rules.cap_any, max_bytes - CAP_ANY),
-             (rules.cap_any_marked, max_bytes - CAP_ANY_MARKED)]  # fmt: skip
+    tiers = [
+        (rules.cap_first, max_bytes - CAP_FINAL),
+        (rules.cap_mark, max_bytes - CAP_MARK),
+        (rules.cap_mark_marked, max_bytes - CAP_MARK_MARKED),
+        (rules.cap_any, max_bytes - CAP_ANY),
+        (rules.cap_any_marked, max_bytes - CAP_ANY_MARKED),
+    ]
     if rules.cap_letter.any():
         wide = np.maximum.accumulate(rules.letter_width)  # the widest letter cluster so far
         tiers += [(np.flatnonzero(rules.cap_letter & (wide == n)), max_bytes + 1 - n) for n in range(1, MAX_LETTER + 1)]

@@ -144,7 +144,7 @@ class WordSplitter(Splitter):
     def start(self) -> tuple[int, int, int, bool, bool]:
         return (START, 0, 0, False, False)
 
-    def step(self, state: tuple[int, int, int, bool, bool], cls: int, nbytes: int):  # noqa: ARG002
+    def step(self, state: tuple[int, int, int, bool, bool], cls: int, nbytes: int):
         prev, pos, run, swallow, marked = state
         n = self.n
         if cls < SPACE:  # letter, digit or symbol: inside a word

@@ -19,7 +19,7 @@ from aunet.testing.models import (
     pack,
     registered_examples,
     small_specs,
-)  # fmt: skip
+)
 from aunet.testing.splitters import (
     ALPHABET,
     MAX_BYTES,
@@ -29,10 +29,25 @@ from aunet.testing.splitters import (
     check_splitter,
     texts,
     valid_char_inner_bytes,
-)  # fmt: skip
+)
 
 __all__ = [
-    "ALPHABET", "MAX_BYTES", "SCRIPT_ALPHABET", "any_bytes", "assert_causal", "assert_levels_consistent",
-    "assert_matches_teacher_forcing", "check_attention", "check_pooler", "check_splitter", "check_stage",
-    "check_upsampler", "documents", "pack", "registered_examples", "small_specs", "texts", "valid_char_inner_bytes",
-]  # fmt: skip
+    "ALPHABET",
+    "MAX_BYTES",
+    "SCRIPT_ALPHABET",
+    "any_bytes",
+    "assert_causal",
+    "assert_levels_consistent",
+    "assert_matches_teacher_forcing",
+    "check_attention",
+    "check_pooler",
+    "check_splitter",
+    "check_stage",
+    "check_upsampler",
+    "documents",
+    "pack",
+    "registered_examples",
+    "small_specs",
+    "texts",
+    "valid_char_inner_bytes",
+]

@@ -49,8 +49,13 @@ def _run(test: Callable[..., None], examples: int, *, shrink: bool = True) -> No
     from hypothesis import HealthCheck, Phase, settings
 
     phases = list(Phase) if shrink else [p for p in Phase if p is not Phase.shrink]
-    settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-             report_multiple_bugs=False, phases=phases)(test)()  # fmt: skip
+    settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        report_multiple_bugs=False,
+        phases=phases,
+    )(test)()
 
 
 def _name(family: str, spec: Any) -> str:
@@ -77,7 +82,11 @@ def _rows() -> Any:
 
 def _grads(module: Any, loss: Any, component: str) -> None:
     loss.backward()
-    missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not bool(p.grad.abs().sum() > 0))]
+    missing = [
+        n
+        for n, p in module.named_parameters()
+        if p.requires_grad and (p.grad is None or not bool(p.grad.abs().sum() > 0))
+    ]
     assert not missing, f"no gradient reaches {missing}"
 
 
@@ -92,10 +101,15 @@ def _models(component: str, examples: int, *, shrink: bool = True, **fixed: Any)
 
     length = 40
 
-    @given(spec=small_specs(max_depth=2, context=128, **fixed), docs=documents(), new=st.binary(min_size=length,
-           max_size=length), t=st.integers(0, length - 2),
-           prompts=st.lists(st.binary(max_size=24) | st.text(alphabet="ab c.\\n", max_size=24).map(str.encode),
-                            min_size=1, max_size=2))  # fmt: skip
+    @given(
+        spec=small_specs(max_depth=2, context=128, **fixed),
+        docs=documents(),
+        new=st.binary(min_size=length, max_size=length),
+        t=st.integers(0, length - 2),
+        prompts=st.lists(
+            st.binary(max_size=24) | st.text(alphabet="ab c.\\n", max_size=24).map(str.encode), min_size=1, max_size=2
+        ),
+    )
     def in_models(spec: Any, docs: Any, new: bytes, t: int, prompts: list[bytes]) -> None:
         torch.manual_seed(0)
         model = build_model(spec).eval()
@@ -110,8 +124,9 @@ def _models(component: str, examples: int, *, shrink: bool = True, **fixed: Any)
 # -- poolers -----------------------------------------------------------------------------------
 
 
-def check_pooler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES,
-                      shrink: bool = True) -> None:
+def check_pooler(
+    spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES, shrink: bool = True
+) -> None:
     """Check a pooler spec against the contract of ``aunet.core.Pooler``.
 
     Quick start for a pooler author::
@@ -162,7 +177,8 @@ def check_pooler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = M
                     changed[row, :start] += torch.randn_like(changed[row, :start]) * 3  # earlier segments too
                     again = pooler(changed, level)
                     assert torch.equal(again[row, slot], out.detach()[row, slot]), (
-                        f"row {row}, segment {slot} (positions {start}..{end}) changed when positions outside it did")
+                        f"row {row}, segment {slot} (positions {start}..{end}) changed when positions outside it did"
+                    )
         with _invariant(component, "batch independence (rows never mix)"):
             if b > 1:
                 other = x.detach().clone()
@@ -199,8 +215,9 @@ def check_pooler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = M
 # -- upsamplers ----------------------------------------------------------------------------------
 
 
-def check_upsampler(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES,
-                         shrink: bool = True) -> None:
+def check_upsampler(
+    spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES, shrink: bool = True
+) -> None:
     """Check an upsampler spec against the contract of ``aunet.core.Upsampler``.
 
     Quick start for an upsampler author::
@@ -245,7 +262,8 @@ def check_upsampler(spec: Any, *, examples: int = EXAMPLES, model_examples: int 
                 again = up(changed, level.segment, level.offset)
                 untouched = level.segment != slot  # (B, T)
                 assert torch.equal(again[untouched], out.detach()[untouched]), (
-                    f"positions of other segments changed when coarse vector {slot} did")
+                    f"positions of other segments changed when coarse vector {slot} did"
+                )
         with _invariant(component, "batch independence (rows never mix)"):
             if b > 1:
                 other = coarse.detach().clone()
@@ -293,8 +311,9 @@ def _layouts() -> Any:
     return draw()
 
 
-def check_stage(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES,
-                     shrink: bool = True) -> None:
+def check_stage(
+    spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES, shrink: bool = True
+) -> None:
     """Check a stage spec against the contract of ``aunet.core.Stage``.
 
     Quick start for a stage author::
@@ -327,7 +346,8 @@ def check_stage(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MO
         with _invariant(component, "shape and dtype"):
             assert out.shape == (b, t, dim) and out.dtype == x.dtype, f"{tuple(out.shape)} {out.dtype}"
             low = spec.build(dim=dim, device=torch.device("cpu")).to(torch.bfloat16)(
-                x.detach().to(torch.bfloat16), layout=Layout(doc=doc))  # fmt: skip
+                x.detach().to(torch.bfloat16), layout=Layout(doc=doc)
+            )
             assert low.dtype == torch.bfloat16 and bool(torch.isfinite(low).all()), f"bfloat16 gave {low.dtype}"
         with _invariant(component, "causality (position j depends on nothing after j)"):
             for j in range(t - 1):
@@ -357,11 +377,21 @@ def check_stage(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MO
                     half = t // 2
                     parts = []
                     if half:
-                        parts.append(stage(x.detach()[:, :half], layout=Layout(valid=torch.ones(b, half, dtype=torch.bool)),
-                                           cache=cache))  # fmt: skip
+                        parts.append(
+                            stage(
+                                x.detach()[:, :half],
+                                layout=Layout(valid=torch.ones(b, half, dtype=torch.bool)),
+                                cache=cache,
+                            )
+                        )
                     for j in range(half, t):
-                        parts.append(stage(x.detach()[:, j : j + 1], layout=Layout(valid=torch.ones(b, 1, dtype=torch.bool)),
-                                           cache=cache))  # fmt: skip
+                        parts.append(
+                            stage(
+                                x.detach()[:, j : j + 1],
+                                layout=Layout(valid=torch.ones(b, 1, dtype=torch.bool)),
+                                cache=cache,
+                            )
+                        )
                     torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-5, atol=1e-5)
 
     _run(contract, examples, shrink=shrink)
@@ -369,8 +399,9 @@ def check_stage(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MO
         _models(component, model_examples, shrink=shrink, stage=spec)
 
 
-def check_attention(spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES,
-                         shrink: bool = True) -> None:
+def check_attention(
+    spec: Any, *, examples: int = EXAMPLES, model_examples: int = MODEL_EXAMPLES, shrink: bool = True
+) -> None:
     """Check an attention backend spec against the contract of ``aunet.core.AttentionBackend``.
 
     Quick start for a backend author::
@@ -397,7 +428,9 @@ def check_attention(spec: Any, *, examples: int = EXAMPLES, model_examples: int 
 
     def oracle(q: Any, k: Any, v: Any, doc: Any, window: Any) -> Any:
         pos = torch.arange(q.shape[2])
-        mask = allowed(pos, pos, window, doc, doc)[:, None] if doc is not None else allowed(pos, pos, window)[None, None]
+        mask = (
+            allowed(pos, pos, window, doc, doc)[:, None] if doc is not None else allowed(pos, pos, window)[None, None]
+        )
         scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
         return scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v, mask
 
@@ -418,8 +451,9 @@ def check_attention(spec: Any, *, examples: int = EXAMPLES, model_examples: int 
                 hidden = ~mask.expand(b, 1, t, t)[:, 0, j]  # (B, S): keys query j must not see
                 changed_k[hidden.unsqueeze(1).expand_as(k[..., 0])] += 3.0
                 changed_v[hidden.unsqueeze(1).expand_as(v[..., 0])] += 3.0
-                again = backend(q, changed_k, changed_v, backend.plan(layout, batch=b, length=t, window=window,
-                                                                      device=q.device))  # fmt: skip
+                again = backend(
+                    q, changed_k, changed_v, backend.plan(layout, batch=b, length=t, window=window, device=q.device)
+                )
                 assert torch.equal(again[:, :, j], out[:, :, j]), f"query {j} saw a key outside its rule"
         with _invariant(component, "batch independence (rows never mix)"):
             if b > 1:
@@ -428,8 +462,12 @@ def check_attention(spec: Any, *, examples: int = EXAMPLES, model_examples: int 
                 again = backend(q, k2, v2, backend.plan(layout, batch=b, length=t, window=window, device=q.device))
                 assert torch.equal(again[0], out[0]), "row 0 changed when rows 1.. did"
         with _invariant(component, "bfloat16"):
-            low = backend(q.bfloat16(), k.bfloat16(), v.bfloat16(),
-                          backend.plan(layout, batch=b, length=t, window=window, device=q.device))  # fmt: skip
+            low = backend(
+                q.bfloat16(),
+                k.bfloat16(),
+                v.bfloat16(),
+                backend.plan(layout, batch=b, length=t, window=window, device=q.device),
+            )
             assert low.dtype == torch.bfloat16
             torch.testing.assert_close(low.float(), expected, rtol=5e-2, atol=5e-2)
         with _invariant(component, "a dense mask (decoding) equals the rule"):

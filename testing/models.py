@@ -10,8 +10,16 @@ from typing import Any
 from aunet.testing.splitters import texts
 
 
-def small_specs(*, max_depth: int = 3, attention: Sequence[str] | None = ("sdpa", "math"), context: int = 64,
-                pooler: Any = None, upsampler: Any = None, stage: Any = None, registry: Any = None) -> Any:  # fmt: skip
+def small_specs(
+    *,
+    max_depth: int = 3,
+    attention: Sequence[str] | None = ("sdpa", "math"),
+    context: int = 64,
+    pooler: Any = None,
+    upsampler: Any = None,
+    stage: Any = None,
+    registry: Any = None,
+) -> Any:
     """Random small, valid specs of 1 to ``max_depth + 1`` levels: widths, heads, layers,
     windows, splitter stacks, and every pluggable family drawn from the registry (every pooler,
     upsampler and attention kind it holds that builds with its defaults, or from a kind's
@@ -29,11 +37,16 @@ def small_specs(*, max_depth: int = 3, attention: Sequence[str] | None = ("sdpa"
 
     registry = registry or default_registry()
     poolers = [pooler] if pooler is not None else registered_examples(registry, Family.POOLER)
-    upsamplers = [upsampler] if upsampler is not None else [
-        u for u in registered_examples(registry, Family.UPSAMPLER) if not isinstance(u, MultiLinearSpec)
-    ]  # fmt: skip
-    backends = [a for a in registered_examples(registry, Family.ATTENTION) if _runs_on_cpu(a)
-                and (attention is None or a.kind in attention)]  # fmt: skip
+    upsamplers = (
+        [upsampler]
+        if upsampler is not None
+        else [u for u in registered_examples(registry, Family.UPSAMPLER) if not isinstance(u, MultiLinearSpec)]
+    )
+    backends = [
+        a
+        for a in registered_examples(registry, Family.ATTENTION)
+        if _runs_on_cpu(a) and (attention is None or a.kind in attention)
+    ]
 
     @st.composite
     def build(draw: Any) -> Any:
@@ -48,8 +61,12 @@ def small_specs(*, max_depth: int = 3, attention: Sequence[str] | None = ("sdpa"
                 level_stage = stage
             else:
                 window = draw(st.one_of(st.none(), st.integers(1, 12))) if i == 0 else None
-                level_stage = TransformerSpec(layers=draw(st.integers(1, 2)), head_dim=head_dim, window=window,
-                                              attention=draw(st.sampled_from(backends)))  # fmt: skip
+                level_stage = TransformerSpec(
+                    layers=draw(st.integers(1, 2)),
+                    head_dim=head_dim,
+                    window=window,
+                    attention=draw(st.sampled_from(backends)),
+                )
             extra: dict[str, Any] = {}
             if i:
                 choice = draw(st.sampled_from(["multi-linear", *range(len(upsamplers))])) if upsampler is None else 0
@@ -57,8 +74,12 @@ def small_specs(*, max_depth: int = 3, attention: Sequence[str] | None = ("sdpa"
                     up = MultiLinearSpec(offsets=draw(st.integers(1, 6)), mode=draw(st.sampled_from(list(OffsetMode))))
                 else:
                     up = upsamplers[choice]
-                extra = {"splitter": NWord(n=groups[i - 1]), "pooler": draw(st.sampled_from(poolers)), "upsampler": up,
-                         "contraction": draw(st.one_of(st.none(), st.sampled_from([1.5, 3.0, 6.0])))}  # fmt: skip
+                extra = {
+                    "splitter": NWord(n=groups[i - 1]),
+                    "pooler": draw(st.sampled_from(poolers)),
+                    "upsampler": up,
+                    "contraction": draw(st.one_of(st.none(), st.sampled_from([1.5, 3.0, 6.0]))),
+                }
             levels.append(LevelSpec(dim=dim, stage=level_stage, **extra))
         return Spec(name="random", model=ModelSpec(context=context), levels=tuple(levels))
 
@@ -156,5 +177,10 @@ def assert_matches_teacher_forcing(model: Any, prompts: Sequence[bytes], new: in
             reference = model(tokens[None], levels[None], shapes=ShapeMode.EAGER).logits[0]
         assert len(result.logits[row]) >= 1
         for j, logits in enumerate(result.logits[row]):
-            torch.testing.assert_close(logits, reference[len(prompt) + j], rtol=tolerance, atol=tolerance,
-                                       msg=lambda m: f"row {row}, new byte {j}, prompt {prompt!r}: {m}")  # fmt: skip
+            torch.testing.assert_close(
+                logits,
+                reference[len(prompt) + j],
+                rtol=tolerance,
+                atol=tolerance,
+                msg=lambda m: f"row {row}, new byte {j}, prompt {prompt!r}: {m}",
+            )

@@ -56,8 +56,7 @@ ALPHABET = (
 #: wordspace, conjoining Hangul jamo, a prepended character, Thai tone marks and following vowels,
 #: Malayalam conjuncts, skin-tone modifiers.
 SCRIPT_ALPHABET = ALPHABET + (
-    "กินข้าวน้ำที่ค่ะๆา ខ្មែរ្ក មន្ត្រី မြန်မာ့း ་བོད། ሰላም፡ክቡር ്ൽമലയാളം ँंः़ \u1100\u1161\u11a8\u0600"
-    "ー々かなカナ한국 👍🏽"
+    "กินข้าวน้ำที่ค่ะๆา ខ្មែរ្ក មន្ត្រី မြန်မာ့း ་བོད། ሰላም፡ክቡር ്ൽമലയാളം ँंः़ \u1100\u1161\u11a8\u0600ー々かなカナ한국 👍🏽"
 )
 
 
@@ -189,8 +188,11 @@ def assert_levels_consistent(stack: SplitterStack, data: bytes, chunk_sizes: Seq
 
     # Every cut of short inputs; for longer ones 64 cuts spread over the input (and the streaming
     # check above already covers every prefix: the stream decides each byte from its past).
-    cuts = range(len(data)) if len(data) <= 64 else sorted({*range(0, len(data), max(1, len(data) // 48)),
-                                                           *range(len(data) - 16, len(data))})  # fmt: skip
+    cuts = (
+        range(len(data))
+        if len(data) <= 64
+        else sorted({*range(0, len(data), max(1, len(data) // 48)), *range(len(data) - 16, len(data))})
+    )
     for cut in cuts:
         prefix = stack.levels(data[:cut])
         _assert_equal(levels[:cut], prefix, f"{where}: not prefix-stable at cut {cut}")
@@ -205,12 +207,17 @@ def _assert_equal(expected: np.ndarray, got: np.ndarray, message: str) -> None:
         diff = np.flatnonzero(expected != got) if len(expected) == len(got) else [min(len(expected), len(got))]
         i = int(diff[0])
         raise AssertionError(
-            f"{message}: first difference at byte {i}: expected {expected[i:i + 1].tolist()}, got {got[i:i + 1].tolist()}"
+            f"{message}: first difference at byte {i}: expected {expected[i : i + 1].tolist()}, got {got[i : i + 1].tolist()}"
         )
 
 
-def check_splitter(splitter: Splitter, *, stacks: Sequence[Sequence[Splitter]] | None = None,
-                   max_examples: int | None = None, shrink: bool = True) -> None:  # fmt: skip
+def check_splitter(
+    splitter: Splitter,
+    *,
+    stacks: Sequence[Sequence[Splitter]] | None = None,
+    max_examples: int | None = None,
+    shrink: bool = True,
+) -> None:
     """Run the properties with hypothesis on ``splitter`` alone (and in any given ``stacks``);
     ``shrink=False`` reports the first failing input found instead of a shrunk one."""
     from hypothesis import Phase, given, settings

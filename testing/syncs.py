@@ -21,10 +21,22 @@ from torch.overrides import TorchFunctionMode
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 #: Tensor operations whose result is a host value (or whose output shape depends on the data).
-SYNCING = frozenset({
-    "__bool__", "__int__", "__float__", "__index__", "item", "tolist", "numpy", "nonzero", "argwhere",
-    "masked_select", "unique", "unique_consecutive",
-})  # fmt: skip
+SYNCING = frozenset(
+    {
+        "__bool__",
+        "__int__",
+        "__float__",
+        "__index__",
+        "item",
+        "tolist",
+        "numpy",
+        "nonzero",
+        "argwhere",
+        "masked_select",
+        "unique",
+        "unique_consecutive",
+    }
+)
 _TORCH_ROOT = str(Path(torch.__file__).resolve().parent)
 
 

@@ -20,13 +20,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
+import pytest
+from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "ci", max_examples=100, deadline=None, derandomize=True, print_blob=True,
+    "ci",
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)  # fmt: skip
+)
 settings.register_profile("dev", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -54,8 +58,10 @@ metrics = { every = 1 }
 sample = { bytes = 0 }
 """
 
-TEXT = ("In the beginning, God created the heavens and the earth. The earth was formless and empty. "
-        "Darkness was on the surface of the deep and God's Spirit was hovering over the surface of the waters.\n") * 40
+TEXT = (
+    "In the beginning, God created the heavens and the earth. The earth was formless and empty. "
+    "Darkness was on the surface of the deep and God's Spirit was hovering over the surface of the waters.\n"
+) * 40
 
 
 @pytest.fixture
@@ -102,7 +108,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
         full_env = {**os.environ, **(env or {})}
         return subprocess.run(
             [sys.executable, "-m", "aunet", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600
-        )  # fmt: skip
+        )
     from aunet.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -121,13 +127,27 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 
 #: aunet2-tiny shrunk to train in well under a second per step (widths 32 and 64, one trunk layer).
-SHRUNK_AUNET2 = ("train.batch_size=2", "train.sample.bytes=0", "train.eval.every=1000", "train.eval.bytes=500",
-                 "levels[0].dim=32", "levels[0].stage.head_dim=16", "levels[1].dim=64", "levels[1].stage.layers=1",
-                 "levels[1].stage.head_dim=32")  # fmt: skip
+SHRUNK_AUNET2 = (
+    "train.batch_size=2",
+    "train.sample.bytes=0",
+    "train.eval.every=1000",
+    "train.eval.bytes=500",
+    "levels[0].dim=32",
+    "levels[0].stage.head_dim=16",
+    "levels[1].dim=64",
+    "levels[1].stage.layers=1",
+    "levels[1].stage.head_dim=32",
+)
 
 
-def train_small_run(folder: Path, *, context: int, steps: int, overrides: tuple[str, ...] = (),
-                    text: str = "In the beginning God created the heavens and the earth. The earth was empty.\n") -> Path:  # fmt: skip
+def train_small_run(
+    folder: Path,
+    *,
+    context: int,
+    steps: int,
+    overrides: tuple[str, ...] = (),
+    text: str = "In the beginning God created the heavens and the earth. The earth was empty.\n",
+) -> Path:
     """A real run directory: a shrunk aunet2-tiny trained for ``steps`` steps on ``text`` x 40
     (for the tests of what consumes checkpoints: generation, export, the harness)."""
     import aunet

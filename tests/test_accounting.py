@@ -37,8 +37,9 @@ def test_counted_parameters_equal_the_built_model(name: str) -> None:
     model = aunet.build_model(spec)
     assert sizes.parameters == sum(p.numel() for p in model.parameters())
     by_module = {
-        "embedding": model.embed, "output": [model.norm, model.head],
-    }  # fmt: skip
+        "embedding": model.embed,
+        "output": [model.norm, model.head],
+    }
     for key, modules in by_module.items():
         modules = modules if isinstance(modules, list) else [modules]
         assert sizes.parameters_by_component[key] == sum(p.numel() for m in modules for p in m.parameters())

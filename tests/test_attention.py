@@ -23,12 +23,16 @@ from conftest import run_cli, write_spec
 
 EXAMPLES = {"ci": 12, "dev": 5, "thorough": 200}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 12)
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device; this machine has none (CPU-only torch or no GPU)")
+needs_cuda = pytest.mark.skipif(
+    not CUDA, reason="needs a CUDA device; this machine has none (CPU-only torch or no GPU)"
+)
 T = 48
 
 
 def with_attention(spec, kind: str):
-    return apply_overrides(spec, [f'levels[{i}].stage.attention={{ kind = "{kind}" }}' for i in range(len(spec.levels))])
+    return apply_overrides(
+        spec, [f'levels[{i}].stage.attention={{ kind = "{kind}" }}' for i in range(len(spec.levels))]
+    )
 
 
 def built(spec, device="cpu"):
@@ -37,8 +41,14 @@ def built(spec, device="cpu"):
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(b=st.integers(1, 3), h=st.sampled_from([1, 2]), s=st.integers(1, 70), w=st.integers(1, 40),
-       docs=st.booleans(), data=st.data())  # fmt: skip
+@given(
+    b=st.integers(1, 3),
+    h=st.sampled_from([1, 2]),
+    s=st.integers(1, 70),
+    w=st.integers(1, 40),
+    docs=st.booleans(),
+    data=st.data(),
+)
 def test_backends_equal_the_oracle_on_random_layouts(b: int, h: int, s: int, w: int, docs: bool, data) -> None:
     torch.manual_seed(s)
     q, k, v = (torch.randn(b, h, s, 8) for _ in range(3))
@@ -75,8 +85,10 @@ def test_flex_generation_equals_its_teacher_forcing() -> None:
 def test_a_windowed_byte_stage_at_8192_builds_no_t_by_t_tensor() -> None:
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    spec = aunet.parse_spec('[model]\ncontext = 8192\n[[levels]]\ndim = 16\nstage = { kind = "transformer", '
-                            'layers = 1, head_dim = 8, window = 512 }')  # fmt: skip
+    spec = aunet.parse_spec(
+        '[model]\ncontext = 8192\n[[levels]]\ndim = 16\nstage = { kind = "transformer", '
+        "layers = 1, head_dim = 8, window = 512 }"
+    )
     model = built(spec)
     tokens = torch.randint(0, 256, (1, 8192))
     tokens[0, 0], tokens[0, 4000] = 256, 256  # two packed documents
@@ -94,8 +106,9 @@ def test_a_windowed_byte_stage_at_8192_builds_no_t_by_t_tensor() -> None:
         model(tokens, torch.zeros_like(tokens, dtype=torch.uint8))
     quadratic = [s for s in shapes if sum(d >= 4096 for d in s) >= 2]
     assert not quadratic, quadratic[:3]
-    plan = model.trunk.backend.plan(Layout(doc=(tokens == 256).long().cumsum(1)), batch=1, length=8192, window=512,
-                                    device="cpu")  # fmt: skip
+    plan = model.trunk.backend.plan(
+        Layout(doc=(tokens == 256).long().cumsum(1)), batch=1, length=8192, window=512, device="cpu"
+    )
     assert isinstance(plan, BandPlan) and plan.mask.numel() == 16 * 512 * 1024  # linear in T: N x W x 2W
 
 
@@ -135,8 +148,24 @@ def _labels(folder) -> set[str]:
 
 
 def test_profile_writes_labelled_traces_and_a_table(tmp_path) -> None:
-    result = run_cli("profile", "--spec", "aunet2-tiny", "--steps", "2", "--out", str(tmp_path / "prof"), "--device",
-                     "cpu", "--context", "256", "--batch", "2", "--attention", "sdpa", "flex")  # fmt: skip
+    result = run_cli(
+        "profile",
+        "--spec",
+        "aunet2-tiny",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "prof"),
+        "--device",
+        "cpu",
+        "--context",
+        "256",
+        "--batch",
+        "2",
+        "--attention",
+        "sdpa",
+        "flex",
+    )
     assert result.returncode == 0, result.stderr
     labels = _labels(tmp_path / "prof" / "sdpa")
     expected = {"encoder.0", "pool.1", "trunk", "upsample.1", "decoder.0", "head", "loss", "backward", "optimizer"}
@@ -148,8 +177,19 @@ def test_profile_writes_labelled_traces_and_a_table(tmp_path) -> None:
 
 
 def test_a_window_of_a_real_run_is_profiled(tmp_path, corpus_file) -> None:
-    result = run_cli("train", "--spec", str(write_spec(tmp_path)), "--data", str(corpus_file), "--out",
-                     str(tmp_path / "run"), "--steps", "4", "--profile-steps", "2:3")  # fmt: skip
+    result = run_cli(
+        "train",
+        "--spec",
+        str(write_spec(tmp_path)),
+        "--data",
+        str(corpus_file),
+        "--out",
+        str(tmp_path / "run"),
+        "--steps",
+        "4",
+        "--profile-steps",
+        "2:3",
+    )
     assert result.returncode == 0, result.stderr
     assert {"encoder.0", "trunk", "backward"} <= _labels(tmp_path / "run" / "profile")
     assert "run: " in result.stderr and "ms per step" in result.stderr
@@ -190,10 +230,20 @@ def test_cuda_forward_and_backward_equal_math(kind: str) -> None:
 def test_cuda_training_losses_agree_across_backends(kind: str, tmp_path) -> None:
     from aunet.jobs.train.loop import train
 
-    base = apply_overrides(aunet.load_spec("aunet2-tiny"), ["train.precision=bfloat16", "train.batch_size=4", "train.shapes=static",
-                                                            "train.sample.bytes=0", "train.eval.final_bytes=4096"])  # fmt: skip
-    runs = {name: train(with_attention(base, name), data=None, out=tmp_path / name, steps=20, device="cuda")
-            for name in ("sdpa", kind)}  # fmt: skip
+    base = apply_overrides(
+        aunet.load_spec("aunet2-tiny"),
+        [
+            "train.precision=bfloat16",
+            "train.batch_size=4",
+            "train.shapes=static",
+            "train.sample.bytes=0",
+            "train.eval.final_bytes=4096",
+        ],
+    )
+    runs = {
+        name: train(with_attention(base, name), data=None, out=tmp_path / name, steps=20, device="cuda")
+        for name in ("sdpa", kind)
+    }
     worst = max(abs(a - b) for a, b in zip(runs["sdpa"].losses, runs[kind].losses))
     assert worst < 0.05, (kind, worst)  # 20 steps in bf16: the losses stay within 0.05 nats
 
@@ -206,8 +256,13 @@ def test_cuda_generation_equals_teacher_forcing(kind: str) -> None:
 
     model = built(with_attention(aunet.load_spec("aunet3-tiny"), kind), device="cuda")
     prompt = b"In the beginning God created the heavens"
-    result = decode(model, [prompt], 24, choose=lambda l: sample_next(l, temperature=0, top_k=None, top_p=None,
-                                                                      generator=None), keep_logits=True)  # fmt: skip
+    result = decode(
+        model,
+        [prompt],
+        24,
+        choose=lambda l: sample_next(l, temperature=0, top_k=None, top_p=None, generator=None),
+        keep_logits=True,
+    )
     final = prompt + result.new_bytes[0]
     tokens = aunet.encode(final).cuda()[None]
     levels = aunet.compute_levels(model.spec, final).cuda()[None]

@@ -64,7 +64,9 @@ def test_split_file_with_invalid_utf8(tmp_path: Path) -> None:
 
 def test_split_with_spec(tmp_path: Path) -> None:
     spec = tmp_path / "s.toml"
-    spec.write_text('[[levels]]\n[[levels]]\nsplitter = "whitespace"\n[[levels]]\nsplitter = { kind = "n-word", n = 3 }\n')
+    spec.write_text(
+        '[[levels]]\n[[levels]]\nsplitter = "whitespace"\n[[levels]]\nsplitter = { kind = "n-word", n = 3 }\n'
+    )
     out = json.loads(run_cli("split", "--spec", str(spec), "--text", "a b c d e f g", "--json").stdout)
     assert out["splitters"] == ["whitespace", "n-word"]
     assert [i for i, v in enumerate(out["levels"]) if v == 2] == [5, 11]
@@ -78,11 +80,20 @@ def test_split_draws_a_prefix_and_says_so() -> None:
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["split", "--splitters", "whitespce", "--text", "x"], ["unknown splitter 'whitespce'", "did you mean 'whitespace'"]),
+        (
+            ["split", "--splitters", "whitespce", "--text", "x"],
+            ["unknown splitter 'whitespce'", "did you mean 'whitespace'"],
+        ),
         (["split", "--splitters", "whitespace,,word-pair", "--text", "x"], ["empty kind"]),
         (["split", "--splitters", "n-word", "--text", "x"], ["'n-word' needs options"]),
-        (["split", "--splitters", "word-pair,whitespace", "--text", "x"], ["--splitters[2].splitter.kind", "cannot sit above"]),
-        (["split", "--splitters", "whitespace", "--file", "/nonexistent/file.txt"], ["--file: '/nonexistent/file.txt' does not exist"]),
+        (
+            ["split", "--splitters", "word-pair,whitespace", "--text", "x"],
+            ["--splitters[2].splitter.kind", "cannot sit above"],
+        ),
+        (
+            ["split", "--splitters", "whitespace", "--file", "/nonexistent/file.txt"],
+            ["--file: '/nonexistent/file.txt' does not exist"],
+        ),
         (["split", "--splitters", "whitespace", "--file", "/"], ["is a directory"]),
         (["split", "--splitters", "whitespace"], ["one of the arguments --text --file --suite is required"]),
         (["split", "--spec", "/nonexistent.toml", "--text", "x"], ["spec file '/nonexistent.toml' does not exist"]),
@@ -97,14 +108,17 @@ def test_user_errors_exit_2_with_one_clear_line(args: list[str], fragments: list
 def test_unreadable_path_is_a_clear_error(tmp_path: Path) -> None:
     # Running as root makes chmod 000 readable; a path through a regular file is unreadable for all.
     (tmp_path / "file").write_text("x")
-    assert_user_error(run_cli("split", "--splitters", "whitespace", "--file", str(tmp_path / "file" / "x")),
-                      "cannot read")  # fmt: skip
+    assert_user_error(
+        run_cli("split", "--splitters", "whitespace", "--file", str(tmp_path / "file" / "x")), "cannot read"
+    )
 
 
 def test_spec_check_reports_every_mistake_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[[levels]]\ndim = "256"\n[[levels]]\nsplitter = { kind = "whitespce" }\n[[levels]]\n'
-                   'splitter = "word-pair"\ncolour = "red"\n')  # fmt: skip
+    bad.write_text(
+        '[[levels]]\ndim = "256"\n[[levels]]\nsplitter = { kind = "whitespce" }\n[[levels]]\n'
+        'splitter = "word-pair"\ncolour = "red"\n'
+    )
     result = run_cli("spec", "check", str(bad))
     assert_user_error(result)
     errors = [line for line in result.stderr.splitlines() if line.startswith("aunet: error:")]
@@ -131,8 +145,13 @@ def test_benchmark_splitters_runs() -> None:
 
     from conftest import ROOT
 
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "splitters", "--json", "--rounds", "1", "--smoke"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "splitters", "--json", "--rounds", "1", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)["records"]
     assert {(r["levels"], r["mode"]) for r in records} >= {(3, "batch"), (3, "stream-bytes")}
@@ -146,8 +165,13 @@ def test_gpu_check_script_runs_on_a_cpu_in_smoke_mode() -> None:
 
     from conftest import ROOT
 
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "gpu-check", "--device", "cpu", "--smoke", "--json"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "gpu-check", "--device", "cpu", "--smoke", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)["records"][0]
     for part in ("attention_8192", "train_step", "profile_aunet2_1b_reduced"):

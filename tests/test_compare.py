@@ -15,10 +15,12 @@ from aunet.core.accounting import account
 
 tokenizers = pytest.importorskip("tokenizers", reason="the BPE baseline needs Hugging Face tokenizers (aunet[bpe])")
 
-from aunet.jobs.data.bpe import BpeTokenizer, pieces, with_bytes_per_token  # noqa: E402
+from aunet.jobs.data.bpe import BpeTokenizer, pieces, with_bytes_per_token
 
-TEXT = ("In the beginning God created the heavens and the earth. The earth was formless and empty. "
-        "Darkness was on the surface of the deep and God's Spirit was hovering over the surface of the waters. ")  # fmt: skip
+TEXT = (
+    "In the beginning God created the heavens and the earth. The earth was formless and empty. "
+    "Darkness was on the surface of the deep and God's Spirit was hovering over the surface of the waters. "
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,33 +87,89 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_bpe_run_trains_evaluates_and_generates_on_the_byte_models_bytes(tmp_path: Path, corpus: Path, capsys) -> None:
+def test_a_bpe_run_trains_evaluates_and_generates_on_the_byte_models_bytes(
+    tmp_path: Path, corpus: Path, capsys
+) -> None:
     spec = tmp_path / "bpe.toml"
     spec.write_text(BPE_SPEC)
     out = tmp_path / "run"
-    assert main(["train", "--spec", str(spec), "--data", str(corpus), "--out", str(out), "--steps", "3",
-                 "--device", "cpu", "--set", "train.sample.bytes=0"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--spec",
+                str(spec),
+                "--data",
+                str(corpus),
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--device",
+                "cpu",
+                "--set",
+                "train.sample.bytes=0",
+            ]
+        )
+        == 0
+    )
     assert (out / "tokenizer.json").is_file()
     resolved = aunet.load_spec(str(out / "spec.toml"))
     assert resolved.model.tokenizer.bytes_per_token > 1.5  # measured on the training split
     import math
 
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
-    assert logged[-1]["bpb"] == pytest.approx(logged[-1]["loss"] / math.log(2) / resolved.model.tokenizer.bytes_per_token)
+    assert logged[-1]["bpb"] == pytest.approx(
+        logged[-1]["loss"] / math.log(2) / resolved.model.tokenizer.bytes_per_token
+    )
     capsys.readouterr()
     assert main(["eval", "--ckpt", str(out), "--json", "--device", "cpu"]) == 0
     bpe = json.loads(capsys.readouterr().out)
     byte_spec = tmp_path / "byte.toml"
     byte_spec.write_text(BYTE_SPEC)
-    assert main(["train", "--spec", str(byte_spec), "--data", str(corpus), "--out", str(tmp_path / "bytes"),
-                 "--steps", "2", "--device", "cpu", "--set", "train.sample.bytes=0"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--spec",
+                str(byte_spec),
+                "--data",
+                str(corpus),
+                "--out",
+                str(tmp_path / "bytes"),
+                "--steps",
+                "2",
+                "--device",
+                "cpu",
+                "--set",
+                "train.sample.bytes=0",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["eval", "--ckpt", str(tmp_path / "bytes"), "--json", "--device", "cpu"]) == 0
     byte = json.loads(capsys.readouterr().out)
     assert bpe["bytes"] == byte["bytes"] > 0  # the same validation bytes for both
     assert 0 < bpe["bpb"] < 20
-    assert main(["generate", "--ckpt", str(out), "--prompt", "In the", "--max-bytes", "12", "--temperature", "0.8",
-                 "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "generate",
+                "--ckpt",
+                str(out),
+                "--prompt",
+                "In the",
+                "--max-bytes",
+                "12",
+                "--temperature",
+                "0.8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert text.startswith("In the") and len(text.encode()) <= len("In the") + 12 + 4
     run = aunet.load_run(out)
@@ -146,8 +204,25 @@ def test_compare_writes_rows_markdown_and_plots(tmp_path: Path, corpus: Path, ca
         (tmp_path / name).write_text(text)
         specs.append(str(tmp_path / name))
     out = tmp_path / "cmp"
-    assert main(["compare", *specs, "--steps", "4", "--turn-steps", "2", "--data", str(corpus), "--out", str(out),
-                 "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "compare",
+                *specs,
+                "--steps",
+                "4",
+                "--turn-steps",
+                "2",
+                "--data",
+                str(corpus),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "compare.json").read_text())
     rows = {r["spec"]: r for r in report["rows"]}
     assert set(rows) == {"bpe-small", "byte-small"}
@@ -173,8 +248,23 @@ def test_compare_with_a_flops_budget_gives_each_spec_its_steps(tmp_path: Path, c
 
     per_step = account(resolve_spec(spec)).flops_per_byte * bytes_per_step(spec)
     out = tmp_path / "cmp"
-    assert main(["compare", str(tmp_path / "byte.toml"), "--flops", str(3.5 * per_step), "--data", str(corpus),
-                 "--out", str(out), "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "byte.toml"),
+                "--flops",
+                str(3.5 * per_step),
+                "--data",
+                str(corpus),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "compare.json").read_text())["rows"][0]["steps"] == 3
 
 
@@ -216,7 +306,9 @@ def test_packed_rows_attend_less_than_one_long_document() -> None:
     assert attended_keys(np.array([4, 4]), 8, None) == 2.5  # two documents of 4 in one row of 8
     assert packed_share([100_000], 1.0, 1024, None, bos=True) == pytest.approx(1.0, abs=1e-3)
     short = packed_share([100] * 500, 1.0, 1024, None, bos=True)
-    assert short == pytest.approx(attended_keys(np.array([102] * 500), 1024, None) / attended_keys(np.array([51_000]), 1024, None))
+    assert short == pytest.approx(
+        attended_keys(np.array([102] * 500), 1024, None) / attended_keys(np.array([51_000]), 1024, None)
+    )
     assert short < 0.15
     spec = aunet.load_spec("aunet2-tiny")
     long, packed = account(spec, documents=[100_000] * 20), account(spec, documents=[300] * 2000)

@@ -17,13 +17,21 @@ from aunet.jobs.train.trainer import Trainer
 from aunet.testing.syncs import count_host_syncs
 
 CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device; this machine has none (CPU-only torch or no GPU)")
+needs_cuda = pytest.mark.skipif(
+    not CUDA, reason="needs a CUDA device; this machine has none (CPU-only torch or no GPU)"
+)
 
 
 def small_trainer(shapes: str, device: torch.device, **overrides: str) -> Trainer:
-    spec = apply_overrides(aunet.load_spec("aunet2-tiny"),
-                           [f"train.shapes={shapes}", "train.batch_size=2", "model.context=256",
-                            *(f"{k}={v}" for k, v in overrides.items())])  # fmt: skip
+    spec = apply_overrides(
+        aunet.load_spec("aunet2-tiny"),
+        [
+            f"train.shapes={shapes}",
+            "train.batch_size=2",
+            "model.context=256",
+            *(f"{k}={v}" for k, v in overrides.items()),
+        ],
+    )
     docs = encode_documents(load_corpus(None).train[:3], spec.splitter_stack())
     torch.manual_seed(0)
     model = aunet.build_model(spec, device=device)
@@ -101,7 +109,9 @@ def test_random_states_round_trip_as_plain_data() -> None:
     state = json.loads(json.dumps(rng_state()))  # what a checkpoint stores
     expected = (torch.rand(3), random.random(), np.random.rand())
     assert set_rng_state(state) == []
-    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1] and np.random.rand() == expected[2]
+    assert (
+        torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1] and np.random.rand() == expected[2]
+    )
 
 
 def test_cuda_states_from_a_gpu_machine_restore_on_a_cpu_with_a_notice() -> None:
@@ -114,8 +124,10 @@ def test_cuda_states_from_a_gpu_machine_restore_on_a_cpu_with_a_notice() -> None
 def test_a_cpu_checkpoint_loads_on_the_asked_device(tmp_path) -> None:
     from aunet.jobs.train.loop import train
 
-    spec = apply_overrides(aunet.load_spec("aunet2-tiny"), ["model.context=128", "train.batch_size=2",
-                                                            "train.sample.bytes=0", "train.eval.every=1000"])  # fmt: skip
+    spec = apply_overrides(
+        aunet.load_spec("aunet2-tiny"),
+        ["model.context=128", "train.batch_size=2", "train.sample.bytes=0", "train.eval.every=1000"],
+    )
     corpus = tmp_path / "c.txt"
     corpus.write_text("In the beginning God created the heavens and the earth.\n" * 60)
     train(spec, data=corpus, out=tmp_path / "run", steps=2, device="cpu")
@@ -166,8 +178,9 @@ def test_cuda_run_reports_its_utilisation_and_device_memory(tmp_path) -> None:
     from conftest import TEXT, TINY
 
     (tmp_path / "c.txt").write_text(TEXT)
-    summary = train(parse_spec(TINY, name="tiny"), data=tmp_path / "c.txt", out=tmp_path / "run", steps=3,
-                    device="cuda")  # fmt: skip
+    summary = train(
+        parse_spec(TINY, name="tiny"), data=tmp_path / "c.txt", out=tmp_path / "run", steps=3, device="cuda"
+    )
     t = summary.throughput
     assert t.peak_device_memory is not None and t.peak_device_memory > 0 and 0 < t.mfu < 1
     assert matmul_peak("cuda", torch.cuda.current_device(), True) > 1e12  # any GPU of this decade

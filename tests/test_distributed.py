@@ -56,8 +56,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def torchrun(folder: Path, *args: str, nproc: int = 2, wait: bool = True):
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-            "-m", "aunet", "train", *args]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "aunet",
+        "train",
+        *args,
+    ]
     # torchrun's log folders (torchelastic_*) go to the test's own folder, not the machine's /tmp.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(folder)}
     if not wait:
@@ -84,8 +94,17 @@ def worst(a: list[float], b: list[float]) -> float:
 
 @pytest.fixture(scope="module")
 def single(setup: Path) -> list[float]:
-    result = run_cli("train", "--spec", str(setup / "spec.toml"), "--data", str(setup / "c.txt"), "--out",
-                     str(setup / "single"), "--steps", "12")  # fmt: skip
+    result = run_cli(
+        "train",
+        "--spec",
+        str(setup / "spec.toml"),
+        "--data",
+        str(setup / "c.txt"),
+        "--out",
+        str(setup / "single"),
+        "--steps",
+        "12",
+    )
     assert result.returncode == 0, result.stderr
     return losses(setup / "single")
 
@@ -94,8 +113,9 @@ def single(setup: Path) -> list[float]:
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_two_processes_compute_the_single_process_losses(setup: Path, single: list[float], parallel: str) -> None:
     run = setup / parallel
-    result = torchrun(setup, "--spec", "spec.toml", "--data", "c.txt", "--out", parallel, "--steps", "12",
-                      "--parallel", parallel)  # fmt: skip
+    result = torchrun(
+        setup, "--spec", "spec.toml", "--data", "c.txt", "--out", parallel, "--steps", "12", "--parallel", parallel
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert worst(single, losses(run)) < TOLERANCE
     # Rank 0 alone writes: one record per step, one spec, one final evaluation.
@@ -116,8 +136,20 @@ def test_two_processes_compute_the_single_process_losses(setup: Path, single: li
 def test_a_killed_fsdp_run_resumes_on_two_processes_and_on_one(setup: Path, single: list[float]) -> None:
     import shutil
 
-    proc = torchrun(setup, "--spec", "spec.toml", "--data", "c.txt", "--out", "killed", "--steps", "12", "--parallel",
-                    "fsdp", wait=False)  # fmt: skip
+    proc = torchrun(
+        setup,
+        "--spec",
+        "spec.toml",
+        "--data",
+        "c.txt",
+        "--out",
+        "killed",
+        "--steps",
+        "12",
+        "--parallel",
+        "fsdp",
+        wait=False,
+    )
     deadline = time.time() + 600
     while time.time() < deadline and not (setup / "killed" / "checkpoints" / "step-00000004" / "meta.json").exists():
         time.sleep(0.05)
@@ -146,8 +178,9 @@ def test_a_killed_fsdp_run_resumes_on_two_processes_and_on_one(setup: Path, sing
 
 @pytest.mark.slow
 def test_an_error_is_shown_once(setup: Path) -> None:
-    result = torchrun(setup, "--spec", "spec.toml", "--data", "missing.txt", "--out", "x", "--steps", "2", "--parallel",
-                      "ddp")  # fmt: skip
+    result = torchrun(
+        setup, "--spec", "spec.toml", "--data", "missing.txt", "--out", "x", "--steps", "2", "--parallel", "ddp"
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("aunet: error:")]
     assert result.returncode != 0 and len(errors) == 1, result.stderr[-2000:]
     assert "[rank 0 of 2] --data: 'missing.txt' does not exist" in errors[0]
@@ -156,4 +189,7 @@ def test_an_error_is_shown_once(setup: Path) -> None:
 def test_parallel_outside_torchrun_shows_the_command(tmp_path: Path) -> None:
     result = run_cli("train", "--steps", "1", "--parallel", "fsdp", "--out", str(tmp_path / "r"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--parallel fsdp needs the processes torchrun starts: torchrun --nproc-per-node N -m aunet train" in result.stderr
+    assert (
+        "--parallel fsdp needs the processes torchrun starts: torchrun --nproc-per-node N -m aunet train"
+        in result.stderr
+    )

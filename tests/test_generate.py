@@ -38,8 +38,13 @@ def assert_matches_teacher_forcing(model, prompts, new: int) -> None:
             reference = model(tokens[None], levels[None], shapes=ShapeMode.EAGER).logits[0]
         assert len(result.logits[row]) >= 1
         for j, logits in enumerate(result.logits[row]):
-            torch.testing.assert_close(logits, reference[len(prompt) + j], rtol=1e-5, atol=1e-5,
-                                       msg=lambda m: f"row {row}, new byte {j}, prompt {prompt!r}: {m}")  # fmt: skip
+            torch.testing.assert_close(
+                logits,
+                reference[len(prompt) + j],
+                rtol=1e-5,
+                atol=1e-5,
+                msg=lambda m: f"row {row}, new byte {j}, prompt {prompt!r}: {m}",
+            )
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
@@ -59,10 +64,12 @@ def test_shipped_specs_decode_exactly(name: str) -> None:
 
 def test_sliding_window_cache_stays_bounded_and_exact() -> None:
     torch.manual_seed(0)
-    model = build_model(aunet.parse_spec(
-        '[model]\ncontext = 512\n[[levels]]\ndim = 16\nstage = { kind = "transformer", layers = 1, head_dim = 8, window = 8 }\n'
-        '[[levels]]\ndim = 16\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1, head_dim = 8 }'
-    )).eval()  # fmt: skip
+    model = build_model(
+        aunet.parse_spec(
+            '[model]\ncontext = 512\n[[levels]]\ndim = 16\nstage = { kind = "transformer", layers = 1, head_dim = 8, window = 8 }\n'
+            '[[levels]]\ndim = 16\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1, head_dim = 8 }'
+        )
+    ).eval()
     from aunet.core.decoding import new_state
     from aunet.core.model import Part
 
@@ -76,7 +83,7 @@ def test_deep_stages_run_only_at_boundaries() -> None:
     model = build_model(spec).eval()
     result = decode(model, [b"The cat sat on the mat and"], 60, choose=greedy)
     new = result.new_bytes[0]
-    levels = aunet.compute_levels(spec, b"The cat sat on the mat and" + new)[-len(new):]
+    levels = aunet.compute_levels(spec, b"The cat sat on the mat and" + new)[-len(new) :]
     # Steps run for every new byte but the last one chosen (its successor is never needed).
     stepped = levels[: len(new) - 1] if len(new) == 60 else levels
     assert result.stage_calls[0] == len(stepped)
@@ -106,7 +113,7 @@ def test_empty_and_too_long_prompts() -> None:
     spec = aunet.parse_spec(
         '[model]\ncontext = 32\n[[levels]]\ndim = 16\nstage = { kind = "transformer", layers = 1, head_dim = 8 }\n'
         '[[levels]]\ndim = 16\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1, head_dim = 8 }'
-    )  # fmt: skip
+    )
     model = build_model(spec).eval()
     assert len(generate(model, [b""], 5)[0]) <= 5
     with pytest.warns(RuntimeWarning, match="kept its last 31 bytes, dropped 9"):
@@ -127,7 +134,7 @@ def test_bad_arguments() -> None:
 def test_eos_ends_a_row() -> None:
     torch.manual_seed(0)
     model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
-    eos_first = lambda logits: torch.full((logits.shape[0],), 257)  # noqa: E731
+    eos_first = lambda logits: torch.full((logits.shape[0],), 257)
     assert decode(model, [b"abc", b"de"], 10, choose=eos_first).new_bytes == [b"", b""]
 
 
@@ -178,7 +185,10 @@ def test_cli_decodes_several_prompts_as_one_batch_with_stops(run_dir, tmp_path) 
         result = run_cli(*args, "--prompts", str(path))
         assert result.returncode == 0
         assert result.stdout.startswith("--- 1/") and "--- 2/" in result.stdout
-    rows = [json.loads(line) for line in run_cli(*args, "--prompts", str(jsonl), "--json", "--batch-size", "2").stdout.splitlines()]
+    rows = [
+        json.loads(line)
+        for line in run_cli(*args, "--prompts", str(jsonl), "--json", "--batch-size", "2").stdout.splitlines()
+    ]
     assert [r["index"] for r in rows] == [0, 1, 2] and [r["prompt"] for r in rows] == prompts
 
 
@@ -189,11 +199,13 @@ def test_cli_prompt_and_stop_errors(run_dir, tmp_path) -> None:
     bad.write_text('"ok"\n{"x": 1}\n')
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    cases = [(["--prompts", str(bad)], "line 2: expected a string or an object"),
-             (["--prompts", str(empty)], "holds no prompts"),
-             (["--prompts", str(tmp_path / "missing.txt")], "does not exist"),
-             (["--stop", ""], "empty string would end every row"),
-             (["--prompt", "a", "--prompts", str(empty)], "not allowed with argument")]  # fmt: skip
+    cases = [
+        (["--prompts", str(bad)], "line 2: expected a string or an object"),
+        (["--prompts", str(empty)], "holds no prompts"),
+        (["--prompts", str(tmp_path / "missing.txt")], "does not exist"),
+        (["--stop", ""], "empty string would end every row"),
+        (["--prompt", "a", "--prompts", str(empty)], "not allowed with argument"),
+    ]
     for extra, message in cases:
         result = run_cli("generate", "--ckpt", str(run_dir), *extra)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, extra

@@ -17,16 +17,16 @@ import pytest
 
 pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (the 'eval' extra)")
 
-import torch  # noqa: E402
-from lm_eval.api.instance import Instance  # noqa: E402
+import torch
+from lm_eval.api.instance import Instance
 
-import aunet  # noqa: E402
-from aunet.core.errors import InputError  # noqa: E402
-from aunet.core.model import ShapeMode  # noqa: E402
-from aunet.core.tokens import BOS, PAD  # noqa: E402
-from aunet.integrations.lm_eval import adapter as harness  # noqa: E402
+import aunet
+from aunet.core.errors import InputError
+from aunet.core.model import ShapeMode
+from aunet.core.tokens import BOS, PAD
+from aunet.integrations.lm_eval import adapter as harness
 
-from conftest import run_cli  # noqa: E402
+from conftest import run_cli
 
 CONTEXT = 128  # the test model's context, in positions with BOS
 
@@ -98,7 +98,7 @@ def write_task(folder: Path) -> tuple[Path, list[dict]]:
         "doc_to_target: gold\n"
         "metric_list:\n  - metric: acc\n  - metric: acc_norm\n  - metric: acc_bytes\n",
         encoding="utf-8",
-    )  # fmt: skip
+    )
     return folder, docs
 
 
@@ -112,8 +112,11 @@ def test_a_local_multiple_choice_task_scores_as_the_model_does(run_dir: Path, tm
     figures = saved["results"]["aunet_local_mc"]
 
     (samples,) = out.glob("*/samples_aunet_local_mc_*.jsonl")
-    logged = {(a["arg_0"], a["arg_1"]): float(r[0][0]) for line in samples.read_text().splitlines()
-              for a, r in zip(json.loads(line)["arguments"].values(), json.loads(line)["resps"])}  # fmt: skip
+    logged = {
+        (a["arg_0"], a["arg_1"]): float(r[0][0])
+        for line in samples.read_text().splitlines()
+        for a, r in zip(json.loads(line)["arguments"].values(), json.loads(line)["resps"])
+    }
 
     model = aunet.load_run(run_dir).model
     acc = acc_norm = acc_bytes = 0
@@ -156,10 +159,19 @@ def test_loglikelihood_is_the_forward_s_and_greedy_means_argmax(lm) -> None:
     greedy = generate_recompute(model, [context], 6)[0]  # the model's own greedy bytes (teacher-forced)
     assert greedy
     other = b"Q" if greedy[:1] != b"Q" else b"Z"
-    cases = [(context, b" God created"), (b"", b"The earth"), (b"Caf\xc3\xa9", b" cr\xc3\xa8me"),
-             (context, greedy), (context, other + greedy[1:])]  # fmt: skip
-    got = lm.loglikelihood([request("loglikelihood", c.decode("utf-8", "surrogateescape"),
-                                    x.decode("utf-8", "surrogateescape")) for c, x in cases])  # fmt: skip
+    cases = [
+        (context, b" God created"),
+        (b"", b"The earth"),
+        (b"Caf\xc3\xa9", b" cr\xc3\xa8me"),
+        (context, greedy),
+        (context, other + greedy[1:]),
+    ]
+    got = lm.loglikelihood(
+        [
+            request("loglikelihood", c.decode("utf-8", "surrogateescape"), x.decode("utf-8", "surrogateescape"))
+            for c, x in cases
+        ]
+    )
     for (c, x), (logprob, is_greedy) in zip(cases, got):
         expected, expected_greedy = direct(model, c, x)
         assert logprob == pytest.approx(expected, abs=1e-4) and is_greedy == expected_greedy
@@ -168,8 +180,15 @@ def test_loglikelihood_is_the_forward_s_and_greedy_means_argmax(lm) -> None:
 
 def test_results_do_not_depend_on_the_batch(lm) -> None:
     one, five = harness.make_lm(model=lm.model, batch_size=1), harness.make_lm(model=lm.model, batch_size=5)
-    pairs = [("In the beginning", " God"), ("", "x"), ("The earth was", " empty and void"), ("a" * 90, " b"),
-             ("God said", ","), ("Let there be", " light."), ("", "In the beginning God created")]  # fmt: skip
+    pairs = [
+        ("In the beginning", " God"),
+        ("", "x"),
+        ("The earth was", " empty and void"),
+        ("a" * 90, " b"),
+        ("God said", ","),
+        ("Let there be", " light."),
+        ("", "In the beginning God created"),
+    ]
     requests = [request("loglikelihood", c, x) for c, x in pairs]
     for (a, ga), (b, gb) in zip(one.loglikelihood(requests), five.loglikelihood(requests)):
         assert a == pytest.approx(b, abs=1e-5) and ga == gb
@@ -186,7 +205,7 @@ def test_a_long_context_is_cut_on_the_left_and_counted(lm) -> None:
     assert len(context) + len(continuation) > CONTEXT
     before, whole_before = lm.truncated, lm.continuation_truncated
     with pytest.warns(RuntimeWarning, match="1 of 1 loglikelihood requests are longer than the model's context"):
-        (logprob, _), = lm.loglikelihood([request("loglikelihood", context.decode(), continuation.decode())])
+        ((logprob, _),) = lm.loglikelihood([request("loglikelihood", context.decode(), continuation.decode())])
     kept = (context + continuation)[-CONTEXT:]  # BOS + 127 bytes in, 128 bytes predicted
     assert logprob == pytest.approx(direct(model, kept[: -len(continuation)], continuation)[0], abs=1e-4)
     assert lm.truncated == before + 1 and lm.truncated_bytes >= len(context) + len(continuation) - CONTEXT
@@ -194,7 +213,7 @@ def test_a_long_context_is_cut_on_the_left_and_counted(lm) -> None:
     alone = bytes(range(65, 91)) * 8  # a continuation longer than the context on its own
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        (logprob, _), = lm.loglikelihood([request("loglikelihood", "ctx", alone.decode())])
+        ((logprob, _),) = lm.loglikelihood([request("loglikelihood", "ctx", alone.decode())])
     notes = [str(w.message) for w in caught]
     assert len(notes) == 2 and "dropped 83 bytes from the left" in notes[0]
     assert "1 of 1 loglikelihood continuations are longer than the model's context" in notes[1]
@@ -222,8 +241,8 @@ def test_rolling_loglikelihood_is_aunet_eval_without_the_eos(lm) -> None:
     with torch.no_grad():
         for start in range(0, len(text) + 1, CONTEXT):  # every byte and the EOS, each once
             end = min(start + CONTEXT, len(text) + 1)
-            logits = model(tokens[None, start:end], levels[None, start:end], shapes=ShapeMode.EAGER,
-                           doc_mask=False).logits[0]  # fmt: skip  # (end - start, V)
+            out = model(tokens[None, start:end], levels[None, start:end], shapes=ShapeMode.EAGER, doc_mask=False)
+            logits = out.logits[0]  # (end - start, V)
             logp = logits.log_softmax(-1).gather(-1, tokens[start + 1 : end + 1, None])[:, 0]
             if end == len(text) + 1:  # the last window predicts the EOS last
                 eos, logp = float(logp[-1]), logp[:-1]
@@ -245,8 +264,11 @@ def test_generate_until_is_greedy_generation_cut_before_the_stop(lm) -> None:
     if not reached:
         pytest.skip("the greedy text of this 3-step model has no ASCII byte to stop at")
     stop = reached[0]  # a stop string the greedy text reaches
-    asked = [(prompt, {"until": ["."], "max_gen_toks": n}), (prompt, {"until": stop, "max_gen_toks": n}),
-             (prompt, {"until": ["."], "max_gen_toks": n, "do_sample": False, "temperature": 0.0})]  # fmt: skip
+    asked = [
+        (prompt, {"until": ["."], "max_gen_toks": n}),
+        (prompt, {"until": stop, "max_gen_toks": n}),
+        (prompt, {"until": ["."], "max_gen_toks": n, "do_sample": False, "temperature": 0.0}),
+    ]
     got = lm.generate_until([request("generate_until", c, g) for c, g in asked])
     cut = full.split(b".")[0].decode("utf-8", errors="replace")
     assert "." not in got[0] and got[0] == cut and got[2] == cut
@@ -266,9 +288,27 @@ def harness_parser() -> argparse.ArgumentParser:
 def test_the_command_writes_lm_eval_s_json_and_prints_a_table(run_dir: Path, tmp_path: Path, capsys) -> None:
     tasks, _ = write_task(tmp_path / "tasks")
     out = tmp_path / "out"
-    args = harness_parser().parse_args(["harness", "--ckpt", str(run_dir), "--tasks", "aunet_local_mc",
-                                        "--include-path", str(tasks), "--limit", "4", "--batch-size", "3",
-                                        "--device", "cpu", "--threads", "1", "--out", str(out)])  # fmt: skip
+    args = harness_parser().parse_args(
+        [
+            "harness",
+            "--ckpt",
+            str(run_dir),
+            "--tasks",
+            "aunet_local_mc",
+            "--include-path",
+            str(tasks),
+            "--limit",
+            "4",
+            "--batch-size",
+            "3",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert args.run(args) == 0
     printed = capsys.readouterr().out
     (written,) = out.glob("*/results_*.json")
@@ -290,8 +330,11 @@ def test_unknown_tasks_and_bad_flags_are_user_errors(run_dir: Path, tmp_path: Pa
             super().__init__(*args, **{**kwargs, "include_defaults": False})
 
     monkeypatch.setattr(lm_eval.tasks, "TaskManager", LocalOnly)
-    with pytest.raises(InputError, match=r"unknown lm-eval task: aunet_local_mx; did you mean 'aunet_local_mc'\?.*"
-                                         r"--include-path"):  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"unknown lm-eval task: aunet_local_mx; did you mean 'aunet_local_mc'\?.*"
+        r"--include-path",
+    ):
         harness.run_harness(run_dir, ["aunet_local_mx"], out=tmp_path / "out", include_path=tasks)
     with pytest.raises(InputError, match="--include-path: .* does not exist"):
         harness.run_harness(run_dir, ["aunet_local_mc"], out=tmp_path / "out", include_path=tmp_path / "none")
@@ -314,7 +357,9 @@ def test_without_lm_eval_a_clear_error_and_aunet_never_imports_it(monkeypatch) -
         harness.run_harness("any", ["t"], out=Path("o"))
 
 
-def test_the_example_task_is_reproducible_and_runs_from_any_directory(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+def test_the_example_task_is_reproducible_and_runs_from_any_directory(
+    run_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     """``examples/harness``: the checked-in data is what its script writes, and the task runs from
     a directory other than the checkout (its data path is relative to its YAML file); results go
     to a folder named after the run, however ``--ckpt`` is spelt."""
@@ -351,8 +396,21 @@ def test_malformed_tasks_are_one_line_each(run_dir: Path, tmp_path: Path) -> Non
         folder = tmp_path / name
         folder.mkdir()
         (folder / "t.yaml").write_text(text.replace("task: aunet_local_mc", f"task: bad_{name}"))
-        result = run_cli("harness", "--ckpt", str(run_dir), "--tasks", f"bad_{name}", "--include-path", str(folder),
-                         "--limit", "2", "--out", str(tmp_path / "out"), "--device", "cpu")  # fmt: skip
+        result = run_cli(
+            "harness",
+            "--ckpt",
+            str(run_dir),
+            "--tasks",
+            f"bad_{name}",
+            "--include-path",
+            str(folder),
+            "--limit",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        )
         errors = [line for line in result.stderr.splitlines() if line.startswith("aunet: error:")]
         assert result.returncode == 2 and "Traceback" not in result.stderr and len(errors) == 1, result.stderr[-2000:]
         assert message in errors[0], errors
@@ -365,6 +423,7 @@ def test_generation_arguments_are_checked_and_capped(lm) -> None:
         lm.generate_until([request("generate_until", "In the", {"until": ["."], "max_gen_toks": -3})])
     assert harness._checked_gen_kwargs({"max_gen_toks": "1e9"})["max_gen_toks"] == 10**9  # YAML reads 1e9 as text
     with pytest.warns(RuntimeWarning, match="asks for 1,000,000,000 new bytes per request; aunet generates at most"):
-        (text,) = lm.generate_until([request("generate_until", "In the", {"until": ["\n", "."], "max_gen_toks": 1e9,
-                                                                          "do_sample": False})])  # fmt: skip
+        (text,) = lm.generate_until(
+            [request("generate_until", "In the", {"until": ["\n", "."], "max_gen_toks": 1e9, "do_sample": False})]
+        )
     assert len(text.encode()) <= harness.MAX_GEN_BYTES

@@ -18,9 +18,9 @@ import torch
 
 pytest.importorskip("transformers", reason="the Hugging Face export needs transformers (aunet[hf])")
 
-import aunet  # noqa: E402
-from aunet.core.model import ShapeMode  # noqa: E402
-from tests.conftest import run_cli, train_small_run  # noqa: E402
+import aunet
+from aunet.core.model import ShapeMode
+from tests.conftest import run_cli, train_small_run
 
 PROMPTS = ["In the beginning God", "And the earth was", "Jesus wept."]
 
@@ -57,8 +57,11 @@ def test_the_runtime_holds_no_command_line_trainer_or_harness(exported) -> None:
     assert "aunet/core/model.py" in ours and "aunet/integrations/hf/bridge.py" in ours
     assert not [n for n in ours if n.startswith(("aunet/jobs/", "aunet/cli/", "aunet/integrations/lm_eval/"))]
     assert "aunet/integrations/hf/exporter.py" not in ours  # exporting needs runs: not the runtime's job
-    entry_points = next(zipfile.ZipFile(exported[1] / "aunet-runtime.zip").read(n).decode() for n in names
-                        if n.startswith("aunet-") and n.endswith("entry_points.txt"))  # fmt: skip
+    entry_points = next(
+        zipfile.ZipFile(exported[1] / "aunet-runtime.zip").read(n).decode()
+        for n in names
+        if n.startswith("aunet-") and n.endswith("entry_points.txt")
+    )
     assert "builtin-splitters" in entry_points and "[console_scripts]" not in entry_points
 
 
@@ -68,11 +71,21 @@ def test_export_writes_a_complete_folder(exported) -> None:
     os.umask(mask)
     assert folder.stat().st_mode & 0o777 == 0o777 & ~mask  # as mkdir makes it (mkdtemp's was the owner's)
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer_config.json",
-            "configuration_aunet.py", "modeling_aunet.py", "tokenization_aunet.py", "aunet-runtime.zip"} <= names  # fmt: skip
+    assert {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer_config.json",
+        "configuration_aunet.py",
+        "modeling_aunet.py",
+        "tokenization_aunet.py",
+        "aunet-runtime.zip",
+    } <= names
     config = json.loads((folder / "config.json").read_text())
-    assert config["auto_map"] == {"AutoConfig": "configuration_aunet.AUNetConfig",
-                                  "AutoModelForCausalLM": "modeling_aunet.AUNetForCausalLM"}  # fmt: skip
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_aunet.AUNetConfig",
+        "AutoModelForCausalLM": "modeling_aunet.AUNetForCausalLM",
+    }
     assert config["model_type"] == "aunet" and config["max_position_embeddings"] == 96 and config["step"] == 3
     assert aunet.parse_spec(config["spec"]) == aunet.load_run(exported[0]).spec  # the whole resolved spec
     generation = json.loads((folder / "generation_config.json").read_text())
@@ -109,8 +122,9 @@ def test_a_row_of_several_documents_is_scored_within_each(hf_model, exported) ->
     with torch.no_grad():
         expected = ours(tokens, levels, shapes=ShapeMode.EAGER, doc_mask=True).logits
         torch.testing.assert_close(model(tokens).logits, expected, atol=1e-5, rtol=0)
-        torch.testing.assert_close(model(tokens).logits[0, len(a) + 1 :], _aunet_logits(ours, b.decode()),
-                                   atol=1e-5, rtol=0)  # the second document does not see the first  # fmt: skip
+        torch.testing.assert_close(
+            model(tokens).logits[0, len(a) + 1 :], _aunet_logits(ours, b.decode()), atol=1e-5, rtol=0
+        )  # the second document does not see the first
 
 
 def test_greedy_generate_equals_aunet_generate_and_uses_the_caches(hf_model, exported, monkeypatch) -> None:
@@ -126,8 +140,9 @@ def test_greedy_generate_equals_aunet_generate_and_uses_the_caches(hf_model, exp
     ours = aunet.load_run(exported[0]).model
     assert texts == [b.decode("utf-8", "replace") for b in aunet.generate(ours, [p.encode() for p in PROMPTS], 24)]
     assert len(prefills) == 1 and 20 <= len(steps) <= 23  # one prefill, then one cached step per new byte
-    cli = run_cli("generate", "--ckpt", str(exported[0]), "--prompt", PROMPTS[0], "--max-bytes", "24",
-                  "--temperature", "0")  # fmt: skip
+    cli = run_cli(
+        "generate", "--ckpt", str(exported[0]), "--prompt", PROMPTS[0], "--max-bytes", "24", "--temperature", "0"
+    )
     assert cli.returncode == 0 and cli.stdout == PROMPTS[0] + texts[0] + "\n"
 
 
@@ -227,9 +242,14 @@ def test_a_fresh_process_with_transformers_alone_loads_and_generates(exported, t
     marker = tmp_path / "planted-ran"
     with zipfile.ZipFile(folder / "aunet-runtime.zip", "a") as archive:
         archive.writestr("zstandard_planted_probe.py", f"open({str(marker)!r}, 'w').write('ran')\n")
-    result = subprocess.run([sys.executable, "-S", "-c", LOAD_AND_GENERATE, str(folder), PROMPTS[0],
-                             str(tmp_path / "saved")],
-                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", LOAD_AND_GENERATE, str(folder), PROMPTS[0], str(tmp_path / "saved")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["installed"] == []  # nothing of aunet's was importable before loading
@@ -237,8 +257,9 @@ def test_a_fresh_process_with_transformers_alone_loads_and_generates(exported, t
     assert seen["planted"] == "not found" and not seen["zip_on_path"] and not marker.exists()
     assert "aunet-runtime.zip" in seen["saved"] and "modeling_aunet.py" in seen["saved"]
     assert (tmp_path / "saved" / "aunet-runtime.zip").read_bytes() == (folder / "aunet-runtime.zip").read_bytes()
-    cli = run_cli("generate", "--ckpt", str(exported[0]), "--prompt", PROMPTS[0], "--max-bytes", "24",
-                  "--temperature", "0")  # fmt: skip
+    cli = run_cli(
+        "generate", "--ckpt", str(exported[0]), "--prompt", PROMPTS[0], "--max-bytes", "24", "--temperature", "0"
+    )
     assert cli.stdout == PROMPTS[0] + seen["text"] + "\n"
 
 

@@ -38,4 +38,7 @@ def test_gather_rows() -> None:
 
     x = torch.arange(24.0).reshape(2, 4, 3)
     index = torch.tensor([[0, 3], [2, 2]])
-    assert gather_rows(x, index).tolist() == [[x[0, 0].tolist(), x[0, 3].tolist()], [x[1, 2].tolist(), x[1, 2].tolist()]]
+    assert gather_rows(x, index).tolist() == [
+        [x[0, 0].tolist(), x[0, 3].tolist()],
+        [x[1, 2].tolist(), x[1, 2].tolist()],
+    ]

@@ -25,7 +25,7 @@ from mutants import (
     BrokenUpsamplerSpec,
     FirstTerminatorSplitter,
     MixingPooler,
-)  # fmt: skip
+)
 
 MODEL_EXAMPLES = 4  # per kind: the model-level properties of tests/test_model.py run more
 
@@ -35,16 +35,30 @@ def test_built_in_poolers_pass_their_kit(spec) -> None:
     check_pooler(spec, model_examples=MODEL_EXAMPLES)
 
 
-@pytest.mark.parametrize("spec", [MultiLinearSpec(), MultiLinearSpec(offsets=3, mode=OffsetMode.CLAMP), RepeatSpec(),
-                                  SimpleSpec(), RepeatSpec(offset_embedding=True, offsets=4)],
-                         ids=["multi-linear", "multi-linear-clamp", "repeat", "simple", "repeat-offset-embedding"])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec",
+    [
+        MultiLinearSpec(),
+        MultiLinearSpec(offsets=3, mode=OffsetMode.CLAMP),
+        RepeatSpec(),
+        SimpleSpec(),
+        RepeatSpec(offset_embedding=True, offsets=4),
+    ],
+    ids=["multi-linear", "multi-linear-clamp", "repeat", "simple", "repeat-offset-embedding"],
+)
 def test_built_in_upsamplers_pass_their_kit(spec) -> None:
     check_upsampler(spec, model_examples=MODEL_EXAMPLES)
 
 
-@pytest.mark.parametrize("spec", [TransformerSpec(layers=2, head_dim=8), TransformerSpec(layers=1, head_dim=8, window=3),
-                                  TransformerSpec(layers=1, head_dim=8, kv_heads=1, ffn_dim_multiplier=1.5)],
-                         ids=["transformer", "transformer-window", "transformer-gqa"])  # fmt: skip
+@pytest.mark.parametrize(
+    "spec",
+    [
+        TransformerSpec(layers=2, head_dim=8),
+        TransformerSpec(layers=1, head_dim=8, window=3),
+        TransformerSpec(layers=1, head_dim=8, kv_heads=1, ffn_dim_multiplier=1.5),
+    ],
+    ids=["transformer", "transformer-window", "transformer-gqa"],
+)
 def test_built_in_stages_pass_their_kit(spec) -> None:
     check_stage(spec, model_examples=MODEL_EXAMPLES)
 
@@ -69,8 +83,14 @@ def test_built_in_attention_passes_its_kit(spec) -> None:
         (check_attention, BrokenAttentionSpec(), "the masking rule"),
         (check_attention, BrokenAttentionSpec(backend=AheadBackend), "the masking rule"),
     ],
-    ids=["pooler-sees-next-segment", "pooler-mixes-rows", "upsampler-next-boundary", "stage-one-step-ahead",
-         "backend-ignores-documents", "backend-one-step-ahead"],  # fmt: skip
+    ids=[
+        "pooler-sees-next-segment",
+        "pooler-mixes-rows",
+        "upsampler-next-boundary",
+        "stage-one-step-ahead",
+        "backend-ignores-documents",
+        "backend-one-step-ahead",
+    ],
 )
 def test_each_kit_rejects_a_broken_component(kit, spec, invariant: str) -> None:
     with pytest.raises(AssertionError) as err:
@@ -100,8 +120,14 @@ def test_every_kit_catches_every_mutant_in_20_of_20_fresh_runs(tmp_path: Path) -
     # mutant's two forms disagree only on a run of terminators, which random text seldom holds.
     script = Path(__file__).with_name("mutants.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(script.parent)}
-    result = subprocess.run([sys.executable, str(script), "20", "--no-shrink"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(script), "20", "--no-shrink"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = json.loads(result.stdout.splitlines()[-1])
     assert counts == dict.fromkeys(counts, 20) and len(counts) == 7, counts

@@ -14,14 +14,20 @@ PACKAGES = ("cli", "core", "integrations", "jobs", "plugins", "splitters", "test
 #: What each layer must not import (prefixes of module names), from the bottom up: core <
 #: components (plugins, splitters) < jobs < integrations < cli; the kits (testing) sit beside jobs.
 FORBIDDEN = {
-    "aunet.core": ("aunet.jobs", "aunet.plugins", "aunet.splitters", "aunet.testing", "aunet.integrations",
-                   "aunet.cli"),
+    "aunet.core": (
+        "aunet.jobs",
+        "aunet.plugins",
+        "aunet.splitters",
+        "aunet.testing",
+        "aunet.integrations",
+        "aunet.cli",
+    ),
     "aunet.plugins": ("aunet.jobs", "aunet.testing", "aunet.integrations", "aunet.cli"),
     "aunet.splitters": ("aunet.jobs", "aunet.plugins", "aunet.testing", "aunet.integrations", "aunet.cli"),
     "aunet.jobs": ("aunet.testing", "aunet.integrations", "aunet.cli"),
     "aunet.testing": ("aunet.integrations", "aunet.cli"),
     "aunet.integrations": ("aunet.cli",),
-}  # fmt: skip
+}
 #: The rooms of jobs, from the bottom up: a room imports only rooms below it.
 ROOMS = ("runtime", "data", "runs", "inference", "train", "experiments")
 #: Modules kept at their old names for what an older aunet wrote, each re-exporting its new home
@@ -62,8 +68,14 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 out.add(alias.name)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             out.add(node.args[0].value)  # importlib.import_module("aunet.x"): a dependency like any other
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -122,8 +134,14 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_walker_sees_every_module_and_lazy_imports() -> None:
     edges = graph()
-    assert {"aunet.core.model", "aunet.cli.main", "aunet.plugins.nn.transformer", "aunet.splitters.words",
-            "aunet.integrations.hf.bridge", "aunet.jobs.train.loop"} <= set(edges)  # fmt: skip
+    assert {
+        "aunet.core.model",
+        "aunet.cli.main",
+        "aunet.plugins.nn.transformer",
+        "aunet.splitters.words",
+        "aunet.integrations.hf.bridge",
+        "aunet.jobs.train.loop",
+    } <= set(edges)
     # A function-level import counts: the trainer builds models through the assembler.
     assert "aunet.core.model" in edges["aunet.jobs.train.loop"]
     # So does importlib.import_module with a literal name (the exported model's remote code).
@@ -145,18 +163,26 @@ def test_layers_import_only_downwards() -> None:
     for name, targets in graph().items():
         for layer, forbidden in FORBIDDEN.items():
             if name == layer or name.startswith(layer + "."):
-                bad += [f"{name} imports {t}" for t in sorted(targets)
-                        if t.startswith(forbidden) and SHIMS.get(name) != t]  # fmt: skip
+                bad += [
+                    f"{name} imports {t}" for t in sorted(targets) if t.startswith(forbidden) and SHIMS.get(name) != t
+                ]
     assert not bad, "\n".join(bad)
 
 
 def test_the_rooms_of_jobs_import_only_rooms_below_them() -> None:
     def room(module: str) -> int | None:
         parts = module.split(".")
-        return ROOMS.index(parts[2]) if len(parts) > 3 and parts[:2] == ["aunet", "jobs"] and parts[2] in ROOMS else None
+        return (
+            ROOMS.index(parts[2]) if len(parts) > 3 and parts[:2] == ["aunet", "jobs"] and parts[2] in ROOMS else None
+        )
 
-    bad = [f"{name} imports {t}" for name, targets in graph().items() if room(name) is not None
-           for t in sorted(targets) if room(t) is not None and room(t) > room(name)]  # fmt: skip
+    bad = [
+        f"{name} imports {t}"
+        for name, targets in graph().items()
+        if room(name) is not None
+        for t in sorted(targets)
+        if room(t) is not None and room(t) > room(name)
+    ]
     assert not bad, "\n".join(bad)
 
 

@@ -90,8 +90,11 @@ def test_upsamplers_give_each_position_the_last_boundary_at_or_before_it(boundar
     capacity = data.draw(st.one_of(st.none(), st.integers(1, 41)))
     m = boundary_index(mask, capacity)
     coarse = torch.randn(1, m.index.shape[1], 6)
-    spec = data.draw(st.sampled_from([MultiLinearSpec(offsets=3), MultiLinearSpec(offsets=4, mode=OffsetMode.CLAMP),
-                                      RepeatSpec(), SimpleSpec()]))  # fmt: skip
+    spec = data.draw(
+        st.sampled_from(
+            [MultiLinearSpec(offsets=3), MultiLinearSpec(offsets=4, mode=OffsetMode.CLAMP), RepeatSpec(), SimpleSpec()]
+        )
+    )
     torch.manual_seed(0)
     upsampler = spec.build(dim_coarse=6, dim_fine=5)
     with torch.no_grad():
@@ -147,9 +150,11 @@ def test_multi_linear_decoding_memory_is_linear_and_exact(mode: str) -> None:
 
 
 def test_static_shapes_count_every_dropped_boundary() -> None:
-    spec = parse_spec('[[levels]]\ndim = 16\nstage = { kind = "transformer", layers = 1, head_dim = 8 }\n'
-                      '[[levels]]\ndim = 16\nsplitter = "whitespace"\nmax_segments = 4\n'
-                      'stage = { kind = "transformer", layers = 1, head_dim = 8 }\n[model]\ncontext = 32')  # fmt: skip
+    spec = parse_spec(
+        '[[levels]]\ndim = 16\nstage = { kind = "transformer", layers = 1, head_dim = 8 }\n'
+        '[[levels]]\ndim = 16\nsplitter = "whitespace"\nmax_segments = 4\n'
+        'stage = { kind = "transformer", layers = 1, head_dim = 8 }\n[model]\ncontext = 32'
+    )
     model = make(spec)
     data = b"a b c d e f g h i j k"
     tokens, levels = aunet.encode(data), aunet.compute_levels(spec, data)
@@ -178,9 +183,11 @@ def test_documents_do_not_attend_to_each_other() -> None:
 
 
 def test_sdpa_and_math_backends_agree() -> None:
-    text = ('[[levels]]\ndim = 32\nstage = { kind = "transformer", layers = 2, head_dim = 8, window = 5, '
-            'attention = { kind = "ATT" } }\n[[levels]]\ndim = 48\nsplitter = "whitespace"\n'
-            'stage = { kind = "transformer", layers = 1, head_dim = 16, attention = { kind = "ATT" } }')  # fmt: skip
+    text = (
+        '[[levels]]\ndim = 32\nstage = { kind = "transformer", layers = 2, head_dim = 8, window = 5, '
+        'attention = { kind = "ATT" } }\n[[levels]]\ndim = 48\nsplitter = "whitespace"\n'
+        'stage = { kind = "transformer", layers = 1, head_dim = 16, attention = { kind = "ATT" } }'
+    )
     specs = [parse_spec(text.replace("ATT", kind)) for kind in ("sdpa", "math")]
     tokens, levels = pack(specs[0], [b"one two three", b"four five six seven"], 40)
     outputs = []
@@ -253,7 +260,7 @@ def test_inconsistent_specs_fail_at_build_with_paths() -> None:
         '[[levels]]\ndim = 100\nstage = { kind = "transformer", layers = 1, head_dim = 64 }\n'
         '[[levels]]\ndim = 64\nsplitter = "word-pair"\nstage = { kind = "transformer", layers = 1 }\n'
         '[[levels]]\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1 }\n'
-    )  # fmt: skip
+    )
     with pytest.raises(SpecError) as err:
         build_model(spec)
     assert [str(i) for i in err.value.issues] == [

@@ -20,13 +20,16 @@ import pytest
 from conftest import ROOT
 
 #: Folders and files of a checkout that are not part of a build (ignored by git).
-_IGNORED = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis",
-                                  ".pytest_cache", "*.pyc")  # fmt: skip
+_IGNORED = shutil.ignore_patterns(
+    ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".hypothesis", ".pytest_cache", "*.pyc"
+)
 
 
-def IGNORED(folder: str, names: list[str]) -> set[str]:  # noqa: N802 - what copytree calls `ignore`
+def IGNORED(folder: str, names: list[str]) -> set[str]:
     # runs/ of the checkout's root only: aunet.jobs.runs is a package
     return set(_IGNORED(folder, names)) | ({"runs"} if Path(folder) == ROOT else set())
+
+
 PACKAGE_DIRS = ("cli", "core", "integrations", "jobs", "plugins", "splitters", "testing")
 
 
@@ -34,9 +37,14 @@ def source_files() -> set[str]:
     """Every file the wheel must hold, as ``aunet/...`` paths."""
     files = {"aunet/__init__.py", "aunet/__main__.py"}
     for top in PACKAGE_DIRS:
-        files |= {f"aunet/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / top).rglob("*.py")
-                  if "__pycache__" not in p.parts}  # fmt: skip
-    files |= {f"aunet/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / "corpora").glob("*") if p.suffix in (".xz", ".md")}
+        files |= {
+            f"aunet/{p.relative_to(ROOT).as_posix()}"
+            for p in (ROOT / top).rglob("*.py")
+            if "__pycache__" not in p.parts
+        }
+    files |= {
+        f"aunet/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / "corpora").glob("*") if p.suffix in (".xz", ".md")
+    }
     files |= {f"aunet/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / "specs").rglob("*.toml")}
     return files
 
@@ -48,20 +56,34 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT, tree, ignore=IGNORED)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), str(tree)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(tree),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (path,) = out.glob("aunet-*.whl")
     return path
 
 
 def test_every_package_folder_is_listed_in_pyproject() -> None:
     text = (ROOT / "pyproject.toml").read_text()
-    listed = set(json.loads(re.search(r"^packages = (\[.*?\])", text, re.M | re.S).group(1)))
+    listed = set(json.loads(re.search(r"^packages = (\[.*?\])", text, re.MULTILINE | re.DOTALL).group(1)))
     folders = {"aunet"} | {
         ".".join(("aunet", *p.parent.relative_to(ROOT).parts))
-        for top in PACKAGE_DIRS for p in (ROOT / top).rglob("__init__.py")
-    }  # fmt: skip
+        for top in PACKAGE_DIRS
+        for p in (ROOT / top).rglob("__init__.py")
+    }
     assert listed == folders
 
 
@@ -69,7 +91,10 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
 def test_wheel_holds_exactly_the_source_tree(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     package_files = {n for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert package_files == source_files(), (sorted(package_files - source_files()), sorted(source_files() - package_files))
+    assert package_files == source_files(), (
+        sorted(package_files - source_files()),
+        sorted(source_files() - package_files),
+    )
     meta = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     entry_points = zipfile.ZipFile(wheel).read(meta).decode()
     assert "[aunet]" in entry_points and "builtin-splitters = aunet.plugins.splitters" in entry_points
@@ -85,8 +110,12 @@ def _fresh_venv(tmp_path: Path, wheel: Path) -> Path:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    str(wheel)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     deps = tmp_path / "deps"
     deps.mkdir()
     ours = Path(sysconfig.get_paths()["purelib"])
@@ -94,8 +123,12 @@ def _fresh_venv(tmp_path: Path, wheel: Path) -> Path:
         if entry.name.startswith(("aunet", "__editable__")) or entry.suffix == ".pth":
             continue
         (deps / entry.name).symlink_to(entry)
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     Path(site, "test-dependencies.pth").write_text(str(deps) + "\n")
     return python
 
@@ -114,28 +147,60 @@ def test_installed_wheel_trains_evaluates_and_generates_outside_the_checkout(whe
         return result
 
     # The default spec, the embedded corpus and the shipped specs all come from the wheel.
-    trained = run(str(aunet), "train", "--steps", "2", "--out", "X", "--device", "cpu",
-                  "--set", "train.eval.final_bytes=4096", "--set", "train.sample.bytes=16")  # fmt: skip
+    trained = run(
+        str(aunet),
+        "train",
+        "--steps",
+        "2",
+        "--out",
+        "X",
+        "--device",
+        "cpu",
+        "--set",
+        "train.eval.final_bytes=4096",
+        "--set",
+        "train.sample.bytes=16",
+    )
     assert "validation:" in trained.stdout and "sample (the prompt" in trained.stdout
-    evaluated = json.loads(run(str(aunet), "eval", "--ckpt", "X", "--device", "cpu", "--json",
-                               "--data", str(ROOT / "corpora" / "README.md")).stdout)  # fmt: skip
+    evaluated = json.loads(
+        run(
+            str(aunet),
+            "eval",
+            "--ckpt",
+            "X",
+            "--device",
+            "cpu",
+            "--json",
+            "--data",
+            str(ROOT / "corpora" / "README.md"),
+        ).stdout
+    )
     assert evaluated["bpb"] > 0 and evaluated["bytes"] > 0
-    generated = run(str(aunet), "generate", "--ckpt", "X", "--prompt", "And God said", "--max-bytes", "12",
-                    "--device", "cpu")  # fmt: skip
+    generated = run(
+        str(aunet), "generate", "--ckpt", "X", "--prompt", "And God said", "--max-bytes", "12", "--device", "cpu"
+    )
     assert generated.stdout.startswith("And God said")
     # One more process: where aunet comes from, a shipped spec by name, and the README's snippets.
-    snippets = re.findall(r"<!-- tested -->\s*```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    script = ("import json, sys, aunet, aunet.core.spec as s\n"
-              "print(json.dumps([aunet.__file__, aunet.__version__, aunet.load_spec('aunet3-tiny').name]))\n"
-              "for code in json.loads(sys.argv[1]):\n    exec(compile(code, 'README.md', 'exec'), {'__name__': 'readme'})\n")  # fmt: skip
+    snippets = re.findall(r"<!-- tested -->\s*```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    script = (
+        "import json, sys, aunet, aunet.core.spec as s\n"
+        "print(json.dumps([aunet.__file__, aunet.__version__, aunet.load_spec('aunet3-tiny').name]))\n"
+        "for code in json.loads(sys.argv[1]):\n    exec(compile(code, 'README.md', 'exec'), {'__name__': 'readme'})\n"
+    )
     checked = run(str(python), "-c", script, json.dumps(snippets))
     location, version, name = json.loads(checked.stdout.splitlines()[0])
     assert location.startswith(str(tmp_path / "venv")) and version == "0.1.0" and name == "aunet3-tiny"
     import torch
 
     if not torch.cuda.is_available():  # the same torch as the venv's
-        missing = subprocess.run([str(aunet), "eval", "--ckpt", "X", "--device", "cuda"], cwd=work, env=env,
-                                 capture_output=True, text=True, timeout=300)  # fmt: skip
+        missing = subprocess.run(
+            [str(aunet), "eval", "--ckpt", "X", "--device", "cuda"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         errors = [line for line in missing.stderr.splitlines() if line.startswith("aunet: error:")]
         assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
         assert len(errors) == 1 and errors[0].startswith("aunet: error: --device cuda: "), missing.stderr

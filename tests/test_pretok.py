@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -17,8 +18,10 @@ from aunet.testing import SCRIPT_ALPHABET, any_bytes, assert_levels_consistent
 
 # The GPT-4 / Llama 3 pattern, with \p{L} and \p{N} spelt for ASCII: on ASCII text (without the
 # control characters Python's \s adds to Unicode's White_Space) it is the pattern exactly.
-PATTERN = re.compile(r"'(?i:[sdmt]|ll|ve|re)|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]{1,3}| ?[^\sA-Za-z0-9]+[\r\n]*"
-                     r"|\s*[\r\n]+|\s+(?!\S)|\s+")  # fmt: skip
+PATTERN = re.compile(
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]{1,3}| ?[^\sA-Za-z0-9]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 ASCII = st.text(alphabet=st.sampled_from("aAsStTdDmMlLvVeErRxX019 '.,;(-\t\n\r"), max_size=60)
 
 
@@ -60,14 +63,29 @@ def test_pretok_differs_from_the_pattern_only_where_it_looks_ahead(text: str) ->
     assert differ <= near_runs, (text, sorted(differ - near_runs))
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("don't stop", ["don", "'t", " stop"]),
-    ("It's 12345 (ok).", ["It", "'s", " ", "123", "45", " (", "ok", ").",]),
-    ("x  y", ["x", "  ", "y"]),  # the stable reading: the pattern gives "x" " " " y"
-    ("end.\nNext", ["end", ".\n", "Next"]),
-    ("'llama", ["'ll", "ama"]),
-    ("f(x)=y", ["f", "(x", ")=", "y"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("don't stop", ["don", "'t", " stop"]),
+        (
+            "It's 12345 (ok).",
+            [
+                "It",
+                "'s",
+                " ",
+                "123",
+                "45",
+                " (",
+                "ok",
+                ").",
+            ],
+        ),
+        ("x  y", ["x", "  ", "y"]),  # the stable reading: the pattern gives "x" " " " y"
+        ("end.\nNext", ["end", ".\n", "Next"]),
+        ("'llama", ["'ll", "ama"]),
+        ("f(x)=y", ["f", "(x", ")=", "y"]),
+    ],
+)
 def test_pretok_pieces(text: str, expected: list[str]) -> None:
     assert pieces(text) == expected
 
@@ -81,7 +99,7 @@ def punct_ends(text: str) -> list[str]:
     levels = SplitterStack((Punct(),)).levels(data)
     ends = np.flatnonzero(levels >= 1)
     cuts = [0, *(int(e) + 1 for e in ends), len(data)]
-    return [data[a:b].decode() for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [data[a:b].decode() for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def test_punct_ends_phrases_at_punctuation_and_line_breaks() -> None:
@@ -90,8 +108,11 @@ def test_punct_ends_phrases_at_punctuation_and_line_breaks() -> None:
     assert punct_ends("a,b and c") == ["a,b and c"]  # a comma inside a token ends nothing
 
 
-@pytest.mark.parametrize("stack", [(Pretok(),), (Punct(),), (Pretok(), WordPair()), (Whitespace(), Punct())],
-                         ids=["pretok", "punct", "pretok+word-pair", "whitespace+punct"])  # fmt: skip
+@pytest.mark.parametrize(
+    "stack",
+    [(Pretok(),), (Punct(),), (Pretok(), WordPair()), (Whitespace(), Punct())],
+    ids=["pretok", "punct", "pretok+word-pair", "whitespace+punct"],
+)
 @given(data=any_bytes(alphabet=SCRIPT_ALPHABET))
 def test_properties_on_any_bytes(stack: tuple, data: bytes) -> None:
     assert_levels_consistent(SplitterStack(stack), data)

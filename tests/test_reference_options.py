@@ -130,9 +130,27 @@ def test_the_trainer_honours_doc_mask(monkeypatch, tmp_path) -> None:
     corpus.write_text("".join(json.dumps({"text": f"document {i}: the earth was formless."}) + "\n" for i in range(60)))
     for value in (True, False):
         seen.clear()
-        code = main(["train", "--steps", "2", "--out", str(tmp_path / f"run-{value}"), "--device", "cpu",
-                     "--data", str(corpus), "--set", f"model.doc_mask={str(value).lower()}",
-                     "--set", "train.batch_size=2", "--set", "model.context=256", "--set", "train.sample.bytes=0"])  # fmt: skip
+        code = main(
+            [
+                "train",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / f"run-{value}"),
+                "--device",
+                "cpu",
+                "--data",
+                str(corpus),
+                "--set",
+                f"model.doc_mask={str(value).lower()}",
+                "--set",
+                "train.batch_size=2",
+                "--set",
+                "model.context=256",
+                "--set",
+                "train.sample.bytes=0",
+            ]
+        )
         assert code == 0
         assert seen and all(flag is value for flag in seen), (value, seen)
 
@@ -169,8 +187,10 @@ def test_no_skip_leaves_the_decoder_only_the_upsampled_vectors() -> None:
 
 
 def _no_skip() -> aunet.Spec:
-    spec = parse_spec(WIDE.format(model="", stage0="", level1="").replace("dim = 256\n", "dim = 256\nskip = false\n", 1),
-                      source="wide.toml")  # fmt: skip
+    spec = parse_spec(
+        WIDE.format(model="", stage0="", level1="").replace("dim = 256\n", "dim = 256\nskip = false\n", 1),
+        source="wide.toml",
+    )
     return resolve_spec(spec, contraction=[5.0])
 
 
@@ -233,9 +253,14 @@ def test_the_level_head_trains_and_generation_can_use_it() -> None:
     from aunet.jobs.inference.generate import decode, sample_next
 
     prompt = b"In the beginning "
-    result = decode(model, [prompt], 24, choose=lambda z: sample_next(z, temperature=0.0, top_k=None, top_p=None,
-                                                                   generator=None),
-                    keep_logits=True, levels="predicted")  # fmt: skip
+    result = decode(
+        model,
+        [prompt],
+        24,
+        choose=lambda z: sample_next(z, temperature=0.0, top_k=None, top_p=None, generator=None),
+        keep_logits=True,
+        levels="predicted",
+    )
     new = result.new_bytes[0]
     assert len(new) == len(result.levels[0]) > 0
     # The teacher-forced forward over prompt + new bytes, with the prompt's splitter levels and
@@ -291,8 +316,18 @@ def test_every_option_round_trips_through_spec_show_json(tmp_path, capsys) -> No
     model, levels = shown["spec"]["model"], shown["spec"]["levels"]
     assert (model["init"], model["doc_mask"], model["level_loss"]) == ("reference", False, 0.25)
     assert levels[0]["skip"] is False
-    assert (levels[0]["stage"]["kv_heads"], levels[0]["stage"]["ffn_dim_multiplier"], levels[0]["stage"]["init"]) == (2, 1.5, "scaled")
-    assert levels[1]["pooler"] == {"kind": "select", "non_param": True, "norm_eps": 1e-5, "init": "reference", "init_std": 0.02}
+    assert (levels[0]["stage"]["kv_heads"], levels[0]["stage"]["ffn_dim_multiplier"], levels[0]["stage"]["init"]) == (
+        2,
+        1.5,
+        "scaled",
+    )
+    assert levels[1]["pooler"] == {
+        "kind": "select",
+        "non_param": True,
+        "norm_eps": 1e-5,
+        "init": "reference",
+        "init_std": 0.02,
+    }
     assert levels[1]["upsampler"]["offset_embedding"] is True and levels[1]["max_segments"] == 40
     assert levels[1]["splitter"]["kind"] == "pretok"
     assert shown["reference_flops_per_byte"] > 0 and "reference_flops_per_byte" in shown["formulas"]
@@ -313,7 +348,11 @@ def test_reference_flops_estimator_by_hand() -> None:
         attended = min(context / kk, stage.window or math.inf)
         per = 6 * stage.parameter_count(dim=dim) + 3.5 * 4 * stage.layers * attended * dim / 2
         expected += (2 if i == 0 else 1) * per / kk
-    expected += 6 * (sizes.parameters_by_component["levels[1].pooler"] + sizes.parameters_by_component["levels[1].upsampler"]) / k
+    expected += (
+        6
+        * (sizes.parameters_by_component["levels[1].pooler"] + sizes.parameters_by_component["levels[1].upsampler"])
+        / k
+    )
     assert sizes.reference_flops_per_byte == pytest.approx(expected, rel=1e-12)
     assert sizes.reference_flops_per_byte == pytest.approx(1.816e9, rel=1e-3)
 
@@ -332,9 +371,11 @@ def _saved_bytes(module, run, dtype) -> float:
             seen[key] = t.untyped_storage().nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            run()
+    with (
+        torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t),
+        torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16),
+    ):
+        run()
     return sum(seen.values())
 
 
@@ -344,7 +385,10 @@ def test_memory_estimate_matches_what_autograd_keeps(bfloat16: bool) -> None:
     from aunet.plugins.transformer import TransformerSpec
 
     dtype = torch.bfloat16 if bfloat16 else torch.float32
-    for spec in (TransformerSpec(layers=2, head_dim=32), TransformerSpec(layers=2, head_dim=32, kv_heads=2, ffn_hidden=384)):
+    for spec in (
+        TransformerSpec(layers=2, head_dim=32),
+        TransformerSpec(layers=2, head_dim=32, kv_heads=2, ffn_hidden=384),
+    ):
         stage = spec.build(dim=128)
         x = torch.randn(2, 100, 128, requires_grad=True)
         got = _saved_bytes(stage, lambda: stage(x, layout=Layout()), dtype) / 200
@@ -378,8 +422,20 @@ def test_spec_show_reports_memory_per_device_size(capsys) -> None:
 def test_cli_generate_with_predicted_levels(tmp_path, capsys) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("the earth was formless and empty. " * 200)
-    common = ["--steps", "1", "--device", "cpu", "--data", str(corpus), "--set", "model.context=256",
-              "--set", "train.batch_size=2", "--set", "train.sample.bytes=0"]  # fmt: skip
+    common = [
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--data",
+        str(corpus),
+        "--set",
+        "model.context=256",
+        "--set",
+        "train.batch_size=2",
+        "--set",
+        "train.sample.bytes=0",
+    ]
     assert main(["train", "--out", str(tmp_path / "plain"), *common]) == 0
     assert main(["train", "--out", str(tmp_path / "head"), *common, "--set", "model.level_loss=0.1"]) == 0
     records = [json.loads(line) for line in (tmp_path / "head" / "metrics.jsonl").read_text().splitlines()]

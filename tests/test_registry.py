@@ -108,10 +108,22 @@ def example_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLE)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return target
 
 
@@ -123,7 +135,9 @@ def test_installed_example_plugin_is_listed_and_usable(example_installed: Path) 
     assert kinds["sentences"]["distribution"] == "aunet-example-splitter"
     assert kinds["sentences"]["version"] == "1.0.0" and not kinds["sentences"]["builtin"]
     assert {"whitespace", "word-pair", "4-word"} <= set(kinds)
-    result = run_cli("split", "--spec", str(EXAMPLE / "sentences.toml"), "--text", "One. Two! Three?", "--json", env=env)
+    result = run_cli(
+        "split", "--spec", str(EXAMPLE / "sentences.toml"), "--text", "One. Two! Three?", "--json", env=env
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["splitters"] == ["whitespace", "sentences"]
@@ -152,8 +166,23 @@ def test_example_pooler_installs_is_listed_trains_generates_and_passes_its_kit(t
     import subprocess
 
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
-                    str(target), str(POOLER_EXAMPLE)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(POOLER_EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     env = {"PYTHONPATH": str(target)}
     poolers = {e["kind"]: e for e in json.loads(run_cli("plugins", "--json", env=env).stdout)["families"]["pooler"]}
     assert {"select", "mean", "attention", "max"} <= set(poolers)
@@ -161,9 +190,14 @@ def test_example_pooler_installs_is_listed_trains_generates_and_passes_its_kit(t
     out = tmp_path / "run"
     trained = run_cli("train", "--spec", str(POOLER_EXAMPLE / "max.toml"), "--steps", "2", "--out", str(out), env=env)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    assert "pooler = { kind = \"max\"" in (out / "spec.toml").read_text()
+    assert 'pooler = { kind = "max"' in (out / "spec.toml").read_text()
     generated = run_cli("generate", "--ckpt", str(out), "--prompt", "And God", "--max-bytes", "10", env=env)
     assert generated.returncode == 0 and generated.stdout.startswith("And God"), generated.stderr
-    kit = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(POOLER_EXAMPLE / "tests")],
-                         env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=600)  # fmt: skip
+    kit = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(POOLER_EXAMPLE / "tests")],
+        env={**__import__("os").environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert kit.returncode == 0, kit.stdout[-2000:]

@@ -40,7 +40,10 @@ def test_coarser_splitters_mark_a_subset_of_finer_ones(data: bytes) -> None:
     # Levels nest by construction (a level is the highest marking splitter); what makes the
     # hierarchy meaningful is that pairs and groups of units only ever mark unit boundaries, so
     # stacking them adds no level-1 boundary that `script` alone would not make.
-    marks = [set(np.flatnonzero(SplitterStack((s,)).levels(data) >= 1).tolist()) for s in (Script(), ScriptPair(), ScriptFour())]
+    marks = [
+        set(np.flatnonzero(SplitterStack((s,)).levels(data) >= 1).tolist())
+        for s in (Script(), ScriptPair(), ScriptFour())
+    ]
     assert marks[2] <= marks[1] <= marks[0]
     assert set(np.flatnonzero(STACKS[1].levels(data) >= 1).tolist()) == marks[0]
 
@@ -51,10 +54,16 @@ def _vectors() -> list[dict]:
 
 
 def test_english_levels_are_the_word_rules_but_for_cap_cuts() -> None:
-    word = {"whitespace": (Whitespace(),), "whitespace+word-pair": (Whitespace(), WordPair()),
-            "whitespace+word-pair+4-word": (Whitespace(), WordPair(), FourWord())}  # fmt: skip
-    script = {"whitespace": (Script(),), "whitespace+word-pair": (Script(), ScriptPair()),
-              "whitespace+word-pair+4-word": (Script(), ScriptPair(), ScriptFour())}  # fmt: skip
+    word = {
+        "whitespace": (Whitespace(),),
+        "whitespace+word-pair": (Whitespace(), WordPair()),
+        "whitespace+word-pair+4-word": (Whitespace(), WordPair(), FourWord()),
+    }
+    script = {
+        "whitespace": (Script(),),
+        "whitespace+word-pair": (Script(), ScriptPair()),
+        "whitespace+word-pair+4-word": (Script(), ScriptPair(), ScriptFour()),
+    }
     real = [c for c in _vectors() if c["kind"] == "real"]
     cuts = 0
     for case in real:

@@ -42,17 +42,30 @@ colour = "red"
         ("[[levels]]\ndim = true", ["levels[0].dim: expected int, got true"]),
         ("[[levels]]\ndim = 0", ["levels[0].dim: must be at least 1, got 0"]),
         ("[[levels]]\ndim = 2.5", ["levels[0].dim: expected int, got 2.5"]),
-        ('[[levels]]\n[[levels]]\nsplitter = { n = 2 }', ["levels[1].splitter.kind: missing; known splitter kinds: "
-                                                          "4-word, n-word, pretok, punct, script, script-4, script-n, script-pair, whitespace, word-pair"]),
-        ('[[levels]]\n[[levels]]\nsplitter = 7', ['levels[1].splitter: expected a table with a kind, e.g. '
-                                                  '{ kind = "..." }, got 7']),
+        (
+            "[[levels]]\n[[levels]]\nsplitter = { n = 2 }",
+            [
+                "levels[1].splitter.kind: missing; known splitter kinds: "
+                "4-word, n-word, pretok, punct, script, script-4, script-n, script-pair, whitespace, word-pair"
+            ],
+        ),
+        (
+            "[[levels]]\n[[levels]]\nsplitter = 7",
+            ['levels[1].splitter: expected a table with a kind, e.g. { kind = "..." }, got 7'],
+        ),
         ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word" }', ["levels[1].splitter.n: missing (required)"]),
-        ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 0, m = 1 }',  # one round: both at once
-         ["levels[1].splitter.m: unknown key; known: n", "levels[1].splitter.n: must be at least 1, got 0"]),
-        ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 0 }',
-         ["levels[1].splitter.n: must be at least 1, got 0"]),
-        ('[[levels]]\nmax_segments = -1\ncontraction = 0.0',
-         ["levels[0].max_segments: must be at least 1, got -1", "levels[0].contraction: must be > 0, got 0.0"]),
+        (
+            '[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 0, m = 1 }',  # one round: both at once
+            ["levels[1].splitter.m: unknown key; known: n", "levels[1].splitter.n: must be at least 1, got 0"],
+        ),
+        (
+            '[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 0 }',
+            ["levels[1].splitter.n: must be at least 1, got 0"],
+        ),
+        (
+            "[[levels]]\nmax_segments = -1\ncontraction = 0.0",
+            ["levels[0].max_segments: must be at least 1, got -1", "levels[0].contraction: must be > 0, got 0.0"],
+        ),
         ('nme = "x"', ["nme: unknown key; known: levels, model, name, stamp, train; did you mean 'name'?"]),
     ],
 )
@@ -72,16 +85,21 @@ def test_errors_name_the_path_and_what_would_be_right(text: str, expected: list[
         ("[model]\nsegment_margin = nan", "model.segment_margin: expected a finite number, got nan"),
         ("[train]\nbatch_size = 1e9", "train.batch_size: expected int, got 1000000000.0"),
         ("[train]\nbatch_size = 1000000000", "train.batch_size: must be at most 1,048,576"),
-        ('[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 100000000000000000000 }',
-         "levels[1].splitter.n: must be at most 65,536"),
-        ('[[levels]]\ndim = 8\nstage = { kind = "transformer", layers = 1, ffn_hidden = 100000000000 }',
-         "levels[0].stage.ffn_hidden: must be at most 16,777,216"),
+        (
+            '[[levels]]\n[[levels]]\nsplitter = { kind = "n-word", n = 100000000000000000000 }',
+            "levels[1].splitter.n: must be at most 65,536",
+        ),
+        (
+            '[[levels]]\ndim = 8\nstage = { kind = "transformer", layers = 1, ffn_hidden = 100000000000 }',
+            "levels[0].stage.ffn_hidden: must be at most 16,777,216",
+        ),
         ("a = " + "[" * 100_000 + "]" * 100_000, "invalid TOML: nested too deeply for the parser"),
         ("a = " + "9" * 5000, "invalid TOML: an integer of more digits than Python converts (4,300)"),
     ],
 )
-def test_numbers_and_sizes_a_machine_cannot_take_are_refused_with_their_path(text: str, expected: str,
-                                                                             registry: Registry) -> None:  # fmt: skip
+def test_numbers_and_sizes_a_machine_cannot_take_are_refused_with_their_path(
+    text: str, expected: str, registry: Registry
+) -> None:
     import time
 
     started = time.perf_counter()
@@ -91,8 +109,9 @@ def test_numbers_and_sizes_a_machine_cannot_take_are_refused_with_their_path(tex
 
 
 def test_a_huge_width_that_passes_reading_is_checked_fast(registry: Registry) -> None:
-    spec = parse_spec('[[levels]]\ndim = 1048573\nstage = { kind = "transformer", layers = 1, head_dim = 64 }',
-                      registry=registry)  # fmt: skip
+    spec = parse_spec(
+        '[[levels]]\ndim = 1048573\nstage = { kind = "transformer", layers = 1, head_dim = 64 }', registry=registry
+    )
     (issue,) = [str(i) for i in spec.check_model()]
     assert issue.startswith("levels[0].stage.head_dim: 64 does not divide the level's dim 1048573; pick a head_dim")
 
@@ -122,8 +141,11 @@ def test_invalid_toml_says_where(registry: Registry) -> None:
 
 
 def test_semantic_checks_name_the_level(registry: Registry) -> None:
-    spec = parse_spec('[[levels]]\nsplitter = "whitespace"\n[[levels]]\n[[levels]]\nsplitter = "4-word"\n'
-                      '[[levels]]\nsplitter = "word-pair"', registry=registry)  # fmt: skip
+    spec = parse_spec(
+        '[[levels]]\nsplitter = "whitespace"\n[[levels]]\n[[levels]]\nsplitter = "4-word"\n'
+        '[[levels]]\nsplitter = "word-pair"',
+        registry=registry,
+    )
     assert [str(i) for i in spec.check_splitting()] == [
         "levels[0].splitter: level 0 is the byte level and has no splitter; put the first splitter in levels[1]",
         'levels[1].splitter: missing; every level above the bytes needs one, e.g. splitter = { kind = "whitespace" }',
@@ -161,9 +183,14 @@ def _stages():
     from aunet.plugins.transformer import TransformerSpec
 
     return st.none() | st.builds(
-        TransformerSpec, layers=st.integers(1, 64), head_dim=st.integers(1, 256), window=OPTIONAL_POSITIVE,
-        ffn_hidden=OPTIONAL_POSITIVE, rope_theta=FLOATS, attention=st.sampled_from([SdpaSpec(), MathSpec()]),
-    )  # fmt: skip
+        TransformerSpec,
+        layers=st.integers(1, 64),
+        head_dim=st.integers(1, 256),
+        window=OPTIONAL_POSITIVE,
+        ffn_hidden=OPTIONAL_POSITIVE,
+        rope_theta=FLOATS,
+        attention=st.sampled_from([SdpaSpec(), MathSpec()]),
+    )
 
 
 def _upsamplers():
@@ -171,27 +198,33 @@ def _upsamplers():
 
     return st.none() | st.one_of(
         st.builds(MultiLinearSpec, offsets=st.integers(1, 64), mode=st.sampled_from(list(OffsetMode))),
-        st.builds(RepeatSpec, norm_eps=FLOATS), st.just(SimpleSpec()),
-    )  # fmt: skip
+        st.builds(RepeatSpec, norm_eps=FLOATS),
+        st.just(SimpleSpec()),
+    )
 
 
 def _trains():
     from aunet.core.spec import CheckpointSpec, EvalSpec, MetricsSpec, Precision, SampleSpec, Shapes, TrainSpec
 
-    return st.builds(TrainSpec, lr=FLOATS, steps=OPTIONAL_POSITIVE, minutes=st.none() | FLOATS,
-                     clip=st.none() | FLOATS, precision=st.sampled_from(list(Precision)),
-                     shapes=st.sampled_from(list(Shapes)),
-                     checkpoint=st.builds(CheckpointSpec, every=st.integers(1, 1000), keep=st.integers(1, 9)),
-                     eval=st.builds(EvalSpec, bytes=st.integers(1, 1 << 20), batch_size=OPTIONAL_POSITIVE),
-                     metrics=st.builds(MetricsSpec, every=st.integers(1, 100), tensorboard=st.booleans()),
-                     sample=st.builds(SampleSpec, prompt=st.text(max_size=10), top_k=OPTIONAL_POSITIVE))  # fmt: skip
+    return st.builds(
+        TrainSpec,
+        lr=FLOATS,
+        steps=OPTIONAL_POSITIVE,
+        minutes=st.none() | FLOATS,
+        clip=st.none() | FLOATS,
+        precision=st.sampled_from(list(Precision)),
+        shapes=st.sampled_from(list(Shapes)),
+        checkpoint=st.builds(CheckpointSpec, every=st.integers(1, 1000), keep=st.integers(1, 9)),
+        eval=st.builds(EvalSpec, bytes=st.integers(1, 1 << 20), batch_size=OPTIONAL_POSITIVE),
+        metrics=st.builds(MetricsSpec, every=st.integers(1, 100), tensorboard=st.booleans()),
+        sample=st.builds(SampleSpec, prompt=st.text(max_size=10), top_k=OPTIONAL_POSITIVE),
+    )
 
 
 def _models():
     from aunet.core.spec import ModelSpec
 
-    return st.builds(ModelSpec, context=st.integers(1, 1 << 16), segment_margin=FLOATS,
-                     init_std=st.none() | FLOATS)  # fmt: skip
+    return st.builds(ModelSpec, context=st.integers(1, 1 << 16), segment_margin=FLOATS, init_std=st.none() | FLOATS)
 
 
 @st.composite

@@ -92,9 +92,8 @@ def oracle_levels(data: bytes, groups: tuple[int, ...]) -> list[int]:
         c = _oracle_class(ch)
         level = 0
         if c in "LDS":
-            if prev in (None, "W", "N"):  # a word starts
-                if not chain_alive:
-                    units_in_chain = 0
+            if prev in (None, "W", "N") and not chain_alive:  # a word starts, and no chain goes on
+                units_in_chain = 0
             run = run + 1 if c == prev and c != "L" else 0
             if c != "L" and run % 3 == 0:
                 level = top

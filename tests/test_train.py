@@ -24,7 +24,7 @@ from aunet.jobs.data.corpus import (
     read_documents,
     split,
     xz_bits_per_byte,
-)  # fmt: skip
+)
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.train.loop import TrainingDiverged, train
 
@@ -78,16 +78,18 @@ def test_bad_corpora_say_what_is_wrong(tmp_path: Path, name: str, content: str |
 
 
 def test_packing_is_deterministic_and_never_predicts_a_document_start(spec) -> None:
-    docs = encode_documents([Document(str(i), f"document {i} text ".encode() * (i + 1)) for i in range(6)],
-                            spec.splitter_stack())  # fmt: skip
+    docs = encode_documents(
+        [Document(str(i), f"document {i} text ".encode() * (i + 1)) for i in range(6)], spec.splitter_stack()
+    )
     packer = Packer(docs, 64, seed=3)
     first, after = packer.batch(Position(), 4)
     again, _ = Packer(docs, 64, seed=3).batch(Position(), 4)
     assert np.array_equal(first.tokens, again.tokens) and np.array_equal(first.levels, again.levels)
     assert not np.any(first.targets == BOS)
     assert np.all(first.targets[first.tokens == EOS] == IGNORE)
-    assert np.array_equal(first.targets[:, :-1][first.targets[:, :-1] != IGNORE],
-                          first.tokens[:, 1:][first.targets[:, :-1] != IGNORE])  # fmt: skip
+    assert np.array_equal(
+        first.targets[:, :-1][first.targets[:, :-1] != IGNORE], first.tokens[:, 1:][first.targets[:, :-1] != IGNORE]
+    )
     assert after == Position(0, 4)
     later, _ = packer.batch(Position(0, packer.rows_per_epoch), 1)  # rolls into epoch 1
     assert later.tokens.shape == (1, 64)
@@ -117,7 +119,9 @@ def test_xz_baseline() -> None:
 # -- training ----------------------------------------------------------------------------------
 
 
-def test_train_writes_metrics_tensorboard_checkpoints_and_a_stamped_spec(spec, corpus_file: Path, tmp_path: Path) -> None:
+def test_train_writes_metrics_tensorboard_checkpoints_and_a_stamped_spec(
+    spec, corpus_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     summary = train(spec, data=corpus_file, out=out, steps=9)
     assert summary.step == 9 and not summary.interrupted and len(summary.losses) == 9
@@ -159,8 +163,11 @@ def test_a_diverging_run_stops_and_keeps_the_last_sane_checkpoint(spec, corpus_f
 
     # lr 1e30 leaves finite weights of 1e28 after one step, which predict nothing: never saved.
     wild = apply_overrides(spec, ["train.lr=1e30", "train.warmup=0", "train.checkpoint.every=1"])
-    with pytest.raises(TrainingDiverged, match="after step 1 some weight tensors are not finite or exceed 1e\\+04 "
-                                               "in magnitude .* no checkpoint was written yet: start the run again"):
+    with pytest.raises(
+        TrainingDiverged,
+        match="after step 1 some weight tensors are not finite or exceed 1e\\+04 "
+        "in magnitude .* no checkpoint was written yet: start the run again",
+    ):
         train(wild, data=corpus_file, out=tmp_path / "wild", steps=20)
     assert checkpoint.latest(tmp_path / "wild") is None
     # A sane run that diverges later keeps its last sane checkpoint, and says to resume from it.
@@ -175,8 +182,9 @@ def test_a_diverging_run_stops_and_keeps_the_last_sane_checkpoint(spec, corpus_f
     assert max(float(w.abs().max()) for w in load_file(str(good / "model.safetensors")).values()) < 1e4
 
 
-def test_a_crash_while_saving_leaves_the_previous_checkpoint(spec, corpus_file: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_crash_while_saving_leaves_the_previous_checkpoint(
+    spec, corpus_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     train(spec, data=corpus_file, out=tmp_path / "r", steps=4)
     before = checkpoint.latest(tmp_path / "r")
 
@@ -198,7 +206,9 @@ def test_overrides_name_their_path(spec) -> None:
     assert changed.train.lr == 0.01 and changed.levels[1].stage.layers == 2 and changed.name == "renamed"
     with pytest.raises(SpecError, match=r"train.lrr: unknown key.*did you mean 'lr'"):
         apply_overrides(spec, ["train.lrr=1"])
-    with pytest.raises(SpecError, match=r"--set levels\[7\].dim=3: levels\[7\].dim: index 7 is out of range \(2 entries\)"):
+    with pytest.raises(
+        SpecError, match=r"--set levels\[7\].dim=3: levels\[7\].dim: index 7 is out of range \(2 entries\)"
+    ):
         apply_overrides(spec, ["levels[7].dim=3"])
     with pytest.raises(SpecError, match="is not key=value"):
         apply_overrides(spec, ["train.lr"])
@@ -216,19 +226,37 @@ def _write_spec(tmp_path: Path) -> Path:
 def test_cli_train_then_eval(tmp_path: Path, corpus_file: Path) -> None:
     spec_file = _write_spec(tmp_path)
     out = tmp_path / "run"
-    result = run_cli("train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "3",
-                     "--set", "train.sample.bytes=20")  # fmt: skip
+    result = run_cli(
+        "train",
+        "--spec",
+        str(spec_file),
+        "--data",
+        str(corpus_file),
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--set",
+        "train.sample.bytes=20",
+    )
     assert result.returncode == 0, result.stderr
     assert "validation:" in result.stdout and "(the whole validation split)" in result.stdout
     assert "xz -9e:" in result.stdout
     # The closing figures: the last loss, speed, model FLOPs utilisation and peak memory.
     training = next(line for line in result.stdout.splitlines() if line.startswith("training:"))
-    for part in ("last step's loss", "3 steps in", "kB/s", "model FLOP/s", "% of this device's measured matmul peak",
-                 "peak resident memory"):
+    for part in (
+        "last step's loss",
+        "3 steps in",
+        "kB/s",
+        "model FLOP/s",
+        "% of this device's measured matmul peak",
+        "peak resident memory",
+    ):
         assert part in training, training
     # The sample shows its prompt, then what the model wrote.
-    assert re.search(r"sample \(the prompt 'And God said,', then \d+ generated bytes\):\nAnd God said,", result.stdout), \
-        result.stdout  # fmt: skip
+    assert re.search(
+        r"sample \(the prompt 'And God said,', then \d+ generated bytes\):\nAnd God said,", result.stdout
+    ), result.stdout
     assert re.search(r"trained 3 steps in [\d.]+ m?s; evaluating on the whole validation split", result.stderr)
     evaluated = run_cli("eval", "--ckpt", str(out), "--json")  # the run's own data, its validation split
     assert evaluated.returncode == 0, evaluated.stderr
@@ -238,8 +266,9 @@ def test_cli_train_then_eval(tmp_path: Path, corpus_file: Path) -> None:
     assert figures["bytes"] > 0 and len(figures["bytes_per_segment"]) == 1 and figures["split"] == "validation"
     final = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert abs(figures["bpb"] - final["val_bpb"]) < 1e-5 and figures["bytes"] == final["val_bytes"]  # other batch size
-    explicit = json.loads(run_cli("eval", "--ckpt", str(out), "--data", str(corpus_file), "--split", "validation",
-                                  "--json").stdout)  # fmt: skip
+    explicit = json.loads(
+        run_cli("eval", "--ckpt", str(out), "--data", str(corpus_file), "--split", "validation", "--json").stdout
+    )
     assert explicit["bytes"] == figures["bytes"] and abs(explicit["bpb"] - figures["bpb"]) < 1e-9
     whole = json.loads(run_cli("eval", "--ckpt", str(out), "--data", str(corpus_file), "--json").stdout)
     assert whole["split"] == "all" and whole["bytes"] == len(TEXT.encode())  # a file given is evaluated whole
@@ -267,12 +296,19 @@ def test_cli_train_bad_input(tmp_path: Path, corpus_file: Path, args: list[str],
 def test_cli_refuses_an_existing_run_and_empty_data(tmp_path: Path, corpus_file: Path) -> None:
     spec_file = _write_spec(tmp_path)
     out = tmp_path / "run"
-    assert run_cli("train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "1").returncode == 0
+    assert (
+        run_cli(
+            "train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "1"
+        ).returncode
+        == 0
+    )
     again = run_cli("train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "1")
     assert again.returncode == 2 and "already holds a run; add --resume" in again.stderr
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    result = run_cli("train", "--spec", str(spec_file), "--data", str(empty), "--out", str(tmp_path / "e"), "--steps", "1")
+    result = run_cli(
+        "train", "--spec", str(spec_file), "--data", str(empty), "--out", str(tmp_path / "e"), "--steps", "1"
+    )
     assert result.returncode == 2 and "holds no text" in result.stderr
 
 
@@ -289,7 +325,9 @@ def test_cli_reports_truncated_and_corrupt_checkpoints(tmp_path: Path, corpus_fi
     result = run_cli("eval", "--ckpt", str(out), "--data", str(corpus_file))
     assert result.returncode == 2 and "does not match its SHA-256" in result.stderr
     resumed = run_cli("train", "--out", str(out), "--resume")
-    assert resumed.returncode == 2 and "does not match its SHA-256" in resumed.stderr and "no checkpoint" in resumed.stderr
+    assert (
+        resumed.returncode == 2 and "does not match its SHA-256" in resumed.stderr and "no checkpoint" in resumed.stderr
+    )
     assert run_cli("eval", "--ckpt", str(tmp_path / "nope")).returncode == 2
 
 
@@ -319,7 +357,9 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(spec, tmp_path: Pa
     assert resumed.returncode == 0, resumed.stderr
 
     def losses(run: Path) -> list[float]:
-        return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+        return [
+            json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line
+        ]
 
     assert losses(out) == losses(tmp_path / "whole")
 
@@ -327,12 +367,19 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(spec, tmp_path: Pa
 def test_cli_generate_streams_text_and_refuses_a_mismatched_checkpoint(tmp_path: Path, corpus_file: Path) -> None:
     spec_file = _write_spec(tmp_path)
     out = tmp_path / "run"
-    assert run_cli("train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "2").returncode == 0
+    assert (
+        run_cli(
+            "train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "2"
+        ).returncode
+        == 0
+    )
     result = run_cli("generate", "--ckpt", str(out), "--prompt", "In the", "--max-bytes", "20", "--seed", "1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("In the") and len(result.stdout.encode()) <= len("In the") + 20 * 3 + 1
     long_prompt = run_cli("generate", "--ckpt", str(out), "--prompt", "x" * 100, "--max-bytes", "3")
-    assert long_prompt.returncode == 0 and "aunet: note: prompt 0 is longer than the model's context" in long_prompt.stderr
+    assert (
+        long_prompt.returncode == 0 and "aunet: note: prompt 0 is longer than the model's context" in long_prompt.stderr
+    )
     # A checkpoint whose recorded spec no longer matches its weights is refused with a clear line.
     meta_path = checkpoint.latest(out) / "meta.json"
     meta = json.loads(meta_path.read_text())
@@ -349,12 +396,22 @@ def test_cli_eval_suite_udhr_reports_bits_per_byte_per_language(tmp_path: Path, 
     # The suite's logic on three texts (all 525 take minutes: `python -m benchmarks udhr-eval`).
     spec_file = _write_spec(tmp_path)
     out = tmp_path / "run"
-    assert run_cli("train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "2").returncode == 0
-    result = run_cli("eval", "--ckpt", str(out), "--suite", "udhr", "--only", "eng,cmn_hans,th", "--json",
-                     "--batch-size", "32")  # fmt: skip
+    assert (
+        run_cli(
+            "train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "2"
+        ).returncode
+        == 0
+    )
+    result = run_cli(
+        "eval", "--ckpt", str(out), "--suite", "udhr", "--only", "eng,cmn_hans,th", "--json", "--batch-size", "32"
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["suite"] == "udhr" and [x["file"] for x in report["languages"]] == ["eng.txt", "cmn_hans.txt", "tha.txt"]
+    assert report["suite"] == "udhr" and [x["file"] for x in report["languages"]] == [
+        "eng.txt",
+        "cmn_hans.txt",
+        "tha.txt",
+    ]
     chinese = report["languages"][1]
     assert chinese["bpb"] > 0 and chinese["bytes"] > 5000 and chinese["xz_bpb"] > 0
     assert len(chinese["bytes_per_segment"]) == 1

@@ -70,8 +70,11 @@ def test_a_planted_pickle_never_runs(run: Path, tmp_path: Path, where: str) -> N
     ckpt = checkpoint.latest(run)
     (ckpt / where).write_bytes(pickle.dumps(_Payload(marker)))
     _rehash(ckpt, where)
-    for argv in (["eval", "--ckpt", str(run)], ["generate", "--ckpt", str(run), "--max-bytes", "3"],
-                 ["train", "--out", str(run), "--resume", "--steps", "8"]):  # fmt: skip
+    for argv in (
+        ["eval", "--ckpt", str(run)],
+        ["generate", "--ckpt", str(run), "--max-bytes", "3"],
+        ["train", "--out", str(run), "--resume", "--steps", "8"],
+    ):
         result = run_cli(*argv)
         assert not marker.exists(), (where, argv)
         assert "Traceback" not in result.stderr
@@ -115,8 +118,9 @@ def test_a_run_without_a_checkpoint_restarts_under_resume(spec, corpus_file: Pat
 
 
 @pytest.mark.parametrize("latest", ["step-00000004\n", None, b"\xff\xfe\x00", "x" * 100_000, "step-00000099\n"])
-def test_resume_takes_the_newest_complete_checkpoint_whatever_latest_says(spec, corpus_file: Path, tmp_path: Path,
-                                                                          latest) -> None:  # fmt: skip
+def test_resume_takes_the_newest_complete_checkpoint_whatever_latest_says(
+    spec, corpus_file: Path, tmp_path: Path, latest
+) -> None:
     whole = train(spec, data=corpus_file, out=tmp_path / "whole", steps=10)
     out = tmp_path / "cut"
     train(spec, data=corpus_file, out=out, steps=10, stop_at=8)  # checkpoints 4 and 8
@@ -132,8 +136,11 @@ def test_resume_takes_the_newest_complete_checkpoint_whatever_latest_says(spec, 
 def test_a_checkpoint_of_another_model_is_one_line(run: Path) -> None:
     spec_file = run / "spec.toml"
     spec_file.write_text(spec_file.read_text().replace("dim = 48", "dim = 64"))
-    assert_one_line_error(run_cli("train", "--out", str(run), "--resume", "--steps", "8"),
-                          "was written by another model than spec.toml describes", "levels[1].dim: 48 -> 64")  # fmt: skip
+    assert_one_line_error(
+        run_cli("train", "--out", str(run), "--resume", "--steps", "8"),
+        "was written by another model than spec.toml describes",
+        "levels[1].dim: 48 -> 64",
+    )
 
 
 @pytest.mark.parametrize("files", [[], None, "abc", {"model.safetensors": 3}])
@@ -143,8 +150,10 @@ def test_malformed_meta_json_is_one_line(run: Path, files) -> None:
         meta["files"] = files
         (ckpt / "meta.json").write_text(json.dumps(meta))
     assert_one_line_error(run_cli("train", "--out", str(run), "--resume"), "no checkpoint of", "verifies")
-    assert_one_line_error(run_cli("eval", "--ckpt", str(checkpoint.latest_name(run) and run / "checkpoints" / "step-00000006")),
-                          "meta.json's \"files\" is not a table")  # fmt: skip
+    assert_one_line_error(
+        run_cli("eval", "--ckpt", str(checkpoint.latest_name(run) and run / "checkpoints" / "step-00000006")),
+        'meta.json\'s "files" is not a table',
+    )
 
 
 def test_meta_json_without_a_step_is_one_line(run: Path) -> None:
@@ -158,7 +167,9 @@ def test_meta_json_without_a_step_is_one_line(run: Path) -> None:
     assert result.returncode == 0 and "passing over step-00000006" in result.stderr, result.stderr
 
 
-def test_deleted_spec_and_run_records_are_recovered_from_the_checkpoint(spec, corpus_file: Path, tmp_path: Path) -> None:
+def test_deleted_spec_and_run_records_are_recovered_from_the_checkpoint(
+    spec, corpus_file: Path, tmp_path: Path
+) -> None:
     whole = train(spec, data=corpus_file, out=tmp_path / "whole", steps=10)
     out = tmp_path / "cut"
     train(spec, data=corpus_file, out=out, steps=10, stop_at=8)
@@ -174,8 +185,10 @@ def test_deleted_spec_and_run_records_are_recovered_from_the_checkpoint(spec, co
 def test_tb_being_a_file_is_one_line(run: Path) -> None:
     checkpoint.shutil.rmtree(run / "tb")
     (run / "tb").write_text("not a folder")
-    assert_one_line_error(run_cli("train", "--out", str(run), "--resume", "--steps", "8"),
-                          "tb is a file; TensorBoard writes a folder there")  # fmt: skip
+    assert_one_line_error(
+        run_cli("train", "--out", str(run), "--resume", "--steps", "8"),
+        "tb is a file; TensorBoard writes a folder there",
+    )
 
 
 def test_a_torn_metrics_line_is_not_continued(spec, corpus_file: Path, tmp_path: Path) -> None:
@@ -188,8 +201,9 @@ def test_a_torn_metrics_line_is_not_continued(spec, corpus_file: Path, tmp_path:
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 11))
 
 
-def test_after_a_kill_and_resume_metrics_hold_each_step_once(spec, corpus_file: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_after_a_kill_and_resume_metrics_hold_each_step_once(
+    spec, corpus_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "run"
     train(spec, data=corpus_file, out=out, steps=10, stop_at=7)  # metrics up to 7, checkpoints 4 and 7
     checkpoint.shutil.rmtree(out / "checkpoints" / "step-00000007")  # killed after step 7: last checkpoint 4
@@ -227,19 +241,35 @@ def test_extending_a_finished_run_continues_at_the_final_rate(spec, corpus_file:
 def test_changing_an_unfinished_runs_budget_is_refused(spec, corpus_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(spec, data=corpus_file, out=out, steps=10, stop_at=4)
-    assert_one_line_error(run_cli("train", "--out", str(out), "--resume", "--steps", "12"),
-                          "is at step 4 of a 10-step schedule", "would move its cosine", "--stop-at")  # fmt: skip
+    assert_one_line_error(
+        run_cli("train", "--out", str(out), "--resume", "--steps", "12"),
+        "is at step 4 of a 10-step schedule",
+        "would move its cosine",
+        "--stop-at",
+    )
 
 
 def test_a_second_process_on_the_same_run_is_refused_and_a_stale_lock_taken_over(run: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX);"
-        "f.seek(0); f.truncate(); f.write('aunet process 4242 on elsewhere'); f.flush(); print('held', flush=True);"
-        "time.sleep(60)"), str(run / ".lock")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX);"
+                "f.seek(0); f.truncate(); f.write('aunet process 4242 on elsewhere'); f.flush(); print('held', flush=True);"
+                "time.sleep(60)"
+            ),
+            str(run / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert_one_line_error(run_cli("train", "--out", str(run), "--resume", "--steps", "8"),
-                              "is in use: aunet process 4242 on elsewhere is training in it")  # fmt: skip
+        assert_one_line_error(
+            run_cli("train", "--out", str(run), "--resume", "--steps", "8"),
+            "is in use: aunet process 4242 on elsewhere is training in it",
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -249,8 +279,9 @@ def test_a_second_process_on_the_same_run_is_refused_and_a_stale_lock_taken_over
 
 
 @pytest.mark.parametrize(("code", "advice"), [(errno.ENOSPC, "free space on the disk"), (errno.EROFS, "writable")])
-def test_a_full_disk_or_a_read_only_folder_is_one_line(spec, corpus_file: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch, code: int, advice: str) -> None:  # fmt: skip
+def test_a_full_disk_or_a_read_only_folder_is_one_line(
+    spec, corpus_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, advice: str
+) -> None:
     out = tmp_path / "run"
     train(spec, data=corpus_file, out=out, steps=10, stop_at=4)
     before = checkpoint.latest(out)
@@ -260,8 +291,9 @@ def test_a_full_disk_or_a_read_only_folder_is_one_line(spec, corpus_file: Path, 
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
-    errors = assert_one_line_error(run_cli("train", "--out", str(out), "--resume"), advice,
-                                   "the previous checkpoints are intact")  # fmt: skip
+    errors = assert_one_line_error(
+        run_cli("train", "--out", str(out), "--resume"), advice, "the previous checkpoints are intact"
+    )
     assert len(errors) == 1
     monkeypatch.undo()
     assert checkpoint.latest(out) == before and checkpoint.verify(before)
@@ -276,7 +308,7 @@ def test_a_resume_may_change_the_recipe_and_records_it(spec, corpus_file: Path, 
     assert "train.lr changes from 0.003 to 0.001 from step 5" in result.stderr
     history = json.loads((out / "run.json").read_text())["history"]
     assert len(history) == 2 and history[1]["step"] == 4 and history[1]["changes"] == {"train.lr": [0.003, 0.001]}
-    assert 'lr = 0.001' in (out / "spec.toml").read_text()
+    assert "lr = 0.001" in (out / "spec.toml").read_text()
     refused = run_cli("train", "--out", str(out), "--resume", "--set", "levels[1].dim=64")
     assert_one_line_error(refused, "was started with another model (levels[1].dim: 48 -> 64)", "[train] values only")
 
@@ -302,22 +334,39 @@ def test_resume_from_another_directory_and_by_an_absolute_path(spec, corpus_file
     work = tmp_path / "work"
     work.mkdir()
     relative = os.path.relpath(corpus_file, work)
-    result = run_cli("train", "--spec", str(write_spec(tmp_path)), "--data", relative, "--out", "run", "--steps", "10",
-                     "--stop-at", "4", cwd=work)  # fmt: skip
+    result = run_cli(
+        "train",
+        "--spec",
+        str(write_spec(tmp_path)),
+        "--data",
+        relative,
+        "--out",
+        "run",
+        "--steps",
+        "10",
+        "--stop-at",
+        "4",
+        cwd=work,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((work / "run" / "run.json").read_text())["data"] == str(corpus_file.resolve())
-    resumed = run_cli("train", "--out", str(work / "run"), "--resume", "--data", str(corpus_file.resolve()),
-                      "--stop-at", "6")  # fmt: skip
+    resumed = run_cli(
+        "train", "--out", str(work / "run"), "--resume", "--data", str(corpus_file.resolve()), "--stop-at", "6"
+    )
     assert resumed.returncode == 0, resumed.stderr
 
 
-def test_data_changed_between_stop_and_resume_is_an_error_naming_the_change(spec, corpus_file: Path,
-                                                                            tmp_path: Path) -> None:  # fmt: skip
+def test_data_changed_between_stop_and_resume_is_an_error_naming_the_change(
+    spec, corpus_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     train(spec, data=corpus_file, out=out, steps=10, stop_at=4)
     corpus_file.write_text(TEXT[:5000])
-    assert_one_line_error(run_cli("train", "--out", str(out), "--resume"), "the data changed since the run started",
-                          f"corpus.txt: {len(TEXT.encode()):,} -> 5,000 bytes")  # fmt: skip
+    assert_one_line_error(
+        run_cli("train", "--out", str(out), "--resume"),
+        "the data changed since the run started",
+        f"corpus.txt: {len(TEXT.encode()):,} -> 5,000 bytes",
+    )
 
 
 def test_corpus_formats_are_read_as_what_they_are(tmp_path: Path) -> None:
@@ -361,12 +410,15 @@ def test_decompression_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         data.read_documents(bomb)
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    (b'{"text": "' + b"[" * 0 + b'ok"}\n' + b"[" * 100_000 + b"\n", "line 2: JSON nested too deeply"),
-    (b'{"text": 1' + b"0" * 5000 + b"}\n", "line 1: not readable JSON"),
-    (b'{"text": "caf\xe9"}\n', "line 1: not valid UTF-8"),
-    (b'{"text": "\\ud800"}\n', "line 1: the text holds a lone surrogate (\\ud800)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"text": "' + b"[" * 0 + b'ok"}\n' + b"[" * 100_000 + b"\n", "line 2: JSON nested too deeply"),
+        (b'{"text": 1' + b"0" * 5000 + b"}\n", "line 1: not readable JSON"),
+        (b'{"text": "caf\xe9"}\n', "line 1: not valid UTF-8"),
+        (b'{"text": "\\ud800"}\n', "line 1: the text holds a lone surrogate (\\ud800)"),
+    ],
+)
 def test_bad_json_lines_are_one_line(tmp_path: Path, line: bytes, message: str) -> None:
     from aunet.jobs.data.corpus import read_documents
 
@@ -419,9 +471,11 @@ def test_generation_memory_is_bounded_by_the_context() -> None:
     from aunet.core.decoding import new_state
     from aunet.jobs.inference import generate as gen
 
-    spec = aunet.parse_spec('[model]\ncontext = 32\n[[levels]]\ndim = 16\nstage = { kind = "transformer", layers = 1, '
-                            'head_dim = 8 }\n[[levels]]\ndim = 16\nsplitter = "whitespace"\nstage = { kind = '
-                            '"transformer", layers = 1, head_dim = 8 }')  # fmt: skip
+    spec = aunet.parse_spec(
+        '[model]\ncontext = 32\n[[levels]]\ndim = 16\nstage = { kind = "transformer", layers = 1, '
+        'head_dim = 8 }\n[[levels]]\ndim = 16\nsplitter = "whitespace"\nstage = { kind = '
+        '"transformer", layers = 1, head_dim = 8 }'
+    )
     torch.manual_seed(0)
     model = aunet.build_model(spec).eval()
     capacities = []
@@ -429,8 +483,9 @@ def test_generation_memory_is_bounded_by_the_context() -> None:
     gen.new_state = lambda m, b, c: capacities.append(c) or original(m, b, c)
     try:
         text = iter([*b"abc de fgh ij " * 8, 257])  # 112 bytes, then EOS
-        out = gen.decode(model, [b"ab cd"], 9_999_999_999, choose=lambda logits: torch.tensor([next(text)]),
-                         keep_logits=True)  # fmt: skip
+        out = gen.decode(
+            model, [b"ab cd"], 9_999_999_999, choose=lambda logits: torch.tensor([next(text)]), keep_logits=True
+        )
     finally:
         gen.new_state = original
     assert capacities == [32] and new_state(model, 1, 32).caches
@@ -450,8 +505,10 @@ def test_out_naming_a_file_or_a_path_through_one_is_one_line(tmp_path: Path, cor
     spec_file = write_spec(tmp_path)
     (tmp_path / "file").write_text("x")
     for out, message in ((tmp_path / "file", "is a file; give a folder"), (tmp_path / "file" / "run", "is a file")):
-        assert_one_line_error(run_cli("train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out),
-                                      "--steps", "1"), message)  # fmt: skip
+        assert_one_line_error(
+            run_cli("train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(out), "--steps", "1"),
+            message,
+        )
 
 
 def test_unbounded_reads_are_refused(tmp_path: Path) -> None:
@@ -475,7 +532,9 @@ def test_split_streams_large_files_with_bounded_memory(tmp_path: Path, monkeypat
     batch = json.loads(run_cli("split", "--splitters", "whitespace,word-pair", "--file", str(small), "--json").stdout)
     monkeypatch.setattr(cli, "BATCH_SPLIT_BYTES", 0)
     monkeypatch.setattr(cli, "SPLIT_CHUNK", 4096)
-    streamed = json.loads(run_cli("split", "--splitters", "whitespace,word-pair", "--file", str(small), "--json").stdout)
+    streamed = json.loads(
+        run_cli("split", "--splitters", "whitespace,word-pair", "--file", str(small), "--json").stdout
+    )
     assert streamed == batch  # the streaming form gives the batch form's levels
     tracemalloc.start()
     result = run_cli("split", "--splitters", "whitespace,word-pair", "--file", str(path))
@@ -488,46 +547,95 @@ def test_split_streams_large_files_with_bounded_memory(tmp_path: Path, monkeypat
 def test_an_invalid_utf8_prompt_is_echoed_safely(run: Path) -> None:
     env = {"PYTHONIOENCODING": "utf-8"}
     prompt = b"caf\xff ".decode("utf-8", "surrogateescape")
-    result = subprocess.run([sys.executable, "-m", "aunet", "generate", "--ckpt", str(run), "--prompt", prompt,
-                             "--max-bytes", "4"], capture_output=True, env={**os.environ, **env})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "aunet", "generate", "--ckpt", str(run), "--prompt", prompt, "--max-bytes", "4"],
+        capture_output=True,
+        env={**os.environ, **env},
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.startswith("caf\ufffd ".encode()) and b"Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["generate", "--ckpt", "x", "--temperature", "inf"], "expected a finite number, got inf"),
-    (["generate", "--ckpt", "x", "--seed", str(2**64)], "must be at most 9,223,372,036,854,775,807"),
-    (["generate", "--ckpt", "x", "--max-bytes", str(2**41)], "must be at most"),
-    (["train", "--minutes", "inf"], "expected a finite number, got inf"),
-    (["train", "--step", "5"], "unrecognized arguments: --step 5 (--step: did you mean '--steps'?)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["generate", "--ckpt", "x", "--temperature", "inf"], "expected a finite number, got inf"),
+        (["generate", "--ckpt", "x", "--seed", str(2**64)], "must be at most 9,223,372,036,854,775,807"),
+        (["generate", "--ckpt", "x", "--max-bytes", str(2**41)], "must be at most"),
+        (["train", "--minutes", "inf"], "expected a finite number, got inf"),
+        (["train", "--step", "5"], "unrecognized arguments: --step 5 (--step: did you mean '--steps'?)"),
+    ],
+)
 def test_bad_flags_are_one_line(argv: list[str], message: str) -> None:
     assert_one_line_error(run_cli(*argv), message)
 
 
 def test_errors_from_set_are_blamed_on_the_set(tmp_path: Path, corpus_file: Path) -> None:
     spec_file = write_spec(tmp_path, TINY_WITH_MISTAKE)
-    result = run_cli("train", "--spec", str(spec_file), "--data", str(corpus_file), "--out", str(tmp_path / "r"),
-                     "--set", "train.lr=nan", "--set", "levels[0].stage.head_dim=7")  # fmt: skip
+    result = run_cli(
+        "train",
+        "--spec",
+        str(spec_file),
+        "--data",
+        str(corpus_file),
+        "--out",
+        str(tmp_path / "r"),
+        "--set",
+        "train.lr=nan",
+        "--set",
+        "levels[0].stage.head_dim=7",
+    )
     errors = assert_one_line_error(result)
     assert f"aunet: error: {spec_file}: train.steps: must be at least 1, got -5" in errors
     assert "aunet: error: --set train.lr=nan: train.lr: expected a finite number, got nan" in errors
     assert not (tmp_path / "r").exists() and "run directory" not in result.stderr
-    semantic = run_cli("train", "--spec", str(write_spec(tmp_path)), "--data", str(corpus_file), "--out",
-                       str(tmp_path / "r"), "--set", "levels[0].stage.head_dim=7")  # fmt: skip
+    semantic = run_cli(
+        "train",
+        "--spec",
+        str(write_spec(tmp_path)),
+        "--data",
+        str(corpus_file),
+        "--out",
+        str(tmp_path / "r"),
+        "--set",
+        "levels[0].stage.head_dim=7",
+    )
     assert_one_line_error(semantic, "--set levels[0].stage.head_dim=7: levels[0].stage.head_dim: 7 does not divide")
 
 
-TINY_WITH_MISTAKE = open(Path(__file__).parent / "conftest.py").read().split('TINY = """')[1].split('"""')[0].replace(
-    "batch_size = 4", "batch_size = 4\nsteps = -5")
+TINY_WITH_MISTAKE = (
+    (Path(__file__).parent / "conftest.py")
+    .read_text()
+    .split('TINY = """')[1]
+    .split('"""')[0]
+    .replace("batch_size = 4", "batch_size = 4\nsteps = -5")
+)
 
 
 def test_a_spec_too_large_for_this_machine_is_one_line(tmp_path: Path, corpus_file: Path) -> None:
-    big = write_spec(tmp_path, TINY_WITH_MISTAKE.replace("steps = -5", "").replace("dim = 48", "dim = 1048576")
-                     .replace("head_dim = 16 }\n[train]", "head_dim = 1024 }\n[train]"))  # fmt: skip
-    assert_one_line_error(run_cli("train", "--spec", str(big), "--data", str(corpus_file), "--out", str(tmp_path / "r"),
-                                  "--steps", "1", "--device", "cpu"),
-                          "training this spec needs at least", "GiB free on cpu")  # fmt: skip
+    big = write_spec(
+        tmp_path,
+        TINY_WITH_MISTAKE.replace("steps = -5", "")
+        .replace("dim = 48", "dim = 1048576")
+        .replace("head_dim = 16 }\n[train]", "head_dim = 1024 }\n[train]"),
+    )
+    assert_one_line_error(
+        run_cli(
+            "train",
+            "--spec",
+            str(big),
+            "--data",
+            str(corpus_file),
+            "--out",
+            str(tmp_path / "r"),
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ),
+        "training this spec needs at least",
+        "GiB free on cpu",
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -538,7 +646,16 @@ def test_checkpoint_files_share_one_mode(run: Path) -> None:
 
 
 def test_no_run_directory_is_printed_or_made_for_a_run_that_never_starts(tmp_path: Path) -> None:
-    result = run_cli("train", "--spec", str(write_spec(tmp_path)), "--data", str(tmp_path / "missing.txt"), "--out",
-                     str(tmp_path / "r"), "--steps", "1")  # fmt: skip
+    result = run_cli(
+        "train",
+        "--spec",
+        str(write_spec(tmp_path)),
+        "--data",
+        str(tmp_path / "missing.txt"),
+        "--out",
+        str(tmp_path / "r"),
+        "--steps",
+        "1",
+    )
     assert_one_line_error(result, "does not exist")
     assert "run directory" not in result.stderr and not (tmp_path / "r").exists()

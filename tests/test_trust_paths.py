@@ -31,15 +31,24 @@ def errors_of(result) -> list[str]:
 def assert_one_line(result, *fragments: str) -> str:
     errors = errors_of(result)
     assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, (
-        result.returncode, result.stderr[-3000:])  # fmt: skip
+        result.returncode,
+        result.stderr[-3000:],
+    )
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     return errors[0]
 
 
 def aunet(*args: str, cwd: Path, preexec=None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aunet", *args], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          preexec_fn=preexec, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "aunet", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +78,18 @@ def test_a_failed_save_ends_every_process_in_one_line(folder: Path, parallel: st
         result = aunet(*common, cwd=folder, preexec=_file_size_limit, timeout=120)
         ranks = 1
     else:  # before the fix: rank 1 waited in a barrier while rank 0 was in an all-reduce, for 30 minutes
-        result = aunet("launch", "--standalone", "--nproc-per-node", "2", *common, "--parallel", parallel, cwd=folder,
-                       preexec=_file_size_limit, timeout=120)  # fmt: skip
+        result = aunet(
+            "launch",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            *common,
+            "--parallel",
+            parallel,
+            cwd=folder,
+            preexec=_file_size_limit,
+            timeout=120,
+        )
         ranks = 2
     errors = errors_of(result)
     assert result.returncode == 2 and len(errors) == ranks, result.stderr[-3000:]
@@ -84,8 +103,9 @@ def test_checkpoints_that_cannot_be_written_are_refused_before_training(folder: 
     out = tmp_path / "run"
     out.mkdir()
     (out / "checkpoints").symlink_to(tmp_path / "gone" / "nowhere")  # a folder that cannot be made
-    result = run_cli("train", "--spec", str(folder / "tiny.toml"), "--data", str(folder / "c.txt"), "--out", str(out),
-                     "--steps", "8")  # fmt: skip
+    result = run_cli(
+        "train", "--spec", str(folder / "tiny.toml"), "--data", str(folder / "c.txt"), "--out", str(out), "--steps", "8"
+    )
     assert_one_line(result, "cannot write checkpoints in", "checkpoints")
     assert not (out / "metrics.jsonl").exists()  # refused before the first step
 
@@ -101,9 +121,29 @@ def test_concurrent_new_runs_on_one_folder_leave_exactly_one_run(folder: Path, t
         path.write_text(f'name = "racer{i}"\n' + TINY)
         specs.append(path)
     out = tmp_path / "shared"
-    racers = [subprocess.Popen([sys.executable, "-m", "aunet", "train", "--spec", str(p), "--data",
-                                str(folder / "c.txt"), "--out", str(out), "--steps", "2"], env=ENV,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in specs]  # fmt: skip
+    racers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aunet",
+                "train",
+                "--spec",
+                str(p),
+                "--data",
+                str(folder / "c.txt"),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+            ],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in specs
+    ]
     results = [(r.wait(timeout=300), r.stderr.read()) for r in racers]
     winners = [i for i, (code, _) in enumerate(results) if code == 0]
     assert len(winners) == 1, results
@@ -159,8 +199,10 @@ def test_a_run_killed_while_starting_is_not_resumed(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
     (out / ".lock").write_text("")  # what a kill at startup leaves
-    assert_one_line(run_cli("train", "--out", str(out), "--resume"),
-                    "holds no run to resume (a run stopped while starting leaves none)")  # fmt: skip
+    assert_one_line(
+        run_cli("train", "--out", str(out), "--resume"),
+        "holds no run to resume (a run stopped while starting leaves none)",
+    )
 
 
 def test_resuming_a_sharded_run_on_one_process_says_how(tmp_path: Path) -> None:
@@ -168,8 +210,11 @@ def test_resuming_a_sharded_run_on_one_process_says_how(tmp_path: Path) -> None:
     out.mkdir()
     (out / "spec.toml").write_text(TINY + 'parallel = "fsdp"\n')
     (out / "run.json").write_text('{"data": null, "fingerprint": {}, "history": []}')
-    assert_one_line(run_cli("train", "--out", str(out), "--resume"),
-                    "--parallel fsdp needs the processes torchrun starts", "add --parallel none to resume it")  # fmt: skip
+    assert_one_line(
+        run_cli("train", "--out", str(out), "--resume"),
+        "--parallel fsdp needs the processes torchrun starts",
+        "add --parallel none to resume it",
+    )
 
 
 # -- signals ---------------------------------------------------------------------------------------
@@ -201,8 +246,9 @@ def test_sigterm_and_sighup_save_like_ctrl_c(folder: Path, tmp_path: Path, sent:
         if step == 3:  # the scheduler's signal, during the third step's bookkeeping
             os.kill(os.getpid(), sent)
 
-    summary = train(load_spec(str(folder / "tiny.toml")), data=folder / "c.txt", out=out, steps=100,
-                    on_step=signal_at_step_3)  # fmt: skip
+    summary = train(
+        load_spec(str(folder / "tiny.toml")), data=folder / "c.txt", out=out, steps=100, on_step=signal_at_step_3
+    )
     assert summary.interrupted and summary.signal == sent and summary.step == 3
     assert _stop_code(summary, None) == 128 + sent  # what `aunet train` exits with
     saved = checkpoint.latest(out)
@@ -216,10 +262,30 @@ def test_sigterm_under_torchrun_saves_on_every_process(folder: Path, tmp_path: P
     out = tmp_path / "run"
     # torchrun (here through aunet launch) forwards the signal to both workers; they agree on the
     # step, save, and the launcher ends with the workers' status.
-    args = ["launch", "--standalone", "--nproc-per-node", "2", "train", "--spec", str(folder / "tiny.toml"), "--data",
-            str(folder / "c.txt"), "--out", str(out), "--steps", "100000", "--parallel", "ddp"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "aunet", *args], env={**ENV, "TMPDIR": str(tmp_path)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    args = [
+        "launch",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "train",
+        "--spec",
+        str(folder / "tiny.toml"),
+        "--data",
+        str(folder / "c.txt"),
+        "--out",
+        str(out),
+        "--steps",
+        "100000",
+        "--parallel",
+        "ddp",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aunet", *args],
+        env={**ENV, "TMPDIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_step(out, 3, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -269,8 +335,9 @@ def test_a_corpus_in_memory_peaks_at_no_more_than_3_times_its_text(tmp_path: Pat
     single.write_text(" ".join(words[rng.integers(0, len(words), 4_400_000)]))
     for corpus in (path, single):
         size = sum(len(d.encode()) for d in docs) if corpus == path else single.stat().st_size
-        result = subprocess.run([sys.executable, "-c", CORPUS_PEAK, str(corpus)], capture_output=True, text=True,
-                                env=ENV, timeout=300)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", CORPUS_PEAK, str(corpus)], capture_output=True, text=True, env=ENV, timeout=300
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         peak = json.loads(result.stdout.splitlines()[-1])["peak"]
         # Resident memory, as a user sees it. Before: 11.5 times (an int64 temporary per document,
@@ -333,13 +400,31 @@ def test_a_one_gigabyte_document_streams_in_bounded_memory(tmp_path: Path) -> No
     big = tmp_path / "book.txt"
     block = (TEXT * 50).encode()[: 1 << 20]
     with open(big, "wb") as f:
-        for _ in range(1024):  # 1 GiB, one document
-            f.write(block)
+        f.writelines(block for _ in range(1024))
     spec = tmp_path / "spec.toml"
     spec.write_text(TINY + 'data = { stream = "on", buffer_bytes = 4194304 }\n')
-    result = subprocess.run([sys.executable, "-c", STREAM_PEAK, "train", "--spec", str(spec), "--data", str(big),
-                             "--out", str(tmp_path / "run"), "--steps", "3", "--set", "train.eval.final_bytes=20000"],
-                            capture_output=True, text=True, env=ENV, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            STREAM_PEAK,
+            "train",
+            "--spec",
+            str(spec),
+            "--data",
+            str(big),
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "3",
+            "--set",
+            "train.eval.final_bytes=20000",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
     big.unlink()
     assert result.returncode == 0, result.stderr[-3000:]
     assert "documents longer than 4 MiB are read in parts of at most 4 MiB" in result.stderr
@@ -358,8 +443,9 @@ def test_a_jsonl_line_too_long_to_stream_is_one_line(tmp_path: Path, monkeypatch
         list(streaming.StreamSource(path).documents())
 
 
-def test_long_streamed_documents_come_in_parts_that_join_to_the_whole(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_long_streamed_documents_come_in_parts_that_join_to_the_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import gzip
 
     from aunet.jobs.data import streaming
@@ -417,8 +503,9 @@ def test_unreadable_streamed_files_are_one_line(tmp_path: Path, kind: str) -> No
 def test_compare_names_never_leave_out(folder: Path, tmp_path: Path, name: str) -> None:
     spec = tmp_path / "spec.toml"
     spec.write_text(f'name = "{name}"\n' + TINY)
-    result = run_cli("compare", str(spec), "--steps", "1", "--data", str(folder / "c.txt"), "--out",
-                     str(tmp_path / "cmp" / "out"))  # fmt: skip
+    result = run_cli(
+        "compare", str(spec), "--steps", "1", "--data", str(folder / "c.txt"), "--out", str(tmp_path / "cmp" / "out")
+    )
     assert_one_line(result, "cannot name a run's folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]  # nothing written anywhere
 
@@ -431,10 +518,25 @@ def test_compare_stops_on_ctrl_c_and_resumes_after_it_and_after_a_late_error(fol
         path.write_text(f'name = "m{i}"\n' + TINY.replace("dim = 32", f"dim = {dim}", 1))
         specs.append(str(path))
     out = tmp_path / "cmp"
-    command = ["compare", *specs, "--steps", "24", "--turn-steps", "4", "--data", str(folder / "c.txt"), "--out",
-               str(out), "--threads", "1", "--set", "train.lr=2e-3"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "aunet", *command], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    command = [
+        "compare",
+        *specs,
+        "--steps",
+        "24",
+        "--turn-steps",
+        "4",
+        "--data",
+        str(folder / "c.txt"),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--set",
+        "train.lr=2e-3",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aunet", *command], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _wait_for_step(out / "m1", 4, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -442,7 +544,7 @@ def test_compare_stops_on_ctrl_c_and_resumes_after_it_and_after_a_late_error(fol
     assert "--resume" in err
     assert_one_line(run_cli(*command), "is not empty", "add --resume")
     # A late error (here: the plots) loses nothing: the runs stay, and --resume reports.
-    import aunet.jobs.experiments.compare as compare
+    from aunet.jobs.experiments import compare
 
     resumed = run_cli(*command, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -450,7 +552,7 @@ def test_compare_stops_on_ctrl_c_and_resumes_after_it_and_after_a_late_error(fol
     assert {r["steps"] for r in rows.values()} == {24}
     again = run_cli(*command, "--resume")  # finished: nothing trains, the rows are read back
     assert again.returncode == 0 and json.loads((out / "compare.json").read_text())["rows"] == list(rows.values())
-    assert 'lr = 0.002' in (out / "m0" / "spec.toml").read_text()  # --set reached every spec
+    assert "lr = 0.002" in (out / "m0" / "spec.toml").read_text()  # --set reached every spec
     from aunet.jobs.data.corpus import load_corpus, xz_bits_per_byte
 
     report = json.loads((out / "compare.json").read_text())
@@ -475,8 +577,9 @@ def test_a_streamed_run_is_evaluated_on_its_own_data(tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for f in range(3):
-        (corpus / f"part-{f}.jsonl").write_text("".join(json.dumps({"text": f"{f} {i} " + TEXT[:400]}) + "\n"
-                                                        for i in range(10)))  # fmt: skip
+        (corpus / f"part-{f}.jsonl").write_text(
+            "".join(json.dumps({"text": f"{f} {i} " + TEXT[:400]}) + "\n" for i in range(10))
+        )
     spec = tmp_path / "spec.toml"
     spec.write_text(TINY + 'data = { stream = "on", buffer_bytes = 4096 }\n')
     out = tmp_path / "run"
@@ -504,8 +607,9 @@ def test_a_tampered_data_path_is_not_walked(small_run: Path, tmp_path: Path) -> 
     assert time.perf_counter() - started < 30  # before: it walked /usr for 83 s
 
 
-def test_a_reader_follows_a_run_that_prunes_what_it_reads(small_run: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_reader_follows_a_run_that_prunes_what_it_reads(
+    small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     import aunet
@@ -538,8 +642,7 @@ def test_a_reader_follows_a_run_that_prunes_what_it_reads(small_run: Path, tmp_p
 
 def test_generation_flags_at_their_limits(small_run: Path, tmp_path: Path) -> None:
     assert_one_line(run_cli("generate", "--ckpt", str(small_run), "--threads", "100000"), "--threads: at most")
-    tiny = run_cli("generate", "--ckpt", str(small_run), "--prompt", "In", "--max-bytes", "4", "--temperature",
-                   "1e-45")  # fmt: skip
+    tiny = run_cli("generate", "--ckpt", str(small_run), "--prompt", "In", "--max-bytes", "4", "--temperature", "1e-45")
     assert tiny.returncode == 0 and "Traceback" not in tiny.stderr, tiny.stderr
     greedy = run_cli("generate", "--ckpt", str(small_run), "--prompt", "In", "--max-bytes", "4", "--temperature", "0")
     assert tiny.stdout == greedy.stdout  # a temperature near 0 samples what greedy picks
@@ -549,8 +652,17 @@ def test_generation_flags_at_their_limits(small_run: Path, tmp_path: Path) -> No
 
 
 def test_a_spec_without_steps_says_it_trains_for_minutes(folder: Path, tmp_path: Path) -> None:
-    result = run_cli("train", "--spec", str(folder / "tiny.toml"), "--data", str(folder / "c.txt"), "--out",
-                     str(tmp_path / "run"), "--minutes", "0.002")  # fmt: skip
+    result = run_cli(
+        "train",
+        "--spec",
+        str(folder / "tiny.toml"),
+        "--data",
+        str(folder / "c.txt"),
+        "--out",
+        str(tmp_path / "run"),
+        "--minutes",
+        "0.002",
+    )
     assert result.returncode == 0, result.stderr
     assert "the budget is 0.002 minutes of training time (train.minutes), not steps" in result.stderr
     assert "cannot be repeated exactly" in result.stderr

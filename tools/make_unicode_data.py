@@ -30,10 +30,66 @@ from pathlib import Path
 import numpy as np
 
 N = 0x110000
-CATEGORIES = "Lu Ll Lt Lm Lo Mn Mc Me Nd Nl No Pc Pd Ps Pe Pi Pf Po Sm Sc Sk So Zs Zl Zp Cc Cf Cs Co Cn".split()
-SYLLABLE_FINAL = {"Bindu", "Visarga", "Tone_Mark", "Tone_Letter", "Pure_Killer", "Consonant_Killer",
-                  "Syllable_Modifier", "Cantillation_Mark", "Register_Shifter", "Gemination_Mark"}
-GRAPHEME_BREAK = ("Other CR LF Control Extend ZWJ Regional_Indicator Prepend SpacingMark L V T LV LVT").split()
+CATEGORIES = [
+    "Lu",
+    "Ll",
+    "Lt",
+    "Lm",
+    "Lo",
+    "Mn",
+    "Mc",
+    "Me",
+    "Nd",
+    "Nl",
+    "No",
+    "Pc",
+    "Pd",
+    "Ps",
+    "Pe",
+    "Pi",
+    "Pf",
+    "Po",
+    "Sm",
+    "Sc",
+    "Sk",
+    "So",
+    "Zs",
+    "Zl",
+    "Zp",
+    "Cc",
+    "Cf",
+    "Cs",
+    "Co",
+    "Cn",
+]
+SYLLABLE_FINAL = {
+    "Bindu",
+    "Visarga",
+    "Tone_Mark",
+    "Tone_Letter",
+    "Pure_Killer",
+    "Consonant_Killer",
+    "Syllable_Modifier",
+    "Cantillation_Mark",
+    "Register_Shifter",
+    "Gemination_Mark",
+}
+GRAPHEME_BREAK = [
+    "Other",
+    "CR",
+    "LF",
+    "Control",
+    "Extend",
+    "ZWJ",
+    "Regional_Indicator",
+    "Prepend",
+    "SpacingMark",
+    "L",
+    "V",
+    "T",
+    "LV",
+    "LVT",
+]
 
 
 def ranges(path: Path):

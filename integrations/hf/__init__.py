@@ -41,4 +41,5 @@ def __getattr__(name: str) -> Any:
         return export
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = ["AUNetConfig", "AUNetForCausalLM", "AUNetTokenizer", "export", "register"]

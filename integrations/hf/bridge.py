@@ -55,8 +55,10 @@ class Rows:
         for r, (row, mask) in enumerate(zip(ids, attention_mask.tolist())):
             real = [i for i, m in enumerate(mask) if m]
             if real and real[-1] - real[0] + 1 != len(real):
-                raise ValueError(f"row {r} of attention_mask has padding between real tokens; aunet reads each "
-                                 "row's tokens as one run (pad on the left or on the right)")  # fmt: skip
+                raise ValueError(
+                    f"row {r} of attention_mask has padding between real tokens; aunet reads each "
+                    "row's tokens as one run (pad on the left or on the right)"
+                )
             starts.append(real[0] if real else 0)
             rows.append([row[i] for i in real])
         return cls(rows, starts, input_ids.shape[1])
@@ -67,12 +69,15 @@ class Rows:
             if not row:
                 raise ValueError(f"row {r} has no tokens (its attention_mask is all zeros)")
             if len(row) > context:
-                raise ValueError(f"row {r} has {len(row):,} tokens; this model reads at most {context:,} "
-                                 "(its context, BOS included): keep the last ones")  # fmt: skip
+                raise ValueError(
+                    f"row {r} has {len(row):,} tokens; this model reads at most {context:,} "
+                    "(its context, BOS included): keep the last ones"
+                )
             bad = next((t for t in row if not 0 <= t < model.vocab_size), None)
             if bad is not None:
-                raise ValueError(f"row {r} holds token id {bad}; ids are 0..255 (bytes), {BOS} (BOS), {EOS} (EOS), "
-                                 f"{PAD} (PAD)")  # fmt: skip
+                raise ValueError(
+                    f"row {r} holds token id {bad}; ids are 0..255 (bytes), {BOS} (BOS), {EOS} (EOS), {PAD} (PAD)"
+                )
 
     def packed(self, model: AUNet) -> tuple[Tensor, Tensor, Tensor, list[LevelStream]]:
         """Right-padded (B, P) tokens and levels, (B,) lengths, and each row's splitter stream
@@ -117,8 +122,9 @@ def teacher_forced(model: AUNet, input_ids: Tensor, attention_mask: Tensor | Non
     rows.check(model)
     tokens, levels, _, _ = rows.packed(model)
     device = input_ids.device
-    logits = model(tokens.to(device), levels.to(device), shapes=ShapeMode.EAGER,
-                   doc_mask=rows.several_documents()).logits  # fmt: skip
+    logits = model(
+        tokens.to(device), levels.to(device), shapes=ShapeMode.EAGER, doc_mask=rows.several_documents()
+    ).logits
     return rows.unpack(logits.float())
 
 
@@ -152,8 +158,9 @@ def prefill(model: AUNet, input_ids: Tensor, attention_mask: Tensor | None) -> t
     tokens, levels, lengths, streams = rows.packed(model)
     device = input_ids.device
     state = decoding.new_state(model, len(rows.ids), model.spec.model.context)
-    logits = decoding.prefill(model, state, tokens.to(device), levels.to(device), lengths.to(device),
-                              every_position=True)  # fmt: skip
+    logits = decoding.prefill(
+        model, state, tokens.to(device), levels.to(device), lengths.to(device), every_position=True
+    )
     return rows.unpack(logits.float()), AUNetCache(state, streams, rows.width)
 
 
@@ -187,4 +194,3 @@ def write_runtime(path: str) -> None:
     from aunet.integrations.hf.runtime import write_runtime as build
 
     build(Path(path))
-

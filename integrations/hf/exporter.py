@@ -40,9 +40,11 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
         raise InputError(f"--out: '{out}' exists and is not an empty folder; give a new folder for the export")
     run = load_run(ckpt, device="cpu")
     if run.spec.model.bpe:
-        raise InputError("aunet export writes byte models (AU-Nets and flat byte transformers); this checkpoint "
-                         "is the BPE baseline, whose tokenizer Hugging Face would need separately")  # fmt: skip
-    model, config, tokenizer = hf_objects(run)
+        raise InputError(
+            "aunet export writes byte models (AU-Nets and flat byte transformers); this checkpoint "
+            "is the BPE baseline, whose tokenizer Hugging Face would need separately"
+        )
+    model, _config, tokenizer = hf_objects(run)
     model.generation_config.suppress_tokens = [BOS, PAD]
     model.generation_config.eos_token_id = EOS
     model.generation_config.pad_token_id = PAD
@@ -62,7 +64,9 @@ def export(ckpt: str | Path, out: str | Path) -> Path:
         staging.rename(out)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise InputError(f"cannot write the export to '{out}': {exc.strerror or exc} (nothing was left behind)") from None
+        raise InputError(
+            f"cannot write the export to '{out}': {exc.strerror or exc} (nothing was left behind)"
+        ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -98,7 +102,8 @@ def hf_objects(run: Any) -> tuple[Any, Any, Any]:
     from aunet.integrations.hf.tokenization_aunet import AUNetTokenizer
 
     context = run.spec.model.context
-    config = AUNetConfig(spec=dump_spec(run.spec), aunet_version=version(), step=run.step,
-                         max_position_embeddings=context)  # fmt: skip
+    config = AUNetConfig(
+        spec=dump_spec(run.spec), aunet_version=version(), step=run.step, max_position_embeddings=context
+    )
     model = AUNetForCausalLM(config, aunet_model=run.model).eval()
     return model, config, AUNetTokenizer(model_max_length=context)

@@ -21,7 +21,7 @@ import sys
 import warnings
 import zipfile
 import zipimport
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from transformers import GenerationMixin, PreTrainedModel
@@ -43,8 +43,10 @@ def _runtime_zip(config: AUNetConfig) -> str:
 
     found = cached_file(where, RUNTIME_FILE) if where else None
     if not found:
-        raise ImportError(f"aunet is not installed and {RUNTIME_FILE} is not in '{where}': pip install aunet, "
-                          "or export the model again with `aunet export`")  # fmt: skip
+        raise ImportError(
+            f"aunet is not installed and {RUNTIME_FILE} is not in '{where}': pip install aunet, "
+            "or export the model again with `aunet export`"
+        )
     return found
 
 
@@ -91,8 +93,10 @@ def load_bridge(config: AUNetConfig) -> Any:
         bridge = importlib.import_module("aunet.integrations.hf.bridge")
         running = bridge.aunet_version()
         if config.aunet_version and running != config.aunet_version:
-            warnings.warn(f"this model was exported by aunet {config.aunet_version}; the installed aunet "
-                          f"{running} runs it", stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"this model was exported by aunet {config.aunet_version}; the installed aunet {running} runs it",
+                stacklevel=3,
+            )
         return bridge
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in RUNTIME_PACKAGES:
@@ -117,7 +121,7 @@ class AUNetForCausalLM(PreTrainedModel, GenerationMixin):
     base_model_prefix = "aunet"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = False
-    _no_split_modules: list[str] = []
+    _no_split_modules: ClassVar[list[str]] = []
     _auto_class = "AutoModelForCausalLM"  # save_pretrained writes auto_map and copies this file
 
     def __init__(self, config: AUNetConfig, aunet_model: Any = None) -> None:
@@ -141,15 +145,22 @@ class AUNetForCausalLM(PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self) -> torch.nn.Module:
         return self.aunet.head
 
-    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None, cache: Any = None,
-                labels: torch.LongTensor | None = None, use_cache: bool | None = None,
-                past_key_values: Any = None, **kwargs: Any) -> CausalLMOutputWithPast:  # fmt: skip
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Any = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        past_key_values: Any = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
         """Logits of every position; with ``use_cache=True``, also aunet's caches after them, and
         given those caches, the logits of the one new token per row (what ``generate`` asks for).
         ``labels`` (usually ``input_ids``) give the mean next-token cross-entropy, shifted inside."""
         cache = cache if cache is not None else past_key_values
         if isinstance(cache, self.bridge.AUNetCache):
-            logits, cache = self.bridge.step(self.aunet, cache, input_ids), cache  # (B, 1, V)
+            logits = self.bridge.step(self.aunet, cache, input_ids)  # (B, 1, V)
         elif use_cache:  # generate's first call (a plain call scores, without building caches)
             logits, cache = self.bridge.prefill(self.aunet, input_ids, attention_mask)  # (B, T, V)
         else:
@@ -159,8 +170,9 @@ class AUNetForCausalLM(PreTrainedModel, GenerationMixin):
             targets = labels[:, 1:]
             if attention_mask is not None:
                 targets = targets.masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                     targets.reshape(-1), ignore_index=IGNORE_INDEX)  # fmt: skip
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
+            )
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{_CACHE_FIELD: cache})
 
     def _scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -168,14 +180,23 @@ class AUNetForCausalLM(PreTrainedModel, GenerationMixin):
             warnings.warn("AUNetForCausalLM scores without gradients; train with `aunet train`", stacklevel=3)
         return self.bridge.teacher_forced(self.aunet, input_ids, attention_mask)
 
-    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, cache: Any = None,
-                                      attention_mask: torch.Tensor | None = None, past_key_values: Any = None,
-                                      use_cache: bool | None = None, **kwargs: Any) -> dict[str, Any]:  # fmt: skip
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        cache: Any = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         cache = cache if cache is not None else past_key_values
         if isinstance(cache, self.bridge.AUNetCache):
             return {"input_ids": input_ids[:, -1:], "cache": cache, "use_cache": True}
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "use_cache": use_cache if use_cache is not None else self.generation_config.use_cache}  # fmt: skip
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "use_cache": use_cache if use_cache is not None else self.generation_config.use_cache,
+        }
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         """``transformers``' save (config, weights, this code), plus ``aunet-runtime.zip``, so that
@@ -187,8 +208,9 @@ class AUNetForCausalLM(PreTrainedModel, GenerationMixin):
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         config = kwargs.get("generation_config") or self.generation_config
         if kwargs.get("num_beams", getattr(config, "num_beams", 1) or 1) > 1:
-            raise ValueError("aunet's KV caches cannot be reordered between beams: use greedy decoding or sampling "
-                             "(num_beams=1)")  # fmt: skip
+            raise ValueError(
+                "aunet's KV caches cannot be reordered between beams: use greedy decoding or sampling (num_beams=1)"
+            )
         return super().generate(*args, **kwargs)
 
 

@@ -17,9 +17,15 @@ from pathlib import Path
 #: The parts of aunet a model needs at inference: whole packages (no corpora, specs or test kits),
 #: and this integration's modules (not its command or its export: no command line in the zip).
 RUNTIME_PACKAGES = ("", "core", "plugins", "plugins/nn", "splitters")
-RUNTIME_MODULES = ("integrations/__init__.py", "integrations/hf/__init__.py", "integrations/hf/bridge.py",
-                   "integrations/hf/configuration_aunet.py", "integrations/hf/modeling_aunet.py",
-                   "integrations/hf/runtime.py", "integrations/hf/tokenization_aunet.py")  # fmt: skip
+RUNTIME_MODULES = (
+    "integrations/__init__.py",
+    "integrations/hf/__init__.py",
+    "integrations/hf/bridge.py",
+    "integrations/hf/configuration_aunet.py",
+    "integrations/hf/modeling_aunet.py",
+    "integrations/hf/runtime.py",
+    "integrations/hf/tokenization_aunet.py",
+)
 #: aunet's pure-Python dependencies; numpy and torch come with ``transformers`` itself.
 RUNTIME_DEPENDENCIES = ("attrs", "cattrs", "pluggy")
 RUNTIME_FILE = "aunet-runtime.zip"

@@ -11,6 +11,8 @@ This file is also remote code of an exported folder, so it imports only ``transf
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from transformers import AddedToken, PreTrainedTokenizer
 
 BYTES = 256
@@ -20,18 +22,34 @@ BOS_ID, EOS_ID, PAD_ID = 256, 257, 258
 class AUNetTokenizer(PreTrainedTokenizer):
     """UTF-8 bytes as tokens, with aunet's BOS, EOS and PAD; pads on the left for generation."""
 
-    model_input_names = ["input_ids", "attention_mask"]
+    model_input_names: ClassVar[list[str]] = ["input_ids", "attention_mask"]
     _auto_class = "AutoTokenizer"
 
-    def __init__(self, bos_token: str = "<bos>", eos_token: str = "<eos>", pad_token: str = "<pad>",
-                 add_bos_token: bool = True, padding_side: str = "left", split_special_tokens: bool = True,
-                 **kwargs) -> None:  # fmt: skip
+    def __init__(
+        self,
+        bos_token: str = "<bos>",
+        eos_token: str = "<eos>",
+        pad_token: str = "<pad>",
+        add_bos_token: bool = True,
+        padding_side: str = "left",
+        split_special_tokens: bool = True,
+        **kwargs,
+    ) -> None:
         specials = {BOS_ID: bos_token, EOS_ID: eos_token, PAD_ID: pad_token}
-        self._added_tokens_decoder = {i: t if isinstance(t, AddedToken) else AddedToken(str(t), special=True, normalized=False)
-                                      for i, t in specials.items()}  # fmt: skip
+        self._added_tokens_decoder = {
+            i: t if isinstance(t, AddedToken) else AddedToken(str(t), special=True, normalized=False)
+            for i, t in specials.items()
+        }
         self.add_bos_token = add_bos_token
-        super().__init__(bos_token=bos_token, eos_token=eos_token, pad_token=pad_token, padding_side=padding_side,
-                         split_special_tokens=split_special_tokens, add_bos_token=add_bos_token, **kwargs)  # fmt: skip
+        super().__init__(
+            bos_token=bos_token,
+            eos_token=eos_token,
+            pad_token=pad_token,
+            padding_side=padding_side,
+            split_special_tokens=split_special_tokens,
+            add_bos_token=add_bos_token,
+            **kwargs,
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -60,17 +78,22 @@ class AUNetTokenizer(PreTrainedTokenizer):
                 data += token.encode("utf-8")
         return data.decode("utf-8", errors="replace")
 
-    def build_inputs_with_special_tokens(self, token_ids_0: list[int], token_ids_1: list[int] | None = None) -> list[int]:
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
         bos = [BOS_ID] if self.add_bos_token else []
         return bos + token_ids_0 + (token_ids_1 or [])
 
-    def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1: list[int] | None = None,
-                                already_has_special_tokens: bool = False) -> list[int]:  # fmt: skip
+    def get_special_tokens_mask(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None, already_has_special_tokens: bool = False
+    ) -> list[int]:
         if already_has_special_tokens:
             return [1 if i >= BYTES else 0 for i in token_ids_0 + (token_ids_1 or [])]
         return [1] * self.add_bos_token + [0] * (len(token_ids_0) + len(token_ids_1 or []))
 
-    def create_token_type_ids_from_sequences(self, token_ids_0: list[int], token_ids_1: list[int] | None = None) -> list[int]:
+    def create_token_type_ids_from_sequences(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
         return [0] * len(self.build_inputs_with_special_tokens(token_ids_0, token_ids_1))
 
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:

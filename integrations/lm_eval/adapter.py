@@ -167,8 +167,9 @@ def _chunks(order: Sequence[int], size: int) -> list[list[int]]:
     return [list(order[i : i + size]) for i in range(0, len(order), size)]
 
 
-def score_continuations(model: Any, pairs: Sequence[tuple[bytes, bytes]], *, limit: int,
-                        batch_size: int = 8) -> list[Scored]:  # fmt: skip
+def score_continuations(
+    model: Any, pairs: Sequence[tuple[bytes, bytes]], *, limit: int, batch_size: int = 8
+) -> list[Scored]:
     """The log-probability of each continuation after its context (``loglikelihood``), in the
     order given; rows of at most ``limit`` bytes after BOS, batched longest first."""
     stack = model.spec.splitter_stack()
@@ -235,9 +236,16 @@ class _Adapter:
     cut, ``continuation_truncated`` continuations that did not fit the context alone.
     """
 
-    def __init__(self, ckpt: str | Path | None = None, model: Any = None, batch_size: int | str = 8,
-                 device: Any = "cpu", max_bytes: int | None = None, decode_threads: int | str | None = "auto",
-                 max_batch_size: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ckpt: str | Path | None = None,
+        model: Any = None,
+        batch_size: int | str = 8,
+        device: Any = "cpu",
+        max_bytes: int | None = None,
+        decode_threads: int | str | None = "auto",
+        max_batch_size: int | None = None,
+    ) -> None:
         super().__init__()
         if (ckpt is None) == (model is None):
             raise InputError("AUNetLM: give one of ckpt=DIR (a run or checkpoint folder) or model=<AUNet>")
@@ -249,8 +257,10 @@ class _Adapter:
             model = self.run.model
         where = f"checkpoint {self.run.checkpoint}" if self.run is not None else "this model"
         if getattr(model, "tokenizer", None) is not None or model.spec.model.bpe:
-            raise InputError(f"aunet harness scores bytes; {where} is a BPE baseline (model.bpe = true), "
-                             "which the adapter does not support")  # fmt: skip
+            raise InputError(
+                f"aunet harness scores bytes; {where} is a BPE baseline (model.bpe = true), "
+                "which the adapter does not support"
+            )
         self.model = model
         self.spec = model.spec
         self.context = self.spec.model.context  # positions per row, BOS included
@@ -275,9 +285,13 @@ class _Adapter:
         whole = sum(1 for s in scored if s.continuation_dropped)
         if whole:
             self.continuation_truncated += whole
-            warnings.warn(f"{whole} of {len(requests)} loglikelihood continuations are longer than the model's "
-                          f"context ({self.context} positions with BOS) on their own; scored their last "
-                          f"{self.context} bytes", RuntimeWarning, stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"{whole} of {len(requests)} loglikelihood continuations are longer than the model's "
+                f"context ({self.context} positions with BOS) on their own; scored their last "
+                f"{self.context} bytes",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         results = [(s.logprob, s.greedy) for s in scored]
         for r, res in zip(requests, results):
             self.cache_hook.add_partial("loglikelihood", r.args, res)
@@ -316,14 +330,20 @@ class _Adapter:
 
         kwargs = dict(normalize_gen_kwargs(_checked_gen_kwargs(gen_kwargs), DEFAULT_GEN_BYTES))
         if kwargs["max_gen_toks"] > MAX_GEN_BYTES:
-            warnings.warn(f"generate_until: the task asks for {kwargs['max_gen_toks']:,} new bytes per request; aunet "
-                          f"generates at most {MAX_GEN_BYTES:,} (a stop string usually ends a row long before)",
-                          RuntimeWarning, stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"generate_until: the task asks for {kwargs['max_gen_toks']:,} new bytes per request; aunet "
+                f"generates at most {MAX_GEN_BYTES:,} (a stop string usually ends a row long before)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             kwargs["max_gen_toks"] = MAX_GEN_BYTES
         ignored = sorted(set(kwargs) - GEN_KEYS)
         if ignored:
-            warnings.warn(f"generate_until: aunet ignores the generation arguments {', '.join(ignored)}",
-                          RuntimeWarning, stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"generate_until: aunet ignores the generation arguments {', '.join(ignored)}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         stops = [s.encode("utf-8") for s in kwargs["until"] if s]
         n = kwargs["max_gen_toks"] if self.max_bytes is None else min(kwargs["max_gen_toks"], self.max_bytes)
         temperature = float(kwargs.get("temperature") or 0.0) if kwargs.get("do_sample") else 0.0
@@ -358,15 +378,23 @@ class _Adapter:
             return
         self.truncated += len(cut)
         self.truncated_bytes += sum(cut)
-        warnings.warn(f"{len(cut)} of {total} {kind} requests are longer than the model's context "
-                      f"({self.context} positions with BOS); kept their last {kept:,} bytes, dropped "
-                      f"{sum(cut):,} bytes from the left in all", RuntimeWarning, stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"{len(cut)} of {total} {kind} requests are longer than the model's context "
+            f"({self.context} positions with BOS); kept their last {kept:,} bytes, dropped "
+            f"{sum(cut):,} bytes from the left in all",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def get_model_info(self) -> dict[str, Any]:
         """What lm-eval records in its results' ``config``."""
-        info = {"aunet_spec": self.spec.name, "aunet_context": self.context,
-                "aunet_truncated_requests": self.truncated, "aunet_truncated_bytes": self.truncated_bytes,
-                "aunet_continuations_truncated": self.continuation_truncated}  # fmt: skip
+        info = {
+            "aunet_spec": self.spec.name,
+            "aunet_context": self.context,
+            "aunet_truncated_requests": self.truncated,
+            "aunet_truncated_bytes": self.truncated_bytes,
+            "aunet_continuations_truncated": self.continuation_truncated,
+        }
         if self.run is not None:
             info |= {"aunet_checkpoint": str(self.run.checkpoint), "aunet_step": self.run.step}
         return info
@@ -397,8 +425,9 @@ def _checked_gen_kwargs(gen_kwargs: Any) -> dict[str, Any]:
             except (TypeError, ValueError):
                 number = float("nan")
             if not math.isfinite(number) or number < 1 or number != int(number):
-                raise InputError(f"generation_kwargs.{key} of the task must be a whole number of at least 1, got "
-                                 f"{value!r}")  # fmt: skip
+                raise InputError(
+                    f"generation_kwargs.{key} of the task must be a whole number of at least 1, got {value!r}"
+                )
             kwargs[key] = int(number)
     for key in ("temperature", "top_p"):
         if key in kwargs and kwargs[key] is not None:
@@ -407,11 +436,15 @@ def _checked_gen_kwargs(gen_kwargs: Any) -> dict[str, Any]:
             except (TypeError, ValueError):
                 number = float("nan")
             if not math.isfinite(number) or number < 0:
-                raise InputError(f"generation_kwargs.{key} of the task must be a number of at least 0, got "
-                                 f"{kwargs[key]!r}")  # fmt: skip
+                raise InputError(
+                    f"generation_kwargs.{key} of the task must be a number of at least 0, got {kwargs[key]!r}"
+                )
             kwargs[key] = number
-    if "top_k" in kwargs and kwargs["top_k"] is not None and (isinstance(kwargs["top_k"], bool)
-                                                             or not isinstance(kwargs["top_k"], int)):  # fmt: skip
+    if (
+        "top_k" in kwargs
+        and kwargs["top_k"] is not None
+        and (isinstance(kwargs["top_k"], bool) or not isinstance(kwargs["top_k"], int))
+    ):
         raise InputError(f"generation_kwargs.top_k of the task must be a whole number, got {kwargs['top_k']!r}")
     return kwargs
 
@@ -475,20 +508,45 @@ class Harnessed:
     samples_files: dict[str, Path]
 
 
-def run_harness(ckpt: str | Path, tasks: list[str], *, out: Path, include_path: str | Path | None = None,
-                num_fewshot: int | None = None, limit: float | None = None, batch_size: int = 8,
-                device: Any = "cpu") -> dict:  # fmt: skip
+def run_harness(
+    ckpt: str | Path,
+    tasks: list[str],
+    *,
+    out: Path,
+    include_path: str | Path | None = None,
+    num_fewshot: int | None = None,
+    limit: float | None = None,
+    batch_size: int = 8,
+    device: Any = "cpu",
+) -> dict:
     """Evaluate a checkpoint on lm-eval tasks (names, glob patterns or YAML files; local YAML tasks
     from ``include_path``) and write ``results_<date>.json`` and ``samples_<task>_<date>.jsonl``
     under ``out/<checkpoint>/``, as ``lm-eval run --output_path out --log_samples`` does; returns
     lm-eval's results dict (as written, without the samples)."""
-    return evaluate_tasks(ckpt, tasks, out=out, include_path=include_path, num_fewshot=num_fewshot, limit=limit,
-                          batch_size=batch_size, device=device).results  # fmt: skip
+    return evaluate_tasks(
+        ckpt,
+        tasks,
+        out=out,
+        include_path=include_path,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        batch_size=batch_size,
+        device=device,
+    ).results
 
 
-def evaluate_tasks(ckpt: str | Path, tasks: list[str], *, out: Path, include_path: str | Path | None = None,
-                   num_fewshot: int | None = None, limit: float | None = None, batch_size: int = 8,
-                   device: Any = "cpu", decode_threads: int | str | None = "auto") -> Harnessed:  # fmt: skip
+def evaluate_tasks(
+    ckpt: str | Path,
+    tasks: list[str],
+    *,
+    out: Path,
+    include_path: str | Path | None = None,
+    num_fewshot: int | None = None,
+    limit: float | None = None,
+    batch_size: int = 8,
+    device: Any = "cpu",
+    decode_threads: int | str | None = "auto",
+) -> Harnessed:
     """``run_harness``, telling also where the files went."""
     _require_lm_eval()
     import lm_eval
@@ -510,21 +568,33 @@ def evaluate_tasks(ckpt: str | Path, tasks: list[str], *, out: Path, include_pat
             # No model_args: lm-eval only records them for a model object, and warns of a "chat
             # variant" when they contain "inst" or "chat" (a path may); get_model_info records
             # the checkpoint instead.
-            results = lm_eval.simple_evaluate(model=lm, tasks=tasks, num_fewshot=num_fewshot, limit=limit,
-                                              batch_size=batch_size, device=str(lm.device), task_manager=manager,
-                                              log_samples=True, evaluation_tracker=tracker)  # fmt: skip
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=tasks,
+                num_fewshot=num_fewshot,
+                limit=limit,
+                batch_size=batch_size,
+                device=str(lm.device),
+                task_manager=manager,
+                log_samples=True,
+                evaluation_tracker=tracker,
+            )
     except ConnectionError as exc:  # a task's dataset is on the Hub, which this machine cannot reach
-        raise InputError(f"{exc}: the task's data must be downloaded from the Hugging Face Hub (or be in its "
-                         "cache, with HF_DATASETS_OFFLINE=1)") from None  # fmt: skip
+        raise InputError(
+            f"{exc}: the task's data must be downloaded from the Hugging Face Hub (or be in its "
+            "cache, with HF_DATASETS_OFFLINE=1)"
+        ) from None
     except AunetError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a malformed task fails inside lm-eval, datasets or jinja2
+    except Exception as exc:
         if _raised_in_aunet(exc):
             raise  # aunet's own code was running: a bug, with its traceback
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
-        raise InputError(f"lm-eval could not run {', '.join(tasks)}: {type(exc).__name__}: {detail} (a malformed task: "
-                         "its YAML, templates or data; or a flag it cannot meet, such as a --num-fewshot above its "
-                         "examples)") from None  # fmt: skip
+        raise InputError(
+            f"lm-eval could not run {', '.join(tasks)}: {type(exc).__name__}: {detail} (a malformed task: "
+            "its YAML, templates or data; or a flag it cannot meet, such as a --num-fewshot above its "
+            "examples)"
+        ) from None
     # lm-eval names the folder after a `pretrained=`/`model=` argument, else a random name; here
     # the run's own folder name names it (with the checkpoint when one was named): never a path.
     name = results_name(lm.run.checkpoint) if lm.run is not None else "aunet"
@@ -608,8 +678,11 @@ def _data_files_beside_their_yaml() -> Iterator[None]:
 
 def _beside(files: Any, folder: Path) -> Any:
     if isinstance(files, str):
-        return str(folder / files) if not Path(files).is_absolute() and not Path(files).exists() \
-            and (folder / files).exists() else files  # fmt: skip
+        return (
+            str(folder / files)
+            if not Path(files).is_absolute() and not Path(files).exists() and (folder / files).exists()
+            else files
+        )
     if isinstance(files, list):
         return [_beside(f, folder) for f in files]
     if isinstance(files, dict):
@@ -660,9 +733,11 @@ def _task_manager(tasks: list[str], include_path: str | Path | None) -> Any:
     unknown = [t for t in tasks if not (t.endswith(".yaml") and Path(t).is_file()) and not manager.match_tasks([t])]
     if unknown:
         hint = did_you_mean(unknown[0], manager.all_tasks) if len(unknown) == 1 else ""
-        raise InputError(f"unknown lm-eval task{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}{hint} "
-                         "(`lm-eval ls tasks` lists the known ones; for local YAML tasks give "
-                         "--include-path DIR)")  # fmt: skip
+        raise InputError(
+            f"unknown lm-eval task{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}{hint} "
+            "(`lm-eval ls tasks` lists the known ones; for local YAML tasks give "
+            "--include-path DIR)"
+        )
     return manager
 
 
@@ -720,9 +795,17 @@ def cmd_harness(args: Any) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         try:
-            done = evaluate_tasks(args.ckpt, args.tasks, out=Path(args.out), include_path=args.include_path,
-                                  num_fewshot=args.num_fewshot, limit=args.limit, batch_size=args.batch_size,
-                                  device=args.device, decode_threads=threads)  # fmt: skip
+            done = evaluate_tasks(
+                args.ckpt,
+                args.tasks,
+                out=Path(args.out),
+                include_path=args.include_path,
+                num_fewshot=args.num_fewshot,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                device=args.device,
+                decode_threads=threads,
+            )
         finally:
             _show(caught)
     print(format_table(done.results))
@@ -760,10 +843,24 @@ def format_table(results: dict) -> str:
     rows = [("task", "metric", "value", "stderr")]
     rows += [(t, m, f"{v:.4f}", "" if s is None else f"{s:.4f}") for t, m, v, s in metric_rows(results)]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}".rstrip()
-                     for r in rows)  # fmt: skip
+    return "\n".join(
+        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}".rstrip() for r in rows
+    )
 
 
-__all__ = ["DEFAULT_GEN_BYTES", "LM_EVAL_MISSING", "Harnessed", "Scored", "cmd_harness", "cut_at_stop",
-           "evaluate_tasks", "format_table", "lm_class", "make_lm", "metric_rows", "run_harness", "score_continuations",
-           "score_documents"]  # fmt: skip
+__all__ = [
+    "DEFAULT_GEN_BYTES",
+    "LM_EVAL_MISSING",
+    "Harnessed",
+    "Scored",
+    "cmd_harness",
+    "cut_at_stop",
+    "evaluate_tasks",
+    "format_table",
+    "lm_class",
+    "make_lm",
+    "metric_rows",
+    "run_harness",
+    "score_continuations",
+    "score_documents",
+]

@@ -32,7 +32,9 @@ FILE = "tokenizer.json"
 @functools.cache
 def byte_alphabet() -> tuple[str, ...]:
     """The byte-level BPE alphabet (GPT-2's): one printable character per byte value."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -65,7 +67,7 @@ def pieces(data: bytes) -> list[bytes]:
         return []
     starts = np.flatnonzero(SplitterStack((Pretok(),)).levels(data) >= 1)
     cuts = [0, *[int(s) for s in starts if s > 0], len(data)]
-    return [data[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def _mapped(piece: bytes) -> str:
@@ -105,8 +107,12 @@ class BpeTokenizer:
         """Learn ``vocab_size - 259`` merges (at most) from ``texts``."""
         tk = _tokenizers()
         model = tk.Tokenizer(tk.models.BPE())
-        trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size - (VOCAB_SIZE - 256), show_progress=False,
-                                         initial_alphabet=list(byte_alphabet()), special_tokens=[])  # fmt: skip
+        trainer = tk.trainers.BpeTrainer(
+            vocab_size=vocab_size - (VOCAB_SIZE - 256),
+            show_progress=False,
+            initial_alphabet=list(byte_alphabet()),
+            special_tokens=[],
+        )
 
         def stream() -> Iterator[str]:
             for text in texts:
@@ -128,7 +134,7 @@ class BpeTokenizer:
             return cls(model, int(record["vocab_size"]))
         except InputError:
             raise
-        except Exception as exc:  # the tokenizers library raises its own types for a bad model
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises its own types for a bad model
             raise InputError(f"{source}: not a readable aunet BPE tokenizer ({exc})") from None
 
     def save(self, path: Path) -> None:

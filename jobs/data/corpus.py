@@ -159,16 +159,23 @@ class _Reader:
         return data
 
     def _too_large(self) -> InputError:
-        return InputError(f"--data: '{self.root}' holds more than {self.limit / 2**30:.2f} GiB of text, the most aunet "
-                          f"holds in memory on this machine (a corpus in memory peaks at {MEMORY_PER_BYTE} bytes per "
-                          "byte of text, and may take half of the memory available now); stream it instead: a folder "
-                          "or .jsonl file with [train.data] stream = \"on\"")  # fmt: skip
+        return InputError(
+            f"--data: '{self.root}' holds more than {self.limit / 2**30:.2f} GiB of text, the most aunet "
+            f"holds in memory on this machine (a corpus in memory peaks at {MEMORY_PER_BYTE} bytes per "
+            "byte of text, and may take half of the memory available now); stream it instead: a folder "
+            'or .jsonl file with [train.data] stream = "on"'
+        )
 
     def documents(self, path: Path) -> list[Document]:
         if path.suffix == ".parquet":
             docs = [doc for _, doc in parquet_records(path)]
-            self.files.append({"name": path.name if path == self.root else str(path.relative_to(self.root)),
-                               "bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+            self.files.append(
+                {
+                    "name": path.name if path == self.root else str(path.relative_to(self.root)),
+                    "bytes": path.stat().st_size,
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                }
+            )
             self.total += sum(len(d.data) for d in docs)
             if self.total > self.limit:
                 raise self._too_large()
@@ -222,15 +229,17 @@ def _decompress(path: Path, stored: bytes, budget: int) -> bytes:
         if suffix == ".gz":
             stream: Any = gzip.GzipFile(fileobj=io.BytesIO(stored))
         elif suffix == ".xz":
-            stream = lzma.LZMAFile(io.BytesIO(stored))
+            stream = lzma.LZMAFile(io.BytesIO(stored))  # noqa: SIM115 - closed by `with stream` below
         elif suffix == ".bz2":
             stream = bz2.BZ2File(io.BytesIO(stored))
         else:
             try:
                 import zstandard
             except ImportError:
-                raise InputError(f"--data: '{path}' is zstd-compressed; install the zstandard package "
-                                 "(pip install zstandard) or decompress it first") from None  # fmt: skip
+                raise InputError(
+                    f"--data: '{path}' is zstd-compressed; install the zstandard package "
+                    "(pip install zstandard) or decompress it first"
+                ) from None
             stream = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored))
         with stream:
             chunks, size = [], 0
@@ -303,8 +312,10 @@ def _record_document(path: Path, where: str, record: Any) -> Document:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:
         bad = text[exc.start]
-        raise InputError(f"--data: {path}, {where}: the text holds a lone surrogate (\\u{ord(bad):04x}), which is "
-                         "not a Unicode character and has no UTF-8 form") from None  # fmt: skip
+        raise InputError(
+            f"--data: {path}, {where}: the text holds a lone surrogate (\\u{ord(bad):04x}), which is "
+            "not a Unicode character and has no UTF-8 form"
+        ) from None
     return Document(f"{path.name}:{where.removeprefix('line ')}", data)
 
 
@@ -319,14 +330,18 @@ def read_documents(path: str | Path) -> tuple[list[Document], dict[str, Any], li
     notices = []
     if p.is_dir():
         candidates = sorted(q for q in p.rglob("*") if q.is_file())
-        files = [q for q in candidates if _strip_compression(q).suffix in FOLDER_SUFFIXES and not q.name.startswith(".")]
+        files = [
+            q for q in candidates if _strip_compression(q).suffix in FOLDER_SUFFIXES and not q.name.startswith(".")
+        ]
         skipped = [q for q in candidates if q not in set(files)]
         if not files:
             raise InputError(f"--data: folder '{path}' holds no .txt, .jsonl, .json or .parquet files")
         if skipped:
             names = ", ".join(str(q.relative_to(p)) for q in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-            notices.append(f"--data: read {len(files)} file(s) of '{path}', skipped {len(skipped)} of other types "
-                           f"({names}); a folder's .txt, .jsonl, .json and .parquet files are read")  # fmt: skip
+            notices.append(
+                f"--data: read {len(files)} file(s) of '{path}', skipped {len(skipped)} of other types "
+                f"({names}); a folder's .txt, .jsonl, .json and .parquet files are read"
+            )
         docs = [d for f in files for d in reader.documents(f)]
     elif not p.is_file():
         raise InputError(f"--data: '{path}' is not a regular file (a device or a pipe)")
@@ -631,8 +646,9 @@ class TrainingData:
     """The trainer's data stream: micro-batches of ``batch_size`` rows in a reproducible order,
     and the position that a checkpoint stores to resume it exactly."""
 
-    def __init__(self, encoded: Sequence[Encoded], *, context: int, batch_size: int, seed: int,
-                 lengths: np.ndarray | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, encoded: Sequence[Encoded], *, context: int, batch_size: int, seed: int, lengths: np.ndarray | None = None
+    ) -> None:
         self.packer = Packer(encoded, context, seed, lengths)
         self.batch_size = batch_size
         self.position = Position()

@@ -21,7 +21,7 @@ from aunet.jobs.data.corpus import (
     encode_documents,
     load_corpus,
     xz_bits_per_byte,
-)  # fmt: skip
+)
 from aunet.jobs.data.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, encode, validation_documents
 
 #: ``stream = "auto"`` streams folders and files larger than this on disk.
@@ -37,7 +37,11 @@ def _streamable(path: Path) -> bool:
 
 def _disk_bytes(path: Path) -> int:
     if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in (*STREAM_SUFFIXES, ".gz", ".xz", ".bz2", ".zst"))
+        return sum(
+            p.stat().st_size
+            for p in path.rglob("*")
+            if p.is_file() and p.suffix in (*STREAM_SUFFIXES, ".gz", ".xz", ".bz2", ".zst")
+        )
     return path.stat().st_size
 
 
@@ -56,7 +60,11 @@ class MemoryText:
 
     def _encode(self, stack: SplitterStack) -> tuple[list[Encoded], list[Encoded]]:
         if self._encoded is None or self._encoded[0] != stack:
-            self._encoded = (stack, encode_documents(self.corpus.train, stack), encode_documents(self.corpus.validation, stack))
+            self._encoded = (
+                stack,
+                encode_documents(self.corpus.train, stack),
+                encode_documents(self.corpus.validation, stack),
+            )
         return self._encoded[1], self._encoded[2]
 
     def has_validation(self) -> bool:
@@ -66,8 +74,13 @@ class MemoryText:
         return (d.levels for d in self._encode(stack)[0])
 
     def training(self, stack: SplitterStack, *, context: int, batch_size: int, seed: int) -> TrainingData:
-        return TrainingData(self._encode(stack)[0], context=context, batch_size=batch_size, seed=seed,
-                            lengths=getattr(stack, "lengths", None))  # fmt: skip
+        return TrainingData(
+            self._encode(stack)[0],
+            context=context,
+            batch_size=batch_size,
+            seed=seed,
+            lengths=getattr(stack, "lengths", None),
+        )
 
     def validation(self, stack: SplitterStack, limit_bytes: int | None = None) -> list[Encoded]:
         return self._encode(stack)[1]
@@ -103,8 +116,14 @@ class StreamedText:
                 return
 
     def training(self, stack: SplitterStack, *, context: int, batch_size: int, seed: int) -> StreamingData:
-        return StreamingData(self.stream_source, stack, context=context, batch_size=batch_size, seed=seed,
-                             buffer_bytes=self.config.buffer_bytes)  # fmt: skip
+        return StreamingData(
+            self.stream_source,
+            stack,
+            context=context,
+            batch_size=batch_size,
+            seed=seed,
+            buffer_bytes=self.config.buffer_bytes,
+        )
 
     def validation(self, stack: SplitterStack, limit_bytes: int | None = None) -> Iterator[Encoded]:
         return (encode(doc, stack) for doc in validation_documents(self.stream_source, limit_bytes))
@@ -120,8 +139,9 @@ class StreamedText:
         return 8.0 * size / n if n else float("nan")
 
 
-def training_text(path: str | Path | None, config: DataSpec,
-                  notify: Callable[[str], None] | None = None) -> MemoryText | StreamedText:  # fmt: skip
+def training_text(
+    path: str | Path | None, config: DataSpec, notify: Callable[[str], None] | None = None
+) -> MemoryText | StreamedText:
     """The run's text: in memory or streamed, as ``config.stream`` says (``auto``: stream folders
     and .jsonl/.parquet files larger than 256 MiB on disk; ``on`` streams any file or folder).
     ``notify`` hears what a stream finds as it reads (documents cut into parts)."""

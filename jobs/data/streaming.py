@@ -59,7 +59,7 @@ from aunet.jobs.data.corpus import (
     encode_document,
     parquet_records,
     parse_json_line,
-)  # fmt: skip
+)
 
 #: File types a streamed folder reads (after a compression suffix); others are skipped and reported.
 STREAM_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -132,16 +132,20 @@ class StreamSource:
         self.cut_documents = 0
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if not q.is_dir())
-            self.files = [q for q in found if q.is_file() and _stem(q).suffix in STREAM_SUFFIXES
-                          and not q.name.startswith(".")]  # fmt: skip
+            self.files = [
+                q for q in found if q.is_file() and _stem(q).suffix in STREAM_SUFFIXES and not q.name.startswith(".")
+            ]
             skipped = [q for q in found if q not in set(self.files)]
             if skipped:
                 names = ", ".join(str(q.relative_to(p)) for q in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-                self.notices.append(f"--data: streaming {len(self.files)} file(s) of '{path}', skipped {len(skipped)} "
-                                    f"that are not regular .txt, .jsonl or .parquet files ({names})")  # fmt: skip
+                self.notices.append(
+                    f"--data: streaming {len(self.files)} file(s) of '{path}', skipped {len(skipped)} "
+                    f"that are not regular .txt, .jsonl or .parquet files ({names})"
+                )
         elif not p.is_file():
-            raise InputError(f"--data: '{path}' is not a regular file (a FIFO, a socket or a device); give a file or "
-                             "a folder")  # fmt: skip
+            raise InputError(
+                f"--data: '{path}' is not a regular file (a FIFO, a socket or a device); give a file or a folder"
+            )
         else:
             self.files = [p]
         if not self.files:
@@ -191,9 +195,11 @@ class StreamSource:
         except Exception as exc:  # noqa: BLE001 - gzip, lzma, bz2, zstandard and pyarrow each have their own errors
             what = "record" if stem.suffix in (".jsonl", ".parquet") else "byte"
             at = where["record"] if what == "record" else where.get("byte", byte)
-            raise InputError(f"--data: {path}: cannot read it past {what} {at:,} ({type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); the file is "
-                             "truncated or corrupt: repair or remove it (a resume then needs the same data)") from None  # fmt: skip
+            raise InputError(
+                f"--data: {path}: cannot read it past {what} {at:,} ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); the file is "
+                "truncated or corrupt: repair or remove it (a resume then needs the same data)"
+            ) from None
 
     def _parts(self, record: int, doc: Document, byte: int) -> Iterator[tuple[int, int, Document]]:
         if len(doc.data) <= PART_BYTES:
@@ -206,8 +212,10 @@ class StreamSource:
     def _cut(self, name: str) -> None:
         self.cut_documents += 1
         if self.cut_documents == 1 and self.notify is not None:
-            self.notify(f"note: documents longer than {PART_BYTES >> 20} MiB are read in parts of at most "
-                        f"{PART_BYTES >> 20} MiB, each a document of its own (first: {name})")  # fmt: skip
+            self.notify(
+                f"note: documents longer than {PART_BYTES >> 20} MiB are read in parts of at most "
+                f"{PART_BYTES >> 20} MiB, each a document of its own (first: {name})"
+            )
 
     def _open(self, path: Path) -> IO[bytes]:
         import bz2
@@ -218,8 +226,10 @@ class StreamSource:
             try:
                 import zstandard
             except ImportError:
-                raise InputError(f"--data: '{path}' is zstd-compressed; install the zstandard package "
-                                 "(pip install zstandard) or decompress it first") from None  # fmt: skip
+                raise InputError(
+                    f"--data: '{path}' is zstd-compressed; install the zstandard package "
+                    "(pip install zstandard) or decompress it first"
+                ) from None
             return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")))
         opener: Any = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix, open)
         return opener(path, "rb")
@@ -234,9 +244,11 @@ class StreamSource:
                     return
                 number += 1
                 if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
-                    raise InputError(f"--data: {path}, line {number}: longer than {MAX_RECORD_BYTES >> 20} MiB, the "
-                                     "longest JSON line a stream reads; cut the document into several records, or "
-                                     "put it in a .txt file of its own (read in parts)")  # fmt: skip
+                    raise InputError(
+                        f"--data: {path}, line {number}: longer than {MAX_RECORD_BYTES >> 20} MiB, the "
+                        "longest JSON line a stream reads; cut the document into several records, or "
+                        "put it in a .txt file of its own (read in parts)"
+                    )
                 if not line.strip():
                     continue
                 where["record"] = record
@@ -281,8 +293,9 @@ class StreamSource:
                 del pending[:cut]
                 offset += cut
 
-    def documents(self, file: int = 0, record: int = 0, document: int = 0,
-                  byte: int = 0) -> Iterator[tuple[int, int, int, int, Document]]:  # fmt: skip
+    def documents(
+        self, file: int = 0, record: int = 0, document: int = 0, byte: int = 0
+    ) -> Iterator[tuple[int, int, int, int, Document]]:
         """(file, record, byte, document number, document) from a point of the stream to its end."""
         number = document
         for index in range(file, len(self.files)):
@@ -315,8 +328,9 @@ def validation_documents(source: StreamSource, limit_bytes: int | None = None) -
 class StreamingData:
     """The trainer's data stream over a streamed corpus (``TrainingData``'s interface)."""
 
-    def __init__(self, source: StreamSource, stack: SplitterStack, *, context: int, batch_size: int, seed: int,
-                 buffer_bytes: int) -> None:  # fmt: skip
+    def __init__(
+        self, source: StreamSource, stack: SplitterStack, *, context: int, batch_size: int, seed: int, buffer_bytes: int
+    ) -> None:
         self.source = source
         self.stack = stack
         self.context = context
@@ -356,8 +370,10 @@ class StreamingData:
         p = self.position
         got = self._read_window((p.file, p.record, p.document, p.byte))
         if got is None:
-            raise InputError(f"the training split of {self.source.root} is empty: a streamed corpus needs at least "
-                             f"{VALIDATION_EVERY} documents (every {VALIDATION_EVERY}th is validation)")  # fmt: skip
+            raise InputError(
+                f"the training split of {self.source.root} is empty: a streamed corpus needs at least "
+                f"{VALIDATION_EVERY} documents (every {VALIDATION_EVERY}th is validation)"
+            )
         self._window, self._next_start = got
 
     def _advance_window(self) -> None:

@@ -66,9 +66,18 @@ def _prepared(spec: Spec, data: str | Path | None) -> Spec:
 PLAN_FILE = "compare-plan.json"
 
 
-def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, out: Path, device: Any = "auto",
-            slice_steps: int = 100, curve_bytes: int = CURVE_BYTES, quiet: bool = False,
-            resume: bool = False) -> dict[str, Any]:  # fmt: skip
+def compare(
+    specs: Sequence[Spec],
+    *,
+    budget: Budget,
+    data: str | Path | None,
+    out: Path,
+    device: Any = "auto",
+    slice_steps: int = 100,
+    curve_bytes: int = CURVE_BYTES,
+    quiet: bool = False,
+    resume: bool = False,
+) -> dict[str, Any]:
     """Train, evaluate and report (module docstring); returns what ``compare.json`` holds.
 
     ``out/compare-plan.json`` records what is compared (the specs, the budget, the data, the
@@ -83,9 +92,13 @@ def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, o
     names = [run_name(s.name or f"spec{i}") for i, s in enumerate(specs)]
     if len(set(names)) != len(names):
         raise InputError(f"aunet compare: two specs have the same name ({', '.join(names)}); give each its own `name`")
-    plan = {"specs": {n: dump_spec(s) for n, s in zip(names, specs)}, "budget": attrs.asdict(budget),
-            "data": str(Path(data).resolve()) if data is not None else None, "turn_steps": slice_steps,
-            "curve_bytes": curve_bytes}  # fmt: skip
+    plan = {
+        "specs": {n: dump_spec(s) for n, s in zip(names, specs)},
+        "budget": attrs.asdict(budget),
+        "data": str(Path(data).resolve()) if data is not None else None,
+        "turn_steps": slice_steps,
+        "curve_bytes": curve_bytes,
+    }
     _claim(out, plan, resume)
     prepared = {n: _prepared(s, data) for n, s in zip(names, specs)}
     steps: dict[str, int] | int | None = budget.steps
@@ -94,11 +107,25 @@ def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, o
         for name, spec in prepared.items():
             per_step = account(spec).flops_per_byte * bytes_per_step(spec)
             steps[name] = max(1, int(budget.flops // per_step))
-    overrides = (f"train.eval.every={slice_steps}", f"train.eval.bytes={curve_bytes}", "train.sample.bytes=0",
-                 "train.eval.final_bytes=1", f"train.metrics.every={math.gcd(slice_steps, 10)}")  # every turn's end logged  # fmt: skip
-    turns = train_in_turns(prepared, data=data, out=out, minutes=budget.minutes, steps=steps, slice_steps=slice_steps,
-                           device=device, quiet=quiet, overrides=overrides,
-                           on_turn=None if quiet else _announce)  # fmt: skip
+    overrides = (
+        f"train.eval.every={slice_steps}",
+        f"train.eval.bytes={curve_bytes}",
+        "train.sample.bytes=0",
+        "train.eval.final_bytes=1",
+        f"train.metrics.every={math.gcd(slice_steps, 10)}",
+    )  # every turn's end logged
+    turns = train_in_turns(
+        prepared,
+        data=data,
+        out=out,
+        minutes=budget.minutes,
+        steps=steps,
+        slice_steps=slice_steps,
+        device=device,
+        quiet=quiet,
+        overrides=overrides,
+        on_turn=None if quiet else _announce,
+    )
     corpus = load_corpus(data)
     validation = corpus.validation_bytes
     xz = xz_bits_per_byte(validation)
@@ -107,11 +134,17 @@ def compare(specs: Sequence[Spec], *, budget: Budget, data: str | Path | None, o
         row, curve = _evaluate_run(turns.outs[name], name, corpus, curve_bytes, device, turns.turns[name])
         rows.append(row)
         curves[name] = curve
-    report = {"budget": attrs.asdict(budget), "data": str(data) if data else "embedded", "xz_bpb": xz,
-              "curve_bytes": curve_bytes, "xz_curve_bpb": xz_bits_per_byte(validation[:curve_bytes]),
-              "rows": rows, "curves": curves,
-              "flops_formula": "the paper's accounting (aunet spec show: flops_per_byte) x bytes seen; "
-                               "flops_per_byte_packed: attention per training document and window"}  # fmt: skip
+    report = {
+        "budget": attrs.asdict(budget),
+        "data": str(data) if data else "embedded",
+        "xz_bpb": xz,
+        "curve_bytes": curve_bytes,
+        "xz_curve_bpb": xz_bits_per_byte(validation[:curve_bytes]),
+        "rows": rows,
+        "curves": curves,
+        "flops_formula": "the paper's accounting (aunet spec show: flops_per_byte) x bytes seen; "
+        "flops_per_byte_packed: attention per training document and window",
+    }
     from aunet.jobs.runtime.files import write_text
 
     write_text(out / "compare.json", json.dumps(report, indent=1))
@@ -131,16 +164,19 @@ def _claim(out: Path, plan: dict[str, Any], resume: bool) -> None:
     path = out / PLAN_FILE
     if resume:
         if not path.is_file():
-            raise InputError(f"--resume: '{out}' holds no comparison to resume (no {PLAN_FILE}); start one there "
-                             "without --resume")  # fmt: skip
+            raise InputError(
+                f"--resume: '{out}' holds no comparison to resume (no {PLAN_FILE}); start one there without --resume"
+            )
         try:
             before = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"--resume: {path} is unreadable ({exc})") from None
         changed = [key for key in plan if before.get(key) != plan[key]]
         if changed:
-            raise InputError(f"--resume: '{out}' holds another comparison ({', '.join(changed)} differ); give the same "
-                             "specs, budget, --data and --turn-steps, or a new --out")  # fmt: skip
+            raise InputError(
+                f"--resume: '{out}' holds another comparison ({', '.join(changed)} differ); give the same "
+                "specs, budget, --data and --turn-steps, or a new --out"
+            )
         return
     if out.exists() and any(out.iterdir()):
         hint = "; add --resume to continue the comparison in it" if path.is_file() else ""
@@ -155,8 +191,9 @@ def _claim(out: Path, plan: dict[str, Any], resume: bool) -> None:
 ROW_FILE = "compare-row.json"
 
 
-def _evaluate_run(run_dir: Path, name: str, corpus: Any, curve_bytes: int, device: Any,
-                  turns: int) -> tuple[dict[str, Any], list[dict[str, float]]]:  # fmt: skip
+def _evaluate_run(
+    run_dir: Path, name: str, corpus: Any, curve_bytes: int, device: Any, turns: int
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """A finished run's row and curve, evaluated on the validation split (kept in ``compare-row.json``
     beside the run, so a resumed report reads it instead of evaluating again)."""
     from aunet.core.accounting import account
@@ -183,18 +220,32 @@ def _evaluate_run(run_dir: Path, name: str, corpus: Any, curve_bytes: int, devic
     last = {"bytes_seen": int(state["bytes_seen"]), "elapsed_s": float(state["elapsed"])}
     per_byte = sizes.flops_per_byte
     row = {
-        "spec": name, "parameters": sizes.parameters, "flops_per_byte": per_byte,
+        "spec": name,
+        "parameters": sizes.parameters,
+        "flops_per_byte": per_byte,
         "flops_per_byte_packed": sizes.flops_per_byte_packed,
-        "training_flops": per_byte * last["bytes_seen"], "bytes_seen": last["bytes_seen"], "steps": loaded.step,
-        "wall_time_s": last["elapsed_s"], "bytes_per_s": last["bytes_seen"] / max(last["elapsed_s"], 1e-9),
-        "val_bpb": result.bpb, "val_bytes": result.bytes, "turns": turns, "run": str(run_dir),
-    }  # fmt: skip
+        "training_flops": per_byte * last["bytes_seen"],
+        "bytes_seen": last["bytes_seen"],
+        "steps": loaded.step,
+        "wall_time_s": last["elapsed_s"],
+        "bytes_per_s": last["bytes_seen"] / max(last["elapsed_s"], 1e-9),
+        "val_bpb": result.bpb,
+        "val_bytes": result.bytes,
+        "turns": turns,
+        "run": str(run_dir),
+    }
     # The curve's last point: the finished run on the same first bytes as the turns' evaluations.
     per_position = (loaded.spec.model.tokenizer.bytes_per_token or 1.0) if loaded.spec.model.bpe else 1.0
-    head = evaluate(loaded.model, documents, context=loaded.spec.model.context, batch_size=8,
-                    limit_bytes=math.ceil(curve_bytes / per_position))  # fmt: skip
-    curve = _curve(records, per_byte) + [{"step": loaded.step, "flops": per_byte * last["bytes_seen"],
-                                          "seconds": last["elapsed_s"], "val_bpb": head.bpb}]  # fmt: skip
+    head = evaluate(
+        loaded.model,
+        documents,
+        context=loaded.spec.model.context,
+        batch_size=8,
+        limit_bytes=math.ceil(curve_bytes / per_position),
+    )
+    curve = _curve(records, per_byte) + [
+        {"step": loaded.step, "flops": per_byte * last["bytes_seen"], "seconds": last["elapsed_s"], "val_bpb": head.bpb}
+    ]
     write_text(kept, json.dumps({"checkpoint": loaded.checkpoint.name, "row": row, "curve": curve}))
     return row, curve
 
@@ -202,7 +253,9 @@ def _evaluate_run(run_dir: Path, name: str, corpus: Any, curve_bytes: int, devic
 def _announce(name: str, summary: Any) -> None:
     losses = summary.losses
     loss = f", loss {losses[-1]:.4f}" if losses else ""
-    print(f"aunet compare: {name} at step {summary.step}{loss}{'' if summary.interrupted else ' (done)'}", file=sys.stderr)
+    print(
+        f"aunet compare: {name} at step {summary.step}{loss}{'' if summary.interrupted else ' (done)'}", file=sys.stderr
+    )
 
 
 def _curve(records: list[dict[str, Any]], flops_per_byte: float) -> list[dict[str, float]]:
@@ -212,21 +265,32 @@ def _curve(records: list[dict[str, Any]], flops_per_byte: float) -> list[dict[st
     for r in records:
         if "val_bpb" in r and not r.get("final") and r["step"] in by_step:
             t = by_step[r["step"]]
-            points.append({"step": r["step"], "flops": flops_per_byte * t["bytes_seen"], "seconds": t["elapsed_s"],
-                           "val_bpb": r["val_bpb"]})  # fmt: skip
+            points.append(
+                {
+                    "step": r["step"],
+                    "flops": flops_per_byte * t["bytes_seen"],
+                    "seconds": t["elapsed_s"],
+                    "val_bpb": r["val_bpb"],
+                }
+            )
     return points
 
 
 def markdown(report: dict[str, Any], budget: Budget) -> str:
-    lines = [f"Budget: {budget.describe()}; validation bits per byte on {report['rows'][0]['val_bytes']:,} bytes "
-             f"({report['data']}); xz -9e: {report['xz_bpb']:.4f}.", "",
-             "| spec | parameters | FLOPs/byte | FLOPs/byte, packed | training FLOPs | bytes seen | steps | wall time | bytes/s | val bpb |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"Budget: {budget.describe()}; validation bits per byte on {report['rows'][0]['val_bytes']:,} bytes "
+        f"({report['data']}); xz -9e: {report['xz_bpb']:.4f}.",
+        "",
+        "| spec | parameters | FLOPs/byte | FLOPs/byte, packed | training FLOPs | bytes seen | steps | wall time | bytes/s | val bpb |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["rows"]:
-        lines.append(f"| {r['spec']} | {r['parameters'] / 1e6:.2f} M | {r['flops_per_byte']:.3g} | "
-                     f"{r['flops_per_byte_packed']:.3g} | {r['training_flops']:.3g} | "
-                     f"{r['bytes_seen']:,} | {r['steps']:,} | {r['wall_time_s'] / 60:.1f} min | {r['bytes_per_s']:,.0f} | "
-                     f"{r['val_bpb']:.4f} |")  # fmt: skip
+        lines.append(
+            f"| {r['spec']} | {r['parameters'] / 1e6:.2f} M | {r['flops_per_byte']:.3g} | "
+            f"{r['flops_per_byte_packed']:.3g} | {r['training_flops']:.3g} | "
+            f"{r['bytes_seen']:,} | {r['steps']:,} | {r['wall_time_s'] / 60:.1f} min | {r['bytes_per_s']:,.0f} | "
+            f"{r['val_bpb']:.4f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -238,21 +302,29 @@ def plot(report: dict[str, Any], out: Path) -> list[str]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("aunet compare: note: matplotlib is not installed (pip install 'aunet[plot]'); wrote compare.json "
-              "and compare.md without plots", file=sys.stderr)  # fmt: skip
+        print(
+            "aunet compare: note: matplotlib is not installed (pip install 'aunet[plot]'); wrote compare.json "
+            "and compare.md without plots",
+            file=sys.stderr,
+        )
         return []
     try:
         return _draw(report, out, plt)
     except Exception as exc:  # noqa: BLE001 - a plot is a picture of compare.json: never worth the results
-        print(f"aunet compare: note: the plots could not be drawn ({type(exc).__name__}: {exc}); compare.json and "
-              "compare.md are written", file=sys.stderr)  # fmt: skip
+        print(
+            f"aunet compare: note: the plots could not be drawn ({type(exc).__name__}: {exc}); compare.json and "
+            "compare.md are written",
+            file=sys.stderr,
+        )
         return []
 
 
 def _draw(report: dict[str, Any], out: Path, plt: Any) -> list[str]:
     written = []
-    for key, label, name, log in (("flops", "training FLOPs", "bpb_vs_flops.png", True),
-                                  ("seconds", "training time (s)", "bpb_vs_time.png", False)):  # fmt: skip
+    for key, label, name, log in (
+        ("flops", "training FLOPs", "bpb_vs_flops.png", True),
+        ("seconds", "training time (s)", "bpb_vs_time.png", False),
+    ):
         fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
         for spec, points in report["curves"].items():
             xs = [p[key] for p in points]
@@ -260,7 +332,9 @@ def _draw(report: dict[str, Any], out: Path, plt: Any) -> list[str]:
             ax.plot(xs, ys, marker="o", markersize=3, label=spec)
         xz = report.get("xz_curve_bpb", report["xz_bpb"])  # on the curves' own bytes
         if math.isfinite(xz):
-            ax.axhline(xz, color="grey", linestyle="--", linewidth=1, label=f"xz -9e (same {report['curve_bytes']:,} bytes)")
+            ax.axhline(
+                xz, color="grey", linestyle="--", linewidth=1, label=f"xz -9e (same {report['curve_bytes']:,} bytes)"
+            )
         if log:
             ax.set_xscale("log")
         ax.set_xlabel(label)
@@ -278,5 +352,3 @@ def load_specs(paths: Sequence[str]) -> list[Spec]:
     from aunet.core.spec import load_spec
 
     return [load_spec(p) for p in paths]
-
-

@@ -81,15 +81,37 @@ def make_plan(flops: float, *, arch: str = "aunet", spec: Any = None, bytes_per_
     for name in PAPER_SPECS:
         other = account(load_spec(name))
         steps = flops / other.flops_per_byte / step_bytes
-        ladder.append({"spec": name, "parameters": other.parameters, "flops_per_byte": other.flops_per_byte,
-                       "steps": round(steps), "train_bytes": flops / other.flops_per_byte})  # fmt: skip
+        ladder.append(
+            {
+                "spec": name,
+                "parameters": other.parameters,
+                "flops_per_byte": other.flops_per_byte,
+                "steps": round(steps),
+                "train_bytes": flops / other.flops_per_byte,
+            }
+        )
     note = None
     if flops < PAPER_MIN_FLOPS:
         orders = math.log10(PAPER_MIN_FLOPS / flops)
-        note = (f"{flops:.3g} FLOPs is {orders:.1f} orders of magnitude below the paper's smallest runs (about "
-                f"{PAPER_MIN_FLOPS:.0e}): these figures extrapolate its laws, they were not measured there")  # fmt: skip
-    return Plan(arch, flops, batch, batch_bytes, lr, spec.name, per_byte, train_bytes,
-                max(1, round(train_bytes / step_bytes)), rows, spec.model.context, tuple(ladder), note)  # fmt: skip
+        note = (
+            f"{flops:.3g} FLOPs is {orders:.1f} orders of magnitude below the paper's smallest runs (about "
+            f"{PAPER_MIN_FLOPS:.0e}): these figures extrapolate its laws, they were not measured there"
+        )
+    return Plan(
+        arch,
+        flops,
+        batch,
+        batch_bytes,
+        lr,
+        spec.name,
+        per_byte,
+        train_bytes,
+        max(1, round(train_bytes / step_bytes)),
+        rows,
+        spec.model.context,
+        tuple(ladder),
+        note,
+    )
 
 
 def format_plan(plan: Plan) -> str:
@@ -104,8 +126,11 @@ def format_plan(plan: Plan) -> str:
         f"{plan.rows_per_step * plan.context:,} {unit})",
         "the paper's 1B-class configurations at this budget and batch:",
     ]
-    lines += [f"  {r['spec']:<10} {r['parameters'] / 1e9:.2f} B parameters, {r['flops_per_byte']:.3g} FLOPs/byte, "
-              f"{r['steps']:,} steps" for r in plan.ladder]  # fmt: skip
+    lines += [
+        f"  {r['spec']:<10} {r['parameters'] / 1e9:.2f} B parameters, {r['flops_per_byte']:.3g} FLOPs/byte, "
+        f"{r['steps']:,} steps"
+        for r in plan.ladder
+    ]
     if plan.note:
         lines.append(f"note: {plan.note}")
     return "\n".join(lines)

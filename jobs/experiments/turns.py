@@ -54,8 +54,10 @@ QUIET = ("train.eval.every=1000000000000", "train.sample.bytes=0", "train.eval.f
 def run_name(name: str, what: str = "spec name") -> str:
     """``name`` if it can name a run's folder under ``out`` (no path, no '..'), else InputError."""
     if not RUN_NAME.fullmatch(name) or name in (".", ".."):
-        raise InputError(f"{what} {name!r} cannot name a run's folder: use letters, digits, '.', '_' and '-' (at most "
-                         "80, not starting with '.' or '-'), never a path; set `name = \"...\"` in the spec")  # fmt: skip
+        raise InputError(
+            f"{what} {name!r} cannot name a run's folder: use letters, digits, '.', '_' and '-' (at most "
+            "80, not starting with '.' or '-'), never a path; set `name = \"...\"` in the spec"
+        )
     return name
 
 
@@ -63,10 +65,19 @@ def _started(run_dir: Path) -> bool:
     return (run_dir / "spec.toml").is_file() or (run_dir / "checkpoints").is_dir()
 
 
-def train_in_turns(variants: Mapping[str, Spec], *, data: str | Path | None, out: Path, minutes: float | None = None,
-                   steps: int | Mapping[str, int] | None = None, slice_steps: int = SLICE_STEPS, device: Any = "auto",
-                   on_turn: Callable[[str, Any], None] | None = None, quiet: bool = True,
-                   overrides: tuple[str, ...] = QUIET) -> Turns:  # fmt: skip
+def train_in_turns(
+    variants: Mapping[str, Spec],
+    *,
+    data: str | Path | None,
+    out: Path,
+    minutes: float | None = None,
+    steps: int | Mapping[str, int] | None = None,
+    slice_steps: int = SLICE_STEPS,
+    device: Any = "auto",
+    on_turn: Callable[[str, Any], None] | None = None,
+    quiet: bool = True,
+    overrides: tuple[str, ...] = QUIET,
+) -> Turns:
     """Train every variant for ``minutes`` of its own training time, or ``steps`` (one number, or
     one per variant: an equal FLOPs budget gives each its own), in turns of ``slice_steps``, with
     ``overrides`` on every spec (by default periodic evaluations and samples off). Runs already
@@ -92,9 +103,17 @@ def train_in_turns(variants: Mapping[str, Spec], *, data: str | Path | None, out
             first = not _started(outs[name])
             run_spec = apply_overrides(spec, list(overrides)) if first else None
             budget = steps[name] if isinstance(steps, Mapping) else steps
-            summary = train(run_spec, data=data if first else None, out=outs[name], minutes=minutes, steps=budget,
-                            resume=not first, stop_at=done[name] + slice_steps, device=device,
-                            stream=io.StringIO() if quiet else None)  # fmt: skip
+            summary = train(
+                run_spec,
+                data=data if first else None,
+                out=outs[name],
+                minutes=minutes,
+                steps=budget,
+                resume=not first,
+                stop_at=done[name] + slice_steps,
+                device=device,
+                stream=io.StringIO() if quiet else None,
+            )
             turns[name] += 1
             done[name] = summary.step
             finished[name] = not summary.interrupted
@@ -103,6 +122,9 @@ def train_in_turns(variants: Mapping[str, Spec], *, data: str | Path | None, out
             if summary.signal:
                 import signal
 
-                raise TurnsStopped(summary.signal, f"stopped by {signal.Signals(summary.signal).name}: {name} is at "
-                                                   f"step {summary.step}, every run at a checkpoint")  # fmt: skip
+                raise TurnsStopped(
+                    summary.signal,
+                    f"stopped by {signal.Signals(summary.signal).name}: {name} is at "
+                    f"step {summary.step}, every run at a checkpoint",
+                )
     return Turns(outs, turns)

@@ -32,8 +32,13 @@ class EvalResult:
     dropped: int  # always 0 with eager shapes; reported to show it
 
     def to_json(self) -> dict:
-        return {"bpb": self.bpb, "bytes": self.bytes, "nll_bits": self.nll_bits,
-                "bytes_per_segment": list(self.bytes_per_segment), "dropped": self.dropped}  # fmt: skip
+        return {
+            "bpb": self.bpb,
+            "bytes": self.bytes,
+            "nll_bits": self.nll_bits,
+            "bytes_per_segment": list(self.bytes_per_segment),
+            "dropped": self.dropped,
+        }
 
 
 def _batches(rows: Iterable[Batch], size: int) -> Iterator[Batch]:
@@ -49,8 +54,11 @@ def _batches(rows: Iterable[Batch], size: int) -> Iterator[Batch]:
 
 
 def _join(rows: list[Batch]) -> Batch:
-    return Batch(np.concatenate([r.tokens for r in rows]), np.concatenate([r.levels for r in rows]),
-                 np.concatenate([r.targets for r in rows]))  # fmt: skip
+    return Batch(
+        np.concatenate([r.tokens for r in rows]),
+        np.concatenate([r.levels for r in rows]),
+        np.concatenate([r.targets for r in rows]),
+    )
 
 
 def _row_count(encoded: Iterable[Encoded], context: int, limit_bytes: int | None) -> int | None:
@@ -69,8 +77,16 @@ def _row_count(encoded: Iterable[Encoded], context: int, limit_bytes: int | None
     return rows
 
 
-def evaluate(model, encoded: Iterable[Encoded], *, context: int, batch_size: int = 8,
-             limit_bytes: int | None = None, autocast: Any = None, progress: Any = None) -> EvalResult:  # fmt: skip
+def evaluate(
+    model,
+    encoded: Iterable[Encoded],
+    *,
+    context: int,
+    batch_size: int = 8,
+    limit_bytes: int | None = None,
+    autocast: Any = None,
+    progress: Any = None,
+) -> EvalResult:
     """Bits per byte of ``model`` on the encoded validation documents (a list, or any iterable:
     a stream is read lazily), on the model's device.
 

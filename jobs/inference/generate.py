@@ -25,8 +25,9 @@ from aunet.core.tokens import BOS, EOS, PAD
 from aunet.jobs.runtime.devices import threads as thread_count
 
 
-def sample_next(logits: Tensor, *, temperature: float, top_k: int | None, top_p: float | None,
-                generator: torch.Generator | None) -> Tensor:  # fmt: skip
+def sample_next(
+    logits: Tensor, *, temperature: float, top_k: int | None, top_p: float | None, generator: torch.Generator | None
+) -> Tensor:
     """(B, V) logits -> (B,) token ids among bytes and EOS (BOS and PAD are never sampled)."""
     logits = logits.float().clone()
     logits[:, BOS] = float("-inf")
@@ -62,10 +63,18 @@ class Decoded:
     levels: list[list[int]] = attrs.Factory(list)  # per row, each new byte's predicted level (keep_logits)
 
 
-def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
-           choose: Callable[[Tensor], Tensor], stop: Sequence[bytes] = (),
-           on_bytes: Callable[[int, bytes], None] | None = None, keep_logits: bool = False,
-           threads: int | None = None, levels: str = "splitter") -> Decoded:  # fmt: skip
+def decode(
+    model: Any,
+    prompts: Sequence[bytes],
+    max_new_bytes: int,
+    *,
+    choose: Callable[[Tensor], Tensor],
+    stop: Sequence[bytes] = (),
+    on_bytes: Callable[[int, bytes], None] | None = None,
+    keep_logits: bool = False,
+    threads: int | None = None,
+    levels: str = "splitter",
+) -> Decoded:
     """Prefill, then pick and append one byte per row at a time with ``choose`` ((B, V) logits ->
     (B,) ids) until EOS, a stop sequence or ``max_new_bytes``. ``threads``: torch threads for the
     decoding steps (None leaves the process's setting alone). Memory stays bounded by the model's
@@ -90,8 +99,12 @@ def decode(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *,
     unit = "bytes" if tokenizer is None else "tokens"
     for i, cut in enumerate(truncated):
         if cut:
-            warnings.warn(f"prompt {i} is longer than the model's context ({spec.model.context} positions with "
-                          f"BOS); kept its last {limit:,} {unit}, dropped {cut:,} bytes", RuntimeWarning, stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"prompt {i} is longer than the model's context ({spec.model.context} positions with "
+                f"BOS); kept its last {limit:,} {unit}, dropped {cut:,} bytes",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     b = len(prompts)
     width = max(len(i) for i in ids) + 1
     tokens = torch.full((b, width), PAD, dtype=torch.long)
@@ -175,8 +188,10 @@ def check_levels_source(model: Any, levels: str) -> bool:
     if levels not in LEVEL_SOURCES:
         raise ValueError(f"levels must be one of {', '.join(LEVEL_SOURCES)}, got {levels!r}")
     if levels == "predicted" and getattr(model, "level_head", None) is None:
-        raise InputError("levels = 'predicted' needs a model trained with a level head (model.level_loss > 0 in "
-                         "its spec); this one has none: use the splitters (--levels splitter)")  # fmt: skip
+        raise InputError(
+            "levels = 'predicted' needs a model trained with a level head (model.level_loss > 0 in "
+            "its spec); this one has none: use the splitters (--levels splitter)"
+        )
     return levels == "predicted"
 
 
@@ -193,10 +208,20 @@ def _check(prompts: Any, top_k: int | None, top_p: float | None) -> None:
             raise ValueError(f"{name} must be > 0, got {value}")
 
 
-def generate(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *, temperature: float = 0.0,
-             top_k: int | None = None, top_p: float | None = None, seed: int = 0,
-             stop: bytes | Sequence[bytes] | None = None, on_bytes: Callable[[int, bytes], None] | None = None,
-             threads: int | None = None, levels: str = "splitter") -> list[bytes]:  # fmt: skip
+def generate(
+    model: Any,
+    prompts: Sequence[bytes],
+    max_new_bytes: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    stop: bytes | Sequence[bytes] | None = None,
+    on_bytes: Callable[[int, bytes], None] | None = None,
+    threads: int | None = None,
+    levels: str = "splitter",
+) -> list[bytes]:
     """The new bytes of each prompt (raw bytes; EOS ends a row and is not included).
 
     Args:
@@ -222,13 +247,29 @@ def generate(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *, temper
     def choose(logits: Tensor) -> Tensor:
         return sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
 
-    return decode(model, [bytes(p) for p in prompts], max_new_bytes, choose=choose, stop=stops,
-                  on_bytes=on_bytes, threads=threads, levels=levels).new_bytes  # fmt: skip
+    return decode(
+        model,
+        [bytes(p) for p in prompts],
+        max_new_bytes,
+        choose=choose,
+        stop=stops,
+        on_bytes=on_bytes,
+        threads=threads,
+        levels=levels,
+    ).new_bytes
 
 
-def generate_recompute(model: Any, prompts: Sequence[bytes], max_new_bytes: int, *, temperature: float = 0.0,
-                       top_k: int | None = None, top_p: float | None = None, seed: int = 0,
-                       stop: bytes | None = None) -> list[bytes]:  # fmt: skip
+def generate_recompute(
+    model: Any,
+    prompts: Sequence[bytes],
+    max_new_bytes: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+    stop: bytes | None = None,
+) -> list[bytes]:
     """New bytes per prompt, running the full forward over the whole sequence for each byte."""
     from aunet.core.model import ShapeMode, compute_levels, encode
 

@@ -71,8 +71,10 @@ def suite_texts(name: str, only: str | None = None) -> tuple[SuiteText, ...]:
         from aunet.core.errors import did_you_mean
 
         bad = unknown[0] if unknown else only
-        raise InputError(f"--only: no {name} text is named '{bad}'; give file stems or BCP 47 tags such as eng, "
-                         f"cmn_hans, tha{did_you_mean(bad, by_name)}")  # fmt: skip
+        raise InputError(
+            f"--only: no {name} text is named '{bad}'; give file stems or BCP 47 tags such as eng, "
+            f"cmn_hans, tha{did_you_mean(bad, by_name)}"
+        )
     return tuple(dict.fromkeys(by_name[w] for w in wanted))
 
 
@@ -86,9 +88,15 @@ class SplitStats:
     inside_share: float  # level-1 boundaries that fall inside a grapheme cluster
 
     def to_json(self) -> dict:
-        return {"file": self.text.file, "bcp47": self.text.tag, "name": self.text.name, "n_bytes": len(self.text.data),
-                "bytes_per_segment": [round(x, 4) for x in self.bytes_per_segment],
-                "long_share": round(self.long_share, 5), "inside_share": round(self.inside_share, 5)}  # fmt: skip
+        return {
+            "file": self.text.file,
+            "bcp47": self.text.tag,
+            "name": self.text.name,
+            "n_bytes": len(self.text.data),
+            "bytes_per_segment": [round(x, 4) for x in self.bytes_per_segment],
+            "long_share": round(self.long_share, 5),
+            "inside_share": round(self.inside_share, 5),
+        }
 
 
 def split_stats(stack: SplitterStack, text: SuiteText) -> SplitStats:

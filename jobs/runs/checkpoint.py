@@ -47,7 +47,7 @@ from aunet.jobs.runtime.files import (
     fsync_file,
     sha256,
     write_error_text,
-)  # fmt: skip
+)
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -102,9 +102,18 @@ def unflatten_optimizer(tensors: dict[str, Any], data: dict[str, Any]) -> dict[s
 # -- writing -------------------------------------------------------------------------------------
 
 
-def save(run_dir: Path, step: int, model_state: dict[str, Any], trainer_tensors: dict[str, Any],
-         trainer_json: dict[str, Any], *, keep: int, extra_meta: dict[str, Any] | None = None,
-         world: Any = None, sharded: bool = False) -> Path:  # fmt: skip
+def save(
+    run_dir: Path,
+    step: int,
+    model_state: dict[str, Any],
+    trainer_tensors: dict[str, Any],
+    trainer_json: dict[str, Any],
+    *,
+    keep: int,
+    extra_meta: dict[str, Any] | None = None,
+    world: Any = None,
+    sharded: bool = False,
+) -> Path:
     """Write checkpoint ``step`` atomically, point ``latest`` at it, prune old ones. A write that
     fails (a full disk, a read-only folder) leaves the previous checkpoints as they were, removes
     what it wrote, and is one CheckpointError saying what to free or fix.
@@ -166,7 +175,7 @@ def _attempt(phase: Any) -> BaseException | None:
     OSError, safetensors' SafetensorError or torch.distributed.checkpoint's CheckpointException)."""
     try:
         phase()
-    except BaseException as exc:  # noqa: BLE001 - DCP's CheckpointException is a BaseException
+    except BaseException as exc:
         if not isinstance(exc, OSError) and not _is_write_error(exc):
             raise
         return exc
@@ -191,11 +200,15 @@ def _agree(world: Any, failed: BaseException | None, root: Path, tmp: Path, step
     if world.main:
         _remove(tmp)
     if failed is None:  # another process failed, and says why
-        error = CheckpointError(f"checkpoint {checkpoint_name(step)} was not written: process {culprit} could not "
-                                "write its part (its error says why); the previous checkpoints are intact")  # fmt: skip
+        error = CheckpointError(
+            f"checkpoint {checkpoint_name(step)} was not written: process {culprit} could not "
+            "write its part (its error says why); the previous checkpoints are intact"
+        )
     else:
-        error = CheckpointError(f"cannot write checkpoint {checkpoint_name(step)} in {root}: {write_error_text(failed)}"
-                                f"{advice(failed, root)}; the previous checkpoints are intact")  # fmt: skip
+        error = CheckpointError(
+            f"cannot write checkpoint {checkpoint_name(step)} in {root}: {write_error_text(failed)}"
+            f"{advice(failed, root)}; the previous checkpoints are intact"
+        )
     error.rank_local = True
     raise error
 
@@ -223,12 +236,22 @@ def _save_shards(tmp: Path, model_state: dict[str, Any], trainer_tensors: dict[s
     dcp.save(state, storage_writer=HuggingFaceStorageWriter(str(tmp / SHARDS), save_distributed=True))
 
 
-def _finish(root: Path, tmp: Path, step: int, trainer_json: dict[str, Any], keep: int,
-            extra_meta: dict[str, Any] | None, sharded: bool) -> Path:  # fmt: skip
+def _finish(
+    root: Path,
+    tmp: Path,
+    step: int,
+    trainer_json: dict[str, Any],
+    keep: int,
+    extra_meta: dict[str, Any] | None,
+    sharded: bool,
+) -> Path:
     final = root / checkpoint_name(step)
     (tmp / TRAINER_JSON).write_text(json.dumps(trainer_json), encoding="utf-8")
-    names = [TRAINER_JSON] + ([f"{SHARDS}/{p.name}" for p in sorted((tmp / SHARDS).glob("*.safetensors"))]
-                              if sharded else [MODEL_FILE, TRAINER_TENSORS])  # fmt: skip
+    names = [TRAINER_JSON] + (
+        [f"{SHARDS}/{p.name}" for p in sorted((tmp / SHARDS).glob("*.safetensors"))]
+        if sharded
+        else [MODEL_FILE, TRAINER_TENSORS]
+    )
     meta = {"step": step, "format": "sharded" if sharded else "whole", "files": {}, **(extra_meta or {})}
     mode = file_mode()
     for name in names:
@@ -290,8 +313,11 @@ def newest_complete(run_dir: Path) -> tuple[Path | None, list[str]]:
         return None, []
     notices = []
     named = latest_name(run_dir)
-    candidates = sorted((p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"step-\d{8,}", p.name)),
-                        key=lambda p: int(p.name.split("-")[1]), reverse=True)  # fmt: skip
+    candidates = sorted(
+        (p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"step-\d{8,}", p.name)),
+        key=lambda p: int(p.name.split("-")[1]),
+        reverse=True,
+    )
     for path in candidates:
         try:
             verify(path)
@@ -314,8 +340,10 @@ def resolve(path: str | Path) -> Path:
         return p
     found = latest(p) if p.is_dir() else None
     if found is None:
-        raise CheckpointError(f"--ckpt: '{path}' is neither a checkpoint nor a run directory with a complete "
-                              f"checkpoint (in {CHECKPOINTS}/)")  # fmt: skip
+        raise CheckpointError(
+            f"--ckpt: '{path}' is neither a checkpoint nor a run directory with a complete "
+            f"checkpoint (in {CHECKPOINTS}/)"
+        )
     return found
 
 
@@ -336,8 +364,9 @@ def read_meta(path: Path) -> dict[str, Any]:
         isinstance(v, dict) and isinstance(v.get("bytes"), int) and isinstance(v.get("sha256"), str)
         for v in files.values()
     ):
-        raise CheckpointError(f"checkpoint {path} is corrupt: meta.json's \"files\" is not a table of sizes and "
-                              "SHA-256 hashes")  # fmt: skip
+        raise CheckpointError(
+            f'checkpoint {path} is corrupt: meta.json\'s "files" is not a table of sizes and SHA-256 hashes'
+        )
     step = meta.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise CheckpointError(f"checkpoint {path} is corrupt: meta.json records no step (got {step!r})")
@@ -364,8 +393,10 @@ def verify(path: Path, names: tuple[str, ...] | None = None) -> dict[str, Any]:
             raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
         size = file.stat().st_size
         if size != expected.get("bytes"):
-            raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {name} has {size:,} bytes, "
-                                  f"expected {expected.get('bytes')}")  # fmt: skip
+            raise CheckpointError(
+                f"checkpoint {path} is truncated or corrupt: {name} has {size:,} bytes, "
+                f"expected {expected.get('bytes')}"
+            )
         try:
             digest = sha256(file)
         except OSError as exc:
@@ -437,9 +468,11 @@ def load_trainer(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     on one process, or under DDP)."""
     meta = read_meta(path)
     if "state.pt" in meta["files"]:
-        raise CheckpointError(f"checkpoint {path} was written by an older aunet with a pickled state.pt, which "
-                              "aunet no longer loads (a pickle can run code); `aunet eval` and `aunet generate` "
-                              "still read its weights, but it cannot be resumed")  # fmt: skip
+        raise CheckpointError(
+            f"checkpoint {path} was written by an older aunet with a pickled state.pt, which "
+            "aunet no longer loads (a pickle can run code); `aunet eval` and `aunet generate` "
+            "still read its weights, but it cannot be resumed"
+        )
     verify(path)
     if meta.get("format") == "sharded":
         everything = _read_sharded(path)

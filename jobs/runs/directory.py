@@ -66,13 +66,16 @@ def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise checkpoint.CheckpointError(f"checkpoint {ckpt} does not match its spec: "
-                                         f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+        raise checkpoint.CheckpointError(
+            f"checkpoint {ckpt} does not match its spec: {str(exc).splitlines()[0]}"
+        ) from None
     if spec.model.bpe:
         from aunet.jobs.data.bpe import BpeTokenizer
 
         if not isinstance(meta.get("tokenizer"), dict):
-            raise checkpoint.CheckpointError(f"checkpoint {ckpt} is a BPE model's but records no tokenizer in its meta.json")
+            raise checkpoint.CheckpointError(
+                f"checkpoint {ckpt} is a BPE model's but records no tokenizer in its meta.json"
+            )
         model.tokenizer = BpeTokenizer.from_json(json.dumps(meta["tokenizer"]), source=f"{ckpt}/meta.json")
     model.to(device).eval()
     data = meta.get("run") if isinstance(meta.get("run"), dict) else {}
@@ -95,11 +98,15 @@ def _read_newest(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any]
         except (checkpoint.CheckpointError, OSError):
             if ckpt.exists() or Path(path).resolve() == ckpt.resolve():
                 if not ckpt.exists():
-                    raise checkpoint.CheckpointError(f"checkpoint {ckpt} was removed while it was read (its run "
-                                                     "pruned it); give the run directory to read its newest") from None  # fmt: skip
+                    raise checkpoint.CheckpointError(
+                        f"checkpoint {ckpt} was removed while it was read (its run "
+                        "pruned it); give the run directory to read its newest"
+                    ) from None
                 raise
-    raise checkpoint.CheckpointError(f"--ckpt: the checkpoints of '{path}' were pruned {READ_RETRIES} times while "
-                                     "being read; read a copy, or raise train.checkpoint.keep")  # fmt: skip
+    raise checkpoint.CheckpointError(
+        f"--ckpt: the checkpoints of '{path}' were pruned {READ_RETRIES} times while "
+        "being read; read a copy, or raise train.checkpoint.keep"
+    )
 
 
 def stamp(spec: Spec) -> Spec:
@@ -142,20 +149,25 @@ class RunLock:
         try:
             self._file = open(self.path, "a+", encoding="utf-8")
         except OSError as exc:
-            raise InputError(f"cannot lock {self.path.parent}: {exc.strerror or exc}"
-                             f"{advice(exc, self.path.parent)}") from None  # fmt: skip
+            raise InputError(
+                f"cannot lock {self.path.parent}: {exc.strerror or exc}{advice(exc, self.path.parent)}"
+            ) from None
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.seek(0)
             holder = self._file.read(200).strip() or "another process"
             self._file.close()
-            raise InputError(f"'{self.path.parent}' is in use: {holder} is training in it; wait for it to finish "
-                             "or stop it (Ctrl-C saves a checkpoint), then --resume") from None  # fmt: skip
+            raise InputError(
+                f"'{self.path.parent}' is in use: {holder} is training in it; wait for it to finish "
+                "or stop it (Ctrl-C saves a checkpoint), then --resume"
+            ) from None
         try:  # who holds it, for the refusal above (a full disk only loses this courtesy)
             self._file.seek(0)
             self._file.truncate()
-            self._file.write(f"aunet process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%H:%M:%S')})")
+            self._file.write(
+                f"aunet process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%H:%M:%S')})"
+            )
             self._file.flush()
         except OSError:
             pass
@@ -196,8 +208,9 @@ class RunClaim:
             try:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise InputError(f"--out: cannot create '{self.run_dir}': {exc.strerror or exc}"
-                                 f"{advice(exc, self.run_dir.parent)}") from None  # fmt: skip
+                raise InputError(
+                    f"--out: cannot create '{self.run_dir}': {exc.strerror or exc}{advice(exc, self.run_dir.parent)}"
+                ) from None
             lock = RunLock(self.run_dir).__enter__()
             if lock.current:
                 self.lock = lock
@@ -241,7 +254,7 @@ class RunRecord:
     @classmethod
     def from_json(cls, value: Any, where: str) -> RunRecord:
         if not isinstance(value, dict) or not (value.get("data") is None or isinstance(value.get("data"), str)):
-            raise InputError(f"{where} is not a run record (expected an object with a \"data\" path or null)")
+            raise InputError(f'{where} is not a run record (expected an object with a "data" path or null)')
         fingerprint = value.get("fingerprint") if isinstance(value.get("fingerprint"), dict) else {}
         history = value.get("history") if isinstance(value.get("history"), list) else []
         return cls(value["data"], fingerprint, tuple(h for h in history if isinstance(h, dict)))

@@ -55,13 +55,18 @@ def resolve_device(name: str | Any | None = "auto") -> Any:
         return device
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            why = ("this torch was built without CUDA" if torch.version.cuda is None
-                   else "no CUDA device is visible (CUDA_VISIBLE_DEVICES, driver)")  # fmt: skip
+            why = (
+                "this torch was built without CUDA"
+                if torch.version.cuda is None
+                else "no CUDA device is visible (CUDA_VISIBLE_DEVICES, driver)"
+            )
             raise InputError(f"--device {text}: {why}; use --device cpu (or auto)")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise InputError(f"--device {text}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
-                             f"(cuda:0..cuda:{count - 1})")  # fmt: skip
+            raise InputError(
+                f"--device {text}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
+                f"(cuda:0..cuda:{count - 1})"
+            )
         return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
     if device.type == "mps":
         if not _mps_available():
@@ -151,10 +156,12 @@ def check_fits(spec: Any, device: Any) -> None:
     have = available_memory(device)
     if have is not None and state + activations > have:
         gib = 2**30
-        raise InputError(f"training this spec needs at least {(state + activations) / gib:,.1f} GiB (weights, gradients "
-                         f"and AdamW state {state / gib:,.1f} GiB; activations of one micro-batch "
-                         f"{activations / gib:,.1f} GiB), more than the {have / gib:,.1f} GiB free on {device}; use a "
-                         "smaller model, or a smaller train.batch_size with train.grad_accum")  # fmt: skip
+        raise InputError(
+            f"training this spec needs at least {(state + activations) / gib:,.1f} GiB (weights, gradients "
+            f"and AdamW state {state / gib:,.1f} GiB; activations of one micro-batch "
+            f"{activations / gib:,.1f} GiB), more than the {have / gib:,.1f} GiB free on {device}; use a "
+            "smaller model, or a smaller train.batch_size with train.grad_accum"
+        )
 
 
 # -- threads -----------------------------------------------------------------------------------
@@ -167,7 +174,8 @@ def available_cpus() -> int:
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         count = os.cpu_count() or 1
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()[:2]
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as limits:
+            quota, period = limits.read().split()[:2]
         if quota != "max":
             count = min(count, max(1, -(-int(quota) // int(period))))
     except (OSError, ValueError):
@@ -187,8 +195,10 @@ def parse_threads(text: str) -> int | None:
         raise InputError(f"--threads: must be at least 1, got {value}")
     most = max_threads()
     if value > most:
-        raise InputError(f"--threads: at most {most} on this machine ({os.cpu_count() or 1} CPUs; more threads "
-                         f"than {MAX_THREADS_PER_CPU} per CPU only wait for each other), got {value}")  # fmt: skip
+        raise InputError(
+            f"--threads: at most {most} on this machine ({os.cpu_count() or 1} CPUs; more threads "
+            f"than {MAX_THREADS_PER_CPU} per CPU only wait for each other), got {value}"
+        )
     return value
 
 
@@ -268,8 +278,10 @@ def set_rng_state(state: dict[str, Any]) -> list[str]:
         for i, saved in enumerate(cuda[:here]):
             torch.cuda.set_rng_state(torch.tensor(saved, dtype=torch.uint8), i)
         if len(cuda) > here:
-            notices.append(f"the checkpoint holds the CUDA random state of {len(cuda)} device(s) and this machine has "
-                           f"{here}; the others are not restored (initialization and data order are unaffected)")  # fmt: skip
+            notices.append(
+                f"the checkpoint holds the CUDA random state of {len(cuda)} device(s) and this machine has "
+                f"{here}; the others are not restored (initialization and data order are unaffected)"
+            )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]

@@ -101,18 +101,25 @@ def process_group(parallel: Parallel, device_request: Any, *, resume: bool = Fal
 
     if not launched_by_torchrun():
         if parallel is not Parallel.NONE:
-            alone = (f"; or add --parallel none to resume it on this one process (a {parallel.value} checkpoint "
-                     "resumes on any number of processes)" if resume else "")  # fmt: skip
-            raise InputError(f"--parallel {parallel.value} needs the processes torchrun starts: "
-                             f"{torchrun_command(parallel)} (add --nnodes M --rdzv-backend c10d --rdzv-endpoint "
-                             f"HOST:PORT for several machines){alone}")  # fmt: skip
+            alone = (
+                f"; or add --parallel none to resume it on this one process (a {parallel.value} checkpoint "
+                "resumes on any number of processes)"
+                if resume
+                else ""
+            )
+            raise InputError(
+                f"--parallel {parallel.value} needs the processes torchrun starts: "
+                f"{torchrun_command(parallel)} (add --nnodes M --rdzv-backend c10d --rdzv-endpoint "
+                f"HOST:PORT for several machines){alone}"
+            )
         yield SINGLE, resolve_device(device_request)
         return
     size = int(os.environ["WORLD_SIZE"])
     if parallel is Parallel.NONE:
         if size > 1:
-            raise InputError(f"torchrun started {size} processes, but --parallel is none; add --parallel ddp or "
-                             "--parallel fsdp")  # fmt: skip
+            raise InputError(
+                f"torchrun started {size} processes, but --parallel is none; add --parallel ddp or --parallel fsdp"
+            )
         yield SINGLE, resolve_device(device_request)
         return
     import torch.distributed as dist
@@ -161,8 +168,11 @@ def parallelize(model: Any, world: World, *, bfloat16: bool, device: Any) -> Any
     if world.parallel is Parallel.FSDP:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bfloat16 \
-            else MixedPrecisionPolicy()  # fmt: skip
+        policy = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if bfloat16
+            else MixedPrecisionPolicy()
+        )
         for stage in stages(model):
             for block in stage.checkpointable():
                 fully_shard(block, mp_policy=policy)

@@ -57,7 +57,7 @@ from aunet.core.spec import (
     apply_overrides,
     dump_spec,
     resolve_spec,
-)  # fmt: skip
+)
 from aunet.jobs.data.corpus import TokenEncoding, fingerprint_changes
 from aunet.jobs.data.source import training_text
 from aunet.jobs.runs import checkpoint
@@ -161,15 +161,26 @@ class Budget:
 class Checkpointer:
     """Writes the trainer's state every ``every`` steps (and at the end), keeps ``keep``."""
 
-    def __init__(self, run_dir: Path, config: CheckpointSpec, spec: Spec, record: RunRecord, world: World,
-                 tokenizer: Any = None, last: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        run_dir: Path,
+        config: CheckpointSpec,
+        spec: Spec,
+        record: RunRecord,
+        world: World,
+        tokenizer: Any = None,
+        last: Path | None = None,
+    ) -> None:
         self.run_dir = run_dir
         self.config = config
         self.world = world
         # A checkpoint is self-contained: the spec and the data record are in its meta.json too,
         # and a BPE model's tokenizer (JSON, as everything aunet reads back).
-        self.meta = {"spec_name": spec.name, "spec": dump_spec(spec),
-                     "run": {"data": record.data, "fingerprint": record.fingerprint}}  # fmt: skip
+        self.meta = {
+            "spec_name": spec.name,
+            "spec": dump_spec(spec),
+            "run": {"data": record.data, "fingerprint": record.fingerprint},
+        }
         if tokenizer is not None:
             self.meta["tokenizer"] = json.loads(tokenizer.to_json())
         self.last = last
@@ -186,11 +197,23 @@ class Checkpointer:
             raise self.diverged(problem)
         weights, tensors, data = trainer.state()
         data["rng_by_rank"] = self.world.gather(data["rng"])
-        meta = {**self.meta, "elapsed_s": trainer.elapsed, "processes": self.world.size,
-                "parallel": self.world.parallel.value}  # fmt: skip
-        self.last = checkpoint.save(self.run_dir, trainer.step_count, weights, tensors, data, keep=self.config.keep,
-                                    extra_meta=meta, world=self.world,
-                                    sharded=self.world.parallel is Parallel.FSDP)  # fmt: skip
+        meta = {
+            **self.meta,
+            "elapsed_s": trainer.elapsed,
+            "processes": self.world.size,
+            "parallel": self.world.parallel.value,
+        }
+        self.last = checkpoint.save(
+            self.run_dir,
+            trainer.step_count,
+            weights,
+            tensors,
+            data,
+            keep=self.config.keep,
+            extra_meta=meta,
+            world=self.world,
+            sharded=self.world.parallel is Parallel.FSDP,
+        )
         self.saved_step = trainer.step_count
         return self.last
 
@@ -198,18 +221,31 @@ class Checkpointer:
         """The error of a run that stopped being sane (``Trainer.divergence``), with advice that
         can work: every checkpoint written is sane, so the last one can be resumed from."""
         if self.last is None:
-            return TrainingDiverged(f"{problem}; stopped without saving; no checkpoint was written yet: start the "
-                                    "run again with a lower train.lr (or train.clip)")  # fmt: skip
-        return TrainingDiverged(f"{problem}; stopped without saving; the last good checkpoint is {self.last.name}: "
-                                "resume from it with a lower rate (--resume --set train.lr=...), or train.clip")  # fmt: skip
+            return TrainingDiverged(
+                f"{problem}; stopped without saving; no checkpoint was written yet: start the "
+                "run again with a lower train.lr (or train.clip)"
+            )
+        return TrainingDiverged(
+            f"{problem}; stopped without saving; the last good checkpoint is {self.last.name}: "
+            "resume from it with a lower rate (--resume --set train.lr=...), or train.clip"
+        )
 
 
 class StepLog:
     """The training loop's metric writer: reads a step's figures back at logging steps only."""
 
-    def __init__(self, writers: MetricWriters, progress: Progress, budget: Budget, checkpointer: Checkpointer,
-                 bytes_per_position: float = 1.0, *, flops_per_byte: float = 0.0, peak_flops: float = 0.0,
-                 device: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        writers: MetricWriters,
+        progress: Progress,
+        budget: Budget,
+        checkpointer: Checkpointer,
+        bytes_per_position: float = 1.0,
+        *,
+        flops_per_byte: float = 0.0,
+        peak_flops: float = 0.0,
+        device: Any = None,
+    ) -> None:
         self.writers = writers
         self.bytes_per_position = bytes_per_position  # a BPE model's loss is per token
         self.progress = progress
@@ -241,11 +277,21 @@ class StepLog:
             flops_per_s = self.flops_per_byte * bytes_per_s
             mfu = flops_per_s / self.peak_flops if self.peak_flops else None
             bpb = loss / math.log(2) / self.bytes_per_position
-            record = {"step": result.step, "loss": loss, "bpb": bpb, "lr": result.lr, "grad_norm": grad_norm,
-                      "bytes_per_s": bytes_per_s, "flops_per_s": flops_per_s, "mfu": mfu,
-                      "bytes_seen": trainer.bytes_seen, "elapsed_s": trainer.elapsed,
-                      "peak_memory_bytes": peak_host_memory(), "bytes_per_segment": per_segment,
-                      "dropped": dropped}  # fmt: skip
+            record = {
+                "step": result.step,
+                "loss": loss,
+                "bpb": bpb,
+                "lr": result.lr,
+                "grad_norm": grad_norm,
+                "bytes_per_s": bytes_per_s,
+                "flops_per_s": flops_per_s,
+                "mfu": mfu,
+                "bytes_seen": trainer.bytes_seen,
+                "elapsed_s": trainer.elapsed,
+                "peak_memory_bytes": peak_host_memory(),
+                "bytes_per_segment": per_segment,
+                "dropped": dropped,
+            }
             device_peak = peak_device_memory(self.device) if self.device is not None else None
             if device_peak is not None:
                 record["peak_device_memory_bytes"] = device_peak
@@ -253,19 +299,29 @@ class StepLog:
                 record["level_loss"] = figures["level_loss"]
                 self.writers.scalars(result.step, {"train/level_loss": figures["level_loss"]})
             self.writers.write(record)
-            self.writers.scalars(result.step, {f"train/{k}": record[k] for k in ("loss", "bpb", "lr", "grad_norm",
-                                                                                 "bytes_per_s", "mfu")})  # fmt: skip
-            self.writers.scalars(result.step, {f"levels/bytes_per_segment_{i}": k for i, k in enumerate(per_segment, start=1)})
+            self.writers.scalars(
+                result.step, {f"train/{k}": record[k] for k in ("loss", "bpb", "lr", "grad_norm", "bytes_per_s", "mfu")}
+            )
+            self.writers.scalars(
+                result.step, {f"levels/bytes_per_segment_{i}": k for i, k in enumerate(per_segment, start=1)}
+            )
             self.writers.scalars(result.step, {f"levels/dropped_{i}": d for i, d in enumerate(dropped, start=1)})
             self._shown = (loss, bytes_per_s, mfu)
             self._window = (0, 0.0)
         else:
             self._window = (window_bytes, window_s)
         seconds_per_step = trainer.elapsed / max(trainer.step_count, 1)
-        self.progress.update(result.step, self.budget.steps, self._shown[0], self._shown[1],
-                             self.budget.eta(trainer, seconds_per_step), logged=logged,
-                             bytes_per_position=self.bytes_per_position, mfu=self._shown[2],
-                             memory=peak_host_memory() if logged or self.progress.live else None)  # fmt: skip
+        self.progress.update(
+            result.step,
+            self.budget.steps,
+            self._shown[0],
+            self._shown[1],
+            self.budget.eta(trainer, seconds_per_step),
+            logged=logged,
+            bytes_per_position=self.bytes_per_position,
+            mfu=self._shown[2],
+            memory=peak_host_memory() if logged or self.progress.live else None,
+        )
 
     def all_losses(self) -> tuple[float, ...]:
         import torch
@@ -277,8 +333,16 @@ class Evaluator:
     """Validation bits per byte: on ``bytes`` of the split every ``every`` steps, on all of it
     at the end."""
 
-    def __init__(self, text: Any, stack: SplitterStack, config: EvalSpec, *, context: int, batch_size: int,
-                 bytes_per_position: float = 1.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        text: Any,
+        stack: SplitterStack,
+        config: EvalSpec,
+        *,
+        context: int,
+        batch_size: int,
+        bytes_per_position: float = 1.0,
+    ) -> None:
         self.bytes_per_position = bytes_per_position  # budgets are in bytes, rows in positions
         self.text = text
         self.stack = stack
@@ -293,8 +357,10 @@ class Evaluator:
         result = self.run(trainer, limit_bytes=self.config.bytes)
         writers.write({"step": step, "val_bpb": result.bpb, "val_bytes": result.bytes})
         writers.scalars(step, {"val/bpb": result.bpb})
-        progress.message(f"step {step}: validation {result.bpb:.4f} bits per byte on the first {result.bytes:,} bytes "
-                         "of the validation split (the whole split at the end)")  # fmt: skip
+        progress.message(
+            f"step {step}: validation {result.bpb:.4f} bits per byte on the first {result.bytes:,} bytes "
+            "of the validation split (the whole split at the end)"
+        )
 
     def run(self, trainer: Trainer, limit_bytes: int | None = None, progress: Progress | None = None) -> Any:
         from aunet.jobs.inference.evaluate import evaluate
@@ -302,9 +368,15 @@ class Evaluator:
         # Every process evaluates the same rows (a sharded model needs all of them in each forward).
         if limit_bytes is not None:
             limit_bytes = math.ceil(limit_bytes / self.bytes_per_position)
-        return evaluate(trainer.model, self.text.validation(self.stack, limit_bytes), context=self.context,
-                        batch_size=self.batch_size, limit_bytes=limit_bytes, autocast=trainer.autocast(),
-                        progress=progress)  # fmt: skip
+        return evaluate(
+            trainer.model,
+            self.text.validation(self.stack, limit_bytes),
+            context=self.context,
+            batch_size=self.batch_size,
+            limit_bytes=limit_bytes,
+            autocast=trainer.autocast(),
+            progress=progress,
+        )
 
 
 class Sampler:
@@ -326,9 +398,15 @@ class Sampler:
         if sharded:
             model.unshard()
         try:
-            return generate(model, [self.config.prompt.encode()], self.config.bytes,
-                            temperature=self.config.temperature, top_k=self.config.top_k, seed=self.seed,
-                            threads=default_decode_threads(1, device))[0]  # fmt: skip
+            return generate(
+                model,
+                [self.config.prompt.encode()],
+                self.config.bytes,
+                temperature=self.config.temperature,
+                top_k=self.config.top_k,
+                seed=self.seed,
+                threads=default_decode_threads(1, device),
+            )[0]
         finally:
             if sharded:
                 model.reshard()
@@ -393,7 +471,7 @@ class _StopFlag:
             return
         self.requested, self.signum, self._when = True, signum, now
 
-    def __exit__(self, kind: Any, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         if kind is not None and self._previous and self.world.distributed:
@@ -404,10 +482,20 @@ class _StopFlag:
         self._previous = {}
 
 
-def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps: int | None = None,
-          minutes: float | None = None, resume: bool = False, overrides: Sequence[str] = (),
-          stop_at: int | None = None, device: Any = "auto", stream: IO[str] | None = None,
-          on_step: Callable[[int, float], None] | None = None) -> RunSummary:  # fmt: skip
+def train(
+    spec: Spec | None,
+    *,
+    data: str | Path | None,
+    out: str | Path,
+    steps: int | None = None,
+    minutes: float | None = None,
+    resume: bool = False,
+    overrides: Sequence[str] = (),
+    stop_at: int | None = None,
+    device: Any = "auto",
+    stream: IO[str] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> RunSummary:
     """Train (or resume) a run; see the module docstring and ``aunet.jobs.train.resume`` for what a
     resume may change. ``overrides`` are ``--set`` items applied to the run's own spec on resume.
     Under torchrun with ``train.parallel`` set (``--parallel``), every process calls this
@@ -419,7 +507,7 @@ def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps:
         check_resumable(run_dir)
     visible = Progress(stream if stream is not None else sys.stderr)
     parallel = _parallel_of(spec, overrides, run_dir, resume)
-    with process_group(parallel, device, resume=resume) as (world, device), contextlib.ExitStack() as held:
+    with process_group(parallel, device, resume=resume) as (world, placed), contextlib.ExitStack() as held:
         progress = visible if world.main else Progress(io.StringIO())
         # Claimed (created if need be, and locked) before anything looks inside: of several
         # processes started together on one --out, one goes on and the others are refused.
@@ -431,8 +519,18 @@ def train(spec: Spec | None, *, data: str | Path | None, out: str | Path, steps:
             if overrides and spec is not None:
                 spec = apply_overrides(spec, list(overrides))
             start = new_run(spec, data, run_dir)
-        return _train(start, run_dir, claim, world, steps=steps, minutes=minutes, stop_at=stop_at, device=device,
-                      progress=progress, on_step=on_step)  # fmt: skip
+        return _train(
+            start,
+            run_dir,
+            claim,
+            world,
+            steps=steps,
+            minutes=minutes,
+            stop_at=stop_at,
+            device=placed,
+            progress=progress,
+            on_step=on_step,
+        )
 
 
 def _parallel_of(spec: Spec | None, overrides: Sequence[str], run_dir: Path, resume: bool) -> Parallel:
@@ -452,9 +550,19 @@ def _parallel_of(spec: Spec | None, overrides: Sequence[str], run_dir: Path, res
     return spec.train.parallel if spec is not None else Parallel.NONE
 
 
-def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World, *, steps: int | None,
-           minutes: float | None, stop_at: int | None, device: Any, progress: Progress,
-           on_step: Callable[[int, float], None] | None) -> RunSummary:  # fmt: skip
+def _train(
+    start: RunStart,
+    run_dir: Path,
+    claim: RunClaim | None,
+    world: World,
+    *,
+    steps: int | None,
+    minutes: float | None,
+    stop_at: int | None,
+    device: Any,
+    progress: Progress,
+    on_step: Callable[[int, float], None] | None,
+) -> RunSummary:
     import torch
 
     from aunet.core.accounting import account
@@ -466,12 +574,14 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
         peak_host_memory,
         trim_host_memory,
         use_bfloat16,
-    )  # fmt: skip
+    )
     from aunet.jobs.train.profiling import RunProfile, format_summary
 
     spec = start.spec
     if start.record is None and (steps is not None or minutes is not None):
-        spec = attrs.evolve(spec, train=attrs.evolve(spec.train, steps=steps, minutes=minutes if steps is None else None))
+        spec = attrs.evolve(
+            spec, train=attrs.evolve(spec.train, steps=steps, minutes=minutes if steps is None else None)
+        )
     t = spec.train
     if t.steps is None and t.minutes is None:
         raise InputError("no budget: give --steps N or --minutes M (or train.steps / train.minutes in the spec)")
@@ -482,8 +592,10 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
     if start.record is not None and start.record.fingerprint:
         changes = fingerprint_changes(start.record.fingerprint, text.fingerprint)
         if changes:
-            raise InputError(f"--resume: the data changed since the run started ({text.source}: {'; '.join(changes[:3])}"
-                             f"{'; ...' if len(changes) > 3 else ''}); resume on the same data, or start a new run")  # fmt: skip
+            raise InputError(
+                f"--resume: the data changed since the run started ({text.source}: {'; '.join(changes[:3])}"
+                f"{'; ...' if len(changes) > 3 else ''}); resume on the same data, or start a new run"
+            )
     stack = spec.splitter_stack()
     if not text.has_validation():
         raise InputError(f"the validation split of {text.source} is empty; give more text")
@@ -496,8 +608,11 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
         spec = stamp(resolve_spec(spec, contraction=measured))
     check_fits(spec, device)
     bfloat16 = use_bfloat16(t.precision, device)
-    problems = [f"levels[{i}].stage: {p}" for i, level in enumerate(spec.levels)
-                for p in level.stage.training_problems(device=device, bfloat16=bfloat16)]  # fmt: skip
+    problems = [
+        f"levels[{i}].stage: {p}"
+        for i, level in enumerate(spec.levels)
+        for p in level.stage.training_problems(device=device, bfloat16=bfloat16)
+    ]
     if problems:
         raise InputError("\n".join(problems))
     training_data = text.training(stack, context=spec.model.context, batch_size=t.batch_size, seed=t.seed)
@@ -505,8 +620,10 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
     if world.main:
         checkpoint.check_writable(run_dir)
     world.barrier()
-    progress.message(f"run directory: {run_dir}" + (f" ({world.size} processes, {world.parallel.value})"
-                                                     if world.distributed else ""))  # fmt: skip
+    progress.message(
+        f"run directory: {run_dir}"
+        + (f" ({world.size} processes, {world.parallel.value})" if world.distributed else "")
+    )
     torch.manual_seed(t.seed)
     model = build_model(spec, device=device)
     model.tokenizer = tokenizer
@@ -521,21 +638,26 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
     if world.main:
         dropped = truncate_metrics(run_dir, trainer.step_count) if start.record is not None else 0
         if dropped:
-            progress.message(f"note: dropped {dropped} record(s) of metrics.jsonl after step {trainer.step_count}, "
-                             "which this run writes again")  # fmt: skip
+            progress.message(
+                f"note: dropped {dropped} record(s) of metrics.jsonl after step {trainer.step_count}, "
+                "which this run writes again"
+            )
         write_text(run_dir / RUN_FILE, json.dumps(record.to_json(), indent=1))
         write_text(run_dir / SPEC_FILE, dump_spec(spec))
         claim.started()
 
     budget = Budget(t)
     if t.steps is None and start.record is None:
-        progress.message(f"note: the budget is {t.minutes:g} minutes of training time (train.minutes), not steps: the "
-                         "schedule follows the clock, so the run cannot be repeated exactly; give --steps N (or "
-                         "train.steps) for one that can")  # fmt: skip
+        progress.message(
+            f"note: the budget is {t.minutes:g} minutes of training time (train.minutes), not steps: the "
+            "schedule follows the clock, so the run cannot be repeated exactly; give --steps N (or "
+            "train.steps) for one that can"
+        )
     checkpointer = Checkpointer(run_dir, t.checkpoint, spec, record, world, tokenizer=tokenizer, last=start.checkpoint)
     per_position = (spec.model.tokenizer.bytes_per_token or 1.0) if spec.model.bpe else 1.0
-    evaluator = Evaluator(text, stack, t.eval, context=spec.model.context, batch_size=t.batch_size,
-                          bytes_per_position=per_position)  # fmt: skip
+    evaluator = Evaluator(
+        text, stack, t.eval, context=spec.model.context, batch_size=t.batch_size, bytes_per_position=per_position
+    )
     interrupted = False
     purge = trainer.step_count + 1 if start.record is not None else None
     profile = RunProfile(run_dir, t.profile, device=device, step_bytes=t.batch_size * t.grad_accum * spec.model.context)
@@ -543,8 +665,16 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
     peak_flops = matmul_peak(device.type, device.index, bfloat16)
     first = (trainer.step_count, trainer.elapsed, trainer.bytes_seen)
     with _StopFlag(world) as stop, MetricWriters(run_dir, t.metrics, purge_step=purge, enabled=world.main) as writers:
-        log = StepLog(writers, progress, budget, checkpointer, bytes_per_position=per_position,
-                      flops_per_byte=flops_per_byte, peak_flops=peak_flops, device=device)  # fmt: skip
+        log = StepLog(
+            writers,
+            progress,
+            budget,
+            checkpointer,
+            bytes_per_position=per_position,
+            flops_per_byte=flops_per_byte,
+            peak_flops=peak_flops,
+            device=device,
+        )
         while not budget.done(trainer):
             if stop.agreed() or (stop_at is not None and trainer.step_count >= stop_at):
                 interrupted = True
@@ -566,28 +696,62 @@ def _train(start: RunStart, run_dir: Path, claim: RunClaim | None, world: World,
         if trainer.step_count != checkpointer.saved_step:
             checkpointer.save(trainer)
         losses = log.all_losses()
-        throughput = Throughput(trainer.step_count - first[0], trainer.elapsed - first[1], trainer.bytes_seen - first[2],
-                                flops_per_byte, peak_flops, peak_host_memory(), peak_device_memory(device))  # fmt: skip
+        throughput = Throughput(
+            trainer.step_count - first[0],
+            trainer.elapsed - first[1],
+            trainer.bytes_seen - first[2],
+            flops_per_byte,
+            peak_flops,
+            peak_host_memory(),
+            peak_device_memory(device),
+        )
         train_bpb = losses[-1] / math.log(2) / per_position if losses else None
-        ended = dict(signal=stop.signum, throughput=throughput, train_bpb=train_bpb)
+        ended = {"signal": stop.signum, "throughput": throughput, "train_bpb": train_bpb}
         if interrupted or stop.requested:  # a signal during the last step: saved, and stopped
-            return RunSummary(run_dir, trainer.step_count, True, losses, None, None, 0, None, checkpointer.last,
-                              **ended)  # fmt: skip
+            return RunSummary(
+                run_dir, trainer.step_count, True, losses, None, None, 0, None, checkpointer.last, **ended
+            )
         stop.trained()  # from here a signal stops at once: the checkpoint is written
         whole = t.eval.final_bytes is None
-        what = "the whole validation split" if whole else f"the first {t.eval.final_bytes:,} bytes of the validation split"
-        progress.message(f"trained {throughput.steps:,} steps in {duration(throughput.seconds)}; evaluating on {what} "
-                         f"of {text.source}")  # fmt: skip
+        what = (
+            "the whole validation split" if whole else f"the first {t.eval.final_bytes:,} bytes of the validation split"
+        )
+        progress.message(
+            f"trained {throughput.steps:,} steps in {duration(throughput.seconds)}; evaluating on {what} "
+            f"of {text.source}"
+        )
         result = evaluator.run(trainer, limit_bytes=t.eval.final_bytes, progress=progress)
         xz = text.xz_bpb(t.eval.final_bytes) if world.main else float("nan")
-        writers.write({"step": trainer.step_count, "val_bpb": result.bpb, "val_bytes": result.bytes, "xz_bpb": xz,
-                       "final": True, "whole_split": whole, "bytes_per_s": throughput.bytes_per_s,
-                       "flops_per_s": throughput.flops_per_s, "mfu": throughput.mfu,
-                       "peak_memory_bytes": peak_host_memory()})  # fmt: skip
+        writers.write(
+            {
+                "step": trainer.step_count,
+                "val_bpb": result.bpb,
+                "val_bytes": result.bytes,
+                "xz_bpb": xz,
+                "final": True,
+                "whole_split": whole,
+                "bytes_per_s": throughput.bytes_per_s,
+                "flops_per_s": throughput.flops_per_s,
+                "mfu": throughput.mfu,
+                "peak_memory_bytes": peak_host_memory(),
+            }
+        )
         writers.scalars(trainer.step_count, {"val/bpb": result.bpb})
         sample = Sampler(t.sample, t.seed).sample(model)
-    return RunSummary(run_dir, trainer.step_count, False, losses, result.bpb, xz, result.bytes, sample,
-                      checkpointer.last, val_whole=whole, prompt=t.sample.prompt.encode(), **ended)  # fmt: skip
+    return RunSummary(
+        run_dir,
+        trainer.step_count,
+        False,
+        losses,
+        result.bpb,
+        xz,
+        result.bytes,
+        sample,
+        checkpointer.last,
+        val_whole=whole,
+        prompt=t.sample.prompt.encode(),
+        **ended,
+    )
 
 
 #: Steps between two returns of freed host memory to the system (``trim_host_memory``).
@@ -601,15 +765,19 @@ def _bpe_tokenizer(start: RunStart, run_dir: Path, text: Any, spec: Spec, progre
     from aunet.jobs.data.bpe import BpeTokenizer, bytes_per_token
 
     if text.streamed:
-        raise InputError("a BPE model reads its corpus whole (its tokenizer is trained on the training split "
-                         "first); set [train.data] stream = \"off\", or train a byte model on the stream")  # fmt: skip
+        raise InputError(
+            "a BPE model reads its corpus whole (its tokenizer is trained on the training split "
+            'first); set [train.data] stream = "off", or train a byte model on the stream'
+        )
     if start.record is not None:
         if (run_dir / TOKENIZER_FILE).is_file():
             return BpeTokenizer.load(run_dir / TOKENIZER_FILE), spec
         if start.checkpoint is not None:
             meta = checkpoint.read_meta(start.checkpoint)
             if isinstance(meta.get("tokenizer"), dict):
-                return BpeTokenizer.from_json(json.dumps(meta["tokenizer"]), source=f"{start.checkpoint}/meta.json"), spec
+                return BpeTokenizer.from_json(
+                    json.dumps(meta["tokenizer"]), source=f"{start.checkpoint}/meta.json"
+                ), spec
     size = spec.model.tokenizer.vocab_size
     progress.message(f"training a BPE tokenizer of {size:,} ids on the training split")
     tokenizer = BpeTokenizer.train((d.data for d in text.corpus.train), size)
@@ -627,8 +795,9 @@ def _restore(trainer: Trainer, path: Path) -> list[str]:
     try:
         if meta.get("format") == "sharded" and trainer.world.parallel is Parallel.FSDP:
             weights, tensors, _ = trainer.state()  # this process's shards, as the target
-            target = {f"model.{k}": v for k, v in weights.items()} | {k: v for k, v in tensors.items()
-                                                                        if k.startswith("optimizer.")}  # fmt: skip
+            target = {f"model.{k}": v for k, v in weights.items()} | {
+                k: v for k, v in tensors.items() if k.startswith("optimizer.")
+            }
             checkpoint.load_sharded_into(path, target)
             weights = {k.removeprefix("model."): v for k, v in target.items() if k.startswith("model.")}
             tensors = {k: v for k, v in target.items() if k.startswith("optimizer.")}
@@ -636,5 +805,6 @@ def _restore(trainer: Trainer, path: Path) -> list[str]:
         weights, tensors, data = checkpoint.load_trainer(path)
         return trainer.load_state(weights, tensors, data, full=True)
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise checkpoint.CheckpointError(f"checkpoint {path} does not fit the run's model: "
-                                         f"{str(exc).splitlines()[-1].strip()}") from None  # fmt: skip
+        raise checkpoint.CheckpointError(
+            f"checkpoint {path} does not fit the run's model: {str(exc).splitlines()[-1].strip()}"
+        ) from None

@@ -25,9 +25,19 @@ class Progress:
         self.live = hasattr(stream, "isatty") and stream.isatty()
         self._last = ""
 
-    def update(self, step: int, total: int | None, loss: float | None, bytes_per_s: float | None,
-               eta_s: float | None, *, logged: bool, bytes_per_position: float = 1.0, mfu: float | None = None,
-               memory: int | None = None) -> None:  # fmt: skip
+    def update(
+        self,
+        step: int,
+        total: int | None,
+        loss: float | None,
+        bytes_per_s: float | None,
+        eta_s: float | None,
+        *,
+        logged: bool,
+        bytes_per_position: float = 1.0,
+        mfu: float | None = None,
+        memory: int | None = None,
+    ) -> None:
         """Step ``step`` is done; ``loss`` (per position: per token for BPE, whose positions
         cover ``bytes_per_position`` bytes), ``bytes_per_s`` and ``mfu`` (model FLOPs utilisation)
         are the latest read back; ``memory`` the process's peak resident bytes."""
@@ -57,8 +67,10 @@ class Progress:
             width = 24
             filled = int(width * done / max(total, 1))
             eta = (total - done) * seconds / done if done else 0.0
-            self.stream.write(f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  "
-                              f"{rate / 1000:.1f} kB/s  ETA {int(eta // 60)}:{int(eta % 60):02d}\x1b[K")  # fmt: skip
+            self.stream.write(
+                f"\r{what} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  "
+                f"{rate / 1000:.1f} kB/s  ETA {int(eta // 60)}:{int(eta % 60):02d}\x1b[K"
+            )
         self.stream.flush()
 
     def clear(self) -> None:
@@ -76,8 +88,9 @@ class MetricWriters:
     """``metrics.jsonl`` (one JSON object per record) and, if asked, TensorBoard scalars under
     ``tb/``. A context manager: the event files are closed once, whatever ends the run."""
 
-    def __init__(self, run_dir: Path, config: MetricsSpec, *, purge_step: int | None = None,
-                 enabled: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, run_dir: Path, config: MetricsSpec, *, purge_step: int | None = None, enabled: bool = True
+    ) -> None:
         """``purge_step``: a resumed run's first step; TensorBoard hides what earlier event files
         logged from there on (the steps this run does again). ``enabled``: False on every process
         of a distributed run but the first (which alone writes)."""
@@ -90,8 +103,10 @@ class MetricWriters:
 
             tb = run_dir / "tb"
             if tb.exists() and not tb.is_dir():
-                raise InputError(f"{tb} is a file; TensorBoard writes a folder there: remove it, or set "
-                                 "train.metrics.tensorboard = false")  # fmt: skip
+                raise InputError(
+                    f"{tb} is a file; TensorBoard writes a folder there: remove it, or set "
+                    "train.metrics.tensorboard = false"
+                )
             self._writer = SummaryWriter(str(tb), purge_step=purge_step)
 
     def due(self, step: int) -> bool:
@@ -107,7 +122,9 @@ class MetricWriters:
         except OSError as exc:
             from aunet.jobs.runtime.files import advice
 
-            raise InputError(f"cannot write {self.path}: {exc.strerror or exc}{advice(exc, self.path.parent)}") from None
+            raise InputError(
+                f"cannot write {self.path}: {exc.strerror or exc}{advice(exc, self.path.parent)}"
+            ) from None
 
     def scalars(self, step: int, values: dict[str, float | None]) -> None:
         if self._writer is None:

@@ -55,8 +55,14 @@ def _peak_from_trace(folder: Path, device: Any) -> int:
         return 0
     events = json.loads(traces[-1].read_text()).get("traceEvents", [])
     wanted = 1 if device.type == "cuda" else 0  # the profiler's device type: 0 CPU, 1 CUDA
-    return max((int(e["args"].get("Total Allocated", 0)) for e in events
-                if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type") == wanted), default=0)  # fmt: skip
+    return max(
+        (
+            int(e["args"].get("Total Allocated", 0))
+            for e in events
+            if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type") == wanted
+        ),
+        default=0,
+    )
 
 
 class StepProfiler:
@@ -78,8 +84,13 @@ class StepProfiler:
             writer(prof)
             self.averages = prof.key_averages()
 
-        self._profile = profile(activities=activities, schedule=schedule(wait=0, warmup=warmup, active=active, repeat=1),
-                                on_trace_ready=ready, profile_memory=True, record_shapes=False)  # fmt: skip
+        self._profile = profile(
+            activities=activities,
+            schedule=schedule(wait=0, warmup=warmup, active=active, repeat=1),
+            on_trace_ready=ready,
+            profile_memory=True,
+            record_shapes=False,
+        )
         self._torch = torch
         self.step_seconds: list[float] = []
 
@@ -119,25 +130,41 @@ class StepProfiler:
         if self.device.type == "cuda":
             peak = max(peak, int(self._torch.cuda.max_memory_allocated(self.device)))
         order = {p: i for i, p in enumerate(LABEL_PREFIXES)}
-        ordered = dict(sorted(labels.items(), key=lambda kv: (min(order[p] for p in order if kv[0].startswith(p)), kv[0])))
-        return ProfileSummary(kind, self.active, step_s, ordered, peak, step_bytes / step_s if step_s else 0.0,
-                              str(self.folder))  # fmt: skip
+        ordered = dict(
+            sorted(labels.items(), key=lambda kv: (min(order[p] for p in order if kv[0].startswith(p)), kv[0]))
+        )
+        return ProfileSummary(
+            kind, self.active, step_s, ordered, peak, step_bytes / step_s if step_s else 0.0, str(self.folder)
+        )
 
 
 def format_summary(summary: ProfileSummary) -> str:
     if summary.skipped:
         return f"{summary.kind}: skipped: {summary.skipped}"
-    lines = [f"{summary.kind}: {summary.step_s * 1000:,.1f} ms per step, {summary.bytes_per_s / 1000:,.1f} kB/s, peak "
-             f"memory {summary.peak_bytes / 2**20:,.1f} MiB ({summary.steps} profiled steps; traces in "
-             f"{summary.trace_dir})", f"  {'label':<14} {'ms/step':>10} {'share':>7}"]  # fmt: skip
+    lines = [
+        f"{summary.kind}: {summary.step_s * 1000:,.1f} ms per step, {summary.bytes_per_s / 1000:,.1f} kB/s, peak "
+        f"memory {summary.peak_bytes / 2**20:,.1f} MiB ({summary.steps} profiled steps; traces in "
+        f"{summary.trace_dir})",
+        f"  {'label':<14} {'ms/step':>10} {'share':>7}",
+    ]
     for name, seconds in summary.labels.items():
         share = seconds / summary.step_s if summary.step_s else 0.0
         lines.append(f"  {name:<14} {seconds * 1000:>10,.2f} {100 * share:>6.1f}%")
     return "\n".join(lines)
 
 
-def profile_backends(spec: Any, *, kinds: list[str], device: Any, context: int | None, batch: int | None, steps: int,
-                     warmup: int, out: Path, data: str | None = None) -> list[ProfileSummary]:  # fmt: skip
+def profile_backends(
+    spec: Any,
+    *,
+    kinds: list[str],
+    device: Any,
+    context: int | None,
+    batch: int | None,
+    steps: int,
+    warmup: int,
+    out: Path,
+    data: str | None = None,
+) -> list[ProfileSummary]:
     """Profile training steps of ``spec`` with every stage on each attention kind in turn."""
     import torch
 
@@ -152,11 +179,15 @@ def profile_backends(spec: Any, *, kinds: list[str], device: Any, context: int |
     corpus = load_corpus(data)
     summaries = []
     for kind in kinds:
-        chosen = apply_overrides(base, [f'levels[{i}].stage.attention={{ kind = "{kind}" }}' for i in range(len(base.levels))])
+        chosen = apply_overrides(
+            base, [f'levels[{i}].stage.attention={{ kind = "{kind}" }}' for i in range(len(base.levels))]
+        )
         if kind == "flex" and device.type == "cuda":  # a compiled kernel per level length: keep lengths fixed
             chosen = apply_overrides(chosen, ["train.shapes=static"])
         bfloat16 = use_bfloat16(chosen.train.precision, device)
-        problems = [p for level in chosen.levels for p in level.stage.training_problems(device=device, bfloat16=bfloat16)]
+        problems = [
+            p for level in chosen.levels for p in level.stage.training_problems(device=device, bfloat16=bfloat16)
+        ]
         folder = out / kind
         if problems:
             summaries.append(ProfileSummary(kind, 0, 0.0, {}, 0, 0.0, str(folder), skipped=problems[0]))
@@ -165,7 +196,7 @@ def profile_backends(spec: Any, *, kinds: list[str], device: Any, context: int |
         torch.manual_seed(chosen.train.seed)
         try:
             model = build_model(chosen, device=device, contraction=None)
-        except Exception as exc:  # noqa: BLE001 - a backend that cannot run here says why
+        except Exception as exc:
             from aunet.core.errors import AunetError
 
             if not isinstance(exc, AunetError):
@@ -173,8 +204,9 @@ def profile_backends(spec: Any, *, kinds: list[str], device: Any, context: int |
             summaries.append(ProfileSummary(kind, 0, 0.0, {}, 0, 0.0, str(folder), skipped=str(exc)))
             continue
         check_fits(model.spec, device)
-        data_stream = TrainingData(docs, context=chosen.model.context, batch_size=chosen.train.batch_size,
-                                   seed=chosen.train.seed)  # fmt: skip
+        data_stream = TrainingData(
+            docs, context=chosen.model.context, batch_size=chosen.train.batch_size, seed=chosen.train.seed
+        )
         trainer = Trainer(model.spec, model, data=data_stream, device=device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

@@ -50,8 +50,9 @@ def _holds_run(run_dir: Path) -> bool:
 def new_run(spec: Spec | None, data: str | Path | None, run_dir: Path) -> RunStart:
     if run_dir.is_dir() and _holds_run(run_dir):
         has = "" if checkpoint.newest_complete(run_dir)[0] else " (it has no complete checkpoint: --resume restarts it)"
-        raise InputError(f"--out: '{run_dir}' already holds a run; add --resume to continue it{has}, or choose "
-                         "another --out")  # fmt: skip
+        raise InputError(
+            f"--out: '{run_dir}' already holds a run; add --resume to continue it{has}, or choose another --out"
+        )
     if spec is None:
         raise InputError("no spec given")
     return RunStart(spec, None if data is None else str(data), None, None, {}, False)
@@ -65,21 +66,33 @@ def check_resumable(run_dir: Path) -> None:
         raise InputError(f"--resume: '{run_dir}' holds no run to resume ({why}); start a run there without --resume")
 
 
-def resume_run(spec: Spec | None, overrides: list[str], data: str | Path | None, run_dir: Path, *,
-               steps: int | None, minutes: float | None, progress: Progress) -> RunStart:  # fmt: skip
+def resume_run(
+    spec: Spec | None,
+    overrides: list[str],
+    data: str | Path | None,
+    run_dir: Path,
+    *,
+    steps: int | None,
+    minutes: float | None,
+    progress: Progress,
+) -> RunStart:
     check_resumable(run_dir)
     found, notices = checkpoint.newest_complete(run_dir)
     if found is None and notices:  # checkpoints there, none intact: never start over on a hunch
-        raise checkpoint.CheckpointError(f"--resume: no checkpoint of '{run_dir}' verifies ({notices[0]}); restore "
-                                         "it, or delete the checkpoints to restart the run from step 0")  # fmt: skip
+        raise checkpoint.CheckpointError(
+            f"--resume: no checkpoint of '{run_dir}' verifies ({notices[0]}); restore "
+            "it, or delete the checkpoints to restart the run from step 0"
+        )
     meta = checkpoint.read_meta(found) if found else {}
     for notice in notices:
         progress.message(f"note: {notice}")
     run_spec = read_run_spec(run_dir)
     if run_spec is None:
         if not isinstance(meta.get("spec"), str):
-            raise InputError(f"--resume: '{run_dir}' has no {SPEC_FILE} and no complete checkpoint to recover it "
-                             "from; start a new run")  # fmt: skip
+            raise InputError(
+                f"--resume: '{run_dir}' has no {SPEC_FILE} and no complete checkpoint to recover it "
+                "from; start a new run"
+            )
         run_spec = parse_spec(meta["spec"], source=f"{found}/meta.json")
         progress.message(f"note: {run_dir / SPEC_FILE} is missing; using the spec recorded in {found.name}")
     record = read_record(run_dir)
@@ -96,14 +109,17 @@ def resume_run(spec: Spec | None, overrides: list[str], data: str | Path | None,
         written = parse_spec(meta["spec"], source=f"{found}/meta.json")
         changed = model_changes(written, run_spec)
         if changed:
-            raise InputError(f"--resume: checkpoint {found.name} was written by another model than {SPEC_FILE} "
-                             f"describes ({changed[0]}); restore {SPEC_FILE} or start a new run")  # fmt: skip
+            raise InputError(
+                f"--resume: checkpoint {found.name} was written by another model than {SPEC_FILE} "
+                f"describes ({changed[0]}); restore {SPEC_FILE} or start a new run"
+            )
     base = run_spec if spec is None else spec
     if overrides:
         base = apply_overrides(base, overrides)
     step = int(meta.get("step", 0))
-    new_spec, changes = _recipe(run_spec, base, run_dir, step=step if found else 0, steps=steps, minutes=minutes,
-                                progress=progress)  # fmt: skip
+    new_spec, changes = _recipe(
+        run_spec, base, run_dir, step=step if found else 0, steps=steps, minutes=minutes, progress=progress
+    )
     _same_data(record, data, run_dir)
     if found is None:
         progress.message(f"note: '{run_dir}' holds no complete checkpoint; restarting the run from step 0")
@@ -115,13 +131,20 @@ def resume_run(spec: Spec | None, overrides: list[str], data: str | Path | None,
 def model_changes(before: Spec, after: Spec) -> list[str]:
     """Differences of the model part (``[model]``, ``[[levels]]``), for humans. A level whose
     contraction is unset in ``after`` takes ``before``'s measured one."""
-    levels = tuple(level if level.contraction is not None or i >= len(before.levels)
-                   else attrs.evolve(level, contraction=before.levels[i].contraction)
-                   for i, level in enumerate(after.levels))  # fmt: skip
+    levels = tuple(
+        level
+        if level.contraction is not None or i >= len(before.levels)
+        else attrs.evolve(level, contraction=before.levels[i].contraction)
+        for i, level in enumerate(after.levels)
+    )
     a = spec_to_dict(resolve_spec(before))
     b = spec_to_dict(resolve_spec(attrs.evolve(after, levels=levels)))
-    return [f"{path}: {old!r} -> {new!r}" for path, old, new in _diff({"model": a.get("model"), "levels": a.get("levels")},
-                                                                     {"model": b.get("model"), "levels": b.get("levels")})]
+    return [
+        f"{path}: {old!r} -> {new!r}"
+        for path, old, new in _diff(
+            {"model": a.get("model"), "levels": a.get("levels")}, {"model": b.get("model"), "levels": b.get("levels")}
+        )
+    ]
 
 
 def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
@@ -135,22 +158,34 @@ def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
     return [] if a == b else [(path, a, b)]
 
 
-def _recipe(run_spec: Spec, spec: Spec, run_dir: Path, *, step: int, steps: int | None, minutes: float | None,
-            progress: Progress) -> tuple[Spec, dict[str, list[Any]]]:  # fmt: skip
+def _recipe(
+    run_spec: Spec,
+    spec: Spec,
+    run_dir: Path,
+    *,
+    step: int,
+    steps: int | None,
+    minutes: float | None,
+    progress: Progress,
+) -> tuple[Spec, dict[str, list[Any]]]:
     """The run's spec with the recipe of ``spec`` (and the budget given), checked against the rules
     of the module docstring; the changes made."""
     changed = model_changes(run_spec, spec)
     if changed:
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-        raise InputError(f"--resume: the run at '{run_dir}' was started with another model ({changed[0]}{more}); a "
-                         "resume may change [train] values only; omit --spec, or start a new run")  # fmt: skip
+        raise InputError(
+            f"--resume: the run at '{run_dir}' was started with another model ({changed[0]}{more}); a "
+            "resume may change [train] values only; omit --spec, or start a new run"
+        )
     old = run_spec.train
     new = spec.train
     if steps is not None or minutes is not None:
         new = attrs.evolve(new, steps=steps, minutes=minutes if steps is None else None)
     new = _budget(old, new, step, run_dir, progress)
     resumed = attrs.evolve(run_spec, train=new)
-    changes = {f"train.{path}": [a, b] for path, a, b in _diff(spec_to_dict(run_spec)["train"], spec_to_dict(resumed)["train"])}
+    changes = {
+        f"train.{path}": [a, b] for path, a, b in _diff(spec_to_dict(run_spec)["train"], spec_to_dict(resumed)["train"])
+    }
     for path, (a, b) in changes.items():
         progress.message(f"note: {path} changes from {a!r} to {b!r} from step {step + 1} (recorded in {RUN_FILE})")
     return resumed, changes
@@ -163,9 +198,11 @@ def _budget(old: Any, new: Any, step: int, run_dir: Path, progress: Progress) ->
         return new  # unchanged, or nothing trained yet
     if old.steps is None or new.steps is None:
         if (old.steps, old.minutes) != (new.steps, new.minutes):
-            raise InputError(f"--resume: the run at '{run_dir}' has a budget of {_budget_text(old)}; a resume cannot "
-                             f"change a budget in minutes (the schedule follows elapsed time); omit --steps and "
-                             "--minutes")  # fmt: skip
+            raise InputError(
+                f"--resume: the run at '{run_dir}' has a budget of {_budget_text(old)}; a resume cannot "
+                f"change a budget in minutes (the schedule follows elapsed time); omit --steps and "
+                "--minutes"
+            )
         return new
     horizon_old = old.decay_steps or old.steps
     horizon_new = new.decay_steps or new.steps
@@ -173,17 +210,24 @@ def _budget(old: Any, new: Any, step: int, run_dir: Path, progress: Progress) ->
         return new
     if step >= old.steps and new.steps > old.steps and new.decay_steps is None:
         final = schedule(old, step, 1.0)
-        progress.message(f"note: extending the finished {old.steps}-step run to {new.steps} steps: steps "
-                         f"{old.steps + 1} to {new.steps} run at its final learning rate {final:.3g} "
-                         f"(train.decay_steps = {old.steps})")  # fmt: skip
+        progress.message(
+            f"note: extending the finished {old.steps}-step run to {new.steps} steps: steps "
+            f"{old.steps + 1} to {new.steps} run at its final learning rate {final:.3g} "
+            f"(train.decay_steps = {old.steps})"
+        )
         return attrs.evolve(new, decay_steps=old.steps)
     before = schedule(old, step, min(step / horizon_old, 1.0))
     after = schedule(new, step, min(step / horizon_new, 1.0))
     state = "finished" if step >= old.steps else f"at step {step} of"
-    raise InputError(f"--resume: the run at '{run_dir}' is {state} a {old.steps}-step schedule; --steps {new.steps} "
-                     f"would move its cosine (the learning rate would go from {before:.3g} to {after:.3g}); "
-                     + ("omit --steps to finish it, or stop it early with --stop-at" if step < old.steps
-                        else "extend it with a larger --steps"))  # fmt: skip
+    raise InputError(
+        f"--resume: the run at '{run_dir}' is {state} a {old.steps}-step schedule; --steps {new.steps} "
+        f"would move its cosine (the learning rate would go from {before:.3g} to {after:.3g}); "
+        + (
+            "omit --steps to finish it, or stop it early with --stop-at"
+            if step < old.steps
+            else "extend it with a larger --steps"
+        )
+    )
 
 
 def _budget_text(t: Any) -> str:
@@ -196,8 +240,9 @@ def _same_data(record: RunRecord, data: str | Path | None, run_dir: Path) -> Non
     given = str(Path(data).resolve())
     if record.data is None or Path(record.data).resolve() != Path(given):
         started = record.data or "the embedded corpus"
-        raise InputError(f"--resume: the run at '{run_dir}' trains on {started}; omit --data to resume it on the "
-                         "same data")  # fmt: skip
+        raise InputError(
+            f"--resume: the run at '{run_dir}' trains on {started}; omit --data to resume it on the same data"
+        )
 
 
 def history_entry(start: RunStart, step: int) -> dict[str, Any]:

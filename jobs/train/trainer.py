@@ -72,8 +72,9 @@ class Optimization:
     def __init__(self, model: Any, config: TrainSpec) -> None:
         self.config = config
         self.parameters = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr,
-                                           betas=(config.beta1, config.beta2), eps=config.eps)  # fmt: skip
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(model, config), lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps
+        )
 
     def set_lr(self, step: int, fraction: float) -> float:
         lr = schedule(self.config, step, fraction)
@@ -124,9 +125,11 @@ class Trainer:
         self.world = world
         self.bfloat16 = use_bfloat16(spec.train.precision, device)
         if world.distributed and spec.train.batch_size % world.size:
-            raise InputError(f"train.batch_size {spec.train.batch_size} does not divide among {world.size} processes; "
-                             "every process takes an equal share of each micro-batch: use a multiple of "
-                             f"{world.size}")  # fmt: skip
+            raise InputError(
+                f"train.batch_size {spec.train.batch_size} does not divide among {world.size} processes; "
+                "every process takes an equal share of each micro-batch: use a multiple of "
+                f"{world.size}"
+            )
         checkpoint_blocks(model, spec.train.activation_checkpointing)
         self.module = parallelize(model, world, bfloat16=self.bfloat16, device=device)
         self.optimization = Optimization(model, spec.train)
@@ -172,8 +175,14 @@ class Trainer:
             doc_mask = (self.config.compile or batch.several_documents) and self.doc_mask
             with gradient_sync(self.module, self.world, last=micro == accum - 1):
                 with self.autocast():
-                    out = self.forward(tokens, levels, targets, capacity=capacity, doc_mask=doc_mask,
-                                       loss_divisor=divisor if self.world.distributed else None)  # fmt: skip
+                    out = self.forward(
+                        tokens,
+                        levels,
+                        targets,
+                        capacity=capacity,
+                        doc_mask=doc_mask,
+                        loss_divisor=divisor if self.world.distributed else None,
+                    )
                 objective = out.loss if level_loss is None else out.loss + weight * out.level_loss
                 with label("backward"):
                     (objective / accum).backward()
@@ -213,8 +222,13 @@ class Trainer:
         norm = result.grad_norm
         depth = self.model.depth
         counts = counts.tolist()
-        figures = {"loss": loss, "grad_norm": float(norm), "predicted": counts[0],
-                   "segments": counts[1 : 1 + depth], "dropped": counts[1 + depth :]}  # fmt: skip
+        figures = {
+            "loss": loss,
+            "grad_norm": float(norm),
+            "predicted": counts[0],
+            "segments": counts[1 : 1 + depth],
+            "dropped": counts[1 + depth :],
+        }
         if len(losses) > 1:
             figures["level_loss"] = losses[1]
         return figures
@@ -224,7 +238,9 @@ class Trainer:
         and before a checkpoint is called good). In a distributed run every process returns the
         same answer."""
         local = [p._local_tensor if hasattr(p, "_local_tensor") else p for p in self.model.parameters()]
-        bad_weights = torch.stack([~_sane(p) for p in local]).any().long() if local else torch.zeros((), dtype=torch.long)
+        bad_weights = (
+            torch.stack([~_sane(p) for p in local]).any().long() if local else torch.zeros((), dtype=torch.long)
+        )
         flags = torch.stack([self._bad_step.to(torch.long), bad_weights.to(self._bad_step.device)])
         self.world.all_reduce(flags, op="max")
         bad = int(flags[0])
@@ -233,11 +249,16 @@ class Trainer:
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
             return f"the {what} became {value} at step {bad}"
         if int(flags[1]):
-            names = [n for n, p in self.model.named_parameters()
-                     if not bool(_sane(p._local_tensor if hasattr(p, "_local_tensor") else p))]  # fmt: skip
+            names = [
+                n
+                for n, p in self.model.named_parameters()
+                if not bool(_sane(p._local_tensor if hasattr(p, "_local_tensor") else p))
+            ]
             where = f" ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
-            return (f"after step {self.step_count} some weight tensors are not finite or exceed {WEIGHT_LIMIT:.0e} in "
-                    f"magnitude{where}")  # fmt: skip
+            return (
+                f"after step {self.step_count} some weight tensors are not finite or exceed {WEIGHT_LIMIT:.0e} in "
+                f"magnitude{where}"
+            )
         return None
 
     # -- state -----------------------------------------------------------------------------------
@@ -252,12 +273,19 @@ class Trainer:
 
         weights, optimizer = get_state_dict(self.module, self.optimization.optimizer)
         optimizer_tensors, optimizer_json = flatten_optimizer(optimizer)
-        data = {"step": self.step_count, "elapsed": self.elapsed, "bytes_seen": self.bytes_seen,
-                "data": self.data.state_dict(), "optimizer": optimizer_json, "rng": rng_state()}  # fmt: skip
+        data = {
+            "step": self.step_count,
+            "elapsed": self.elapsed,
+            "bytes_seen": self.bytes_seen,
+            "data": self.data.state_dict(),
+            "optimizer": optimizer_json,
+            "rng": rng_state(),
+        }
         return weights, optimizer_tensors, data
 
-    def load_state(self, weights: dict[str, Tensor], tensors: dict[str, Tensor], data: dict[str, Any], *,
-                   full: bool) -> list[str]:  # fmt: skip
+    def load_state(
+        self, weights: dict[str, Tensor], tensors: dict[str, Tensor], data: dict[str, Any], *, full: bool
+    ) -> list[str]:
         """Restore ``state()`` (``full``: the tensors are whole, as one process wrote them or a
         sharded checkpoint read whole; else this process's shards); returns notices for what this
         machine cannot restore."""
@@ -265,11 +293,17 @@ class Trainer:
 
         from aunet.jobs.runs.checkpoint import unflatten_optimizer
 
-        optimizer = unflatten_optimizer({k: v for k, v in tensors.items() if k.startswith("optimizer.")},
-                                        data["optimizer"])  # fmt: skip
+        optimizer = unflatten_optimizer(
+            {k: v for k, v in tensors.items() if k.startswith("optimizer.")}, data["optimizer"]
+        )
         options = StateDictOptions(full_state_dict=full and self.world.parallel is Parallel.FSDP)
-        set_state_dict(self.module, self.optimization.optimizer, model_state_dict=weights,
-                       optim_state_dict=optimizer, options=options)  # fmt: skip
+        set_state_dict(
+            self.module,
+            self.optimization.optimizer,
+            model_state_dict=weights,
+            optim_state_dict=optimizer,
+            options=options,
+        )
         self.step_count = int(data["step"])
         self.elapsed = float(data["elapsed"])
         self.bytes_seen = int(data["bytes_seen"])

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,8 +107,12 @@ def banded(q: Tensor, k: Tensor, v: Tensor, plan: BandPlan, sdpa: Callable[..., 
     return out.view(b, n, h, w, d).transpose(1, 2).reshape(b, h, n * w, d)[:, :, :s]
 
 
-_SDPA_KERNELS = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
-                 "math": "MATH"}  # fmt: skip
+_SDPA_KERNELS = {
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+    "math": "MATH",
+}
 
 
 class SdpaBackend(AttentionBackend):
@@ -237,9 +242,11 @@ class FlashBackend(AttentionBackend):
         if isinstance(plan, DensePlan):  # decoding against the cache
             return F.scaled_dot_product_attention(q, _expand_kv(q, k), _expand_kv(q, v), attn_mask=plan.mask)
         if q.dtype not in (torch.bfloat16, torch.float16):
-            raise AunetError(f"attention kind 'flash' computes in bfloat16 or float16, and got {q.dtype}: train or "
-                             "evaluate under bfloat16 autocast (precision = \"bfloat16\", or \"auto\" on CUDA), "
-                             "or use sdpa")  # fmt: skip
+            raise AunetError(
+                f"attention kind 'flash' computes in bfloat16 or float16, and got {q.dtype}: train or "
+                'evaluate under bfloat16 autocast (precision = "bfloat16", or "auto" on CUDA), '
+                "or use sdpa"
+            )
         b, h, s, d = q.shape
 
         def packed(x: Tensor) -> Tensor:  # (B, H', S, K) -> (B*S, H', K)
@@ -247,9 +254,27 @@ class FlashBackend(AttentionBackend):
 
         left = plan.window - 1 if plan.window is not None else -1
         if self.name == "flash-attn":
-            out = self.varlen(packed(q), packed(k), packed(v), plan.offsets, plan.offsets, plan.length, plan.length,
-                              causal=True, window_size=(left, 0))  # fmt: skip
+            out = self.varlen(
+                packed(q),
+                packed(k),
+                packed(v),
+                plan.offsets,
+                plan.offsets,
+                plan.length,
+                plan.length,
+                causal=True,
+                window_size=(left, 0),
+            )
         else:
-            out = self.varlen(packed(q), packed(k), packed(v), plan.offsets, plan.offsets, plan.length, plan.length,
-                              window_size=(left, 0), enable_gqa=k.shape[1] != q.shape[1])  # fmt: skip
+            out = self.varlen(
+                packed(q),
+                packed(k),
+                packed(v),
+                plan.offsets,
+                plan.offsets,
+                plan.length,
+                plan.length,
+                window_size=(left, 0),
+                enable_gqa=k.shape[1] != q.shape[1],
+            )
         return out.view(b, s, h, d).transpose(1, 2)  # (B, H, S, K)

@@ -21,8 +21,16 @@ class _Projected(Pooler):
     """RMSNorm then Linear(dim_in -> dim_out), or nothing at all (``non_param``); the names
     ``norm`` and ``proj`` are the checkpoints' (and the reference's weight mapping's)."""
 
-    def __init__(self, *, dim_in: int, dim_out: int, norm_eps: float, init_std: float, init: Init | None = None,
-                 non_param: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        dim_in: int,
+        dim_out: int,
+        norm_eps: float,
+        init_std: float,
+        init: Init | None = None,
+        non_param: bool = False,
+    ) -> None:
         super().__init__()
         self.dim_in = dim_in
         self.norm = None if non_param else nn.RMSNorm(dim_in, eps=norm_eps)
@@ -67,7 +75,10 @@ class MeanPooler(_Projected):
         count = where_rows(active, count + 1, count)
         out = self.project(total / count.clamp(min=1))[:, None]  # (B, 1, D_out)
         closed = active & boundary
-        return out, (where_rows(closed, torch.zeros_like(total), total), where_rows(closed, torch.zeros_like(count), count))
+        return out, (
+            where_rows(closed, torch.zeros_like(total), total),
+            where_rows(closed, torch.zeros_like(count), count),
+        )
 
 
 class AttentionPooler(Pooler):
@@ -75,7 +86,9 @@ class AttentionPooler(Pooler):
     Linear: the word encoders of hierarchical models. Scores are q . RMSNorm(x) / sqrt(D_in); the
     values are RMSNorm(x)."""
 
-    def __init__(self, *, dim_in: int, dim_out: int, norm_eps: float, init_std: float, init: Init | None = None) -> None:
+    def __init__(
+        self, *, dim_in: int, dim_out: int, norm_eps: float, init_std: float, init: Init | None = None
+    ) -> None:
         super().__init__()
         self.norm = nn.RMSNorm(dim_in, eps=norm_eps)
         self.query = nn.Parameter(torch.empty(dim_in))
@@ -88,7 +101,7 @@ class AttentionPooler(Pooler):
         return u, (u @ self.query) / u.shape[-1] ** 0.5  # (B, T)
 
     def forward(self, x: Tensor, level: LevelIndex) -> Tensor:
-        b, t, d = x.shape
+        b, _t, _d = x.shape
         s = level.index.shape[1]
         u, score = self._scored(x)
         members = level.members
@@ -100,8 +113,11 @@ class AttentionPooler(Pooler):
 
     def initial_state(self, *, batch: int, device: Any, dtype: torch.dtype) -> Any:
         dim = self.query.shape[0]
-        return (torch.full((batch, 1), float("-inf"), device=device, dtype=dtype),
-                torch.zeros(batch, 1, device=device, dtype=dtype), torch.zeros(batch, dim, device=device, dtype=dtype))  # fmt: skip
+        return (
+            torch.full((batch, 1), float("-inf"), device=device, dtype=dtype),
+            torch.zeros(batch, 1, device=device, dtype=dtype),
+            torch.zeros(batch, dim, device=device, dtype=dtype),
+        )
 
     def step(self, x: Tensor, state: Any, *, active: Tensor, boundary: Tensor) -> tuple[Tensor, Any]:
         best, total, acc = state  # an online softmax: the running max, sum of weights, weighted sum
@@ -112,8 +128,11 @@ class AttentionPooler(Pooler):
         weight = (score - new_best).exp()
         total_new = total * rescale + weight
         acc_new = acc * rescale + weight * u
-        best, total, acc = (where_rows(active, new_best, best), where_rows(active, total_new, total),
-                            where_rows(active, acc_new, acc))  # fmt: skip
+        best, total, acc = (
+            where_rows(active, new_best, best),
+            where_rows(active, total_new, total),
+            where_rows(active, acc_new, acc),
+        )
         out = self.proj(acc / total.clamp(min=1e-30))[:, None]  # (B, 1, D_out)
         closed = active & boundary
         fresh = self.initial_state(batch=x.shape[0], device=x.device, dtype=best.dtype)

@@ -39,8 +39,17 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
 class Block(nn.Module):
     """x + Attn(RMSNorm(x)), then h + SwiGLU(RMSNorm(h)); no biases."""
 
-    def __init__(self, *, dim: int, head_dim: int, kv_heads: int, hidden: int, window: int | None, norm_eps: float,
-                 backend: AttentionBackend) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        dim: int,
+        head_dim: int,
+        kv_heads: int,
+        hidden: int,
+        window: int | None,
+        norm_eps: float,
+        backend: AttentionBackend,
+    ) -> None:
         super().__init__()
         self.heads = dim // head_dim
         self.kv_heads = kv_heads
@@ -54,8 +63,9 @@ class Block(nn.Module):
         self.down = nn.Linear(hidden, dim, bias=False)
         self.backend = backend
 
-    def forward(self, x: Tensor, rotation: Tensor, plan: Any,
-                cached: tuple[KVCache, int, Tensor] | None = None) -> Tensor:  # fmt: skip
+    def forward(
+        self, x: Tensor, rotation: Tensor, plan: Any, cached: tuple[KVCache, int, Tensor] | None = None
+    ) -> Tensor:
         """``plan``: the level's attention plan (the backend's, or a ``DensePlan`` over the cache)."""
         b, s, d = x.shape
         kv = self.kv_heads * self.head_dim
@@ -84,9 +94,21 @@ class Block(nn.Module):
 class TransformerStage(Stage):
     """A stack of ``layers`` blocks over one level's sequence; RoPE over the stage's own index."""
 
-    def __init__(self, *, dim: int, layers: int, head_dim: int, hidden: int, window: int | None,
-                 rope_theta: float, norm_eps: float, init_std: float, backend: AttentionBackend,
-                 kv_heads: int | None = None, init: Init | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        dim: int,
+        layers: int,
+        head_dim: int,
+        hidden: int,
+        window: int | None,
+        rope_theta: float,
+        norm_eps: float,
+        init_std: float,
+        backend: AttentionBackend,
+        kv_heads: int | None = None,
+        init: Init | None = None,
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.head_dim = head_dim
@@ -98,8 +120,15 @@ class TransformerStage(Stage):
         self.init_std = init_std
         self.backend = backend
         self.blocks = nn.ModuleList(
-            Block(dim=dim, head_dim=head_dim, kv_heads=self.kv_heads, hidden=hidden, window=window,
-                  norm_eps=norm_eps, backend=backend)
+            Block(
+                dim=dim,
+                head_dim=head_dim,
+                kv_heads=self.kv_heads,
+                hidden=hidden,
+                window=window,
+                norm_eps=norm_eps,
+                backend=backend,
+            )
             for _ in range(layers)
         )
         self.reset_parameters()
@@ -166,5 +195,12 @@ class TransformerStage(Stage):
     def new_cache(self, *, batch: int, capacity: int, device: object, dtype: torch.dtype) -> KVCache:
         if self.window is not None:
             capacity = min(capacity, self.window)
-        return KVCache(layers=len(self.blocks), batch=batch, heads=self.kv_heads, head_dim=self.head_dim,
-                       capacity=capacity, device=device, dtype=dtype)  # fmt: skip
+        return KVCache(
+            layers=len(self.blocks),
+            batch=batch,
+            heads=self.kv_heads,
+            head_dim=self.head_dim,
+            capacity=capacity,
+            device=device,
+            dtype=dtype,
+        )

@@ -13,8 +13,17 @@ from aunet.core.modules import Upsampler, gather_rows
 class MultiLinearUpsampler(Upsampler):
     """out_j = (W_up + W_o) RMSNorm(coarse[segment_j]) with o the (wrapped or clamped) offset."""
 
-    def __init__(self, *, dim_coarse: int, dim_fine: int, offsets: int, wrap: bool, norm_eps: float,
-                 init_std: float, init: Init | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        dim_coarse: int,
+        dim_fine: int,
+        offsets: int,
+        wrap: bool,
+        norm_eps: float,
+        init_std: float,
+        init: Init | None = None,
+    ) -> None:
         super().__init__()
         self.offsets = offsets
         self.wrap = wrap
@@ -42,8 +51,18 @@ class RepeatUpsampler(Upsampler):
     """out_j = W_up RMSNorm(coarse[segment_j]) (+ E[o_j] with an offset embedding), at every
     position or only at the boundary."""
 
-    def __init__(self, *, dim_coarse: int, dim_fine: int, only_boundary: bool, norm_eps: float,
-                 init_std: float, init: Init | None = None, offsets: int = 0, wrap: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        dim_coarse: int,
+        dim_fine: int,
+        only_boundary: bool,
+        norm_eps: float,
+        init_std: float,
+        init: Init | None = None,
+        offsets: int = 0,
+        wrap: bool = True,
+    ) -> None:
         super().__init__()
         self.only_boundary = only_boundary
         self.norm = nn.RMSNorm(dim_coarse, eps=norm_eps)
