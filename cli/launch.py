@@ -13,12 +13,15 @@ forwards SIGTERM, SIGINT and SIGHUP to the workers, which save a checkpoint and 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import signal
 from collections.abc import Iterator, Sequence
 
+from aunet.cli.options import Commands
 from aunet.core.errors import InputError
+from aunet.core.hookspecs import hookimpl
 
 #: torchrun's loggers that report a failed worker (the worker has said why itself).
 ELASTIC_LOGGERS = ("torch.distributed.elastic", "torch.distributed.run")
@@ -77,3 +80,17 @@ def _ended(exc: object) -> int:
     if positive:
         return positive[0]
     return 128 + (-codes[0]) if codes else 1
+
+
+@hookimpl
+def aunet_add_commands(commands: Commands) -> None:
+    # Listed for --help; `aunet launch ...` is handled before parsing (torchrun's options come first).
+    p = commands.add_command(
+        "launch",
+        help="torchrun for aunet: `aunet launch --nproc-per-node N train ... --parallel ddp`; "
+        "errors stay one line, the exit status is the workers'",
+        add_help=False,
+    )
+    p.add_argument(
+        "torchrun", nargs=argparse.REMAINDER, help="torchrun's options, then an aunet command and its options"
+    )

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from aunet.cli.options import Commands
     from aunet.core.registry import Registrar
 
 PROJECT = "aunet"
@@ -110,4 +111,17 @@ def aunet_register_attention(registry: Registrar) -> None:
     Called once per plugin, when it is loaded. ``cls`` subclasses ``aunet.core.AttentionSpec``;
     stages resolve their backend once, when the model is built (``resolve(device)``), and an
     unavailable backend says why. Returns nothing.
+    """
+
+
+@hookspec
+def aunet_add_commands(commands: Commands) -> None:
+    """Add commands to the ``aunet`` command line with ``commands.add_command(name, help=...,
+    run=...)``, which returns the command's ``argparse`` parser for its arguments; ``run(args)``
+    returns the exit status. An ``AunetError`` raised by ``run`` is printed as one line, exit 2.
+
+    Called once when the command line starts, for every plugin of the ``aunet.commands``
+    entry-point group (aunet's own commands first, then its integrations', then third parties'),
+    never when aunet is used as a library. A name already taken is an error naming both plugins.
+    Returns nothing. ``examples/aunet-example-command`` is a complete, installable example.
     """

@@ -17,7 +17,7 @@ import enum
 import importlib.metadata
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -27,6 +27,8 @@ from aunet.core import hookspecs
 from aunet.core.errors import PluginError, did_you_mean, known_list
 
 ENTRY_POINT_GROUP = "aunet"
+#: The entry-point group of command plugins (``aunet_add_commands``): loaded by the command line only.
+COMMANDS_GROUP = "aunet.commands"
 DISTRIBUTION = "aunet"
 DISABLE_AUTOLOAD_ENV = "AUNET_DISABLE_PLUGIN_AUTOLOAD"
 PLUGINS_ENV = "AUNET_PLUGINS"
@@ -130,6 +132,10 @@ class Registry:
         self._pm.add_hookspecs(hookspecs)
         self._kinds: dict[Family, dict[str, Registration]] = {family: {} for family in Family}
         self._origins: dict[str, Origin] = {}
+        #: Whether the command plugins (``aunet.commands``) are loaded: the command line loads them once.
+        self.commands_loaded = False
+        #: Each command's name and the plugin that added it, once the command line has been built.
+        self.commands: dict[str, Origin] = {}
         #: Bumped by every registration, so that what is derived from the kinds (the spec
         #: converter of ``aunet.core.spec``) knows when to rebuild.
         self.generation = 0
@@ -144,16 +150,20 @@ class Registry:
 
     # -- loading ---------------------------------------------------------------------------------
 
-    def load_entry_points(self) -> int:
-        """Load the plugins of the ``aunet`` entry-point group; return how many were loaded."""
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> int:
+        """Load the plugins of an entry-point group (``aunet``: components; ``aunet.commands``:
+        commands, which the command line loads); return how many were loaded."""
         autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() in ("", "0", "false", "no")
         wanted = {name.strip() for name in os.environ.get(PLUGINS_ENV, "").split(",") if name.strip()}
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
+        named: set[str] = set()  # entry-point names in either of aunet's groups, for AUNET_PLUGINS
         count = 0
         for dist in importlib.metadata.distributions():
             dist_name = dist.metadata["Name"]
             for ep in dist.entry_points:
-                if ep.group != ENTRY_POINT_GROUP or (dist_name, ep.name) in seen:
+                if ep.group in (ENTRY_POINT_GROUP, COMMANDS_GROUP):
+                    named.add(ep.name)
+                if ep.group != group or (dist_name, ep.name) in seen:
                     continue
                 seen.add((dist_name, ep.name))
                 if not autoload and dist_name != DISTRIBUTION and ep.name not in wanted:
@@ -165,11 +175,11 @@ class Registry:
                     raise PluginError(f"{origin}: cannot import '{ep.value}': {type(exc).__name__}: {exc}") from exc
                 self.register(plugin, name=ep.name, origin=origin)
                 count += 1
-        missing = wanted - {name for _, name in seen}
+        missing = wanted - named
         if missing:
             raise PluginError(
                 f"{PLUGINS_ENV} names {known_list(missing)}, but no installed distribution has "
-                f"such an entry point in the '{ENTRY_POINT_GROUP}' group"
+                f"such an entry point in the '{ENTRY_POINT_GROUP}' or '{COMMANDS_GROUP}' group"
             )
         return count
 
@@ -197,7 +207,7 @@ class Registry:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
             origin = self._origins.get(self._pm.get_name(exc.plugin) or "", None)
-            known = ", ".join(family.hook for family in Family)
+            known = ", ".join([*(family.hook for family in Family), "aunet_add_commands"])
             raise PluginError(f"{origin or exc.plugin}: {_one_line(exc)}; the hooks are {known}") from exc
 
     def _add(self, family: Family, cls: Any, origin: Origin) -> None:
@@ -235,9 +245,12 @@ class Registry:
                 f"unknown {family.value} '{kind}'; known: {known_list(known)}{did_you_mean(kind, known)}"
             ) from None
 
-    def registrations(self) -> Iterator[Registration]:
-        for family in Family:
-            yield from self._kinds[family].values()
+    def command_hooks(self) -> list[tuple[Origin, Callable[..., None]]]:
+        """(origin, function) of every ``aunet_add_commands`` implementation, built-ins first:
+        the command line calls each with a registrar bound to its plugin's origin."""
+        hooks = self._pm.hook.aunet_add_commands.get_hookimpls()
+        found = [(self._origins[self._pm.get_name(impl.plugin)], impl.function) for impl in hooks]
+        return sorted(found, key=lambda pair: not pair[0].builtin)
 
     @property
     def plugins(self) -> dict[str, Origin]:

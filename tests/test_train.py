@@ -336,7 +336,7 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(spec, tmp_path: Pa
     import os
     import threading
 
-    from aunet.cli.main import _stop_code
+    from aunet.cli.train import _stop_code
 
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signal handlers live in the main thread, and this test does not run there")

@@ -522,7 +522,7 @@ def test_unbounded_reads_are_refused(tmp_path: Path) -> None:
 def test_split_streams_large_files_with_bounded_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tracemalloc
 
-    from aunet.cli import main as cli
+    from aunet.cli import split as cli
 
     text = ("The cat sat on the mat, 12345 times!\n" * 60_000).encode()  # 2.2 MB
     path = tmp_path / "big.txt"

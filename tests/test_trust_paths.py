@@ -234,7 +234,7 @@ def _wait_for_step(run: Path, step: int, proc: subprocess.Popen) -> None:
 def test_sigterm_and_sighup_save_like_ctrl_c(folder: Path, tmp_path: Path, sent: int) -> None:
     import threading
 
-    from aunet.cli.main import _stop_code
+    from aunet.cli.train import _stop_code
     from aunet.core.spec import load_spec
     from aunet.jobs.train.loop import train
 

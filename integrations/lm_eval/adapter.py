@@ -34,12 +34,10 @@ that the command line can always declare ``aunet harness``: ``AUNetLM`` (an
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import json
 import math
-import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -761,69 +759,6 @@ def _no_download_ping() -> Iterator[None]:
         datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = before
 
 
-# -- the command line ----------------------------------------------------------------------------
-
-
-def task_list(text: str) -> list[str]:
-    """``--tasks``: comma-separated names, none empty."""
-    tasks = [t.strip() for t in text.split(",")]
-    if not all(tasks):
-        raise argparse.ArgumentTypeError(f"expected comma-separated task names, got '{text}'")
-    return tasks
-
-
-def limit_arg(text: str) -> int | float:
-    """``--limit``: a whole count, or a fraction in (0, 1) of each task's examples."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    if value >= 1:
-        if value != int(value):
-            raise argparse.ArgumentTypeError(f"a count must be a whole number, got {text}")
-        return int(value)
-    return value
-
-
-def cmd_harness(args: Any) -> int:
-    """``aunet harness``: run the tasks, print a table of their metrics and where lm-eval's files went."""
-    # --threads itself is applied by the command line's main, as for every command; an explicit
-    # count also holds for the decoding steps (auto: one thread for a few rows on a CPU).
-    threads = "auto" if str(getattr(args, "threads", "auto")).strip().lower() == "auto" else None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        try:
-            done = evaluate_tasks(
-                args.ckpt,
-                args.tasks,
-                out=Path(args.out),
-                include_path=args.include_path,
-                num_fewshot=args.num_fewshot,
-                limit=args.limit,
-                batch_size=args.batch_size,
-                device=args.device,
-                decode_threads=threads,
-            )
-        finally:
-            _show(caught)
-    print(format_table(done.results))
-    print(f"results: {done.results_file}")
-    for task, path in done.samples_files.items():
-        print(f"samples of {task}: {path}")
-    return 0
-
-
-def _show(caught: list[warnings.WarningMessage]) -> None:
-    """Our RuntimeWarnings (truncations) as the command line's notes; others as Python shows them."""
-    for w in caught:
-        if issubclass(w.category, RuntimeWarning):
-            print(f"aunet: note: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-
-
 def metric_rows(results: dict) -> list[tuple[str, str, float, float | None]]:
     """(task, metric, value, stderr) of every metric in lm-eval's results, tasks and groups."""
     rows = []
@@ -853,7 +788,6 @@ __all__ = [
     "LM_EVAL_MISSING",
     "Harnessed",
     "Scored",
-    "cmd_harness",
     "cut_at_stop",
     "evaluate_tasks",
     "format_table",

@@ -9,6 +9,7 @@ obviously correct, quadratic; the benchmark's baseline.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from aunet.core.errors import InputError
 from aunet.core.levels import LevelStream
 from aunet.core.tokens import BOS, EOS, PAD
 from aunet.jobs.runtime.devices import threads as thread_count
+from aunet.jobs.runtime.files import input_file
 
 
 def sample_next(
@@ -300,3 +302,41 @@ def generate_recompute(
     finally:
         model.train(was_training)
     return out
+
+
+#: ``aunet generate --prompts`` reads files up to this size (prompts are held in memory).
+MAX_PROMPTS_FILE = 64 << 20
+
+
+def read_prompts(path: str) -> list[bytes]:
+    """The prompts of a ``--prompts`` file: one per line (blank lines skipped, line ends removed),
+    or, for ``.jsonl``, one JSON string or object with a ``"prompt"`` (or ``"text"``) field per
+    line. Any problem is one line naming the file and line."""
+    p, size = input_file(path, what="--prompts")
+    if size > MAX_PROMPTS_FILE:
+        raise InputError(f"--prompts: '{path}' is {size:,} bytes; prompts files may be at most {MAX_PROMPTS_FILE:,}")
+    prompts = []
+    for number, line in enumerate(p.read_bytes().split(b"\n"), start=1):
+        line = line.removesuffix(b"\r")
+        if not line.strip():
+            continue
+        if p.suffix.lower() != ".jsonl":
+            prompts.append(line)
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"--prompts: {path}, line {number}: not a JSON value ({exc})") from None
+        except RecursionError:
+            raise InputError(f"--prompts: {path}, line {number}: JSON nested too deeply to read") from None
+        if isinstance(record, dict):
+            record = record.get("prompt", record.get("text"))
+        if not isinstance(record, str):
+            raise InputError(
+                f'--prompts: {path}, line {number}: expected a string or an object with a "prompt" '
+                '(or "text") string field'
+            )
+        prompts.append(record.encode("utf-8", "surrogatepass"))
+    if not prompts:
+        raise InputError(f"--prompts: '{path}' holds no prompts (every line is blank)")
+    return prompts

@@ -307,3 +307,54 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
     if dropped:
         write_text(path, "".join(line + "\n" for line in kept))
     return dropped
+
+
+# -- the data a run recorded -------------------------------------------------------------------
+
+
+def run_data(run: LoadedRun) -> str | None:
+    """The data a run was trained on: None for the embedded corpus, else its path (which must
+    still be there). Checkpoints of older versions record it only in the run's run.json."""
+    record = run.data
+    if not record:
+        old = read_record(run.checkpoint.parent.parent) if run.checkpoint.parent.name == "checkpoints" else None
+        if old is None:
+            raise InputError(f"checkpoint {run.checkpoint} does not record its training data; give --data")
+        record = {"data": old.data}
+    path = record.get("data")
+    if path is not None and not Path(path).exists():
+        raise InputError(f"the run was trained on {path}, which is not on this machine; give --data")
+    if path is not None:
+        check_recorded(Path(path), record.get("fingerprint") or {})
+    return path
+
+
+#: Entries a run's recorded data folder may hold beyond the files its fingerprint lists, before
+#: ``aunet eval`` refuses to read it (a tampered meta.json could name ``/usr``).
+EXTRA_ENTRIES = 10_000
+
+
+def check_recorded(path: Path, fingerprint: dict[str, Any]) -> None:
+    """A run's recorded data path, checked against its fingerprint before anything is read: a
+    folder must hold no far larger tree than the files the run read (a bounded walk), a file
+    must be one the fingerprint names. What a checkpoint records is not trusted to point
+    anywhere: it is the checkpoint's own text."""
+    files = [f for f in fingerprint.get("files", []) if isinstance(f, dict)]
+    if fingerprint.get("embedded"):
+        raise InputError(f"the checkpoint records data at {path} but an embedded corpus's fingerprint; give --data")
+    if path.is_dir():
+        limit = len(files) + EXTRA_ENTRIES
+        seen = 0
+        for _, dirs, names in os.walk(path):
+            seen += len(dirs) + len(names)
+            if seen > limit:
+                raise InputError(
+                    f"the run's recorded data folder {path} holds more than {limit:,} entries, far more "
+                    f"than the {len(files):,} file(s) the run read; give --data to evaluate"
+                )
+        return
+    if files and path.name not in {f.get("name") for f in files}:
+        raise InputError(
+            f"the run's recorded data {path} is not the file it read ({files[0].get('name')!r}); give "
+            "--data to evaluate"
+        )

@@ -1,0 +1,101 @@
+"""``aunet compare`` and ``aunet plan``: specs compared at one budget, and the paper's laws for one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from aunet.cli.options import (
+    Commands,
+    checked,
+    flops,
+    positive_float,
+    positive_int,
+    print_json,
+    runtime_options,
+)
+from aunet.core.hookspecs import hookimpl
+
+
+@hookimpl
+def aunet_add_commands(commands: Commands) -> None:
+    p = commands.add_command("compare", help="train several specs for the same budget, in turns, and compare them")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or shipped names (each with its own name)")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--flops", type=flops, metavar="F", help="training FLOPs each (the paper's accounting)")
+    budget.add_argument("--minutes", type=positive_float, metavar="M", help="minutes of training time each")
+    budget.add_argument("--steps", type=positive_int, metavar="N", help="steps each")
+    p.add_argument("--data", default=None, metavar="PATH", help="the corpus (default: the embedded one)")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="where the runs, compare.json, compare.md and the plots go"
+    )
+    p.add_argument("--turn-steps", type=positive_int, default=100, metavar="K", help="steps per turn (default 100)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a field of every spec, e.g. --set train.lr=1e-3",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the comparison in --out (after Ctrl-C, a crash or a late error)"
+    )
+    runtime_options(p)
+    p.set_defaults(run=cmd_compare)
+
+    p = commands.add_command("plan", help="the paper's scaling laws for a compute budget: batch, learning rate, steps")
+    p.add_argument("--flops", type=flops, required=True, metavar="C", help="total training FLOPs, e.g. 1.1e19")
+    p.add_argument("--arch", choices=("aunet", "bpe"), default="aunet", help="which fitted laws (default aunet)")
+    p.add_argument(
+        "--spec",
+        default=None,
+        metavar="FILE",
+        help="the spec to plan for (default: specs/paper/aunet2-1b for aunet, specs/paper/bpe-1b for bpe)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=cmd_plan)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from aunet.core.spec import load_spec_with_overrides
+    from aunet.jobs.experiments.compare import Budget, compare, markdown
+    from aunet.jobs.experiments.turns import TurnsStopped
+
+    specs = [checked(load_spec_with_overrides(name, args.overrides), name, args.overrides) for name in args.specs]
+    out = Path(args.out)
+    budget = Budget(flops=args.flops, minutes=args.minutes, steps=args.steps)
+    try:
+        report = compare(
+            specs,
+            budget=budget,
+            data=args.data,
+            out=out,
+            device=args.device,
+            slice_steps=args.turn_steps,
+            resume=args.resume,
+        )
+    except TurnsStopped as stopped:
+        print(f"aunet compare: {stopped}; continue with the same command and --resume", file=sys.stderr)
+        return 128 + stopped.signum
+    except KeyboardInterrupt:  # between two turns: every run is at its last turn's checkpoint
+        print("aunet compare: interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    print(markdown(report, budget), end="")
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}" + "".join(f", {out / p}" for p in report["plots"]))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from aunet.core.spec import load_spec
+    from aunet.jobs.experiments.plan import format_plan, make_plan
+
+    name = args.spec or ("paper/bpe-1b" if args.arch == "bpe" else "paper/aunet2-1b")
+    spec = checked(load_spec(name), name)
+    plan = make_plan(args.flops, arch=args.arch, spec=spec)
+    if args.json:
+        print_json(plan.to_json())
+    else:
+        print(format_plan(plan))
+    return 0
