@@ -12,7 +12,7 @@ The public API::
     out.loss, out.logits, out.segments, out.dropped
 
     run = aunet.load_run("runs/aunet2-tiny-...")          # a trained model: .model, .spec, .step
-    aunet.generate(run.model, [b"And God said, "], 100)   # new bytes per prompt, KV-cached
+    aunet.generate(run.model, [b"And God said, "], 100, encoding=run.encoding)  # KV-cached
 
 Packages: ``aunet.core`` (contracts, registry, specs, levels, the assembler), ``aunet.plugins``
 and ``aunet.splitters`` (the built-in components), ``aunet.jobs`` (training, evaluation,

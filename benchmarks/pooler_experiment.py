@@ -40,8 +40,8 @@ def run(minutes: float = 8.0) -> list[dict[str, Any]]:
     for kind in POOLERS:
         out = done.outs[kind]
         loaded = load_run(out)
-        docs = encode_documents(corpus.validation, loaded.spec.splitter_stack())
-        result = evaluate(loaded.model, docs, context=loaded.spec.model.context, batch_size=8)
+        docs = encode_documents(corpus.validation, loaded.encoding)
+        result = evaluate(loaded.model, loaded.encoding, docs, context=loaded.spec.model.context, batch_size=8)
         trained = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
         records.append(
             {

@@ -24,13 +24,14 @@ def run(rounds: int = 15) -> list[dict[str, Any]]:
     import torch
 
     import aunet
+    from aunet.core.encoding import splitter_encoding
     from aunet.core.spec import apply_overrides
     from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
     from aunet.jobs.train.trainer import Trainer
 
     corpus = load_corpus(None)
     base = aunet.load_spec("aunet2-tiny")
-    docs = encode_documents(corpus.train, base.splitter_stack())
+    docs = encode_documents(corpus.train, splitter_encoding(base))
     configs = {}
     for rows in ROWS:
         for precision in PRECISIONS:

@@ -56,6 +56,7 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     """Train both variants for ``minutes`` each and evaluate them on the held-out documents."""
 
     import aunet
+    from aunet.core.encoding import splitter_encoding
     from aunet.core.resources import spec_path
     from aunet.core.spec import apply_overrides
     from aunet.jobs.data.corpus import encode_documents, load_corpus, xz_bits_per_byte
@@ -89,7 +90,7 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
         out = outs[name]
         loaded = load_run(out)
         run_spec, model = loaded.spec, loaded.model
-        stack = run_spec.splitter_stack()
+        encoding = splitter_encoding(run_spec)
         t = run_spec.train
         metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         trained = [r for r in metrics if "loss" in r]
@@ -105,7 +106,11 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
         }
         for lang, lang_docs in held_out.items():
             result = evaluate(
-                model, encode_documents(lang_docs, stack), context=run_spec.model.context, batch_size=t.batch_size
+                model,
+                encoding,
+                encode_documents(lang_docs, encoding),
+                context=run_spec.model.context,
+                batch_size=t.batch_size,
             )
             record[f"{lang}_bpb"] = result.bpb
             record[f"{lang}_bytes"] = result.bytes

@@ -65,6 +65,7 @@ def _syncs_per_step(name: str, shapes: str, device: Any, rows: int = ROWS, lengt
     """Host synchronisations of one ``Trainer.step()`` (after a first step)."""
 
     import aunet
+    from aunet.core.encoding import splitter_encoding
     from aunet.core.spec import apply_overrides
     from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
     from aunet.jobs.train.trainer import Trainer
@@ -73,7 +74,7 @@ def _syncs_per_step(name: str, shapes: str, device: Any, rows: int = ROWS, lengt
     spec = apply_overrides(
         aunet.load_spec(name), [f"train.shapes={shapes}", f"train.batch_size={rows}", f"model.context={length}"]
     )
-    docs = encode_documents(load_corpus(None).train[:4], spec.splitter_stack())
+    docs = encode_documents(load_corpus(None).train[:4], splitter_encoding(spec))
     model = aunet.build_model(spec, device=device)
     trainer = Trainer(
         model.spec, model, data=TrainingData(docs, context=length, batch_size=rows, seed=0), device=device

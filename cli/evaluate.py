@@ -53,7 +53,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         encode_documents,
         fingerprint_changes,
         load_corpus,
-        model_encoding,
         xz_bits_per_byte,
     )
     from aunet.jobs.inference.evaluate import evaluate
@@ -64,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = load_run(args.ckpt, device=args.device)
     spec, model, ckpt = run.spec, run.model, run.checkpoint
     if args.suite:
-        return _eval_suite(spec, model, ckpt, args)
+        return _eval_suite(run, args)
     if args.only:
         raise InputError("--only applies with --suite")
     if args.data is None and (run.data.get("fingerprint") or {}).get("streamed"):
@@ -85,12 +84,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for notice in corpus.notices:
         print(f"aunet: note: {notice}", file=sys.stderr)
     chosen = {"all": corpus.documents, "validation": corpus.validation, "train": corpus.train}[split]
-    docs = encode_documents(chosen, model_encoding(run.model))
+    docs = encode_documents(chosen, run.encoding)
     if not docs:
         raise InputError(f"the {split} split of {corpus.source} is empty")
     progress = Progress(sys.stderr)
     result = evaluate(
         model,
+        run.encoding,
         docs,
         context=spec.model.context,
         batch_size=args.batch_size,
@@ -132,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _eval_streamed(run: Any, args: argparse.Namespace) -> int:
     """``aunet eval`` of a run that streamed its corpus: its validation documents read lazily, up
     to the bytes its own final evaluation read (``train.eval.final_bytes``; all by default)."""
-    from aunet.jobs.data.corpus import fingerprint_changes, model_encoding
+    from aunet.jobs.data.corpus import fingerprint_changes
     from aunet.jobs.data.source import training_text
     from aunet.jobs.inference.evaluate import evaluate
     from aunet.jobs.runtime.devices import model_autocast
@@ -154,10 +154,10 @@ def _eval_streamed(run: Any, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     limit = spec.train.eval.final_bytes
-    stack = model_encoding(model)
     result = evaluate(
         model,
-        text.validation(stack, limit),
+        run.encoding,
+        text.validation(run.encoding, limit),
         context=spec.model.context,
         batch_size=args.batch_size,
         limit_bytes=limit,
@@ -198,18 +198,23 @@ def _xz_note(n_bytes: int) -> str | None:
     )
 
 
-def _eval_suite(spec: Any, model: Any, ckpt: Any, args: argparse.Namespace) -> int:
-    from aunet.jobs.data.corpus import Document, encode_documents, model_encoding, xz_bits_per_byte
+def _eval_suite(run: Any, args: argparse.Namespace) -> int:
+    from aunet.jobs.data.corpus import Document, encode_documents, xz_bits_per_byte
     from aunet.jobs.inference.evaluate import evaluate
     from aunet.jobs.inference.suites import suite_texts
     from aunet.jobs.runtime.devices import model_autocast
 
-    stack = model_encoding(model)
+    spec, model, ckpt = run.spec, run.model, run.checkpoint
     rows = []
     for text in suite_texts(args.suite, args.only):
-        docs = encode_documents([Document(text.file, text.data)], stack)
+        docs = encode_documents([Document(text.file, text.data)], run.encoding)
         result = evaluate(
-            model, docs, context=spec.model.context, batch_size=args.batch_size, autocast=model_autocast(model)
+            model,
+            run.encoding,
+            docs,
+            context=spec.model.context,
+            batch_size=args.batch_size,
+            autocast=model_autocast(model),
         )
         rows.append(
             {

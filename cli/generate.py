@@ -107,6 +107,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "stop": stops,
         "threads": threads,
         "levels": args.levels,
+        "encoding": run.encoding,
     }
     out = sys.stdout
     with warnings.catch_warnings(record=True) as caught:

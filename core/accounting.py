@@ -27,8 +27,7 @@ from aunet.core.spec import Spec, resolve_spec
 def level_contraction(spec: Spec) -> tuple[float, ...]:
     """(k_0, k_1, ..., k_L): bytes per position at every level of a resolved spec; k_0 is 1 for
     bytes, the measured bytes per token for a BPE model."""
-    k0 = spec.model.tokenizer.bytes_per_token if spec.model.bpe else 1.0
-    return (k0 or 1.0, *(level.contraction for level in spec.levels[1:]))
+    return (spec.model.bytes_per_position, *(level.contraction for level in spec.levels[1:]))
 
 
 @attrs.frozen

@@ -375,9 +375,6 @@ class AUNet(nn.Module):
 
     #: Check token and level values in every forward (a host sync each time): for debugging.
     debug: bool = False
-    #: The BPE baseline's tokenizer (``aunet.jobs.data.bpe``), attached by the jobs that load or
-    #: train such a model; None for byte models.
-    tokenizer: Any = None
 
     def _check_shapes(self, tokens: Tensor, levels: Tensor, targets: Tensor | None) -> None:
         if tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:

@@ -149,6 +149,18 @@ class ModelSpec:
     def bpe(self) -> bool:
         return self.tokenizer.kind is TokenizerKind.BPE
 
+    @property
+    def bytes_per_position(self) -> float:
+        """The bytes one position stands for: 1 for bytes; the measured bytes per token for BPE
+        (a SpecError before a run or ``aunet spec`` has measured it)."""
+        if not self.bpe:
+            return 1.0
+        if self.tokenizer.bytes_per_token is None:
+            raise SpecError(
+                [SpecIssue("model.tokenizer.bytes_per_token", "not measured yet; a run measures it on its data")]
+            )
+        return self.tokenizer.bytes_per_token
+
 
 class Precision(enum.Enum):
     """Training precision."""

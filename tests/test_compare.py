@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -173,7 +174,23 @@ def test_a_bpe_run_trains_evaluates_and_generates_on_the_byte_models_bytes(
     text = capsys.readouterr().out
     assert text.startswith("In the") and len(text.encode()) <= len("In the") + 12 + 4
     run = aunet.load_run(out)
-    assert run.model.tokenizer is not None and run.model.vocab_size == 512
+    assert run.encoding.name == "bpe" and run.encoding.unit == "tokens" and run.model.vocab_size == 512
+    assert run.encoding.bytes_per_position == resolved.model.tokenizer.bytes_per_token
+    # The harness scores a BPE run through its encoding: the continuation's own tokens, as a
+    # forward over BOS + context tokens + continuation tokens gives them.
+    from aunet.core.tokens import BOS
+    from aunet.integrations.lm_eval.adapter import score_continuations
+
+    context, continuation = b"In the beginning God", b" created the heaven"
+    (scored,) = score_continuations(run.model, [(context, continuation)], limit=63, encoding=run.encoding)
+    head, tail = run.encoding.tokenizer.encode(context), run.encoding.tokenizer.encode(continuation)
+    ids = torch.tensor([[BOS, *head.tolist(), *tail.tolist()]])
+    with torch.no_grad():
+        logits = run.model(ids[:, :-1], torch.zeros_like(ids[:, :-1], dtype=torch.uint8)).logits
+    logprobs = logits.double().log_softmax(-1)[0, -len(tail) :].gather(-1, ids[0, -len(tail) :, None])
+    assert scored.logprob == pytest.approx(float(logprobs.sum()), rel=1e-5) and scored.dropped == 0
+    with pytest.raises(aunet.core.errors.InputError, match="reads through the tokenizer its run trained"):
+        aunet.generate(run.model, [b"In the"], 4)  # the model alone: its spec cannot say how it reads
     capsys.readouterr()
     assert main(["export", "--ckpt", str(out), "--out", str(tmp_path / "hf")]) == 2  # a byte tokenizer only
     refused = capsys.readouterr().err

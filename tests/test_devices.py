@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import aunet
+from aunet.core.encoding import splitter_encoding
 from aunet.core.errors import InputError
 from aunet.core.spec import apply_overrides
 from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
@@ -32,7 +33,7 @@ def small_trainer(shapes: str, device: torch.device, **overrides: str) -> Traine
             *(f"{k}={v}" for k, v in overrides.items()),
         ],
     )
-    docs = encode_documents(load_corpus(None).train[:3], spec.splitter_stack())
+    docs = encode_documents(load_corpus(None).train[:3], splitter_encoding(spec))
     torch.manual_seed(0)
     model = aunet.build_model(spec, device=device)
     data = TrainingData(docs, context=256, batch_size=2, seed=0)

@@ -21,6 +21,7 @@ import torch
 from lm_eval.api.instance import Instance
 
 import aunet
+from aunet.core.encoding import splitter_encoding
 from aunet.core.errors import InputError
 from aunet.core.model import ShapeMode
 from aunet.core.tokens import BOS, PAD
@@ -249,7 +250,8 @@ def test_rolling_loglikelihood_is_aunet_eval_without_the_eos(lm) -> None:
             windows += float(logp.sum())
     assert rolling == pytest.approx(windows, abs=1e-4)
 
-    result = evaluate(model, encode_documents([Document("t", text)], model.spec.splitter_stack()), context=CONTEXT)
+    encoding = splitter_encoding(model.spec)
+    result = evaluate(model, encoding, encode_documents([Document("t", text)], encoding), context=CONTEXT)
     assert result.bytes == len(text)
     assert result.nll_bits * math.log(2) == pytest.approx(-rolling - eos, rel=1e-5)
     harness_bpb = bits_per_byte([(rolling, len(text))])  # what lm-eval reports for this document
@@ -342,11 +344,13 @@ def test_unknown_tasks_and_bad_flags_are_user_errors(run_dir: Path, tmp_path: Pa
         harness_parser().parse_args(["harness", "--ckpt", "x", "--tasks", "a,,b", "--out", "o"])
 
 
-def test_a_bpe_model_is_refused(lm) -> None:
-    model = aunet.build_model(lm.spec)
-    model.tokenizer = object()  # what load_run attaches to a BPE baseline
-    with pytest.raises(InputError, match="scores bytes; this model is a BPE baseline"):
-        harness.make_lm(model=model)
+def test_a_bpe_model_alone_is_refused_with_where_its_encoding_is(lm) -> None:
+    spec = aunet.parse_spec(
+        'name = "bpe"\n[model]\ncontext = 32\ntokenizer = { kind = "bpe", vocab_size = 300, bytes_per_token = 2.0 }\n'
+        '[[levels]]\ndim = 32\nstage = { kind = "transformer", layers = 1, head_dim = 16 }\n'
+    )
+    with pytest.raises(InputError, match=r"BPE baseline, which reads through the tokenizer its run trained"):
+        harness.make_lm(model=aunet.build_model(spec))
 
 
 def test_without_lm_eval_a_clear_error_and_aunet_never_imports_it(monkeypatch) -> None:

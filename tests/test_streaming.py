@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aunet.core.encoding import SplitterEncoding
 from aunet.core.levels import SplitterStack
 from aunet.jobs.data.streaming import StreamingData, StreamSource
 from aunet.jobs.runs import checkpoint
@@ -80,7 +81,7 @@ def losses(run: Path) -> list[float]:
 
 
 def test_the_stream_resumes_exactly_at_any_point(folder: Path) -> None:
-    stack = SplitterStack((Whitespace(),))
+    stack = SplitterEncoding(SplitterStack((Whitespace(),)))
     source = StreamSource(folder)
     whole = StreamingData(source, stack, context=512, batch_size=8, seed=1, buffer_bytes=8192)
     batches = [whole.next() for _ in range(120)]  # past one epoch: 1,000 documents, 900 trained on
@@ -97,20 +98,23 @@ def test_the_stream_resumes_exactly_at_any_point(folder: Path) -> None:
 
 
 def test_streaming_reads_every_training_document_once_per_epoch(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aunet.jobs.data import streaming
 
     source = StreamSource(folder)
     numbers = [n for _, _, _, n, _ in source.documents()]
     assert numbers == list(range(1000)) and len(source.files) == 200
-    data = StreamingData(source, SplitterStack((Whitespace(),)), context=512, batch_size=8, seed=0, buffer_bytes=4096)
-    read: list[tuple[int, str]] = []
-    original = streaming.encode
-    monkeypatch.setattr(
-        streaming, "encode", lambda doc, stack: read.append((data.position.epoch, doc.name)) or original(doc, stack)
+    read: list[tuple[int, bytes]] = []
+
+    class Recording(SplitterEncoding):
+        def encode(self, text: bytes, *, eos: bool = True):
+            read.append((data.position.epoch, text))
+            return super().encode(text, eos=eos)
+
+    data = StreamingData(
+        source, Recording(SplitterStack((Whitespace(),))), context=512, batch_size=8, seed=0, buffer_bytes=4096
     )
     while data.position.epoch == 0:
         data.next()
-    first_epoch = [name for epoch, name in read if epoch == 0]
+    first_epoch = [text for epoch, text in read if epoch == 0]
     assert len(first_epoch) == len(set(first_epoch)) == 900  # every document but the validation ones, once
 
 

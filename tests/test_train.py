@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aunet.core.encoding import splitter_encoding
 from aunet.core.errors import InputError
 from aunet.core.spec import apply_overrides
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD
@@ -79,7 +80,7 @@ def test_bad_corpora_say_what_is_wrong(tmp_path: Path, name: str, content: str |
 
 def test_packing_is_deterministic_and_never_predicts_a_document_start(spec) -> None:
     docs = encode_documents(
-        [Document(str(i), f"document {i} text ".encode() * (i + 1)) for i in range(6)], spec.splitter_stack()
+        [Document(str(i), f"document {i} text ".encode() * (i + 1)) for i in range(6)], splitter_encoding(spec)
     )
     packer = Packer(docs, 64, seed=3)
     first, after = packer.batch(Position(), 4)
@@ -96,13 +97,13 @@ def test_packing_is_deterministic_and_never_predicts_a_document_start(spec) -> N
 
 
 def test_a_corpus_smaller_than_one_row_is_refused(spec) -> None:
-    docs = encode_documents([Document("a", b"tiny")], spec.splitter_stack())
+    docs = encode_documents([Document("a", b"tiny")], splitter_encoding(spec))
     with pytest.raises(InputError, match="fewer than one row of model.context"):
         Packer(docs, 64, seed=0)
 
 
 def test_evaluation_predicts_every_byte_and_eos_once(spec) -> None:
-    docs = encode_documents([Document("a", b"x" * 150), Document("b", b"y" * 10)], spec.splitter_stack())
+    docs = encode_documents([Document("a", b"x" * 150), Document("b", b"y" * 10)], splitter_encoding(spec))
     rows = list(evaluation_rows(docs, 64))
     targets = np.concatenate([r.targets[0] for r in rows])
     predicted = targets[targets != IGNORE]

@@ -455,9 +455,16 @@ def test_evaluation_shows_progress_on_a_terminal(run: Path) -> None:
             pass
 
     loaded = load_run(run)
-    docs = encode_documents(load_corpus(loaded.data["data"]).validation, loaded.spec.splitter_stack())
+    docs = encode_documents(load_corpus(loaded.data["data"]).validation, loaded.encoding)
     terminal = Terminal()
-    evaluate(loaded.model, docs, context=loaded.spec.model.context, batch_size=1, progress=Progress(terminal))
+    evaluate(
+        loaded.model,
+        loaded.encoding,
+        docs,
+        context=loaded.spec.model.context,
+        batch_size=1,
+        progress=Progress(terminal),
+    )
     assert "evaluating [" in terminal.text and "kB/s" in terminal.text and terminal.text.endswith("\x1b[K")
 
 

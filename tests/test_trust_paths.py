@@ -304,13 +304,14 @@ def test_sigterm_under_torchrun_saves_on_every_process(folder: Path, tmp_path: P
 CORPUS_PEAK = """
 import json, sys
 from aunet.core.spec import DataSpec
+from aunet.core.encoding import SplitterEncoding
 from aunet.core.levels import SplitterStack
 from aunet.splitters.words import Whitespace
 from aunet.jobs.data.source import training_text
 def status(key):
     return int([l.split()[1] for l in open("/proc/self/status") if l.startswith(key)][0]) * 1024
-stack = SplitterStack((Whitespace(),))
-stack.levels(b"warm up the tables " * 1000)
+stack = SplitterEncoding(SplitterStack((Whitespace(),)))
+stack.stack.levels(b"warm up the tables " * 1000)
 before = status("VmRSS")
 text = training_text(sys.argv[1], DataSpec())
 data = text.training(stack, context=1024, batch_size=8, seed=0)

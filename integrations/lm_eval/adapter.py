@@ -46,6 +46,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from aunet.core.encoding import Encoding, Pair, splitter_encoding
 from aunet.core.errors import AunetError, InputError, did_you_mean
 
 LM_EVAL_MISSING = "lm-evaluation-harness is not installed: pip install 'aunet[eval]'"
@@ -81,49 +82,23 @@ class Scored:
     continuation_dropped: int  # of those, bytes of the continuation itself (it did not fit alone)
 
 
-@attrs.frozen
-class _Row:
-    """A request as the bytes one row holds: ``data`` after BOS, its last ``scored`` predicted."""
-
-    data: bytes
-    scored: int
-    dropped: int
-    continuation_dropped: int
-
-
-def _continuation_row(context: bytes, continuation: bytes, limit: int) -> _Row:
-    """BOS + context + continuation cut from the left to ``limit`` bytes: the row's input is BOS
-    and every byte but the last (``limit`` = the model's context positions), its targets every
-    byte. The continuation is kept whole when it fits, else its last ``limit`` bytes."""
-    data = context + continuation
-    kept = data[len(data) - limit :] if len(data) > limit else data
-    return _Row(kept, min(len(continuation), limit), len(data) - len(kept), max(0, len(continuation) - limit))
-
-
-def _encode(stack: Any, data: bytes) -> Any:
-    """``Encoded`` BOS + bytes (no EOS) with their levels, as ``aunet eval`` encodes a document
-    (levels computed over the whole byte string: the splitters are prefix-stable)."""
-    from aunet.jobs.data.corpus import Document, encode_document
-
-    return encode_document(Document("harness", data), stack, eos=False)
-
-
-def _row_batch(rows: Sequence[_Row], stack: Any) -> Any:
-    """(B, T) tokens, levels and targets of rows, right-padded with PAD (level 0, IGNORE
-    targets); only each row's scored bytes have targets."""
+def _row_batch(pairs: Sequence[Pair]) -> Any:
+    """(B, T) tokens, levels and targets of context-continuation rows, right-padded with PAD
+    (level 0, IGNORE targets); only each row's continuation has targets."""
     from aunet.core.tokens import IGNORE, PAD
     from aunet.jobs.data.corpus import Batch
 
-    width = max(len(r.data) for r in rows)
-    tokens = np.full((len(rows), width), PAD, dtype=np.int64)  # (B, T)
-    levels = np.zeros((len(rows), width), dtype=np.uint8)  # (B, T)
-    targets = np.full((len(rows), width), IGNORE, dtype=np.int64)  # (B, T)
-    for r, row in enumerate(rows):
-        e = _encode(stack, row.data)  # (n + 1,) BOS + bytes
-        n = len(row.data)
-        tokens[r, :n] = e.tokens[:-1]
+    width = max(len(p.encoded) - 1 for p in pairs)
+    tokens = np.full((len(pairs), width), PAD, dtype=np.int64)  # (B, T)
+    levels = np.zeros((len(pairs), width), dtype=np.uint8)  # (B, T)
+    targets = np.full((len(pairs), width), IGNORE, dtype=np.int64)  # (B, T)
+    for r, pair in enumerate(pairs):
+        e = pair.encoded  # (n + 1,) BOS + the row's ids
+        n = len(e) - 1
+        ids = e.tokens
+        tokens[r, :n] = ids[:-1]
         levels[r, :n] = e.levels[:-1]
-        targets[r, n - row.scored : n] = e.tokens[n - row.scored + 1 :]
+        targets[r, n - pair.scored : n] = ids[n - pair.scored + 1 :]
     return Batch(tokens, levels, targets)
 
 
@@ -166,23 +141,29 @@ def _chunks(order: Sequence[int], size: int) -> list[list[int]]:
 
 
 def score_continuations(
-    model: Any, pairs: Sequence[tuple[bytes, bytes]], *, limit: int, batch_size: int = 8
+    model: Any,
+    pairs: Sequence[tuple[bytes, bytes]],
+    *,
+    limit: int,
+    batch_size: int = 8,
+    encoding: Encoding | None = None,
 ) -> list[Scored]:
     """The log-probability of each continuation after its context (``loglikelihood``), in the
-    order given; rows of at most ``limit`` bytes after BOS, batched longest first."""
-    stack = model.spec.splitter_stack()
-    rows = [_continuation_row(c, x, limit) for c, x in pairs]
+    order given; rows of at most ``limit`` positions after BOS, batched longest first.
+    ``encoding``: how the model reads (default: its spec's splitters)."""
+    encoding = encoding if encoding is not None else splitter_encoding(model.spec)
+    rows = [encoding.pair(c, x, limit) for c, x in pairs]
     out: list[Scored | None] = [None] * len(rows)
     todo = [i for i, r in enumerate(rows) if r.scored > 0]
     for i, r in enumerate(rows):
         if r.scored == 0:  # nothing to score: log 1, trivially greedy
             out[i] = Scored(0.0, True, r.dropped, r.continuation_dropped)
-    order = sorted(todo, key=lambda i: -len(rows[i].data))
+    order = sorted(todo, key=lambda i: -len(rows[i].encoded))
     was_training = model.training
     model.eval()
     try:
         for chunk in _chunks(order, batch_size):
-            logprob, greedy = _forward_scores(model, _row_batch([rows[i] for i in chunk], stack))
+            logprob, greedy = _forward_scores(model, _row_batch([rows[i] for i in chunk]))
             for i, lp, g in zip(chunk, logprob, greedy):
                 out[i] = Scored(lp, g, rows[i].dropped, rows[i].continuation_dropped)
     finally:
@@ -190,15 +171,19 @@ def score_continuations(
     return out  # type: ignore[return-value]
 
 
-def score_documents(model: Any, texts: Sequence[bytes], *, context: int, batch_size: int = 8) -> list[float]:
+def score_documents(
+    model: Any, texts: Sequence[bytes], *, context: int, batch_size: int = 8, encoding: Encoding | None = None
+) -> list[float]:
     """The log-likelihood (nats) of each text's bytes as a document, BOS first, in the windows of
     ``aunet eval`` (``evaluation_rows``), the EOS not scored (``loglikelihood_rolling``). Windows
     of every document are batched together."""
     from aunet.jobs.data.corpus import evaluation_rows
     from aunet.jobs.inference.evaluate import _join
 
-    stack = model.spec.splitter_stack()
-    windows = [(d, row) for d, text in enumerate(texts) for row in evaluation_rows([_encode(stack, text)], context)]
+    encoding = encoding if encoding is not None else splitter_encoding(model.spec)
+    windows = [
+        (d, row) for d, text in enumerate(texts) for row in evaluation_rows([encoding.encode(text, eos=False)], context)
+    ]
     totals = [0.0] * len(texts)
     was_training = model.training
     model.eval()
@@ -243,6 +228,7 @@ class _Adapter:
         max_bytes: int | None = None,
         decode_threads: int | str | None = "auto",
         max_batch_size: int | None = None,
+        encoding: Encoding | None = None,
     ) -> None:
         super().__init__()
         if (ckpt is None) == (model is None):
@@ -253,12 +239,9 @@ class _Adapter:
 
             self.run = load_run(ckpt, device=device)
             model = self.run.model
-        where = f"checkpoint {self.run.checkpoint}" if self.run is not None else "this model"
-        if getattr(model, "tokenizer", None) is not None or model.spec.model.bpe:
-            raise InputError(
-                f"aunet harness scores bytes; {where} is a BPE baseline (model.bpe = true), "
-                "which the adapter does not support"
-            )
+        # How the model reads: its run's encoding (bytes and levels, or a BPE run's tokens), or
+        # for a model given alone, its spec's splitters (a BPE model needs its run: ckpt=DIR).
+        self.encoding = encoding or (self.run.encoding if self.run is not None else splitter_encoding(model.spec))
         self.model = model
         self.spec = model.spec
         self.context = self.spec.model.context  # positions per row, BOS included
@@ -277,7 +260,9 @@ class _Adapter:
     def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
         """(sum of the continuation bytes' log-probabilities, all greedy) per request."""
         pairs = [(_utf8(r.args[0]), _utf8(r.args[1])) for r in requests]
-        scored = score_continuations(self.model, pairs, limit=self.context, batch_size=self.batch_size)
+        scored = score_continuations(
+            self.model, pairs, limit=self.context, batch_size=self.batch_size, encoding=self.encoding
+        )
         cut = [s.dropped for s in scored if s.dropped]
         self._count(cut, len(requests), "loglikelihood", kept=self.context)
         whole = sum(1 for s in scored if s.continuation_dropped)
@@ -298,7 +283,9 @@ class _Adapter:
     def loglikelihood_rolling(self, requests: list[Any]) -> list[float]:
         """The log-likelihood (nats) of each whole text, BOS + bytes, EOS not scored."""
         texts = [_utf8(r.args[0]) for r in requests]
-        results = score_documents(self.model, texts, context=self.context, batch_size=self.batch_size)
+        results = score_documents(
+            self.model, texts, context=self.context, batch_size=self.batch_size, encoding=self.encoding
+        )
         for r, res in zip(requests, results):
             self.cache_hook.add_partial("loglikelihood_rolling", r.args, res)
         return results
@@ -363,7 +350,15 @@ class _Adapter:
                 threads = default_decode_threads(len(chunk), self._device)
             with warnings.catch_warnings():  # decode warns per row; one summary below instead
                 warnings.simplefilter("ignore", RuntimeWarning)
-                decoded = decode(self.model, [prompts[i] for i in chunk], n, choose=choose, stop=stops, threads=threads)
+                decoded = decode(
+                    self.model,
+                    [prompts[i] for i in chunk],
+                    n,
+                    choose=choose,
+                    encoding=self.encoding,
+                    stop=stops,
+                    threads=threads,
+                )
             cut += [t for t in decoded.truncated if t]
             for i, new in zip(chunk, decoded.new_bytes):
                 out[i] = cut_at_stop(new, stops).decode("utf-8", errors="replace")
@@ -378,7 +373,7 @@ class _Adapter:
         self.truncated_bytes += sum(cut)
         warnings.warn(
             f"{len(cut)} of {total} {kind} requests are longer than the model's context "
-            f"({self.context} positions with BOS); kept their last {kept:,} bytes, dropped "
+            f"({self.context} positions with BOS); kept their last {kept:,} {self.encoding.unit}, dropped "
             f"{sum(cut):,} bytes from the left in all",
             RuntimeWarning,
             stacklevel=3,
@@ -399,7 +394,8 @@ class _Adapter:
 
     @property
     def tokenizer_name(self) -> str:
-        return "aunet-bytes"  # fingerprints lm-eval's request caches: UTF-8 bytes, no tokenizer
+        # Fingerprints lm-eval's request caches: UTF-8 bytes (no tokenizer), or a BPE run's tokens.
+        return f"aunet-{self.encoding.name}"
 
 
 def _checked_gen_kwargs(gen_kwargs: Any) -> dict[str, Any]:

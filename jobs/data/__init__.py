@@ -1,2 +1,3 @@
 """Data: corpora read whole (``corpus``) or streamed (``streaming``), the text a run trains on
-(``source``), and the BPE baseline's tokenizer (``bpe``)."""
+(``source``), which encoding a run reads with (``encodings``), and the BPE baseline's tokenizer and
+encoding (``bpe``)."""

@@ -20,8 +20,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
+from aunet.core.encoding import Encoded, Encoding, IdStream, Pair, Piece, Prompt
 from aunet.core.errors import InputError
 from aunet.core.tokens import BOS, EOS, PAD, VOCAB_SIZE
 
@@ -194,7 +196,66 @@ def embedded_bytes_per_token(vocab_size: int) -> float:
 
 def with_bytes_per_token(spec: Any, measured: float) -> Any:
     """A BPE spec with its bytes per token filled in (and so its FLOPs per byte)."""
-    import attrs
-
     tokenizer = attrs.evolve(spec.model.tokenizer, bytes_per_token=measured)
     return attrs.evolve(spec, model=attrs.evolve(spec.model, tokenizer=tokenizer))
+
+
+class _TokenStream(IdStream):
+    def __init__(self, tokenizer: BpeTokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def push(self, token: int) -> Piece:
+        return Piece(self.tokenizer.bytes_of(token), 0)
+
+
+@attrs.frozen(eq=False)
+class BpeEncoding(Encoding):
+    """The BPE baseline's input: BOS + the tokenizer's ids (+ EOS), int32, every position at
+    level 0. ``bytes_per_position`` is the run's measured bytes per token (its spec records it)."""
+
+    tokenizer: BpeTokenizer
+    bytes_per_position: float  # type: ignore[misc]
+
+    name = "bpe"
+    unit = "tokens"
+    depth = 0
+
+    @property
+    def id_count(self) -> int:  # type: ignore[override]
+        return len(self.tokenizer.token_bytes)
+
+    @classmethod
+    def of(cls, tokenizer: BpeTokenizer, spec: Any) -> BpeEncoding:
+        """The encoding of a BPE run whose ``spec`` records its measured bytes per token."""
+        return cls(tokenizer, spec.model.bytes_per_position)
+
+    def saved(self) -> dict[str, Any]:
+        return json.loads(self.tokenizer.to_json())
+
+    def encode(self, data: bytes, *, eos: bool = True) -> Encoded:
+        ids = np.asarray(self.tokenizer.encode(data), dtype=np.int32)
+        return Encoded(ids, np.zeros(len(ids) + 1 + eos, dtype=np.uint8), eos)
+
+    def covered(self, ids: np.ndarray) -> int:
+        return int(self.tokenizer.lengths[ids].sum())
+
+    def target_bytes(self, targets: np.ndarray) -> int:
+        return int(self.tokenizer.lengths[targets[targets >= 0]].sum())
+
+    def prompt(self, data: bytes, limit: int) -> Prompt:
+        encoded = self.tokenizer.encode(data).astype(np.int64)
+        ids = encoded[-limit:] if len(encoded) > limit else encoded
+        dropped = int(self.tokenizer.lengths[encoded[: len(encoded) - len(ids)]].sum())
+        return Prompt(ids, np.zeros(len(ids), dtype=np.uint8), dropped, _TokenStream(self.tokenizer))
+
+    def pair(self, context: bytes, continuation: bytes, limit: int) -> Pair:
+        # Encoded apart, as lm-evaluation-harness does for a tokenizer: the continuation's own
+        # tokens are scored, whatever merges would have crossed the seam.
+        head = self.tokenizer.encode(context)
+        tail = self.tokenizer.encode(continuation)
+        ids = np.concatenate([head, tail]).astype(np.int32)
+        kept = ids[-limit:] if len(ids) > limit else ids
+        dropped = int(self.tokenizer.lengths[ids[: len(ids) - len(kept)]].sum())
+        cut_tail = tail[: max(0, len(tail) - limit)]
+        encoded = Encoded(kept, np.zeros(len(kept) + 1, dtype=np.uint8), eos=False)
+        return Pair(encoded, min(len(tail), limit), dropped, int(self.tokenizer.lengths[cut_tail].sum()))

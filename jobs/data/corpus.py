@@ -35,9 +35,9 @@ from typing import Any
 import attrs
 import numpy as np
 
+from aunet.core.encoding import Encoded, Encoding
 from aunet.core.errors import InputError
-from aunet.core.levels import SplitterStack
-from aunet.core.tokens import BOS, EOS, IGNORE, PAD
+from aunet.core.tokens import BOS, IGNORE, PAD
 
 VALIDATION_EVERY = 10  # document i is validation iff i % 10 == 9
 EMBEDDED = "en_web"
@@ -88,7 +88,7 @@ COMPRESSIONS = (".gz", ".xz", ".bz2", ".zst")
 
 
 #: What a corpus held in memory costs at its peak, per byte of its text: the text itself, one
-#: level per byte, and the splitting of one document at a time (``document_levels``); the data
+#: level per byte, and the splitting of one document at a time (``SplitterEncoding.levels_into``); the data
 #: is never copied into per-epoch streams (``Packer`` reads rows from the documents in place).
 MEMORY_PER_BYTE = 3
 
@@ -402,110 +402,9 @@ def fingerprint_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str
 # -- packing -----------------------------------------------------------------------------------
 
 
-#: Documents up to this size are split in one vectorized call (33 to 51 MB/s here, about 10 to 54
-#: bytes of memory per byte for a moment); longer ones go through the stack's streaming machine in
-#: chunks (12 MB/s; the same levels, a splitter's two forms agree), so the memory splitting takes
-#: stays under 60 MB whatever a document's size.
-LEVEL_BATCH_BYTES = 1 << 20
-LEVEL_CHUNK_BYTES = 256 << 10
-
-
-@attrs.frozen(eq=False)
-class Encoded:
-    """One document as the model reads it: BOS, ``body`` (its bytes, uint8, a view of the
-    document's own bytes: no copy; or a BPE model's ids), then EOS unless ``eos`` is off.
-    ``levels`` (uint8) has one level per position, BOS and EOS included."""
-
-    body: np.ndarray
-    levels: np.ndarray
-    eos: bool = True
-
-    def __len__(self) -> int:
-        return len(self.body) + 1 + self.eos
-
-    @property
-    def tokens(self) -> np.ndarray:
-        """(N,) token ids, BOS first (a new array; ``write`` copies a range without it)."""
-        out = np.empty(len(self), dtype=_token_dtype(self.body))
-        self.write(0, len(self), out)
-        return out
-
-    def write(self, start: int, stop: int, tokens: np.ndarray, levels: np.ndarray | None = None) -> None:
-        """Positions ``start:stop`` of the document into ``tokens`` (and ``levels``)."""
-        n = len(self.body)
-        if levels is not None:
-            levels[: stop - start] = self.levels[start:stop]
-        i, j = start, 0
-        if i == 0 and stop > 0:
-            tokens[0] = BOS
-            i, j = 1, 1
-        hi = min(stop, n + 1)
-        if hi > i:
-            tokens[j : j + hi - i] = self.body[i - 1 : hi - 1]
-            j += hi - i
-            i = hi
-        if i < stop:  # the EOS
-            tokens[j] = EOS
-
-
-def _token_dtype(body: np.ndarray) -> Any:
-    return np.int16 if body.dtype == np.uint8 else np.int32
-
-
-def document_levels(stack: SplitterStack, data: bytes, out: np.ndarray) -> None:
-    """The (len(data),) levels of one document into ``out``, in bounded memory (``LEVEL_BATCH_BYTES``)."""
-    if len(data) <= LEVEL_BATCH_BYTES:
-        out[:] = stack.levels(data)
-        return
-    stream = stack.stream()
-    for i in range(0, len(data), LEVEL_CHUNK_BYTES):
-        out[i : i + LEVEL_CHUNK_BYTES] = stream.feed(data[i : i + LEVEL_CHUNK_BYTES])
-
-
-def encode_document(doc: Document, stack: Any, *, eos: bool = True) -> Encoded:
-    """BOS + bytes (+ EOS) with their levels (BOS at the top level, EOS at 0). ``stack`` may also
-    be a ``TokenEncoding`` (the BPE baseline): BOS + the tokenizer's ids (+ EOS), every level 0."""
-    if isinstance(stack, TokenEncoding):
-        return stack.encode(doc, eos=eos)
-    body = np.frombuffer(doc.data, dtype=np.uint8)  # (N,) a view of the document's bytes
-    levels = np.empty(len(body) + 1 + eos, dtype=np.uint8)  # (N + 2,)
-    levels[0] = stack.depth
-    document_levels(stack, doc.data, levels[1 : len(body) + 1])
-    if eos:
-        levels[-1] = 0
-    return Encoded(body, levels, eos)
-
-
-def encode_documents(docs: Sequence[Document], stack: Any) -> list[Encoded]:
-    """``encode_document`` of every document (the splitting is done here, once)."""
-    return [encode_document(d, stack) for d in docs]
-
-
-def model_encoding(model: Any) -> Any:
-    """How ``model`` reads documents: its BPE tokenizer's ``TokenEncoding`` or its splitters."""
-    tokenizer = getattr(model, "tokenizer", None)
-    return TokenEncoding(tokenizer) if tokenizer is not None else model.spec.splitter_stack()
-
-
-class TokenEncoding:
-    """What ``encode_documents`` takes in place of a splitter stack for a BPE model: documents
-    become BOS + the tokenizer's ids + EOS (int32), every level 0. ``lengths[i]``: the bytes id i
-    covers, which is what bits per byte and bytes/s count."""
-
-    depth = 0
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.lengths = tokenizer.lengths
-
-    def encode(self, doc: Document, *, eos: bool = True) -> Encoded:
-        ids = np.asarray(self.tokenizer.encode(doc.data), dtype=np.int32)
-        return Encoded(ids, np.zeros(len(ids) + 1 + eos, dtype=np.uint8), eos)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TokenEncoding) and other.tokenizer is self.tokenizer
-
-    __hash__ = object.__hash__
+def encode_documents(docs: Sequence[Document], encoding: Encoding) -> list[Encoded]:
+    """Every document as ``encoding`` reads it (the splitting is done here, once)."""
+    return [encoding.encode(d.data) for d in docs]
 
 
 @attrs.frozen
@@ -579,7 +478,7 @@ class Packed:
         lengths = np.fromiter((len(encoded[i]) for i in order), dtype=np.int64, count=len(order))
         self.starts = np.concatenate([[0], np.cumsum(lengths)])  # (D + 1,) where each document starts
         self.total = int(self.starts[-1])
-        self.dtype = _token_dtype(encoded[order[0]].body) if len(order) else np.int16
+        self.dtype = encoded[order[0]].dtype if len(order) else np.int16
 
     def read(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(count,) tokens and levels of positions ``start:start + count`` (fewer at the end)."""
@@ -601,9 +500,9 @@ class Packed:
 class Packer:
     """Rows of ``context`` positions from the training documents, in a reproducible order."""
 
-    def __init__(self, encoded: Sequence[Encoded], context: int, seed: int, lengths: np.ndarray | None = None) -> None:
+    def __init__(self, encoded: Sequence[Encoded], context: int, seed: int, encoding: Encoding | None = None) -> None:
         self.encoded = list(encoded)
-        self.lengths = lengths
+        self.encoding = encoding
         self.context = context
         self.seed = seed
         self.total = sum(len(e) for e in self.encoded)
@@ -638,7 +537,7 @@ class Packer:
             targets.append(nxt)
             row += 1
         tokens = np.stack(tokens)
-        covered = int(self.lengths[tokens].sum()) if self.lengths is not None else None
+        covered = self.encoding.covered(tokens) if self.encoding is not None else None
         return Batch(tokens, np.stack(levels), np.stack(targets), covered), Position(epoch, row)
 
 
@@ -647,9 +546,15 @@ class TrainingData:
     and the position that a checkpoint stores to resume it exactly."""
 
     def __init__(
-        self, encoded: Sequence[Encoded], *, context: int, batch_size: int, seed: int, lengths: np.ndarray | None = None
+        self,
+        encoded: Sequence[Encoded],
+        *,
+        context: int,
+        batch_size: int,
+        seed: int,
+        encoding: Encoding | None = None,
     ) -> None:
-        self.packer = Packer(encoded, context, seed, lengths)
+        self.packer = Packer(encoded, context, seed, encoding)
         self.batch_size = batch_size
         self.position = Position()
 
@@ -674,7 +579,7 @@ def evaluation_rows(encoded: Sequence[Encoded], context: int, limit_bytes: int |
         if budget is not None:
             n = min(n, budget)
             budget -= n
-        dtype = _token_dtype(e.body)
+        dtype = e.dtype
         for start in range(0, n, context):
             end = min(start + context, n)
             width = end - start

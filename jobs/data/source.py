@@ -12,17 +12,16 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aunet.core.levels import SplitterStack
+from aunet.core.encoding import Encoded, Encoding
 from aunet.core.spec import DataSpec, Streaming
 from aunet.jobs.data.corpus import (
     Corpus,
-    Encoded,
     TrainingData,
     encode_documents,
     load_corpus,
     xz_bits_per_byte,
 )
-from aunet.jobs.data.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, encode, validation_documents
+from aunet.jobs.data.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, validation_documents
 
 #: ``stream = "auto"`` streams folders and files larger than this on disk.
 AUTO_STREAM_BYTES = 256 << 20
@@ -56,34 +55,30 @@ class MemoryText:
         self.path = corpus.path
         self.fingerprint = corpus.fingerprint
         self.notices = corpus.notices
-        self._encoded: tuple[SplitterStack, list[Encoded], list[Encoded]] | None = None
+        self._encoded: tuple[Encoding, list[Encoded], list[Encoded]] | None = None
 
-    def _encode(self, stack: SplitterStack) -> tuple[list[Encoded], list[Encoded]]:
-        if self._encoded is None or self._encoded[0] != stack:
+    def _encode(self, encoding: Encoding) -> tuple[list[Encoded], list[Encoded]]:
+        if self._encoded is None or self._encoded[0] != encoding:
             self._encoded = (
-                stack,
-                encode_documents(self.corpus.train, stack),
-                encode_documents(self.corpus.validation, stack),
+                encoding,
+                encode_documents(self.corpus.train, encoding),
+                encode_documents(self.corpus.validation, encoding),
             )
         return self._encoded[1], self._encoded[2]
 
     def has_validation(self) -> bool:
         return bool(self.corpus.validation)
 
-    def contraction_levels(self, stack: SplitterStack) -> Iterable[Any]:
-        return (d.levels for d in self._encode(stack)[0])
+    def contraction_levels(self, encoding: Encoding) -> Iterable[Any]:
+        return (d.levels for d in self._encode(encoding)[0])
 
-    def training(self, stack: SplitterStack, *, context: int, batch_size: int, seed: int) -> TrainingData:
+    def training(self, encoding: Encoding, *, context: int, batch_size: int, seed: int) -> TrainingData:
         return TrainingData(
-            self._encode(stack)[0],
-            context=context,
-            batch_size=batch_size,
-            seed=seed,
-            lengths=getattr(stack, "lengths", None),
+            self._encode(encoding)[0], context=context, batch_size=batch_size, seed=seed, encoding=encoding
         )
 
-    def validation(self, stack: SplitterStack, limit_bytes: int | None = None) -> list[Encoded]:
-        return self._encode(stack)[1]
+    def validation(self, encoding: Encoding, limit_bytes: int | None = None) -> list[Encoded]:
+        return self._encode(encoding)[1]
 
     def xz_bpb(self, limit_bytes: int | None = None) -> float:
         return xz_bits_per_byte(self.corpus.validation_bytes[:limit_bytes])
@@ -105,28 +100,28 @@ class StreamedText:
     def has_validation(self) -> bool:
         return next(iter(validation_documents(self.stream_source, 1)), None) is not None
 
-    def contraction_levels(self, stack: SplitterStack) -> Iterator[Any]:
+    def contraction_levels(self, encoding: Encoding) -> Iterator[Any]:
         size = 0
         for _, _, _, number, doc in self.stream_source.documents():
             if number % 10 == 9 or not doc.data:
                 continue
-            yield encode(doc, stack).levels
+            yield encoding.encode(doc.data).levels
             size += len(doc.data)
             if size >= CONTRACTION_SAMPLE_BYTES:
                 return
 
-    def training(self, stack: SplitterStack, *, context: int, batch_size: int, seed: int) -> StreamingData:
+    def training(self, encoding: Encoding, *, context: int, batch_size: int, seed: int) -> StreamingData:
         return StreamingData(
             self.stream_source,
-            stack,
+            encoding,
             context=context,
             batch_size=batch_size,
             seed=seed,
             buffer_bytes=self.config.buffer_bytes,
         )
 
-    def validation(self, stack: SplitterStack, limit_bytes: int | None = None) -> Iterator[Encoded]:
-        return (encode(doc, stack) for doc in validation_documents(self.stream_source, limit_bytes))
+    def validation(self, encoding: Encoding, limit_bytes: int | None = None) -> Iterator[Encoded]:
+        return (encoding.encode(doc.data) for doc in validation_documents(self.stream_source, limit_bytes))
 
     def xz_bpb(self, limit_bytes: int | None = None) -> float:
         compressor = lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)

@@ -45,18 +45,16 @@ from typing import IO, Any
 import attrs
 import numpy as np
 
+from aunet.core.encoding import Encoded, Encoding
 from aunet.core.errors import InputError
-from aunet.core.levels import SplitterStack
 from aunet.core.tokens import BOS, IGNORE
 from aunet.jobs.data.corpus import (
     COMPRESSIONS,
     VALIDATION_EVERY,
     Batch,
     Document,
-    Encoded,
     Packed,
     _record_document,
-    encode_document,
     parquet_records,
     parse_json_line,
 )
@@ -309,10 +307,6 @@ def is_validation(number: int) -> bool:
     return number % VALIDATION_EVERY == VALIDATION_EVERY - 1
 
 
-def encode(doc: Document, stack: SplitterStack) -> Encoded:
-    return encode_document(doc, stack)
-
-
 def validation_documents(source: StreamSource, limit_bytes: int | None = None) -> Iterator[Document]:
     """The validation documents in stream order, until ``limit_bytes`` are reached."""
     total = 0
@@ -329,10 +323,17 @@ class StreamingData:
     """The trainer's data stream over a streamed corpus (``TrainingData``'s interface)."""
 
     def __init__(
-        self, source: StreamSource, stack: SplitterStack, *, context: int, batch_size: int, seed: int, buffer_bytes: int
+        self,
+        source: StreamSource,
+        encoding: Encoding,
+        *,
+        context: int,
+        batch_size: int,
+        seed: int,
+        buffer_bytes: int,
     ) -> None:
         self.source = source
-        self.stack = stack
+        self.encoding = encoding
         self.context = context
         self.batch_size = batch_size
         self.seed = seed
@@ -357,7 +358,7 @@ class StreamingData:
                 break
             if is_validation(number) or not doc.data:
                 continue
-            docs.append(encode(doc, self.stack))
+            docs.append(self.encoding.encode(doc.data))
             size += len(doc.data)
             self.documents_read += 1
         if not docs:
@@ -421,7 +422,8 @@ class StreamingData:
             rows_t.append(tokens[:-1])
             rows_l.append(levels[:-1])
             rows_y.append(targets)
-        return Batch(np.stack(rows_t), np.stack(rows_l), np.stack(rows_y))
+        tokens = np.stack(rows_t)
+        return Batch(tokens, np.stack(rows_l), np.stack(rows_y), self.encoding.covered(tokens))
 
     def state_dict(self) -> dict[str, Any]:
         return {**attrs.asdict(self.position), "carry": list(self.carry) if self.carry is not None else None}

@@ -47,8 +47,7 @@ class Budget:
 def bytes_per_step(spec: Spec) -> float:
     """Bytes one optimizer step reads: rows x positions, times bytes per token for BPE."""
     t = spec.train
-    per_position = (spec.model.tokenizer.bytes_per_token or 1.0) if spec.model.bpe else 1.0
-    return t.batch_size * t.grad_accum * spec.model.context * per_position
+    return t.batch_size * t.grad_accum * spec.model.context * spec.model.bytes_per_position
 
 
 def _prepared(spec: Spec, data: str | Path | None) -> Spec:
@@ -197,7 +196,7 @@ def _evaluate_run(
     """A finished run's row and curve, evaluated on the validation split (kept in ``compare-row.json``
     beside the run, so a resumed report reads it instead of evaluating again)."""
     from aunet.core.accounting import account
-    from aunet.jobs.data.corpus import encode_documents, model_encoding
+    from aunet.jobs.data.corpus import encode_documents
     from aunet.jobs.inference.evaluate import evaluate
     from aunet.jobs.runs import checkpoint
     from aunet.jobs.runs.directory import load_run
@@ -212,8 +211,8 @@ def _evaluate_run(
     if isinstance(saved, dict) and saved.get("checkpoint") == newest and isinstance(saved.get("row"), dict):
         return saved["row"], saved["curve"]
     loaded = load_run(run_dir, device=device)
-    documents = encode_documents(corpus.validation, model_encoding(loaded.model))
-    result = evaluate(loaded.model, documents, context=loaded.spec.model.context, batch_size=8)
+    documents = encode_documents(corpus.validation, loaded.encoding)
+    result = evaluate(loaded.model, loaded.encoding, documents, context=loaded.spec.model.context, batch_size=8)
     sizes = account(loaded.spec, documents=[len(d.data) for d in corpus.train])
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     state = checkpoint.read_trainer_json(loaded.checkpoint)  # the last step's counters, logged or not
@@ -235,13 +234,13 @@ def _evaluate_run(
         "run": str(run_dir),
     }
     # The curve's last point: the finished run on the same first bytes as the turns' evaluations.
-    per_position = (loaded.spec.model.tokenizer.bytes_per_token or 1.0) if loaded.spec.model.bpe else 1.0
     head = evaluate(
         loaded.model,
+        loaded.encoding,
         documents,
         context=loaded.spec.model.context,
         batch_size=8,
-        limit_bytes=math.ceil(curve_bytes / per_position),
+        limit_bytes=math.ceil(curve_bytes / loaded.encoding.bytes_per_position),
     )
     curve = _curve(records, per_byte) + [
         {"step": loaded.step, "flops": per_byte * last["bytes_seen"], "seconds": last["elapsed_s"], "val_bpb": head.bpb}

@@ -17,8 +17,9 @@ from typing import Any
 import attrs
 import numpy as np
 
+from aunet.core.encoding import Encoded, Encoding
 from aunet.core.tokens import IGNORE
-from aunet.jobs.data.corpus import Batch, Encoded, evaluation_rows
+from aunet.jobs.data.corpus import Batch, evaluation_rows
 
 
 @attrs.frozen
@@ -79,6 +80,7 @@ def _row_count(encoded: Iterable[Encoded], context: int, limit_bytes: int | None
 
 def evaluate(
     model,
+    encoding: Encoding,
     encoded: Iterable[Encoded],
     *,
     context: int,
@@ -87,8 +89,8 @@ def evaluate(
     autocast: Any = None,
     progress: Any = None,
 ) -> EvalResult:
-    """Bits per byte of ``model`` on the encoded validation documents (a list, or any iterable:
-    a stream is read lazily), on the model's device.
+    """Bits per byte of ``model`` on the validation documents that ``encoding`` encoded (a list,
+    or any iterable: a stream is read lazily), on the model's device.
 
     Each row holds one document's window, so attention needs no document mask, and the levels'
     sizes (every boundary kept) are computed on the host; the totals stay on the device until the
@@ -99,8 +101,6 @@ def evaluate(
     import torch
 
     device = next(model.parameters()).device
-    tokenizer = getattr(model, "tokenizer", None)
-    lengths = tokenizer.lengths if tokenizer is not None else None
     total_rows = _row_count(encoded, context, limit_bytes)
     total = -(-total_rows // batch_size) if total_rows is not None else None
     nats = torch.zeros((), dtype=torch.float64, device=device)
@@ -113,10 +113,7 @@ def evaluate(
     try:
         with torch.no_grad(), autocast or contextlib.nullcontext():
             for done, batch in enumerate(_batches(evaluation_rows(encoded, context, limit_bytes), batch_size), start=1):
-                if lengths is None:
-                    n_bytes += int(((batch.targets >= 0) & (batch.targets < 256)).sum())
-                else:  # tokens: the bytes each predicted token stands for
-                    n_bytes += int(lengths[batch.targets[batch.targets >= 0]].sum())
+                n_bytes += encoding.target_bytes(batch.targets)
                 positions += int((batch.targets != IGNORE).sum())
                 tokens, levels, targets = batch.tensors(device)
                 out = model(tokens, levels, targets, capacity=batch.capacity(model.depth), doc_mask=False)

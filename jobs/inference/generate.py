@@ -9,19 +9,19 @@ obviously correct, quadratic; the benchmark's baseline.
 
 from __future__ import annotations
 
+import enum
 import json
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-import numpy as np
 import torch
 from torch import Tensor
 
 from aunet.core.decoding import new_state, prefill, step
+from aunet.core.encoding import Encoding, splitter_encoding
 from aunet.core.errors import InputError
-from aunet.core.levels import LevelStream
 from aunet.core.tokens import BOS, EOS, PAD
 from aunet.jobs.runtime.devices import threads as thread_count
 from aunet.jobs.runtime.files import input_file
@@ -65,72 +65,68 @@ class Decoded:
     levels: list[list[int]] = attrs.Factory(list)  # per row, each new byte's predicted level (keep_logits)
 
 
+class LevelSource(enum.Enum):
+    """Where a new position's level comes from while decoding."""
+
+    SPLITTER = "splitter"  # the encoding (a byte model's streaming splitters)
+    PREDICTED = "predicted"  # the model's level head
+
+
 def decode(
     model: Any,
     prompts: Sequence[bytes],
     max_new_bytes: int,
     *,
     choose: Callable[[Tensor], Tensor],
+    encoding: Encoding | None = None,
     stop: Sequence[bytes] = (),
     on_bytes: Callable[[int, bytes], None] | None = None,
     keep_logits: bool = False,
     threads: int | None = None,
-    levels: str = "splitter",
+    levels: LevelSource | str = LevelSource.SPLITTER,
 ) -> Decoded:
-    """Prefill, then pick and append one byte per row at a time with ``choose`` ((B, V) logits ->
-    (B,) ids) until EOS, a stop sequence or ``max_new_bytes``. ``threads``: torch threads for the
-    decoding steps (None leaves the process's setting alone). Memory stays bounded by the model's
-    context whatever ``max_new_bytes`` is. ``levels``: where new bytes' levels come from, the
-    streaming ``splitter`` or the model's level head (``predicted``: the argmax of its logits at
-    the position that chose the byte; the prompt's levels still come from the splitters)."""
+    """Prefill, then pick and append one id per row at a time with ``choose`` ((B, V) logits ->
+    (B,) ids) until EOS, a stop sequence or ``max_new_bytes``. ``encoding``: how the model reads
+    (default: its spec's splitters; a BPE model needs its run's, ``load_run(DIR).encoding``).
+    ``threads``: torch threads for the decoding steps (None leaves the process's setting alone).
+    Memory stays bounded by the model's context whatever ``max_new_bytes`` is. ``levels``: where
+    new positions' levels come from, the ``encoding`` or the model's level head (``predicted``:
+    the argmax of its logits at the position that chose the byte; the prompt's levels still come
+    from the encoding)."""
     if max_new_bytes < 0:
         raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
-    predicted = check_levels_source(model, levels)
+    predicted = check_levels_source(model, levels) is LevelSource.PREDICTED
     spec = model.spec
+    encoding = encoding if encoding is not None else splitter_encoding(spec)
     device = next(model.parameters()).device
     limit = spec.model.context - 1  # prompt positions after BOS
-    tokenizer = getattr(model, "tokenizer", None)  # the BPE baseline's; None for byte models
-    if tokenizer is None:
-        truncated = tuple(max(0, len(p) - limit) for p in prompts)
-        prompts = [bytes(p[len(p) - limit :]) if len(p) > limit else bytes(p) for p in prompts]
-        ids = [np.frombuffer(p, dtype=np.uint8).astype(np.int64) for p in prompts]
-    else:
-        encoded = [tokenizer.encode(bytes(p)).astype(np.int64) for p in prompts]
-        ids = [e[-limit:] if len(e) > limit else e for e in encoded]
-        truncated = tuple(int(tokenizer.lengths[e[: len(e) - len(i)]].sum()) for e, i in zip(encoded, ids))
-    unit = "bytes" if tokenizer is None else "tokens"
-    for i, cut in enumerate(truncated):
-        if cut:
+    rows = [encoding.prompt(bytes(p), limit) for p in prompts]
+    for i, row in enumerate(rows):
+        if row.dropped:
             warnings.warn(
                 f"prompt {i} is longer than the model's context ({spec.model.context} positions with "
-                f"BOS); kept its last {limit:,} {unit}, dropped {cut:,} bytes",
+                f"BOS); kept its last {limit:,} {encoding.unit}, dropped {row.dropped:,} bytes",
                 RuntimeWarning,
                 stacklevel=3,
             )
-    b = len(prompts)
-    width = max(len(i) for i in ids) + 1
+    b = len(rows)
+    width = max(len(row.ids) for row in rows) + 1
     tokens = torch.full((b, width), PAD, dtype=torch.long)
     levels = torch.zeros((b, width), dtype=torch.uint8)
-    streams: list[LevelStream | None] = []
-    stack = spec.splitter_stack()
-    for r, prompt in enumerate(prompts):
-        tokens[r, 0] = BOS
-        levels[r, 0] = spec.depth
-        tokens[r, 1 : len(ids[r]) + 1] = torch.from_numpy(ids[r])
-        stream = stack.stream() if tokenizer is None else None
-        if prompt and stream is not None:
-            levels[r, 1 : len(prompt) + 1] = torch.from_numpy(stream.feed(prompt).copy())
-        streams.append(stream)
-    if tokenizer is not None:  # ids the tokenizer never made are never chosen
-        unused = len(tokenizer.token_bytes)
+    tokens[:, 0] = BOS
+    levels[:, 0] = spec.depth
+    for r, row in enumerate(rows):
+        tokens[r, 1 : len(row.ids) + 1] = torch.from_numpy(row.ids)
+        levels[r, 1 : len(row.ids) + 1] = torch.from_numpy(row.levels)
+    if encoding.id_count < model.vocab_size:  # ids the encoding never makes are never chosen
         choose_any = choose
 
         def choose(logits: Tensor) -> Tensor:
             logits = logits.clone()
-            logits[:, unused:] = float("-inf")
+            logits[:, encoding.id_count :] = float("-inf")
             return choose_any(logits)
 
-    lengths = torch.tensor([len(i) + 1 for i in ids], device=device)
+    lengths = torch.tensor([len(row.ids) + 1 for row in rows], device=device)
     # Memory is bounded by the context, however many bytes are asked for: every stage keeps at
     # most `context` positions (a ring). Up to the context the logits are the teacher-forced
     # forward's; past it each stage attends to its last `context` positions.
@@ -150,21 +146,15 @@ def decode(
                 guessed = state.level_logits.argmax(-1).tolist() if predicted else None
                 level = []
                 for r in range(b):
-                    if not alive[r]:
-                        level.append(0)
-                        continue
-                    if keep_logits:
+                    if alive[r] and keep_logits:
                         kept[r].append(logits[r].detach().clone())
-                    if chosen_ids[r] == EOS:
+                    if not alive[r] or chosen_ids[r] == EOS:
                         alive[r] = False
                         level.append(0)
                         continue
-                    if tokenizer is None:
-                        new = bytes((chosen_ids[r],))
-                        level.append(guessed[r] if guessed is not None else streams[r].push(chosen_ids[r]))
-                    else:
-                        new = tokenizer.bytes_of(chosen_ids[r])[: max_new_bytes - len(produced[r])]
-                        level.append(0)
+                    piece = rows[r].stream.push(chosen_ids[r])
+                    new = piece.data[: max_new_bytes - len(produced[r])]
+                    level.append(guessed[r] if guessed is not None else piece.level)
                     produced[r] += new
                     if keep_logits and guessed is not None:
                         kept_levels[r].append(guessed[r])
@@ -174,27 +164,30 @@ def decode(
                         alive[r] = False
                 if not any(alive):
                     break
-                fed = chosen.clamp(max=255) if tokenizer is None else torch.where(chosen == EOS, 0, chosen)
+                fed = torch.where(chosen == EOS, 0, chosen)  # an ended row's input is never read
                 logits = step(model, state, fed, level, alive)
     finally:
         model.train(was_training)
     calls = tuple(state.stage_calls)
+    truncated = tuple(row.dropped for row in rows)
     return Decoded([bytes(p) for p in produced], kept, calls[-1], calls, truncated, kept_levels)
 
 
-LEVEL_SOURCES = ("splitter", "predicted")
+LEVEL_SOURCES = tuple(source.value for source in LevelSource)
 
 
-def check_levels_source(model: Any, levels: str) -> bool:
-    """True for ``predicted``; a clear error for a model without a level head or an unknown name."""
-    if levels not in LEVEL_SOURCES:
-        raise ValueError(f"levels must be one of {', '.join(LEVEL_SOURCES)}, got {levels!r}")
-    if levels == "predicted" and getattr(model, "level_head", None) is None:
+def check_levels_source(model: Any, levels: LevelSource | str) -> LevelSource:
+    """The level source named; a clear error for a model without a level head or an unknown name."""
+    try:
+        levels = LevelSource(levels)
+    except ValueError:
+        raise ValueError(f"levels must be one of {', '.join(LEVEL_SOURCES)}, got {levels!r}") from None
+    if levels is LevelSource.PREDICTED and getattr(model, "level_head", None) is None:
         raise InputError(
             "levels = 'predicted' needs a model trained with a level head (model.level_loss > 0 in "
             "its spec); this one has none: use the splitters (--levels splitter)"
         )
-    return levels == "predicted"
+    return levels
 
 
 def _generator(model: Any, seed: int) -> torch.Generator:
@@ -222,7 +215,8 @@ def generate(
     stop: bytes | Sequence[bytes] | None = None,
     on_bytes: Callable[[int, bytes], None] | None = None,
     threads: int | None = None,
-    levels: str = "splitter",
+    levels: LevelSource | str = LevelSource.SPLITTER,
+    encoding: Encoding | None = None,
 ) -> list[bytes]:
     """The new bytes of each prompt (raw bytes; EOS ends a row and is not included).
 
@@ -241,6 +235,8 @@ def generate(
             process's setting; ``aunet generate`` uses one thread for a few rows on a CPU).
         levels: ``splitter`` (the spec's splitters decide each new byte's level) or
             ``predicted`` (the model's level head does; needs ``model.level_loss`` > 0).
+        encoding: how the model reads (``load_run(DIR).encoding``); by default its spec's
+            splitters, which is every byte model's. A BPE baseline needs its run's tokenizer.
     """
     _check(prompts, top_k, top_p)
     stops = [stop] if isinstance(stop, (bytes, bytearray)) else list(stop or [])
@@ -258,6 +254,7 @@ def generate(
         on_bytes=on_bytes,
         threads=threads,
         levels=levels,
+        encoding=encoding,
     ).new_bytes
 
 

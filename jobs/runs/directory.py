@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from aunet.core.encoding import Encoding
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec, parse_spec
 from aunet.jobs.runs import checkpoint
@@ -42,10 +43,11 @@ METRICS_FILE = "metrics.jsonl"
 
 @attrs.frozen
 class LoadedRun:
-    """A trained model, with the spec it was built from and where it came from."""
+    """A trained model, with the spec it was built from, how it reads text, and where it came from."""
 
     model: Any  # aunet.core.model.AUNet, in eval mode
     spec: Spec
+    encoding: Encoding  # what the model reads: bytes and their levels, or a BPE run's tokens
     step: int
     checkpoint: Path
     data: dict[str, Any] = attrs.field(factory=dict)  # the run's data record (``RunRecord``), if known
@@ -55,6 +57,7 @@ def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
     """The model of a checkpoint folder, or of a run directory's newest complete checkpoint, on
     ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a ``torch.device``)."""
     from aunet.core.model import build_model
+    from aunet.jobs.data.encodings import saved_encoding
     from aunet.jobs.runtime.devices import resolve_device
 
     device = resolve_device(device)
@@ -69,17 +72,10 @@ def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
         raise checkpoint.CheckpointError(
             f"checkpoint {ckpt} does not match its spec: {str(exc).splitlines()[0]}"
         ) from None
-    if spec.model.bpe:
-        from aunet.jobs.data.bpe import BpeTokenizer
-
-        if not isinstance(meta.get("tokenizer"), dict):
-            raise checkpoint.CheckpointError(
-                f"checkpoint {ckpt} is a BPE model's but records no tokenizer in its meta.json"
-            )
-        model.tokenizer = BpeTokenizer.from_json(json.dumps(meta["tokenizer"]), source=f"{ckpt}/meta.json")
+    encoding = saved_encoding(model.spec, meta, source=f"{ckpt}/meta.json")
     model.to(device).eval()
     data = meta.get("run") if isinstance(meta.get("run"), dict) else {}
-    return LoadedRun(model, model.spec, int(meta["step"]), ckpt, data)
+    return LoadedRun(model, model.spec, encoding, int(meta["step"]), ckpt, data)
 
 
 #: Times a reader follows a run that prunes the checkpoint it is reading (``keep = 1``).

@@ -45,8 +45,8 @@ from typing import IO, Any
 import attrs
 
 from aunet.core.contraction import contraction_of
+from aunet.core.encoding import Encoding
 from aunet.core.errors import AunetError, InputError
-from aunet.core.levels import SplitterStack
 from aunet.core.spec import (
     CheckpointSpec,
     EvalSpec,
@@ -58,7 +58,8 @@ from aunet.core.spec import (
     dump_spec,
     resolve_spec,
 )
-from aunet.jobs.data.corpus import TokenEncoding, fingerprint_changes
+from aunet.jobs.data.corpus import fingerprint_changes
+from aunet.jobs.data.encodings import TOKENIZER_FILE, training_encoding
 from aunet.jobs.data.source import training_text
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.runs.directory import RUN_FILE, SPEC_FILE, RunClaim, RunRecord, check_out, stamp, truncate_metrics
@@ -168,21 +169,22 @@ class Checkpointer:
         spec: Spec,
         record: RunRecord,
         world: World,
-        tokenizer: Any = None,
+        encoding: Encoding,
         last: Path | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.config = config
         self.world = world
         # A checkpoint is self-contained: the spec and the data record are in its meta.json too,
-        # and a BPE model's tokenizer (JSON, as everything aunet reads back).
+        # and what the encoding needs beyond it (a BPE model's tokenizer, JSON as everything aunet
+        # reads back).
         self.meta = {
             "spec_name": spec.name,
             "spec": dump_spec(spec),
             "run": {"data": record.data, "fingerprint": record.fingerprint},
         }
-        if tokenizer is not None:
-            self.meta["tokenizer"] = json.loads(tokenizer.to_json())
+        if (saved := encoding.saved()) is not None:
+            self.meta["tokenizer"] = saved
         self.last = last
         self.saved_step = int(last.name.split("-")[1]) if last else -1
 
@@ -336,16 +338,14 @@ class Evaluator:
     def __init__(
         self,
         text: Any,
-        stack: SplitterStack,
+        encoding: Encoding,
         config: EvalSpec,
         *,
         context: int,
         batch_size: int,
-        bytes_per_position: float = 1.0,
     ) -> None:
-        self.bytes_per_position = bytes_per_position  # budgets are in bytes, rows in positions
         self.text = text
-        self.stack = stack
+        self.encoding = encoding
         self.config = config
         self.context = context
         self.batch_size = config.batch_size or batch_size
@@ -366,11 +366,12 @@ class Evaluator:
         from aunet.jobs.inference.evaluate import evaluate
 
         # Every process evaluates the same rows (a sharded model needs all of them in each forward).
-        if limit_bytes is not None:
-            limit_bytes = math.ceil(limit_bytes / self.bytes_per_position)
+        if limit_bytes is not None:  # budgets are in bytes, rows in positions
+            limit_bytes = math.ceil(limit_bytes / self.encoding.bytes_per_position)
         return evaluate(
             trainer.model,
-            self.text.validation(self.stack, limit_bytes),
+            self.encoding,
+            self.text.validation(self.encoding, limit_bytes),
             context=self.context,
             batch_size=self.batch_size,
             limit_bytes=limit_bytes,
@@ -386,7 +387,7 @@ class Sampler:
         self.config = config
         self.seed = seed
 
-    def sample(self, model: Any) -> bytes | None:
+    def sample(self, model: Any, encoding: Encoding) -> bytes | None:
         from aunet.jobs.inference.generate import generate
         from aunet.jobs.runtime.devices import default_decode_threads
 
@@ -402,6 +403,7 @@ class Sampler:
                 model,
                 [self.config.prompt.encode()],
                 self.config.bytes,
+                encoding=encoding,
                 temperature=self.config.temperature,
                 top_k=self.config.top_k,
                 seed=self.seed,
@@ -596,15 +598,17 @@ def _train(
                 f"--resume: the data changed since the run started ({text.source}: {'; '.join(changes[:3])}"
                 f"{'; ...' if len(changes) > 3 else ''}); resume on the same data, or start a new run"
             )
-    stack = spec.splitter_stack()
     if not text.has_validation():
         raise InputError(f"the validation split of {text.source} is empty; give more text")
-    tokenizer = None
-    if spec.model.bpe:
-        tokenizer, spec = _bpe_tokenizer(start, run_dir, text, spec, progress)
-        stack = TokenEncoding(tokenizer)
+    encoding, spec = training_encoding(
+        spec,
+        None if text.streamed else text.corpus,
+        run_dir=run_dir,
+        meta=None if start.record is None else start.meta,
+        notify=progress.message,
+    )
     if start.record is None:
-        measured = contraction_of(text.contraction_levels(stack), spec.depth)
+        measured = contraction_of(text.contraction_levels(encoding), spec.depth)
         spec = stamp(resolve_spec(spec, contraction=measured))
     check_fits(spec, device)
     bfloat16 = use_bfloat16(t.precision, device)
@@ -615,7 +619,7 @@ def _train(
     ]
     if problems:
         raise InputError("\n".join(problems))
-    training_data = text.training(stack, context=spec.model.context, batch_size=t.batch_size, seed=t.seed)
+    training_data = text.training(encoding, context=spec.model.context, batch_size=t.batch_size, seed=t.seed)
 
     if world.main:
         checkpoint.check_writable(run_dir)
@@ -626,9 +630,8 @@ def _train(
     )
     torch.manual_seed(t.seed)
     model = build_model(spec, device=device)
-    model.tokenizer = tokenizer
-    if tokenizer is not None and world.main:
-        write_text(run_dir / TOKENIZER_FILE, tokenizer.to_json())
+    if (saved := encoding.saved()) is not None and world.main:
+        write_text(run_dir / TOKENIZER_FILE, json.dumps(saved))
     trainer = Trainer(spec, model, data=training_data, device=device, world=world)
     if start.checkpoint is not None:
         for notice in _restore(trainer, start.checkpoint):
@@ -653,11 +656,9 @@ def _train(
             "schedule follows the clock, so the run cannot be repeated exactly; give --steps N (or "
             "train.steps) for one that can"
         )
-    checkpointer = Checkpointer(run_dir, t.checkpoint, spec, record, world, tokenizer=tokenizer, last=start.checkpoint)
-    per_position = (spec.model.tokenizer.bytes_per_token or 1.0) if spec.model.bpe else 1.0
-    evaluator = Evaluator(
-        text, stack, t.eval, context=spec.model.context, batch_size=t.batch_size, bytes_per_position=per_position
-    )
+    checkpointer = Checkpointer(run_dir, t.checkpoint, spec, record, world, encoding=encoding, last=start.checkpoint)
+    per_position = encoding.bytes_per_position
+    evaluator = Evaluator(text, encoding, t.eval, context=spec.model.context, batch_size=t.batch_size)
     interrupted = False
     purge = trainer.step_count + 1 if start.record is not None else None
     profile = RunProfile(run_dir, t.profile, device=device, step_bytes=t.batch_size * t.grad_accum * spec.model.context)
@@ -737,7 +738,7 @@ def _train(
             }
         )
         writers.scalars(trainer.step_count, {"val/bpb": result.bpb})
-        sample = Sampler(t.sample, t.seed).sample(model)
+        sample = Sampler(t.sample, t.seed).sample(model, encoding)
     return RunSummary(
         run_dir,
         trainer.step_count,
@@ -756,36 +757,6 @@ def _train(
 
 #: Steps between two returns of freed host memory to the system (``trim_host_memory``).
 TRIM_EVERY = 10
-TOKENIZER_FILE = "tokenizer.json"
-
-
-def _bpe_tokenizer(start: RunStart, run_dir: Path, text: Any, spec: Spec, progress: Progress) -> tuple[Any, Spec]:
-    """A BPE run's tokenizer: the one it trained (from its directory or checkpoint) when resumed,
-    else one trained now on the training split; and the spec with its measured bytes per token."""
-    from aunet.jobs.data.bpe import BpeTokenizer, bytes_per_token
-
-    if text.streamed:
-        raise InputError(
-            "a BPE model reads its corpus whole (its tokenizer is trained on the training split "
-            'first); set [train.data] stream = "off", or train a byte model on the stream'
-        )
-    if start.record is not None:
-        if (run_dir / TOKENIZER_FILE).is_file():
-            return BpeTokenizer.load(run_dir / TOKENIZER_FILE), spec
-        if start.checkpoint is not None:
-            meta = checkpoint.read_meta(start.checkpoint)
-            if isinstance(meta.get("tokenizer"), dict):
-                return BpeTokenizer.from_json(
-                    json.dumps(meta["tokenizer"]), source=f"{start.checkpoint}/meta.json"
-                ), spec
-    size = spec.model.tokenizer.vocab_size
-    progress.message(f"training a BPE tokenizer of {size:,} ids on the training split")
-    tokenizer = BpeTokenizer.train((d.data for d in text.corpus.train), size)
-    if spec.model.tokenizer.bytes_per_token is None:
-        measured = bytes_per_token(tokenizer, (d.data for d in text.corpus.train))
-        model = attrs.evolve(spec.model, tokenizer=attrs.evolve(spec.model.tokenizer, bytes_per_token=measured))
-        spec = attrs.evolve(spec, model=model)
-    return tokenizer, spec
 
 
 def _restore(trainer: Trainer, path: Path) -> list[str]:

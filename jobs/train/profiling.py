@@ -168,6 +168,7 @@ def profile_backends(
     """Profile training steps of ``spec`` with every stage on each attention kind in turn."""
     import torch
 
+    from aunet.core.encoding import SplitterEncoding
     from aunet.core.model import build_model
     from aunet.core.spec import apply_overrides
     from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
@@ -192,7 +193,7 @@ def profile_backends(
         if problems:
             summaries.append(ProfileSummary(kind, 0, 0.0, {}, 0, 0.0, str(folder), skipped=problems[0]))
             continue
-        docs = encode_documents(corpus.train, chosen.splitter_stack())
+        docs = encode_documents(corpus.train, SplitterEncoding(chosen.splitter_stack()))  # bytes, even for BPE
         torch.manual_seed(chosen.train.seed)
         try:
             model = build_model(chosen, device=device, contraction=None)

@@ -38,9 +38,10 @@ class RunStart:
     spec: Spec  # the spec to train with (for a new run: not yet resolved)
     data: str | None  # the data path as given or recorded (None: the embedded corpus)
     record: RunRecord | None  # the run's record so far (None: a new run)
-    checkpoint: Path | None  # the checkpoint to resume from
+    checkpoint: Path | None  # the checkpoint to resume from, verified (every file's SHA-256)
     changes: dict[str, list[Any]]  # recipe changes of this invocation: {path: [old, new]}
     restarted: bool  # a resume of a run that had no complete checkpoint
+    meta: dict[str, Any] = attrs.field(factory=dict)  # the checkpoint's meta.json ({} without one)
 
 
 def _holds_run(run_dir: Path) -> bool:
@@ -125,7 +126,7 @@ def resume_run(
         progress.message(f"note: '{run_dir}' holds no complete checkpoint; restarting the run from step 0")
     else:
         progress.message(f"resuming {run_dir} from {found.name} (step {step})")
-    return RunStart(new_spec, record.data, record, found, changes, found is None)
+    return RunStart(new_spec, record.data, record, found, changes, found is None, meta)
 
 
 def model_changes(before: Spec, after: Spec) -> list[str]:
