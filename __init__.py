@@ -11,12 +11,14 @@ The public API::
     out = model(tokens[None, :-1], levels[None, :-1], targets=tokens[None, 1:])
     out.loss, out.logits, out.segments, out.dropped
 
-    run = aunet.load_run("runs/aunet2-tiny-...")          # a trained model: .model, .spec, .step
+    run = aunet.load_run("runs/aunet2-tiny-...")          # a trained model: .model, .spec, .encoding
     aunet.generate(run.model, [b"And God said, "], 100, encoding=run.encoding)  # KV-cached
 
-Packages: ``aunet.core`` (contracts, registry, specs, levels, the assembler), ``aunet.plugins``
-and ``aunet.splitters`` (the built-in components), ``aunet.jobs`` (training, evaluation,
-generation, the command line), ``aunet.testing`` (property checks for plugin authors).
+Packages: ``aunet.core`` (contracts, registry, specs, levels, encodings, the assembler),
+``aunet.plugins`` and ``aunet.splitters`` (the built-in components), ``aunet.jobs`` (data,
+training, runs, evaluation, generation, experiments), ``aunet.cli`` (the command line, a command
+per module), ``aunet.integrations`` (Hugging Face, lm-evaluation-harness), ``aunet.testing``
+(property checks for plugin authors).
 """
 
 from typing import Any
