@@ -125,16 +125,17 @@ def step_range(text: str) -> tuple[int, int]:
     return start, stop
 
 
-def checked(spec, source: str, overrides: Sequence[str] = ()):
+def checked(spec, source: str, overrides: Sequence[str] = (), *, resolve: bool = True):
     """The resolved spec, or SpecError with every problem, each at its source (the file, or the
     ``--set`` behind it). A spec without any stage is a splitting-only spec (``aunet split
-    --spec``) and is checked as such."""
+    --spec``) and is checked as such. Without ``resolve`` the spec is checked as given (its
+    defaults not filled in: the trainer resolves it once, with its data's contraction)."""
     from aunet.core.spec import attribute, override_sources, resolve_spec
 
     if all(level.stage is None for level in spec.levels):
         problems = spec.check_splitting()
     else:
-        spec = resolve_spec(spec)
+        spec = resolve_spec(spec) if resolve else spec
         problems = spec.check_model()
     if problems:
         raise SpecError(attribute(problems, override_sources(overrides)), source=source)

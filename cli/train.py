@@ -90,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume or args.spec:
         source = args.spec or DEFAULT_SPEC
         spec = load_spec_with_overrides(source, overrides)
-        checked(spec, source, overrides)  # the trainer resolves it, with the data's contraction
+        checked(spec, source, overrides, resolve=False)  # the trainer resolves it, with the data's contraction
         overrides = []
     out = Path(args.out) if args.out else default_out(spec)
     summary = train(
@@ -138,7 +138,7 @@ def _stop_code(summary: Any, stop_at: int | None) -> int:
 
 def training_line(summary: Any) -> str:
     """The closing figures of the training steps: last loss, speed, model FLOPs utilisation, memory."""
-    from aunet.jobs.train.loop import duration, memory_text
+    from aunet.jobs.train.summary import duration, memory_text
 
     t = summary.throughput
     loss = f"last step's loss {summary.train_bpb:.4f} bits per byte; " if summary.train_bpb is not None else ""

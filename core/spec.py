@@ -826,8 +826,25 @@ def resolve_spec(spec: Spec, *, registry: Registry | None = None, contraction: S
     segment): from the spec where it gives one, else ``contraction[i - 1]`` (measured by the
     caller on its training data), else measured on the embedded corpus with the spec's own
     splitters (``aunet.core.contraction``). A spec whose splitters do not stack gets no
-    contraction; ``check_model`` reports why."""
-    registry = registry or default_registry()
+    contraction; ``check_model`` reports why. A resolved spec comes back as it is, at no cost:
+    the jobs resolve a spec once and hand it on."""
+    if is_resolved(spec):
+        return spec
+    return _resolve(spec, registry or default_registry(), contraction)
+
+
+def is_resolved(spec: Spec) -> bool:
+    """Whether ``resolve_spec`` would change nothing: every level above the bytes names its
+    pooler, upsampler and contraction, and every component that takes an ``init`` has one."""
+    for i, level in enumerate(spec.levels):
+        if i and (level.pooler is None or level.upsampler is None or level.contraction is None):
+            return False
+        if any(_with_init(c, spec.model.init) is not c for c in (level.stage, level.pooler, level.upsampler)):
+            return False
+    return True
+
+
+def _resolve(spec: Spec, registry: Registry, contraction: Sequence[float] | None) -> Spec:
     levels = []
     for i, level in enumerate(spec.levels):
         for name, family, kind in (

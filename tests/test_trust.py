@@ -88,7 +88,7 @@ def test_an_old_pickled_checkpoint_is_refused_for_resume_without_loading_it(run:
     (ckpt / "state.pt").write_bytes(pickle.dumps(_Payload(marker)))
     _rehash(ckpt, "state.pt")
     with pytest.raises(checkpoint.CheckpointError, match="pickled state.pt, which aunet no longer loads"):
-        checkpoint.load_trainer(ckpt)
+        checkpoint.load_trainer(checkpoint.newest_complete(run)[0])
     assert not marker.exists()
 
 

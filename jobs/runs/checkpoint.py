@@ -38,6 +38,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from aunet.core.errors import AunetError
 from aunet.jobs.runtime.files import (
     advice,
@@ -302,10 +304,24 @@ def latest(run_dir: Path) -> Path | None:
     name = latest_name(run_dir)
     if name is not None and (run_dir / CHECKPOINTS / name / META).is_file():
         return run_dir / CHECKPOINTS / name
-    return newest_complete(run_dir)[0]
+    found = newest_complete(run_dir)[0]
+    return found.path if found is not None else None
 
 
-def newest_complete(run_dir: Path) -> tuple[Path | None, list[str]]:
+@attrs.frozen(eq=False)
+class Verified:
+    """A checkpoint whose every file matched its size and SHA-256 in this process, and its
+    meta.json: what a resume reads without hashing again (``load_trainer``)."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+
+def newest_complete(run_dir: Path) -> tuple[Verified | None, list[str]]:
     """The newest checkpoint whose files all verify, whatever ``latest`` says (or if it is
     missing), and notices for what was passed over."""
     root = run_dir / CHECKPOINTS
@@ -320,14 +336,14 @@ def newest_complete(run_dir: Path) -> tuple[Path | None, list[str]]:
     )
     for path in candidates:
         try:
-            verify(path)
+            meta = verify(path)
         except CheckpointError as exc:
             notices.append(f"passing over {path.name}: {str(exc).removeprefix(f'checkpoint {path} ')}")
             continue
         if named != path.name:
             what = f"names {named}" if named else "is missing or names no checkpoint"
             notices.append(f"{root / LATEST} {what}; the newest complete checkpoint is {path.name}")
-        return path, notices
+        return Verified(path, meta), notices
     return None, notices
 
 
@@ -450,37 +466,51 @@ def _read_sharded(path: Path, prefix: str | None = None) -> dict[str, Any]:
     return {k.removeprefix(prefix): v for k, v in state.items()} if prefix else state
 
 
-def load_sharded_into(path: Path, state: dict[str, Any]) -> None:
-    """Read a sharded checkpoint into ``state`` (this process's shards, in place): any number of
-    processes reads any other number's checkpoint."""
+def load_sharded_into(found: Verified, state: dict[str, Any]) -> None:
+    """Read a verified sharded checkpoint into ``state`` (this process's shards, in place): any
+    number of processes reads any other number's checkpoint."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import HuggingFaceStorageReader
 
-    verify(path)
+    path = found.path
     try:
         dcp.load(state, storage_reader=HuggingFaceStorageReader(str(path / SHARDS)))
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from None
 
 
-def load_trainer(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(weights, trainer tensors, trainer JSON) of a verified checkpoint, whole (for ``--resume``
-    on one process, or under DDP)."""
-    meta = read_meta(path)
-    if "state.pt" in meta["files"]:
+def check_resumable(found: Verified) -> None:
+    """CheckpointError for a checkpoint no trainer can continue from (an older aunet's pickle)."""
+    if "state.pt" in found.meta["files"]:
         raise CheckpointError(
-            f"checkpoint {path} was written by an older aunet with a pickled state.pt, which "
+            f"checkpoint {found.path} was written by an older aunet with a pickled state.pt, which "
             "aunet no longer loads (a pickle can run code); `aunet eval` and `aunet generate` "
             "still read its weights, but it cannot be resumed"
         )
-    verify(path)
+
+
+@attrs.frozen(eq=False)
+class TrainerFiles:
+    """What ``load_trainer`` reads: the weights, the trainer's tensors (the optimizer's, flat)
+    and its JSON (counters, data position, RNG states, the optimizer's scalars)."""
+
+    weights: dict[str, Any]
+    tensors: dict[str, Any]
+    counters: dict[str, Any]
+
+
+def load_trainer(found: Verified) -> TrainerFiles:
+    """The trainer's files of a verified checkpoint, whole (for ``--resume`` on one process, or
+    under DDP): read, not hashed again."""
+    check_resumable(found)
+    path, meta = found.path, found.meta
     if meta.get("format") == "sharded":
         everything = _read_sharded(path)
         weights = {k.removeprefix("model."): v for k, v in everything.items() if k.startswith("model.")}
         tensors = {k: v for k, v in everything.items() if not k.startswith("model.")}
     else:
         weights, tensors = _read_tensors(path, MODEL_FILE), _read_tensors(path, TRAINER_TENSORS)
-    return weights, tensors, read_trainer_json(path)
+    return TrainerFiles(weights, tensors, read_trainer_json(path))
 
 
 def read_trainer_json(path: Path) -> dict[str, Any]:

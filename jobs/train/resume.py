@@ -24,11 +24,13 @@ from typing import Any
 import attrs
 
 from aunet.core.errors import InputError
-from aunet.core.spec import Spec, apply_overrides, parse_spec, resolve_spec, spec_to_dict
+from aunet.core.spec import Parallel, Spec, apply_overrides, parse_spec, resolve_spec, spec_to_dict
 from aunet.core.version import version
 from aunet.jobs.runs import checkpoint
+from aunet.jobs.runs.checkpoint import Verified
 from aunet.jobs.runs.directory import RUN_FILE, SPEC_FILE, RunRecord, read_record, read_run_spec
 from aunet.jobs.train.metrics import Progress
+from aunet.jobs.train.schedule import schedule
 
 
 @attrs.frozen
@@ -38,10 +40,41 @@ class RunStart:
     spec: Spec  # the spec to train with (for a new run: not yet resolved)
     data: str | None  # the data path as given or recorded (None: the embedded corpus)
     record: RunRecord | None  # the run's record so far (None: a new run)
-    checkpoint: Path | None  # the checkpoint to resume from, verified (every file's SHA-256)
+    checkpoint: Verified | None  # the checkpoint to resume from, its files verified once
     changes: dict[str, list[Any]]  # recipe changes of this invocation: {path: [old, new]}
     restarted: bool  # a resume of a run that had no complete checkpoint
-    meta: dict[str, Any] = attrs.field(factory=dict)  # the checkpoint's meta.json ({} without one)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The checkpoint's meta.json ({} without one)."""
+        return self.checkpoint.meta if self.checkpoint is not None else {}
+
+
+@attrs.frozen
+class Requested:
+    """What an invocation asks to train, read once before anything starts (the process group
+    needs its ``train.parallel``): the spec given or the run's own ``spec.toml``, with ``--set``
+    applied. ``run_spec`` is ``spec.toml`` as read (None where it is missing: a resume then
+    recovers it from its checkpoint and applies ``overrides`` there)."""
+
+    spec: Spec | None
+    run_spec: Spec | None = None
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def parallel(self) -> Parallel:
+        return self.spec.train.parallel if self.spec is not None else Parallel.NONE
+
+
+def requested(spec: Spec | None, overrides: list[str], run_dir: Path, *, resume: bool) -> Requested:
+    """The spec this invocation trains with, before its run directory is claimed."""
+    if not resume:
+        return Requested(apply_overrides(spec, overrides) if overrides and spec is not None else spec)
+    run_spec = read_run_spec(run_dir)
+    base = spec if spec is not None else run_spec
+    if base is None:
+        return Requested(None, None, tuple(overrides))
+    return Requested(apply_overrides(base, overrides) if overrides else base, run_spec)
 
 
 def _holds_run(run_dir: Path) -> bool:
@@ -49,6 +82,7 @@ def _holds_run(run_dir: Path) -> bool:
 
 
 def new_run(spec: Spec | None, data: str | Path | None, run_dir: Path) -> RunStart:
+    """A new run of ``spec`` (``--set`` applied) in ``run_dir``, which must hold none."""
     if run_dir.is_dir() and _holds_run(run_dir):
         has = "" if checkpoint.newest_complete(run_dir)[0] else " (it has no complete checkpoint: --resume restarts it)"
         raise InputError(
@@ -68,8 +102,7 @@ def check_resumable(run_dir: Path) -> None:
 
 
 def resume_run(
-    spec: Spec | None,
-    overrides: list[str],
+    wanted: Requested,
     data: str | Path | None,
     run_dir: Path,
     *,
@@ -77,6 +110,9 @@ def resume_run(
     minutes: float | None,
     progress: Progress,
 ) -> RunStart:
+    """The start of a resumed run: its newest checkpoint found and verified (the only time its
+    files are hashed), its spec and record, and the recipe changes checked against the rules of
+    the module docstring."""
     check_resumable(run_dir)
     found, notices = checkpoint.newest_complete(run_dir)
     if found is None and notices:  # checkpoints there, none intact: never start over on a hunch
@@ -84,40 +120,40 @@ def resume_run(
             f"--resume: no checkpoint of '{run_dir}' verifies ({notices[0]}); restore "
             "it, or delete the checkpoints to restart the run from step 0"
         )
-    meta = checkpoint.read_meta(found) if found else {}
+    meta = found.meta if found else {}
     for notice in notices:
         progress.message(f"note: {notice}")
-    run_spec = read_run_spec(run_dir)
+    run_spec = wanted.run_spec
     if run_spec is None:
         if not isinstance(meta.get("spec"), str):
             raise InputError(
                 f"--resume: '{run_dir}' has no {SPEC_FILE} and no complete checkpoint to recover it "
                 "from; start a new run"
             )
-        run_spec = parse_spec(meta["spec"], source=f"{found}/meta.json")
-        progress.message(f"note: {run_dir / SPEC_FILE} is missing; using the spec recorded in {found.name}")
+        run_spec = parse_spec(meta["spec"], source=f"{found.path}/meta.json")
+        progress.message(f"note: {run_dir / SPEC_FILE} is missing; using the spec recorded in {found.path.name}")
     record = read_record(run_dir)
     if record is None:
         if isinstance(meta.get("run"), dict):
-            record = RunRecord.from_json(meta["run"], f"{found}/meta.json")
-            progress.message(f"note: {run_dir / RUN_FILE} is missing; using the data record of {found.name}")
+            record = RunRecord.from_json(meta["run"], f"{found.path}/meta.json")
+            progress.message(f"note: {run_dir / RUN_FILE} is missing; using the data record of {found.path.name}")
         elif data is not None:
             record = RunRecord(str(Path(data).resolve()), {})
             progress.message(f"note: {run_dir / RUN_FILE} is missing; the run continues on --data {data}")
         else:
             raise InputError(f"--resume: '{run_dir}' has no {RUN_FILE}; give --data to say what the run trains on")
     if found is not None and isinstance(meta.get("spec"), str):
-        written = parse_spec(meta["spec"], source=f"{found}/meta.json")
+        written = parse_spec(meta["spec"], source=f"{found.path}/meta.json")
         changed = model_changes(written, run_spec)
         if changed:
             raise InputError(
-                f"--resume: checkpoint {found.name} was written by another model than {SPEC_FILE} "
+                f"--resume: checkpoint {found.path.name} was written by another model than {SPEC_FILE} "
                 f"describes ({changed[0]}); restore {SPEC_FILE} or start a new run"
             )
-    base = run_spec if spec is None else spec
-    if overrides:
-        base = apply_overrides(base, overrides)
-    step = int(meta.get("step", 0))
+    base = wanted.spec
+    if base is None:  # spec.toml was missing: its overrides apply to the recovered spec
+        base = apply_overrides(run_spec, list(wanted.overrides)) if wanted.overrides else run_spec
+    step = found.step if found else 0
     new_spec, changes = _recipe(
         run_spec, base, run_dir, step=step if found else 0, steps=steps, minutes=minutes, progress=progress
     )
@@ -125,8 +161,8 @@ def resume_run(
     if found is None:
         progress.message(f"note: '{run_dir}' holds no complete checkpoint; restarting the run from step 0")
     else:
-        progress.message(f"resuming {run_dir} from {found.name} (step {step})")
-    return RunStart(new_spec, record.data, record, found, changes, found is None, meta)
+        progress.message(f"resuming {run_dir} from {found.path.name} (step {step})")
+    return RunStart(new_spec, record.data, record, found, changes, found is None)
 
 
 def model_changes(before: Spec, after: Spec) -> list[str]:
@@ -193,8 +229,6 @@ def _recipe(
 
 
 def _budget(old: Any, new: Any, step: int, run_dir: Path, progress: Progress) -> Any:
-    from aunet.jobs.train.trainer import schedule
-
     if (old.steps, old.minutes, old.decay_steps) == (new.steps, new.minutes, new.decay_steps) or step == 0:
         return new  # unchanged, or nothing trained yet
     if old.steps is None or new.steps is None:

@@ -9,7 +9,8 @@ Components and the config table each owns:
 
 * ``TrainingData`` (``aunet.jobs.data.corpus``): the batches and their position;
 * ``Optimization``: AdamW and its schedule (the recipe keys of ``[train]``);
-* ``Trainer``: model, device, precision, shapes; its ``state()`` is what a checkpoint holds;
+* ``Trainer``: model, device, precision, shapes; its ``state_dict()`` (a ``TrainerState``) is
+  what a checkpoint holds;
 * the checkpointer, metric writers, evaluator and sampler of the job (``[train.checkpoint]``,
   ``[train.metrics]``, ``[train.eval]``, ``[train.sample]``) live in ``aunet.jobs.train.loop``.
 """
@@ -20,6 +21,7 @@ import math
 import time
 from typing import Any, NamedTuple
 
+import attrs
 import torch
 from torch import Tensor
 
@@ -28,6 +30,7 @@ from aunet.core.labels import label
 from aunet.core.spec import Parallel, Shapes, Spec, TrainSpec
 from aunet.jobs.runtime.devices import autocast, rng_state, set_rng_state, use_bfloat16
 from aunet.jobs.runtime.distributed import SINGLE, World, checkpoint_blocks, gradient_sync, parallelize
+from aunet.jobs.train.schedule import schedule
 
 
 class TrainingDiverged(AunetError):
@@ -57,15 +60,6 @@ def parameter_groups(model: Any, config: TrainSpec) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def schedule(config: TrainSpec, step: int, fraction: float) -> float:
-    """Learning rate at optimizer step ``step`` (0-based), ``fraction`` of the decay done (at 1
-    and after: the final rate): linear warmup, then cosine from the peak to ``min_lr_ratio`` of it."""
-    warm = min(1.0, (step + 1) / config.warmup) if config.warmup else 1.0
-    fraction = min(max(fraction, 0.0), 1.0)
-    cosine = config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * fraction))
-    return config.lr * warm * cosine
-
-
 class Optimization:
     """AdamW with the paper's settings, its learning-rate schedule and gradient clipping."""
 
@@ -92,6 +86,21 @@ class Optimization:
         self.optimizer.zero_grad(set_to_none=True)
         # Sharded parameters give a replicated DTensor norm; its local value is the whole norm.
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+
+
+@attrs.frozen(eq=False)
+class TrainerState:
+    """A trainer's whole state: what a checkpoint holds (``aunet.jobs.train.checkpointer`` writes
+    and reads it in the checkpoint format of ``aunet.jobs.runs.checkpoint``)."""
+
+    weights: dict[str, Tensor]  # the model's, by parameter name
+    optimizer: dict[str, Any]  # torch's optimizer state dict, keyed by parameter name
+    step: int  # optimizer steps done
+    elapsed: float  # seconds spent in steps
+    bytes_seen: int  # bytes the steps read
+    data: dict[str, Any]  # the data stream's position
+    rng: tuple[Any, ...]  # RNG states: this process's when saved; every process's, by rank, when read
+    whole: bool = True  # the tensors are whole (False: this process's FSDP shards)
 
 
 class StepResult(NamedTuple):
@@ -263,50 +272,40 @@ class Trainer:
 
     # -- state -----------------------------------------------------------------------------------
 
-    def state(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]:
-        """(weights, optimizer tensors, trainer JSON): what a checkpoint needs to resume exactly.
-        Keys are the parameters' names (``torch.distributed.checkpoint.state_dict``), whatever
-        wraps or shards the model; under FSDP2 the tensors are this process's shards."""
+    def state_dict(self) -> TrainerState:
+        """What a checkpoint needs to resume exactly. Keys are the parameters' names
+        (``torch.distributed.checkpoint.state_dict``), whatever wraps or shards the model; under
+        FSDP2 the tensors are this process's shards."""
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
-        from aunet.jobs.runs.checkpoint import flatten_optimizer
-
         weights, optimizer = get_state_dict(self.module, self.optimization.optimizer)
-        optimizer_tensors, optimizer_json = flatten_optimizer(optimizer)
-        data = {
-            "step": self.step_count,
-            "elapsed": self.elapsed,
-            "bytes_seen": self.bytes_seen,
-            "data": self.data.state_dict(),
-            "optimizer": optimizer_json,
-            "rng": rng_state(),
-        }
-        return weights, optimizer_tensors, data
+        return TrainerState(
+            weights,
+            optimizer,
+            self.step_count,
+            self.elapsed,
+            self.bytes_seen,
+            self.data.state_dict(),
+            (rng_state(),),
+            whole=self.world.parallel is not Parallel.FSDP,
+        )
 
-    def load_state(
-        self, weights: dict[str, Tensor], tensors: dict[str, Tensor], data: dict[str, Any], *, full: bool
-    ) -> list[str]:
-        """Restore ``state()`` (``full``: the tensors are whole, as one process wrote them or a
-        sharded checkpoint read whole; else this process's shards); returns notices for what this
-        machine cannot restore."""
+    def load_state_dict(self, state: TrainerState) -> list[str]:
+        """Restore a ``state_dict()`` (whole, as one process wrote it or a sharded checkpoint read
+        whole; or this process's shards); returns notices for what this machine cannot restore."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        from aunet.jobs.runs.checkpoint import unflatten_optimizer
-
-        optimizer = unflatten_optimizer(
-            {k: v for k, v in tensors.items() if k.startswith("optimizer.")}, data["optimizer"]
-        )
-        options = StateDictOptions(full_state_dict=full and self.world.parallel is Parallel.FSDP)
+        options = StateDictOptions(full_state_dict=state.whole and self.world.parallel is Parallel.FSDP)
         set_state_dict(
             self.module,
             self.optimization.optimizer,
-            model_state_dict=weights,
-            optim_state_dict=optimizer,
+            model_state_dict=state.weights,
+            optim_state_dict=state.optimizer,
             options=options,
         )
-        self.step_count = int(data["step"])
-        self.elapsed = float(data["elapsed"])
-        self.bytes_seen = int(data["bytes_seen"])
-        self.data.load_state_dict(data["data"])
-        rng = data.get("rng_by_rank") or [data["rng"]]
+        self.step_count = state.step
+        self.elapsed = state.elapsed
+        self.bytes_seen = state.bytes_seen
+        self.data.load_state_dict(state.data)
+        rng = state.rng
         return set_rng_state(rng[self.world.rank] if self.world.rank < len(rng) else rng[0])
