@@ -83,7 +83,16 @@ class MemoryText:
         )
 
     def validation(self, stack: SplitterStack, limit_bytes: int | None = None) -> list[Encoded]:
-        return self._encode(stack)[1]
+        """The encoded validation documents, up to the one that completes ``limit_bytes``
+        predicted positions (what ``evaluation_rows`` reads of them)."""
+        encoded = self._encode(stack)[1]
+        if limit_bytes is None:
+            return encoded
+        kept, budget = 0, limit_bytes
+        while kept < len(encoded) and budget > 0:
+            budget -= len(encoded[kept]) - 1
+            kept += 1
+        return encoded[:kept]
 
     def xz_bpb(self, limit_bytes: int | None = None) -> float:
         return xz_bits_per_byte(self.corpus.validation_bytes[:limit_bytes])
