@@ -43,6 +43,11 @@ VALIDATION_EVERY = 10  # document i is validation iff i % 10 == 9
 EMBEDDED = "en_web"
 
 
+def is_validation(number: int) -> bool:
+    """Whether document ``number`` (from 0, in corpus or stream order) is held out for validation."""
+    return number % VALIDATION_EVERY == VALIDATION_EVERY - 1
+
+
 @attrs.frozen
 class Document:
     """One document: a name for humans and its bytes."""
@@ -356,8 +361,8 @@ def read_documents(path: str | Path) -> tuple[list[Document], dict[str, Any], li
 def split(docs: Sequence[Document], source: str, **where: Any) -> Corpus:
     """The deterministic train/validation split (module docstring)."""
     if len(docs) >= VALIDATION_EVERY:
-        train = tuple(d for i, d in enumerate(docs) if i % VALIDATION_EVERY != VALIDATION_EVERY - 1)
-        validation = tuple(d for i, d in enumerate(docs) if i % VALIDATION_EVERY == VALIDATION_EVERY - 1)
+        train = tuple(d for i, d in enumerate(docs) if not is_validation(i))
+        validation = tuple(d for i, d in enumerate(docs) if is_validation(i))
         return Corpus(source, train, validation, **where)
     train, validation = [], []
     for d in docs:

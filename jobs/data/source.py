@@ -19,6 +19,7 @@ from aunet.jobs.data.corpus import (
     Encoded,
     TrainingData,
     encode_documents,
+    is_validation,
     load_corpus,
     xz_bits_per_byte,
 )
@@ -117,7 +118,7 @@ class StreamedText:
     def contraction_levels(self, stack: SplitterStack) -> Iterator[Any]:
         size = 0
         for _, _, _, number, doc in self.stream_source.documents():
-            if number % 10 == 9 or not doc.data:
+            if is_validation(number) or not doc.data:
                 continue
             yield encode(doc, stack).levels
             size += len(doc.data)

@@ -57,6 +57,7 @@ from aunet.jobs.data.corpus import (
     Packed,
     _record_document,
     encode_document,
+    is_validation,
     parquet_records,
     parse_json_line,
 )
@@ -303,10 +304,6 @@ class StreamSource:
             for rec, offset, doc in self.records(index, record if first else 0, byte if first else 0):
                 yield index, rec, offset, number, doc
                 number += 1
-
-
-def is_validation(number: int) -> bool:
-    return number % VALIDATION_EVERY == VALIDATION_EVERY - 1
 
 
 def encode(doc: Document, stack: SplitterStack) -> Encoded:
