@@ -89,6 +89,7 @@ class Corpus:
 RECORD_SUFFIXES = (".jsonl", ".json")
 #: The files a folder scan reads (others are skipped, and reported).
 FOLDER_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+#: The compressions a corpus file may have, by suffix (read in memory and streamed alike).
 COMPRESSIONS = (".gz", ".xz", ".bz2", ".zst")
 
 
@@ -186,7 +187,7 @@ class _Reader:
                 raise self._too_large()
             return docs
         data = self.raw(path)
-        stem = _strip_compression(path)
+        stem = strip_compression(path)
         if stem.suffix in RECORD_SUFFIXES:
             return _records(path, data, whole_json=stem.suffix == ".json")
         return [Document(path.name if path == self.root else str(path.relative_to(self.root)), data)]
@@ -217,7 +218,8 @@ class TooLarge(Exception):
     """Decompression went past its budget (the reader says what that means)."""
 
 
-def _strip_compression(path: Path) -> Path:
+def strip_compression(path: Path) -> Path:
+    """``path`` without its compression suffix (``a.jsonl.gz`` -> ``a.jsonl``), if it has one."""
     return path.with_suffix("") if path.suffix in COMPRESSIONS else path
 
 
@@ -335,9 +337,7 @@ def read_documents(path: str | Path) -> tuple[list[Document], dict[str, Any], li
     notices = []
     if p.is_dir():
         candidates = sorted(q for q in p.rglob("*") if q.is_file())
-        files = [
-            q for q in candidates if _strip_compression(q).suffix in FOLDER_SUFFIXES and not q.name.startswith(".")
-        ]
+        files = [q for q in candidates if strip_compression(q).suffix in FOLDER_SUFFIXES and not q.name.startswith(".")]
         skipped = [q for q in candidates if q not in set(files)]
         if not files:
             raise InputError(f"--data: folder '{path}' holds no .txt, .jsonl, .json or .parquet files")

@@ -15,12 +15,14 @@ from typing import Any
 from aunet.core.levels import SplitterStack
 from aunet.core.spec import DataSpec, Streaming
 from aunet.jobs.data.corpus import (
+    COMPRESSIONS,
     Corpus,
     Encoded,
     TrainingData,
     encode_documents,
     is_validation,
     load_corpus,
+    strip_compression,
     xz_bits_per_byte,
 )
 from aunet.jobs.data.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, encode, validation_documents
@@ -32,16 +34,13 @@ CONTRACTION_SAMPLE_BYTES = 16 << 20
 
 
 def _streamable(path: Path) -> bool:
-    stem = path.with_suffix("") if path.suffix in (".gz", ".xz", ".bz2", ".zst") else path
-    return path.is_dir() or stem.suffix in (".jsonl", ".parquet", ".txt")
+    return path.is_dir() or strip_compression(path).suffix in STREAM_SUFFIXES
 
 
 def _disk_bytes(path: Path) -> int:
     if path.is_dir():
         return sum(
-            p.stat().st_size
-            for p in path.rglob("*")
-            if p.is_file() and p.suffix in (*STREAM_SUFFIXES, ".gz", ".xz", ".bz2", ".zst")
+            p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in (*STREAM_SUFFIXES, *COMPRESSIONS)
         )
     return path.stat().st_size
 
