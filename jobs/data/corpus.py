@@ -38,6 +38,7 @@ import numpy as np
 from aunet.core.errors import InputError
 from aunet.core.levels import SplitterStack
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD
+from aunet.jobs.runtime.devices import host_memory_available
 
 VALIDATION_EVERY = 10  # document i is validation iff i % 10 == 9
 EMBEDDED = "en_web"
@@ -102,16 +103,7 @@ MEMORY_PER_BYTE = 3
 def max_corpus_bytes() -> int:
     """The most bytes of text a corpus held in memory may have: its peak (``MEMORY_PER_BYTE``
     times the text) may take half the memory available now; at least 64 MiB."""
-    available = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            lines = meminfo.read().splitlines()
-        for line in lines:
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-                break
-    except (OSError, ValueError):
-        pass
+    available = host_memory_available()
     if available is None:
         available = 8 << 30
     return max(64 << 20, available // (2 * MEMORY_PER_BYTE))

@@ -110,6 +110,20 @@ def use_bfloat16(precision: Any, device: Any) -> bool:
 # -- memory ------------------------------------------------------------------------------------
 
 
+def host_memory_available() -> int | None:
+    """Bytes of host memory available now (``MemAvailable`` of /proc/meminfo), or None where
+    there is no such file (not Linux) or it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            lines = meminfo.read().splitlines()
+        for line in lines:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def available_memory(device: Any) -> int | None:
     """Bytes free for a model on ``device`` now (None when unknown, as on MPS)."""
     import torch
@@ -117,14 +131,7 @@ def available_memory(device: Any) -> int | None:
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     if device.type == "cpu":
-        try:
-            with open("/proc/meminfo", encoding="ascii") as meminfo:
-                lines = meminfo.read().splitlines()
-            for line in lines:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-        except (OSError, ValueError):
-            return None
+        return host_memory_available()
     return None
 
 
