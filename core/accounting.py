@@ -52,6 +52,13 @@ class Accounting:
     def parameters(self) -> int:
         return sum(self.parameters_by_component.values())
 
+    def memory_for(self, precision: str, checkpointing: str) -> MemoryEstimate:
+        """The training memory estimate at one precision and checkpointing mode."""
+        for estimate in self.memory:
+            if estimate.precision == precision and estimate.checkpointing == checkpointing:
+                return estimate
+        raise KeyError(f"no memory estimate for {precision} with checkpointing {checkpointing}")
+
     def to_json(self) -> dict:
         return {
             "parameters": self.parameters,
