@@ -40,6 +40,12 @@ def _expand_kv(q: Tensor, x: Tensor) -> Tensor:
     return x if x.shape[1] == q.shape[1] else x.repeat_interleave(q.shape[1] // x.shape[1], dim=1)
 
 
+def dense_sdpa(q: Tensor, k: Tensor, v: Tensor, plan: DensePlan) -> Tensor:
+    """Attention under an explicit mask by plain SDPA (key and value heads repeated for grouped
+    queries): how the kernels that take no mask (flex, flash) attend against a decoding cache."""
+    return F.scaled_dot_product_attention(q, _expand_kv(q, k), _expand_kv(q, v), attn_mask=plan.mask)
+
+
 class MathBackend(AttentionBackend):
     """softmax(q k^T / sqrt(K) + mask) v, in float32, written out: the oracle."""
 
@@ -184,7 +190,7 @@ class FlexBackend(AttentionBackend):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, plan: Any) -> Tensor:
         if isinstance(plan, DensePlan):  # decoding against the cache: a mask of a few rows
-            return F.scaled_dot_product_attention(q, _expand_kv(q, k), _expand_kv(q, v), attn_mask=plan.mask)
+            return dense_sdpa(q, k, v, plan)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
             return self.kernel(self.compile)(q, k, v, block_mask=plan, enable_gqa=k.shape[1] != q.shape[1])
@@ -240,7 +246,7 @@ class FlashBackend(AttentionBackend):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, plan: Any) -> Tensor:
         if isinstance(plan, DensePlan):  # decoding against the cache
-            return F.scaled_dot_product_attention(q, _expand_kv(q, k), _expand_kv(q, v), attn_mask=plan.mask)
+            return dense_sdpa(q, k, v, plan)
         if q.dtype not in (torch.bfloat16, torch.float16):
             raise AunetError(
                 f"attention kind 'flash' computes in bfloat16 or float16, and got {q.dtype}: train or "
