@@ -20,6 +20,7 @@ from aunet.core.errors import InputError, SpecError, did_you_mean, known_list
 from aunet.core.hookspecs import hookimpl
 from aunet.core.registry import Family, Registry, default_registry
 from aunet.core.validators import MAX_COUNT
+from aunet.jobs.inference.suites import suite_names
 from aunet.jobs.runtime.files import input_file
 
 
@@ -35,7 +36,7 @@ def aunet_add_commands(commands: Commands) -> None:
     text.add_argument(
         "--suite",
         metavar="NAME",
-        choices=["udhr"],
+        choices=suite_names(),
         help="report on every text of a suite instead (udhr: 525 languages)",
     )
     p.add_argument(

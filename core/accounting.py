@@ -52,6 +52,54 @@ class Accounting:
     def parameters(self) -> int:
         return sum(self.parameters_by_component.values())
 
+    def as_toml_comments(self) -> str:
+        """The figures as TOML comments (what ``aunet spec show`` prints after the spec, so that its
+        output is still a valid spec)."""
+        width = max(len(name) for name in self.parameters_by_component)
+        lines = [
+            "",
+            "# --- sizes (`aunet spec show --json` for machine-readable figures) ---",
+            f"# parameters: {self.parameters:,}",
+        ]
+        lines += [f"#   {name:<{width}}  {count:>15,}" for name, count in self.parameters_by_component.items()]
+        source = (
+            "measured on the embedded corpus where the spec gives none"
+            if self.contraction_measured
+            else "from the spec"
+        )
+        lines += [
+            f"# FLOPs per byte: {self.flops_per_byte:.3e} (the paper's accounting: the stacks only)",
+            f"#   with poolers, upsamplers and output head: {self.flops_per_byte_all:.3e}",
+            f"# bytes per position at levels 0..{len(self.contraction) - 1}: "
+            + ", ".join(f"{k:.2f}" for k in self.contraction)
+            + f" ({source})",
+            f"# context: {self.context} {'tokens' if self.tokens else 'bytes'} per row",
+        ]
+        if self.reference_flops_per_byte is not None:
+            lines.append(
+                f"# FLOPs per byte, the reference's estimator: {self.reference_flops_per_byte:.3e} "
+                "(Lingua's attention term 3.5 x 4 x layers x S x dim / 2; every stack and component)"
+            )
+        if self.memory:
+            gibs = list(self.memory[0].largest_batch)
+            lines.append(
+                "# training memory, one process: largest batch (rows of the context) that fits in "
+                + ", ".join(f"{g} GiB" for g in gibs)
+            )
+            lines.append(
+                "#   (16 B per parameter, 18 with bfloat16 autocast, + activations at the static capacities;"
+                " `--json`: formulas)"
+            )
+            for m in self.memory:
+                fits = " ".join(f"{n:>7,}" for n in m.largest_batch.values())
+                lines.append(
+                    f"#   {m.precision:<8} checkpointing {m.checkpointing:<9} {m.activation_bytes_per_row / 2**20:>9,.1f} MiB "
+                    f"per row, state {m.state_bytes / 2**30:,.2f} GiB: {fits}"
+                )
+            if self.memory_unknown:
+                lines.append(f"#   not counted (no activation formula): {', '.join(self.memory_unknown)}")
+        return "\n".join(lines)
+
     def memory_for(self, precision: str, checkpointing: str) -> MemoryEstimate:
         """The training memory estimate at one precision and checkpointing mode."""
         for estimate in self.memory:
