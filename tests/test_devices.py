@@ -107,7 +107,7 @@ def test_the_memory_check_reads_the_accountings_estimate(
     monkeypatch: pytest.MonkeyPatch, precision: str, checkpointing: str
 ) -> None:
     from aunet.core.accounting import account
-    from aunet.core.spec import resolve_spec
+    from aunet.core.spec import Checkpointing, Precision, resolve_spec
     from aunet.jobs.runtime import devices
 
     spec = resolve_spec(
@@ -117,7 +117,9 @@ def test_the_memory_check_reads_the_accountings_estimate(
         )
     )
     cpu = torch.device("cpu")
-    estimate = account(spec).memory_for("bfloat16" if precision == "bfloat16" else "float32", checkpointing)
+    estimate = account(spec).memory_for(
+        Precision.BFLOAT16 if precision == "bfloat16" else Precision.FLOAT32, Checkpointing(checkpointing)
+    )
     need = estimate.state_bytes + int(estimate.activation_bytes_per_row * spec.train.batch_size)
     monkeypatch.setattr(devices, "available_memory", lambda device: need)
     devices.check_fits(spec, cpu)  # exactly what the estimate needs: fits

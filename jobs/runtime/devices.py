@@ -140,9 +140,10 @@ def check_fits(spec: Any, device: Any) -> None:
     the accounting's estimate (``aunet.core.accounting.MemoryEstimate``) at the run's precision
     and activation checkpointing, for one micro-batch of ``train.batch_size`` rows."""
     from aunet.core.accounting import account
+    from aunet.core.spec import Precision
 
-    precision = "bfloat16" if use_bfloat16(spec.train.precision, device) else "float32"
-    estimate = account(spec).memory_for(precision, spec.train.activation_checkpointing.value)
+    precision = Precision.BFLOAT16 if use_bfloat16(spec.train.precision, device) else Precision.FLOAT32
+    estimate = account(spec).memory_for(precision, spec.train.activation_checkpointing)
     state = estimate.state_bytes
     activations = int(estimate.activation_bytes_per_row * spec.train.batch_size)
     have = available_memory(device)
