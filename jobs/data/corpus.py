@@ -30,7 +30,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import numpy as np
@@ -318,8 +318,16 @@ def _record_document(path: Path, where: str, record: Any) -> Document:
     return Document(f"{path.name}:{where.removeprefix('line ')}", data)
 
 
-def read_documents(path: str | Path) -> tuple[list[Document], dict[str, Any], list[str]]:
-    """(documents, fingerprint, notices) of a user corpus: a file (text, JSON lines, JSON; any of
+class CorpusRead(NamedTuple):
+    """What ``read_documents`` found in a user corpus."""
+
+    documents: list[Document]  # the non-empty documents, in order
+    fingerprint: dict[str, Any]  # {"files": [{"name", "bytes", "sha256"}, ...]} of every file read
+    notices: list[str]  # what a folder scan skipped
+
+
+def read_documents(path: str | Path) -> CorpusRead:
+    """The documents, fingerprint and notices of a user corpus: a file (text, JSON lines, JSON; any of
     them compressed with .gz, .xz, .bz2 or .zst) or a folder of such files. InputError naming the
     path and the problem."""
     p = Path(path)
@@ -347,7 +355,7 @@ def read_documents(path: str | Path) -> tuple[list[Document], dict[str, Any], li
     docs = [d for d in docs if d.data]
     if not docs:
         raise InputError(f"--data: '{path}' holds no text (every document is empty)")
-    return docs, {"files": reader.files}, notices
+    return CorpusRead(docs, {"files": reader.files}, notices)
 
 
 def split(docs: Sequence[Document], source: str, **where: Any) -> Corpus:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -196,22 +196,30 @@ class FlexBackend(AttentionBackend):
             return self.kernel(self.compile)(q, k, v, block_mask=plan, enable_gqa=k.shape[1] != q.shape[1])
 
 
-def flash_kernel(implementation: str) -> tuple[Callable[..., Tensor] | None, str]:
-    """(varlen kernel, its name) for ``auto``, ``flash-attn`` or ``torch``; (None, why) if absent."""
+class FlashKernel(NamedTuple):
+    """What ``flash_kernel`` found: a varlen kernel and its name, or why there is none."""
+
+    kernel: Callable[..., Tensor] | None
+    name: str | None = None  # "flash-attn" or "torch varlen_attn" when found
+    unavailable: str | None = None  # why not, when ``kernel`` is None
+
+
+def flash_kernel(implementation: str) -> FlashKernel:
+    """The varlen kernel for ``auto``, ``flash-attn`` or ``torch``, or why there is none."""
     if implementation in ("auto", "flash-attn"):
         try:
             from flash_attn import flash_attn_varlen_func
 
-            return flash_attn_varlen_func, "flash-attn"
+            return FlashKernel(flash_attn_varlen_func, name="flash-attn")
         except ImportError:
             if implementation == "flash-attn":
-                return None, "flash-attn is not installed"
+                return FlashKernel(None, unavailable="flash-attn is not installed")
     try:
         from torch.nn.attention.varlen import varlen_attn
 
-        return varlen_attn, "torch varlen_attn"
+        return FlashKernel(varlen_attn, name="torch varlen_attn")
     except ImportError:
-        return None, "this torch has no torch.nn.attention.varlen"
+        return FlashKernel(None, unavailable="this torch has no torch.nn.attention.varlen")
 
 
 class VarlenPlan:
