@@ -17,6 +17,7 @@ from aunet.cli.options import (
 from aunet.core.errors import InputError
 from aunet.core.hookspecs import hookimpl
 from aunet.core.spec import Streaming
+from aunet.jobs.inference.suites import suite_names
 from aunet.jobs.runs.directory import run_data
 
 
@@ -30,7 +31,7 @@ def aunet_add_commands(commands: Commands) -> None:
     data.add_argument(
         "--data", metavar="PATH", help="a corpus to evaluate, whole (default: the run's own data, its validation split)"
     )
-    data.add_argument("--suite", metavar="NAME", choices=["udhr"], help="bits per byte on every text of a suite")
+    data.add_argument("--suite", metavar="NAME", choices=suite_names(), help="bits per byte on every text of a suite")
     p.add_argument(
         "--only",
         metavar="NAMES",

@@ -83,51 +83,5 @@ def cmd_spec_show(args: argparse.Namespace) -> int:
         return 0
     print(dump_spec(spec), end="")
     if sizes is not None:
-        print(format_sizes(sizes))
+        print(sizes.as_toml_comments())
     return 0
-
-
-def format_sizes(sizes) -> str:
-    """The accounting as TOML comments, so that ``spec show`` output is still a valid spec."""
-    width = max(len(name) for name in sizes.parameters_by_component)
-    lines = [
-        "",
-        "# --- sizes (`aunet spec show --json` for machine-readable figures) ---",
-        f"# parameters: {sizes.parameters:,}",
-    ]
-    lines += [f"#   {name:<{width}}  {count:>15,}" for name, count in sizes.parameters_by_component.items()]
-    source = (
-        "measured on the embedded corpus where the spec gives none" if sizes.contraction_measured else "from the spec"
-    )
-    lines += [
-        f"# FLOPs per byte: {sizes.flops_per_byte:.3e} (the paper's accounting: the stacks only)",
-        f"#   with poolers, upsamplers and output head: {sizes.flops_per_byte_all:.3e}",
-        f"# bytes per position at levels 0..{len(sizes.contraction) - 1}: "
-        + ", ".join(f"{k:.2f}" for k in sizes.contraction)
-        + f" ({source})",
-        f"# context: {sizes.context} {'tokens' if sizes.tokens else 'bytes'} per row",
-    ]
-    if sizes.reference_flops_per_byte is not None:
-        lines.append(
-            f"# FLOPs per byte, the reference's estimator: {sizes.reference_flops_per_byte:.3e} "
-            "(Lingua's attention term 3.5 x 4 x layers x S x dim / 2; every stack and component)"
-        )
-    if sizes.memory:
-        gibs = list(sizes.memory[0].largest_batch)
-        lines.append(
-            "# training memory, one process: largest batch (rows of the context) that fits in "
-            + ", ".join(f"{g} GiB" for g in gibs)
-        )
-        lines.append(
-            "#   (16 B per parameter, 18 with bfloat16 autocast, + activations at the static capacities;"
-            " `--json`: formulas)"
-        )
-        for m in sizes.memory:
-            fits = " ".join(f"{n:>7,}" for n in m.largest_batch.values())
-            lines.append(
-                f"#   {m.precision:<8} checkpointing {m.checkpointing:<9} {m.activation_bytes_per_row / 2**20:>9,.1f} MiB "
-                f"per row, state {m.state_bytes / 2**30:,.2f} GiB: {fits}"
-            )
-        if sizes.memory_unknown:
-            lines.append(f"#   not counted (no activation formula): {', '.join(sizes.memory_unknown)}")
-    return "\n".join(lines)

@@ -20,6 +20,7 @@ from aunet.core.errors import InputError, SpecError, did_you_mean, known_list
 from aunet.core.hookspecs import hookimpl
 from aunet.core.registry import Family, Registry, default_registry
 from aunet.core.validators import MAX_COUNT
+from aunet.jobs.inference.suites import suite_names
 from aunet.jobs.runtime.files import input_file
 
 
@@ -35,7 +36,7 @@ def aunet_add_commands(commands: Commands) -> None:
     text.add_argument(
         "--suite",
         metavar="NAME",
-        choices=["udhr"],
+        choices=suite_names(),
         help="report on every text of a suite instead (udhr: 525 languages)",
     )
     p.add_argument(
@@ -87,31 +88,6 @@ BATCH_SPLIT_BYTES = 8 << 20
 SPLIT_CHUNK = 1 << 20
 
 
-class _SplitCounts:
-    """Segment counts of a stream of levels, chunk by chunk (``aunet.core.levels.segment_stats``)."""
-
-    def __init__(self, depth: int) -> None:
-        self.depth = depth
-        self.at_least = np.zeros(depth + 1, dtype=np.int64)
-        self.n_bytes = 0
-        self.last = -1
-
-    def add(self, levels: np.ndarray) -> None:
-        counts = np.bincount(levels, minlength=self.depth + 1)[: self.depth + 1]
-        self.at_least += np.cumsum(counts[::-1])[::-1]
-        self.n_bytes += len(levels)
-        if len(levels):
-            self.last = int(levels[-1])
-
-    def stats(self) -> Any:
-        from aunet.core.levels import SegmentStats
-
-        segments = tuple(
-            int(self.at_least[i]) + int(self.n_bytes > 0 and self.last < i) for i in range(1, self.depth + 1)
-        )
-        return SegmentStats(self.n_bytes, segments)
-
-
 def _file_levels(stack: Any, path: Path, size: int, sink: Any) -> None:
     """Feed ``sink(data, levels)`` every chunk of the file's levels (one chunk when small)."""
     with open(path, "rb") as f:
@@ -125,6 +101,7 @@ def _file_levels(stack: Any, path: Path, size: int, sink: Any) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
+    from aunet.core.levels import SegmentCounts
     from aunet.core.spec import load_spec
 
     registry = default_registry()
@@ -141,7 +118,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     if args.only:
         raise InputError("--only applies with --suite")
     kinds = [s.kind for s in stack.splitters]
-    counts = _SplitCounts(stack.depth)
+    counts = SegmentCounts(stack.depth)
     show = max(args.show, 0)
     shown: list[tuple[bytes, np.ndarray]] = []
     shown_bytes = 0

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from aunet.core.spec import Spec, resolve_spec
+from aunet.core.spec import Checkpointing, Precision, Spec, resolve_spec
 
 
 def level_contraction(spec: Spec) -> tuple[float, ...]:
@@ -50,6 +50,62 @@ class Accounting:
     @property
     def parameters(self) -> int:
         return sum(self.parameters_by_component.values())
+
+    def as_toml_comments(self) -> str:
+        """The figures as TOML comments (what ``aunet spec show`` prints after the spec, so that its
+        output is still a valid spec)."""
+        width = max(len(name) for name in self.parameters_by_component)
+        lines = [
+            "",
+            "# --- sizes (`aunet spec show --json` for machine-readable figures) ---",
+            f"# parameters: {self.parameters:,}",
+        ]
+        lines += [f"#   {name:<{width}}  {count:>15,}" for name, count in self.parameters_by_component.items()]
+        source = (
+            "measured on the embedded corpus where the spec gives none"
+            if self.contraction_measured
+            else "from the spec"
+        )
+        lines += [
+            f"# FLOPs per byte: {self.flops_per_byte:.3e} (the paper's accounting: the stacks only)",
+            f"#   with poolers, upsamplers and output head: {self.flops_per_byte_all:.3e}",
+            f"# bytes per position at levels 0..{len(self.contraction) - 1}: "
+            + ", ".join(f"{k:.2f}" for k in self.contraction)
+            + f" ({source})",
+            f"# context: {self.context} {'tokens' if self.tokens else 'bytes'} per row",
+        ]
+        if self.reference_flops_per_byte is not None:
+            lines.append(
+                f"# FLOPs per byte, the reference's estimator: {self.reference_flops_per_byte:.3e} "
+                "(Lingua's attention term 3.5 x 4 x layers x S x dim / 2; every stack and component)"
+            )
+        if self.memory:
+            gibs = list(self.memory[0].largest_batch)
+            lines.append(
+                "# training memory, one process: largest batch (rows of the context) that fits in "
+                + ", ".join(f"{g} GiB" for g in gibs)
+            )
+            lines.append(
+                "#   (16 B per parameter, 18 with bfloat16 autocast, + activations at the static capacities;"
+                " `--json`: formulas)"
+            )
+            for m in self.memory:
+                fits = " ".join(f"{n:>7,}" for n in m.largest_batch.values())
+                lines.append(
+                    f"#   {m.precision.value:<8} checkpointing {m.checkpointing.value:<9} "
+                    f"{m.activation_bytes_per_row / 2**20:>9,.1f} MiB "
+                    f"per row, state {m.state_bytes / 2**30:,.2f} GiB: {fits}"
+                )
+            if self.memory_unknown:
+                lines.append(f"#   not counted (no activation formula): {', '.join(self.memory_unknown)}")
+        return "\n".join(lines)
+
+    def memory_for(self, precision: Precision, checkpointing: Checkpointing) -> MemoryEstimate:
+        """The training memory estimate at one precision and checkpointing mode."""
+        for estimate in self.memory:
+            if estimate.precision == precision and estimate.checkpointing == checkpointing:
+                return estimate
+        raise KeyError(f"no memory estimate for {precision.value} with checkpointing {checkpointing.value}")
 
     def to_json(self) -> dict:
         return {
@@ -224,7 +280,7 @@ def reference_flops_per_byte(spec: Spec, k: tuple[float, ...], params: dict[str,
 DEVICE_GIB = (24, 40, 80, 141)
 #: Bytes per parameter held through a step: float32 weights (4), gradients (4), AdamW's two
 #: moments (8); bfloat16 autocast adds a 2-byte copy of each weight.
-STATE_BYTES = {"float32": 16, "bfloat16": 18}
+STATE_BYTES = {Precision.FLOAT32: 16, Precision.BFLOAT16: 18}
 #: Share of a device's memory the estimate lets a batch use (the rest: CUDA context, allocator
 #: fragmentation, workspaces).
 USABLE = 0.9
@@ -234,23 +290,23 @@ USABLE = 0.9
 class MemoryEstimate:
     """Training memory of one process (no sharding) at one precision and checkpointing mode."""
 
-    precision: str  # float32 | bfloat16
-    checkpointing: str  # none | selective | full
+    precision: Precision  # FLOAT32 or BFLOAT16 (autocast)
+    checkpointing: Checkpointing
     state_bytes: int  # weights, gradients and optimizer state
     activation_bytes_per_row: float  # one row of `context` bytes at the static capacities
     largest_batch: dict[int, int]  # device GiB -> rows per step that fit (0: not even one)
 
     def to_json(self) -> dict:
         return {
-            "precision": self.precision,
-            "checkpointing": self.checkpointing,
+            "precision": self.precision.value,
+            "checkpointing": self.checkpointing.value,
             "state_bytes": self.state_bytes,
             "activation_bytes_per_row": self.activation_bytes_per_row,
             "largest_batch": {str(g): n for g, n in self.largest_batch.items()},
         }
 
 
-def row_activation_bytes(spec: Spec, *, bfloat16: bool, checkpointing: str) -> tuple[float, list[str]]:
+def row_activation_bytes(spec: Spec, *, bfloat16: bool, checkpointing: Checkpointing) -> tuple[float, list[str]]:
     """Bytes one row of ``context`` bytes keeps for backward, and the components with no formula.
 
     Stages give theirs per position (``activation_bytes_per_position``), times the positions of
@@ -280,10 +336,11 @@ def row_activation_bytes(spec: Spec, *, bfloat16: bool, checkpointing: str) -> t
 def memory_estimates(spec: Spec, parameters: int) -> tuple[tuple[MemoryEstimate, ...], tuple[str, ...]]:
     """Largest batch per device size, for float32 and bfloat16, with and without checkpointing."""
     estimates, unknown = [], []
-    for precision in ("float32", "bfloat16"):
+    for precision in (Precision.FLOAT32, Precision.BFLOAT16):
         state = STATE_BYTES[precision] * parameters
-        for checkpointing in ("none", "selective", "full"):
-            per_row, unknown = row_activation_bytes(spec, bfloat16=precision == "bfloat16", checkpointing=checkpointing)
+        for checkpointing in Checkpointing:
+            bfloat16 = precision is Precision.BFLOAT16
+            per_row, unknown = row_activation_bytes(spec, bfloat16=bfloat16, checkpointing=checkpointing)
             fits = {gib: max(0, int((gib * 2**30 * USABLE - state) // per_row)) if per_row else 0 for gib in DEVICE_GIB}
             estimates.append(MemoryEstimate(precision, checkpointing, state, per_row, fits))
     return tuple(estimates), tuple(unknown)

@@ -21,6 +21,7 @@ from aunet.core.errors import SpecIssue
 
 if TYPE_CHECKING:
     from aunet.core.modules import AttentionBackend, Pooler, Stage, Upsampler
+    from aunet.core.spec import Checkpointing
 
 
 @attrs.frozen(kw_only=True)
@@ -65,9 +66,9 @@ class StageSpec(ComponentSpec):
         None if this kind has no such figure (``spec show`` then says so)."""
         return None
 
-    def activation_bytes_per_position(self, *, dim: int, bfloat16: bool, checkpointing: str) -> float | None:
+    def activation_bytes_per_position(self, *, dim: int, bfloat16: bool, checkpointing: Checkpointing) -> float | None:
         """Bytes one stack keeps for its backward pass per position (float32, or under bfloat16
-        autocast), with activation checkpointing ``none``, ``selective`` or ``full``; None if
+        autocast), with activation checkpointing ``Checkpointing.NONE``, ``SELECTIVE`` or ``FULL``; None if
         unknown (the memory estimate then says so)."""
         return None
 

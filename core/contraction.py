@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from aunet.core.levels import SplitterStack
+from aunet.core.levels import SplitterStack, positions_at_least
 
 #: Digits kept in a measured contraction written into a spec (readable, and ample for shapes).
 DIGITS = 4
@@ -31,8 +31,7 @@ def contraction_of(levels: Iterable[np.ndarray], depth: int) -> tuple[float, ...
     positions = 0
     at_least = np.zeros(depth + 1, dtype=np.int64)
     for doc in levels:
-        counts = np.bincount(doc, minlength=depth + 1)[: depth + 1]
-        at_least += np.cumsum(counts[::-1])[::-1]
+        at_least += positions_at_least(doc, depth)
         positions += len(doc)
     return tuple(round(positions / max(int(at_least[i]), 1), DIGITS) for i in range(1, depth + 1))
 
@@ -44,8 +43,7 @@ def embedded_contraction(stack: SplitterStack, corpus: str = "en_web") -> tuple[
 
     data = read_corpus(corpus)
     levels = stack.levels(data)
-    counts = np.bincount(levels, minlength=stack.depth + 1)[: stack.depth + 1]
-    at_least = np.cumsum(counts[::-1])[::-1]
+    at_least = positions_at_least(levels, stack.depth)
     n_docs = max(1, len(data) // 4096)  # each with a BOS (top level) and an EOS (level 0)
     positions = len(data) + 2 * n_docs
     return tuple(round(positions / float(at_least[i] + n_docs), DIGITS) for i in range(1, stack.depth + 1))

@@ -136,9 +136,6 @@ class Step(WalkPlan):
         return out
 
     def expand(self, level: int) -> LevelIndex:
-        return self._index(level)
-
-    def _index(self, level: int) -> LevelIndex:
         s = self.state
         offset = (s.count[level] - s.boundary[level + 1])[:, None]  # (B, 1) from the segment's boundary
         return one_position(offset.shape[0], offset.device, self.active[level + 1])._replace(offset=offset)

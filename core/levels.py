@@ -337,6 +337,13 @@ class LevelStream:
         return level
 
 
+def positions_at_least(levels: np.ndarray, depth: int) -> np.ndarray:
+    """(depth + 1,) int64: entry i counts the positions of (N,) ``levels`` at level i or above
+    (entry 0 counts every position of level 0..depth)."""
+    counts = np.bincount(levels, minlength=depth + 1)[: depth + 1]
+    return np.cumsum(counts[::-1])[::-1]
+
+
 @attrs.frozen
 class SegmentStats:
     """How a stack cut one text: per level (1..L), the number of segments and bytes per segment.
@@ -353,11 +360,31 @@ class SegmentStats:
         return tuple(self.n_bytes / s if s else 0.0 for s in self.segments)
 
 
+class SegmentCounts:
+    """``SegmentStats`` of one text whose levels come a chunk at a time (a file streamed
+    through the splitters); ``add`` every chunk in order, then read ``stats()``."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.at_least = np.zeros(depth + 1, dtype=np.int64)
+        self.n_bytes = 0
+        self.last = -1
+
+    def add(self, levels: np.ndarray) -> None:
+        self.at_least += positions_at_least(levels, self.depth)
+        self.n_bytes += len(levels)
+        if len(levels):
+            self.last = int(levels[-1])
+
+    def stats(self) -> SegmentStats:
+        segments = tuple(
+            int(self.at_least[i]) + int(self.n_bytes > 0 and self.last < i) for i in range(1, self.depth + 1)
+        )
+        return SegmentStats(self.n_bytes, segments)
+
+
 def segment_stats(levels: np.ndarray, depth: int) -> SegmentStats:
     """Segments per level of one document's (T,) levels."""
-    levels = np.asarray(levels)
-    n = len(levels)
-    counts = np.bincount(levels, minlength=depth + 1)[: depth + 1]
-    at_least = np.cumsum(counts[::-1])[::-1]  # boundaries of level >= i
-    open_tail = [int(n > 0 and levels[-1] < i) for i in range(1, depth + 1)]
-    return SegmentStats(n, tuple(int(at_least[i]) + open_tail[i - 1] for i in range(1, depth + 1)))
+    counts = SegmentCounts(depth)
+    counts.add(np.asarray(levels))
+    return counts.stats()

@@ -208,7 +208,6 @@ class AUNet(nn.Module):
         self.depth = spec.depth
         levels = spec.levels
         dims = [level.dim for level in levels]
-        self.dims = dims
         depth = self.depth
         self.vocab_size = spec.model.vocab_size
         self.embed = nn.Embedding(self.vocab_size, dims[0])
@@ -235,7 +234,6 @@ class AUNet(nn.Module):
                 nn.init.normal_(weight, std=std)
         if self.level_head is not None:
             init_matrix(self.level_head.weight, init, std=std, fan_in=dims[0])
-        self.contraction = (1.0, *(level.contraction for level in levels[1:]))
         if device is not None:
             self.to(device)
 

@@ -116,13 +116,13 @@ class FlashSpec(AttentionSpec):
 
         if device.type != "cuda":
             raise AunetError(self._not_here(device))
-        kernel, name = flash_kernel(self.implementation.value)
-        if kernel is None:
+        found = flash_kernel(self.implementation.value)
+        if found.kernel is None:
             raise AunetError(
                 f"attention kind 'flash' needs the flash-attn package (pip install aunet[flash]) or a "
-                f"torch with torch.nn.attention.varlen ({name}); use {ELSEWHERE} or flex"
+                f"torch with torch.nn.attention.varlen ({found.unavailable}); use {ELSEWHERE} or flex"
             )
-        return FlashBackend(kernel=kernel, name=name)
+        return FlashBackend(kernel=found.kernel, name=found.name)
 
     def trains_on(self, *, device: Any, bfloat16: bool) -> str | None:
         if device.type != "cuda":

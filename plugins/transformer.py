@@ -26,6 +26,7 @@ from aunet.core.errors import SpecIssue
 from aunet.core.hookspecs import hookimpl
 from aunet.core.init import Init
 from aunet.core.registry import Registrar
+from aunet.core.spec import Checkpointing
 from aunet.plugins.attention import SdpaSpec
 
 if TYPE_CHECKING:
@@ -152,9 +153,13 @@ class TransformerSpec(StageSpec):
             return 26 * dim + 6 * kv + 8 * hidden + 4 * heads + 40
         return 36 * dim + 12 * kv + 16 * hidden + 4 * heads + 40
 
-    def activation_bytes_per_position(self, *, dim: int, bfloat16: bool, checkpointing: str) -> float:
+    def activation_bytes_per_position(self, *, dim: int, bfloat16: bool, checkpointing: Checkpointing) -> float:
         block = self.block_activation_bytes(dim=dim, bfloat16=bfloat16)
-        recomputed = {"none": 0, "selective": (self.layers + 1) // 2, "full": self.layers}[checkpointing]
+        recomputed = {
+            Checkpointing.NONE: 0,
+            Checkpointing.SELECTIVE: (self.layers + 1) // 2,
+            Checkpointing.FULL: self.layers,
+        }[checkpointing]
         # A recomputed block keeps its float32 input, and one block's activations exist again
         # while its backward runs.
         kept = (self.layers - recomputed) * block + recomputed * 4 * dim

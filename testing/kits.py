@@ -80,13 +80,16 @@ def _rows() -> Any:
     return draw()
 
 
-def _grads(module: Any, loss: Any, component: str) -> None:
+def _grads(module: Any, loss: Any, **inputs: Any) -> None:
+    """Backpropagate ``loss``; AssertionError naming every trainable parameter of ``module``, and
+    every one of ``inputs`` (name: tensor), that gets no gradient."""
     loss.backward()
     missing = [
         n
         for n, p in module.named_parameters()
         if p.requires_grad and (p.grad is None or not bool(p.grad.abs().sum() > 0))
     ]
+    missing += [f"the {name} input" for name, x in inputs.items() if x.grad is None]
     assert not missing, f"no gradient reaches {missing}"
 
 
@@ -207,7 +210,7 @@ def check_pooler(
         mask = torch.zeros(2, 16, dtype=torch.bool)
         mask[:, ::4] = True
         level = boundary_index(mask, None)
-        _grads(pooler, pooler(torch.randn(2, 16, DIM_FINE), level).square().sum(), component)
+        _grads(pooler, pooler(torch.randn(2, 16, DIM_FINE), level).square().sum())
     if model_examples:
         _models(component, model_examples, shrink=shrink, pooler=spec)
 
@@ -270,9 +273,7 @@ def check_upsampler(
                 other[1:] = torch.randn_like(other[1:])
                 assert torch.equal(up(other, level.segment, level.offset)[0], out.detach()[0]), "row 0 changed"
         with _invariant(component, "gradients reach every parameter"):
-            out.square().sum().backward()
-            missing = [n for n, p in up.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
-            assert not missing and coarse.grad is not None, f"no gradient reaches {missing or ['the coarse input']}"
+            _grads(up, out.square().sum(), coarse=coarse)
         with _invariant(component, "the one-position form (decoding) equals forward"):
             zero = torch.zeros(b, 1, dtype=torch.long)
             with torch.no_grad():
@@ -368,7 +369,7 @@ def check_stage(
                 other[1:] = torch.randn_like(other[1:])
                 assert torch.equal(stage(other, layout=Layout(doc=doc))[0], out.detach()[0]), "row 0 changed"
         with _invariant(component, "gradients reach every parameter"):
-            _grads(stage, out.square().sum(), component)
+            _grads(stage, out.square().sum())
         with _invariant(component, "the KV cache (decoding) equals forward"):
             if doc is None:  # decoding holds one document per row
                 with torch.no_grad():

@@ -152,6 +152,9 @@ def assert_causal(model: Any, docs: Sequence[bytes], new: bytes, t: int, length:
         changed.append(doc[:keep] + new[: len(doc) - keep])
         pos += len(doc) + 2
     tokens2, levels2 = pack(spec, changed, length)
+    assert torch.equal(tokens[: t + 1], tokens2[: t + 1]) and torch.equal(levels[: t + 1], levels2[: t + 1]), (
+        f"the tokens or levels at or before {t} changed with the bytes after it: {docs!r} -> {changed!r}"
+    )
     with torch.no_grad():
         a = model(tokens[None], levels[None]).logits
         b = model(tokens2[None], levels2[None]).logits

@@ -33,7 +33,20 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+
+
+def examples(*, ci: int, dev: int, thorough: int) -> int:
+    """Examples of a property slower than the profile's own count, under the loaded profile
+    (``ci``'s under any other)."""
+    return {"ci": ci, "dev": dev, "thorough": thorough}.get(PROFILE, ci)
+
+
+#: Examples of the properties that build whole models (tests/test_model.py, test_generate.py).
+MODEL_EXAMPLES = examples(ci=25, dev=8, thorough=300)
+#: Examples of the attention backends' properties against the oracle (tests/test_attention.py).
+ATTENTION_EXAMPLES = examples(ci=12, dev=5, thorough=200)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

@@ -5,7 +5,6 @@ say so before anything starts, and ``aunet profile`` labels every stage."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -19,9 +18,8 @@ from aunet.core.spec import apply_overrides
 from aunet.plugins.nn.attention import BandPlan, FlexBackend, MathBackend, SdpaBackend
 from aunet.testing import documents, pack, small_specs
 
-from conftest import run_cli, write_spec
+from conftest import ATTENTION_EXAMPLES, run_cli, write_spec
 
-EXAMPLES = {"ci": 12, "dev": 5, "thorough": 200}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 12)
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(
     not CUDA, reason="needs a CUDA device; this machine has none (CPU-only torch or no GPU)"
@@ -40,7 +38,7 @@ def built(spec, device="cpu"):
     return aunet.build_model(spec, device=device).eval()
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@settings(max_examples=ATTENTION_EXAMPLES, deadline=None)
 @given(
     b=st.integers(1, 3),
     h=st.sampled_from([1, 2]),
@@ -62,7 +60,7 @@ def test_backends_equal_the_oracle_on_random_layouts(b: int, h: int, s: int, w: 
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=lambda m: f"{type(backend).__name__}: {m}")
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@settings(max_examples=ATTENTION_EXAMPLES, deadline=None)
 @given(spec=small_specs(max_depth=2, attention=("math",)), docs=documents(), pad=st.integers(0, 12))
 def test_flex_and_sdpa_models_equal_math_on_packed_documents_and_padding(spec, docs, pad: int) -> None:
     tokens, levels = pack(spec, docs, T)

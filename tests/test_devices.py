@@ -101,6 +101,34 @@ def test_generation_leaves_the_process_threads_alone(monkeypatch: pytest.MonkeyP
     assert torch.get_num_threads() == before and (calls == [1, before] or before == 1)
 
 
+@pytest.mark.parametrize(
+    ("precision", "checkpointing"), [("float32", "none"), ("bfloat16", "full"), ("auto", "selective")]
+)
+def test_the_memory_check_reads_the_accountings_estimate(
+    monkeypatch: pytest.MonkeyPatch, precision: str, checkpointing: str
+) -> None:
+    from aunet.core.accounting import account
+    from aunet.core.spec import Checkpointing, Precision, resolve_spec
+    from aunet.jobs.runtime import devices
+
+    spec = resolve_spec(
+        apply_overrides(
+            aunet.load_spec("aunet2-tiny"),
+            [f"train.precision={precision}", f"train.activation_checkpointing={checkpointing}"],
+        )
+    )
+    cpu = torch.device("cpu")
+    estimate = account(spec).memory_for(
+        Precision.BFLOAT16 if precision == "bfloat16" else Precision.FLOAT32, Checkpointing(checkpointing)
+    )
+    need = estimate.state_bytes + int(estimate.activation_bytes_per_row * spec.train.batch_size)
+    monkeypatch.setattr(devices, "available_memory", lambda device: need)
+    devices.check_fits(spec, cpu)  # exactly what the estimate needs: fits
+    monkeypatch.setattr(devices, "available_memory", lambda device: need - 1)
+    with pytest.raises(InputError, match=f"needs at least {need / 2**30:,.1f} GiB .*AdamW state "):
+        devices.check_fits(spec, cpu)
+
+
 def test_random_states_round_trip_as_plain_data() -> None:
     import json
     import random

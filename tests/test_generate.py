@@ -16,7 +16,8 @@ from aunet.core.resources import spec_path
 from aunet.jobs.inference.generate import decode, generate, generate_recompute, sample_next
 from aunet.testing import small_specs
 
-EXAMPLES = {"ci": 25, "dev": 8, "thorough": 300}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 25)
+from conftest import MODEL_EXAMPLES
+
 PROMPT_BYTES = st.one_of(
     st.binary(max_size=40),  # random bytes: long segments, invalid UTF-8
     st.text(alphabet="ab c.\n1", max_size=40).map(str.encode),  # short words, ends mid-segment
@@ -47,7 +48,7 @@ def assert_matches_teacher_forcing(model, prompts, new: int) -> None:
             )
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
+@settings(max_examples=MODEL_EXAMPLES, deadline=None)
 @given(spec=small_specs(context=256), prompts=st.lists(PROMPT_BYTES, min_size=1, max_size=3), new=st.integers(1, 24))
 def test_cached_decoding_equals_teacher_forcing(spec, prompts, new: int) -> None:
     torch.manual_seed(0)

@@ -3,8 +3,6 @@ counted, bad input refused (docs/method.md sections 1 to 5)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -15,10 +13,11 @@ from aunet.core import SpecError
 from aunet.core.model import IGNORE, PAD, AUNet, ShapeMode, boundary_index, build_model
 from aunet.core.resources import spec_path
 from aunet.core.spec import parse_spec
-from aunet.testing import documents, pack, small_specs
+from aunet.testing import assert_causal, documents, pack, small_specs
 
-EXAMPLES = {"ci": 25, "dev": 8, "thorough": 300}.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), 25)
-model_settings = settings(max_examples=EXAMPLES, deadline=None)
+from conftest import MODEL_EXAMPLES
+
+model_settings = settings(max_examples=MODEL_EXAMPLES, deadline=None)
 T = 48
 
 
@@ -30,22 +29,7 @@ def make(spec) -> AUNet:
 @model_settings
 @given(spec=small_specs(), docs=documents(), new=st.binary(min_size=T, max_size=T), t=st.integers(0, T - 2))
 def test_changing_bytes_after_t_changes_no_logit_up_to_t(spec, docs, new: bytes, t: int) -> None:
-    model = make(spec)
-    tokens, levels = pack(spec, docs, T)
-    # Replace every byte after t (documents keep their BOS/EOS), then recompute the levels of
-    # the changed documents: the splitters are prefix-stable, so levels up to t cannot change.
-    changed_docs, pos = [], 0
-    for doc in docs:
-        start = pos + 1  # first byte of the document, after its BOS
-        keep = max(0, min(len(doc), t + 1 - start))
-        changed_docs.append(doc[:keep] + new[: len(doc) - keep])
-        pos += len(doc) + 2
-    tokens2, levels2 = pack(spec, changed_docs, T)
-    assert torch.equal(tokens[: t + 1], tokens2[: t + 1]) and torch.equal(levels[: t + 1], levels2[: t + 1])
-    with torch.no_grad():
-        a = model(tokens[None], levels[None]).logits
-        b = model(tokens2[None], levels2[None]).logits
-    assert torch.equal(a[0, : t + 1], b[0, : t + 1]), (docs, changed_docs, t)
+    assert_causal(make(spec), docs, new, t, T)
 
 
 @model_settings

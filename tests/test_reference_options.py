@@ -15,7 +15,15 @@ from aunet.core import SpecError
 from aunet.core.accounting import account, row_activation_bytes
 from aunet.core.init import truncated_std
 from aunet.core.model import IGNORE, ShapeMode, build_model, compute_levels, encode
-from aunet.core.spec import apply_overrides, dump_spec, parse_spec, resolve_spec, spec_to_dict
+from aunet.core.spec import (
+    Checkpointing,
+    Precision,
+    apply_overrides,
+    dump_spec,
+    parse_spec,
+    resolve_spec,
+    spec_to_dict,
+)
 from aunet.testing import assert_matches_teacher_forcing, pack
 
 TEXT = b"In the beginning God created the heavens and the earth. The earth was formless and empty. "
@@ -392,7 +400,7 @@ def test_memory_estimate_matches_what_autograd_keeps(bfloat16: bool) -> None:
         stage = spec.build(dim=128)
         x = torch.randn(2, 100, 128, requires_grad=True)
         got = _saved_bytes(stage, lambda: stage(x, layout=Layout()), dtype) / 200
-        want = spec.activation_bytes_per_position(dim=128, bfloat16=bfloat16, checkpointing="none")
+        want = spec.activation_bytes_per_position(dim=128, bfloat16=bfloat16, checkpointing=Checkpointing.NONE)
         assert want == pytest.approx(got, rel=0.02)
     model_spec = resolve_spec(aunet.load_spec("aunet2-tiny"))
     model = build_model(model_spec)
@@ -400,9 +408,9 @@ def test_memory_estimate_matches_what_autograd_keeps(bfloat16: bool) -> None:
     tokens, levels = encode(data)[None], compute_levels(model_spec, data)[None]
     targets = torch.cat([tokens[:, 1:], torch.full_like(tokens[:, :1], IGNORE)], 1)
     got = _saved_bytes(model, lambda: model(tokens, levels, targets, doc_mask=False), dtype)
-    want, unknown = row_activation_bytes(model_spec, bfloat16=bfloat16, checkpointing="none")
+    want, unknown = row_activation_bytes(model_spec, bfloat16=bfloat16, checkpointing=Checkpointing.NONE)
     assert unknown == [] and want == pytest.approx(got, rel=0.15)
-    full, _ = row_activation_bytes(model_spec, bfloat16=bfloat16, checkpointing="full")
+    full, _ = row_activation_bytes(model_spec, bfloat16=bfloat16, checkpointing=Checkpointing.FULL)
     assert full < want
 
 
@@ -413,7 +421,7 @@ def test_spec_show_reports_memory_per_device_size(capsys) -> None:
     assert "largest batch (rows of the context) that fits in 24 GiB, 40 GiB, 80 GiB, 141 GiB" in text
     sizes = account(aunet.load_spec("specs/paper/aunet2-1b.toml"))
     by_mode = {(m.precision, m.checkpointing): m for m in sizes.memory}
-    none, full = by_mode[("bfloat16", "none")], by_mode[("bfloat16", "full")]
+    none, full = by_mode[(Precision.BFLOAT16, Checkpointing.NONE)], by_mode[(Precision.BFLOAT16, Checkpointing.FULL)]
     assert none.state_bytes == 18 * sizes.parameters
     assert full.largest_batch[80] > none.largest_batch[80] > 0
     assert none.largest_batch[80] == int((80 * 2**30 * 0.9 - none.state_bytes) // none.activation_bytes_per_row)

@@ -10,7 +10,6 @@ import unicodedata
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from aunet.core.levels import SplitterStack, segment_stats
 from aunet.core.text import WHITE_SPACE
@@ -133,13 +132,19 @@ def test_properties_on_any_bytes(stack: SplitterStack, data: bytes) -> None:
     assert_levels_consistent(stack, data)
 
 
-@given(data=texts(), cut=st.integers(0, 300))
-def test_levels_nest(data: bytes, cut: int) -> None:
-    levels = STACKS[3].levels(data)
-    for i in range(1, 4):
-        coarse = np.flatnonzero(levels >= i + 1)
-        fine = set(np.flatnonzero(levels >= i).tolist())
-        assert set(coarse.tolist()) <= fine
+@pytest.mark.parametrize("stack", STACKS[1:4], ids=lambda s: "+".join(x.kind for x in s.splitters))
+@given(data=any_bytes())
+def test_levels_nest(stack: SplitterStack, data: bytes) -> None:
+    # The boundaries of level i of the whole stack are those of the stack of its first i
+    # splitters alone (its top level): a splitter above never marks what the one below does not.
+    levels = stack.levels(data)
+    below = None
+    for i in range(1, stack.depth + 1):
+        alone = np.flatnonzero(SplitterStack(stack.splitters[:i]).levels(data) == i)
+        assert np.array_equal(np.flatnonzero(levels >= i), alone), (i, data)
+        if below is not None:  # nesting: every level-i boundary is a boundary of level i - 1
+            assert np.isin(alone, below).all(), (i, data)
+        below = alone
 
 
 def test_paper_example() -> None:

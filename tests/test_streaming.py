@@ -141,3 +141,18 @@ def test_a_folder_of_jsonl_and_parquet_trains_and_resumes_exactly_after_a_kill(f
     assert losses(out) == losses(tmp_path / "whole")
     record = json.loads((out / "run.json").read_text())
     assert record["fingerprint"]["streamed"] and len(record["fingerprint"]["files"]) == 200
+
+
+def test_a_corpus_in_memory_gives_the_validation_documents_its_limit_reads() -> None:
+    from aunet.jobs.data.corpus import Document, evaluation_rows, split
+    from aunet.jobs.data.source import MemoryText
+
+    stack = SplitterEncoding(SplitterStack((Whitespace(),)))
+    memory = MemoryText(split([Document(str(i), text(i, 20 + i).encode()) for i in range(200)], "test"))
+    whole = memory.validation(stack)
+    for limit in (0, 1, 100, len(whole[0]) - 1, len(whole[0]), 5000):
+        kept = memory.validation(stack, limit)
+        assert len(kept) < len(whole)
+        assert [b.targets.tolist() for b in evaluation_rows(kept, 64, limit)] == [
+            b.targets.tolist() for b in evaluation_rows(whole, 64, limit)
+        ]

@@ -30,7 +30,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import numpy as np
@@ -38,9 +38,15 @@ import numpy as np
 from aunet.core.encoding import Encoded, Encoding
 from aunet.core.errors import InputError
 from aunet.core.tokens import BOS, IGNORE, PAD
+from aunet.jobs.runtime.devices import host_memory_available
 
 VALIDATION_EVERY = 10  # document i is validation iff i % 10 == 9
 EMBEDDED = "en_web"
+
+
+def is_validation(number: int) -> bool:
+    """Whether document ``number`` (from 0, in corpus or stream order) is held out for validation."""
+    return number % VALIDATION_EVERY == VALIDATION_EVERY - 1
 
 
 @attrs.frozen
@@ -84,6 +90,7 @@ class Corpus:
 RECORD_SUFFIXES = (".jsonl", ".json")
 #: The files a folder scan reads (others are skipped, and reported).
 FOLDER_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+#: The compressions a corpus file may have, by suffix (read in memory and streamed alike).
 COMPRESSIONS = (".gz", ".xz", ".bz2", ".zst")
 
 
@@ -96,16 +103,7 @@ MEMORY_PER_BYTE = 3
 def max_corpus_bytes() -> int:
     """The most bytes of text a corpus held in memory may have: its peak (``MEMORY_PER_BYTE``
     times the text) may take half the memory available now; at least 64 MiB."""
-    available = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            lines = meminfo.read().splitlines()
-        for line in lines:
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-                break
-    except (OSError, ValueError):
-        pass
+    available = host_memory_available()
     if available is None:
         available = 8 << 30
     return max(64 << 20, available // (2 * MEMORY_PER_BYTE))
@@ -181,7 +179,7 @@ class _Reader:
                 raise self._too_large()
             return docs
         data = self.raw(path)
-        stem = _strip_compression(path)
+        stem = strip_compression(path)
         if stem.suffix in RECORD_SUFFIXES:
             return _records(path, data, whole_json=stem.suffix == ".json")
         return [Document(path.name if path == self.root else str(path.relative_to(self.root)), data)]
@@ -212,7 +210,8 @@ class TooLarge(Exception):
     """Decompression went past its budget (the reader says what that means)."""
 
 
-def _strip_compression(path: Path) -> Path:
+def strip_compression(path: Path) -> Path:
+    """``path`` without its compression suffix (``a.jsonl.gz`` -> ``a.jsonl``), if it has one."""
     return path.with_suffix("") if path.suffix in COMPRESSIONS else path
 
 
@@ -319,8 +318,16 @@ def _record_document(path: Path, where: str, record: Any) -> Document:
     return Document(f"{path.name}:{where.removeprefix('line ')}", data)
 
 
-def read_documents(path: str | Path) -> tuple[list[Document], dict[str, Any], list[str]]:
-    """(documents, fingerprint, notices) of a user corpus: a file (text, JSON lines, JSON; any of
+class CorpusRead(NamedTuple):
+    """What ``read_documents`` found in a user corpus."""
+
+    documents: list[Document]  # the non-empty documents, in order
+    fingerprint: dict[str, Any]  # {"files": [{"name", "bytes", "sha256"}, ...]} of every file read
+    notices: list[str]  # what a folder scan skipped
+
+
+def read_documents(path: str | Path) -> CorpusRead:
+    """The documents, fingerprint and notices of a user corpus: a file (text, JSON lines, JSON; any of
     them compressed with .gz, .xz, .bz2 or .zst) or a folder of such files. InputError naming the
     path and the problem."""
     p = Path(path)
@@ -330,9 +337,7 @@ def read_documents(path: str | Path) -> tuple[list[Document], dict[str, Any], li
     notices = []
     if p.is_dir():
         candidates = sorted(q for q in p.rglob("*") if q.is_file())
-        files = [
-            q for q in candidates if _strip_compression(q).suffix in FOLDER_SUFFIXES and not q.name.startswith(".")
-        ]
+        files = [q for q in candidates if strip_compression(q).suffix in FOLDER_SUFFIXES and not q.name.startswith(".")]
         skipped = [q for q in candidates if q not in set(files)]
         if not files:
             raise InputError(f"--data: folder '{path}' holds no .txt, .jsonl, .json or .parquet files")
@@ -350,14 +355,14 @@ def read_documents(path: str | Path) -> tuple[list[Document], dict[str, Any], li
     docs = [d for d in docs if d.data]
     if not docs:
         raise InputError(f"--data: '{path}' holds no text (every document is empty)")
-    return docs, {"files": reader.files}, notices
+    return CorpusRead(docs, {"files": reader.files}, notices)
 
 
 def split(docs: Sequence[Document], source: str, **where: Any) -> Corpus:
     """The deterministic train/validation split (module docstring)."""
     if len(docs) >= VALIDATION_EVERY:
-        train = tuple(d for i, d in enumerate(docs) if i % VALIDATION_EVERY != VALIDATION_EVERY - 1)
-        validation = tuple(d for i, d in enumerate(docs) if i % VALIDATION_EVERY == VALIDATION_EVERY - 1)
+        train = tuple(d for i, d in enumerate(docs) if not is_validation(i))
+        validation = tuple(d for i, d in enumerate(docs) if is_validation(i))
         return Corpus(source, train, validation, **where)
     train, validation = [], []
     for d in docs:

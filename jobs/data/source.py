@@ -15,10 +15,13 @@ from typing import Any
 from aunet.core.encoding import Encoded, Encoding
 from aunet.core.spec import DataSpec, Streaming
 from aunet.jobs.data.corpus import (
+    COMPRESSIONS,
     Corpus,
     TrainingData,
     encode_documents,
+    is_validation,
     load_corpus,
+    strip_compression,
     xz_bits_per_byte,
 )
 from aunet.jobs.data.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, validation_documents
@@ -30,16 +33,13 @@ CONTRACTION_SAMPLE_BYTES = 16 << 20
 
 
 def _streamable(path: Path) -> bool:
-    stem = path.with_suffix("") if path.suffix in (".gz", ".xz", ".bz2", ".zst") else path
-    return path.is_dir() or stem.suffix in (".jsonl", ".parquet", ".txt")
+    return path.is_dir() or strip_compression(path).suffix in STREAM_SUFFIXES
 
 
 def _disk_bytes(path: Path) -> int:
     if path.is_dir():
         return sum(
-            p.stat().st_size
-            for p in path.rglob("*")
-            if p.is_file() and p.suffix in (*STREAM_SUFFIXES, ".gz", ".xz", ".bz2", ".zst")
+            p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in (*STREAM_SUFFIXES, *COMPRESSIONS)
         )
     return path.stat().st_size
 
@@ -78,7 +78,16 @@ class MemoryText:
         )
 
     def validation(self, encoding: Encoding, limit_bytes: int | None = None) -> list[Encoded]:
-        return self._encode(encoding)[1]
+        """The encoded validation documents, up to the one that completes ``limit_bytes``
+        predicted positions (what ``evaluation_rows`` reads of them)."""
+        encoded = self._encode(encoding)[1]
+        if limit_bytes is None:
+            return encoded
+        kept, budget = 0, limit_bytes
+        while kept < len(encoded) and budget > 0:
+            budget -= len(encoded[kept]) - 1
+            kept += 1
+        return encoded[:kept]
 
     def xz_bpb(self, limit_bytes: int | None = None) -> float:
         return xz_bits_per_byte(self.corpus.validation_bytes[:limit_bytes])
@@ -103,7 +112,7 @@ class StreamedText:
     def contraction_levels(self, encoding: Encoding) -> Iterator[Any]:
         size = 0
         for _, _, _, number, doc in self.stream_source.documents():
-            if number % 10 == 9 or not doc.data:
+            if is_validation(number) or not doc.data:
                 continue
             yield encoding.encode(doc.data).levels
             size += len(doc.data)

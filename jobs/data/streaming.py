@@ -55,8 +55,10 @@ from aunet.jobs.data.corpus import (
     Document,
     Packed,
     _record_document,
+    is_validation,
     parquet_records,
     parse_json_line,
+    strip_compression,
 )
 
 #: File types a streamed folder reads (after a compression suffix); others are skipped and reported.
@@ -72,10 +74,6 @@ PART_SLACK = 64 << 10
 MAX_RECORD_BYTES = 64 << 20
 #: Bytes read at a time from a file.
 READ_BYTES = 1 << 20
-
-
-def _stem(path: Path) -> Path:
-    return path.with_suffix("") if path.suffix in COMPRESSIONS else path
 
 
 def cut_point(data: bytes | bytearray, limit: int) -> int:
@@ -131,7 +129,9 @@ class StreamSource:
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if not q.is_dir())
             self.files = [
-                q for q in found if q.is_file() and _stem(q).suffix in STREAM_SUFFIXES and not q.name.startswith(".")
+                q
+                for q in found
+                if q.is_file() and strip_compression(q).suffix in STREAM_SUFFIXES and not q.name.startswith(".")
             ]
             skipped = [q for q in found if q not in set(self.files)]
             if skipped:
@@ -177,7 +177,7 @@ class StreamSource:
         """(record number, byte offset, document part) of one file, from record ``start`` (and
         the part at ``byte`` of it) on; any failure to read is one InputError naming the file."""
         path = self.files[index]
-        stem = _stem(path)
+        stem = strip_compression(path)
         where = {"record": start}
         try:
             if stem.suffix == ".parquet":
@@ -301,10 +301,6 @@ class StreamSource:
             for rec, offset, doc in self.records(index, record if first else 0, byte if first else 0):
                 yield index, rec, offset, number, doc
                 number += 1
-
-
-def is_validation(number: int) -> bool:
-    return number % VALIDATION_EVERY == VALIDATION_EVERY - 1
 
 
 def validation_documents(source: StreamSource, limit_bytes: int | None = None) -> Iterator[Document]:

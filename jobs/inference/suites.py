@@ -25,6 +25,11 @@ SUITES = ("udhr",)
 LONG_BYTES = 16  # the number of upsampling offsets: longer level-1 segments wrap around
 
 
+def suite_names() -> tuple[str, ...]:
+    """The suites ``suite_texts`` knows (what ``--suite`` accepts)."""
+    return SUITES
+
+
 @attrs.frozen
 class SuiteText:
     """One text of a suite."""
@@ -56,8 +61,8 @@ def udhr_texts() -> tuple[SuiteText, ...]:
 def suite_texts(name: str, only: str | None = None) -> tuple[SuiteText, ...]:
     """The texts of a suite; ``only`` keeps those named (comma-separated file stems such as
     ``eng,cmn_hans``, or BCP 47 tags)."""
-    if name != "udhr":
-        raise InputError(f"--suite: unknown suite '{name}'; known: {', '.join(SUITES)}")
+    if name not in suite_names():
+        raise InputError(f"--suite: unknown suite '{name}'; known: {', '.join(suite_names())}")
     texts = udhr_texts()
     if only is None:
         return texts

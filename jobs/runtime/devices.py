@@ -110,6 +110,20 @@ def use_bfloat16(precision: Any, device: Any) -> bool:
 # -- memory ------------------------------------------------------------------------------------
 
 
+def host_memory_available() -> int | None:
+    """Bytes of host memory available now (``MemAvailable`` of /proc/meminfo), or None where
+    there is no such file (not Linux) or it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            lines = meminfo.read().splitlines()
+        for line in lines:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def available_memory(device: Any) -> int | None:
     """Bytes free for a model on ``device`` now (None when unknown, as on MPS)."""
     import torch
@@ -117,42 +131,21 @@ def available_memory(device: Any) -> int | None:
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     if device.type == "cpu":
-        try:
-            with open("/proc/meminfo", encoding="ascii") as meminfo:
-                lines = meminfo.read().splitlines()
-            for line in lines:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-        except (OSError, ValueError):
-            return None
+        return host_memory_available()
     return None
 
 
-def training_bytes(spec: Any) -> tuple[int, int]:
-    """A lower bound of what training ``spec`` holds in memory: (weights, gradients and AdamW
-    moments in float32; activations of one micro-batch kept for the backward pass)."""
-    from aunet.core.accounting import account
-
-    sizes = account(spec)
-    state = 16 * sizes.parameters
-    rows_positions = spec.train.batch_size * spec.model.context
-    activations = rows_positions * 259 * 4 * 3  # logits, their softmax and its gradient
-    for i, level in enumerate(spec.levels):
-        positions = rows_positions / sizes.contraction[i]
-        stacks = 1 if i == spec.depth else 2
-        per_position = getattr(level.stage, "layers", 1) * (16 * level.dim + 3 * _hidden(level.stage, level.dim))
-        activations += int(positions * stacks * per_position * 4)
-    return state, activations
-
-
-def _hidden(stage: Any, dim: int) -> int:
-    hidden = getattr(stage, "hidden", None)
-    return hidden(dim) if callable(hidden) else 4 * dim
-
-
 def check_fits(spec: Any, device: Any) -> None:
-    """InputError when training ``spec`` on ``device`` cannot fit in the memory free there."""
-    state, activations = training_bytes(spec)
+    """InputError when training ``spec`` on ``device`` cannot fit in the memory free there, by
+    the accounting's estimate (``aunet.core.accounting.MemoryEstimate``) at the run's precision
+    and activation checkpointing, for one micro-batch of ``train.batch_size`` rows."""
+    from aunet.core.accounting import account
+    from aunet.core.spec import Precision
+
+    precision = Precision.BFLOAT16 if use_bfloat16(spec.train.precision, device) else Precision.FLOAT32
+    estimate = account(spec).memory_for(precision, spec.train.activation_checkpointing)
+    state = estimate.state_bytes
+    activations = int(estimate.activation_bytes_per_row * spec.train.batch_size)
     have = available_memory(device)
     if have is not None and state + activations > have:
         gib = 2**30

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -84,6 +84,13 @@ class World:
 SINGLE = World()
 
 
+class Placement(NamedTuple):
+    """Where ``process_group`` puts this process: the run's world and this process's device."""
+
+    world: World
+    device: Any  # torch.device
+
+
 def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in TORCHRUN_VARS)
 
@@ -93,7 +100,7 @@ def torchrun_command(parallel: Parallel) -> str:
 
 
 @contextlib.contextmanager
-def process_group(parallel: Parallel, device_request: Any, *, resume: bool = False) -> Iterator[tuple[World, Any]]:
+def process_group(parallel: Parallel, device_request: Any, *, resume: bool = False) -> Iterator[Placement]:
     """The run's ``World`` and this process's device, with the process group up while inside."""
     import torch
 
@@ -112,7 +119,7 @@ def process_group(parallel: Parallel, device_request: Any, *, resume: bool = Fal
                 f"{torchrun_command(parallel)} (add --nnodes M --rdzv-backend c10d --rdzv-endpoint "
                 f"HOST:PORT for several machines){alone}"
             )
-        yield SINGLE, resolve_device(device_request)
+        yield Placement(SINGLE, resolve_device(device_request))
         return
     size = int(os.environ["WORLD_SIZE"])
     if parallel is Parallel.NONE:
@@ -120,7 +127,7 @@ def process_group(parallel: Parallel, device_request: Any, *, resume: bool = Fal
             raise InputError(
                 f"torchrun started {size} processes, but --parallel is none; add --parallel ddp or --parallel fsdp"
             )
-        yield SINGLE, resolve_device(device_request)
+        yield Placement(SINGLE, resolve_device(device_request))
         return
     import torch.distributed as dist
 
@@ -132,7 +139,7 @@ def process_group(parallel: Parallel, device_request: Any, *, resume: bool = Fal
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, **({"device_id": device} if device.type == "cuda" else {}))
     try:
-        yield World(rank, size, local, parallel), device
+        yield Placement(World(rank, size, local, parallel), device)
     finally:
         dist.destroy_process_group()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,12 @@ def dense_mask(layout: Layout, length: int, window: int | None, device: Any) -> 
 def _expand_kv(q: Tensor, x: Tensor) -> Tensor:
     """Grouped-query attention for kernels without it: repeat each key/value head for its group."""
     return x if x.shape[1] == q.shape[1] else x.repeat_interleave(q.shape[1] // x.shape[1], dim=1)
+
+
+def dense_sdpa(q: Tensor, k: Tensor, v: Tensor, plan: DensePlan) -> Tensor:
+    """Attention under an explicit mask by plain SDPA (key and value heads repeated for grouped
+    queries): how the kernels that take no mask (flex, flash) attend against a decoding cache."""
+    return F.scaled_dot_product_attention(q, _expand_kv(q, k), _expand_kv(q, v), attn_mask=plan.mask)
 
 
 class MathBackend(AttentionBackend):
@@ -184,28 +190,36 @@ class FlexBackend(AttentionBackend):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, plan: Any) -> Tensor:
         if isinstance(plan, DensePlan):  # decoding against the cache: a mask of a few rows
-            return F.scaled_dot_product_attention(q, _expand_kv(q, k), _expand_kv(q, v), attn_mask=plan.mask)
+            return dense_sdpa(q, k, v, plan)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
             return self.kernel(self.compile)(q, k, v, block_mask=plan, enable_gqa=k.shape[1] != q.shape[1])
 
 
-def flash_kernel(implementation: str) -> tuple[Callable[..., Tensor] | None, str]:
-    """(varlen kernel, its name) for ``auto``, ``flash-attn`` or ``torch``; (None, why) if absent."""
+class FlashKernel(NamedTuple):
+    """What ``flash_kernel`` found: a varlen kernel and its name, or why there is none."""
+
+    kernel: Callable[..., Tensor] | None
+    name: str | None = None  # "flash-attn" or "torch varlen_attn" when found
+    unavailable: str | None = None  # why not, when ``kernel`` is None
+
+
+def flash_kernel(implementation: str) -> FlashKernel:
+    """The varlen kernel for ``auto``, ``flash-attn`` or ``torch``, or why there is none."""
     if implementation in ("auto", "flash-attn"):
         try:
             from flash_attn import flash_attn_varlen_func
 
-            return flash_attn_varlen_func, "flash-attn"
+            return FlashKernel(flash_attn_varlen_func, name="flash-attn")
         except ImportError:
             if implementation == "flash-attn":
-                return None, "flash-attn is not installed"
+                return FlashKernel(None, unavailable="flash-attn is not installed")
     try:
         from torch.nn.attention.varlen import varlen_attn
 
-        return varlen_attn, "torch varlen_attn"
+        return FlashKernel(varlen_attn, name="torch varlen_attn")
     except ImportError:
-        return None, "this torch has no torch.nn.attention.varlen"
+        return FlashKernel(None, unavailable="this torch has no torch.nn.attention.varlen")
 
 
 class VarlenPlan:
@@ -240,7 +254,7 @@ class FlashBackend(AttentionBackend):
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, plan: Any) -> Tensor:
         if isinstance(plan, DensePlan):  # decoding against the cache
-            return F.scaled_dot_product_attention(q, _expand_kv(q, k), _expand_kv(q, v), attn_mask=plan.mask)
+            return dense_sdpa(q, k, v, plan)
         if q.dtype not in (torch.bfloat16, torch.float16):
             raise AunetError(
                 f"attention kind 'flash' computes in bfloat16 or float16, and got {q.dtype}: train or "

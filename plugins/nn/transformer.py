@@ -46,7 +46,6 @@ class Block(nn.Module):
         head_dim: int,
         kv_heads: int,
         hidden: int,
-        window: int | None,
         norm_eps: float,
         backend: AttentionBackend,
     ) -> None:
@@ -54,7 +53,6 @@ class Block(nn.Module):
         self.heads = dim // head_dim
         self.kv_heads = kv_heads
         self.head_dim = head_dim
-        self.window = window
         self.attn_norm = nn.RMSNorm(dim, eps=norm_eps)
         self.qkv = nn.Linear(dim, dim + 2 * kv_heads * head_dim, bias=False)  # queries, then keys and values
         self.out = nn.Linear(dim, dim, bias=False)
@@ -125,7 +123,6 @@ class TransformerStage(Stage):
                 head_dim=head_dim,
                 kv_heads=self.kv_heads,
                 hidden=hidden,
-                window=window,
                 norm_eps=norm_eps,
                 backend=backend,
             )
