@@ -5,7 +5,7 @@ process (medians), each as bytes per second and as a ratio to 4 rows in float32 
 default used until 2026-12-02).
 
 Why: the default run is budgeted in steps, and its recipe was chosen for bits per byte at equal
-training bytes (README "The default run"); this says what each choice costs in time on the
+training bytes (docs/results.md, "The default run"); this says what each choice costs in time on the
 machine at hand, which absolute minutes on a shared machine cannot.
 """
 

@@ -1,5 +1,5 @@
 """Reliability trials: the failures of many processes, signals and memory, each provoked many
-times in fresh processes, counted as held or broken (the README's "Runs you can trust" table).
+times in fresh processes, counted as held or broken (the table of docs/results.md, "Reliability trials").
 
 * ``save-fails/P``: a disk that fills at the first checkpoint (``RLIMIT_FSIZE``), on one process or
   two (``aunet launch``, DDP or FSDP2). Held: every process ends within two minutes with one

@@ -38,7 +38,7 @@ def build_parser() -> Parser:
     return parser
 
 
-#: The order aunet's own commands are listed in (``aunet --help``, the README's table); plugins'
+#: The order aunet's own commands are listed in (``aunet --help``, the table of docs/reference/cli.md); plugins'
 #: commands follow, in the order they load.
 BUILTIN_ORDER = (
     "builtin-plugins",

@@ -9,6 +9,7 @@ examples, derandomized so a CI failure reproduces), ``dev`` (20 examples, for qu
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -50,6 +51,24 @@ ATTENTION_EXAMPLES = examples(ci=12, dev=5, thorough=200)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+
+#: A Python block that claims to run: the fenced block right after a line ``<!-- tested -->``.
+TESTED_BLOCK = re.compile(r"<!-- tested -->\s*```python\n(.*?)```", re.DOTALL)
+
+
+def documentation() -> list[Path]:
+    """The README and every page of the documentation site."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def runnable_blocks() -> list[tuple[str, str]]:
+    """``(file, code)`` of every ``<!-- tested -->`` Python block of the documentation, ``file``
+    relative to the repository root."""
+    return [
+        (str(path.relative_to(ROOT)), code)
+        for path in documentation()
+        for code in TESTED_BLOCK.findall(path.read_text(encoding="utf-8"))
+    ]
 
 
 #: A spec that trains in a fraction of a second per step, for the job tests.

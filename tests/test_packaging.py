@@ -1,7 +1,7 @@
 """What users install works: the wheel holds exactly the source tree's modules and data files,
 and, installed into a fresh virtual environment and used from a directory outside the checkout,
-it trains, evaluates, generates and runs the README's Python snippet. The editable install (what
-the test run itself uses) imports as ``aunet`` only."""
+it trains, evaluates, generates and runs the documentation's tested Python blocks. The editable
+install (what the test run itself uses) imports as ``aunet`` only."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, runnable_blocks
 
 #: Folders and files of a checkout that are not part of a build (ignored by git).
 _IGNORED = shutil.ignore_patterns(
@@ -180,12 +180,13 @@ def test_installed_wheel_trains_evaluates_and_generates_outside_the_checkout(whe
         str(aunet), "generate", "--ckpt", "X", "--prompt", "And God said", "--max-bytes", "12", "--device", "cpu"
     )
     assert generated.stdout.startswith("And God said")
-    # One more process: where aunet comes from, a shipped spec by name, and the README's snippets.
-    snippets = re.findall(r"<!-- tested -->\s*```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    # One more process: where aunet comes from, a shipped spec by name, and the documentation's
+    # tested blocks (the README's and the site's).
+    snippets = runnable_blocks()
     script = (
         "import json, sys, aunet, aunet.core.spec as s\n"
         "print(json.dumps([aunet.__file__, aunet.__version__, aunet.load_spec('aunet3-tiny').name]))\n"
-        "for code in json.loads(sys.argv[1]):\n    exec(compile(code, 'README.md', 'exec'), {'__name__': 'readme'})\n"
+        "for file, code in json.loads(sys.argv[1]):\n    exec(compile(code, file, 'exec'), {'__name__': 'readme'})\n"
     )
     checked = run(str(python), "-c", script, json.dumps(snippets))
     location, version, name = json.loads(checked.stdout.splitlines()[0])

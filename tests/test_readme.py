@@ -1,24 +1,29 @@
-"""The README's Python snippets run as written (blocks right after ``<!-- tested -->``)."""
+"""The documentation's Python blocks run as written (blocks right after ``<!-- tested -->``, in
+the README and in every page under docs/), and the command-line reference names every command and
+every option."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, runnable_blocks
 
-BLOCKS = re.findall(r"<!-- tested -->\s*```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+BLOCKS = runnable_blocks()
+
+#: The page that holds the command table (its header row: ``| command | what it does |``).
+COMMAND_TABLE = ROOT / "docs" / "reference" / "cli.md"
 
 
-def test_readme_has_tested_snippets() -> None:
-    assert BLOCKS, "no <!-- tested --> python block in README.md"
+def test_the_documentation_has_tested_snippets() -> None:
+    files = {file for file, _ in BLOCKS}
+    assert "README.md" in files, "no <!-- tested --> python block in README.md"
+    assert "docs/guides/python-api.md" in files, "no <!-- tested --> python block in docs/guides/python-api.md"
 
 
-@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_snippet_runs(code: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+@pytest.mark.parametrize(("file", "code"), BLOCKS, ids=[f"{file}:block{i}" for i, (file, _) in enumerate(BLOCKS)])
+def test_snippet_runs(file: str, code: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)  # what a user runs from anywhere; files it writes land here
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - the README's own code
+    exec(compile(code, file, "exec"), {"__name__": "readme"})  # noqa: S102 - the documentation's own code
 
 
 def test_the_command_table_lists_every_flag() -> None:
@@ -26,7 +31,7 @@ def test_the_command_table_lists_every_flag() -> None:
 
     from aunet.cli.main import build_parser
 
-    text = (ROOT / "README.md").read_text()
+    text = COMMAND_TABLE.read_text(encoding="utf-8")
     table = text[text.index("| command | what it does |") :]
     table = table[: table.index("\n\n")]
     rows = {}
@@ -46,7 +51,7 @@ def test_the_command_table_lists_every_flag() -> None:
 
     missing = []
     for name, parser in commands(build_parser(), "aunet"):
-        assert name in rows, f"README's command table has no row for `{name}`"
+        assert name in rows, f"{COMMAND_TABLE.relative_to(ROOT)}'s command table has no row for `{name}`"
         for action in parser._actions:
             flags = [o for o in action.option_strings if o.startswith("--") and o != "--help"]
             if flags and not any(f in rows[name] for f in flags):

@@ -1,5 +1,5 @@
 """The reference's options as spec options: each one's effect, and its round trip through
-``spec show --json`` (README "The reference's options")."""
+``spec show --json`` (docs/guides/specs.md, "The reference's options")."""
 
 from __future__ import annotations
 

@@ -227,7 +227,8 @@ def generate(
             RuntimeWarning saying how many were dropped).
         max_new_bytes: at most this many new bytes per row.
         temperature: 0 is greedy; otherwise logits are divided by it before sampling.
-        top_k, top_p: keep the k most likely tokens / the smallest set with probability p.
+        top_k: keep the k most likely tokens (None: all).
+        top_p: keep the smallest set of tokens with probability p (None: all).
         seed: the sampling generator's seed (the generator lives on the model's device).
         stop: a byte string (or several) that ends a row once produced (it is kept).
         on_bytes: called with (row, byte) as each byte is produced (streaming output).
