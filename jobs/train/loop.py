@@ -14,8 +14,8 @@ AdamW (betas 0.9/0.95, eps 1e-8), weight decay on matrices only unless asked, li
 cosine to ``min_lr_ratio`` of the peak, gradient clipping, gradient accumulation, bf16 autocast
 (``precision``: ``auto`` is bf16 on CUDA), torch.compile, one seed for everything, any device.
 Progress goes to stderr (a live line on a terminal, periodic lines otherwise), metrics to
-``metrics.jsonl`` and TensorBoard (``tb/``), checkpoints to ``checkpoints/``
-(``aunet.jobs.runs.checkpoint``).
+``metrics.jsonl``, TensorBoard (``tb/``) and the other ``[train.metrics] writers``, checkpoints
+to ``checkpoints/`` (``aunet.jobs.runs.checkpoint``).
 
 Stopping. Ctrl-C (SIGINT) finishes the current step, writes a checkpoint and returns; a second
 Ctrl-C stops at once, and the last complete checkpoint is still intact. A loss, gradient or weight
@@ -64,7 +64,7 @@ from aunet.jobs.runs import checkpoint
 from aunet.jobs.runs.directory import RUN_FILE, SPEC_FILE, RunClaim, RunRecord, check_out, stamp, truncate_metrics
 from aunet.jobs.runtime.distributed import World, process_group
 from aunet.jobs.runtime.files import write_text
-from aunet.jobs.train.metrics import MetricWriters, Progress
+from aunet.jobs.train.metrics import MetricWriters, Progress, check_available
 from aunet.jobs.train.resume import RunStart, check_resumable, history_entry, new_run, resume_run
 from aunet.jobs.train.trainer import StepResult, Trainer, TrainingDiverged
 
@@ -585,6 +585,7 @@ def _train(
     t = spec.train
     if t.steps is None and t.minutes is None:
         raise InputError("no budget: give --steps N or --minutes M (or train.steps / train.minutes in the spec)")
+    check_available(t.metrics)  # a writer's library is missing: said before any work
 
     text = training_text(start.data, t.data, notify=progress.message)
     for notice in text.notices:
@@ -664,7 +665,10 @@ def _train(
     flops_per_byte = account(spec).flops_per_byte
     peak_flops = matmul_peak(device.type, device.index, bfloat16)
     first = (trainer.step_count, trainer.elapsed, trainer.bytes_seen)
-    with _StopFlag(world) as stop, MetricWriters(run_dir, t.metrics, purge_step=purge, enabled=world.main) as writers:
+    with (
+        _StopFlag(world) as stop,
+        MetricWriters(run_dir, t.metrics, purge_step=purge, enabled=world.main, spec=spec) as writers,
+    ):
         log = StepLog(
             writers,
             progress,
@@ -688,6 +692,8 @@ def _train(
             final = budget.done(trainer)
             evaluator.maybe(trainer, writers, progress, final=final)
             checkpointer.maybe_save(trainer, final=final)
+            if checkpointer.saved_step == trainer.step_count:
+                writers.flush()  # a checkpoint's metrics are on disk with it
             if trainer.step_count % TRIM_EVERY == 0:
                 trim_host_memory()
         profile.close()  # the run ended inside the window
