@@ -14,6 +14,7 @@ from aunet.core.levels import LevelStream, SplitterStack
 from aunet.core.registry import Family, Registrar, Registry, default_registry
 from aunet.core.splitter import Splitter
 from aunet.core.text import INVALID, TABLE_SIZE, WHITE_SPACE, Chars, CharTable, decode
+from aunet.core.writers import MetricRun, MetricWriter, MetricWriterSpec
 
 _TORCH_NAMES = (
     "AttentionBackend",
@@ -47,6 +48,9 @@ __all__ = [
     "Layout",
     "LevelIndex",
     "LevelStream",
+    "MetricRun",
+    "MetricWriter",
+    "MetricWriterSpec",
     "PluginError",
     "Pooler",
     "PoolerSpec",

@@ -1,5 +1,5 @@
-"""Hook specifications: how a plugin adds splitters, stages, poolers, upsamplers and attention
-backends to aunet.
+"""Hook specifications: how a plugin adds splitters, stages, poolers, upsamplers, attention
+backends and metric writers to aunet.
 
 Writing a plugin
 ================
@@ -111,6 +111,58 @@ def aunet_register_attention(registry: Registrar) -> None:
     Called once per plugin, when it is loaded. ``cls`` subclasses ``aunet.core.AttentionSpec``;
     stages resolve their backend once, when the model is built (``resolve(device)``), and an
     unavailable backend says why. Returns nothing.
+    """
+
+
+@hookspec
+def aunet_register_metric_writers(registry: Registrar) -> None:
+    """Add metric writer spec classes with ``registry.add_metric_writer(cls)``.
+
+    Called once per plugin, when it is loaded. ``cls`` subclasses ``aunet.core.MetricWriterSpec``:
+    a frozen attrs class whose fields are the writer's options (``[train.metrics] writers =
+    [{ kind = "...", ... }]``) and whose ``open(run)`` returns the ``aunet.core.MetricWriter`` of
+    one invocation of a run, on the main process only (``aunet.core.writers`` states the
+    contract). Returns nothing. For example::
+
+        from pathlib import Path
+        from typing import ClassVar
+        import csv
+        import attrs
+        from aunet.core import MetricRun, MetricWriter, MetricWriterSpec, hookimpl
+
+        class CsvWriter(MetricWriter):
+            def __init__(self, path: Path, resume_step: int | None) -> None:
+                kept = []
+                if resume_step is not None and path.exists():   # keep the steps up to the checkpoint
+                    with path.open(newline="") as f:
+                        kept = [r for r in csv.reader(f) if int(r[0]) <= resume_step]
+                self.file = path.open("w", newline="")
+                self.out = csv.writer(self.file)
+                self.out.writerows(kept)
+
+            def write(self, step, metrics):
+                self.out.writerows([step, name, value] for name, value in metrics.items())
+
+            def flush(self):
+                self.file.flush()
+
+            def close(self):
+                self.file.close()                               # idempotent: closing twice is fine
+
+        @attrs.frozen(kw_only=True)
+        class CsvSpec(MetricWriterSpec):
+            '''Scalars as step,name,value lines of scalars.csv.'''
+
+            kind: ClassVar[str] = "csv"
+
+            def open(self, run: MetricRun) -> MetricWriter:
+                return CsvWriter(run.directory / "scalars.csv", run.resume_step)
+
+        @hookimpl
+        def aunet_register_metric_writers(registry):
+            registry.add_metric_writer(CsvSpec)
+
+    ``aunet.testing.check_metric_writer(CsvSpec(), read=...)`` checks the contract.
     """
 
 

@@ -1,5 +1,5 @@
-"""The plugin registry: which kinds of splitter, stage, pooler, upsampler and attention backend
-exist, and where each came from.
+"""The plugin registry: which kinds of splitter, stage, pooler, upsampler, attention backend and
+metric writer exist, and where each came from.
 
 A ``Registry`` is created explicitly; nothing is loaded at import time, so every test can build a
 fresh one. ``Registry.default()`` loads every plugin of the ``aunet`` entry-point group (the
@@ -43,6 +43,12 @@ class Family(enum.Enum):
     POOLER = "pooler"
     UPSAMPLER = "upsampler"
     ATTENTION = "attention"
+    METRIC_WRITER = "metric_writer"
+
+    @property
+    def label(self) -> str:
+        """The family's name in messages (``unknown metric writer 'x'``)."""
+        return self.value.replace("_", " ")
 
     @property
     def hook(self) -> str:
@@ -52,12 +58,13 @@ class Family(enum.Enum):
             Family.POOLER: "aunet_register_poolers",
             Family.UPSAMPLER: "aunet_register_upsamplers",
             Family.ATTENTION: "aunet_register_attention",
+            Family.METRIC_WRITER: "aunet_register_metric_writers",
         }[self]
 
     @property
     def base(self) -> type:
         """The class every registered class of this family must subclass."""
-        from aunet.core import components, splitter
+        from aunet.core import components, splitter, writers
 
         return {
             Family.SPLITTER: splitter.Splitter,
@@ -65,6 +72,7 @@ class Family(enum.Enum):
             Family.POOLER: components.PoolerSpec,
             Family.UPSAMPLER: components.UpsamplerSpec,
             Family.ATTENTION: components.AttentionSpec,
+            Family.METRIC_WRITER: writers.MetricWriterSpec,
         }[self]
 
 
@@ -122,6 +130,10 @@ class Registrar:
     def add_attention(self, cls: type) -> None:
         """Register an ``AttentionSpec`` subclass under its ``kind``."""
         self._registry._add(Family.ATTENTION, cls, self._origin)
+
+    def add_metric_writer(self, cls: type) -> None:
+        """Register a ``MetricWriterSpec`` subclass under its ``kind``."""
+        self._registry._add(Family.METRIC_WRITER, cls, self._origin)
 
 
 class Registry:
@@ -223,7 +235,7 @@ class Registry:
         existing = self._kinds[family].get(kind)
         if existing is not None:
             raise PluginError(
-                f"{family.value} kind '{kind}' is registered twice: {existing.cls.__qualname__} by "
+                f"{family.label} kind '{kind}' is registered twice: {existing.cls.__qualname__} by "
                 f"{existing.origin} and {cls.__qualname__} by {origin}"
             )
         self._kinds[family][kind] = Registration(family, kind, cls, origin)
@@ -242,7 +254,7 @@ class Registry:
         except KeyError:
             known = self._kinds[family]
             raise KeyError(
-                f"unknown {family.value} '{kind}'; known: {known_list(known)}{did_you_mean(kind, known)}"
+                f"unknown {family.label} '{kind}'; known: {known_list(known)}{did_you_mean(kind, known)}"
             ) from None
 
     def command_hooks(self) -> list[tuple[Origin, Callable[..., None]]]:

@@ -61,6 +61,10 @@ from aunet.core.validators import (
     seed,
     width,
 )
+from aunet.core.writers import MetricWriterSpec, distinct_kinds
+
+#: Field metadata: leave the field out of a dumped spec while it holds its default.
+OMIT_DEFAULT = "aunet.omit_default"
 
 
 @attrs.frozen(kw_only=True)
@@ -209,7 +213,14 @@ class MetricsSpec:
     """Steps between records of metrics.jsonl and TensorBoard (the only steps at which the
     loss is read back from the device)."""
     tensorboard: bool = True
-    """Also write TensorBoard event files under ``tb/``."""
+    """Also write TensorBoard event files under ``tb/`` (the ``tensorboard`` writer; naming it in
+    ``writers``, with options, takes this one's place)."""
+    writers: tuple[MetricWriterSpec, ...] = attrs.field(
+        default=(), validator=distinct_kinds, metadata={OMIT_DEFAULT: True}
+    )
+    """More metric writers, beside metrics.jsonl (always written): kinds (``["mlflow", "wandb"]``)
+    or tables with options (``[{ kind = "wandb", project = "x" }]``), each kind once; ``aunet
+    plugins`` lists them (``aunet.core.writers``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -520,6 +531,7 @@ _SLOT_FAMILIES = {
     PoolerSpec: Family.POOLER,
     UpsamplerSpec: Family.UPSAMPLER,
     AttentionSpec: Family.ATTENTION,
+    MetricWriterSpec: Family.METRIC_WRITER,
 }
 
 
@@ -594,12 +606,12 @@ class SpecConverter:
         kinds = self.registry.kinds(family)
         kind = value.get("kind")
         if kind is None:
-            raise _Invalid(f"missing; known {family.value} kinds: {known_list(kinds)}", key="kind")
+            raise _Invalid(f"missing; known {family.label} kinds: {known_list(kinds)}", key="kind")
         if not isinstance(kind, str):
             raise _Invalid(f"expected string, got {_describe(kind)}", key="kind")
         if kind not in kinds:
             raise _Invalid(
-                f"unknown {family.value} '{kind}'; known: {known_list(kinds)}{did_you_mean(kind, kinds)}", key="kind"
+                f"unknown {family.label} '{kind}'; known: {known_list(kinds)}{did_you_mean(kind, kinds)}", key="kind"
             )
         rest = {k: v for k, v in value.items() if k != "kind"}
         return self.cattrs.structure(rest, kinds[kind].cls)
@@ -665,6 +677,8 @@ class SpecConverter:
             if not field.init:
                 continue
             value = getattr(obj, field.name)
+            if field.metadata.get(OMIT_DEFAULT) and value == field.default:
+                continue  # an option added later: specs that do not use it dump as they did
             if value is None:
                 if field.default is not None and field.default is not attrs.NOTHING:
                     out[field.alias or field.name] = NONE  # None that is not the default

@@ -6,6 +6,9 @@
 * ``check_pooler(spec)``, ``check_upsampler(spec)``, ``check_stage(spec)``,
   ``check_attention(spec)``: every invariant the assembler relies on, alone and inside whole
   models (``aunet.testing.kits``).
+* ``check_metric_writer(spec)``: a metric writer's contract: flush and close idempotent, each
+  step read back once, a resumed run keeps what came before its checkpoint and drops what came
+  after, other processes write nothing (``aunet.testing.writers``).
 * ``small_specs()``, ``documents()``, ``pack()``, ``assert_causal()``,
   ``assert_matches_teacher_forcing()``: the strategies and model checks behind them
   (``aunet.testing.models``); ``small_specs`` draws every registered kind.
@@ -30,6 +33,7 @@ from aunet.testing.splitters import (
     texts,
     valid_char_inner_bytes,
 )
+from aunet.testing.writers import check_metric_writer
 
 __all__ = [
     "ALPHABET",
@@ -40,6 +44,7 @@ __all__ = [
     "assert_levels_consistent",
     "assert_matches_teacher_forcing",
     "check_attention",
+    "check_metric_writer",
     "check_pooler",
     "check_splitter",
     "check_stage",

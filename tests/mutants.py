@@ -9,6 +9,8 @@ Used by ``tests/test_kits.py`` (each kit rejects each mutant, naming the invaria
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 from aunet.core import TABLE_SIZE, Chars, CharTable, Splitter
 from aunet.core.components import AttentionSpec, PoolerSpec, StageSpec, UpsamplerSpec
 from aunet.core.modules import AttentionBackend, Layout, LevelIndex, Pooler, Stage, Upsampler, gather_rows
+from aunet.core.writers import MetricRun, MetricWriter, MetricWriterSpec
 from aunet.plugins.nn.attention import SdpaBackend
 
 # -- poolers -------------------------------------------------------------------------------------
@@ -177,6 +180,63 @@ class FirstTerminatorSplitter(Splitter):
 
     def step(self, state: bool, cls: int, nbytes: int) -> tuple[bool, bool]:
         return cls == TERMINATOR, cls == TERMINATOR  # every one
+
+
+# -- metric writers ------------------------------------------------------------------------------
+
+
+class RowsWriter(MetricWriter):
+    """Rows appended to rows.jsonl; ``forget``: a resumed run starts the file anew."""
+
+    def __init__(self, path: Path, resume_step: int | None, *, truncate: bool = True, forget: bool = False) -> None:
+        self.path, self.closed = path, False
+        if resume_step is not None and path.exists() and (truncate or forget):
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            kept = [] if forget else [r for r in rows if r["step"] <= resume_step]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, step: int, metrics: Any) -> None:
+        pass
+
+    def write_row(self, row: Any) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(dict(row)) + "\n")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FragileWriter(RowsWriter):
+    """Its second close fails (a handle closed twice)."""
+
+    def close(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        self.closed = True
+
+
+@attrs.frozen(kw_only=True)
+class BrokenWriterSpec(MetricWriterSpec):
+    """A rows writer that appends again on resume (each later step written twice), or with
+    ``forget`` drops what came before the checkpoint too, or with ``fragile`` fails a second close."""
+
+    kind: ClassVar[str] = "broken-writer"
+    truncate: bool = False
+    forget: bool = False
+    fragile: bool = False
+
+    def open(self, run: MetricRun) -> MetricWriter:
+        cls = FragileWriter if self.fragile else RowsWriter
+        return cls(run.directory / "rows.jsonl", run.resume_step, truncate=self.truncate, forget=self.forget)
+
+    def read(self, directory: Path) -> dict[str, list[tuple[int, float]]]:
+        out: dict[str, list[tuple[int, float]]] = {}
+        for line in (directory / "rows.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            for name, value in row.items():
+                if name != "step":
+                    out.setdefault(name, []).append((row["step"], value))
+        return out
 
 
 # -- every kit against its mutants -----------------------------------------------------------------

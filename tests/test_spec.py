@@ -203,6 +203,26 @@ def _upsamplers():
     )
 
 
+def _writers():
+    from aunet.plugins.metric_writers import MlflowSpec, TensorBoardSpec, WandbSpec
+
+    return st.lists(
+        st.one_of(
+            st.just(TensorBoardSpec()),
+            st.builds(MlflowSpec, experiment=st.text(min_size=1, max_size=8).filter(str.strip)),
+            st.builds(
+                WandbSpec,
+                project=st.text(min_size=1, max_size=8).filter(str.strip),
+                entity=st.none() | st.text(max_size=8),
+                tags=st.lists(st.text(max_size=5), max_size=2).map(tuple),
+                system_metrics=st.booleans(),
+            ),
+        ),
+        max_size=3,
+        unique_by=lambda w: w.kind,
+    ).map(tuple)
+
+
 def _trains():
     from aunet.core.spec import CheckpointSpec, EvalSpec, MetricsSpec, Precision, SampleSpec, Shapes, TrainSpec
 
@@ -216,7 +236,7 @@ def _trains():
         shapes=st.sampled_from(list(Shapes)),
         checkpoint=st.builds(CheckpointSpec, every=st.integers(1, 1000), keep=st.integers(1, 9)),
         eval=st.builds(EvalSpec, bytes=st.integers(1, 1 << 20), batch_size=OPTIONAL_POSITIVE),
-        metrics=st.builds(MetricsSpec, every=st.integers(1, 100), tensorboard=st.booleans()),
+        metrics=st.builds(MetricsSpec, every=st.integers(1, 100), tensorboard=st.booleans(), writers=_writers()),
         sample=st.builds(SampleSpec, prompt=st.text(max_size=10), top_k=OPTIONAL_POSITIVE),
     )
 

@@ -14,7 +14,8 @@ AdamW (betas 0.9/0.95, eps 1e-8), weight decay on matrices only unless asked, li
 cosine to ``min_lr_ratio`` of the peak, gradient clipping, gradient accumulation, bf16 autocast
 (``precision``: ``auto`` is bf16 on CUDA), torch.compile, one seed for everything, any device.
 Progress goes to stderr (a live line on a terminal, periodic lines otherwise), metrics to
-``metrics.jsonl`` and TensorBoard (``tb/``), checkpoints to ``checkpoints/``
+``metrics.jsonl``, TensorBoard (``tb/``) and the other ``[train.metrics] writers``, checkpoints to
+``checkpoints/``
 (``aunet.jobs.train.checkpointer``, in the format of ``aunet.jobs.runs.checkpoint``). A run is set
 up once (``_prepare``: data, encoding, the spec resolved with the data's contraction, model,
 trainer, a resume's checkpoint loaded) and then driven (``_loop``).
@@ -67,7 +68,7 @@ from aunet.jobs.runtime.distributed import World, process_group
 from aunet.jobs.runtime.files import write_text
 from aunet.jobs.train.checkpointer import Checkpointer
 from aunet.jobs.train.evaluator import Evaluator, Sampler
-from aunet.jobs.train.metrics import MetricWriters, Progress
+from aunet.jobs.train.metrics import MetricWriters, Progress, check_available
 from aunet.jobs.train.profiling import RunProfile, format_summary
 from aunet.jobs.train.resume import RunStart, check_resumable, history_entry, new_run, requested, resume_run
 from aunet.jobs.train.schedule import TrainingBudget
@@ -249,6 +250,7 @@ def _prepare(
     t = spec.train
     if t.steps is None and t.minutes is None:
         raise InputError("no budget: give --steps N or --minutes M (or train.steps / train.minutes in the spec)")
+    check_available(t.metrics)  # a writer's library is missing: said before any work
 
     text = training_text(start.data, t.data, notify=progress.message)
     for notice in text.notices:
@@ -334,7 +336,7 @@ def _loop(run: _Run, *, stop_at: int | None, on_step: Callable[[int, float], Non
     flops_per_byte = account(spec).flops_per_byte
     peak_flops = matmul_peak(run.device.type, run.device.index, use_bfloat16(t.precision, run.device))
     first = (trainer.step_count, trainer.elapsed, trainer.bytes_seen)
-    metrics = MetricWriters(run.run_dir, t.metrics, purge_step=purge, enabled=run.world.main)
+    metrics = MetricWriters(run.run_dir, t.metrics, purge_step=purge, enabled=run.world.main, spec=spec)
     with StopFlag(run.world) as stop, metrics as writers:
         log = StepLog(
             writers,
@@ -359,6 +361,8 @@ def _loop(run: _Run, *, stop_at: int | None, on_step: Callable[[int, float], Non
             final = budget.done(trainer)
             evaluator.maybe(trainer, writers, progress, final=final)
             checkpointer.maybe_save(trainer)
+            if checkpointer.saved_step == trainer.step_count:
+                writers.flush()  # a checkpoint's metrics are on disk with it
             if trainer.step_count % TRIM_EVERY == 0:
                 trim_host_memory()
         profile.close()  # the run ended inside the window

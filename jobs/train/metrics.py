@@ -1,4 +1,5 @@
-"""What a run shows and records: the progress line on stderr, ``metrics.jsonl`` and TensorBoard.
+"""What a run shows and records: the progress line on stderr, and the metric writers
+(``metrics.jsonl``, TensorBoard and those ``[train.metrics] writers`` names: ``aunet.core.writers``).
 
 Values come from the device only at logging steps (``[train.metrics] every``): a CUDA run
 synchronises with the host there and nowhere else in the loop.
@@ -6,13 +7,19 @@ synchronises with the host there and nowhere else in the loop.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from aunet.core.errors import InputError
-from aunet.core.spec import MetricsSpec
+from aunet.core.registry import Family, Registry, default_registry
+from aunet.core.spec import MetricsSpec, Spec, spec_to_dict
+from aunet.core.writers import MetricRun, MetricWriter, MetricWriterSpec
+
+T = TypeVar("T")
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -85,58 +92,119 @@ class Progress:
 
 
 class MetricWriters:
-    """``metrics.jsonl`` (one JSON object per record) and, if asked, TensorBoard scalars under
-    ``tb/``. A context manager: the event files are closed once, whatever ends the run."""
+    """The run's metric writers (``aunet.core.writers``): ``metrics.jsonl`` always, TensorBoard
+    under ``tb/`` unless ``tensorboard = false``, and those ``writers`` names, in that order. A
+    context manager: every writer is closed once, whatever ends the run."""
 
     def __init__(
-        self, run_dir: Path, config: MetricsSpec, *, purge_step: int | None = None, enabled: bool = True
+        self,
+        run_dir: Path,
+        config: MetricsSpec,
+        *,
+        purge_step: int | None = None,
+        enabled: bool = True,
+        spec: Spec | None = None,
+        registry: Registry | None = None,
     ) -> None:
-        """``purge_step``: a resumed run's first step; TensorBoard hides what earlier event files
-        logged from there on (the steps this run does again). ``enabled``: False on every process
-        of a distributed run but the first (which alone writes)."""
+        """``purge_step``: a resumed run's first step (the step after its checkpoint's); the
+        writers drop or hide what earlier invocations recorded from there on. ``enabled``: False
+        on every process of a distributed run but the first (which alone opens writers).
+        ``spec``: the run's resolved spec, for writers that record a run's parameters."""
         self.config = config
         self.path = run_dir / METRICS_FILE
+        self.run_dir = run_dir
         self.enabled = enabled
-        self._writer: Any = None
-        if config.tensorboard and enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = run_dir / "tb"
-            if tb.exists() and not tb.is_dir():
-                raise InputError(
-                    f"{tb} is a file; TensorBoard writes a folder there: remove it, or set "
-                    "train.metrics.tensorboard = false"
-                )
-            self._writer = SummaryWriter(str(tb), purge_step=purge_step)
+        self._open: list[MetricWriter] = []
+        specs = writer_specs(config, registry)
+        check_available(specs)
+        if not enabled:
+            return
+        run = MetricRun(
+            directory=run_dir,
+            name=run_dir.resolve().name,
+            resume_step=None if purge_step is None else purge_step - 1,
+            config=spec_to_dict(spec, registry=registry) if spec is not None else {},
+        )
+        try:
+            for writer in specs:
+                self._open.append(self._guarded(lambda: writer.open(run)))
+        except BaseException:
+            with contextlib.suppress(Exception):  # the failure to open stays the one reported
+                self.close()
+            raise
 
     def due(self, step: int) -> bool:
         """Whether ``step`` is a logging step (the first step always is)."""
         return step % self.config.every == 0 or step == 1
 
     def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
+        """One event as a row (``metrics.jsonl``'s form) for the writers of rows."""
+        for writer in self._open:
+            self._guarded(lambda: writer.write_row(record))
+
+    def scalars(self, step: int, values: dict[str, float | None]) -> None:
+        """The event's scalars by chart name (None: unknown here, left out)."""
+        known = {key: value for key, value in values.items() if value is not None}
+        if known:
+            for writer in self._open:
+                self._guarded(lambda: writer.write(step, known))
+
+    def flush(self) -> None:
+        """A checkpoint was saved: what was written up to it is made durable."""
+        for writer in self._open:
+            self._guarded(writer.flush)
+
+    def close(self) -> None:
+        """Close every writer (each once, the others even if one fails); the first failure is
+        raised after."""
+        failure: BaseException | None = None
+        while self._open:
+            writer = self._open.pop(0)
+            try:
+                self._guarded(writer.close)
+            except BaseException as exc:  # noqa: BLE001 - raised below, once the others are closed
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _guarded(self, call: Callable[[], T]) -> T:
+        """A writer's call, its OSError as one line of advice (a full disk, a read-only folder)."""
         try:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            return call()
         except OSError as exc:
             from aunet.jobs.runtime.files import advice
 
-            raise InputError(
-                f"cannot write {self.path}: {exc.strerror or exc}{advice(exc, self.path.parent)}"
-            ) from None
-
-    def scalars(self, step: int, values: dict[str, float | None]) -> None:
-        if self._writer is None:
-            return
-        for key, value in values.items():
-            if value is not None:
-                self._writer.add_scalar(key, value, step)
+            where = Path(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else self.run_dir
+            folder = where.parent if exc.filename else where
+            raise InputError(f"cannot write {where}: {exc.strerror or exc}{advice(exc, folder)}") from None
 
     def __enter__(self) -> MetricWriters:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.close()
+        except Exception:
+            if kind is None:  # an error on its way out stays the one reported
+                raise
+
+
+def writer_specs(config: MetricsSpec, registry: Registry | None = None) -> list[MetricWriterSpec]:
+    """The writers of ``[train.metrics]``: ``jsonl`` (always), ``tensorboard`` if ``tensorboard``
+    (unless ``writers`` names it, with its own options), then ``writers`` in order."""
+    registry = registry or default_registry()
+    named = {writer.kind for writer in config.writers}
+    out = [registry.lookup(Family.METRIC_WRITER, "jsonl").cls()]
+    if config.tensorboard and "tensorboard" not in named:
+        out.append(registry.lookup(Family.METRIC_WRITER, "tensorboard").cls())
+    return out + [writer for writer in config.writers if writer.kind != "jsonl"]
+
+
+def check_available(specs: MetricsSpec | list[MetricWriterSpec]) -> None:
+    """Every writer can open here (its library is installed), or InputError saying what to
+    install. Checked on every process before training starts, without importing any library."""
+    if isinstance(specs, MetricsSpec):
+        specs = writer_specs(specs)
+    problems = [f"train.metrics.writers: {reason}" for spec in specs if (reason := spec.unavailable())]
+    if problems:
+        raise InputError("\n".join(problems))
