@@ -105,8 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         rank, size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         if (rank == 0 and not exc.quiet) or exc.rank_local:
             where = f"[rank {rank} of {size}] " if size > 1 else ""
+            # One write per line: the processes of a job share stderr, and print() writes a
+            # line's text and its newline apart, so two processes' lines could run together.
             for line in exc.lines():
-                print(f"aunet: error: {where}{line}", file=sys.stderr)
+                sys.stderr.write(f"aunet: error: {where}{line}\n")
+                sys.stderr.flush()
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("aunet: interrupted", file=sys.stderr)
