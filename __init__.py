@@ -23,8 +23,9 @@ per module), ``aunet.integrations`` (Hugging Face, lm-evaluation-harness), ``aun
 
 from typing import Any
 
+from aunet.core.convert import dump_spec, load_spec, parse_spec
 from aunet.core.registry import Registry, default_registry
-from aunet.core.spec import Spec, dump_spec, load_spec, parse_spec, resolve_spec
+from aunet.core.spec import Spec, resolve_spec
 from aunet.core.version import version as _version
 
 __version__ = _version()

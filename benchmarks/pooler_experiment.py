@@ -22,7 +22,7 @@ POOLERS = ("select", "mean", "attention")
 
 def run(minutes: float = 8.0) -> list[dict[str, Any]]:
     import aunet
-    from aunet.core.spec import apply_overrides
+    from aunet.core.convert import apply_overrides
     from aunet.jobs.data.corpus import encode_documents, load_corpus, xz_bits_per_byte
     from aunet.jobs.experiments.turns import train_in_turns
     from aunet.jobs.inference.evaluate import evaluate

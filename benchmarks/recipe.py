@@ -24,8 +24,8 @@ def run(rounds: int = 15) -> list[dict[str, Any]]:
     import torch
 
     import aunet
+    from aunet.core.convert import apply_overrides
     from aunet.core.encoding import splitter_encoding
-    from aunet.core.spec import apply_overrides
     from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
     from aunet.jobs.train.trainer import Trainer
 

@@ -56,9 +56,9 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     """Train both variants for ``minutes`` each and evaluate them on the held-out documents."""
 
     import aunet
+    from aunet.core.convert import apply_overrides
     from aunet.core.encoding import splitter_encoding
     from aunet.core.resources import spec_path
-    from aunet.core.spec import apply_overrides
     from aunet.jobs.data.corpus import encode_documents, load_corpus, xz_bits_per_byte
     from aunet.jobs.experiments.turns import train_in_turns
     from aunet.jobs.inference.evaluate import evaluate

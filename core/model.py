@@ -35,15 +35,8 @@ from aunet.core.errors import SpecError, SpecIssue
 from aunet.core.init import TRUNCATION, Init, init_matrix
 from aunet.core.labels import label
 from aunet.core.modules import KVCache, Layout, LevelIndex
-from aunet.core.spec import Spec, resolve_spec
+from aunet.core.spec import ShapeMode, Spec, resolve_spec
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD, VOCAB_SIZE
-
-
-class ShapeMode(enum.Enum):
-    """How many segments each level keeps per row."""
-
-    STATIC = "static"  # fixed per row length: compiles; drops (and counts) what does not fit
-    EAGER = "eager"  # the batch's largest row: drops nothing, shapes follow the data
 
 
 class ModelOutput(NamedTuple):
@@ -298,7 +291,7 @@ class AUNet(nn.Module):
         *,
         shapes: ShapeMode = ShapeMode.STATIC,
         capacity: Sequence[int] | None = None,
-        doc_mask: bool = True,
+        doc_mask: bool | None = None,
         loss_divisor: float | None = None,
     ) -> ModelOutput:
         """Next-token logits (and loss) for rows of tokens. No host synchronisation with static
@@ -312,8 +305,9 @@ class AUNet(nn.Module):
             shapes: STATIC (fixed capacities, counts drops) or EAGER (keeps every boundary).
             capacity: segments per row at levels 1..L, overriding ``shapes`` (jobs pass the eager
                 capacities they computed on the host, so eager shapes need no sync either).
-            doc_mask: keep attention within documents (rows holding several BOS). False when every
-                row holds a single document, which lets attention take its plain causal path.
+            doc_mask: keep attention within documents (rows holding several BOS); None: the spec's
+                ``model.doc_mask``. False when every row holds a single document, which lets
+                attention take its plain causal path.
             loss_divisor: divide the summed loss by this instead of the rows' predicted positions
                 (a distributed trainer passes the global count over the world size).
         """
@@ -324,6 +318,8 @@ class AUNet(nn.Module):
         lv = self.top_levels(tokens, levels)  # (B, T)
         if capacity is None:
             capacity = self.capacity(t) if shapes is ShapeMode.STATIC else self.eager_capacity(lv)
+        if doc_mask is None:
+            doc_mask = self.spec.model.doc_mask
         doc = (tokens == BOS).long().cumsum(1) if doc_mask else None  # (B, T) document of each position
         plan = TeacherForced(lv, capacity, doc=doc)
         with label("encoder.0" if self.depth else "trunk"):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import aunet
+from aunet.core.convert import apply_overrides
 from aunet.core.encoding import splitter_encoding
 from aunet.core.errors import InputError
-from aunet.core.spec import apply_overrides
 from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
 from aunet.jobs.runtime.devices import parse_threads, resolve_device, rng_state, set_rng_state, threads
 from aunet.jobs.train.trainer import Trainer
@@ -200,7 +200,7 @@ def test_cuda_sampling_and_teacher_forcing() -> None:
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_run_reports_its_utilisation_and_device_memory(tmp_path) -> None:
-    from aunet.core.spec import parse_spec
+    from aunet.core.convert import parse_spec
     from aunet.jobs.runtime.devices import matmul_peak
     from aunet.jobs.train.loop import train
 

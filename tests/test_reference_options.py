@@ -13,17 +13,10 @@ import aunet
 from aunet.cli.main import main
 from aunet.core import SpecError
 from aunet.core.accounting import account, row_activation_bytes
+from aunet.core.convert import apply_overrides, dump_spec, parse_spec, spec_to_dict
 from aunet.core.init import truncated_std
 from aunet.core.model import IGNORE, ShapeMode, build_model, compute_levels, encode
-from aunet.core.spec import (
-    Checkpointing,
-    Precision,
-    apply_overrides,
-    dump_spec,
-    parse_spec,
-    resolve_spec,
-    spec_to_dict,
-)
+from aunet.core.spec import Checkpointing, Precision, resolve_spec
 from aunet.testing import assert_matches_teacher_forcing, pack
 
 TEXT = b"In the beginning God created the heavens and the earth. The earth was formless and empty. "
@@ -99,7 +92,7 @@ def test_the_paper_specs_use_the_reference_init() -> None:
 def _two_documents(model: aunet.AUNet, first: bytes, second: bytes) -> torch.Tensor:
     tokens, levels = pack(model.spec, [first, second], 96)
     with torch.no_grad():
-        return model(tokens[None], levels[None], doc_mask=model.spec.model.doc_mask).logits[0]
+        return model(tokens[None], levels[None]).logits[0]  # the spec's model.doc_mask, by default
 
 
 def test_without_doc_mask_packed_documents_see_each_other() -> None:

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aunet.core import Registry, SpecError
-from aunet.core.spec import LevelSpec, Spec, dump_spec, parse_spec
+from aunet.core.convert import dump_spec, parse_spec
+from aunet.core.spec import LevelSpec, Spec
 from aunet.splitters.words import FourWord, NWord, Whitespace, WordPair
 
 
@@ -224,7 +225,7 @@ def _writers():
 
 
 def _trains():
-    from aunet.core.spec import CheckpointSpec, EvalSpec, MetricsSpec, Precision, SampleSpec, Shapes, TrainSpec
+    from aunet.core.spec import CheckpointSpec, EvalSpec, MetricsSpec, Precision, SampleSpec, ShapeMode, TrainSpec
 
     return st.builds(
         TrainSpec,
@@ -233,7 +234,7 @@ def _trains():
         minutes=st.none() | FLOATS,
         clip=st.none() | FLOATS,
         precision=st.sampled_from(list(Precision)),
-        shapes=st.sampled_from(list(Shapes)),
+        shapes=st.sampled_from(list(ShapeMode)),
         checkpoint=st.builds(CheckpointSpec, every=st.integers(1, 1000), keep=st.integers(1, 9)),
         eval=st.builds(EvalSpec, bytes=st.integers(1, 1 << 20), batch_size=OPTIONAL_POSITIVE),
         metrics=st.builds(MetricsSpec, every=st.integers(1, 100), tensorboard=st.booleans(), writers=_writers()),
@@ -272,8 +273,8 @@ def specs(draw: st.DrawFn) -> Spec:
 
 @given(spec=specs())
 def test_round_trip_through_toml_is_the_identity(spec: Spec) -> None:
+    from aunet.core.convert import converter as spec_converter
     from aunet.core.registry import default_registry
-    from aunet.core.spec import converter as spec_converter
 
     registry = default_registry()
     converter = spec_converter(registry)

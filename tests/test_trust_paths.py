@@ -235,7 +235,7 @@ def test_sigterm_and_sighup_save_like_ctrl_c(folder: Path, tmp_path: Path, sent:
     import threading
 
     from aunet.cli.train import _stop_code
-    from aunet.core.spec import load_spec
+    from aunet.core.convert import load_spec
     from aunet.jobs.train.loop import train
 
     if threading.current_thread() is not threading.main_thread():

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 
 from aunet.core import decoding
+from aunet.core.convert import parse_spec
 from aunet.core.levels import LevelStream
 from aunet.core.model import AUNet, ShapeMode, build_model
-from aunet.core.spec import parse_spec
 from aunet.core.tokens import BOS, EOS, PAD
 
 

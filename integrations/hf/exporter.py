@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from aunet.core.convert import dump_spec
 from aunet.core.errors import InputError
-from aunet.core.spec import dump_spec
 from aunet.core.tokens import BOS, EOS, PAD
 from aunet.integrations.hf.runtime import RUNTIME_FILE, write_runtime  # noqa: F401 - re-exported
 

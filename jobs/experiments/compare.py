@@ -25,8 +25,9 @@ from typing import Any
 
 import attrs
 
+from aunet.core.convert import dump_spec
 from aunet.core.errors import InputError
-from aunet.core.spec import Spec, dump_spec
+from aunet.core.spec import Spec
 
 #: Validation bytes evaluated after every turn (the curves' points).
 CURVE_BYTES = 32_768
@@ -348,6 +349,6 @@ def _draw(report: dict[str, Any], out: Path, plt: Any) -> list[str]:
 
 
 def load_specs(paths: Sequence[str]) -> list[Spec]:
-    from aunet.core.spec import load_spec
+    from aunet.core.convert import load_spec
 
     return [load_spec(p) for p in paths]

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aunet.core.spec import CheckpointSpec, Parallel, Spec, dump_spec
+from aunet.core.convert import dump_spec
+from aunet.core.spec import CheckpointSpec, Parallel, Spec
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.runs.checkpoint import Verified, flatten_optimizer, unflatten_optimizer
 from aunet.jobs.runs.directory import RunRecord

@@ -47,10 +47,11 @@ import torch
 
 from aunet.core.accounting import account
 from aunet.core.contraction import contraction_of
+from aunet.core.convert import dump_spec
 from aunet.core.encoding import Encoding
 from aunet.core.errors import InputError
 from aunet.core.model import build_model
-from aunet.core.spec import Spec, dump_spec, resolve_spec
+from aunet.core.spec import Spec, resolve_spec
 from aunet.jobs.data.corpus import fingerprint_changes
 from aunet.jobs.data.encodings import TOKENIZER_FILE, training_encoding
 from aunet.jobs.data.source import training_text
@@ -208,6 +209,9 @@ def train(
             start = resume_run(wanted, data, run_dir, steps=steps, minutes=minutes, progress=progress)
         else:
             start = new_run(wanted.spec, data, run_dir)
+        # Every process has read the run directory before the first writes to it: a slow process
+        # would otherwise find the first one's checkpoints/ and call the run an existing one.
+        world.barrier()
         run = _prepare(start, run_dir, claim, world, steps=steps, minutes=minutes, device=placed, progress=progress)
         return _loop(run, stop_at=stop_at, on_step=on_step)
 

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from aunet.core.convert import spec_to_dict
 from aunet.core.errors import InputError
 from aunet.core.registry import Family, Registry, default_registry
-from aunet.core.spec import MetricsSpec, Spec, spec_to_dict
+from aunet.core.spec import MetricsSpec, Spec
 from aunet.core.writers import MetricRun, MetricWriter, MetricWriterSpec
 
 T = TypeVar("T")

@@ -23,8 +23,9 @@ from typing import Any
 
 import attrs
 
+from aunet.core.convert import apply_overrides, parse_spec, spec_to_dict
 from aunet.core.errors import InputError
-from aunet.core.spec import Parallel, Spec, apply_overrides, parse_spec, resolve_spec, spec_to_dict
+from aunet.core.spec import Parallel, Spec, resolve_spec
 from aunet.core.version import version
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.runs.checkpoint import Verified

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from aunet.core.errors import AunetError, InputError
 from aunet.core.labels import label
-from aunet.core.spec import Parallel, Shapes, Spec, TrainSpec
+from aunet.core.spec import Parallel, ShapeMode, Spec, TrainSpec
 from aunet.jobs.runtime.devices import autocast, rng_state, set_rng_state, use_bfloat16
 from aunet.jobs.runtime.distributed import SINGLE, World, checkpoint_blocks, gradient_sync, parallelize
 from aunet.jobs.train.schedule import schedule
@@ -143,7 +143,7 @@ class Trainer:
         self.module = parallelize(model, world, bfloat16=self.bfloat16, device=device)
         self.optimization = Optimization(model, spec.train)
         self.forward = torch.compile(self.module) if spec.train.compile else self.module
-        self.eager = spec.train.shapes is Shapes.EAGER
+        self.eager = spec.train.shapes is ShapeMode.EAGER
         self.step_count = 0
         self.elapsed = 0.0  # seconds spent in step()
         self.bytes_seen = 0  # rows x positions read so far
