@@ -204,7 +204,9 @@ class Stage(nn.Module, ABC):
 
     def checkpointable(self) -> list[nn.Module]:
         """The sub-modules worth recomputing in the backward pass (activation checkpointing) and
-        sharding one by one (FSDP2), in order: a transformer's blocks. None by default."""
+        sharding one by one (FSDP2), in order: a transformer's blocks. None by default. A module
+        the stage runs through methods other than ``forward`` names them in ``forward_methods``,
+        so that a sharded one gathers its parameters for those calls too."""
         return []
 
 

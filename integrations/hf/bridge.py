@@ -184,11 +184,14 @@ def step(model: AUNet, cache: AUNetCache, input_ids: Tensor) -> Tensor:
 def write_runtime(path: str) -> None:
     """``aunet-runtime.zip`` at ``path``: the runtime this process runs (copied as it is when aunet
     itself came from such a zip, else built from the installed packages)."""
+    import importlib.util
     import shutil
     from pathlib import Path
 
-    source = Path(__file__).parents[3]  # .../aunet/integrations/hf/bridge.py: the zip, when aunet came from one
-    if source.is_file():
+    # Where the import system found aunet (already imported: nothing is loaded); a zipimporter's
+    # archive is the zip it came from.
+    source = getattr(importlib.util.find_spec("aunet").loader, "archive", None)
+    if source is not None and Path(source).is_file():
         shutil.copyfile(source, path)
         return
     from aunet.integrations.hf.runtime import write_runtime as build

@@ -11,6 +11,7 @@ when aunet itself runs from one (``aunet.integrations.hf.bridge.write_runtime``)
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import zipfile
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def runtime_files() -> dict[str, bytes]:
     """Name in the zip -> content: aunet's runtime packages with its metadata (entry points: the
     built-in plugins register through them), and each dependency's package and dist-info."""
     files: dict[str, bytes] = {}
-    root = Path(__file__).resolve().parents[2]  # the aunet package: .../integrations/hf/runtime.py
+    root = Path(importlib.util.find_spec("aunet").origin).resolve().parent  # the aunet package (already imported)
     for package in RUNTIME_PACKAGES:
         folder = root / package
         if not (folder / "__init__.py").is_file():

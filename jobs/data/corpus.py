@@ -338,7 +338,8 @@ def read_documents(path: str | Path) -> CorpusRead:
     if p.is_dir():
         candidates = sorted(q for q in p.rglob("*") if q.is_file())
         files = [q for q in candidates if strip_compression(q).suffix in FOLDER_SUFFIXES and not q.name.startswith(".")]
-        skipped = [q for q in candidates if q not in set(files)]
+        chosen = set(files)
+        skipped = [q for q in candidates if q not in chosen]
         if not files:
             raise InputError(f"--data: folder '{path}' holds no .txt, .jsonl, .json or .parquet files")
         if skipped:

@@ -133,7 +133,8 @@ class StreamSource:
                 for q in found
                 if q.is_file() and strip_compression(q).suffix in STREAM_SUFFIXES and not q.name.startswith(".")
             ]
-            skipped = [q for q in found if q not in set(self.files)]
+            chosen = set(self.files)
+            skipped = [q for q in found if q not in chosen]
             if skipped:
                 names = ", ".join(str(q.relative_to(p)) for q in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
                 self.notices.append(

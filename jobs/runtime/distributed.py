@@ -173,7 +173,7 @@ def parallelize(model: Any, world: World, *, bfloat16: bool, device: Any) -> Any
 
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if world.parallel is Parallel.FSDP:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
         policy = (
             MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -183,6 +183,8 @@ def parallelize(model: Any, world: World, *, bfloat16: bool, device: Any) -> Any
         for stage in stages(model):
             for block in stage.checkpointable():
                 fully_shard(block, mp_policy=policy)
+                for method in getattr(block, "forward_methods", ()):  # decoding's entry points gather too
+                    register_fsdp_forward_method(block, method)
             fully_shard(stage, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
         return model

@@ -61,10 +61,36 @@ class Block(nn.Module):
         self.down = nn.Linear(hidden, dim, bias=False)
         self.backend = backend
 
-    def forward(
-        self, x: Tensor, rotation: Tensor, plan: Any, cached: tuple[KVCache, int, Tensor] | None = None
+    #: Besides ``forward``, the methods a stage calls that run the block (a wrapper that acts
+    #: around ``forward``, as FSDP2's parameter gathering, must act around these too).
+    forward_methods = ("prefill", "decode")
+
+    def forward(self, x: Tensor, rotation: Tensor, plan: Any) -> Tensor:
+        """A whole sequence (B, S, D) under the level's attention plan (the backend's)."""
+        q, k, v = self._project(x, rotation)
+        return self._rest(x, self.backend(q, k, v, plan))
+
+    def prefill(
+        self, x: Tensor, rotation: Tensor, plan: DensePlan, cache: KVCache, layer: int, slots: Tensor
     ) -> Tensor:
-        """``plan``: the level's attention plan (the backend's, or a ``DensePlan`` over the cache)."""
+        """New positions (B, S, D) after those in ``cache``: they attend to the cached keys and to
+        each other (``plan`` over C + S keys), then go into the cache's ``layer`` at ``slots``."""
+        q, k, v = self._project(x, rotation)
+        keys = torch.cat([cache.k[layer][:, :, : cache.capacity], k], dim=2)  # (B, H, C + S, K)
+        values = torch.cat([cache.v[layer][:, :, : cache.capacity], v], dim=2)
+        att = self.backend(q, keys, values, plan)
+        cache.write(layer, k, v, slots)
+        return self._rest(x, att)
+
+    def decode(self, x: Tensor, rotation: Tensor, plan: DensePlan, cache: KVCache, layer: int, slots: Tensor) -> Tensor:
+        """One new position per row (B, 1, D): written into the cache's ``layer`` at ``slots``
+        first, then attending to every slot (``plan`` over C + 1 keys)."""
+        q, k, v = self._project(x, rotation)
+        cache.write(layer, k, v, slots)
+        return self._rest(x, self.backend(q, cache.k[layer], cache.v[layer], plan))
+
+    def _project(self, x: Tensor, rotation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries (B, H, S, K), keys and values (B, H_kv, S, K) of the normalized input, rotated."""
         b, s, d = x.shape
         kv = self.kv_heads * self.head_dim
         q, k, v = self.qkv(self.attn_norm(x)).split([d, kv, kv], dim=-1)  # (B, S, D), 2 x (B, S, H_kv * K)
@@ -72,18 +98,11 @@ class Block(nn.Module):
         k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, S, K)
         v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, rotation), apply_rope(k, rotation)
-        if cached is None:
-            att = self.backend(q, k, v, plan)  # (B, H, S, K)
-        else:
-            cache, layer, slots = cached
-            if plan.mask.shape[-1] == cache.capacity + 1:  # one new position: write it, attend to the cache
-                cache.write(layer, k, v, slots)
-                att = self.backend(q, cache.k[layer], cache.v[layer], plan)
-            else:  # a prefill: attend to the old cache and the new positions, then write
-                keys = torch.cat([cache.k[layer][:, :, : cache.capacity], k], dim=2)  # (B, H, C + S, K)
-                values = torch.cat([cache.v[layer][:, :, : cache.capacity], v], dim=2)
-                att = self.backend(q, keys, values, plan)
-                cache.write(layer, k, v, slots)
+        return q, k, v
+
+    def _rest(self, x: Tensor, att: Tensor) -> Tensor:
+        """The attention output (B, H, S, K) projected and added to ``x``, then the feed-forward half."""
+        b, s, d = x.shape
         h = x + self.out(att.transpose(1, 2).reshape(b, s, d))
         gate, up = self.gate_up(self.ffn_norm(h)).chunk(2, dim=-1)  # 2 x (B, S, hidden)
         return h + self.down(F.silu(gate) * up)
@@ -167,7 +186,7 @@ class TransformerStage(Stage):
             own = torch.arange(cache.capacity + 1, device=x.device)[None, None, :] == slots[:, :, None]
             plan = DensePlan((mask | own)[:, None])  # (B, 1, 1, C + 1)
             for i, block in enumerate(self.blocks):
-                x = block(x, rotation, plan, cached=(cache, i, slots))
+                x = block.decode(x, rotation, plan, cache, i, slots)
             return x
         # Which keys each new position may see: cached slots, then the new positions themselves.
         q_pos = positions[:, :, None]  # (B, S, 1)
@@ -182,7 +201,7 @@ class TransformerStage(Stage):
             see_new = see_new & (q_pos - new < self.window)
         plan = DensePlan(torch.cat([see_old, see_new], dim=2)[:, None])  # (B, 1, S, C + S)
         for i, block in enumerate(self.blocks):
-            x = block(x, rotation, plan, cached=(cache, i, slots))
+            x = block.prefill(x, rotation, plan, cache, i, slots)
         cache.commit(positions, slots, valid)
         return x
 
