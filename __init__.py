@@ -23,16 +23,20 @@ per module), ``aunet.integrations`` (Hugging Face, lm-evaluation-harness), ``aun
 
 from typing import Any
 
-from aunet.core.convert import dump_spec, load_spec, parse_spec
+from aunet.core.convert import dump_spec
 from aunet.core.registry import Registry, default_registry
 from aunet.core.spec import Spec, resolve_spec
 from aunet.core.version import version as _version
 
 __version__ = _version()
 
-# Torch-backed names load torch on first use, so that reading specs and splitting stay fast.
+# Torch-backed names load torch on first use, so that reading specs and splitting stay fast; a
+# run's spec (RunSpec, and load_spec and parse_spec, which read one) comes from the job layer.
 _LAZY = {
     "AUNet": "aunet.core.model",
+    "RunSpec": "aunet.jobs.config",
+    "load_spec": "aunet.jobs.config",
+    "parse_spec": "aunet.jobs.config",
     "ModelOutput": "aunet.core.model",
     "ShapeMode": "aunet.core.model",
     "build_model": "aunet.core.model",
@@ -48,6 +52,7 @@ __all__ = [
     "LoadedRun",
     "ModelOutput",
     "Registry",
+    "RunSpec",
     "ShapeMode",
     "Spec",
     "__version__",

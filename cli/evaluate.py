@@ -16,7 +16,7 @@ from aunet.cli.options import (
 )
 from aunet.core.errors import InputError
 from aunet.core.hookspecs import hookimpl
-from aunet.core.spec import Streaming
+from aunet.jobs.config import Streaming
 from aunet.jobs.inference.suites import suite_names
 from aunet.jobs.runs.directory import run_data
 

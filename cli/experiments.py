@@ -59,7 +59,7 @@ def aunet_add_commands(commands: Commands) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from aunet.core.convert import load_spec_with_overrides
+    from aunet.jobs.config import load_spec_with_overrides
     from aunet.jobs.experiments.compare import Budget, compare, markdown
     from aunet.jobs.experiments.turns import TurnsStopped
 
@@ -88,7 +88,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from aunet.core.convert import load_spec
+    from aunet.jobs.config import load_spec
     from aunet.jobs.experiments.plan import format_plan, make_plan
 
     name = args.spec or ("paper/bpe-1b" if args.arch == "bpe" else "paper/aunet2-1b")

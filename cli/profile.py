@@ -54,7 +54,7 @@ def aunet_add_commands(commands: Commands) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from aunet.core.convert import load_spec_with_overrides
+    from aunet.jobs.config import load_spec_with_overrides
     from aunet.jobs.runtime.devices import resolve_device
     from aunet.jobs.train.profiling import format_summary, profile_backends
 

@@ -33,7 +33,7 @@ def aunet_add_commands(commands: Commands) -> None:
 
 
 def cmd_spec_check(args: argparse.Namespace) -> int:
-    from aunet.core.convert import load_spec
+    from aunet.jobs.config import load_spec
 
     issues: list[str] = []
     for file in args.files:
@@ -52,8 +52,8 @@ def cmd_spec_check(args: argparse.Namespace) -> int:
 
 
 def cmd_spec_list(args: argparse.Namespace) -> int:
-    from aunet.core.convert import load_spec
     from aunet.core.resources import shipped_spec_names, spec_path
+    from aunet.jobs.config import load_spec
 
     for name in shipped_spec_names():
         spec = load_spec(spec_path(name))
@@ -63,7 +63,8 @@ def cmd_spec_list(args: argparse.Namespace) -> int:
 
 
 def cmd_spec_show(args: argparse.Namespace) -> int:
-    from aunet.core.convert import dump_spec, load_spec, spec_to_dict
+    from aunet.core.convert import dump_spec, spec_to_dict
+    from aunet.jobs.config import load_spec
 
     given = load_spec(args.file)
     spec = checked(given, args.file)  # resolved: contractions the spec leaves out are measured now

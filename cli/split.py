@@ -101,8 +101,8 @@ def _file_levels(stack: Any, path: Path, size: int, sink: Any) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> int:
-    from aunet.core.convert import load_spec
     from aunet.core.levels import SegmentCounts
+    from aunet.jobs.config import load_spec
 
     registry = default_registry()
     if args.spec:

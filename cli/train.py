@@ -75,7 +75,7 @@ def aunet_add_commands(commands: Commands) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from aunet.core.convert import load_spec_with_overrides
+    from aunet.jobs.config import load_spec_with_overrides
     from aunet.jobs.runs.directory import default_out
     from aunet.jobs.train.loop import train
 

@@ -15,9 +15,9 @@ import re
 import types
 import typing
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
@@ -36,6 +36,9 @@ from aunet.core.validators import (
     FLOAT32_MAX,
 )
 from aunet.core.writers import MetricWriterSpec
+
+#: A spec class: ``Spec``, or a subclass that adds tables (``RunSpec``).
+S = TypeVar("S", bound=Spec)
 
 #: How a spec file says None for a field whose default is something else (``clip = "none"``).
 NONE = "none"
@@ -352,11 +355,23 @@ def _parse_toml(text: str, *, source: str) -> dict[str, Any]:
         raise SpecError([SpecIssue("", f"invalid TOML: {why}")], source=source) from None
 
 
-def parse_spec(text: str, *, source: str = "<spec>", registry: Registry | None = None, name: str = "") -> Spec:
-    """Structure a spec from TOML text; SpecError listing every problem."""
+def parse_spec(
+    text: str,
+    *,
+    source: str = "<spec>",
+    registry: Registry | None = None,
+    name: str = "",
+    cls: type[S] = Spec,
+    ignore: Collection[str] = (),
+) -> S:
+    """Structure a spec of class ``cls`` from TOML text; SpecError listing every problem. The
+    top-level tables in ``ignore`` are left out (a model's ``Spec`` read from a run's spec file
+    ignores its ``train`` table; ``aunet.jobs.config.RunSpec`` reads it)."""
     data = _parse_toml(text, source=source)
+    for key in ignore:
+        data.pop(key, None)
     try:
-        spec = converter(registry).structure(data, Spec)
+        spec = converter(registry).structure(data, cls)
     except SpecError as exc:
         raise SpecError(exc.issues, source=source) from None
     if not spec.name and name:
@@ -381,12 +396,12 @@ def spec_file(path: str | Path) -> Path:
     )
 
 
-def load_spec(path: str | Path, *, registry: Registry | None = None) -> Spec:
+def load_spec(path: str | Path, *, registry: Registry | None = None, cls: type[S] = Spec) -> S:
     """Read and structure a spec file, or a shipped spec by name (``load_spec("aunet3-tiny")``).
     Raises InputError for an unreadable file and SpecError (with every problem and its path) for
     a bad spec."""
     path = spec_file(path)
-    return parse_spec(_read_spec_text(path), source=str(path), registry=registry, name=path.stem)
+    return parse_spec(_read_spec_text(path), source=str(path), registry=registry, name=path.stem, cls=cls)
 
 
 def _read_spec_text(path: Path) -> str:
@@ -425,7 +440,12 @@ def apply_overrides(spec: Spec, overrides: Sequence[str], *, registry: Registry 
     ``levels[1].stage.layers=6``); values are TOML (strings may be bare). Problems name the
     ``--set`` that caused them."""
     return _structure_with_overrides(
-        spec_to_dict(spec, registry=registry), overrides, source="--set", registry=registry, name=spec.name
+        spec_to_dict(spec, registry=registry),
+        overrides,
+        source="--set",
+        registry=registry,
+        name=spec.name,
+        cls=type(spec),
     )
 
 
@@ -459,8 +479,14 @@ def _related(path: str, key: str) -> bool:
 
 
 def _structure_with_overrides(
-    data: dict[str, Any], overrides: Sequence[str], *, source: str, registry: Registry | None, name: str
-) -> Spec:
+    data: dict[str, Any],
+    overrides: Sequence[str],
+    *,
+    source: str,
+    registry: Registry | None,
+    name: str,
+    cls: type[S] = Spec,
+) -> S:
     issues = []
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -477,7 +503,7 @@ def _structure_with_overrides(
             issues.append(SpecIssue(key, problem, source=f"--set {item.strip()}"))
     sources = override_sources(overrides)
     try:
-        spec = converter(registry).structure(data, Spec)
+        spec = converter(registry).structure(data, cls)
     except SpecError as exc:
         issues.extend(attribute(exc.issues, sources))
     if issues:
@@ -485,15 +511,17 @@ def _structure_with_overrides(
     return spec if spec.name or not name else attrs.evolve(spec, name=name)
 
 
-def load_spec_with_overrides(path: str | Path, overrides: Sequence[str], *, registry: Registry | None = None) -> Spec:
+def load_spec_with_overrides(
+    path: str | Path, overrides: Sequence[str], *, registry: Registry | None = None, cls: type[S] = Spec
+) -> S:
     """``load_spec`` with ``--set`` overrides applied to the file's TOML before it is read, so that
     every problem of both is reported at once, each at its source (the file, or the ``--set``)."""
     if not overrides:
-        return load_spec(path, registry=registry)
+        return load_spec(path, registry=registry, cls=cls)
     path = spec_file(path)
     text = _read_spec_text(path)
     data = _parse_toml(text, source=str(path))
-    return _structure_with_overrides(data, overrides, source=str(path), registry=registry, name=path.stem)
+    return _structure_with_overrides(data, overrides, source=str(path), registry=registry, name=path.stem, cls=cls)
 
 
 def _assign(data: dict[str, Any], key: str, value: Any) -> str | None:

@@ -150,7 +150,7 @@ def check_metric_writer(
 
         if is_spec:
             with _invariant(component, "the other processes of a distributed run write nothing"):
-                from aunet.core.spec import MetricsSpec
+                from aunet.jobs.config import MetricsSpec
                 from aunet.jobs.train.metrics import MetricWriters
 
                 other = root / "other"

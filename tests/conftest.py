@@ -105,7 +105,7 @@ def corpus_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def spec():
-    from aunet.core.convert import parse_spec
+    from aunet.jobs.config import parse_spec
 
     return parse_spec(TINY, name="tiny")
 

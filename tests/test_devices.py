@@ -200,7 +200,7 @@ def test_cuda_sampling_and_teacher_forcing() -> None:
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_run_reports_its_utilisation_and_device_memory(tmp_path) -> None:
-    from aunet.core.convert import parse_spec
+    from aunet.jobs.config import parse_spec
     from aunet.jobs.runtime.devices import matmul_peak
     from aunet.jobs.train.loop import train
 

@@ -77,6 +77,7 @@ def test_the_map_answers_the_questions_in_one_hop() -> None:
 def test_the_spec_options_reference_names_every_key() -> None:
     from aunet.core import spec as s
     from aunet.core.registry import Family, default_registry
+    from aunet.jobs import config as c
 
     text = SPEC_OPTIONS.read_text(encoding="utf-8")
 
@@ -88,15 +89,16 @@ def test_the_spec_options_reference_names_every_key() -> None:
         s.ModelSpec,
         s.TokenizerSpec,
         s.LevelSpec,
-        s.TrainSpec,
-        s.CheckpointSpec,
-        s.EvalSpec,
-        s.MetricsSpec,
-        s.SampleSpec,
-        s.ProfileSpec,
-        s.DataSpec,
+        c.RunSpec,
+        c.TrainSpec,
+        c.CheckpointSpec,
+        c.EvalSpec,
+        c.MetricsSpec,
+        c.SampleSpec,
+        c.ProfileSpec,
+        c.DataSpec,
     )
-    missing = [f"{c.__name__}.{f.name}" for c in classes for f in attrs.fields(c) if not named(f.name)]
+    missing = [f"{k.__name__}.{f.name}" for k in classes for f in attrs.fields(k) if not named(f.name)]
     registry = default_registry()
     for family in Family:
         for kind, registration in registry.kinds(family).items():

@@ -186,6 +186,14 @@ def test_the_rooms_of_jobs_import_only_rooms_below_them() -> None:
     assert not bad, "\n".join(bad)
 
 
+def test_the_job_tables_sit_below_every_room() -> None:
+    # A run's spec (``aunet.jobs.config``) is read by every room (a run's directory, evaluation,
+    # training): it imports core only, never a room, and without torch.
+    targets = graph()["aunet.jobs.config"]
+    assert not [t for t in targets if t.startswith("aunet.jobs")], sorted(targets)
+    assert not [t for t in targets if t == "torch" or t.startswith("torch.")], sorted(targets)
+
+
 def test_every_room_of_the_job_side_is_small() -> None:
     # A newcomer can tell a folder's room from its name: no folder of jobs, integrations or the
     # command line holds more than about 12 modules.

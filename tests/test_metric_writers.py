@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from aunet.core import Family, MetricWriterSpec, Registry
-from aunet.core.convert import apply_overrides, dump_spec, parse_spec
+from aunet.core.convert import apply_overrides, dump_spec
 from aunet.core.errors import InputError, SpecError
-from aunet.core.spec import MetricsSpec
+from aunet.jobs.config import MetricsSpec, parse_spec
 from aunet.jobs.train.loop import train
 from aunet.jobs.train.metrics import MetricWriters, writer_specs
 from aunet.plugins.metric_writers import JsonlSpec, MlflowSpec, TensorBoardSpec, WandbSpec
@@ -146,7 +146,7 @@ def test_importing_aunet_and_listing_plugins_import_no_writer_library() -> None:
         "import sys, aunet, aunet.core.convert\n"
         "from aunet.cli.main import main\n"
         "main(['plugins'])\n"
-        'aunet.core.convert.parse_spec(\'[train.metrics]\\nwriters = ["mlflow", "wandb"]\\n\')\n'
+        'aunet.parse_spec(\'[train.metrics]\\nwriters = ["mlflow", "wandb"]\\n\')\n'
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'wandb', 'tensorboard'}))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

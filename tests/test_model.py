@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 import aunet
 from aunet.core import SpecError
-from aunet.core.convert import parse_spec
 from aunet.core.model import IGNORE, PAD, AUNet, ShapeMode, boundary_index, build_model
 from aunet.core.resources import spec_path
+from aunet.jobs.config import parse_spec
 from aunet.testing import assert_causal, documents, pack, small_specs
 
 from conftest import MODEL_EXAMPLES

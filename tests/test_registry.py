@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from aunet.core import Family, PluginError, Registry, hookimpl
-from aunet.core.convert import parse_spec
+from aunet.jobs.config import parse_spec
 from aunet.splitters.words import Whitespace
 from aunet.testing import check_splitter
 

@@ -235,7 +235,7 @@ def test_sigterm_and_sighup_save_like_ctrl_c(folder: Path, tmp_path: Path, sent:
     import threading
 
     from aunet.cli.train import _stop_code
-    from aunet.core.convert import load_spec
+    from aunet.jobs.config import load_spec
     from aunet.jobs.train.loop import train
 
     if threading.current_thread() is not threading.main_thread():
@@ -303,7 +303,7 @@ def test_sigterm_under_torchrun_saves_on_every_process(folder: Path, tmp_path: P
 
 CORPUS_PEAK = """
 import json, sys
-from aunet.core.spec import DataSpec
+from aunet.jobs.config import DataSpec
 from aunet.core.encoding import SplitterEncoding
 from aunet.core.levels import SplitterStack
 from aunet.splitters.words import Whitespace

@@ -35,7 +35,8 @@ def aunet_version() -> str:
 
 def build(spec_text: str) -> AUNet:
     """The model of an exported config's ``spec`` (weights as initialized; the caller loads them)."""
-    return build_model(parse_spec(spec_text, source="config.json (spec)"))
+    # The model's spec; the [train] table a run's spec carries is the trainer's, not the model's.
+    return build_model(parse_spec(spec_text, source="config.json (spec)", ignore=("train",)))
 
 
 @attrs.define(eq=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from aunet.core.encoding import Encoded, Encoding
-from aunet.core.spec import DataSpec, Streaming
+from aunet.jobs.config import DataSpec, Streaming
 from aunet.jobs.data.corpus import (
     COMPRESSIONS,
     Corpus,

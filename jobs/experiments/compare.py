@@ -349,6 +349,6 @@ def _draw(report: dict[str, Any], out: Path, plt: Any) -> list[str]:
 
 
 def load_specs(paths: Sequence[str]) -> list[Spec]:
-    from aunet.core.convert import load_spec
+    from aunet.jobs.config import load_spec
 
     return [load_spec(p) for p in paths]

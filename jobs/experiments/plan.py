@@ -63,7 +63,7 @@ def law(arch: str, what: str, flops: float) -> float:
 def make_plan(flops: float, *, arch: str = "aunet", spec: Any = None, bytes_per_token: float | None = None) -> Plan:
     """The plan for ``flops`` of training compute with ``spec`` (default: the paper's AU-Net 2)."""
     from aunet.core.accounting import account
-    from aunet.core.convert import load_spec
+    from aunet.jobs.config import load_spec
 
     if not (math.isfinite(flops) and flops > 0):
         raise ValueError(f"--flops must be a positive number of FLOPs, got {flops}")

@@ -29,10 +29,10 @@ from typing import Any
 
 import attrs
 
-from aunet.core.convert import parse_spec
 from aunet.core.encoding import Encoding
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec
+from aunet.jobs.config import parse_spec
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.runtime.files import advice, write_text
 

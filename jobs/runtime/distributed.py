@@ -29,7 +29,8 @@ from typing import Any, NamedTuple
 import attrs
 
 from aunet.core.errors import InputError
-from aunet.core.spec import Checkpointing, Parallel
+from aunet.core.spec import Checkpointing
+from aunet.jobs.config import Parallel
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aunet.core.convert import dump_spec
-from aunet.core.spec import CheckpointSpec, Parallel, Spec
+from aunet.core.spec import Spec
+from aunet.jobs.config import CheckpointSpec, Parallel
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.runs.checkpoint import Verified, flatten_optimizer, unflatten_optimizer
 from aunet.jobs.runs.directory import RunRecord

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from aunet.core.encoding import Encoding
-from aunet.core.spec import EvalSpec, SampleSpec
+from aunet.jobs.config import EvalSpec, SampleSpec
 from aunet.jobs.train.metrics import MetricWriters, Progress
 from aunet.jobs.train.trainer import Trainer
 

@@ -17,8 +17,9 @@ from typing import IO, Any, TypeVar
 from aunet.core.convert import spec_to_dict
 from aunet.core.errors import InputError
 from aunet.core.registry import Family, Registry, default_registry
-from aunet.core.spec import MetricsSpec, Spec
+from aunet.core.spec import Spec
 from aunet.core.writers import MetricRun, MetricWriter, MetricWriterSpec
+from aunet.jobs.config import MetricsSpec
 
 T = TypeVar("T")
 

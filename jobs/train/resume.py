@@ -23,10 +23,11 @@ from typing import Any
 
 import attrs
 
-from aunet.core.convert import apply_overrides, parse_spec, spec_to_dict
+from aunet.core.convert import apply_overrides, spec_to_dict
 from aunet.core.errors import InputError
-from aunet.core.spec import Parallel, Spec, resolve_spec
+from aunet.core.spec import Spec, resolve_spec
 from aunet.core.version import version
+from aunet.jobs.config import Parallel, parse_spec
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.runs.checkpoint import Verified
 from aunet.jobs.runs.directory import RUN_FILE, SPEC_FILE, RunRecord, read_record, read_run_spec

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from aunet.core.spec import TrainSpec
+from aunet.jobs.config import TrainSpec
 
 if TYPE_CHECKING:
     from aunet.jobs.train.trainer import Trainer

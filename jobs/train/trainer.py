@@ -27,7 +27,8 @@ from torch import Tensor
 
 from aunet.core.errors import AunetError, InputError
 from aunet.core.labels import label
-from aunet.core.spec import Parallel, ShapeMode, Spec, TrainSpec
+from aunet.core.spec import ShapeMode, Spec
+from aunet.jobs.config import Parallel, TrainSpec
 from aunet.jobs.runtime.devices import autocast, rng_state, set_rng_state, use_bfloat16
 from aunet.jobs.runtime.distributed import SINGLE, World, checkpoint_blocks, gradient_sync, parallelize
 from aunet.jobs.train.schedule import schedule
