@@ -231,7 +231,8 @@ def test_rolling_loglikelihood_is_aunet_eval_without_the_eos(lm) -> None:
     bits per byte is the harness's (from lm-eval's own ``bits_per_byte``) plus the EOS term."""
     from lm_eval.api.metrics import bits_per_byte
 
-    from aunet.jobs.data.corpus import Document, encode_documents
+    from aunet.jobs.data.corpus import Document
+    from aunet.jobs.data.packing import encode_documents
     from aunet.jobs.inference.evaluate import evaluate
 
     model = lm.model

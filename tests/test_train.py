@@ -15,17 +15,8 @@ from aunet.core.encoding import splitter_encoding
 from aunet.core.errors import InputError
 from aunet.core.spec import apply_overrides
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD
-from aunet.jobs.data.corpus import (
-    Document,
-    Packer,
-    Position,
-    encode_documents,
-    evaluation_rows,
-    load_corpus,
-    read_documents,
-    split,
-    xz_bits_per_byte,
-)
+from aunet.jobs.data.corpus import Document, load_corpus, read_documents, split, xz_bits_per_byte
+from aunet.jobs.data.packing import Packer, Position, encode_documents, evaluation_rows
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.train.loop import TrainingDiverged, train
 

@@ -436,7 +436,8 @@ def test_eval_warns_when_the_xz_figure_means_nothing(run: Path, tmp_path: Path) 
 
 
 def test_evaluation_shows_progress_on_a_terminal(run: Path) -> None:
-    from aunet.jobs.data.corpus import encode_documents, load_corpus
+    from aunet.jobs.data.corpus import load_corpus
+    from aunet.jobs.data.packing import encode_documents
     from aunet.jobs.inference.evaluate import evaluate
     from aunet.jobs.runs.directory import load_run
     from aunet.jobs.train.metrics import Progress

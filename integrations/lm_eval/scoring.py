@@ -39,7 +39,7 @@ def _row_batch(pairs: Sequence[Pair]) -> Any:
     """(B, T) tokens, levels and targets of context-continuation rows, right-padded with PAD
     (level 0, IGNORE targets); only each row's continuation has targets."""
     from aunet.core.tokens import IGNORE, PAD
-    from aunet.jobs.data.corpus import Batch
+    from aunet.jobs.data.packing import Batch
 
     width = max(len(p.encoded) - 1 for p in pairs)
     tokens = np.full((len(pairs), width), PAD, dtype=np.int64)  # (B, T)
@@ -59,7 +59,7 @@ def _trim(batch: Any) -> Any:
     """The batch without its trailing columns that predict nothing in any row (causal attention:
     dropping them changes nothing before them)."""
     from aunet.core.tokens import IGNORE
-    from aunet.jobs.data.corpus import Batch
+    from aunet.jobs.data.packing import Batch
 
     used = np.nonzero((batch.targets != IGNORE).any(0))[0]
     width = int(used[-1]) + 1 if len(used) else 1
@@ -130,7 +130,7 @@ def score_documents(
     """The log-likelihood (nats) of each text's bytes as a document, BOS first, in the windows of
     ``aunet eval`` (``evaluation_rows``), the EOS not scored (``loglikelihood_rolling``). Windows
     of every document are batched together."""
-    from aunet.jobs.data.corpus import evaluation_rows
+    from aunet.jobs.data.packing import evaluation_rows
     from aunet.jobs.inference.evaluate import _join
 
     encoding = encoding if encoding is not None else splitter_encoding(model.spec)
