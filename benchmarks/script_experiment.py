@@ -59,7 +59,8 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     from aunet.core.convert import apply_overrides
     from aunet.core.encoding import splitter_encoding
     from aunet.core.resources import spec_path
-    from aunet.jobs.data.corpus import encode_documents, load_corpus, xz_bits_per_byte
+    from aunet.jobs.data.corpus import load_corpus, xz_bits_per_byte
+    from aunet.jobs.data.packing import encode_documents
     from aunet.jobs.experiments.turns import train_in_turns
     from aunet.jobs.inference.evaluate import evaluate
     from aunet.jobs.runs.directory import load_run

@@ -67,7 +67,8 @@ def _syncs_per_step(name: str, shapes: str, device: Any, rows: int = ROWS, lengt
     import aunet
     from aunet.core.convert import apply_overrides
     from aunet.core.encoding import splitter_encoding
-    from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
+    from aunet.jobs.data.corpus import load_corpus
+    from aunet.jobs.data.packing import TrainingData, encode_documents
     from aunet.jobs.train.trainer import Trainer
     from aunet.testing.syncs import count_host_syncs
 
@@ -92,7 +93,7 @@ def run(rounds: int = 9, device: str = "cpu", rows: int = ROWS, length: int = LE
     from aunet.core import model as model_module
     from aunet.core.accounting import account
     from aunet.core.resources import read_corpus, spec_path
-    from aunet.jobs.data.corpus import Batch
+    from aunet.jobs.data.packing import Batch
     from aunet.jobs.runtime.devices import resolve_device
 
     device = resolve_device(device)

@@ -50,12 +50,8 @@ def aunet_add_commands(commands: Commands) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from aunet.jobs.data.corpus import (
-        encode_documents,
-        fingerprint_changes,
-        load_corpus,
-        xz_bits_per_byte,
-    )
+    from aunet.jobs.data.corpus import fingerprint_changes, load_corpus, xz_bits_per_byte
+    from aunet.jobs.data.packing import encode_documents
     from aunet.jobs.inference.evaluate import evaluate
     from aunet.jobs.runs.directory import load_run
     from aunet.jobs.runtime.devices import model_autocast
@@ -200,7 +196,8 @@ def _xz_note(n_bytes: int) -> str | None:
 
 
 def _eval_suite(run: Any, args: argparse.Namespace) -> int:
-    from aunet.jobs.data.corpus import Document, encode_documents, xz_bits_per_byte
+    from aunet.jobs.data.corpus import Document, xz_bits_per_byte
+    from aunet.jobs.data.packing import encode_documents
     from aunet.jobs.inference.evaluate import evaluate
     from aunet.jobs.inference.suites import suite_texts
     from aunet.jobs.runtime.devices import model_autocast

@@ -245,7 +245,7 @@ class AUNet(nn.Module):
     def eager_capacity(self, levels: Tensor) -> list[int]:
         """Segments per row at levels 1..L that keep every boundary of (B, T) ``levels`` (as
         ``top_levels`` gives them): one host synchronisation for all levels. Jobs compute the
-        same on the host from their batches (``aunet.jobs.data.corpus.Batch.capacity``)."""
+        same on the host from their batches (``aunet.jobs.data.packing.Batch.capacity``)."""
         counts = torch.stack([(levels > i).sum(1).max() for i in range(self.depth)]) if self.depth else None
         return counts.tolist() if counts is not None else []
 

@@ -12,7 +12,8 @@ import aunet
 from aunet.core.convert import apply_overrides
 from aunet.core.encoding import splitter_encoding
 from aunet.core.errors import InputError
-from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
+from aunet.jobs.data.corpus import load_corpus
+from aunet.jobs.data.packing import TrainingData, encode_documents
 from aunet.jobs.runtime.devices import parse_threads, resolve_device, rng_state, set_rng_state, threads
 from aunet.jobs.train.trainer import Trainer
 from aunet.testing.syncs import count_host_syncs

@@ -26,6 +26,7 @@ from aunet.core.errors import InputError
 from aunet.core.model import ShapeMode
 from aunet.core.tokens import BOS, PAD
 from aunet.integrations.lm_eval import adapter as harness
+from aunet.integrations.lm_eval.model import _checked_gen_kwargs
 
 from conftest import run_cli
 
@@ -230,7 +231,8 @@ def test_rolling_loglikelihood_is_aunet_eval_without_the_eos(lm) -> None:
     bits per byte is the harness's (from lm-eval's own ``bits_per_byte``) plus the EOS term."""
     from lm_eval.api.metrics import bits_per_byte
 
-    from aunet.jobs.data.corpus import Document, encode_documents
+    from aunet.jobs.data.corpus import Document
+    from aunet.jobs.data.packing import encode_documents
     from aunet.jobs.inference.evaluate import evaluate
 
     model = lm.model
@@ -425,7 +427,7 @@ def test_generation_arguments_are_checked_and_capped(lm) -> None:
         lm.generate_until([request("generate_until", "In the", {"until": 5})])
     with pytest.raises(InputError, match=r"generation_kwargs.max_gen_toks .* at least 1, got -3"):
         lm.generate_until([request("generate_until", "In the", {"until": ["."], "max_gen_toks": -3})])
-    assert harness._checked_gen_kwargs({"max_gen_toks": "1e9"})["max_gen_toks"] == 10**9  # YAML reads 1e9 as text
+    assert _checked_gen_kwargs({"max_gen_toks": "1e9"})["max_gen_toks"] == 10**9  # YAML reads 1e9 as text
     with pytest.warns(RuntimeWarning, match="asks for 1,000,000,000 new bytes per request; aunet generates at most"):
         (text,) = lm.generate_until(
             [request("generate_until", "In the", {"until": ["\n", "."], "max_gen_toks": 1e9, "do_sample": False})]

@@ -144,7 +144,8 @@ def test_a_folder_of_jsonl_and_parquet_trains_and_resumes_exactly_after_a_kill(f
 
 
 def test_a_corpus_in_memory_gives_the_validation_documents_its_limit_reads() -> None:
-    from aunet.jobs.data.corpus import Document, evaluation_rows, split
+    from aunet.jobs.data.corpus import Document, split
+    from aunet.jobs.data.packing import evaluation_rows
     from aunet.jobs.data.source import MemoryText
 
     stack = SplitterEncoding(SplitterStack((Whitespace(),)))

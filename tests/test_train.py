@@ -15,18 +15,9 @@ from aunet.core.convert import apply_overrides
 from aunet.core.encoding import splitter_encoding
 from aunet.core.errors import InputError
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD
-from aunet.jobs.data.corpus import (
-    Document,
-    Packer,
-    Position,
-    encode_documents,
-    evaluation_rows,
-    load_corpus,
-    read_documents,
-    split,
-    xz_bits_per_byte,
-)
-from aunet.jobs.runs import checkpoint
+from aunet.jobs.data.corpus import Document, load_corpus, read_documents, split, xz_bits_per_byte
+from aunet.jobs.data.packing import Packer, Position, encode_documents, evaluation_rows
+from aunet.jobs.runs import checkpoint, saving
 from aunet.jobs.train.loop import TrainingDiverged, train
 
 from conftest import TEXT, TINY, run_cli
@@ -192,9 +183,9 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint(
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(checkpoint.CheckpointError, match="disk full; the previous checkpoints are intact"):
-        checkpoint.save(tmp_path / "r", 5, {}, {}, {}, keep=2)
+        saving.save(tmp_path / "r", 5, {}, {}, {}, keep=2)
     monkeypatch.undo()
     assert checkpoint.latest(tmp_path / "r") == before
     checkpoint.verify(before)

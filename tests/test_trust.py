@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -100,7 +101,7 @@ def test_a_run_without_a_checkpoint_restarts_under_resume(spec, corpus_file: Pat
     out = tmp_path / "run"
     train(spec, data=corpus_file, out=out, steps=6)
     for ckpt in (out / "checkpoints").iterdir():  # as if killed before its first checkpoint
-        checkpoint.shutil.rmtree(ckpt) if ckpt.is_dir() else ckpt.unlink()
+        shutil.rmtree(ckpt) if ckpt.is_dir() else ckpt.unlink()
     with pytest.raises(InputError, match="has no complete checkpoint: --resume restarts it"):
         train(spec, data=corpus_file, out=out, steps=6)
     notes: list[str] = []
@@ -183,7 +184,7 @@ def test_deleted_spec_and_run_records_are_recovered_from_the_checkpoint(
 
 
 def test_tb_being_a_file_is_one_line(run: Path) -> None:
-    checkpoint.shutil.rmtree(run / "tb")
+    shutil.rmtree(run / "tb")
     (run / "tb").write_text("not a folder")
     assert_one_line_error(
         run_cli("train", "--out", str(run), "--resume", "--steps", "8"),
@@ -206,7 +207,7 @@ def test_after_a_kill_and_resume_metrics_hold_each_step_once(
 ) -> None:
     out = tmp_path / "run"
     train(spec, data=corpus_file, out=out, steps=10, stop_at=7)  # metrics up to 7, checkpoints 4 and 7
-    checkpoint.shutil.rmtree(out / "checkpoints" / "step-00000007")  # killed after step 7: last checkpoint 4
+    shutil.rmtree(out / "checkpoints" / "step-00000007")  # killed after step 7: last checkpoint 4
     purges = []
     from torch.utils import tensorboard
 
@@ -436,7 +437,8 @@ def test_eval_warns_when_the_xz_figure_means_nothing(run: Path, tmp_path: Path) 
 
 
 def test_evaluation_shows_progress_on_a_terminal(run: Path) -> None:
-    from aunet.jobs.data.corpus import encode_documents, load_corpus
+    from aunet.jobs.data.corpus import load_corpus
+    from aunet.jobs.data.packing import encode_documents
     from aunet.jobs.inference.evaluate import evaluate
     from aunet.jobs.runs.directory import load_run
     from aunet.jobs.train.metrics import Progress

@@ -615,6 +615,7 @@ def test_a_reader_follows_a_run_that_prunes_what_it_reads(
 
     import aunet
     from aunet.jobs.runs import directory as runs
+    from aunet.jobs.runtime.files import atomic_write_text
 
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
@@ -630,7 +631,7 @@ def test_a_reader_follows_a_run_that_prunes_what_it_reads(
         calls.append(path.name)
         if len(calls) == 1:  # the run prunes the checkpoint being read, and points at another
             shutil.rmtree(path)
-            checkpoint.atomic_write_text(run / "checkpoints" / "latest", older.name + "\n")
+            atomic_write_text(run / "checkpoints" / "latest", older.name + "\n")
         return real(path)
 
     monkeypatch.setattr(checkpoint, "load_model", pruned_midway)

@@ -14,16 +14,8 @@ from typing import Any
 
 from aunet.core.encoding import Encoded, Encoding
 from aunet.jobs.config import DataSpec, Streaming
-from aunet.jobs.data.corpus import (
-    COMPRESSIONS,
-    Corpus,
-    TrainingData,
-    encode_documents,
-    is_validation,
-    load_corpus,
-    strip_compression,
-    xz_bits_per_byte,
-)
+from aunet.jobs.data.corpus import COMPRESSIONS, Corpus, is_validation, load_corpus, strip_compression, xz_bits_per_byte
+from aunet.jobs.data.packing import TrainingData, encode_documents
 from aunet.jobs.data.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, validation_documents
 
 #: ``stream = "auto"`` streams folders and files larger than this on disk.

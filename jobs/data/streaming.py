@@ -17,8 +17,8 @@ a longer one is one error naming the line. Every cut is counted and reported onc
 Training reads the stream in **windows**: documents are read (and split into levels, once each)
 until the window holds ``buffer_bytes`` bytes, the window is shuffled by ``(seed, epoch,
 window)``, and rows of ``context + 1`` positions are read from the shuffled documents in place
-(``aunet.jobs.data.corpus.Packed``: nothing is copied together), a row continuing into the next window
-where one ends. Memory is one window (its bytes and their levels: two bytes per byte) and a file
+(``aunet.jobs.data.packing.Packed``: nothing is copied together), a row continuing into the next
+window where one ends. Memory is one window (its bytes and their levels: two bytes per byte) and a file
 reader, whatever the corpus size. The position in the stream (epoch, window, the file, record and
 byte where the window starts, and the offset in the window) is part of every checkpoint: a resume
 reads the same window again and continues exactly.
@@ -51,15 +51,14 @@ from aunet.core.tokens import BOS, IGNORE
 from aunet.jobs.data.corpus import (
     COMPRESSIONS,
     VALIDATION_EVERY,
-    Batch,
     Document,
-    Packed,
     _record_document,
     is_validation,
     parquet_records,
     parse_json_line,
     strip_compression,
 )
+from aunet.jobs.data.packing import Batch, Packed
 
 #: File types a streamed folder reads (after a compression suffix); others are skipped and reported.
 STREAM_SUFFIXES = (".txt", ".jsonl", ".parquet")

@@ -197,7 +197,7 @@ def _evaluate_run(
     """A finished run's row and curve, evaluated on the validation split (kept in ``compare-row.json``
     beside the run, so a resumed report reads it instead of evaluating again)."""
     from aunet.core.accounting import account
-    from aunet.jobs.data.corpus import encode_documents
+    from aunet.jobs.data.packing import encode_documents
     from aunet.jobs.inference.evaluate import evaluate
     from aunet.jobs.runs import checkpoint
     from aunet.jobs.runs.directory import load_run

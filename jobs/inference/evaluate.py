@@ -19,7 +19,7 @@ import numpy as np
 
 from aunet.core.encoding import Encoded, Encoding
 from aunet.core.tokens import IGNORE
-from aunet.jobs.data.corpus import Batch, evaluation_rows
+from aunet.jobs.data.packing import Batch, evaluation_rows
 
 
 @attrs.frozen

@@ -3,7 +3,8 @@
 
 A resume finds and verifies its checkpoint once (``aunet.jobs.train.resume``, every file's
 SHA-256); the checkpointer reads that verified checkpoint without hashing it again. The format
-on disk is ``aunet.jobs.runs.checkpoint``'s; the trainer's state is a ``TrainerState``.
+on disk is ``aunet.jobs.runs.checkpoint``'s, written by ``aunet.jobs.runs.saving``; the trainer's
+state is a ``TrainerState``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from aunet.core.convert import dump_spec
 from aunet.core.spec import Spec
 from aunet.jobs.config import CheckpointSpec, Parallel
-from aunet.jobs.runs import checkpoint
+from aunet.jobs.runs import checkpoint, saving
 from aunet.jobs.runs.checkpoint import Verified, flatten_optimizer, unflatten_optimizer
 from aunet.jobs.runs.directory import RunRecord
 from aunet.jobs.runtime.distributed import World
@@ -113,7 +114,7 @@ class Checkpointer:
             "processes": self.world.size,
             "parallel": self.world.parallel.value,
         }
-        self.last = checkpoint.save(
+        self.last = saving.save(
             self.run_dir,
             trainer.step_count,
             state.weights,

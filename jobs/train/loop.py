@@ -55,7 +55,7 @@ from aunet.core.spec import Spec, resolve_spec
 from aunet.jobs.data.corpus import fingerprint_changes
 from aunet.jobs.data.encodings import TOKENIZER_FILE, training_encoding
 from aunet.jobs.data.source import training_text
-from aunet.jobs.runs import checkpoint
+from aunet.jobs.runs import saving
 from aunet.jobs.runs.directory import RUN_FILE, SPEC_FILE, RunClaim, RunRecord, check_out, stamp, truncate_metrics
 from aunet.jobs.runtime.devices import (
     check_fits,
@@ -290,7 +290,7 @@ def _prepare(
     training_data = text.training(encoding, context=spec.model.context, batch_size=t.batch_size, seed=t.seed)
 
     if world.main:
-        checkpoint.check_writable(run_dir)
+        saving.check_writable(run_dir)
     world.barrier()
     progress.message(
         f"run directory: {run_dir}"

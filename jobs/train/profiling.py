@@ -171,7 +171,8 @@ def profile_backends(
     from aunet.core.convert import apply_overrides
     from aunet.core.encoding import SplitterEncoding
     from aunet.core.model import build_model
-    from aunet.jobs.data.corpus import TrainingData, encode_documents, load_corpus
+    from aunet.jobs.data.corpus import load_corpus
+    from aunet.jobs.data.packing import TrainingData, encode_documents
     from aunet.jobs.runtime.devices import check_fits, use_bfloat16
     from aunet.jobs.train.trainer import Trainer
 

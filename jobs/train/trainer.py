@@ -7,7 +7,7 @@ back as device tensors (``StepResult``) that the metric writers read at logging 
 
 Components and the config table each owns:
 
-* ``TrainingData`` (``aunet.jobs.data.corpus``): the batches and their position;
+* ``TrainingData`` (``aunet.jobs.data.packing``): the batches and their position;
 * ``Optimization``: AdamW and its schedule (the recipe keys of ``[train]``);
 * ``Trainer``: model, device, precision, shapes; its ``state_dict()`` (a ``TrainerState``) is
   what a checkpoint holds;
