@@ -20,6 +20,7 @@ NAMES = (
     "attention",
     "gpu-check",
     "trust",
+    "work",
 )
 
 

@@ -65,7 +65,7 @@ def _train_step(device: str, smoke: bool) -> list[dict[str, Any]]:
 
 def _profile(device: str, smoke: bool) -> list[dict[str, Any]]:
     import aunet
-    from aunet.core.convert import apply_overrides
+    from aunet.core.overrides import apply_overrides
     from aunet.jobs.runtime.devices import resolve_device
     from aunet.jobs.train.profiling import profile_backends
 

@@ -22,7 +22,7 @@ POOLERS = ("select", "mean", "attention")
 
 def run(minutes: float = 8.0) -> list[dict[str, Any]]:
     import aunet
-    from aunet.core.convert import apply_overrides
+    from aunet.core.overrides import apply_overrides
     from aunet.jobs.data.corpus import load_corpus, xz_bits_per_byte
     from aunet.jobs.data.packing import encode_documents
     from aunet.jobs.experiments.turns import train_in_turns

@@ -24,8 +24,8 @@ def run(rounds: int = 15) -> list[dict[str, Any]]:
     import torch
 
     import aunet
-    from aunet.core.convert import apply_overrides
     from aunet.core.encoding import splitter_encoding
+    from aunet.core.overrides import apply_overrides
     from aunet.jobs.data.corpus import load_corpus
     from aunet.jobs.data.packing import TrainingData, encode_documents
     from aunet.jobs.train.trainer import Trainer

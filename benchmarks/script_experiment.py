@@ -56,8 +56,8 @@ def run(minutes: float = 9.4) -> list[dict[str, Any]]:
     """Train both variants for ``minutes`` each and evaluate them on the held-out documents."""
 
     import aunet
-    from aunet.core.convert import apply_overrides
     from aunet.core.encoding import splitter_encoding
+    from aunet.core.overrides import apply_overrides
     from aunet.core.resources import spec_path
     from aunet.jobs.data.corpus import load_corpus, xz_bits_per_byte
     from aunet.jobs.data.packing import encode_documents

@@ -65,8 +65,8 @@ def _syncs_per_step(name: str, shapes: str, device: Any, rows: int = ROWS, lengt
     """Host synchronisations of one ``Trainer.step()`` (after a first step)."""
 
     import aunet
-    from aunet.core.convert import apply_overrides
     from aunet.core.encoding import splitter_encoding
+    from aunet.core.overrides import apply_overrides
     from aunet.jobs.data.corpus import load_corpus
     from aunet.jobs.data.packing import TrainingData, encode_documents
     from aunet.jobs.train.trainer import Trainer

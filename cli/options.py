@@ -130,7 +130,7 @@ def checked(spec, source: str, overrides: Sequence[str] = (), *, resolve: bool =
     ``--set`` behind it). A spec without any stage is a splitting-only spec (``aunet split
     --spec``) and is checked as such. Without ``resolve`` the spec is checked as given (its
     defaults not filled in: the trainer resolves it once, with its data's contraction)."""
-    from aunet.core.convert import attribute, override_sources
+    from aunet.core.overrides import attribute, override_sources
     from aunet.core.spec import resolve_spec
 
     if all(level.stage is None for level in spec.levels):

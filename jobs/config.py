@@ -27,6 +27,7 @@ from typing import ClassVar
 import attrs
 
 from aunet.core import convert
+from aunet.core import overrides as overrides_module
 from aunet.core.errors import SpecIssue
 from aunet.core.registry import Registry
 from aunet.core.spec import OMIT_DEFAULT, Checkpointing, Precision, ShapeMode, Spec
@@ -233,7 +234,7 @@ def load_spec_with_overrides(
     path: str | Path, overrides: Sequence[str], *, registry: Registry | None = None
 ) -> RunSpec:
     """A run's spec from a file with ``--set`` overrides applied, problems at their source."""
-    return convert.load_spec_with_overrides(path, overrides, registry=registry, cls=RunSpec)
+    return overrides_module.load_spec_with_overrides(path, overrides, registry=registry, cls=RunSpec)
 
 
 __all__ = [

@@ -183,7 +183,7 @@ def train_small_run(
     """A real run directory: a shrunk aunet2-tiny trained for ``steps`` steps on ``text`` x 40
     (for the tests of what consumes checkpoints: generation, export, the harness)."""
     import aunet
-    from aunet.core.convert import apply_overrides
+    from aunet.core.overrides import apply_overrides
     from aunet.jobs.train.loop import train
 
     spec = apply_overrides(aunet.load_spec("aunet2-tiny"), [f"model.context={context}", *SHRUNK_AUNET2, *overrides])

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aunet
-from aunet.core.convert import apply_overrides
 from aunet.core.model import ShapeMode
 from aunet.core.modules import Layout
+from aunet.core.overrides import apply_overrides
 from aunet.plugins.nn.attention import BandPlan, FlexBackend, MathBackend, SdpaBackend
 from aunet.testing import documents, pack, small_specs
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import aunet
-from aunet.core.convert import apply_overrides
 from aunet.core.encoding import splitter_encoding
 from aunet.core.errors import InputError
+from aunet.core.overrides import apply_overrides
 from aunet.jobs.data.corpus import load_corpus
 from aunet.jobs.data.packing import TrainingData, encode_documents
 from aunet.jobs.runtime.devices import parse_threads, resolve_device, rng_state, set_rng_state, threads

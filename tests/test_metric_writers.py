@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from aunet.core import Family, MetricWriterSpec, Registry
-from aunet.core.convert import apply_overrides, dump_spec
+from aunet.core.convert import dump_spec
 from aunet.core.errors import InputError, SpecError
+from aunet.core.overrides import apply_overrides
 from aunet.jobs.config import MetricsSpec, parse_spec
 from aunet.jobs.train.loop import train
 from aunet.jobs.train.metrics import MetricWriters, writer_specs

@@ -13,9 +13,10 @@ import aunet
 from aunet.cli.main import main
 from aunet.core import SpecError
 from aunet.core.accounting import account, row_activation_bytes
-from aunet.core.convert import apply_overrides, dump_spec, spec_to_dict
+from aunet.core.convert import dump_spec, spec_to_dict
 from aunet.core.init import truncated_std
 from aunet.core.model import IGNORE, ShapeMode, build_model, compute_levels, encode
+from aunet.core.overrides import apply_overrides
 from aunet.core.spec import Checkpointing, Precision, resolve_spec
 from aunet.jobs.config import parse_spec
 from aunet.testing import assert_matches_teacher_forcing, pack

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aunet.core.convert import apply_overrides
 from aunet.core.encoding import splitter_encoding
 from aunet.core.errors import InputError
+from aunet.core.overrides import apply_overrides
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD
 from aunet.jobs.data.corpus import Document, load_corpus, read_documents, split, xz_bits_per_byte
 from aunet.jobs.data.packing import Packer, Position, encode_documents, evaluation_rows

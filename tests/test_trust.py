@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from aunet.core.convert import apply_overrides
 from aunet.core.errors import InputError
+from aunet.core.overrides import apply_overrides
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.train.loop import train
 

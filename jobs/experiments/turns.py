@@ -21,8 +21,8 @@ from typing import Any
 
 import attrs
 
-from aunet.core.convert import apply_overrides
 from aunet.core.errors import AunetError, InputError
+from aunet.core.overrides import apply_overrides
 from aunet.core.spec import Spec
 
 #: Steps per turn.

@@ -168,9 +168,9 @@ def profile_backends(
     """Profile training steps of ``spec`` with every stage on each attention kind in turn."""
     import torch
 
-    from aunet.core.convert import apply_overrides
     from aunet.core.encoding import SplitterEncoding
     from aunet.core.model import build_model
+    from aunet.core.overrides import apply_overrides
     from aunet.jobs.data.corpus import load_corpus
     from aunet.jobs.data.packing import TrainingData, encode_documents
     from aunet.jobs.runtime.devices import check_fits, use_bfloat16

@@ -23,8 +23,9 @@ from typing import Any
 
 import attrs
 
-from aunet.core.convert import apply_overrides, spec_to_dict
+from aunet.core.convert import spec_to_dict
 from aunet.core.errors import InputError
+from aunet.core.overrides import apply_overrides
 from aunet.core.spec import Spec, resolve_spec
 from aunet.core.version import version
 from aunet.jobs.config import Parallel, parse_spec
