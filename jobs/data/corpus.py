@@ -95,6 +95,19 @@ COMPRESSIONS = (".gz", ".xz", ".bz2", ".zst")
 MEMORY_PER_BYTE = 3
 
 
+def zstd_decompressor(path: Path) -> Any:
+    """A zstandard decompressor for ``path``, or one line saying what to install (the package is
+    optional: only .zst corpora need it)."""
+    try:
+        import zstandard
+    except ImportError:
+        raise InputError(
+            f"--data: '{path}' is zstd-compressed; install the zstandard package "
+            "(pip install zstandard) or decompress it first"
+        ) from None
+    return zstandard.ZstdDecompressor()
+
+
 def max_corpus_bytes() -> int:
     """The most bytes of text a corpus held in memory may have: its peak (``MEMORY_PER_BYTE``
     times the text) may take half the memory available now; at least 64 MiB."""
@@ -227,14 +240,7 @@ def _decompress(path: Path, stored: bytes, budget: int) -> bytes:
         elif suffix == ".bz2":
             stream = bz2.BZ2File(io.BytesIO(stored))
         else:
-            try:
-                import zstandard
-            except ImportError:
-                raise InputError(
-                    f"--data: '{path}' is zstd-compressed; install the zstandard package "
-                    "(pip install zstandard) or decompress it first"
-                ) from None
-            stream = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(stored))
+            stream = zstd_decompressor(path).stream_reader(io.BytesIO(stored))
         with stream:
             chunks, size = [], 0
             while size <= budget:

@@ -57,6 +57,7 @@ from aunet.jobs.data.corpus import (
     parquet_records,
     parse_json_line,
     strip_compression,
+    zstd_decompressor,
 )
 from aunet.jobs.data.packing import Batch, Packed
 
@@ -221,14 +222,7 @@ class StreamSource:
         import lzma
 
         if path.suffix == ".zst":
-            try:
-                import zstandard
-            except ImportError:
-                raise InputError(
-                    f"--data: '{path}' is zstd-compressed; install the zstandard package "
-                    "(pip install zstandard) or decompress it first"
-                ) from None
-            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")))
+            return io.BufferedReader(zstd_decompressor(path).stream_reader(open(path, "rb")))
         opener: Any = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix, open)
         return opener(path, "rb")
 

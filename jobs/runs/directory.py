@@ -34,7 +34,8 @@ from aunet.core.errors import InputError
 from aunet.core.spec import Spec
 from aunet.jobs.config import parse_spec
 from aunet.jobs.runs import checkpoint
-from aunet.jobs.runtime.files import advice, write_text
+from aunet.jobs.runtime.files import advice
+from aunet.plugins.metric_writers import truncate_rows
 
 SPEC_FILE = "spec.toml"
 RUN_FILE = "run.json"  # the data the run trains on (path and fingerprint) and its history
@@ -285,25 +286,10 @@ def read_run_spec(run_dir: Path) -> Spec | None:
 
 
 def truncate_metrics(run_dir: Path, step: int) -> int:
-    """Drop the records a resumed run will write again (steps after ``step``, a final evaluation,
-    a torn last line); returns how many were dropped."""
-    path = run_dir / METRICS_FILE
-    if not path.exists():
-        return 0
-    kept, dropped = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-            keep = isinstance(record, dict) and int(record.get("step", step + 1)) <= step and not record.get("final")
-        except (ValueError, TypeError):
-            keep = False  # a torn line
-        if keep:
-            kept.append(line)
-        else:
-            dropped += 1
-    if dropped:
-        write_text(path, "".join(line + "\n" for line in kept))
-    return dropped
+    """Drop the records of ``metrics.jsonl`` a resumed run will write again (steps after ``step``,
+    a final evaluation, a torn last line), as the ``jsonl`` metric writer does when it opens;
+    returns how many were dropped (the loop says so)."""
+    return truncate_rows(run_dir / METRICS_FILE, step)
 
 
 # -- the data a run recorded -------------------------------------------------------------------
