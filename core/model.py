@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aunet.core.accounting import static_capacity
+from aunet.core.encoding import SplitterEncoding
 from aunet.core.errors import SpecError, SpecIssue
 from aunet.core.init import TRUNCATION, Init, init_matrix
 from aunet.core.labels import label
@@ -436,17 +437,14 @@ def compute_levels(spec: Spec, data: bytes, *, bos: bool = True, eos: bool = Fal
     """(T,) uint8 level of every position of one document, aligned with ``encode``.
 
     With ``bos`` (the default) the first entry is the BOS position, at the top level L; with
-    ``eos`` the last is the EOS position, at level 0. Without either, one level per byte.
+    ``eos`` the last is the EOS position, at level 0. Without either, one level per byte. These
+    are the levels of ``SplitterEncoding(spec.splitter_stack()).encode`` (``aunet.core.encoding``).
     """
-    stack = spec.splitter_stack()
     issues = spec.check_splitting()
     if issues:
         raise SpecError(issues)
-    levels = torch.from_numpy(stack.levels(data).copy())
-    parts = ([torch.tensor([spec.depth], dtype=torch.uint8)] if bos else []) + [levels]
-    if eos:
-        parts.append(torch.zeros(1, dtype=torch.uint8))
-    return torch.cat(parts)
+    levels = SplitterEncoding(spec.splitter_stack()).encode(data, eos=eos).levels  # BOS first
+    return torch.from_numpy(levels[0 if bos else 1 :].copy())
 
 
 __all__ = [
