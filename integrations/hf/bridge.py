@@ -9,9 +9,9 @@ Inputs come as Hugging Face gives them: (B, T) ids with an attention mask, usual
 left (generation) or the right (scoring). Each row's real tokens (mask 1, one contiguous run) are
 moved to the start of a right-padded batch, which aunet's causal stages read exactly as if the row
 were alone, and the logits are put back where the tokens were (zeros at padding). A row's levels
-come from the spec's streaming splitters: a BOS is a document start at the top level (the stream
-restarts there), a byte gets the level its splitter gives it the moment it exists, EOS and PAD
-level 0, as in training.
+come from the model's encoding (``aunet.core.encoding``: the spec's streaming splitters): a BOS is
+a document start at the top level (the stream restarts there), a byte gets the level its splitter
+gives it the moment it exists, EOS and PAD level 0, as in training.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from aunet.core import decoding
 from aunet.core.convert import parse_spec
-from aunet.core.levels import LevelStream
+from aunet.core.encoding import IdStream, splitter_encoding
 from aunet.core.model import AUNet, ShapeMode, build_model
 from aunet.core.tokens import BOS, EOS, PAD
 
@@ -80,27 +80,27 @@ class Rows:
                     f"row {r} holds token id {bad}; ids are 0..255 (bytes), {BOS} (BOS), {EOS} (EOS), {PAD} (PAD)"
                 )
 
-    def packed(self, model: AUNet) -> tuple[Tensor, Tensor, Tensor, list[LevelStream]]:
-        """Right-padded (B, P) tokens and levels, (B,) lengths, and each row's splitter stream
-        after its tokens (ready for the next byte)."""
+    def packed(self, model: AUNet) -> tuple[Tensor, Tensor, Tensor, list[IdStream]]:
+        """Right-padded (B, P) tokens and levels, (B,) lengths, and each row's id stream after its
+        tokens (ready for the next byte). Levels come from the model's encoding, a document at a
+        time: a BOS starts one (at the top level, the splitters afresh); its bytes take their
+        levels as one string, whatever EOS or PAD sits between them (level 0)."""
         b, p = len(self.ids), max(len(r) for r in self.ids)
         tokens = torch.full((b, p), PAD, dtype=torch.long)
         levels = torch.zeros((b, p), dtype=torch.uint8)
-        stack = model.spec.splitter_stack()
+        encoding = splitter_encoding(model.spec)
         streams = []
         for r, row in enumerate(self.ids):
             tokens[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-            stream, start = stack.stream(), 0
-            for i, t in enumerate([*row, BOS]):  # each run of bytes, fed at once
-                if t < 256:
-                    continue
-                if i > start:
-                    levels[r, start:i] = torch.from_numpy(stream.feed(bytes(row[start:i])).copy())
-                if t == BOS and i < len(row):  # a document starts: at the top level, the splitters afresh
-                    stream = stack.stream()
-                    levels[r, i] = model.depth
-                start = i + 1  # EOS and PAD stay at level 0
-            streams.append(stream)
+            starts = [0] + [i for i, t in enumerate(row) if t == BOS and i > 0]
+            for start, end in zip(starts, [*starts[1:], len(row)]):
+                if row[start] == BOS:
+                    levels[r, start] = model.depth
+                at = [i for i in range(start, end) if row[i] < 256]  # the document's bytes
+                prompt = encoding.prompt(bytes(row[i] for i in at), len(at))
+                if at:
+                    levels[r, at] = torch.from_numpy(prompt.levels)
+            streams.append(prompt.stream)
         lengths = torch.tensor([len(r) for r in self.ids])
         return tokens, levels, lengths, streams
 
@@ -131,10 +131,10 @@ def teacher_forced(model: AUNet, input_ids: Tensor, attention_mask: Tensor | Non
 
 class AUNetCache:
     """aunet's decoding state for ``generate``: every stage's KV cache (``aunet.core.decoding``),
-    each row's splitter stream, and which rows still decode (a row that was fed EOS or PAD is
+    each row's id stream (its encoding's), and which rows still decode (a row that was fed EOS or PAD is
     finished: it is carried along and its caches no longer change)."""
 
-    def __init__(self, state: decoding.DecodeState, streams: list[LevelStream], seen: int) -> None:
+    def __init__(self, state: decoding.DecodeState, streams: list[IdStream], seen: int) -> None:
         self.state = state
         self.streams = streams
         self.alive = [True] * len(streams)
@@ -172,7 +172,7 @@ def step(model: AUNet, cache: AUNetCache, input_ids: Tensor) -> Tensor:
     level = []
     for r, t in enumerate(input_ids[:, -1].tolist()):
         if cache.alive[r] and 0 <= t < 256:
-            level.append(cache.streams[r].push(t))
+            level.append(cache.streams[r].push(t).level)
         else:
             cache.alive[r] = False
             level.append(0)
