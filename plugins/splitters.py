@@ -5,6 +5,7 @@ third-party plugin."""
 
 from aunet.core.hookspecs import hookimpl
 from aunet.core.registry import Registrar
+from aunet.splitters.patches import Fixed, Spacelike
 from aunet.splitters.pretok import Pretok, Punct
 from aunet.splitters.script import Script, ScriptFour, ScriptPair, ScriptSplitter
 from aunet.splitters.words import FourWord, NWord, Whitespace, WordPair
@@ -12,5 +13,18 @@ from aunet.splitters.words import FourWord, NWord, Whitespace, WordPair
 
 @hookimpl
 def aunet_register_splitters(registry: Registrar) -> None:
-    for cls in (Whitespace, WordPair, FourWord, NWord, Script, ScriptPair, ScriptFour, ScriptSplitter, Pretok, Punct):
+    for cls in (
+        Whitespace,
+        WordPair,
+        FourWord,
+        NWord,
+        Script,
+        ScriptPair,
+        ScriptFour,
+        ScriptSplitter,
+        Pretok,
+        Punct,
+        Fixed,
+        Spacelike,
+    ):
         registry.add_splitter(cls)
