@@ -56,7 +56,9 @@ def test_cached_decoding_equals_teacher_forcing(spec, prompts, new: int) -> None
     assert_matches_teacher_forcing(model, prompts, new)
 
 
-@pytest.mark.parametrize("name", ["byte-tiny", "aunet2-tiny", "aunet3-tiny", "aunet4-tiny"])
+@pytest.mark.parametrize(
+    "name", ["byte-tiny", "aunet2-tiny", "aunet3-tiny", "aunet4-tiny", "megabyte-tiny", "spacebyte-tiny"]
+)
 def test_shipped_specs_decode_exactly(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(aunet.load_spec(spec_path(name))).eval()
