@@ -4,6 +4,8 @@ cached generation equal to teacher forcing), reused by the conformance kits."""
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +35,7 @@ def small_specs(
     from aunet.core.spec import LevelSpec, ModelSpec, Spec
     from aunet.plugins.transformer import TransformerSpec
     from aunet.plugins.upsamplers import MultiLinearSpec, OffsetMode
+    from aunet.splitters.patches import Fixed, Spacelike
     from aunet.splitters.words import NWord
 
     registry = registry or default_registry()
@@ -52,6 +55,10 @@ def small_specs(
     def build(draw: Any) -> Any:
         depth = draw(st.integers(0, max_depth))
         groups = sorted(draw(st.lists(st.sampled_from([1, 2, 3, 4]), min_size=depth, max_size=depth)))
+        # Boundaries: words (every n-th), SpaceByte's spacelike rule under them, or MEGABYTE's
+        # fixed patches with strides that divide each other.
+        rule = draw(st.sampled_from(["words", "spacelike", "fixed"]))
+        strides = list(itertools.accumulate((g + 1 for g in groups), operator.mul))
         levels = []
         for i in range(depth + 1):
             head_dim = draw(st.sampled_from([4, 8]))
@@ -74,8 +81,14 @@ def small_specs(
                     up = MultiLinearSpec(offsets=draw(st.integers(1, 6)), mode=draw(st.sampled_from(list(OffsetMode))))
                 else:
                     up = upsamplers[choice]
+                if rule == "fixed":
+                    splitter = Fixed(every=strides[i - 1])
+                elif rule == "spacelike" and i == 1:
+                    splitter = Spacelike()
+                else:
+                    splitter = NWord(n=groups[i - 1])
                 extra = {
-                    "splitter": NWord(n=groups[i - 1]),
+                    "splitter": splitter,
                     "pooler": draw(st.sampled_from(poolers)),
                     "upsampler": up,
                     "contraction": draw(st.one_of(st.none(), st.sampled_from([1.5, 3.0, 6.0]))),
