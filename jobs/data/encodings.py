@@ -11,8 +11,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from aunet.core.encoding import Encoding, splitter_encoding
 from aunet.core.errors import InputError
 
@@ -48,7 +46,7 @@ def training_encoding(
     training split."""
     if not spec.model.bpe:
         return splitter_encoding(spec), spec
-    from aunet.jobs.data.bpe import BpeEncoding, BpeTokenizer, bytes_per_token
+    from aunet.jobs.data.bpe import BpeEncoding, BpeTokenizer, bytes_per_token, with_bytes_per_token
 
     if corpus is None:
         raise InputError(
@@ -64,7 +62,5 @@ def training_encoding(
     notify(f"training a BPE tokenizer of {size:,} ids on the training split")
     tokenizer = BpeTokenizer.train((d.data for d in corpus.train), size)
     if spec.model.tokenizer.bytes_per_token is None:
-        measured = bytes_per_token(tokenizer, (d.data for d in corpus.train))
-        model = attrs.evolve(spec.model, tokenizer=attrs.evolve(spec.model.tokenizer, bytes_per_token=measured))
-        spec = attrs.evolve(spec, model=model)
+        spec = with_bytes_per_token(spec, bytes_per_token(tokenizer, (d.data for d in corpus.train)))
     return BpeEncoding.of(tokenizer, spec), spec
