@@ -72,7 +72,7 @@ def cmd_spec_show(args: argparse.Namespace) -> int:
     if is_model_spec(spec):
         from aunet.core.accounting import account
 
-        measured = any(level.contraction is None for level in given.levels[1:])
+        measured = any(level.contraction is None and level.router is None for level in given.levels[1:])
         if spec.model.bpe and spec.model.tokenizer.bytes_per_token is None:
             from aunet.jobs.data.bpe import embedded_bytes_per_token, with_bytes_per_token
 

@@ -1,13 +1,13 @@
 """aunet's core: the component interfaces, the plugin registry and the spec format.
 
-Torch-free on import: the module contracts (``Stage``, ``Pooler``, ``Upsampler``,
-``AttentionBackend``, ``Layout``, ``LevelIndex``, ``DensePlan``, ``KVCache`` and their helpers, from
+Torch-free on import: the module contracts (``Stage``, ``Pooler``, ``Upsampler``, ``Router``,
+``Routing``, ``AttentionBackend``, ``Layout``, ``LevelIndex``, ``DensePlan``, ``KVCache`` and their helpers, from
 ``aunet.core.modules``) load torch when first accessed.
 """
 
 from typing import Any
 
-from aunet.core.components import AttentionSpec, ComponentSpec, PoolerSpec, StageSpec, UpsamplerSpec
+from aunet.core.components import AttentionSpec, ComponentSpec, PoolerSpec, RouterSpec, StageSpec, UpsamplerSpec
 from aunet.core.errors import AunetError, InputError, PluginError, SpecError, SpecIssue
 from aunet.core.hookspecs import hookimpl
 from aunet.core.levels import LevelStream, SplitterStack
@@ -23,6 +23,8 @@ _TORCH_NAMES = (
     "Layout",
     "LevelIndex",
     "Pooler",
+    "Router",
+    "Routing",
     "Stage",
     "Upsampler",
     "allowed",
@@ -56,6 +58,9 @@ __all__ = [
     "PoolerSpec",
     "Registrar",
     "Registry",
+    "Router",
+    "RouterSpec",
+    "Routing",
     "SpecError",
     "SpecIssue",
     "Splitter",

@@ -128,7 +128,8 @@ class Accounting:
 #: What each figure of ``Accounting`` computes, as ``spec show`` states it.
 FORMULAS = {
     "flops_per_byte": "the paper's: per stack 6 x non-embedding parameters + 6 x dim x layers x S, "
-    "S = the level's positions in the context or its window, over k_i bytes per position; stacks only",
+    "S = the level's positions in the context or its window, over k_i bytes per position; stacks only, "
+    "plus each router's 6 x parameters per position of the level below it (its matrix products)",
     "flops_per_byte_all": "flops_per_byte + 6 x (pooler + upsampler parameters) / k_i + 6 x the output head",
     "flops_per_byte_packed": "flops_per_byte with each stack's attention term scaled by the keys a query attends in "
     "rows packed from the training documents (within its document, row and window) over "
@@ -148,7 +149,7 @@ def account(spec: Spec, documents: Sequence[int] | None = None) -> Accounting:
     contractions it leaves unset are measured on the embedded corpus (and reported as such).
     With ``documents`` (the training documents' lengths in bytes, in order), also the FLOPs per
     byte of rows packed from them (``flops_per_byte_packed``): attention per document and window."""
-    measured = any(level.contraction is None for level in spec.levels[1:])
+    measured = any(level.contraction is None and level.router is None for level in spec.levels[1:])
     spec = resolve_spec(spec)
     levels = spec.levels
     depth = spec.depth
@@ -174,6 +175,13 @@ def account(spec: Spec, documents: Sequence[int] | None = None) -> Accounting:
         else:
             params[f"levels[{i}].trunk"] = stack
             flops += per_position / k[i]
+        if i and level.router is not None:
+            # A router's matrix products run once per position of the level below, like a stack's:
+            # counted in the paper's figure, not only in the fuller one.
+            params[f"levels[{i}].router"] = level.router.parameter_count(dim=dims[i - 1])
+            routing = level.router.flops_per_position(dim=dims[i - 1]) / k[i - 1]
+            flops += routing
+            packed += routing
         if i:
             pool = level.pooler.parameter_count(dim_in=dims[i - 1], dim_out=dims[i])
             up = level.upsampler.parameter_count(dim_coarse=dims[i], dim_fine=dims[i - 1])
@@ -270,6 +278,7 @@ def reference_flops_per_byte(spec: Spec, k: tuple[float, ...], params: dict[str,
         total += (1 if i == depth else 2) * per_position / k[i]
         if i:
             total += 6.0 * (params[f"levels[{i}].pooler"] + params[f"levels[{i}].upsampler"]) / k[i]
+            total += 6.0 * params.get(f"levels[{i}].router", 0) / k[i - 1]
     return total
 
 

@@ -20,7 +20,7 @@ import attrs
 from aunet.core.errors import SpecIssue
 
 if TYPE_CHECKING:
-    from aunet.core.modules import AttentionBackend, Pooler, Stage, Upsampler
+    from aunet.core.modules import AttentionBackend, Pooler, Router, Stage, Upsampler
     from aunet.core.spec import Checkpointing
 
 
@@ -97,6 +97,31 @@ class UpsamplerSpec(ComponentSpec):
     @abstractmethod
     def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
         """Parameters of the module."""
+
+
+@attrs.frozen(kw_only=True)
+class RouterSpec(ComponentSpec):
+    """Learned boundaries: which positions of the level below close a segment of this level,
+    decided from the level below's encoder output (``aunet.core.modules.Router``)."""
+
+    @abstractmethod
+    def build(self, *, dim: int) -> Router:
+        """The module reading (B, S, ``dim``) encoder outputs of the level below."""
+
+    @abstractmethod
+    def parameter_count(self, *, dim: int) -> int:
+        """Parameters of the module."""
+
+    @abstractmethod
+    def flops_per_position(self, *, dim: int) -> float:
+        """Training FLOPs (forward and backward) per position of the level below, counted like a
+        stack's parameter term (6 x parameters for its matrix products)."""
+
+    @property
+    @abstractmethod
+    def ratio(self) -> float:
+        """Positions of the level below per segment the router is trained toward: with the level
+        below's contraction, the level's expected contraction (static shapes, FLOPs)."""
 
 
 @attrs.frozen(kw_only=True)

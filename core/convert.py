@@ -23,7 +23,7 @@ import cattrs
 from cattrs.errors import AttributeValidationNote, ClassValidationError, IterableValidationError, IterableValidationNote
 
 from aunet.core import toml
-from aunet.core.components import AttentionSpec, ComponentSpec, PoolerSpec, StageSpec, UpsamplerSpec
+from aunet.core.components import AttentionSpec, ComponentSpec, PoolerSpec, RouterSpec, StageSpec, UpsamplerSpec
 from aunet.core.errors import InputError, SpecError, SpecIssue, did_you_mean, known_list
 from aunet.core.registry import Family, Registry, default_registry
 from aunet.core.spec import (
@@ -106,6 +106,7 @@ def _optional_arg(tp: Any) -> Any | None:
 
 _SLOT_FAMILIES = {
     Splitter: Family.SPLITTER,
+    RouterSpec: Family.ROUTER,
     StageSpec: Family.STAGE,
     PoolerSpec: Family.POOLER,
     UpsamplerSpec: Family.UPSAMPLER,

@@ -40,6 +40,7 @@ class DecodeState:
     stage_calls: list[int]  # steps that ran each level's stages (the trunk at L), after the prefill
     pool_states: list[Any]  # level i < L: the pooler's state of level i's open segment
     level_logits: Tensor | None = None  # (B, L + 1) the level head's logits for the next position
+    router_states: dict[int, Any] = attrs.field(factory=dict)  # routed level i: its router's state
 
 
 def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
@@ -89,6 +90,9 @@ def prefill(
         state.pool_states[i] = _open_segment(
             model.poolers[i], state.pool_states[i], plan.encoded[i], start=state.boundary[i + 1] + 1, end=state.count[i]
         )
+        router = model.router(i + 1)
+        if router is not None:
+            state.router_states[i + 1] = router.state_after(plan.encoded[i], state.count[i])
     return logits
 
 
@@ -117,6 +121,7 @@ class Step(WalkPlan):
         self.top = top
         b = active[0].shape[0]
         self.first = torch.zeros(b, 1, dtype=torch.long, device=active[0].device)  # (B, 1)
+        self.smoothing: dict[int, Tensor] = {}  # routed level -> (B,) P of its new positions
 
     def layout(self, level: int) -> Layout:
         return Layout(valid=self.active[level][:, None])
@@ -124,10 +129,19 @@ class Step(WalkPlan):
     def cache(self, level: int, part: Part) -> KVCache | None:
         return self.state.caches[(level, part)]
 
-    def pool(self, level: int, h: Tensor, pooler: Any) -> Tensor | None:
+    def pool(self, level: int, h: Tensor, pooler: Any, router: Any) -> Tensor | None:
         # The new level-`level` position of the rows active there; where it is also a level-(level+1)
         # position it is that segment's boundary, and closes it.
         s = self.state
+        if router is not None:
+            # The router decides on the new position alone whether it reaches level + 1; the
+            # walk goes no higher than the highest level some row reaches (read on the host).
+            routing, s.router_states[level + 1] = router.step(h, s.router_states[level + 1], active=self.active[level])
+            self.active[level + 1] = self.active[level] & routing.boundary[:, 0]
+            if router.smooth:
+                self.smoothing[level + 1] = routing.prob[:, 0]
+            if self.top > level and not bool(self.active[level + 1].any()):
+                self.top = level
         closes = self.active[level + 1]
         out, s.pool_states[level] = pooler.step(h, s.pool_states[level], active=self.active[level], boundary=closes)
         if level >= self.top:
@@ -143,7 +157,11 @@ class Step(WalkPlan):
     def coarse(self, level: int, fresh: Tensor | None) -> Tensor:
         s = self.state
         if fresh is not None:
-            s.last_out[level] = torch.where(self.active[level][:, None], fresh[:, 0], s.last_out[level])
+            new = fresh[:, 0]
+            if level in self.smoothing:  # H-Net's EMA, one step: P z + (1 - P) zbar_before
+                p = self.smoothing[level].float()[:, None]
+                new = (p * new.float() + (1 - p) * s.last_out[level].float()).to(new.dtype)
+            s.last_out[level] = torch.where(self.active[level][:, None], new, s.last_out[level])
         return s.last_out[level][:, None]  # (B, 1, D_level)
 
 
@@ -153,14 +171,20 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
     ``alive`` (finished) are carried along without changing their caches."""
     depth = model.depth
     device = token.device
-    active_host = [[bool(a) and (i == 0 or lv >= i) for a, lv in zip(alive, level)] for i in range(depth + 1)]
-    active = [torch.tensor(a, device=device) for a in active_host]  # (B,) per level
+    ruled = depth - sum(model.routed)  # levels 1..ruled come from splitters, the rest from routers
+    active_host = [
+        [bool(a) and (i == 0 or (i <= ruled and lv >= i)) for a, lv in zip(alive, level)] for i in range(depth + 1)
+    ]
+    active = [torch.tensor(a, device=device) for a in active_host]  # (B,) per level; routers fill theirs
     top = max(i for i in range(depth + 1) if any(active_host[i]) or i == 0)
-    h = model.walk(model.embed(token[:, None]), Step(state, active, top))  # (B, 1, D_0)
-    for i in range(top + 1):
+    if top == ruled:  # the routers decide, in the walk, how far above it goes
+        top = depth
+    plan = Step(state, active, top)
+    h = model.walk(model.embed(token[:, None]), plan)  # (B, 1, D_0)
+    for i in range(plan.top + 1):
         state.stage_calls[i] += 1
     for i in range(depth + 1):
-        state.count[i] = state.count[i] + active[i].long()
+        state.count[i] = state.count[i] + plan.active[i].long()
     return _heads(model, state, h[:, 0])  # (B, V)
 
 

@@ -1,4 +1,4 @@
-"""Hook specifications: how a plugin adds splitters, stages, poolers, upsamplers, attention
+"""Hook specifications: how a plugin adds splitters, routers, stages, poolers, upsamplers, attention
 backends and metric writers to aunet.
 
 Writing a plugin
@@ -72,6 +72,19 @@ def aunet_register_splitters(registry: Registrar) -> None:
     Called once per plugin, when the plugin is loaded, before any spec is read. ``cls`` must
     subclass ``aunet.core.Splitter``, be a frozen attrs class (its fields are its spec options) and
     define a unique ``kind``. Returns nothing.
+    """
+
+
+@hookspec
+def aunet_register_routers(registry: Registrar) -> None:
+    """Add router spec classes with ``registry.add_router(cls)``.
+
+    Called once per plugin, when it is loaded. ``cls`` subclasses ``aunet.core.RouterSpec``: a
+    frozen attrs class whose fields are the router's options (``router = { kind = "...", ... }``
+    in a level of a spec, in place of a splitter) and whose ``build(dim=...)`` makes the
+    ``aunet.core.Router`` module that reads the level below's encoder output and decides its
+    boundaries (the contract is on ``Router``). ``aunet.testing.check_router(spec)`` checks it.
+    Returns nothing.
     """
 
 

@@ -35,7 +35,7 @@ from aunet.core.encoding import SplitterEncoding
 from aunet.core.errors import SpecError, SpecIssue
 from aunet.core.init import TRUNCATION, Init, init_matrix
 from aunet.core.labels import label
-from aunet.core.modules import KVCache, Layout, LevelIndex
+from aunet.core.modules import KVCache, Layout, LevelIndex, Router
 from aunet.core.spec import ShapeMode, Spec, resolve_spec
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD, VOCAB_SIZE
 
@@ -54,6 +54,8 @@ class ModelOutput(NamedTuple):
             (``model.level_loss`` > 0), else None.
         level_loss: its cross-entropy in nats over the positions whose next level is known (the
             same divisor as ``loss``), or None without targets or level head.
+        router_loss: the routers' auxiliary losses, weighted and summed (the trainer adds it to
+            the objective), or None for a model without routers.
 
     A NamedTuple (not an attrs class) so that ``torch.compile(fullgraph=True)`` traces it.
     """
@@ -65,6 +67,7 @@ class ModelOutput(NamedTuple):
     dropped: Tensor
     level_logits: Tensor | None = None
     level_loss: Tensor | None = None
+    router_loss: Tensor | None = None
 
 
 def boundary_index(is_boundary: Tensor, capacity: int | None) -> LevelIndex:
@@ -122,15 +125,22 @@ class WalkPlan:
         """The KV cache of one stack, or None (the full forward keeps none)."""
         return None
 
-    def contract(self, level: int) -> LevelIndex:
-        """How ``level``'s positions pool into ``level + 1``."""
+    def contract(self, level: int, h: Tensor, router: Router | None) -> LevelIndex:
+        """How ``level``'s positions pool into ``level + 1``; ``router`` (a routed level + 1)
+        decides the boundaries from ``h``, ``level``'s encoder output."""
         raise NotImplementedError
 
-    def pool(self, level: int, h: Tensor, pooler: Any) -> Tensor | None:
+    def pool(self, level: int, h: Tensor, pooler: Any, router: Router | None) -> Tensor | None:
         """``level``'s encoder output ``h`` pooled into ``level + 1`` (called once per walk for
         every level that ran an encoder); None at ``top``, where nothing closes a segment (a
-        decoding step's pooler still sees the new position there)."""
-        return pooler(h, self.contract(level)) if level < self.top else None
+        decoding step's pooler still sees the new position there). A plan may lower ``top``
+        here (a decoding step whose router closes no segment)."""
+        return pooler(h, self.contract(level, h, router)) if level < self.top else None
+
+    def scale(self, level: int, up: Tensor) -> Tensor:
+        """The upsampled vectors of ``level`` (B, S, D), scaled by the router's confidence where
+        ``level + 1`` is routed (value 1, gradient to the router); as they are by default."""
+        return up
 
     def expand(self, level: int) -> LevelIndex:
         """How ``level + 1``'s vectors go back onto ``level``'s positions (``segment``, ``offset``)."""
@@ -164,6 +174,9 @@ class TeacherForced(WalkPlan):
         self.maps: list[LevelIndex] = []
         self.outputs: dict[int, Tensor] = {}  # level -> its top stack's output (B, S_level, D)
         self.encoded: dict[int, Tensor] = {}  # level -> its encoder's output (B, S_level, D)
+        self.smoothing: dict[int, Tensor] = {}  # routed level -> (B, S_level) P at its boundaries
+        self.confidence: dict[int, Tensor] = {}  # level below a routed one -> (B, S_level) estimator
+        self.router_losses: list[Tensor] = []
 
     def layout(self, level: int) -> Layout:
         return self.layouts[level]
@@ -171,26 +184,61 @@ class TeacherForced(WalkPlan):
     def cache(self, level: int, part: Part) -> KVCache | None:
         return self.caches.get((level, part))
 
-    def contract(self, level: int) -> LevelIndex:
+    def contract(self, level: int, h: Tensor, router: Router | None) -> LevelIndex:
         below = self.layouts[level]
-        is_boundary = self.lv > level if below.valid is None else (self.lv > level) & below.valid
+        if router is None:
+            is_boundary = self.lv > level
+        else:
+            routing = router(h, below)  # (B, S_level)
+            self.router_losses.append(router.loss(routing, below.valid))
+            forced = self.lv >= self.top  # document and row starts: every level's
+            is_boundary = routing.boundary | forced
+            prob = torch.where(forced, 1.0, routing.prob)  # (B, S_level)
+            confidence = torch.where(is_boundary, prob, 1 - prob)
+            # H-Net's straight-through estimator: the value is exactly 1, the gradient reaches prob.
+            self.confidence[level] = confidence - confidence.detach() + 1.0
+        if below.valid is not None:
+            is_boundary = is_boundary & below.valid
         m = boundary_index(is_boundary, self.capacity[level])
         self.maps.append(m)
+        if router is not None and router.smooth:
+            self.smoothing[level + 1] = torch.gather(prob, 1, m.index)  # (B, S_{level+1})
         self.lv = torch.gather(self.lv, 1, m.index).masked_fill(~m.valid, 0)  # padding slots pool nothing
         doc = torch.gather(below.doc, 1, m.index) if below.doc is not None else None
         self.layouts.append(Layout(doc=doc, valid=m.valid if below.valid is not None else None))
         return m
 
-    def pool(self, level: int, h: Tensor, pooler: Any) -> Tensor | None:
+    def pool(self, level: int, h: Tensor, pooler: Any, router: Router | None) -> Tensor | None:
         self.encoded[level] = h
-        return super().pool(level, h, pooler)
+        return super().pool(level, h, pooler, router)
+
+    def scale(self, level: int, up: Tensor) -> Tensor:
+        confidence = self.confidence.get(level)
+        return up if confidence is None else up * confidence.unsqueeze(-1).to(up.dtype)
 
     def expand(self, level: int) -> LevelIndex:
         return self.maps[level]
 
     def coarse(self, level: int, fresh: Tensor | None) -> Tensor:
+        if level in self.smoothing:
+            fresh = smooth(fresh, self.smoothing[level])
         self.outputs[level] = fresh
         return fresh
+
+
+def smooth(z: Tensor, p: Tensor) -> Tensor:
+    """H-Net's smoothing of a routed level's vectors: zbar_s = p_s z_s + (1 - p_s) zbar_{s-1}
+    (zbar_{-1} = 0) over (B, S, D) vectors and (B, S) probabilities, in float32, by a scan of
+    log2(S) doubling steps (no loop over positions, no host sync). The first position of a row
+    and every document start have p = 1, so nothing leaks across documents."""
+    a = (1 - p.float()).unsqueeze(-1)  # (B, S, 1) weight of what came before
+    b = p.float().unsqueeze(-1) * z.float()  # (B, S, D)
+    d = 1
+    while d < z.shape[1]:
+        b = torch.cat([b[:, :d], b[:, d:] + a[:, d:] * b[:, :-d]], dim=1)
+        a = torch.cat([a[:, :d], a[:, d:] * a[:, :-d]], dim=1)
+        d *= 2
+    return b.to(z.dtype)
 
 
 class AUNet(nn.Module):
@@ -214,6 +262,12 @@ class AUNet(nn.Module):
         self.upsamplers = nn.ModuleList(
             levels[i].upsampler.build(dim_coarse=dims[i], dim_fine=dims[i - 1]) for i in range(1, depth + 1)
         )
+        # Routed levels, by number (1..L): each reads the encoder output of the level below.
+        self.routers = nn.ModuleDict(
+            {str(i): levels[i].router.build(dim=dims[i - 1]) for i in range(1, depth + 1) if levels[i].router}
+        )
+        self._router_of = {int(level): router for level, router in self.routers.items()}  # the same modules
+        self.routed = spec.routed
         self.norm = nn.RMSNorm(dims[0], eps=spec.model.norm_eps)
         self.head = nn.Linear(dims[0], self.vocab_size, bias=False)
         # The reference's auxiliary head: the level of the next position, from the same features.
@@ -243,12 +297,22 @@ class AUNet(nn.Module):
         first = torch.arange(tokens.shape[1], device=tokens.device) == 0
         return torch.where((tokens == BOS) | first, self.depth, levels.long())
 
-    def eager_capacity(self, levels: Tensor) -> list[int]:
+    def eager_capacity(self, levels: Tensor) -> list[int | None]:
         """Segments per row at levels 1..L that keep every boundary of (B, T) ``levels`` (as
         ``top_levels`` gives them): one host synchronisation for all levels. Jobs compute the
-        same on the host from their batches (``aunet.jobs.data.packing.Batch.capacity``)."""
+        same on the host from their batches (``aunet.jobs.data.packing.Batch.capacity``). A
+        routed level's boundaries are only known in the forward: None, counted there (a sync)."""
         counts = torch.stack([(levels > i).sum(1).max() for i in range(self.depth)]) if self.depth else None
-        return counts.tolist() if counts is not None else []
+        return self.for_routers(counts.tolist() if counts is not None else [])
+
+    def for_routers(self, capacity: Sequence[int | None]) -> list[int | None]:
+        """Eager capacities with None at the routed levels, whose boundaries the host cannot
+        count from the levels of a batch: the forward counts them (one host sync per level)."""
+        return [None if routed else c for c, routed in zip(capacity, self.routed)]
+
+    def router(self, level: int) -> Router | None:
+        """The router of ``level`` (1..L), or None where a splitter decides its boundaries."""
+        return self._router_of.get(level)
 
     # -- the walk --------------------------------------------------------------------------------
 
@@ -258,9 +322,9 @@ class AUNet(nn.Module):
         ``h`` is (B, S_0, D_0), the embedded new positions of level 0; returns (B, S_0, D_0), the
         output of decoder 0 (the trunk's output for a flat model).
         """
-        depth, top = self.depth, plan.top
+        depth = self.depth
         skips: list[Tensor] = []
-        for i in range(top + 1):
+        for i in range(depth + 1):
             if i == depth:
                 with label("trunk"):
                     h = self.trunk(h, layout=plan.layout(i), cache=plan.cache(i, Part.TRUNK))  # (B, S_L, D_L)
@@ -269,14 +333,16 @@ class AUNet(nn.Module):
                 h = self.encoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.ENCODER))  # (B, S_i, D_i)
             skips.append(h)
             with label(f"pool.{i + 1}"):
-                pooled = plan.pool(i, h, self.poolers[i])  # (B, S_{i+1}, D_{i+1})
-            if pooled is not None:
-                h = pooled
+                pooled = plan.pool(i, h, self.poolers[i], self.router(i + 1))  # (B, S_{i+1}, D_{i+1})
+            if pooled is None:  # level i is the walk's top
+                break
+            h = pooled
+        top = plan.top
         for i in reversed(range(min(top, depth - 1) + 1)):
             with label(f"upsample.{i + 1}"):
                 coarse = plan.coarse(i + 1, h if i + 1 <= top else None)  # (B, S_{i+1}, D_{i+1})
                 m = plan.expand(i)
-                up = self.upsamplers[i](coarse, m.segment, m.offset)  # (B, S_i, D_i)
+                up = plan.scale(i, self.upsamplers[i](coarse, m.segment, m.offset))  # (B, S_i, D_i)
                 h = skips[i] + up if self.skip[i] else up
             with label(f"decoder.{i}"):
                 h = self.decoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.DECODER))
@@ -319,6 +385,8 @@ class AUNet(nn.Module):
         lv = self.top_levels(tokens, levels)  # (B, T)
         if capacity is None:
             capacity = self.capacity(t) if shapes is ShapeMode.STATIC else self.eager_capacity(lv)
+        else:
+            capacity = self.for_routers(capacity)
         if doc_mask is None:
             doc_mask = self.spec.model.doc_mask
         doc = (tokens == BOS).long().cumsum(1) if doc_mask else None  # (B, T) document of each position
@@ -358,7 +426,8 @@ class AUNet(nn.Module):
             dropped = torch.stack([m.dropped for m in plan.maps])
         else:
             segments = dropped = torch.zeros(0, dtype=torch.long, device=tokens.device)
-        return ModelOutput(logits, loss, n_predicted, segments, dropped, level_logits, level_loss)
+        router_loss = torch.stack(plan.router_losses).sum() if plan.router_losses else None
+        return ModelOutput(logits, loss, n_predicted, segments, dropped, level_logits, level_loss, router_loss)
 
     @staticmethod
     def level_targets(levels: Tensor, targets: Tensor) -> Tensor:

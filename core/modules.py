@@ -1,4 +1,4 @@
-"""The model's pluggable module interfaces: Stage, Pooler, Upsampler, AttentionBackend.
+"""The model's pluggable module interfaces: Stage, Pooler, Upsampler, Router, AttentionBackend.
 
 An AU-Net (docs/method.md section 1) is assembled from these: at each level an encoder and a decoder
 ``Stage`` (the trunk at the top), a ``Pooler`` from each level to the next and an ``Upsampler``
@@ -252,6 +252,72 @@ class Upsampler(nn.Module, ABC):
     @abstractmethod
     def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
         """(B, S, D_coarse), (B, T), (B, T) -> (B, T, D_fine)."""
+
+
+class Routing(NamedTuple):
+    """A router's decision over positions of the level below.
+
+    Attributes:
+        prob: (B, S) float in [0, 1], the probability that each position closes a segment of the
+            level above; differentiable (the assembler passes gradient to it through the
+            confidence's straight-through estimator and the smoothing).
+        boundary: (B, S) bool, whether it does. A boundary's ``prob`` is at least 0.5 and a
+            non-boundary's below it: the confidence of a decision is ``prob`` or ``1 - prob``.
+    """
+
+    prob: Tensor
+    boundary: Tensor
+
+
+class Router(nn.Module, ABC):
+    """Learned boundaries: reads the encoder output of level i and decides which of its positions
+    close a segment of level i + 1 (docs/method.md section 8).
+
+    Contract: ``forward(x, layout)`` with x (B, S, D) returns a ``Routing`` where position s
+    depends only on positions <= s of the same row (and document, ``layout.doc``): the decision
+    for a position is made the moment it exists, which keeps the model causal and lets decoding
+    decide, from the new position's state alone, which levels a step reaches. No host
+    synchronisation and no shape that depends on the data. The assembler forces every document
+    start and every row's first position to a boundary (as it does for splitters), keeps at most
+    the level's static capacity of boundaries (counting the rest as dropped) and, where
+    ``smooth`` is true, smooths the coarse vectors with ``prob`` on the way back (an EMA:
+    z_s <- P_s z_s + (1 - P_s) z_{s-1}, P_s the probability at segment s's boundary).
+
+    Decoding feeds one position at a time: ``step(x, state, active=)`` with x (B, 1, D) returns
+    the new position's ``Routing`` (B, 1) and the state after it (rows not ``active`` keep
+    theirs); it must equal ``forward``. ``state_after(x, count)`` is the state after the first
+    ``count`` (B,) positions of each row of a prompt.
+    """
+
+    #: Smooth the level's coarse vectors with the boundary probabilities (H-Net's EMA).
+    smooth: bool = False
+
+    @abstractmethod
+    def forward(self, x: Tensor, layout: Layout) -> Routing:
+        """(B, S, D) -> Routing of (B, S)."""
+
+    @abstractmethod
+    def initial_state(self, *, batch: int, device: Any, dtype: torch.dtype) -> Any:
+        """The state before the first position of ``batch`` rows."""
+
+    @abstractmethod
+    def step(self, x: Tensor, state: Any, *, active: Tensor) -> tuple[Routing, Any]:
+        """One new position per row; see the class docstring."""
+
+    def state_after(self, x: Tensor, count: Tensor) -> Any:
+        """The state after each row's first ``count`` positions of x (B, S, D): by default, every
+        position stepped through in turn (a router with a cheaper answer overrides it)."""
+        b = x.shape[0]
+        state = self.initial_state(batch=b, device=x.device, dtype=x.dtype)
+        for t in range(x.shape[1]):
+            _, state = self.step(x[:, t : t + 1], state, active=t < count)
+        return state
+
+    def loss(self, routing: Routing, valid: Tensor | None) -> Tensor:
+        """The router's auxiliary loss over the real positions (``valid`` (B, S), None: all),
+        weighted as its spec says; a scalar the trainer adds to the next-byte loss. Zero by
+        default."""
+        return routing.prob.new_zeros(())
 
 
 def where_rows(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
-"""The plugin registry: which kinds of splitter, stage, pooler, upsampler, attention backend and
-metric writer exist, and where each came from.
+"""The plugin registry: which kinds of splitter, router, stage, pooler, upsampler, attention
+backend and metric writer exist, and where each came from.
 
 A ``Registry`` is created explicitly; nothing is loaded at import time, so every test can build a
 fresh one. ``Registry.default()`` loads every plugin of the ``aunet`` entry-point group (the
@@ -39,6 +39,7 @@ class Family(enum.Enum):
     """The pluggable slots of a spec, with the hook that fills each."""
 
     SPLITTER = "splitter"
+    ROUTER = "router"
     STAGE = "stage"
     POOLER = "pooler"
     UPSAMPLER = "upsampler"
@@ -54,6 +55,7 @@ class Family(enum.Enum):
     def hook(self) -> str:
         return {
             Family.SPLITTER: "aunet_register_splitters",
+            Family.ROUTER: "aunet_register_routers",
             Family.STAGE: "aunet_register_stages",
             Family.POOLER: "aunet_register_poolers",
             Family.UPSAMPLER: "aunet_register_upsamplers",
@@ -68,6 +70,7 @@ class Family(enum.Enum):
 
         return {
             Family.SPLITTER: splitter.Splitter,
+            Family.ROUTER: components.RouterSpec,
             Family.STAGE: components.StageSpec,
             Family.POOLER: components.PoolerSpec,
             Family.UPSAMPLER: components.UpsamplerSpec,
@@ -114,6 +117,10 @@ class Registrar:
     def add_splitter(self, cls: type) -> None:
         """Register a ``Splitter`` subclass under its ``kind``."""
         self._registry._add(Family.SPLITTER, cls, self._origin)
+
+    def add_router(self, cls: type) -> None:
+        """Register a ``RouterSpec`` subclass under its ``kind``."""
+        self._registry._add(Family.ROUTER, cls, self._origin)
 
     def add_stage(self, cls: type) -> None:
         """Register a ``StageSpec`` subclass under its ``kind``."""

@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 
-from aunet.core.components import PoolerSpec, StageSpec, UpsamplerSpec
+from aunet.core.components import PoolerSpec, RouterSpec, StageSpec, UpsamplerSpec
 from aunet.core.contraction import embedded_contraction
 from aunet.core.errors import SpecError, SpecIssue
 from aunet.core.init import Init
@@ -58,7 +58,11 @@ class LevelSpec:
     dim: int | None = attrs.field(default=None, validator=width)
     """Width of the level's vectors; poolers and upsamplers take theirs from here."""
     splitter: Splitter | None = None
-    """Which bytes end a segment of this level (levels >= 1 only)."""
+    """Which bytes end a segment of this level (levels >= 1 only): a rule over the text."""
+    router: RouterSpec | None = None
+    """Or a router: the model decides the level's boundaries from the level below's encoder output
+    (H-Net's dynamic chunking). A level has a splitter or a router; routed levels sit above every
+    level with a splitter."""
     stage: StageSpec | None = None
     """The transformer stack run at this level (encoder and decoder alike; the trunk at the top)."""
     pooler: PoolerSpec | None = None
@@ -71,7 +75,8 @@ class LevelSpec:
     contraction: float | None = attrs.field(default=None, validator=positive)
     """Bytes per segment of this level, for FLOPs accounting and static shapes. When unset, the
     trainer measures it on its training data (else it is measured on the embedded corpus) and
-    writes it into the resolved spec, so a checkpoint's shapes never depend on a corpus."""
+    writes it into the resolved spec, so a checkpoint's shapes never depend on a corpus. A routed
+    level's is the level below's times the router's target ratio."""
     skip: bool = True
     """Add this level's encoder output to its decoder's input (the U-Net's skip connection);
     false leaves the decoder only the upsampled coarse vectors, as the reference can. Levels
@@ -194,7 +199,13 @@ class Spec:
         return max(len(self.levels) - 1, 0)
 
     def splitter_stack(self) -> SplitterStack:
+        """The splitters of the levels that have one (the levels below the routed ones)."""
         return SplitterStack(tuple(level.splitter for level in self.levels[1:] if level.splitter is not None))
+
+    @property
+    def routed(self) -> tuple[bool, ...]:
+        """For levels 1..L, whether the level's boundaries come from a router."""
+        return tuple(level.router is not None for level in self.levels[1:])
 
     def check_splitting(self) -> list[SpecIssue]:
         """Problems that stop the spec from splitting text (what ``aunet split`` needs)."""
@@ -215,12 +226,31 @@ class Spec:
                     "level 0 is the byte level and has no splitter; put the first splitter in levels[1]",
                 )
             )
+        if self.levels[0].router is not None:
+            issues.append(
+                SpecIssue(
+                    "levels[0].router", "level 0 is the byte level and has no router; put the first router in levels[1]"
+                )
+            )
         for i, level in enumerate(self.levels[1:], start=1):
-            if level.splitter is None:
+            if level.splitter is None and level.router is None:
                 issues.append(
                     SpecIssue(
                         f"levels[{i}].splitter",
-                        'missing; every level above the bytes needs one, e.g. splitter = { kind = "whitespace" }',
+                        "missing; every level above the bytes needs a splitter or a router, "
+                        'e.g. splitter = { kind = "whitespace" } or router = { kind = "dynamic" }',
+                    )
+                )
+            elif level.splitter is not None and level.router is not None:
+                issues.append(
+                    SpecIssue(f"levels[{i}].router", "a level has a splitter or a router, not both; remove one")
+                )
+            elif level.splitter is not None and any(below.router is not None for below in self.levels[1:i]):
+                issues.append(
+                    SpecIssue(
+                        f"levels[{i}].splitter",
+                        "a level with a splitter cannot sit above a routed level (a rule over the text "
+                        "cannot nest in boundaries the model chooses); put the routed levels on top",
                     )
                 )
         numbers = [i for i, level in enumerate(self.levels) if i and level.splitter is not None]
@@ -261,6 +291,17 @@ class Spec:
                 component = getattr(level, name)
                 if i and component is not None and None not in dims.values():
                     issues.extend(component.check(path=f"{path}.{name}", **dims))
+        for i, level in enumerate(self.levels):
+            if i and level.router is not None and self.levels[i - 1].dim is not None:
+                issues.extend(level.router.check(path=f"levels[{i}].router", dim=self.levels[i - 1].dim))
+        if self.model.level_loss > 0 and any(self.routed):
+            issues.append(
+                SpecIssue(
+                    "model.level_loss",
+                    "a level head predicts the levels splitters give; a routed level's come from its "
+                    "router, so set level_loss = 0 for this spec",
+                )
+            )
         if self.model.bpe and len(self.levels) != 1:
             issues.append(
                 SpecIssue(
@@ -279,8 +320,9 @@ def resolve_spec(spec: Spec, *, registry: Registry | None = None, contraction: S
     """The spec with defaults filled in: ``select`` poolers and ``multi-linear`` upsamplers on
     every level above the bytes that names none, and every level's ``contraction`` (bytes per
     segment): from the spec where it gives one, else ``contraction[i - 1]`` (measured by the
-    caller on its training data), else measured on the embedded corpus with the spec's own
-    splitters (``aunet.core.contraction``). A spec whose splitters do not stack gets no
+    caller on its training data, for the levels with splitters), else measured on the embedded
+    corpus with the spec's own splitters (``aunet.core.contraction``); a routed level's is the
+    level below's times its router's target ratio. A spec whose splitters do not stack gets no
     contraction; ``check_model`` reports why. A resolved spec comes back as it is, at no cost:
     the jobs resolve a spec once and hand it on."""
     if is_resolved(spec):
@@ -320,10 +362,14 @@ def _resolve(spec: Spec, registry: Registry, contraction: Sequence[float] | None
         levels.append(level)
     missing = [i for i, level in enumerate(levels) if i and level.contraction is None]
     if missing and not spec.check_splitting():
-        if contraction is None:
+        if contraction is None and any(levels[i].splitter is not None for i in missing):
             contraction = embedded_contraction(spec.splitter_stack())
         for i in missing:
-            levels[i] = attrs.evolve(levels[i], contraction=float(contraction[i - 1]))
+            if levels[i].router is not None:  # routed levels sit above the splitters' (check_splitting)
+                below = levels[i - 1].contraction if i > 1 else spec.model.bytes_per_position
+                levels[i] = attrs.evolve(levels[i], contraction=round(below * levels[i].router.ratio, 4))
+            else:
+                levels[i] = attrs.evolve(levels[i], contraction=float(contraction[i - 1]))
     return attrs.evolve(spec, levels=tuple(levels))
 
 

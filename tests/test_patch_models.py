@@ -1,5 +1,5 @@
-"""MEGABYTE- and SpaceByte-style hierarchies as shipped specs (``specs/megabyte-tiny.toml``,
-``specs/spacebyte-tiny.toml``): within 10% of aunet2-tiny's training FLOPs per byte, and each
+"""MEGABYTE-, SpaceByte- and H-Net-style hierarchies as shipped specs (``specs/megabyte-tiny.toml``,
+``specs/spacebyte-tiny.toml``, ``specs/hnet-tiny.toml``): within 10% of aunet2-tiny's training FLOPs per byte, and each
 trained, evaluated, generated from (greedy cached generation equal to the full forward),
 exported for Hugging Face and profiled, at a tiny size."""
 
@@ -19,7 +19,7 @@ from aunet.testing.models import assert_matches_teacher_forcing
 
 from conftest import run_cli
 
-NAMES = ("megabyte-tiny", "spacebyte-tiny")
+NAMES = ("megabyte-tiny", "spacebyte-tiny", "hnet-tiny")
 TINY = ["--set", "model.context=128", "--set", "levels[0].stage.window=64", "--set", "train.eval.final_bytes=2000"]
 
 

@@ -34,7 +34,7 @@ colour = "red"
         "levels[0].dim: expected int, got '256'",
         "levels[1].splitter.kind: unknown splitter 'whitespce'; known: 4-word, fixed, n-word, pretok, punct, script, script-4, script-n, script-pair, spacelike, whitespace, word-pair; "
         "did you mean 'whitespace'?",
-        "levels[2].colour: unknown key; known: contraction, dim, max_segments, pooler, skip, splitter, stage, upsampler",
+        "levels[2].colour: unknown key; known: contraction, dim, max_segments, pooler, router, skip, splitter, stage, upsampler",
     ]
 
 
@@ -151,7 +151,8 @@ def test_semantic_checks_name_the_level(registry: Registry) -> None:
     )
     assert [str(i) for i in spec.check_splitting()] == [
         "levels[0].splitter: level 0 is the byte level and has no splitter; put the first splitter in levels[1]",
-        'levels[1].splitter: missing; every level above the bytes needs one, e.g. splitter = { kind = "whitespace" }',
+        "levels[1].splitter: missing; every level above the bytes needs a splitter or a router, "
+        'e.g. splitter = { kind = "whitespace" } or router = { kind = "dynamic" }',
         "levels[3].splitter.kind: 'word-pair' (2 per segment) cannot sit above '4-word' (4 per segment) at level 2; "
         "order the levels from fine to coarse",
     ]

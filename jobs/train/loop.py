@@ -142,9 +142,10 @@ class StepLog:
             device_peak = peak_device_memory(self.device) if self.device is not None else None
             if device_peak is not None:
                 record["peak_device_memory_bytes"] = device_peak
-            if "level_loss" in figures:  # the level head's loss, apart from the next-byte loss
-                record["level_loss"] = figures["level_loss"]
-                self.writers.scalars(result.step, {"train/level_loss": figures["level_loss"]})
+            for name in ("level_loss", "router_loss"):  # auxiliary losses, apart from the next-byte loss
+                if name in figures:
+                    record[name] = figures[name]
+                    self.writers.scalars(result.step, {f"train/{name}": figures[name]})
             self.writers.write(record)
             self.writers.scalars(
                 result.step, {f"train/{k}": record[k] for k in ("loss", "bpb", "lr", "grad_norm", "bytes_per_s", "mfu")}
@@ -276,7 +277,7 @@ def _prepare(
         notify=progress.message,
     )
     if start.record is None:
-        measured = contraction_of(text.contraction_levels(encoding), spec.depth)
+        measured = contraction_of(text.contraction_levels(encoding), spec.splitter_stack().depth)
         spec = stamp(resolve_spec(spec, contraction=measured))
     check_fits(spec, device)
     bfloat16 = use_bfloat16(t.precision, device)

@@ -117,6 +117,7 @@ class StepResult(NamedTuple):
     bytes: int  # bytes read (rows x positions, all micro-batches)
     seconds: float  # wall time of the call (on CUDA: until the work is queued)
     level_loss: Tensor | None = None  # () the level head's loss (``model.level_loss`` > 0), as ``loss``
+    router_loss: Tensor | None = None  # () the routers' weighted auxiliary losses (a routed spec)
 
 
 class Trainer:
@@ -131,6 +132,7 @@ class Trainer:
         self.device = device
         self.doc_mask = spec.model.doc_mask
         self.level_weight = spec.model.level_loss
+        self.routed = any(spec.routed)
         self.data = data
         self.world = world
         self.bfloat16 = use_bfloat16(spec.train.precision, device)
@@ -167,6 +169,7 @@ class Trainer:
         loss = torch.zeros((), device=self.device)
         weight = self.level_weight
         level_loss = torch.zeros((), device=self.device) if weight else None
+        router_loss = torch.zeros((), device=self.device) if self.routed else None
         predicted = torch.zeros((), dtype=torch.long, device=self.device)
         segments = dropped = torch.zeros(depth, dtype=torch.long, device=self.device)
         n_bytes = 0
@@ -194,11 +197,15 @@ class Trainer:
                         loss_divisor=divisor if self.world.distributed else None,
                     )
                 objective = out.loss if level_loss is None else out.loss + weight * out.level_loss
+                if router_loss is not None:  # the ratio losses, already weighted by their specs
+                    objective = objective + out.router_loss
                 with label("backward"):
                     (objective / accum).backward()
             loss = loss + out.loss.detach().float() / accum
             if level_loss is not None:
                 level_loss = level_loss + out.level_loss.detach().float() / accum
+            if router_loss is not None:
+                router_loss = router_loss + out.router_loss.detach().float() / accum
             predicted = predicted + out.n_predicted
             segments = segments + out.segments
             dropped = dropped + out.dropped
@@ -213,14 +220,15 @@ class Trainer:
         seconds = time.perf_counter() - started
         self.elapsed += seconds
         self.bytes_seen += n_bytes
-        return StepResult(self.step_count, loss, norm, predicted, segments, dropped, lr, n_bytes, seconds, level_loss)
+        return StepResult(
+            self.step_count, loss, norm, predicted, segments, dropped, lr, n_bytes, seconds, level_loss, router_loss
+        )
 
     def figures(self, result: StepResult) -> dict[str, Any]:
         """A step's figures on the host, over every process (a synchronisation point: call it at
         logging steps only). The loss is the global mean over predicted positions."""
-        losses = result.loss.detach().clone().view(1)
-        if result.level_loss is not None:
-            losses = torch.cat([losses, result.level_loss.detach().view(1)])
+        extra = {name: value for name in ("level_loss", "router_loss") if (value := getattr(result, name)) is not None}
+        losses = torch.cat([result.loss.detach().view(1), *(value.detach().view(1) for value in extra.values())])
         counts = torch.cat([result.predicted.view(1), result.segments, result.dropped]).to(torch.long)
         if self.world.distributed:
             # Each process's loss is its share of the global mean times the world size.
@@ -239,8 +247,7 @@ class Trainer:
             "segments": counts[1 : 1 + depth],
             "dropped": counts[1 + depth :],
         }
-        if len(losses) > 1:
-            figures["level_loss"] = losses[1]
+        figures.update(zip(extra, losses[1:]))
         return figures
 
     def divergence(self) -> str | None:
