@@ -171,6 +171,9 @@ class TeacherForced(WalkPlan):
         self.capacity = capacity
         self.caches = caches or {}
         self.layouts = [Layout(doc=doc, valid=valid)]
+        # Per level, (B, S_level) False at static-shape padding slots (None: none), which the
+        # layouts leave out where attention need not know (causal attention never sees them).
+        self.real: list[Tensor | None] = [valid]
         self.maps: list[LevelIndex] = []
         self.outputs: dict[int, Tensor] = {}  # level -> its top stack's output (B, S_level, D)
         self.encoded: dict[int, Tensor] = {}  # level -> its encoder's output (B, S_level, D)
@@ -190,9 +193,12 @@ class TeacherForced(WalkPlan):
             is_boundary = self.lv > level
         else:
             routing = router(h, below)  # (B, S_level)
-            self.router_losses.append(router.loss(routing, below.valid))
+            real = self.real[level]
+            self.router_losses.append(router.loss(routing, real))
             forced = self.lv >= self.top  # document and row starts: every level's
             is_boundary = routing.boundary | forced
+            if real is not None:  # padding slots close nothing
+                is_boundary = is_boundary & real
             prob = torch.where(forced, 1.0, routing.prob)  # (B, S_level)
             confidence = torch.where(is_boundary, prob, 1 - prob)
             # H-Net's straight-through estimator: the value is exactly 1, the gradient reaches prob.
@@ -204,6 +210,7 @@ class TeacherForced(WalkPlan):
         if router is not None and router.smooth:
             self.smoothing[level + 1] = torch.gather(prob, 1, m.index)  # (B, S_{level+1})
         self.lv = torch.gather(self.lv, 1, m.index).masked_fill(~m.valid, 0)  # padding slots pool nothing
+        self.real.append(m.valid)
         doc = torch.gather(below.doc, 1, m.index) if below.doc is not None else None
         self.layouts.append(Layout(doc=doc, valid=m.valid if below.valid is not None else None))
         return m

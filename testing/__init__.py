@@ -6,6 +6,9 @@
 * ``check_pooler(spec)``, ``check_upsampler(spec)``, ``check_stage(spec)``,
   ``check_attention(spec)``: every invariant the assembler relies on, alone and inside whole
   models (``aunet.testing.kits``).
+* ``check_router(spec)``: a router's decisions causal, batch independent, equal in decoding and
+  in the forward, with gradient through its estimator, alone and inside whole models
+  (``aunet.testing.routers``).
 * ``check_metric_writer(spec)``: a metric writer's contract: flush and close idempotent, each
   step read back once, a resumed run keeps what came before its checkpoint and drops what came
   after, other processes write nothing (``aunet.testing.writers``).
@@ -23,6 +26,7 @@ from aunet.testing.models import (
     registered_examples,
     small_specs,
 )
+from aunet.testing.routers import check_router
 from aunet.testing.splitters import (
     ALPHABET,
     MAX_BYTES,
@@ -46,6 +50,7 @@ __all__ = [
     "check_attention",
     "check_metric_writer",
     "check_pooler",
+    "check_router",
     "check_splitter",
     "check_stage",
     "check_upsampler",

@@ -20,6 +20,7 @@ def small_specs(
     pooler: Any = None,
     upsampler: Any = None,
     stage: Any = None,
+    router: Any = None,
     registry: Any = None,
 ) -> Any:
     """Random small, valid specs of 1 to ``max_depth + 1`` levels: widths, heads, layers,
@@ -27,8 +28,9 @@ def small_specs(
     upsampler and attention kind it holds that builds with its defaults, or from a kind's
     ``examples()``), so a newly registered kind is covered by the model-level properties without a
     new test. ``pooler``, ``upsampler``, ``stage`` (spec instances, registered or not) fix that
-    family at every level; ``attention`` limits the attention kinds (None: every kind that runs on
-    a CPU)."""
+    family at every level; ``router`` (a router spec) routes the top levels of a third of the specs
+    (by default every registered router kind takes its turn); ``attention`` limits the attention
+    kinds (None: every kind that runs on a CPU)."""
     from hypothesis import strategies as st
 
     from aunet.core.registry import Family, default_registry
@@ -45,6 +47,7 @@ def small_specs(
         if upsampler is not None
         else [u for u in registered_examples(registry, Family.UPSAMPLER) if not isinstance(u, MultiLinearSpec)]
     )
+    routers = [router] if router is not None else registered_examples(registry, Family.ROUTER)
     backends = [
         a
         for a in registered_examples(registry, Family.ATTENTION)
@@ -59,6 +62,9 @@ def small_specs(
         # fixed patches with strides that divide each other.
         rule = draw(st.sampled_from(["words", "spacelike", "fixed"]))
         strides = list(itertools.accumulate((g + 1 for g in groups), operator.mul))
+        # Levels from `routed` up take their boundaries from a router (none when it is past the top).
+        routed = draw(st.sampled_from([depth + 1, depth + 1, *range(1, depth + 1)])) if routers else depth + 1
+        level_router = draw(st.sampled_from(routers)) if routers else None
         levels = []
         for i in range(depth + 1):
             head_dim = draw(st.sampled_from([4, 8]))
@@ -81,7 +87,9 @@ def small_specs(
                     up = MultiLinearSpec(offsets=draw(st.integers(1, 6)), mode=draw(st.sampled_from(list(OffsetMode))))
                 else:
                     up = upsamplers[choice]
-                if rule == "fixed":
+                if i >= routed:
+                    splitter = None
+                elif rule == "fixed":
                     splitter = Fixed(every=strides[i - 1])
                 elif rule == "spacelike" and i == 1:
                     splitter = Spacelike()
@@ -89,6 +97,7 @@ def small_specs(
                     splitter = NWord(n=groups[i - 1])
                 extra = {
                     "splitter": splitter,
+                    "router": level_router if i >= routed else None,
                     "pooler": draw(st.sampled_from(poolers)),
                     "upsampler": up,
                     "contraction": draw(st.one_of(st.none(), st.sampled_from([1.5, 3.0, 6.0]))),

@@ -19,10 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from aunet.core import TABLE_SIZE, Chars, CharTable, Splitter
-from aunet.core.components import AttentionSpec, PoolerSpec, StageSpec, UpsamplerSpec
-from aunet.core.modules import AttentionBackend, Layout, LevelIndex, Pooler, Stage, Upsampler, gather_rows
+from aunet.core.components import AttentionSpec, PoolerSpec, RouterSpec, StageSpec, UpsamplerSpec
+from aunet.core.modules import AttentionBackend, Layout, LevelIndex, Pooler, Routing, Stage, Upsampler, gather_rows
 from aunet.core.writers import MetricRun, MetricWriter, MetricWriterSpec
 from aunet.plugins.nn.attention import SdpaBackend
+from aunet.plugins.nn.routers import DynamicRouter
 
 # -- poolers -------------------------------------------------------------------------------------
 
@@ -239,12 +240,78 @@ class BrokenWriterSpec(MetricWriterSpec):
         return out
 
 
+# -- routers -------------------------------------------------------------------------------------
+
+
+class NextRouter(DynamicRouter):
+    """Compares each position with the next one instead of the one before: reads the future."""
+
+    def forward(self, x: Tensor, layout: Layout) -> Routing:
+        q, k = self._keys(x)
+        cos = (q[:, :-1] * k[:, 1:]).sum(-1)  # position t against t + 1
+        prob = torch.cat([((1 - cos) / 2).clamp(0, 1), torch.ones_like(q[:, :1, 0])], dim=1)
+        return Routing(prob, prob >= 0.5)
+
+
+class MixingRouter(DynamicRouter):
+    """Subtracts the batch's mean state before comparing: each row's decisions depend on the others."""
+
+    def forward(self, x: Tensor, layout: Layout) -> Routing:
+        return super().forward(x - x.mean(0, keepdim=True), layout)
+
+    def step(self, x: Tensor, state: Any, *, active: Tensor) -> tuple[Routing, Any]:
+        return super().step(x - x.mean(0, keepdim=True), state, active=active)
+
+
+class WholeSequenceRouter(DynamicRouter):
+    """Scales every probability by a gate read from the sequence's last state, as a router that
+    normalises over the sequence would: a decision depends on the whole sequence. Decoding, which
+    only has the sequence so far, gates with the newest state (so on two positions the two agree)."""
+
+    def forward(self, x: Tensor, layout: Layout) -> Routing:
+        prob = super().forward(x, layout).prob
+        gate = torch.sigmoid(x[:, -1].sum(-1, keepdim=True))  # (B, 1)
+        prob = torch.cat([prob[:, :1], prob[:, 1:] * gate], dim=1)
+        return Routing(prob, prob >= 0.5)
+
+    def step(self, x: Tensor, state: Any, *, active: Tensor) -> tuple[Routing, Any]:
+        routing, after = super().step(x, state, active=active)
+        prob = torch.where(state.started[:, None], routing.prob * torch.sigmoid(x[:, 0].sum(-1, keepdim=True)), 1.0)
+        return Routing(prob, prob >= 0.5), after
+
+
+@attrs.frozen(kw_only=True)
+class BrokenRouterSpec(RouterSpec):
+    kind: ClassVar[str] = "broken-router"
+    module: type = NextRouter
+
+    @property
+    def ratio(self) -> float:
+        return 4.0
+
+    def build(self, *, dim: int) -> Any:
+        return self.module(dim, target=4.0, loss_weight=0.03, smoothing=True)
+
+    def parameter_count(self, *, dim: int) -> int:
+        return 2 * dim * dim
+
+    def flops_per_position(self, *, dim: int) -> float:
+        return 12.0 * dim * dim
+
+
 # -- every kit against its mutants -----------------------------------------------------------------
 
 
 def mutants() -> list[tuple[str, Any, Any, str]]:
     """(name, kit, mutant, the invariant it must be caught breaking)."""
-    from aunet.testing import check_attention, check_pooler, check_splitter, check_stage, check_upsampler
+    from aunet.testing import (
+        check_attention,
+        check_pooler,
+        check_router,
+        check_splitter,
+        check_stage,
+        check_upsampler,
+    )
 
     return [
         ("pooler-sees-next-segment", check_pooler, BrokenPoolerSpec(), "causality"),
@@ -254,6 +321,9 @@ def mutants() -> list[tuple[str, Any, Any, str]]:
         ("backend-ignores-documents", check_attention, BrokenAttentionSpec(), "the masking rule"),
         ("backend-one-step-ahead", check_attention, BrokenAttentionSpec(backend=AheadBackend), "the masking rule"),
         ("splitter-batch-streaming-differ", check_splitter, FirstTerminatorSplitter(), "differs from batch"),
+        ("router-reads-next-position", check_router, BrokenRouterSpec(), "causality"),
+        ("router-mixes-rows", check_router, BrokenRouterSpec(module=MixingRouter), "batch independence"),
+        ("router-reads-whole-sequence", check_router, BrokenRouterSpec(module=WholeSequenceRouter), "causality"),
     ]
 
 

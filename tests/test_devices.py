@@ -24,9 +24,9 @@ needs_cuda = pytest.mark.skipif(
 )
 
 
-def small_trainer(shapes: str, device: torch.device, **overrides: str) -> Trainer:
+def small_trainer(shapes: str, device: torch.device, name: str = "aunet2-tiny", **overrides: str) -> Trainer:
     spec = apply_overrides(
-        aunet.load_spec("aunet2-tiny"),
+        aunet.load_spec(name),
         [
             f"train.shapes={shapes}",
             "train.batch_size=2",
@@ -49,6 +49,28 @@ def test_training_steps_do_not_synchronise_with_the_host(shapes: str) -> None:
         for _ in range(3):
             trainer.step(0.5)
     assert syncs.total == 0, dict(syncs.calls)
+
+
+def test_a_routed_training_step_does_not_synchronise_with_static_shapes() -> None:
+    # H-Net's dynamic chunking decides level 1's boundaries on the device; with static shapes the
+    # level keeps a fixed number of segments, so nothing is read back.
+    trainer = small_trainer("static", torch.device("cpu"), "hnet-tiny", **{"train.grad_accum": "2"})
+    trainer.step(0.0)
+    with count_host_syncs() as syncs:
+        for _ in range(3):
+            trainer.step(0.5)
+    assert syncs.total == 0, dict(syncs.calls)
+
+
+def test_a_routed_level_with_eager_shapes_costs_one_sync_per_forward() -> None:
+    # The stated exception: eager shapes size a routed level to its batch's largest row, which
+    # only the device knows; one read per routed level per micro-batch, in the model.
+    trainer = small_trainer("eager", torch.device("cpu"), "hnet-tiny", **{"train.grad_accum": "2"})
+    trainer.step(0.0)
+    with count_host_syncs() as syncs:
+        for _ in range(3):
+            trainer.step(0.5)
+    assert syncs.total == 3 * 2 and all("model.py" in site for site in syncs.calls), dict(syncs.calls)
 
 
 def test_the_sync_counter_counts_reads_in_aunet_code() -> None:

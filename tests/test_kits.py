@@ -13,18 +13,22 @@ import pytest
 
 from aunet.plugins.attention import FlexSpec, MathSpec, SdpaSpec
 from aunet.plugins.poolers import AttentionPoolerSpec, MeanSpec, SelectSpec
+from aunet.plugins.routers import DynamicSpec
 from aunet.plugins.transformer import TransformerSpec
 from aunet.plugins.upsamplers import MultiLinearSpec, OffsetMode, RepeatSpec, SimpleSpec
-from aunet.testing import check_attention, check_pooler, check_splitter, check_stage, check_upsampler
+from aunet.testing import check_attention, check_pooler, check_router, check_splitter, check_stage, check_upsampler
 
 from mutants import (
     AheadBackend,
     BrokenAttentionSpec,
     BrokenPoolerSpec,
+    BrokenRouterSpec,
     BrokenStageSpec,
     BrokenUpsamplerSpec,
     FirstTerminatorSplitter,
     MixingPooler,
+    MixingRouter,
+    WholeSequenceRouter,
 )
 
 MODEL_EXAMPLES = 4  # per kind: the model-level properties of tests/test_model.py run more
@@ -70,6 +74,10 @@ def test_built_in_attention_passes_its_kit(spec) -> None:
     check_attention(spec, examples=10 if flex else 30, model_examples=2 if flex else MODEL_EXAMPLES)
 
 
+def test_the_built_in_router_passes_its_kit() -> None:
+    check_router(DynamicSpec(), model_examples=MODEL_EXAMPLES)
+
+
 # -- broken components (tests/mutants.py) -------------------------------------------------------
 
 
@@ -82,6 +90,9 @@ def test_built_in_attention_passes_its_kit(spec) -> None:
         (check_stage, BrokenStageSpec(), "causality (position j depends on nothing after j)"),
         (check_attention, BrokenAttentionSpec(), "the masking rule"),
         (check_attention, BrokenAttentionSpec(backend=AheadBackend), "the masking rule"),
+        (check_router, BrokenRouterSpec(), "causality (a decision depends on no later position)"),
+        (check_router, BrokenRouterSpec(module=MixingRouter), "batch independence"),
+        (check_router, BrokenRouterSpec(module=WholeSequenceRouter), "causality (a decision depends on no later"),
     ],
     ids=[
         "pooler-sees-next-segment",
@@ -90,6 +101,9 @@ def test_built_in_attention_passes_its_kit(spec) -> None:
         "stage-one-step-ahead",
         "backend-ignores-documents",
         "backend-one-step-ahead",
+        "router-reads-next-position",
+        "router-mixes-rows",
+        "router-reads-whole-sequence",
     ],
 )
 def test_each_kit_rejects_a_broken_component(kit, spec, invariant: str) -> None:
@@ -130,4 +144,4 @@ def test_every_kit_catches_every_mutant_in_20_of_20_fresh_runs(tmp_path: Path) -
     )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = json.loads(result.stdout.splitlines()[-1])
-    assert counts == dict.fromkeys(counts, 20) and len(counts) == 7, counts
+    assert counts == dict.fromkeys(counts, 20) and len(counts) == 10, counts

@@ -47,12 +47,10 @@ class DynamicRouter(Router):
     def forward(self, x: Tensor, layout: Layout) -> Routing:
         q, k = self._keys(x)  # (B, S, D) each
         cos = (q[:, 1:] * k[:, :-1]).sum(-1)  # (B, S - 1): each position against the one before
-        prob = torch.cat([torch.ones_like(cos[:, :1]), ((1 - cos) / 2).clamp(0, 1)], dim=1)  # (B, S)
-        if layout.doc is not None:  # a document's first position has no position before it
-            starts = torch.cat(
-                [torch.ones_like(layout.doc[:, :1], dtype=torch.bool), layout.doc[:, 1:] != layout.doc[:, :-1]], 1
-            )
-            prob = torch.where(starts, 1.0, prob)
+        first = torch.ones(cos.shape[0], 1, dtype=cos.dtype, device=cos.device)  # a row's first position
+        prob = torch.cat([first, ((1 - cos) / 2).clamp(0, 1)], dim=1)  # (B, S)
+        if layout.doc is not None:  # a document's first position has no position before it either
+            prob = torch.where(layout.doc != layout.doc.roll(1, dims=1), 1.0, prob)
         return Routing(prob, prob >= 0.5)
 
     def initial_state(self, *, batch: int, device: Any, dtype: torch.dtype) -> DynamicState:
