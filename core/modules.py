@@ -271,7 +271,7 @@ class Routing(NamedTuple):
 
 class Router(nn.Module, ABC):
     """Learned boundaries: reads the encoder output of level i and decides which of its positions
-    close a segment of level i + 1 (docs/method.md section 8).
+    close a segment of level i + 1 (docs/method.md section 10).
 
     Contract: ``forward(x, layout)`` with x (B, S, D) returns a ``Routing`` where position s
     depends only on positions <= s of the same row (and document, ``layout.doc``): the decision

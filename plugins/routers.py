@@ -1,4 +1,4 @@
-"""Built-in router (docs/method.md section 8): ``dynamic``, H-Net's dynamic chunking.
+"""Built-in router (docs/method.md section 10): ``dynamic``, H-Net's dynamic chunking.
 
 A router decides a level's boundaries from the encoder output of the level below instead of a
 rule over the text (``aunet.core.modules.Router`` states the contract). ``dynamic`` compares each

@@ -23,7 +23,16 @@ def test_plugins_json_lists_the_builtin_splitters() -> None:
     result = run_cli("plugins", "--json")
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
-    assert set(listing["families"]) == {"splitter", "stage", "pooler", "upsampler", "attention", "metric_writer"}
+    assert set(listing["families"]) == {
+        "splitter",
+        "router",
+        "stage",
+        "pooler",
+        "upsampler",
+        "attention",
+        "metric_writer",
+    }
+    assert [e["kind"] for e in listing["families"]["router"]] == ["dynamic"]
     splitters = {e["kind"]: e for e in listing["families"]["splitter"]}
     for kind in ("whitespace", "word-pair", "4-word"):
         assert splitters[kind]["distribution"] == "aunet" and splitters[kind]["version"]
