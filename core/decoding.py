@@ -40,6 +40,7 @@ class DecodeState:
     stage_calls: list[int]  # steps that ran each level's stages (the trunk at L), after the prefill
     pool_states: list[Any]  # level i < L: the pooler's state of level i's open segment
     level_logits: Tensor | None = None  # (B, L + 1) the level head's logits for the next position
+    recent: Tensor | None = None  # (B, lookback) each row's last ids, for its n-gram embeddings
 
 
 def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
@@ -75,7 +76,9 @@ def prefill(
     rows = torch.arange(b, device=tokens.device)
     valid = torch.arange(p, device=tokens.device)[None] < lengths[:, None]  # (B, P)
     plan = TeacherForced(model.top_levels(tokens, levels), [None] * depth, doc=None, valid=valid, caches=state.caches)
-    h = model.walk(model.embed(tokens), plan)  # (B, P, D_0)
+    h = model.walk(model.embed_tokens(tokens), plan)  # (B, P, D_0)
+    if model.ngram is not None:
+        state.recent = model.ngram.recent(tokens, lengths)  # (B, lookback)
     logits = _heads(model, state, h[rows, lengths - 1])  # (B, V)
     if every_position:
         logits = model.head(model.norm(h))  # (B, P, V)
@@ -156,7 +159,9 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
     active_host = [[bool(a) and (i == 0 or lv >= i) for a, lv in zip(alive, level)] for i in range(depth + 1)]
     active = [torch.tensor(a, device=device) for a in active_host]  # (B,) per level
     top = max(i for i in range(depth + 1) if any(active_host[i]) or i == 0)
-    h = model.walk(model.embed(token[:, None]), Step(state, active, top))  # (B, 1, D_0)
+    h = model.walk(model.embed_tokens(token[:, None], before=state.recent), Step(state, active, top))  # (B, 1, D_0)
+    if model.ngram is not None:
+        state.recent = model.ngram.push(state.recent, token, active[0])
     for i in range(top + 1):
         state.stage_calls[i] += 1
     for i in range(depth + 1):
