@@ -5,6 +5,10 @@ FLOPs per position (forward and backward), S the attended length (the stage's sh
 context, or its window); an AU-Net's FLOPs per byte sum each stack's FLOPs divided by k_i, the
 bytes per position at its level (1 for bytes). That sum covers the stacks only. We also report the
 poolers, upsamplers and output head, which the paper's figure leaves out, as ``flops_per_byte_all``.
+Hash n-gram tables (``model.ngram``) are embedding parameters, counted apart
+(``ngram_embeddings``): nothing in the paper's figure; in ``flops_per_byte_all`` their sums, 3 x
+len(sizes) x d_0 per byte (adding len(sizes) rows of d_0 in the forward, twice that in the
+backward, which also scatters each row's gradient into its table).
 
 Beside it, the reference's estimator (``reference_flops_per_byte``: Lingua's 3.5 x 4 x layers x S x
 dim / 2 attention term, every stack and every component's parameters counted) and a training
@@ -39,7 +43,7 @@ class Accounting:
     contraction_measured: bool  # some k_i were measured on the embedded corpus
     context: int  # positions per row: bytes, or tokens for a BPE model (``tokens``)
     flops_per_byte: float  # the paper's accounting: stacks only
-    flops_per_byte_all: float  # plus poolers, upsamplers and the output head
+    flops_per_byte_all: float  # plus poolers, upsamplers, the output head and n-gram sums
 
     reference_flops_per_byte: float | None = None  # the reference's estimator (None: a stage gives none)
     memory: tuple[MemoryEstimate, ...] = ()  # per precision and checkpointing mode
@@ -61,6 +65,7 @@ class Accounting:
             f"# parameters: {self.parameters:,}",
         ]
         lines += [f"#   {name:<{width}}  {count:>15,}" for name, count in self.parameters_by_component.items()]
+        ngrams = " and n-gram sums" if "ngram_embeddings" in self.parameters_by_component else ""
         source = (
             "measured on the embedded corpus where the spec gives none"
             if self.contraction_measured
@@ -68,7 +73,7 @@ class Accounting:
         )
         lines += [
             f"# FLOPs per byte: {self.flops_per_byte:.3e} (the paper's accounting: the stacks only)",
-            f"#   with poolers, upsamplers and output head: {self.flops_per_byte_all:.3e}",
+            f"#   with poolers, upsamplers, output head{ngrams}: {self.flops_per_byte_all:.3e}",
             f"# bytes per position at levels 0..{len(self.contraction) - 1}: "
             + ", ".join(f"{k:.2f}" for k in self.contraction)
             + f" ({source})",
@@ -130,7 +135,8 @@ FORMULAS = {
     "flops_per_byte": "the paper's: per stack 6 x non-embedding parameters + 6 x dim x layers x S, "
     "S = the level's positions in the context or its window, over k_i bytes per position; stacks only, "
     "plus each router's 6 x parameters per position of the level below it (its matrix products)",
-    "flops_per_byte_all": "flops_per_byte + 6 x (pooler + upsampler parameters) / k_i + 6 x the output head",
+    "flops_per_byte_all": "flops_per_byte + 6 x (pooler + upsampler parameters) / k_i + 6 x the output head "
+    "+ 3 x len(ngram.sizes) x dim_0 (the n-gram sums, forward and backward; the tables are embeddings)",
     "flops_per_byte_packed": "flops_per_byte with each stack's attention term scaled by the keys a query attends in "
     "rows packed from the training documents (within its document, row and window) over "
     "those of one document filling the row",
@@ -160,6 +166,10 @@ def account(spec: Spec, documents: Sequence[int] | None = None) -> Accounting:
     params: dict[str, int] = {"embedding": vocab * dims[0]}
     flops = packed = 0.0
     extra = 6.0 * dims[0] * vocab / k[0]  # the output head, per byte
+    ngram = spec.model.ngram
+    if ngram is not None:  # embedding parameters: in no 6 x N term; their sums, forward and backward
+        params["ngram_embeddings"] = len(ngram.sizes) * ngram.buckets * dims[0]
+        extra += 3.0 * len(ngram.sizes) * dims[0] / k[0]
     for i, level in enumerate(levels):
         stack = level.stage.parameter_count(dim=dims[i])
         attended = context * k[0] / k[i]  # the level's positions in a row (context: positions of level 0)
@@ -322,7 +332,8 @@ def row_activation_bytes(spec: Spec, *, bfloat16: bool, checkpointing: Checkpoin
     their level at the static capacities, twice below the trunk (encoder and decoder). The rest
     is counted by the tensors it saves: a pooler its gathered input (float32 for the norm, and
     the norm's output), an upsampler its coarse input and its output at every fine position,
-    the output head its normalized input and the float32 log-probabilities of the loss."""
+    the output head its normalized input and the float32 log-probabilities of the loss, n-gram
+    embeddings each n-gram's row index and whether it counts."""
     elem = 2 if bfloat16 else 4
     levels, depth = spec.levels, spec.depth
     positions = [spec.model.context, *static_capacity(spec, spec.model.context)]
@@ -339,6 +350,8 @@ def row_activation_bytes(spec: Spec, *, bfloat16: bool, checkpointing: Checkpoin
             total += coarse * level.dim * elem + fine * below * elem  # upsampler: coarse input, output
     d0 = levels[0].dim
     total += spec.model.context * (d0 * (4 + elem) + spec.model.vocab_size * (4 + elem))  # final norm, head, loss
+    if spec.model.ngram is not None:  # each n-gram's row index (int64) and whether it counts (bool)
+        total += spec.model.context * len(spec.model.ngram.sizes) * (8 + 1)
     return total, unknown
 
 

@@ -41,6 +41,7 @@ class DecodeState:
     pool_states: list[Any]  # level i < L: the pooler's state of level i's open segment
     level_logits: Tensor | None = None  # (B, L + 1) the level head's logits for the next position
     router_states: dict[int, Any] = attrs.field(factory=dict)  # routed level i: its router's state
+    recent: Tensor | None = None  # (B, lookback) each row's last ids, for its n-gram embeddings
 
 
 def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
@@ -76,7 +77,9 @@ def prefill(
     rows = torch.arange(b, device=tokens.device)
     valid = torch.arange(p, device=tokens.device)[None] < lengths[:, None]  # (B, P)
     plan = TeacherForced(model.top_levels(tokens, levels), [None] * depth, doc=None, valid=valid, caches=state.caches)
-    h = model.walk(model.embed(tokens), plan)  # (B, P, D_0)
+    h = model.walk(model.embed_tokens(tokens), plan)  # (B, P, D_0)
+    if model.ngram is not None:
+        state.recent = model.ngram.recent(tokens, lengths)  # (B, lookback)
     logits = _heads(model, state, h[rows, lengths - 1])  # (B, V)
     if every_position:
         logits = model.head(model.norm(h))  # (B, P, V)
@@ -180,7 +183,9 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
     if top == ruled:  # the routers decide, in the walk, how far above it goes
         top = depth
     plan = Step(state, active, top)
-    h = model.walk(model.embed(token[:, None]), plan)  # (B, 1, D_0)
+    h = model.walk(model.embed_tokens(token[:, None], before=state.recent), plan)  # (B, 1, D_0)
+    if model.ngram is not None:
+        state.recent = model.ngram.push(state.recent, token, active[0])
     for i in range(plan.top + 1):
         state.stage_calls[i] += 1
     for i in range(depth + 1):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aunet.core.accounting import static_capacity
+from aunet.core.embedding import NgramEmbedding
 from aunet.core.encoding import SplitterEncoding
 from aunet.core.errors import SpecError, SpecIssue
 from aunet.core.init import TRUNCATION, Init, init_matrix
@@ -283,14 +284,30 @@ class AUNet(nn.Module):
         std = spec.model.init_std or dims[0] ** -0.5
         init = spec.model.init
         for weight in (self.embed.weight, self.head.weight):
-            if init is Init.REFERENCE:  # truncated at 3 sigmas, as every reference matrix
-                nn.init.trunc_normal_(weight, std=std, a=-TRUNCATION * std, b=TRUNCATION * std)
-            else:
-                nn.init.normal_(weight, std=std)
+            _init_embedding(weight, init, std)
         if self.level_head is not None:
             init_matrix(self.level_head.weight, init, std=std, fan_in=dims[0])
+        # Built last, so that a spec without n-grams draws the same initial weights as before.
+        ngram = spec.model.ngram
+        self.ngram = (
+            NgramEmbedding(sizes=ngram.sizes, buckets=ngram.buckets, dim=dims[0]) if ngram is not None else None
+        )
+        for table in self.ngram.tables.values() if self.ngram is not None else ():
+            _init_embedding(table.weight, init, std)
         if device is not None:
             self.to(device)
+
+    # -- embedding -------------------------------------------------------------------------------
+
+    def embed_tokens(self, tokens: Tensor, *, before: Tensor | None = None) -> Tensor:
+        """(B, S) ids -> (B, S, D_0): the byte embedding, with n-gram tables (``model.ngram``)
+        their rows added and the sum divided by ``len(sizes) + 1`` (BLT's). ``before`` (B,
+        ``ngram.lookback``): the ids that precede ``tokens`` in each row (decoding), None where
+        ``tokens`` start their rows (``aunet.core.embedding``)."""
+        embedded = self.embed(tokens)  # (B, S, D_0)
+        if self.ngram is None:
+            return embedded
+        return (embedded + self.ngram(tokens, before)) / (len(self.ngram.sizes) + 1)
 
     # -- shapes ----------------------------------------------------------------------------------
 
@@ -399,7 +416,7 @@ class AUNet(nn.Module):
         doc = (tokens == BOS).long().cumsum(1) if doc_mask else None  # (B, T) document of each position
         plan = TeacherForced(lv, capacity, doc=doc)
         with label("encoder.0" if self.depth else "trunk"):
-            embedded = self.embed(tokens)  # (B, T, D_0)
+            embedded = self.embed_tokens(tokens)  # (B, T, D_0)
         h = self.walk(embedded, plan)  # (B, T, D_0)
         with label("head"):
             features = self.norm(h)  # (B, T, D_0)
@@ -481,6 +498,14 @@ class AUNet(nn.Module):
             if bool(bad.any()):
                 value = int(targets[bad][0])
                 raise ValueError(f"target {value} is out of range; targets are token ids or {IGNORE} (ignored)")
+
+
+def _init_embedding(weight: Tensor, init: Init, std: float) -> None:
+    """The byte embedding's, the n-gram tables' and the head's initialization."""
+    if init is Init.REFERENCE:  # truncated at 3 sigmas, as every reference matrix
+        nn.init.trunc_normal_(weight, std=std, a=-TRUNCATION * std, b=TRUNCATION * std)
+    else:
+        nn.init.normal_(weight, std=std)
 
 
 # -- building --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ built-in does.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,7 +40,9 @@ from aunet.core.registry import Family, Registry, default_registry
 from aunet.core.splitter import Splitter
 from aunet.core.tokens import VOCAB_SIZE
 from aunet.core.validators import (
+    MAX_BUCKETS,
     MAX_LEVELS,
+    MAX_NGRAM,
     between,
     non_negative,
     positions,
@@ -104,6 +107,31 @@ class TokenizerSpec:
     and written into the resolved spec, else measured on the embedded corpus."""
 
 
+def _ngram_sizes(instance: object, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:
+    if not value:
+        raise ValueError("must name at least one n-gram length, e.g. [3, 4, 5, 6, 7, 8]")
+    for n in value:
+        if n < 2:
+            raise ValueError(f"n-gram lengths start at 2 (1 is the byte embedding itself), got {n}")
+        if n > MAX_NGRAM:
+            raise ValueError(f"n-gram lengths are at most {MAX_NGRAM}, got {n}")
+    if any(b <= a for a, b in itertools.pairwise(value)):
+        raise ValueError(f"must be increasing without repeats, e.g. [3, 4, 5, 6, 7, 8]; got {list(value)}")
+
+
+@attrs.frozen(kw_only=True)
+class NgramSpec:
+    """BLT's hash n-gram byte embeddings (Pagnoni et al. 2024, arXiv 2412.09871; docs/method.md
+    section 11): position t's embedding adds, for every n in ``sizes``, a row of an n-gram table
+    picked by a rolling hash of the n ids ending at t, and divides the sum by ``len(sizes) + 1``.
+    An n-gram that would reach before the row or across a BOS adds nothing. Byte models only."""
+
+    sizes: tuple[int, ...] = attrs.field(default=(3, 4, 5, 6, 7, 8), converter=tuple, validator=_ngram_sizes)
+    """The n-gram lengths, increasing (BLT's: 3 to 8); one table each."""
+    buckets: int = attrs.field(validator=between(1, MAX_BUCKETS, why="2^24 rows per table"))
+    """Rows of each table: an n-gram's hash modulo ``buckets`` picks its row."""
+
+
 @attrs.frozen(kw_only=True)
 class ModelSpec:
     """What concerns the whole network rather than one level."""
@@ -117,8 +145,8 @@ class ModelSpec:
     norm_eps: float = attrs.field(default=1e-5, validator=positive)
     """Epsilon of the final RMSNorm."""
     init_std: float | None = attrs.field(default=None, validator=positive)
-    """Standard deviation of the byte embedding and output head initialization (default
-    dim ** -0.5)."""
+    """Standard deviation of the byte embedding (and n-gram tables) and output head initialization
+    (default dim ** -0.5)."""
     init: Init = Init.SCALED
     """``scaled`` (0.02, residual outputs over sqrt(2 x layers)) or ``reference`` (fan_in ** -0.5,
     truncated at 3 sigmas: the authors' code); the default of every stage, pooler and upsampler
@@ -132,6 +160,9 @@ class ModelSpec:
     splitters (``aunet generate --levels predicted``)."""
     tokenizer: TokenizerSpec = attrs.field(factory=TokenizerSpec)
     """``{ kind = "bytes" }`` (default) or ``{ kind = "bpe", vocab_size = N }``: the BPE baseline."""
+    ngram: NgramSpec | None = None
+    """Hash n-gram byte embeddings (BLT's), e.g. ``{ sizes = [3, 4, 5, 6, 7, 8], buckets = 4096 }``;
+    none by default."""
 
     @property
     def vocab_size(self) -> int:
@@ -308,6 +339,14 @@ class Spec:
                     "model.tokenizer.kind",
                     f"a BPE model is a flat token transformer (one level); "
                     f"this spec has {len(self.levels)} levels, which split bytes",
+                )
+            )
+        if self.model.bpe and self.model.ngram is not None:
+            issues.append(
+                SpecIssue(
+                    "model.ngram",
+                    "hash n-gram embeddings extend the byte embedding; a BPE model's tokens are merged "
+                    'byte n-grams already: drop ngram, or read bytes (tokenizer = { kind = "bytes" })',
                 )
             )
         return issues

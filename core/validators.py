@@ -23,6 +23,8 @@ MAX_ROWS = 1 << 20  # batch size, gradient accumulation
 MAX_COUNT = 1 << 40  # steps, bytes, intervals
 MAX_SEED = (1 << 63) - 1
 MAX_LEVELS = 32  # pooling levels of a hierarchy
+MAX_NGRAM = 64  # n-gram length of hash n-gram embeddings
+MAX_BUCKETS = 1 << 24  # rows of one n-gram table
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 

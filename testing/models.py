@@ -24,7 +24,8 @@ def small_specs(
     registry: Any = None,
 ) -> Any:
     """Random small, valid specs of 1 to ``max_depth + 1`` levels: widths, heads, layers,
-    windows, splitter stacks, and every pluggable family drawn from the registry (every pooler,
+    windows, splitter stacks, hash n-gram embeddings or none (``model.ngram``: few buckets, so
+    n-grams share rows), and every pluggable family drawn from the registry (every pooler,
     upsampler and attention kind it holds that builds with its defaults, or from a kind's
     ``examples()``), so a newly registered kind is covered by the model-level properties without a
     new test. ``pooler``, ``upsampler``, ``stage`` (spec instances, registered or not) fix that
@@ -103,9 +104,21 @@ def small_specs(
                     "contraction": draw(st.one_of(st.none(), st.sampled_from([1.5, 3.0, 6.0]))),
                 }
             levels.append(LevelSpec(dim=dim, stage=level_stage, **extra))
-        return Spec(name="random", model=ModelSpec(context=context), levels=tuple(levels))
+        ngram = draw(st.none() | ngram_specs())
+        return Spec(name="random", model=ModelSpec(context=context, ngram=ngram), levels=tuple(levels))
 
     return build()
+
+
+def ngram_specs(*, max_size: int = 6, max_buckets: int = 16) -> Any:
+    """Hash n-gram embedding specs (``aunet.core.spec.NgramSpec``): increasing lengths from 2 to
+    ``max_size``, 1 to ``max_buckets`` rows per table."""
+    from hypothesis import strategies as st
+
+    from aunet.core.spec import NgramSpec
+
+    sizes = st.sets(st.integers(2, max_size), min_size=1).map(lambda s: tuple(sorted(s)))
+    return st.builds(NgramSpec, sizes=sizes, buckets=st.integers(1, max_buckets))
 
 
 def registered_examples(registry: Any, family: Any) -> list[Any]:

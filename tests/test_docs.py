@@ -88,6 +88,7 @@ def test_the_spec_options_reference_names_every_key() -> None:
         s.Spec,
         s.ModelSpec,
         s.TokenizerSpec,
+        s.NgramSpec,
         s.LevelSpec,
         c.RunSpec,
         c.TrainSpec,

@@ -248,8 +248,15 @@ def _trains():
 
 def _models():
     from aunet.core.spec import ModelSpec
+    from aunet.testing.models import ngram_specs
 
-    return st.builds(ModelSpec, context=st.integers(1, 1 << 16), segment_margin=FLOATS, init_std=st.none() | FLOATS)
+    return st.builds(
+        ModelSpec,
+        context=st.integers(1, 1 << 16),
+        segment_margin=FLOATS,
+        init_std=st.none() | FLOATS,
+        ngram=st.none() | ngram_specs(max_size=64, max_buckets=1 << 24),
+    )
 
 
 @st.composite

@@ -51,10 +51,11 @@ def _sane(p: Tensor) -> Tensor:
 
 
 def parameter_groups(model: Any, config: TrainSpec) -> list[dict[str, Any]]:
-    """Matrices decay; norms, embeddings (and anything 1-D) do not, unless ``decay_all``."""
+    """Matrices decay; norms, embeddings (the byte embedding, the n-gram tables) and anything 1-D
+    do not, unless ``decay_all``."""
     decay, plain = [], []
     for name, p in model.named_parameters():
-        if config.decay_all or (p.dim() >= 2 and not name.startswith("embed.")):
+        if config.decay_all or (p.dim() >= 2 and not name.startswith(("embed.", "ngram."))):
             decay.append(p)
         else:
             plain.append(p)
