@@ -231,6 +231,8 @@ def _evaluate_run(
         "bytes_per_s": last["bytes_seen"] / max(last["elapsed_s"], 1e-9),
         "val_bpb": result.bpb,
         "val_bytes": result.bytes,
+        # Achieved on the validation split: a router's choices, a splitter's rule on this text.
+        "bytes_per_segment": [round(k, 3) for k in result.bytes_per_segment],
         "turns": turns,
         "run": str(run_dir),
     }
@@ -281,15 +283,17 @@ def markdown(report: dict[str, Any], budget: Budget) -> str:
         f"Budget: {budget.describe()}; validation bits per byte on {report['rows'][0]['val_bytes']:,} bytes "
         f"({report['data']}); xz -9e: {report['xz_bpb']:.4f}.",
         "",
-        "| spec | parameters | FLOPs/byte | FLOPs/byte, packed | training FLOPs | bytes seen | steps | wall time | bytes/s | val bpb |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| spec | parameters | FLOPs/byte | FLOPs/byte, packed | training FLOPs | bytes seen | steps | wall time "
+        "| bytes/s | bytes per segment, levels 1.. | val bpb |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
+        segments = ", ".join(f"{k:.2f}" for k in r.get("bytes_per_segment", [])) or "-"
         lines.append(
             f"| {r['spec']} | {r['parameters'] / 1e6:.2f} M | {r['flops_per_byte']:.3g} | "
             f"{r['flops_per_byte_packed']:.3g} | {r['training_flops']:.3g} | "
             f"{r['bytes_seen']:,} | {r['steps']:,} | {r['wall_time_s'] / 60:.1f} min | {r['bytes_per_s']:,.0f} | "
-            f"{r['val_bpb']:.4f} |"
+            f"{segments} | {r['val_bpb']:.4f} |"
         )
     return "\n".join(lines) + "\n"
 
