@@ -5,6 +5,9 @@ FLOPs per position (forward and backward), S the attended length (the stage's sh
 context, or its window); an AU-Net's FLOPs per byte sum each stack's FLOPs divided by k_i, the
 bytes per position at its level (1 for bytes). That sum covers the stacks only. We also report the
 poolers, upsamplers and output head, which the paper's figure leaves out, as ``flops_per_byte_all``.
+A splitter that reads bytes through a model (BLT's entropy patches) adds that model's forward per
+byte to both (``forward_flops_per_byte``: 2 x its non-embedding parameters + 2 x dim x layers x S +
+its output head; no backward, it is frozen), as ``splitter_flops_per_byte``.
 
 Beside it, the reference's estimator (``reference_flops_per_byte``: Lingua's 3.5 x 4 x layers x S x
 dim / 2 attention term, every stack and every component's parameters counted) and a training
@@ -46,6 +49,7 @@ class Accounting:
     memory_unknown: tuple[str, ...] = ()  # components with no activation formula (estimates omit them)
     flops_per_byte_packed: float | None = None  # the paper's formula with attention per document and window
     tokens: bool = False  # level 0 reads BPE tokens, not bytes
+    splitter_flops_per_byte: float = 0.0  # the forward of the splitters' models (in both figures above)
 
     @property
     def parameters(self) -> int:
@@ -69,6 +73,12 @@ class Accounting:
         lines += [
             f"# FLOPs per byte: {self.flops_per_byte:.3e} (the paper's accounting: the stacks only)",
             f"#   with poolers, upsamplers and output head: {self.flops_per_byte_all:.3e}",
+        ]
+        if self.splitter_flops_per_byte:
+            lines.append(
+                f"#   both with the splitters' models, forward only (frozen): {self.splitter_flops_per_byte:.3e}"
+            )
+        lines += [
             f"# bytes per position at levels 0..{len(self.contraction) - 1}: "
             + ", ".join(f"{k:.2f}" for k in self.contraction)
             + f" ({source})",
@@ -115,6 +125,7 @@ class Accounting:
             "flops_per_byte_all": self.flops_per_byte_all,
             "reference_flops_per_byte": self.reference_flops_per_byte,
             "flops_per_byte_packed": self.flops_per_byte_packed,
+            "splitter_flops_per_byte": self.splitter_flops_per_byte,
             "formulas": FORMULAS,
             "contraction": list(self.contraction),
             "contraction_measured": self.contraction_measured,
@@ -130,6 +141,9 @@ FORMULAS = {
     "flops_per_byte": "the paper's: per stack 6 x non-embedding parameters + 6 x dim x layers x S, "
     "S = the level's positions in the context or its window, over k_i bytes per position; stacks only",
     "flops_per_byte_all": "flops_per_byte + 6 x (pooler + upsampler parameters) / k_i + 6 x the output head",
+    "splitter_flops_per_byte": "the forward of each splitter's model (an entropy model), per byte, in flops_per_byte "
+    "and flops_per_byte_all: 2 x its non-embedding parameters + 2 x dim x layers x S + 2 x dim x vocabulary "
+    "(its output head: the entropy reads every logit); no backward, the model is frozen",
     "flops_per_byte_packed": "flops_per_byte with each stack's attention term scaled by the keys a query attends in "
     "rows packed from the training documents (within its document, row and window) over "
     "those of one document filling the row",
@@ -184,6 +198,7 @@ def account(spec: Spec, documents: Sequence[int] | None = None) -> Accounting:
     if spec.model.level_loss > 0:
         params["level_head"] = dims[0] * (depth + 1)
         extra += 6.0 * params["level_head"]
+    splitters = sum(level.splitter.flops_per_byte() for level in levels[1:] if level.splitter is not None)
     reference = reference_flops_per_byte(spec, k, params)
     memory, unknown = memory_estimates(spec, sum(params.values()))
     return Accounting(
@@ -191,14 +206,24 @@ def account(spec: Spec, documents: Sequence[int] | None = None) -> Accounting:
         k,
         measured,
         context,
-        flops,
-        flops + extra,
+        flops + splitters,
+        flops + extra + splitters,
         reference,
         memory,
         unknown,
-        packed if documents is not None else None,
+        packed + splitters if documents is not None else None,
         spec.model.bpe,
+        splitters,
     )
+
+
+def forward_flops_per_byte(spec: Spec) -> float:
+    """FLOPs per byte of a flat byte model's forward alone (what a frozen model costs a splitter
+    that reads bytes through it): its stack's training figure over 3 (2 x non-embedding parameters
+    + 2 x dim x layers x S, S its context or window), plus its output head, 2 x dim x vocabulary."""
+    level = spec.levels[0]
+    stack = level.stage.flops_per_position(dim=level.dim, attended=float(spec.model.context)) / 3
+    return stack + 2.0 * level.dim * spec.model.vocab_size
 
 
 def attended_keys(doc_lengths: np.ndarray, length: int, window: int | None) -> float:
