@@ -7,6 +7,8 @@ generation equal to the full forward), exported for Hugging Face and profiled.""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +134,8 @@ def test_trains_evaluates_generates_exports_and_profiles(entropy_run: Path, corp
     pytest.importorskip("transformers", reason="the Hugging Face export needs transformers (aunet[hf])")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tests.test_hf import LOAD_AND_GENERATE, without_aunet
+
     exported = run_cli("export", "--ckpt", str(run), "--out", str(tmp_path / "hf"))
     assert exported.returncode == 0, exported.stderr
     shipped = tmp_path / "hf" / "splitters" / "level-1"
@@ -147,6 +151,20 @@ def test_trains_evaluates_generates_exports_and_profiles(entropy_run: Path, corp
         out = model.generate(**batch, max_new_tokens=12, do_sample=False)
     text = tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert text == aunet.generate(loaded.model, [b"In the beginning"], 12)[0].decode("utf-8", "replace")
+    # And on a machine with transformers alone (the export's runtime zip serves aunet), which also
+    # saves it again, the entropy model with it.
+    alone = subprocess.run(
+        [sys.executable, "-S", "-c", LOAD_AND_GENERATE, str(moved), "In the beginning", str(tmp_path / "saved")],
+        capture_output=True,
+        text=True,
+        env=without_aunet(tmp_path),
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    seen = json.loads(alone.stdout.strip().splitlines()[-1])
+    assert seen["installed"] == [] and "aunet-runtime.zip" in seen["bridge"] and "splitters" in seen["saved"]
+    assert seen["text"] == aunet.generate(loaded.model, [b"In the beginning"], 24)[0].decode("utf-8", "replace")
 
     profiled = run_cli(
         "profile",
