@@ -79,7 +79,7 @@ def test_without_its_entropy_model_it_says_how_to_train_one(tmp_path: Path) -> N
     checked = run_cli("spec", "check", "blt-tiny", cwd=tmp_path, process=True)
     assert checked.returncode == 2
     assert checked.stderr.strip().splitlines() == [
-        "aunet: error: levels[1].splitter.model: 'runs/entropy-tiny' does not exist; train one first: "
+        "aunet: error: blt-tiny: levels[1].splitter.model: 'runs/entropy-tiny' does not exist; train one first: "
         "`aunet train --spec entropy-tiny --out runs/entropy-tiny`"
     ]
 
