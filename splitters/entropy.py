@@ -214,6 +214,11 @@ def _find(path: str, named: str, sha256: str | None) -> Found:
     from aunet.core.convert import parse_spec
 
     folder = Path(path)
+    if not folder.exists() and sha256 is not None:
+        raise _missing(
+            f"'{named}' does not exist; the spec pins the entropy model its run was trained with there "
+            f"(weights of SHA-256 {sha256[:12]}...): put that checkpoint back, or name where it is now"
+        )
     if not folder.exists():
         raise _missing(f"'{named}' does not exist; {TRAIN_HINT}")
     if not folder.is_dir():

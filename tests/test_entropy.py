@@ -233,6 +233,11 @@ def test_every_bad_model_is_one_line(tmp_path: Path, windowed: Path) -> None:
     message = pin_error(spec_with(str(other), sha256=f'"{pinned.sha256}"'))
     assert "holds other weights" in message and pinned.sha256[:12] in message
 
+    gone = pin_error(spec_with(str(tmp_path / "gone" / "step-00000001"), sha256=f'"{pinned.sha256}"'))
+    assert (
+        "the spec pins the entropy model its run was trained with there" in gone and "put that checkpoint back" in gone
+    )
+
     aunet = tmp_path / "aunet"
     text = spec_with(str(windowed))
     save_checkpoint(build_model(resolve_spec(parse_spec(text))), text, aunet)
