@@ -57,9 +57,9 @@ def count(argv: list[str]) -> dict[str, Any]:
         name, file = frame.f_code.co_name, frame.f_code.co_filename
         if file.endswith("core/spec.py") and name in ("resolve_spec", "_resolve", "check_model"):
             calls[name] += 1
-        elif name in ("sha256", "_sha256") and file.endswith(("files.py", "checkpoint.py")):
+        elif name in ("sha256", "_sha256") and file.endswith(("files.py", "checkpoint.py", "checkpoints.py")):
             hashed[str(frame.f_locals.get("path"))] += 1
-        elif name == "read_meta" and file.endswith("checkpoint.py"):
+        elif name == "read_meta" and file.endswith(("checkpoint.py", "checkpoints.py")):
             calls["read_meta"] += 1
         elif name == "embedded_contraction":
             calls[name] += 1

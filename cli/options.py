@@ -136,7 +136,10 @@ def checked(spec, source: str, overrides: Sequence[str] = (), *, resolve: bool =
     if all(level.stage is None for level in spec.levels):
         problems = spec.check_splitting()
     else:
-        spec = resolve_spec(spec) if resolve else spec
+        try:
+            spec = resolve_spec(spec) if resolve else spec
+        except SpecError as exc:  # what resolving reads failed: a splitter's model (pinning it)
+            raise SpecError(attribute(exc.issues, override_sources(overrides)), source=source) from None
         problems = spec.check_model()
     if problems:
         raise SpecError(attribute(problems, override_sources(overrides)), source=source)

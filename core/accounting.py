@@ -9,6 +9,9 @@ Hash n-gram tables (``model.ngram``) are embedding parameters, counted apart
 (``ngram_embeddings``): nothing in the paper's figure; in ``flops_per_byte_all`` their sums, 3 x
 len(sizes) x d_0 per byte (adding len(sizes) rows of d_0 in the forward, twice that in the
 backward, which also scatters each row's gradient into its table).
+A splitter that reads bytes through a model (BLT's entropy patches) adds that model's forward per
+byte to both (``forward_flops_per_byte``: 2 x its non-embedding parameters + 2 x dim x layers x S +
+its output head; no backward, it is frozen), as ``splitter_flops_per_byte``.
 
 Beside it, the reference's estimator (``reference_flops_per_byte``: Lingua's 3.5 x 4 x layers x S x
 dim / 2 attention term, every stack and every component's parameters counted) and a training
@@ -50,6 +53,7 @@ class Accounting:
     memory_unknown: tuple[str, ...] = ()  # components with no activation formula (estimates omit them)
     flops_per_byte_packed: float | None = None  # the paper's formula with attention per document and window
     tokens: bool = False  # level 0 reads BPE tokens, not bytes
+    splitter_flops_per_byte: float = 0.0  # the forward of the splitters' models (in both figures above)
 
     @property
     def parameters(self) -> int:
@@ -74,6 +78,12 @@ class Accounting:
         lines += [
             f"# FLOPs per byte: {self.flops_per_byte:.3e} (the paper's accounting: the stacks only)",
             f"#   with poolers, upsamplers, output head{ngrams}: {self.flops_per_byte_all:.3e}",
+        ]
+        if self.splitter_flops_per_byte:
+            lines.append(
+                f"#   both with the splitters' models, forward only (frozen): {self.splitter_flops_per_byte:.3e}"
+            )
+        lines += [
             f"# bytes per position at levels 0..{len(self.contraction) - 1}: "
             + ", ".join(f"{k:.2f}" for k in self.contraction)
             + f" ({source})",
@@ -120,6 +130,7 @@ class Accounting:
             "flops_per_byte_all": self.flops_per_byte_all,
             "reference_flops_per_byte": self.reference_flops_per_byte,
             "flops_per_byte_packed": self.flops_per_byte_packed,
+            "splitter_flops_per_byte": self.splitter_flops_per_byte,
             "formulas": FORMULAS,
             "contraction": list(self.contraction),
             "contraction_measured": self.contraction_measured,
@@ -137,6 +148,9 @@ FORMULAS = {
     "plus each router's 6 x parameters per position of the level below it (its matrix products)",
     "flops_per_byte_all": "flops_per_byte + 6 x (pooler + upsampler parameters) / k_i + 6 x the output head "
     "+ 3 x len(ngram.sizes) x dim_0 (the n-gram sums, forward and backward; the tables are embeddings)",
+    "splitter_flops_per_byte": "the forward of each splitter's model (an entropy model), per byte, in flops_per_byte "
+    "and flops_per_byte_all: 2 x its non-embedding parameters + 2 x dim x layers x S + 2 x dim x vocabulary "
+    "(its output head: the entropy reads every logit); no backward, the model is frozen",
     "flops_per_byte_packed": "flops_per_byte with each stack's attention term scaled by the keys a query attends in "
     "rows packed from the training documents (within its document, row and window) over "
     "those of one document filling the row",
@@ -202,6 +216,7 @@ def account(spec: Spec, documents: Sequence[int] | None = None) -> Accounting:
     if spec.model.level_loss > 0:
         params["level_head"] = dims[0] * (depth + 1)
         extra += 6.0 * params["level_head"]
+    splitters = sum(level.splitter.flops_per_byte() for level in levels[1:] if level.splitter is not None)
     reference = reference_flops_per_byte(spec, k, params)
     memory, unknown = memory_estimates(spec, sum(params.values()))
     return Accounting(
@@ -209,14 +224,24 @@ def account(spec: Spec, documents: Sequence[int] | None = None) -> Accounting:
         k,
         measured,
         context,
-        flops,
-        flops + extra,
+        flops + splitters,
+        flops + extra + splitters,
         reference,
         memory,
         unknown,
-        packed if documents is not None else None,
+        packed + splitters if documents is not None else None,
         spec.model.bpe,
+        splitters,
     )
+
+
+def forward_flops_per_byte(spec: Spec) -> float:
+    """FLOPs per byte of a flat byte model's forward alone (what a frozen model costs a splitter
+    that reads bytes through it): its stack's training figure over 3 (2 x non-embedding parameters
+    + 2 x dim x layers x S, S its context or window), plus its output head, 2 x dim x vocabulary."""
+    level = spec.levels[0]
+    stack = level.stage.flops_per_position(dim=level.dim, attended=float(spec.model.context)) / 3
+    return stack + 2.0 * level.dim * spec.model.vocab_size
 
 
 def attended_keys(doc_lengths: np.ndarray, length: int, window: int | None) -> float:

@@ -14,6 +14,11 @@ holds at most ``MAX_TABLE_SLOTS`` entries (128 MB; the 3-level script stack reac
 states, 0.7 MB, streaming all 525 UDHR texts). Should the table be full, a stream needing a
 new state steps the splitters' machines directly (still O(1) per byte, about ten times slower)
 and says so.
+
+A splitter that reads bytes through a model (``aunet.core.splitter.ModelSplitter``) has no table:
+its machine never marks, and a stack that holds one streams through ``ModelLevelStream``, which
+feeds every byte to the splitter's own ``ByteStream`` beside the table and takes its mark where the
+byte ends a character that may be a boundary, exactly where the batch form places it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import attrs
 import numpy as np
 
 from aunet.core.errors import SpecIssue
-from aunet.core.splitter import Splitter
+from aunet.core.splitter import ByteStream, ModelSplitter, Splitter
 from aunet.core.text import INVALID, LEAD_LENGTH, SECOND_RANGE, TABLE_SIZE, Chars, CharTable, as_bytes_array, decode
 
 #: Entries (list slots, 8 bytes each) a stack's table may hold; past them a stream steps the
@@ -55,7 +60,7 @@ class SplitterStack:
         level and has none).
         """
         numbers = list(level_numbers) if level_numbers is not None else list(range(1, self.depth + 1))
-        issues = []
+        issues = [i for j, s in enumerate(self.splitters) for i in s.check(path=f"{path}[{numbers[j]}].splitter")]
         for j in range(1, self.depth):
             below, splitter = self.splitters[j - 1], self.splitters[j]
             if splitter.granularity is None or below.granularity is None:
@@ -88,9 +93,15 @@ class SplitterStack:
         per_char[chars.unmarkable] = 0
         return chars.to_bytes(per_char)  # (T,)
 
+    @property
+    def models(self) -> tuple[tuple[int, ModelSplitter], ...]:
+        """(level, splitter) of the splitters that read bytes through a model."""
+        return tuple((i, s) for i, s in enumerate(self.splitters, start=1) if isinstance(s, ModelSplitter))
+
     def stream(self) -> LevelStream:
         """A fresh streaming splitter at the start of a document."""
-        return LevelStream(_compile(self))
+        models = self.models
+        return ModelLevelStream(_compile(self), models) if models else LevelStream(_compile(self))
 
 
 def _as_indices(marks: np.ndarray, n_chars: int, splitter: Splitter) -> np.ndarray:
@@ -293,12 +304,13 @@ class LevelStream:
                 self._end_pending()
                 return self._char(self._classes[cp], nbytes)
             # The sequence is broken: its bytes were invalid characters all along. Their levels
-            # (0) are already out; step the machine over them, then read this byte afresh.
+            # (0) are already out; step the machine over them, then read this byte afresh (through
+            # the table alone: a model's stream has read it already).
             broken = self._pending
             self._end_pending()
             for _ in broken:
                 self._char(self._classes[INVALID], 1)
-            return self.push(byte)
+            return LevelStream.push(self, byte)
         if byte < 0x80:  # an ASCII transition not tabulated yet
             row = self._row
             level = self._char(self._classes[byte], 1)
@@ -335,6 +347,46 @@ class LevelStream:
         self._state, level = self._automaton.product.step(self._state, cls, nbytes)
         self._row = 0  # no tabulated row: every byte takes the slow path
         return level
+
+
+class ModelLevelStream(LevelStream):
+    """A ``LevelStream`` for a stack with splitters that read bytes through a model: every byte
+    goes through the table and to each such splitter's ``ByteStream``; a byte's level is the
+    highest of the table's and of the levels whose model marks it, where the byte ends a character
+    (no character is pending after it). The bytes of a character cut short never get a model's
+    mark: their levels were out, at 0, before the sequence broke, as in the batch form."""
+
+    __slots__ = ("_models", "_streams")
+
+    def __init__(self, automaton: Automaton, models: Sequence[tuple[int, ModelSplitter]]) -> None:
+        self._models = tuple(models)
+        self._streams: list[tuple[int, ByteStream]] = []
+        super().__init__(automaton)
+
+    def reset(self) -> None:
+        super().reset()
+        self._streams = [(level, splitter.stream()) for level, splitter in self._models]
+
+    def push(self, byte: int) -> int:
+        level = LevelStream.push(self, byte)
+        marked = [lv for lv, stream in self._streams if stream.push(byte)]  # every model reads every byte
+        if marked and not self._pending:
+            level = max(level, *marked)
+        return level
+
+    def feed(self, chunk: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+        """Consume a chunk; its (len(chunk),) uint8 levels. Each model reads the chunk at once."""
+        data = chunk if isinstance(chunk, bytes) else as_bytes_array(chunk).tobytes()
+        marks = [(lv, stream.feed(data)) for lv, stream in self._streams]  # (len(chunk),) bool each
+        out = np.zeros(len(data), dtype=np.uint8)
+        for i, byte in enumerate(data):
+            level = LevelStream.push(self, byte)
+            if not self._pending:
+                for lv, marked in marks:
+                    if marked[i] and lv > level:
+                        level = lv
+            out[i] = level
+        return out
 
 
 def positions_at_least(levels: np.ndarray, depth: int) -> np.ndarray:

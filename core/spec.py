@@ -371,16 +371,40 @@ def resolve_spec(spec: Spec, *, registry: Registry | None = None, contraction: S
 
 def is_resolved(spec: Spec) -> bool:
     """Whether ``resolve_spec`` would change nothing: every level above the bytes names its
-    pooler, upsampler and contraction, and every component that takes an ``init`` has one."""
+    pooler, upsampler and contraction, every component that takes an ``init`` has one, and every
+    splitter is pinned."""
     for i, level in enumerate(spec.levels):
         if i and (level.pooler is None or level.upsampler is None or level.contraction is None):
+            return False
+        if level.splitter is not None and not level.splitter.is_pinned:
             return False
         if any(_with_init(c, spec.model.init) is not c for c in (level.stage, level.pooler, level.upsampler)):
             return False
     return True
 
 
+def pin_splitters(spec: Spec) -> Spec:
+    """The spec with every splitter pinned (``Splitter.pinned``: a model named by a run directory
+    becomes that run's checkpoint and the SHA-256 of its weights), as a run's resolved spec records
+    it; SpecError listing every splitter that cannot be. A run pins before it reads its data, so
+    its levels come from the model its spec records."""
+    if all(level.splitter is None or level.splitter.is_pinned for level in spec.levels):
+        return spec
+    levels, issues = [], []
+    for i, level in enumerate(spec.levels):
+        if level.splitter is not None and not level.splitter.is_pinned:
+            try:
+                level = attrs.evolve(level, splitter=level.splitter.pinned())
+            except SpecError as exc:
+                issues += [attrs.evolve(issue, path=f"levels[{i}].splitter.{issue.path}") for issue in exc.issues]
+        levels.append(level)
+    if issues:
+        raise SpecError(issues)
+    return attrs.evolve(spec, levels=tuple(levels))
+
+
 def _resolve(spec: Spec, registry: Registry, contraction: Sequence[float] | None) -> Spec:
+    spec = pin_splitters(spec)
     levels = []
     for i, level in enumerate(spec.levels):
         for name, family, kind in (

@@ -19,6 +19,13 @@ without doing anything (``aunet.core.text``).
 
 Splitters are frozen attrs classes: their fields are their spec options, and the class constant
 ``kind`` is the name a spec file uses (``splitter = { kind = "whitespace" }``).
+
+A second kind, ``ModelSplitter``, decides its marks from the bytes through a model (BLT's
+entropy patches: ``aunet.splitters.entropy``), which no table can hold. Its batch form is
+``marks`` as above, reading ``chars.data``; its streaming form is a ``ByteStream`` that reads
+every byte as it arrives (a model's KV cache), and a stack's stream asks it beside the table
+(``aunet.core.levels``). The rule is the same: the mark of a character depends only on the bytes
+up to its last one, so such a splitter is prefix-stable by construction too.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from typing import ClassVar
 import attrs
 import numpy as np
 
-from aunet.core.text import Chars, CharTable
+from aunet.core.errors import SpecIssue
+from aunet.core.text import Chars, CharTable, any_character
 
 
 @attrs.frozen(kw_only=True)
@@ -92,3 +100,78 @@ class Splitter(ABC):
         """One line for humans (``aunet split``, ``aunet plugins``)."""
         doc = (type(self).__doc__ or "").strip().splitlines()
         return doc[0] if doc else self.kind
+
+    def check(self, *, path: str) -> list[SpecIssue]:
+        """Problems that stop this splitter from splitting (a model it cannot read), each at a path
+        under ``path`` (``levels[1].splitter``). Rules have none."""
+        return []
+
+    def pinned(self) -> Splitter:
+        """This splitter with what it reads fixed for good, for a run's resolved spec (a model
+        named by a run directory becomes that run's newest checkpoint and the SHA-256 of its
+        weights); SpecError, its paths under the splitter (``model``), when that cannot be read.
+        Rules read nothing: the splitter itself."""
+        return self
+
+    @property
+    def is_pinned(self) -> bool:
+        """Whether ``pinned`` would change nothing."""
+        return True
+
+    def flops_per_byte(self) -> float:
+        """Forward FLOPs per byte that deciding the marks costs (a model's forward; rules count
+        as nothing), which a spec's FLOPs per byte adds (``aunet.core.accounting``)."""
+        return 0.0
+
+
+class ByteStream(ABC):
+    """The streaming form of a ``ModelSplitter`` over one document: every byte, in order, once."""
+
+    @abstractmethod
+    def push(self, byte: int) -> bool:
+        """Read the next byte (0..255); whether the splitter marks the character that ends with it.
+        Asked after every byte: the stack uses the answer only where the byte ends a character
+        that may be a boundary (``aunet.core.text``, rules 1 and 3)."""
+
+    def feed(self, chunk: bytes) -> np.ndarray:
+        """``push`` on every byte of ``chunk``: (len(chunk),) bool. A stream may read a chunk at
+        once (a model's batched forward), with the same answers."""
+        return np.fromiter((self.push(byte) for byte in chunk), dtype=bool, count=len(chunk))
+
+
+class ModelSplitter(Splitter):
+    """A splitter whose marks come from the bytes through a model (module docstring).
+
+    Contract:
+        * ``marks(chars)`` reads the document's bytes (``chars.data``) and marks character c
+          from the bytes up to ``chars.ends[c]`` only; ``stream()`` fed the same bytes one at a
+          time (or in chunks) gives the same marks.
+        * Its machine over characters never marks (one state): a stack's table carries it at no
+          cost, and the stack's stream asks the splitter's ``ByteStream`` instead.
+        * ``model`` names the folder it reads (``model_files`` in it); ``at`` reads the same files
+          from another folder (what an export holds).
+    """
+
+    #: The folder the splitter reads its model from: a spec option, a field of the subclass.
+    model: str
+
+    def char_table(self) -> CharTable:
+        return any_character()
+
+    def start(self) -> None:
+        return None
+
+    def step(self, state: Hashable, cls: int, nbytes: int) -> tuple[None, bool]:
+        return None, False
+
+    @abstractmethod
+    def stream(self) -> ByteStream:
+        """A fresh streaming form at the start of a document."""
+
+    @abstractmethod
+    def model_files(self) -> tuple[str, ...]:
+        """The files of ``model`` that the splitter reads, by name (what an export copies)."""
+
+    def at(self, folder: str) -> ModelSplitter:
+        """The same splitter reading its model's files from ``folder``."""
+        return attrs.evolve(self, model=folder)

@@ -158,6 +158,14 @@ class CharTable:
         return f"CharTable({self.name!r}, {self.n_classes} classes)"
 
 
+@functools.cache
+def any_character() -> CharTable:
+    """One class for every character: for rules that read only how many characters there are
+    (MEGABYTE's fixed patches) or none of their classes (a splitter that reads bytes through a
+    model, ``aunet.core.splitter.ModelSplitter``)."""
+    return CharTable("any", np.zeros(TABLE_SIZE, dtype=np.uint8), ("character",))
+
+
 # Sequence length announced by a lead byte; 0 for continuation bytes and bytes that never occur
 # in valid UTF-8 (C0, C1, F5..FF), 1 for ASCII.
 _LEAD_LENGTH = np.zeros(256, dtype=np.int8)

@@ -30,17 +30,11 @@ import attrs
 import numpy as np
 
 from aunet.core.splitter import Splitter
-from aunet.core.text import TABLE_SIZE, Chars, CharTable
+from aunet.core.text import TABLE_SIZE, Chars, CharTable, any_character
 from aunet.core.validators import between
 
 #: The longest fixed patch, in characters (the machine has one state per character of a patch).
 MAX_PATCH = 1 << 12
-
-
-@functools.cache
-def any_character() -> CharTable:
-    """One class for every character: a fixed patch reads only how many there are."""
-    return CharTable("any", np.zeros(TABLE_SIZE, dtype=np.uint8), ("character",))
 
 
 @attrs.frozen(kw_only=True)

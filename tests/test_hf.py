@@ -222,10 +222,9 @@ print(json.dumps({"installed": hidden, "bridge": model.bridge.__file__, "planted
 """
 
 
-@pytest.mark.slow
-def test_a_fresh_process_with_transformers_alone_loads_and_generates(exported, tmp_path) -> None:
-    """The same interpreter with a site-packages that lacks aunet, attrs, cattrs and pluggy (links
-    to every other installed package, ``python -S``): the export's runtime zip provides them."""
+def without_aunet(tmp_path: Path) -> dict[str, str]:
+    """The environment of a process (run with ``python -S``) whose site-packages lacks aunet,
+    attrs, cattrs and pluggy: links to every other installed package, in ``tmp_path``."""
     site = Path(sysconfig.get_paths()["purelib"])
     alone = tmp_path / "site-packages"
     alone.mkdir()
@@ -235,6 +234,14 @@ def test_a_fresh_process_with_transformers_alone_loads_and_generates(exported, t
             (alone / entry.name).symlink_to(entry)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(alone), HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1")
+    return env
+
+
+@pytest.mark.slow
+def test_a_fresh_process_with_transformers_alone_loads_and_generates(exported, tmp_path) -> None:
+    """The same interpreter with a site-packages that lacks aunet, attrs, cattrs and pluggy (links
+    to every other installed package, ``python -S``): the export's runtime zip provides them."""
+    env = without_aunet(tmp_path)
     # A copy of the export whose runtime zip also holds a module of another name, as a tampered
     # download could: loading the model must not make it importable.
     folder = tmp_path / "export"

@@ -32,7 +32,7 @@ colour = "red"
 """
     assert issues_of(text, registry) == [
         "levels[0].dim: expected int, got '256'",
-        "levels[1].splitter.kind: unknown splitter 'whitespce'; known: 4-word, fixed, n-word, pretok, punct, script, script-4, script-n, script-pair, spacelike, whitespace, word-pair; "
+        "levels[1].splitter.kind: unknown splitter 'whitespce'; known: 4-word, entropy, fixed, n-word, pretok, punct, script, script-4, script-n, script-pair, spacelike, whitespace, word-pair; "
         "did you mean 'whitespace'?",
         "levels[2].colour: unknown key; known: contraction, dim, max_segments, pooler, router, skip, splitter, stage, upsampler",
     ]
@@ -49,7 +49,7 @@ colour = "red"
             "[[levels]]\n[[levels]]\nsplitter = { n = 2 }",
             [
                 "levels[1].splitter.kind: missing; known splitter kinds: "
-                "4-word, fixed, n-word, pretok, punct, script, script-4, script-n, script-pair, spacelike, whitespace, word-pair"
+                "4-word, entropy, fixed, n-word, pretok, punct, script, script-4, script-n, script-pair, spacelike, whitespace, word-pair"
             ],
         ),
         (

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from aunet.cli.main import main
+from aunet.core import checkpoints as core_checkpoints
 from aunet.core import spec as spec_module
 from aunet.jobs.runs import checkpoint
 from tests.conftest import write_spec
@@ -18,7 +19,7 @@ from tests.conftest import write_spec
 def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, Counter]:
     """Counters of SHA-256 passes per file and of spec resolutions, for the code under test."""
     counts: dict[str, Counter] = {"hashed": Counter(), "resolved": Counter()}
-    hash_file, resolve = checkpoint.sha256, spec_module._resolve
+    hash_file, resolve = core_checkpoints.sha256, spec_module._resolve
 
     def counting_hash(path: Path) -> str:
         counts["hashed"][Path(path).resolve()] += 1
@@ -28,7 +29,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, Counter]:
         counts["resolved"]["resolve"] += 1
         return resolve(*args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "sha256", counting_hash)
+    monkeypatch.setattr(core_checkpoints, "sha256", counting_hash)
     monkeypatch.setattr(spec_module, "_resolve", counting_resolve)
     return counts
 

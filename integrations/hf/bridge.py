@@ -12,9 +12,19 @@ were alone, and the logits are put back where the tokens were (zeros at padding)
 come from the model's encoding (``aunet.core.encoding``: the spec's streaming splitters): a BOS is
 a document start at the top level (the stream restarts there), a byte gets the level its splitter
 gives it the moment it exists, EOS and PAD level 0, as in training.
+
+A splitter that reads bytes through a model (BLT's entropy patches) travels with the export: its
+model's files go to ``splitters/level-N/`` of the exported folder (``write_splitter_models``), the
+config's spec names that folder, relative (``exported_spec``), and ``build`` reads it from the
+folder or Hub repository the config came from (``fetch``), checked against the SHA-256 the spec
+pins.
 """
 
 from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import torch
@@ -24,6 +34,8 @@ from aunet.core import decoding
 from aunet.core.convert import parse_spec
 from aunet.core.encoding import IdStream, splitter_encoding
 from aunet.core.model import AUNet, ShapeMode, build_model
+from aunet.core.spec import Spec
+from aunet.core.splitter import ModelSplitter
 from aunet.core.tokens import BOS, EOS, PAD
 
 
@@ -33,10 +45,53 @@ def aunet_version() -> str:
     return version()
 
 
-def build(spec_text: str) -> AUNet:
-    """The model of an exported config's ``spec`` (weights as initialized; the caller loads them)."""
+def build(spec_text: str, fetch: Callable[[str], str] | None = None) -> AUNet:
+    """The model of an exported config's ``spec`` (weights as initialized; the caller loads them).
+    ``fetch`` gives the local path of a file of the exported folder (or Hub repository) by name:
+    where a splitter's model is read from."""
     # The model's spec; the [train] table a run's spec carries is the trainer's, not the model's.
-    return build_model(parse_spec(spec_text, source="config.json (spec)", ignore=("train",)))
+    spec = parse_spec(spec_text, source="config.json (spec)", ignore=("train",))
+    levels = list(spec.levels)
+    for i, level in enumerate(levels):
+        splitter = level.splitter
+        if isinstance(splitter, ModelSplitter) and not Path(splitter.model).is_absolute():
+            if fetch is None:
+                raise ValueError(
+                    f"levels[{i}].splitter reads a model from the exported folder ({splitter.model}); "
+                    "load the model with from_pretrained(FOLDER), which finds it there"
+                )
+            local = [Path(fetch(f"{splitter.model}/{name}")) for name in splitter.model_files()]
+            levels[i] = attrs.evolve(level, splitter=splitter.at(str(local[0].parent.absolute())))
+    return build_model(attrs.evolve(spec, levels=tuple(levels)))
+
+
+def splitter_folder(level: int) -> str:
+    """Where an export keeps the model of the splitter of ``level``, relative to its folder."""
+    return f"splitters/level-{level}"
+
+
+def exported_spec(spec: Spec) -> Spec:
+    """The spec an export's config records: a splitter that reads a model reads it from the
+    export's own folder (``splitter_folder``, relative), pinned to the same SHA-256."""
+    levels = tuple(
+        attrs.evolve(level, splitter=level.splitter.at(splitter_folder(i)))
+        if isinstance(level.splitter, ModelSplitter)
+        else level
+        for i, level in enumerate(spec.levels)
+    )
+    return attrs.evolve(spec, levels=levels)
+
+
+def write_splitter_models(model: AUNet, folder: str) -> None:
+    """Copy the files each splitter of ``model`` that reads a model reads into ``folder``
+    (``splitter_folder``), beside the export's weights."""
+    for i, level in enumerate(model.spec.levels):
+        splitter = level.splitter
+        if isinstance(splitter, ModelSplitter):
+            target = Path(folder) / splitter_folder(i)
+            target.mkdir(parents=True, exist_ok=True)
+            for name in splitter.model_files():
+                shutil.copyfile(Path(splitter.model) / name, target / name)
 
 
 @attrs.define(eq=False)

@@ -2,7 +2,8 @@
 
 The folder holds ``config.json`` (aunet's resolved spec inside, and ``auto_map``),
 ``generation_config.json``, ``model.safetensors`` (the weights, under ``aunet.``), the bytes
-tokenizer's files, the remote code (``configuration_aunet.py``, ``modeling_aunet.py``,
+tokenizer's files, the model of a splitter that reads one (``splitters/level-N/``: BLT's entropy
+model, its weights and meta.json), the remote code (``configuration_aunet.py``, ``modeling_aunet.py``,
 ``tokenization_aunet.py``, copied by ``save_pretrained``) and ``aunet-runtime.zip``: aunet's
 package and its three pure-Python dependencies (attrs, cattrs, pluggy, with their licenses) as
 they were when the model was exported. The remote code imports the installed aunet when there is
@@ -97,13 +98,14 @@ def _quiet_transformers() -> Iterator[None]:
 def hf_objects(run: Any) -> tuple[Any, Any, Any]:
     """The ``transformers`` model (wrapping ``run.model``, no copy), its config and tokenizer."""
     from aunet.core.version import version
+    from aunet.integrations.hf.bridge import exported_spec
     from aunet.integrations.hf.configuration_aunet import AUNetConfig
     from aunet.integrations.hf.modeling_aunet import AUNetForCausalLM
     from aunet.integrations.hf.tokenization_aunet import AUNetTokenizer
 
     context = run.spec.model.context
     config = AUNetConfig(
-        spec=dump_spec(run.spec), aunet_version=version(), step=run.step, max_position_embeddings=context
+        spec=dump_spec(exported_spec(run.spec)), aunet_version=version(), step=run.step, max_position_embeddings=context
     )
     model = AUNetForCausalLM(config, aunet_model=run.model).eval()
     return model, config, AUNetTokenizer(model_max_length=context)

@@ -9,7 +9,8 @@ This file is also the remote code of an exported folder (``aunet export``): it i
 installed aunet when there is one, else from ``aunet-runtime.zip`` in the exported folder (aunet
 and its pure-Python dependencies attrs, cattrs and pluggy, as they were when the model was
 exported), so that ``AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)`` works on
-a machine with ``transformers`` alone.
+a machine with ``transformers`` alone. A splitter's model (BLT's entropy model) is read from the
+same folder or repository (``splitters/level-N/``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ def _runtime_zip(config: AUNetConfig) -> str:
             f"aunet is not installed and {RUNTIME_FILE} is not in '{where}': pip install aunet, "
             "or export the model again with `aunet export`"
         )
+    return found
+
+
+def _fetch(config: AUNetConfig, name: str) -> str:
+    """A file of the folder (or Hub repository) the config came from, as a local path: the model
+    of a splitter that reads one (``splitters/level-N/``)."""
+    where = getattr(config, "name_or_path", "") or ""
+    local = os.path.join(where, name)
+    if os.path.isfile(local):
+        return local
+    from transformers.utils import cached_file
+
+    found = cached_file(where, name) if where else None
+    if not found:
+        raise OSError(f"{name} is not in '{where}': export the model again with `aunet export`")
     return found
 
 
@@ -129,7 +145,9 @@ class AUNetForCausalLM(PreTrainedModel, GenerationMixin):
         self.bridge = load_bridge(config)
         if aunet_model is not None and aunet_model.spec.model.context != config.max_position_embeddings:
             raise ValueError("aunet_model does not match config: its context differs")
-        self.aunet = aunet_model if aunet_model is not None else self.bridge.build(config.spec)
+        if aunet_model is None:
+            aunet_model = self.bridge.build(config.spec, fetch=lambda name: _fetch(config, name))
+        self.aunet = aunet_model
         self.post_init()
 
     @classmethod
@@ -203,6 +221,7 @@ class AUNetForCausalLM(PreTrainedModel, GenerationMixin):
         the folder, or the Hub repository ``push_to_hub`` uploads it to, loads without aunet."""
         result = super().save_pretrained(save_directory, *args, **kwargs)
         self.bridge.write_runtime(os.path.join(save_directory, RUNTIME_FILE))
+        self.bridge.write_splitter_models(self.aunet, str(save_directory))  # a splitter's model, if it reads one
         return result
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:

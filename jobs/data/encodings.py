@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aunet.core.encoding import Encoding, splitter_encoding
 from aunet.core.errors import InputError
+from aunet.core.spec import pin_splitters
 
 if TYPE_CHECKING:
     from aunet.core.spec import Spec
@@ -41,10 +42,12 @@ def training_encoding(
     notify: Callable[[str], None],
 ) -> tuple[Encoding, Spec]:
     """The encoding a run trains with, and its spec with what it measured (a BPE model's bytes
-    per token). ``corpus`` is the run's text held in memory; ``meta`` the checkpoint it resumes
-    (None for a new run): a resumed BPE run keeps its tokenizer, a new one trains it on the
-    training split."""
+    per token) or pinned (a splitter's model: ``aunet.core.spec.pin_splitters``, before any text is
+    read). ``corpus`` is the run's text held in memory; ``meta`` the checkpoint it resumes (None
+    for a new run): a resumed BPE run keeps its tokenizer, a new one trains it on the training
+    split."""
     if not spec.model.bpe:
+        spec = pin_splitters(spec)
         return splitter_encoding(spec), spec
     from aunet.jobs.data.bpe import BpeEncoding, BpeTokenizer, bytes_per_token, with_bytes_per_token
 

@@ -10,11 +10,11 @@ Every write of a run (checkpoints, ``spec.toml``, ``run.json``, a tokenizer) goe
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 from pathlib import Path
 
+from aunet.core.checkpoints import sha256  # noqa: F401 - one home (core), used by the jobs through here
 from aunet.core.errors import InputError
 
 
@@ -29,14 +29,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
