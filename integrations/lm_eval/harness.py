@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from aunet.core.errors import AunetError, InputError, did_you_mean
+from aunet.integrations.lm_eval import character
 from aunet.integrations.lm_eval.model import _require_lm_eval, make_lm
 
 
@@ -81,7 +82,10 @@ def evaluate_tasks(
 
     check_out(Path(out), what="lm-eval's results")
     lm = make_lm(ckpt=ckpt, batch_size=batch_size, device=device, decode_threads=decode_threads)  # fails fast
-    manager = _task_manager(tasks, include_path)
+    paths = [include_path] if include_path is not None else []
+    if character.wanted(tasks):  # aunet's own character-level suite: written beside the results
+        paths.append(character.write_tasks(Path(out) / "char-tasks"))
+    manager = _task_manager(tasks, paths)
     tracker = EvaluationTracker(output_path=str(out))
     try:
         with _no_download_ping(), _data_files_beside_their_yaml():
@@ -227,7 +231,7 @@ def _yaml_problems(include_path: Path) -> list[str]:
     return problems
 
 
-def _task_manager(tasks: list[str], include_path: str | Path | None) -> Any:
+def _task_manager(tasks: list[str], include_paths: list[str | Path]) -> Any:
     """lm-eval's TaskManager for ``tasks``, or an InputError naming those it does not know.
 
     Indexing lm-eval's own tasks (some 15,000) takes about ten seconds; tasks that are all plain
@@ -238,18 +242,20 @@ def _task_manager(tasks: list[str], include_path: str | Path | None) -> Any:
     missing = [t for t in tasks if t.endswith((".yaml", ".yml")) and not Path(t).is_file()]
     if missing:
         raise InputError(f"--tasks: '{missing[0]}' does not exist (a task named by its YAML file)")
-    if include_path is not None:
+    folders = []
+    for include_path in include_paths:
         if not Path(include_path).exists():
             raise InputError(f"--include-path: '{include_path}' does not exist")
-        if Path(include_path).is_file():  # lm-eval indexes folders: the file's own folder holds it
-            include_path = Path(include_path).parent
-        local = TaskManager(include_path=str(include_path), include_defaults=False)
+        # lm-eval indexes folders: a file's own folder holds it
+        folders.append(str(Path(include_path).parent if Path(include_path).is_file() else include_path))
+    if folders:
+        local = TaskManager(include_path=folders, include_defaults=False)
         if all(t in local.all_subtasks for t in tasks):
             return local
-        problems = _yaml_problems(Path(include_path))
+        problems = [p for folder in folders for p in _yaml_problems(Path(folder))]
         if problems:  # lm-eval's index skips a file it cannot parse: say so, not "unknown task"
             raise InputError("\n".join([f"--include-path: {p}" for p in problems]))
-    manager = TaskManager(include_path=str(include_path) if include_path is not None else None)
+    manager = TaskManager(include_path=folders or None)
     unknown = [t for t in tasks if not (t.endswith(".yaml") and Path(t).is_file()) and not manager.match_tasks([t])]
     if unknown:
         hint = did_you_mean(unknown[0], manager.all_tasks) if len(unknown) == 1 else ""
