@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from aunet.core.errors import AunetError, InputError, did_you_mean
-from aunet.integrations.lm_eval import character
+from aunet.integrations.lm_eval import character, robustness
 from aunet.integrations.lm_eval.model import _require_lm_eval, make_lm
 
 
@@ -83,8 +83,10 @@ def evaluate_tasks(
     check_out(Path(out), what="lm-eval's results")
     lm = make_lm(ckpt=ckpt, batch_size=batch_size, device=device, decode_threads=decode_threads)  # fails fast
     paths = [include_path] if include_path is not None else []
-    if character.wanted(tasks):  # aunet's own character-level suite: written beside the results
+    if character.wanted(tasks):  # aunet's own suites: written beside the results
         paths.append(character.write_tasks(Path(out) / "char-tasks"))
+    if robustness.wanted(tasks):
+        paths.append(robustness.write_tasks(Path(out) / "robust-tasks"))
     manager = _task_manager(tasks, paths)
     tracker = EvaluationTracker(output_path=str(out))
     try:
