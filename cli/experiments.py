@@ -45,6 +45,41 @@ def aunet_add_commands(commands: Commands) -> None:
     runtime_options(p)
     p.set_defaults(run=cmd_compare)
 
+    p = commands.add_command(
+        "sweep", help="iso-FLOP ladders: each spec at several sizes and budgets, power laws fitted, crossovers"
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or shipped names (each with its own name)")
+    p.add_argument(
+        "--budgets",
+        type=flops_list,
+        required=True,
+        metavar="F,F,...",
+        help="training FLOPs per run, e.g. 1e13,3e13,1e14",
+    )
+    p.add_argument(
+        "--sizes",
+        type=sizes_list,
+        default=(0.5, 1.0, 2.0),
+        metavar="X,X,...",
+        help="sizes as factors of each spec's non-embedding parameters (default 0.5,1,2)",
+    )
+    p.add_argument("--data", default=None, metavar="PATH", help="the corpus (default: the embedded one)")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="where the ladders, sweep.json, sweep.md and the plot go"
+    )
+    p.add_argument("--turn-steps", type=positive_int, default=100, metavar="K", help="steps per turn (default 100)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a field of every spec, e.g. --set train.lr=1e-3",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --out where it stopped")
+    runtime_options(p)
+    p.set_defaults(run=cmd_sweep)
+
     p = commands.add_command("plan", help="the paper's scaling laws for a compute budget: batch, learning rate, steps")
     p.add_argument("--flops", type=flops, required=True, metavar="C", help="total training FLOPs, e.g. 1.1e19")
     p.add_argument("--arch", choices=("aunet", "bpe"), default="aunet", help="which fitted laws (default aunet)")
@@ -56,6 +91,44 @@ def aunet_add_commands(commands: Commands) -> None:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=cmd_plan)
+
+
+def flops_list(text: str) -> list[float]:
+    """``--budgets``: comma-separated FLOPs, each positive."""
+    return [flops(part) for part in text.split(",")]
+
+
+def sizes_list(text: str) -> list[float]:
+    """``--sizes``: comma-separated positive factors."""
+    return [positive_float(part) for part in text.split(",")]
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from aunet.jobs.config import load_spec_with_overrides
+    from aunet.jobs.experiments.sweep import sweep
+    from aunet.jobs.experiments.turns import TurnsStopped
+
+    specs = [checked(load_spec_with_overrides(name, args.overrides), name, args.overrides) for name in args.specs]
+    out = Path(args.out)
+    try:
+        sweep(
+            specs,
+            budgets=args.budgets,
+            sizes=args.sizes,
+            data=args.data,
+            out=out,
+            device=args.device,
+            slice_steps=args.turn_steps,
+            resume=args.resume,
+        )
+    except TurnsStopped as stopped:
+        print(f"aunet sweep: {stopped}; continue with the same command and --resume", file=sys.stderr)
+        return 128 + stopped.signum
+    except KeyboardInterrupt:  # between two turns: every run is at its last turn's checkpoint
+        print("aunet sweep: interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    print((out / "sweep.md").read_text(encoding="utf-8"), end="")
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
