@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aunet.cli.options import (
     Commands,
@@ -26,23 +28,11 @@ def aunet_add_commands(commands: Commands) -> None:
     budget.add_argument("--flops", type=flops, metavar="F", help="training FLOPs each (the paper's accounting)")
     budget.add_argument("--minutes", type=positive_float, metavar="M", help="minutes of training time each")
     budget.add_argument("--steps", type=positive_int, metavar="N", help="steps each")
-    p.add_argument("--data", default=None, metavar="PATH", help="the corpus (default: the embedded one)")
-    p.add_argument(
-        "--out", required=True, metavar="DIR", help="where the runs, compare.json, compare.md and the plots go"
+    _trained_in_turns(
+        p,
+        out="where the runs, compare.json, compare.md and the plots go",
+        resume="continue the comparison in --out (after Ctrl-C, a crash or a late error)",
     )
-    p.add_argument("--turn-steps", type=positive_int, default=100, metavar="K", help="steps per turn (default 100)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="override a field of every spec, e.g. --set train.lr=1e-3",
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue the comparison in --out (after Ctrl-C, a crash or a late error)"
-    )
-    runtime_options(p)
     p.set_defaults(run=cmd_compare)
 
     p = commands.add_command(
@@ -63,21 +53,11 @@ def aunet_add_commands(commands: Commands) -> None:
         metavar="X,X,...",
         help="sizes as factors of each spec's non-embedding parameters (default 0.5,1,2)",
     )
-    p.add_argument("--data", default=None, metavar="PATH", help="the corpus (default: the embedded one)")
-    p.add_argument(
-        "--out", required=True, metavar="DIR", help="where the ladders, sweep.json, sweep.md and the plot go"
+    _trained_in_turns(
+        p,
+        out="where the ladders, sweep.json, sweep.md and the plot go",
+        resume="continue the sweep in --out where it stopped",
     )
-    p.add_argument("--turn-steps", type=positive_int, default=100, metavar="K", help="steps per turn (default 100)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="override a field of every spec, e.g. --set train.lr=1e-3",
-    )
-    p.add_argument("--resume", action="store_true", help="continue the sweep in --out where it stopped")
-    runtime_options(p)
     p.set_defaults(run=cmd_sweep)
 
     p = commands.add_command("plan", help="the paper's scaling laws for a compute budget: batch, learning rate, steps")
@@ -93,6 +73,38 @@ def aunet_add_commands(commands: Commands) -> None:
     p.set_defaults(run=cmd_plan)
 
 
+def _trained_in_turns(p: argparse.ArgumentParser, *, out: str, resume: str) -> None:
+    """The options of a command that trains several specs in turns (compare, sweep)."""
+    p.add_argument("--data", default=None, metavar="PATH", help="the corpus (default: the embedded one)")
+    p.add_argument("--out", required=True, metavar="DIR", help=out)
+    p.add_argument("--turn-steps", type=positive_int, default=100, metavar="K", help="steps per turn (default 100)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a field of every spec, e.g. --set train.lr=1e-3",
+    )
+    p.add_argument("--resume", action="store_true", help=resume)
+    runtime_options(p)
+
+
+def _in_turns(command: str, work: Callable[[], Any]) -> tuple[int | None, Any]:
+    """Run ``work``: (None, what it returned), or (the exit status, None) where a signal or Ctrl-C
+    stopped it between two turns (every run then at its last turn's checkpoint)."""
+    from aunet.jobs.experiments.turns import TurnsStopped
+
+    try:
+        return None, work()
+    except TurnsStopped as stopped:
+        print(f"aunet {command}: {stopped}; continue with the same command and --resume", file=sys.stderr)
+        return 128 + stopped.signum, None
+    except KeyboardInterrupt:
+        print(f"aunet {command}: interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130, None
+
+
 def flops_list(text: str) -> list[float]:
     """``--budgets``: comma-separated FLOPs, each positive."""
     return [flops(part) for part in text.split(",")]
@@ -106,12 +118,12 @@ def sizes_list(text: str) -> list[float]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from aunet.jobs.config import load_spec_with_overrides
     from aunet.jobs.experiments.sweep import sweep
-    from aunet.jobs.experiments.turns import TurnsStopped
 
     specs = [checked(load_spec_with_overrides(name, args.overrides), name, args.overrides) for name in args.specs]
     out = Path(args.out)
-    try:
-        sweep(
+    stopped, _ = _in_turns(
+        "sweep",
+        lambda: sweep(
             specs,
             budgets=args.budgets,
             sizes=args.sizes,
@@ -120,13 +132,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             device=args.device,
             slice_steps=args.turn_steps,
             resume=args.resume,
-        )
-    except TurnsStopped as stopped:
-        print(f"aunet sweep: {stopped}; continue with the same command and --resume", file=sys.stderr)
-        return 128 + stopped.signum
-    except KeyboardInterrupt:  # between two turns: every run is at its last turn's checkpoint
-        print("aunet sweep: interrupted; continue with the same command and --resume", file=sys.stderr)
-        return 130
+        ),
+    )
+    if stopped is not None:
+        return stopped
     print((out / "sweep.md").read_text(encoding="utf-8"), end="")
     return 0
 
@@ -134,13 +143,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from aunet.jobs.config import load_spec_with_overrides
     from aunet.jobs.experiments.compare import Budget, compare, markdown
-    from aunet.jobs.experiments.turns import TurnsStopped
 
     specs = [checked(load_spec_with_overrides(name, args.overrides), name, args.overrides) for name in args.specs]
     out = Path(args.out)
     budget = Budget(flops=args.flops, minutes=args.minutes, steps=args.steps)
-    try:
-        report = compare(
+    stopped, report = _in_turns(
+        "compare",
+        lambda: compare(
             specs,
             budget=budget,
             data=args.data,
@@ -148,13 +157,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             device=args.device,
             slice_steps=args.turn_steps,
             resume=args.resume,
-        )
-    except TurnsStopped as stopped:
-        print(f"aunet compare: {stopped}; continue with the same command and --resume", file=sys.stderr)
-        return 128 + stopped.signum
-    except KeyboardInterrupt:  # between two turns: every run is at its last turn's checkpoint
-        print("aunet compare: interrupted; continue with the same command and --resume", file=sys.stderr)
-        return 130
+        ),
+    )
+    if stopped is not None:
+        return stopped
     print(markdown(report, budget), end="")
     print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}" + "".join(f", {out / p}" for p in report["plots"]))
     return 0

@@ -8,6 +8,7 @@ examples, derandomized so a CI failure reproduces), ``dev`` (20 examples, for qu
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -101,6 +102,26 @@ def corpus_file(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text(TEXT)
     return path
+
+
+def documents_corpus(path: Path) -> Path:
+    """30 short documents of Genesis as JSON lines (a corpus of many documents, for comparisons)."""
+    verse = TEXT.splitlines()[0] + " "
+    path.write_text("".join(json.dumps({"text": f"{i}. " + verse * (1 + i % 3)}) + "\n" for i in range(30)))
+    return path
+
+
+#: A flat byte model of one small layer (a comparison's baseline in the job tests).
+BYTE_SPEC = """
+name = "byte-small"
+[model]
+context = 128
+[[levels]]
+dim = 32
+stage = { kind = "transformer", layers = 1, head_dim = 16 }
+[train]
+batch_size = 2
+"""
 
 
 @pytest.fixture

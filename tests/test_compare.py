@@ -14,6 +14,8 @@ import aunet
 from aunet.cli.main import main
 from aunet.core.accounting import account
 
+from conftest import BYTE_SPEC, documents_corpus
+
 tokenizers = pytest.importorskip("tokenizers", reason="the BPE baseline needs Hugging Face tokenizers (aunet[bpe])")
 
 from aunet.jobs.data.bpe import BpeTokenizer, pieces, with_bytes_per_token
@@ -69,23 +71,10 @@ stage = { kind = "transformer", layers = 1, head_dim = 16 }
 batch_size = 2
 """
 
-BYTE_SPEC = """
-name = "byte-small"
-[model]
-context = 128
-[[levels]]
-dim = 32
-stage = { kind = "transformer", layers = 1, head_dim = 16 }
-[train]
-batch_size = 2
-"""
-
 
 @pytest.fixture()
 def corpus(tmp_path: Path) -> Path:
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"text": f"{i}. " + TEXT * (1 + i % 3)}) + "\n" for i in range(30)))
-    return path
+    return documents_corpus(tmp_path / "corpus.jsonl")
 
 
 def test_a_bpe_run_trains_evaluates_and_generates_on_the_byte_models_bytes(

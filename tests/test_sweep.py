@@ -11,39 +11,22 @@ import pytest
 
 from aunet.cli.main import main
 
-TEXT = (
-    "In the beginning God created the heavens and the earth. The earth was formless and empty. "
-    "Darkness was on the surface of the deep and God's Spirit was hovering over the surface of the waters. "
-)
-BYTE_SPEC = """
-name = "byte-small"
-[model]
-context = 64
-[[levels]]
-dim = 32
-stage = { kind = "transformer", layers = 1, head_dim = 16 }
-[train]
-batch_size = 2
-"""
-AUNET_SPEC = """
-name = "aunet-small"
-[model]
-context = 64
-[[levels]]
-dim = 32
-stage = { kind = "transformer", layers = 1, head_dim = 16 }
+from conftest import BYTE_SPEC, documents_corpus
+
+#: The byte model with a level of words above it.
+AUNET_SPEC = (
+    BYTE_SPEC.replace("byte-small", "aunet-small")
+    + """
 [[levels]]
 dim = 48
 splitter = { kind = "whitespace" }
 stage = { kind = "transformer", layers = 1, head_dim = 16 }
-[train]
-batch_size = 2
 """
+)
 
 
 def test_a_toy_sweep_runs_end_to_end_and_resumes(tmp_path: Path, capsys) -> None:
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": f"{i}. " + TEXT * (1 + i % 3)}) + "\n" for i in range(30)))
+    corpus = documents_corpus(tmp_path / "corpus.jsonl")
     specs = []
     for text, name in ((BYTE_SPEC, "byte.toml"), (AUNET_SPEC, "aunet.toml")):
         (tmp_path / name).write_text(text)

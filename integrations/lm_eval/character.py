@@ -22,11 +22,12 @@ AU-Net. lm-eval reports each accuracy with its standard error.
 from __future__ import annotations
 
 import collections
-import json
 import random
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from aunet.integrations.lm_eval.local_tasks import task_yaml, write_suite
 
 #: The group name and its tasks, in the order they are reported.
 GROUP = "char"
@@ -333,27 +334,6 @@ def build(words: Sequence[str], *, items: int = ITEMS, seed: int = SEED) -> dict
     return out
 
 
-def _yaml(task: str) -> str:
-    return (
-        f"# {task}: aunet's character-level suite (aunet.integrations.lm_eval.character); data in {task}.jsonl\n"
-        f"task: {task}\n"
-        "dataset_path: json\n"
-        "dataset_kwargs:\n"
-        "  data_files:\n"
-        f"    test: {task}.jsonl\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        'doc_to_text: "{{context}}"\n'
-        'target_delimiter: ""\n'
-        'doc_to_choice: "{{choices}}"\n'
-        "doc_to_target: gold\n"
-        "metric_list:\n"
-        "  - metric: acc\n"
-        "    aggregation: mean\n"
-        "    higher_is_better: true\n"
-    )
-
-
 def _group_yaml() -> str:
     listed = "".join(f"  - {t}\n" for t in TASKS)
     return (
@@ -375,13 +355,9 @@ def write_tasks(folder: Path, text: str | None = None, *, items: int = ITEMS, se
         from aunet.core.resources import read_corpus
 
         text = read_corpus("en_web").decode("utf-8")
-    folder.mkdir(parents=True, exist_ok=True)
-    for task, records in build(vocabulary(text), items=items, seed=seed).items():
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        (folder / f"{task}.jsonl").write_text(lines, encoding="utf-8")
-        (folder / f"{task}.yaml").write_text(_yaml(task), encoding="utf-8")
-    (folder / f"{GROUP}.yaml").write_text(_group_yaml(), encoding="utf-8")
-    return folder
+    suite = build(vocabulary(text), items=items, seed=seed)
+    yaml = {task: task_yaml(task, module="character") for task in suite}
+    return write_suite(folder, suite, group=GROUP, group_yaml=_group_yaml(), yaml=yaml)
 
 
 def wanted(tasks: Sequence[str]) -> bool:

@@ -27,10 +27,11 @@ are the hardest to predict, so compare models with each other rather than with t
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
+
+from aunet.integrations.lm_eval.local_tasks import ACCURACY, task_yaml, write_suite
 
 GROUP = "robust"
 VARIANTS = ("clean", "space", "midword", "typo", "upper", "ascii")
@@ -113,29 +114,8 @@ def process_results(doc: dict, results: list[Any]) -> dict[str, Any]:
     return {"acc": float(best == gold), "bits_per_byte": (lls[gold], len(doc["choices"][gold].encode("utf-8")))}
 
 
-def _yaml(task: str) -> str:
-    return (
-        f"# {task}: aunet's robustness suite (aunet.integrations.lm_eval.robustness); data in {task}.jsonl\n"
-        f"task: {task}\n"
-        "dataset_path: json\n"
-        "dataset_kwargs:\n"
-        "  data_files:\n"
-        f"    test: {task}.jsonl\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        'doc_to_text: "{{context}}"\n'
-        'target_delimiter: ""\n'
-        'doc_to_choice: "{{choices}}"\n'
-        "doc_to_target: gold\n"
-        "process_results: !function robust_utils.process_results\n"
-        "metric_list:\n"
-        "  - metric: acc\n"
-        "    aggregation: mean\n"
-        "    higher_is_better: true\n"
-        "  - metric: bits_per_byte\n"
-        "    aggregation: bits_per_byte\n"
-        "    higher_is_better: false\n"
-    )
+#: Accuracy and the right ending's bits per byte (its log-likelihood over its bytes, summed).
+METRICS = ACCURACY + "  - metric: bits_per_byte\n    aggregation: bits_per_byte\n    higher_is_better: false\n"
 
 
 def _group_yaml() -> str:
@@ -151,12 +131,12 @@ def write_tasks(folder: Path, documents: list[bytes] | None = None, *, items: in
         from aunet.jobs.data.corpus import load_corpus
 
         documents = [doc.data for doc in load_corpus(None).validation]
-    folder.mkdir(parents=True, exist_ok=True)
-    for task, records in build(verses(documents), items=items, seed=seed).items():
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        (folder / f"{task}.jsonl").write_text(lines, encoding="utf-8")
-        (folder / f"{task}.yaml").write_text(_yaml(task), encoding="utf-8")
-    (folder / f"{GROUP}.yaml").write_text(_group_yaml(), encoding="utf-8")
+    suite = build(verses(documents), items=items, seed=seed)
+    yaml = {
+        task: task_yaml(task, module="robustness", metrics=METRICS, process_results="robust_utils.process_results")
+        for task in suite
+    }
+    write_suite(folder, suite, group=GROUP, group_yaml=_group_yaml(), yaml=yaml)
     (folder / "robust_utils.py").write_text(
         '"""Per-item metrics of aunet\'s robustness suite."""\n\n'
         "from aunet.integrations.lm_eval.robustness import process_results\n\n"
