@@ -60,7 +60,7 @@ def test_the_harness_runs_the_suite(tmp_path: Path) -> None:
 
     from conftest import train_small_run
 
-    run = train_small_run(tmp_path / "run", context=128, steps=2)
+    run = train_small_run(tmp_path, context=128, steps=2)
     done = evaluate_tasks(run, ["robust"], out=tmp_path / "out", limit=3, batch_size=8, device="cpu")
     rows = {(task, metric): value for task, metric, value, _ in metric_rows(done.results)}
     for task in r.TASKS:

@@ -32,7 +32,7 @@ def test_a_toy_sweep_runs_end_to_end_and_resumes(tmp_path: Path, capsys) -> None
         (tmp_path / name).write_text(text)
         specs.append(str(tmp_path / name))
     out = tmp_path / "sweep"
-    args = [*specs, "--budgets", "1e8,2e8,4e8", "--sizes", "0.5,1", "--data", str(corpus), "--turn-steps", "50"]
+    args = [*specs, "--budgets", "1e8,2e8,4e8", "--sizes", "0.25,1", "--data", str(corpus), "--turn-steps", "50"]
     assert main(["sweep", *args, "--out", str(out), "--device", "cpu"]) == 0
     result = json.loads((out / "sweep.json").read_text())
     assert len(result["runs"]) == 2 * 2 * 3
@@ -47,7 +47,7 @@ def test_a_toy_sweep_runs_end_to_end_and_resumes(tmp_path: Path, capsys) -> None
         assert (out / f"budget-{budget}" / "compare.json").is_file()
     assert "| architecture | E | A | alpha |" in (out / "sweep.md").read_text()
     printed = capsys.readouterr().out
-    assert "| byte-small | x0.5 |" in printed
+    assert "| byte-small | x0.25 |" in printed
 
     # Resumed: every budget is done, so nothing trains again and the same report comes back.
     assert main(["sweep", *args, "--out", str(out), "--device", "cpu", "--resume"]) == 0
@@ -62,6 +62,8 @@ def test_a_toy_sweep_runs_end_to_end_and_resumes(tmp_path: Path, capsys) -> None
 
 @pytest.mark.parametrize("bad", ["1e13,x", "0,1e13", ""])
 def test_bad_budgets_are_one_line(bad: str, capsys) -> None:
-    assert main(["sweep", "byte-tiny", "--budgets", bad, "--out", "/tmp/never"]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["sweep", "byte-tiny", "--budgets", bad, "--out", "/tmp/never"])
+    assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "--budgets" in err and "Traceback" not in err

@@ -47,18 +47,18 @@ def fit(compute: Sequence[float], loss: Sequence[float]) -> PowerLaw:
     if not (c > 0).all():
         raise ValueError("compute must be positive")
     x = np.log(c)
-    best: PowerLaw | None = None
-    for e in np.linspace(0.0, y.min() * 0.999, E_GRID):
-        slope, intercept = np.polyfit(x, np.log(y - e), 1)
-        if slope >= 0:  # not a decreasing law
-            continue
-        law = PowerLaw(float(e), float(math.exp(intercept)), float(-slope), 0.0)
-        residual = float(np.sqrt(np.mean((law(c) - y) ** 2)))
-        if best is None or residual < best.residual:
-            best = attrs.evolve(law, residual=residual)
-    if best is None:
+    e = np.linspace(0.0, y.min() * 0.999, E_GRID)[:, None]  # (G, 1)
+    logs = np.log(y[None] - e)  # (G, N): for each E, log(L - E) is linear in log C
+    dx = x - x.mean()
+    slope = (logs * dx).sum(1) / (dx * dx).sum()  # (G,) least squares, all E at once
+    intercept = logs.mean(1) - slope * x.mean()
+    predicted = e + np.exp(intercept)[:, None] * np.power(c[None], slope[:, None])  # (G, N)
+    residual = np.sqrt(np.mean((predicted - y[None]) ** 2, axis=1))
+    residual[slope >= 0] = np.inf  # not a decreasing law
+    best = int(np.argmin(residual))
+    if not np.isfinite(residual[best]):
         raise ValueError("the loss does not fall with compute: no decreasing power law fits")
-    return best
+    return PowerLaw(float(e[best, 0]), float(math.exp(intercept[best])), float(-slope[best]), float(residual[best]))
 
 
 def crossover(first: PowerLaw, second: PowerLaw, *, low: float = 1e10, high: float = 1e26) -> float | None:
