@@ -212,3 +212,28 @@ def train_small_run(
     corpus.write_text(text * 40)
     train(spec, data=corpus, out=folder / "run", steps=steps, device="cpu")
     return folder / "run"
+
+
+def profile_tiny(spec: str, out: Path, *extra: str) -> None:
+    """``aunet profile`` of a shipped spec for two steps of two rows of 128 positions on the CPU,
+    asserting that it ran and printed its step time."""
+    profiled = run_cli(
+        "profile",
+        "--spec",
+        spec,
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--context",
+        "128",
+        "--batch",
+        "2",
+        "--attention",
+        "sdpa",
+        *extra,
+    )
+    assert profiled.returncode == 0, profiled.stderr
+    assert "ms per step" in profiled.stdout

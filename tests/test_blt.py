@@ -23,7 +23,7 @@ from aunet.jobs.config import load_spec
 from aunet.splitters.entropy import Entropy
 from aunet.testing.models import assert_matches_teacher_forcing
 
-from conftest import run_cli
+from conftest import profile_tiny, run_cli
 
 #: blt-tiny's patches on the embedded corpus with entropy-tiny trained by its spec (2,000 steps,
 #: 2026-12-06; the spec's comment): what its FLOPs per byte are measured at.
@@ -166,27 +166,12 @@ def test_trains_evaluates_generates_exports_and_profiles(entropy_run: Path, corp
     assert seen["installed"] == [] and "aunet-runtime.zip" in seen["bridge"] and "splitters" in seen["saved"]
     assert seen["text"] == aunet.generate(loaded.model, [b"In the beginning"], 24)[0].decode("utf-8", "replace")
 
-    profiled = run_cli(
-        "profile",
-        "--spec",
+    profile_tiny(
         str(spec_path("blt-tiny")),
-        "--steps",
-        "2",
-        "--out",
-        str(tmp_path / "prof"),
+        tmp_path / "prof",
         "--data",
         str(corpus),
-        "--device",
-        "cpu",
-        "--context",
-        "128",
-        "--batch",
-        "2",
-        "--attention",
-        "sdpa",
         *splitter,
         "--set",
         "levels[1].contraction=4.0",
     )
-    assert profiled.returncode == 0, profiled.stderr
-    assert "ms per step" in profiled.stdout

@@ -17,7 +17,7 @@ from aunet.core.resources import spec_path
 from aunet.jobs.config import load_spec
 from aunet.testing.models import assert_matches_teacher_forcing
 
-from conftest import run_cli
+from conftest import profile_tiny, run_cli
 
 NAMES = ("megabyte-tiny", "spacebyte-tiny", "hnet-tiny")
 TINY = ["--set", "model.context=128", "--set", "levels[0].stage.window=64", "--set", "train.eval.final_bytes=2000"]
@@ -71,22 +71,4 @@ def test_trains_evaluates_generates_exports_and_profiles(name: str, tmp_path: Pa
     text = tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert text == aunet.generate(loaded.model, [b"In the beginning"], 12)[0].decode("utf-8", "replace")
 
-    profiled = run_cli(
-        "profile",
-        "--spec",
-        str(spec_path(name)),
-        "--steps",
-        "2",
-        "--out",
-        str(tmp_path / "prof"),
-        "--device",
-        "cpu",
-        "--context",
-        "128",
-        "--batch",
-        "2",
-        "--attention",
-        "sdpa",
-    )
-    assert profiled.returncode == 0, profiled.stderr
-    assert "ms per step" in profiled.stdout
+    profile_tiny(str(spec_path(name)), tmp_path / "prof")
