@@ -196,3 +196,12 @@ def read_tensors(path: Path, name: str) -> dict[str, Any]:
         return load_file(str(path / name))
     except Exception as exc:  # noqa: BLE001 - whatever the reader says, the file is bad
         raise CheckpointError(f"checkpoint {path} cannot be read: {name}: {type(exc).__name__}: {exc}") from None
+
+
+def load_weights(model: Any, weights: dict[str, Any], path: Path) -> None:
+    """``weights`` (from ``read_tensors``) into ``model``; a CheckpointError naming checkpoint
+    ``path`` where they do not match the model its spec built."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} does not match its spec: {str(exc).splitlines()[0]}") from None

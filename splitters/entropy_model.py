@@ -132,12 +132,7 @@ def load(path: str, sha256: str) -> EntropyModel:
     spec = parse_spec(meta["spec"], source=f"{folder}/meta.json", ignore=("train",))
     with torch.random.fork_rng(devices=[]):  # building initializes weights: leave the caller's RNG be
         model = build_model(spec)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise checkpoints.CheckpointError(
-            f"checkpoint {folder} does not match its spec: {str(exc).splitlines()[0]}"
-        ) from None
+    checkpoints.load_weights(model, weights, folder)
     model.to(DTYPE).eval().requires_grad_(False)
     return EntropyModel(model)
 

@@ -95,6 +95,15 @@ SYNONYMS = (
 )
 
 
+class Vocabulary(tuple):
+    """The suite's words in order, and the same words as a set (``known``) for lookups."""
+
+    def __new__(cls, words: Sequence[str]) -> Vocabulary:
+        self = super().__new__(cls, words)
+        self.known = frozenset(self)
+        return self
+
+
 def vocabulary(text: str, *, minimum: int = 3) -> list[str]:
     """Lowercase ASCII words of 3 to 10 letters seen at least ``minimum`` times, sorted."""
     counts = collections.Counter(w.lower() for w in re.findall(r"[A-Za-z]+", text))
@@ -261,24 +270,13 @@ def _far(word: str, words: Sequence[str], rng: random.Random, *, length: int, co
     return None
 
 
-def _orth(word: str, rng: random.Random, words: Sequence[str]) -> dict | None:
-    close = sorted(_one_edit(word) & _vocabulary_set(words))
+def _orth(word: str, rng: random.Random, words: Vocabulary) -> dict | None:
+    close = sorted(_one_edit(word) & words.known)
     far = _far(word, words, rng, length=len(word))
     if not close or far is None:
         return None
     context = f'Which word is spelled most like "{word}"? Answer:'
     return _item(context, " " + rng.choice(close), [" " + w for w in far], rng)
-
-
-_SETS: dict[int, frozenset[str]] = {}
-
-
-def _vocabulary_set(words: Sequence[str]) -> frozenset[str]:
-    key = id(words)
-    if key not in _SETS:
-        _SETS.clear()
-        _SETS[key] = frozenset(words)
-    return _SETS[key]
 
 
 def _sem_items(words: Sequence[str], rng: random.Random) -> list[dict]:
@@ -296,7 +294,7 @@ def _sem_items(words: Sequence[str], rng: random.Random) -> list[dict]:
     return items
 
 
-_MAKERS: dict[str, Callable[[str, random.Random, Sequence[str]], dict | None]] = {
+_MAKERS: dict[str, Callable[[str, random.Random, Vocabulary], dict | None]] = {
     "char_spell": _spell,
     "char_unspell": _unspell,
     "char_contains": _contains,
@@ -310,6 +308,7 @@ _MAKERS: dict[str, Callable[[str, random.Random, Sequence[str]], dict | None]] =
 
 def build(words: Sequence[str], *, items: int = ITEMS, seed: int = SEED) -> dict[str, list[dict]]:
     """Every task's items from a vocabulary, the same for the same words, count and seed."""
+    words = Vocabulary(words)
     out: dict[str, list[dict]] = {}
     for task in TASKS:
         rng = random.Random(f"{seed}:{task}")

@@ -68,12 +68,7 @@ def load_run(path: str | Path, *, device: Any = "cpu") -> LoadedRun:
         raise checkpoint.CheckpointError(f"checkpoint {ckpt} records no spec in its meta.json")
     spec = parse_spec(meta["spec"], source=f"{ckpt}/meta.json")
     model = build_model(spec)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise checkpoint.CheckpointError(
-            f"checkpoint {ckpt} does not match its spec: {str(exc).splitlines()[0]}"
-        ) from None
+    checkpoint.load_weights(model, weights, ckpt)
     encoding = saved_encoding(model.spec, meta, source=f"{ckpt}/meta.json")
     model.to(device).eval()
     data = meta.get("run") if isinstance(meta.get("run"), dict) else {}
