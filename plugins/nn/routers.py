@@ -40,9 +40,10 @@ class DynamicRouter(Router):
         self.smooth = smoothing
 
     def _keys(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        q = F.normalize(self.q(x).float(), dim=-1)
-        k = F.normalize(self.k(x).float(), dim=-1)
-        return q, k
+        return F.normalize(self.q(x).float(), dim=-1), self._key(x)
+
+    def _key(self, x: Tensor) -> Tensor:
+        return F.normalize(self.k(x).float(), dim=-1)
 
     def forward(self, x: Tensor, layout: Layout) -> Routing:
         q, k = self._keys(x)  # (B, S, D) each
@@ -66,7 +67,7 @@ class DynamicRouter(Router):
         return Routing(prob[:, None], (prob >= 0.5)[:, None]), DynamicState(key, started)
 
     def state_after(self, x: Tensor, count: Tensor) -> DynamicState:
-        _, k = self._keys(x)  # (B, S, D)
+        k = self._key(x)  # (B, S, D): the queries of a prompt are never needed again
         rows = torch.arange(x.shape[0], device=x.device)
         key = torch.where((count > 0)[:, None], k[rows, (count - 1).clamp(min=0)], 0.0)
         return DynamicState(key, count > 0)
