@@ -39,9 +39,10 @@ def aunet_add_commands(commands: Commands) -> None:
     )
     p.add_argument(
         "--split",
-        choices=["all", "validation", "train"],
+        choices=["all", "validation", "train", "tuning"],
         default=None,
-        help="which documents: all (the default with --data), validation (the default for the run's own data) or train",
+        help="which documents: all (the default with --data), validation (the final split; the default for the run's "
+        "own data), train, or tuning (the tuning split's validation documents)",
     )
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="rows per forward (default 8)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -50,7 +51,7 @@ def aunet_add_commands(commands: Commands) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from aunet.jobs.data.corpus import fingerprint_changes, load_corpus, xz_bits_per_byte
+    from aunet.jobs.data.corpus import Split, fingerprint_changes, load_corpus, xz_bits_per_byte
     from aunet.jobs.data.packing import encode_documents
     from aunet.jobs.inference.evaluate import evaluate
     from aunet.jobs.runs.directory import load_run
@@ -65,11 +66,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError("--only applies with --suite")
     if args.data is None and (run.data.get("fingerprint") or {}).get("streamed"):
         return _eval_streamed(run, args)
+    which = Split.TUNING if args.split == "tuning" else Split.FINAL
     if args.data is not None:
-        corpus = load_corpus(args.data)
+        corpus = load_corpus(args.data, which)
         split = args.split or "all"
     else:  # the run's own data, its validation split
-        corpus = load_corpus(run_data(run))
+        corpus = load_corpus(run_data(run), which)
         split = args.split or "validation"
         changes = fingerprint_changes(run.data.get("fingerprint") or {}, corpus.fingerprint) if run.data else []
         if changes and run.data.get("fingerprint"):
@@ -80,7 +82,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             )
     for notice in corpus.notices:
         print(f"aunet: note: {notice}", file=sys.stderr)
-    chosen = {"all": corpus.documents, "validation": corpus.validation, "train": corpus.train}[split]
+    chosen = {"all": corpus.documents, "validation": corpus.validation, "train": corpus.train}[
+        "validation" if split == "tuning" else split
+    ]
     docs = encode_documents(chosen, run.encoding)
     if not docs:
         raise InputError(f"the {split} split of {corpus.source} is empty")
@@ -112,7 +116,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"checkpoint: {ckpt} ({spec.name})")
-    what = "validation split" if split == "validation" else ("training split" if split == "train" else "whole file")
+    what = {"validation": "validation split", "tuning": "tuning split", "train": "training split"}.get(
+        split, "whole file"
+    )
     print(
         f"{split}: {result.bpb:.4f} bits per byte on {result.bytes:,} bytes of {corpus.source} "
         f"({what}, {len(chosen)} documents)"
@@ -219,16 +225,57 @@ def _eval_suite(run: Any, args: argparse.Namespace) -> int:
                 "file": text.file,
                 "bcp47": text.tag,
                 "name": text.name,
+                **({"group": text.group} if text.group else {}),
                 **result.to_json(),
                 "xz_bpb": xz_bits_per_byte(text.data),
             }
         )
+    groups = suite_groups(rows)
     if args.json:
-        print_json({"checkpoint": str(ckpt), "spec": spec.name, "suite": args.suite, "languages": rows})
+        print_json(
+            {
+                "checkpoint": str(ckpt),
+                "spec": spec.name,
+                "suite": args.suite,
+                "languages": rows,
+                **({"groups": groups} if groups else {}),
+            }
+        )
         return 0
     print(f"checkpoint: {ckpt} ({spec.name}), suite {args.suite}")
     print(f"{'file':<22} {'language':<34} {'bpb':>7} {'xz -9e':>7} {'bytes':>8}  bytes per segment")
     for r in rows:
         per = " ".join(f"{k:.2f}" for k in r["bytes_per_segment"])
         print(f"{r['file']:<22} {r['name'][:34]:<34} {r['bpb']:>7.3f} {r['xz_bpb']:>7.3f} {r['bytes']:>8,}  {per}")
+    for g in groups:
+        print(
+            f"group {g['group']}: {g['bpb']:.3f} bits per byte over {g['bytes']:,} bytes of {g['texts']} texts "
+            f"(mean of texts {g['mean_bpb']:.3f}; xz -9e {g['xz_bpb']:.3f})"
+        )
     return 0
+
+
+def suite_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per group of a grouped suite (multilingual): bits per byte over all its bytes, the mean of
+    its texts' bits per byte, and xz's (weighted by bytes)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if "group" not in r:
+            continue
+        g = out.setdefault(r["group"], {"group": r["group"], "bits": 0.0, "xz_bits": 0.0, "bytes": 0, "each": []})
+        g["bits"] += r["bpb"] * r["bytes"]
+        g["xz_bits"] += r["xz_bpb"] * r["bytes"]
+        g["bytes"] += r["bytes"]
+        g["each"].append(r["bpb"])
+    return [
+        {
+            "group": g["group"],
+            "bpb": g["bits"] / g["bytes"],
+            "mean_bpb": sum(g["each"]) / len(g["each"]),
+            "xz_bpb": g["xz_bits"] / g["bytes"],
+            "bytes": g["bytes"],
+            "texts": len(g["each"]),
+        }
+        for g in out.values()
+        if g["bytes"]
+    ]

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from aunet.cli.options import (
     Commands,
     checked,
@@ -32,6 +34,14 @@ def aunet_add_commands(commands: Commands) -> None:
         p,
         out="where the runs, compare.json, compare.md and the plots go",
         resume="continue the comparison in --out (after Ctrl-C, a crash or a late error)",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="[SPEC:]KEY=V,V,...",
+        help="train every spec (or only SPEC) once per value (several --grid: their product); the best "
+        "variant of each spec is written to OUT/tuned/<spec>.toml",
     )
     p.set_defaults(run=cmd_compare)
 
@@ -75,7 +85,15 @@ def aunet_add_commands(commands: Commands) -> None:
 
 def _trained_in_turns(p: argparse.ArgumentParser, *, out: str, resume: str) -> None:
     """The options of a command that trains several specs in turns (compare, sweep)."""
-    p.add_argument("--data", default=None, metavar="PATH", help="the corpus (default: the embedded one)")
+    p.add_argument(
+        "--data", default=None, metavar="PATH", help="the corpus, a path or embedded:NAME (default: the embedded one)"
+    )
+    p.add_argument(
+        "--split",
+        choices=("final", "tuning"),
+        default="final",
+        help="the validation split: final (what reported numbers use, the default) or tuning (for choosing knobs)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help=out)
     p.add_argument("--turn-steps", type=positive_int, default=100, metavar="K", help="steps per turn (default 100)")
     p.add_argument(
@@ -117,6 +135,7 @@ def sizes_list(text: str) -> list[float]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from aunet.jobs.config import load_spec_with_overrides
+    from aunet.jobs.data.corpus import Split
     from aunet.jobs.experiments.sweep import sweep
 
     specs = [checked(load_spec_with_overrides(name, args.overrides), name, args.overrides) for name in args.specs]
@@ -132,6 +151,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             device=args.device,
             slice_steps=args.turn_steps,
             resume=args.resume,
+            which=Split(args.split),
         ),
     )
     if stopped is not None:
@@ -142,9 +162,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from aunet.jobs.config import load_spec_with_overrides
+    from aunet.jobs.data.corpus import Split
+    from aunet.jobs.experiments import grid
     from aunet.jobs.experiments.compare import Budget, compare, markdown
 
     specs = [checked(load_spec_with_overrides(name, args.overrides), name, args.overrides) for name in args.specs]
+    variants = None
+    if args.grid:
+        axes = [grid.Axis.parse(text) for text in args.grid]
+        sources = dict(zip((s.name for s in specs), args.specs))
+        variants = grid.variants([s.name for s in specs], axes)
+        specs = [
+            attrs.evolve(
+                checked(load_spec_with_overrides(sources[v.base], [*args.overrides, *v.overrides]), v.base),
+                name=v.name,
+            )
+            for v in variants
+        ]
     out = Path(args.out)
     budget = Budget(flops=args.flops, minutes=args.minutes, steps=args.steps)
     stopped, report = _in_turns(
@@ -157,11 +191,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
             device=args.device,
             slice_steps=args.turn_steps,
             resume=args.resume,
+            which=Split(args.split),
         ),
     )
     if stopped is not None:
         return stopped
     print(markdown(report, budget), end="")
+    if variants is not None:
+        choices = grid.best(report["rows"], variants)
+        written = grid.write_tuned(out, sources, choices, args.overrides)
+        print(grid.markdown(choices), end="")
+        print("tuned specs: " + ", ".join(str(p) for p in written))
     print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}" + "".join(f", {out / p}" for p in report["plots"]))
     return 0
 

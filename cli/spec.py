@@ -76,7 +76,9 @@ def cmd_spec_show(args: argparse.Namespace) -> int:
         if spec.model.bpe and spec.model.tokenizer.bytes_per_token is None:
             from aunet.jobs.data.bpe import embedded_bytes_per_token, with_bytes_per_token
 
-            spec = with_bytes_per_token(spec, embedded_bytes_per_token(spec.model.tokenizer.vocab_size))
+            spec = with_bytes_per_token(
+                spec, embedded_bytes_per_token(spec.model.tokenizer.vocab_size, spec.model.tokenizer.trained_on)
+            )
             measured = True  # bytes per token, measured here
         sizes = attrs.evolve(account(spec), contraction_measured=measured)
     if args.json:

@@ -511,6 +511,30 @@ def _init_embedding(weight: Tensor, init: Init, std: float) -> None:
 # -- building --------------------------------------------------------------------------------------
 
 
+_WRAPPERS = ("module.", "_orig_mod.", "_fsdp_wrapped_module.")
+
+
+def parameter_level(name: str, depth: int) -> int:
+    """The level (0 = bytes .. ``depth`` = the trunk) a parameter of an AU-Net belongs to, by its
+    name: encoders and decoders by their index, the trunk at the top, a pooler, upsampler or
+    router with the coarser level it makes, the embeddings, n-gram tables, final norm and heads
+    with the bytes. Wrappers' prefixes (DDP, torch.compile) are skipped."""
+    while name.startswith(_WRAPPERS):
+        name = name.split(".", 1)[1]
+    parts = name.split(".")
+    if parts[0] in ("encoders", "decoders"):
+        return int(parts[1])
+    if parts[0] in ("poolers", "upsamplers"):
+        return int(parts[1]) + 1
+    if parts[0] == "routers":
+        return int(parts[1])
+    if parts[0] == "trunk":
+        return depth
+    if parts[0] in ("embed", "ngram", "norm", "head", "level_head"):
+        return 0
+    raise ValueError(f"parameter {name!r} belongs to no level of the model")
+
+
 def build_model(
     spec: Spec, *, device: torch.device | str | None = None, contraction: Sequence[float] | None = None
 ) -> AUNet:

@@ -93,6 +93,13 @@ class TokenizerKind(enum.Enum):
     BPE = "bpe"
 
 
+def _tokenizer_text(instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if value != "train" and not (value.startswith("embedded:") and len(value) > len("embedded:")):
+        raise ValueError(
+            f'must be "train" (the run\'s training split) or an embedded corpus, e.g. "embedded:en_pydoc"; got {value!r}'
+        )
+
+
 @attrs.frozen(kw_only=True)
 class TokenizerSpec:
     """The model's input units. ``bpe``: a byte-level BPE tokenizer (Hugging Face ``tokenizers``)
@@ -105,6 +112,10 @@ class TokenizerSpec:
     bytes_per_token: float | None = attrs.field(default=None, validator=positive)
     """Bytes per token (bpe), for FLOPs per byte: measured on the training data by the trainer
     and written into the resolved spec, else measured on the embedded corpus."""
+    trained_on: str = attrs.field(default="train", validator=_tokenizer_text)
+    """The text the tokenizer learns its merges from (bpe): ``train``, the run's training split (an
+    in-domain tokenizer), or a whole embedded corpus, e.g. ``embedded:en_pydoc`` (English prose
+    from outside the Bible: an out-of-domain tokenizer, as a real model's tokenizer is)."""
 
 
 def _ngram_sizes(instance: object, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:

@@ -33,6 +33,7 @@ from aunet.core.registry import Registry
 from aunet.core.spec import OMIT_DEFAULT, Checkpointing, Precision, ShapeMode, Spec
 from aunet.core.validators import MAX_COUNT, between, count, fraction, non_negative, positive, rows, seed
 from aunet.core.writers import MetricWriterSpec, distinct_kinds
+from aunet.jobs.data.corpus import Split
 
 
 class Streaming(enum.Enum):
@@ -52,6 +53,10 @@ class DataSpec:
     never (the corpus is then held in memory, at most 1/16 of the memory available)."""
     buffer_bytes: int = attrs.field(default=64 << 20, validator=between(1 << 10, 1 << 36))
     """Streaming: bytes of documents shuffled together (a window); memory is about 3x this."""
+    split: Split = Split.FINAL
+    """Which documents validate: ``final`` (documents i % 10 == 9, what reported numbers use) or
+    ``tuning`` (i % 10 == 4 from the training side, the final ones left out: for choosing
+    learning rates and other knobs without touching the final split)."""
 
 
 class Parallel(enum.Enum):
@@ -129,6 +134,12 @@ class ProfileSpec:
     """Last profiled step (default: ``start``)."""
 
 
+def _multipliers(instance: object, attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
+    for x in value:
+        if not (x > 0 and x < float("inf")):
+            raise ValueError(f"every multiplier must be positive and finite, got {x}")
+
+
 @attrs.frozen(kw_only=True)
 class TrainSpec:
     """How ``aunet train`` trains (docs/method.md section 6: AdamW, warmup then cosine, clipping).
@@ -164,6 +175,10 @@ class TrainSpec:
     schedule then follows elapsed time, so such runs are not bit-reproducible; use ``steps``."""
     lr: float = attrs.field(default=3e-3, validator=positive)
     """Peak learning rate."""
+    level_lr: tuple[float, ...] = attrs.field(default=(), validator=_multipliers)
+    """Per-level learning-rate multipliers (level 0 = bytes first, one per level; empty: all 1):
+    a level's stages, and the pooler, upsampler and router that make it, train at ``lr`` times its
+    multiplier (H-Net scales its stages' rates this way). The embeddings and head go with level 0."""
     min_lr_ratio: float = attrs.field(default=0.01, validator=fraction)
     """The cosine ends at this fraction of the peak (the paper: 1%)."""
     warmup: int = attrs.field(default=50, validator=between(0, MAX_COUNT))
@@ -217,6 +232,14 @@ class RunSpec(Spec):
             issues.append(SpecIssue("train.profile.start", f"missing; stop = {profile.stop} needs a first step"))
         elif profile.stop is not None and profile.stop < profile.start:
             issues.append(SpecIssue("train.profile.stop", f"{profile.stop} comes before start = {profile.start}"))
+        if self.train.level_lr and len(self.train.level_lr) != len(self.levels):
+            issues.append(
+                SpecIssue(
+                    "train.level_lr",
+                    f"{len(self.train.level_lr)} multipliers for {len(self.levels)} levels; give one per level, "
+                    "bytes first",
+                )
+            )
         return issues
 
 

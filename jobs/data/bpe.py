@@ -182,16 +182,28 @@ def bytes_per_token(tokenizer: BpeTokenizer, texts: Iterable[bytes]) -> float:
     return n_bytes / max(n_tokens, 1)
 
 
+def trained_tokenizer(config: Any, corpus: Any) -> BpeTokenizer:
+    """The tokenizer a BPE spec's ``[model] tokenizer`` (``config``) asks for, trained on
+    ``corpus``'s training split (``trained_on = "train"``) or on a whole embedded corpus."""
+    from aunet.jobs.data.corpus import load_corpus
+
+    if config.trained_on == "train":
+        return BpeTokenizer.train((d.data for d in corpus.train), config.vocab_size)
+    source = load_corpus(config.trained_on)
+    return BpeTokenizer.train((d.data for d in source.documents), config.vocab_size)
+
+
 @functools.cache
-def embedded_bytes_per_token(vocab_size: int) -> float:
-    """Bytes per token of a tokenizer of ``vocab_size`` ids trained on the embedded corpus's
-    training split, measured on that split (what ``spec show`` reports for a BPE spec that gives
-    none; a run measures its own data)."""
+def embedded_bytes_per_token(vocab_size: int, trained_on: str = "train") -> float:
+    """Bytes per token on the embedded corpus's training split of a tokenizer of ``vocab_size``
+    ids trained as ``trained_on`` says (what ``spec show`` reports for a BPE spec that gives none;
+    a run measures its own data)."""
+    from aunet.core.spec import TokenizerKind, TokenizerSpec
     from aunet.jobs.data.corpus import load_corpus
 
     corpus = load_corpus(None)
-    tokenizer = BpeTokenizer.train((d.data for d in corpus.train), vocab_size)
-    return bytes_per_token(tokenizer, (d.data for d in corpus.train))
+    config = TokenizerSpec(kind=TokenizerKind.BPE, vocab_size=vocab_size, trained_on=trained_on)
+    return bytes_per_token(trained_tokenizer(config, corpus), (d.data for d in corpus.train))
 
 
 def with_bytes_per_token(spec: Any, measured: float) -> Any:

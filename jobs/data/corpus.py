@@ -10,10 +10,19 @@ files (sorted by path; other files are skipped, and the skip is reported). Decom
 bounded: a corpus held in memory peaks at ``MEMORY_PER_BYTE`` bytes per byte of text, and that
 peak may take at most half of the memory available (``max_corpus_bytes``).
 
-Split, deterministic and documented: document i is validation iff ``i % 10 == 9`` (8 of the 80
-books: II Samuel, Proverbs, Joel, Malachi... the list is in ``aunet eval --json``). A corpus of
-fewer than 10 documents is split inside each document instead: its last 10%, from the first line
-break after that point, is validation.
+Embedded corpora are named ``embedded:NAME`` wherever a corpus path is taken: ``en_web`` (the
+default), ``en_pydoc`` (English prose from outside the Bible: the docstrings of Python's standard
+library, for an out-of-domain tokenizer) and ``multilingual`` (the Bible with UDHR languages mixed
+in and held out, ``aunet.jobs.data.multilingual``).
+
+Split, deterministic and documented (``Split``): with the ``final`` split (the default, the one
+every reported number uses) document i is validation iff ``i % 10 == 9`` (8 of the 80 books:
+II Samuel, Proverbs, Joel, Malachi... the list is in ``aunet eval --json``). The ``tuning`` split,
+for choosing learning rates and other knobs, validates on documents ``i % 10 == 4`` instead, taken
+from the training side, and leaves the final validation documents out entirely, so nothing is
+tuned on the bytes the final numbers are measured on. A corpus of fewer than 10 documents is split
+inside each document instead: its last 10%, from the first line break after that point, is the
+final validation; the tuning split trains on the first 80% and validates on the next 10%.
 
 Packing the documents into rows is ``aunet.jobs.data.packing``'s; streaming a corpus too large
 to hold, ``aunet.jobs.data.streaming``'s.
@@ -21,6 +30,7 @@ to hold, ``aunet.jobs.data.streaming``'s.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import lzma
@@ -36,12 +46,45 @@ from aunet.core.errors import InputError
 from aunet.jobs.runtime.devices import host_memory_available
 
 VALIDATION_EVERY = 10  # document i is validation iff i % 10 == 9
+TUNING_REMAINDER = 4  # the tuning split's validation: documents i % 10 == 4
 EMBEDDED = "en_web"
+EMBEDDED_PREFIX = "embedded:"
 
 
-def is_validation(number: int) -> bool:
+class Split(enum.Enum):
+    """Which documents validate (module docstring)."""
+
+    FINAL = "final"  # i % 10 == 9: the split every reported number is measured on
+    TUNING = "tuning"  # i % 10 == 4 from the training side; the final validation documents unused
+
+
+def is_validation(number: int, split: Split = Split.FINAL) -> bool:
     """Whether document ``number`` (from 0, in corpus or stream order) is held out for validation."""
-    return number % VALIDATION_EVERY == VALIDATION_EVERY - 1
+    remainder = VALIDATION_EVERY - 1 if split is Split.FINAL else TUNING_REMAINDER
+    return number % VALIDATION_EVERY == remainder
+
+
+def is_training(number: int, split: Split = Split.FINAL) -> bool:
+    """Whether document ``number`` is trained on (the tuning split trains on neither validation)."""
+    return number % VALIDATION_EVERY not in (VALIDATION_EVERY - 1, TUNING_REMAINDER if split is Split.TUNING else -1)
+
+
+def embedded_name(path: str | Path | None) -> str | None:
+    """The embedded corpus ``path`` names (None: the default one), or None for a path on disk."""
+    if path is None:
+        return EMBEDDED
+    text = str(path)
+    return text.removeprefix(EMBEDDED_PREFIX) if text.startswith(EMBEDDED_PREFIX) else None
+
+
+def data_key(path: str | Path | None) -> str | None:
+    """How a run or a comparison records its data: None (the default embedded corpus), an embedded
+    corpus's ``embedded:NAME``, or a path made absolute."""
+    if path is None or embedded_name(path) == EMBEDDED:
+        return None
+    if embedded_name(path) is not None:
+        return str(path)
+    return str(Path(path).resolve())
 
 
 @attrs.frozen
@@ -360,33 +403,70 @@ def read_documents(path: str | Path) -> CorpusRead:
     return CorpusRead(docs, {"files": reader.files}, notices)
 
 
-def split(docs: Sequence[Document], source: str, **where: Any) -> Corpus:
+def line_cut(data: bytes, fraction: float) -> int:
+    """The offset ``fraction`` of the way into ``data``, moved to just after the next line break
+    (where it is when the only one left ends ``data``)."""
+    cut = int(len(data) * fraction)
+    newline = data.find(b"\n", cut)
+    return newline + 1 if 0 <= newline < len(data) - 1 else cut
+
+
+def split(docs: Sequence[Document], source: str, which: Split = Split.FINAL, **where: Any) -> Corpus:
     """The deterministic train/validation split (module docstring)."""
     if len(docs) >= VALIDATION_EVERY:
-        train = tuple(d for i, d in enumerate(docs) if not is_validation(i))
-        validation = tuple(d for i, d in enumerate(docs) if is_validation(i))
+        train = tuple(d for i, d in enumerate(docs) if is_training(i, which))
+        validation = tuple(d for i, d in enumerate(docs) if is_validation(i, which))
         return Corpus(source, train, validation, **where)
     train, validation = [], []
+    start, end = (0.8, 0.9) if which is Split.TUNING else (0.9, 1.0)
+    label = "80-90%" if which is Split.TUNING else "last 10%"
     for d in docs:
-        cut = len(d.data) * 9 // 10
-        newline = d.data.find(b"\n", cut)
-        cut = newline + 1 if 0 <= newline < len(d.data) - 1 else cut
-        train.append(Document(d.name, d.data[:cut]))
-        validation.append(Document(d.name + " (last 10%)", d.data[cut:]))
+        a, b = line_cut(d.data, start), line_cut(d.data, end)
+        train.append(Document(d.name, d.data[:a]))
+        validation.append(Document(f"{d.name} ({label})", d.data[a:b]))
     return Corpus(source, tuple(d for d in train if d.data), tuple(d for d in validation if d.data), **where)
 
 
-def load_corpus(path: str | Path | None) -> Corpus:
-    """The embedded corpus (``path`` None) or a user corpus, split."""
-    if path is None:
-        from aunet.core.resources import corpus_path
-
-        stored = corpus_path(EMBEDDED).read_bytes()
-        fingerprint = {"embedded": EMBEDDED, "sha256": hashlib.sha256(stored).hexdigest()}
-        return split(embedded_documents(), f"embedded:{EMBEDDED}", fingerprint=fingerprint)
+def load_corpus(path: str | Path | None, which: Split = Split.FINAL) -> Corpus:
+    """The embedded corpus (``path`` None or ``embedded:NAME``) or a user corpus, split."""
+    name = embedded_name(path)
+    if name is not None:
+        return embedded_corpus(name, which)
     docs, fingerprint, notices = read_documents(path)
     resolved = str(Path(path).resolve())
-    return split(docs, str(path), path=resolved, fingerprint=fingerprint, notices=tuple(notices))
+    return split(docs, str(path), which, path=resolved, fingerprint=fingerprint, notices=tuple(notices))
+
+
+EMBEDDED_CORPORA = ("en_web", "en_pydoc", "multilingual")
+
+
+def embedded_corpus(name: str, which: Split = Split.FINAL) -> Corpus:
+    """An embedded corpus by name (``EMBEDDED_CORPORA``), split."""
+    from aunet.core.resources import corpus_path
+
+    if name not in EMBEDDED_CORPORA:
+        raise InputError(f"--data: no embedded corpus '{name}'; embedded: {', '.join(EMBEDDED_CORPORA)}")
+    if name == "multilingual":
+        from aunet.jobs.data.multilingual import multilingual_corpus
+
+        return multilingual_corpus(which)
+    stored = corpus_path(name).read_bytes()
+    fingerprint = {"embedded": name, "sha256": hashlib.sha256(stored).hexdigest()}
+    path = None if name == EMBEDDED else EMBEDDED_PREFIX + name
+    docs = embedded_documents() if name == EMBEDDED else module_documents(name)
+    return split(docs, EMBEDDED_PREFIX + name, which, path=path, fingerprint=fingerprint)
+
+
+def module_documents(name: str) -> list[Document]:
+    """An embedded corpus whose documents start at lines ``Module <name>`` (``en_pydoc``)."""
+    from aunet.core.resources import read_corpus
+
+    text = read_corpus(name)
+    starts = [(m.start(), m.group(1).decode()) for m in re.finditer(rb"(?m)^Module (\S+)\n", text)]
+    return [
+        Document(title, text[start : starts[i + 1][0] if i + 1 < len(starts) else len(text)])
+        for i, (start, title) in enumerate(starts)
+    ]
 
 
 def fingerprint_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -49,7 +49,7 @@ def training_encoding(
     if not spec.model.bpe:
         spec = pin_splitters(spec)
         return splitter_encoding(spec), spec
-    from aunet.jobs.data.bpe import BpeEncoding, BpeTokenizer, bytes_per_token, with_bytes_per_token
+    from aunet.jobs.data.bpe import BpeEncoding, BpeTokenizer, bytes_per_token, trained_tokenizer, with_bytes_per_token
 
     if corpus is None:
         raise InputError(
@@ -61,9 +61,10 @@ def training_encoding(
             return BpeEncoding.of(BpeTokenizer.load(run_dir / TOKENIZER_FILE), spec), spec
         if isinstance(meta.get("tokenizer"), dict):
             return saved_encoding(spec, meta, source="meta.json"), spec
-    size = spec.model.tokenizer.vocab_size
-    notify(f"training a BPE tokenizer of {size:,} ids on the training split")
-    tokenizer = BpeTokenizer.train((d.data for d in corpus.train), size)
+    config = spec.model.tokenizer
+    text = "the training split" if config.trained_on == "train" else config.trained_on
+    notify(f"training a BPE tokenizer of {config.vocab_size:,} ids on {text}")
+    tokenizer = trained_tokenizer(config, corpus)
     if spec.model.tokenizer.bytes_per_token is None:
         spec = with_bytes_per_token(spec, bytes_per_token(tokenizer, (d.data for d in corpus.train)))
     return BpeEncoding.of(tokenizer, spec), spec

@@ -14,7 +14,15 @@ from typing import Any
 
 from aunet.core.encoding import Encoded, Encoding
 from aunet.jobs.config import DataSpec, Streaming
-from aunet.jobs.data.corpus import COMPRESSIONS, Corpus, is_validation, load_corpus, strip_compression, xz_bits_per_byte
+from aunet.jobs.data.corpus import (
+    COMPRESSIONS,
+    Corpus,
+    embedded_name,
+    is_training,
+    load_corpus,
+    strip_compression,
+    xz_bits_per_byte,
+)
 from aunet.jobs.data.packing import TrainingData, encode_documents
 from aunet.jobs.data.streaming import STREAM_SUFFIXES, StreamingData, StreamSource, validation_documents
 
@@ -99,12 +107,12 @@ class StreamedText:
         self.notices = tuple(source.notices)
 
     def has_validation(self) -> bool:
-        return next(iter(validation_documents(self.stream_source, 1)), None) is not None
+        return next(iter(validation_documents(self.stream_source, 1, self.config.split)), None) is not None
 
     def contraction_levels(self, encoding: Encoding) -> Iterator[Any]:
         size = 0
         for _, _, _, number, doc in self.stream_source.documents():
-            if is_validation(number) or not doc.data:
+            if not is_training(number, self.config.split) or not doc.data:
                 continue
             yield encoding.encode(doc.data).levels
             size += len(doc.data)
@@ -119,15 +127,19 @@ class StreamedText:
             batch_size=batch_size,
             seed=seed,
             buffer_bytes=self.config.buffer_bytes,
+            which=self.config.split,
         )
 
     def validation(self, encoding: Encoding, limit_bytes: int | None = None) -> Iterator[Encoded]:
-        return (encoding.encode(doc.data) for doc in validation_documents(self.stream_source, limit_bytes))
+        return (
+            encoding.encode(doc.data)
+            for doc in validation_documents(self.stream_source, limit_bytes, self.config.split)
+        )
 
     def xz_bpb(self, limit_bytes: int | None = None) -> float:
         compressor = lzma.LZMACompressor(format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
         size = n = 0
-        for doc in validation_documents(self.stream_source, limit_bytes):
+        for doc in validation_documents(self.stream_source, limit_bytes, self.config.split):
             data = doc.data[: None if limit_bytes is None else max(limit_bytes - n, 0)]
             size += len(compressor.compress(data))
             n += len(data)
@@ -141,11 +153,11 @@ def training_text(
     """The run's text: in memory or streamed, as ``config.stream`` says (``auto``: stream folders
     and .jsonl/.parquet files larger than 256 MiB on disk; ``on`` streams any file or folder).
     ``notify`` hears what a stream finds as it reads (documents cut into parts)."""
-    if path is None:
-        return MemoryText(load_corpus(None))
+    if embedded_name(path) is not None:
+        return MemoryText(load_corpus(path, config.split))
     p = Path(path)
     if config.stream is Streaming.ON and p.exists():
         return StreamedText(StreamSource(p, notify), config)
     if p.exists() and _streamable(p) and config.stream is Streaming.AUTO and _disk_bytes(p) > AUTO_STREAM_BYTES:
         return StreamedText(StreamSource(p, notify), config)
-    return MemoryText(load_corpus(path))
+    return MemoryText(load_corpus(path, config.split))

@@ -52,7 +52,9 @@ from aunet.jobs.data.corpus import (
     COMPRESSIONS,
     VALIDATION_EVERY,
     Document,
+    Split,
     _record_document,
+    is_training,
     is_validation,
     parquet_records,
     parse_json_line,
@@ -297,11 +299,13 @@ class StreamSource:
                 number += 1
 
 
-def validation_documents(source: StreamSource, limit_bytes: int | None = None) -> Iterator[Document]:
-    """The validation documents in stream order, until ``limit_bytes`` are reached."""
+def validation_documents(
+    source: StreamSource, limit_bytes: int | None = None, which: Split = Split.FINAL
+) -> Iterator[Document]:
+    """The validation documents of split ``which`` in stream order, until ``limit_bytes`` are reached."""
     total = 0
     for _, _, _, number, doc in source.documents():
-        if not is_validation(number) or not doc.data:
+        if not is_validation(number, which) or not doc.data:
             continue
         yield doc
         total += len(doc.data)
@@ -321,8 +325,10 @@ class StreamingData:
         batch_size: int,
         seed: int,
         buffer_bytes: int,
+        which: Split = Split.FINAL,
     ) -> None:
         self.source = source
+        self.which = which
         self.encoding = encoding
         self.context = context
         self.batch_size = batch_size
@@ -346,7 +352,7 @@ class StreamingData:
             if size >= self.buffer_bytes:
                 nxt = (f, rec, number, offset)
                 break
-            if is_validation(number) or not doc.data:
+            if not is_training(number, self.which) or not doc.data:
                 continue
             docs.append(self.encoding.encode(doc.data))
             size += len(doc.data)

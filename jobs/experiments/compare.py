@@ -28,6 +28,7 @@ import attrs
 from aunet.core.convert import dump_spec
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec
+from aunet.jobs.data.corpus import Split, data_key
 
 #: Validation bytes evaluated after every turn (the curves' points).
 CURVE_BYTES = 32_768
@@ -51,14 +52,14 @@ def bytes_per_step(spec: Spec) -> float:
     return t.batch_size * t.grad_accum * spec.model.context * spec.model.bytes_per_position
 
 
-def _prepared(spec: Spec, data: str | Path | None) -> Spec:
+def _prepared(spec: Spec, data: str | Path | None, which: Split = Split.FINAL) -> Spec:
     """The spec with what its FLOPs per byte need filled in (a BPE spec's bytes per token)."""
     if spec.model.bpe and spec.model.tokenizer.bytes_per_token is None:
-        from aunet.jobs.data.bpe import BpeTokenizer, bytes_per_token, with_bytes_per_token
+        from aunet.jobs.data.bpe import bytes_per_token, trained_tokenizer, with_bytes_per_token
         from aunet.jobs.data.corpus import load_corpus
 
-        corpus = load_corpus(data)
-        tokenizer = BpeTokenizer.train((d.data for d in corpus.train), spec.model.tokenizer.vocab_size)
+        corpus = load_corpus(data, which)
+        tokenizer = trained_tokenizer(spec.model.tokenizer, corpus)
         spec = with_bytes_per_token(spec, bytes_per_token(tokenizer, (d.data for d in corpus.train)))
     return spec
 
@@ -77,8 +78,10 @@ def compare(
     curve_bytes: int = CURVE_BYTES,
     quiet: bool = False,
     resume: bool = False,
+    which: Split = Split.FINAL,
 ) -> dict[str, Any]:
     """Train, evaluate and report (module docstring); returns what ``compare.json`` holds.
+    ``which`` is the split every run validates on (``tuning`` for choosing knobs).
 
     ``out/compare-plan.json`` records what is compared (the specs, the budget, the data, the
     turns) before the first step: with ``resume`` the same comparison continues from its runs'
@@ -95,12 +98,14 @@ def compare(
     plan = {
         "specs": {n: dump_spec(s) for n, s in zip(names, specs)},
         "budget": attrs.asdict(budget),
-        "data": str(Path(data).resolve()) if data is not None else None,
+        "data": data_key(data),
         "turn_steps": slice_steps,
         "curve_bytes": curve_bytes,
     }
+    if which is not Split.FINAL:
+        plan["split"] = which.value
     _claim(out, plan, resume)
-    prepared = {n: _prepared(s, data) for n, s in zip(names, specs)}
+    prepared = {n: _prepared(s, data, which) for n, s in zip(names, specs)}
     steps: dict[str, int] | int | None = budget.steps
     if budget.flops is not None:
         steps = {}
@@ -113,6 +118,7 @@ def compare(
         "train.sample.bytes=0",
         "train.eval.final_bytes=1",
         f"train.metrics.every={math.gcd(slice_steps, 10)}",
+        f"train.data.split={which.value}",
     )  # every turn's end logged
     turns = train_in_turns(
         prepared,
@@ -126,7 +132,7 @@ def compare(
         overrides=overrides,
         on_turn=None if quiet else _announce,
     )
-    corpus = load_corpus(data)
+    corpus = load_corpus(data, which)
     validation = corpus.validation_bytes
     xz = xz_bits_per_byte(validation)
     rows, curves = [], {}
@@ -137,6 +143,7 @@ def compare(
     report = {
         "budget": attrs.asdict(budget),
         "data": str(data) if data else "embedded",
+        "split": which.value,
         "xz_bpb": xz,
         "curve_bytes": curve_bytes,
         "xz_curve_bpb": xz_bits_per_byte(validation[:curve_bytes]),
@@ -281,7 +288,7 @@ def _curve(records: list[dict[str, Any]], flops_per_byte: float) -> list[dict[st
 def markdown(report: dict[str, Any], budget: Budget) -> str:
     lines = [
         f"Budget: {budget.describe()}; validation bits per byte on {report['rows'][0]['val_bytes']:,} bytes "
-        f"({report['data']}); xz -9e: {report['xz_bpb']:.4f}.",
+        f"({report['data']}, {report.get('split', 'final')} split); xz -9e: {report['xz_bpb']:.4f}.",
         "",
         "| spec | parameters | FLOPs/byte | FLOPs/byte, packed | training FLOPs | bytes seen | steps | wall time "
         "| bytes/s | bytes per segment, levels 1.. | val bpb |",

@@ -25,6 +25,7 @@ from typing import Any
 from aunet.core.convert import dump_spec
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec
+from aunet.jobs.data.corpus import Split, data_key
 from aunet.jobs.experiments import scaling
 
 PLAN_FILE = "sweep-plan.json"
@@ -65,8 +66,10 @@ def sweep(
     slice_steps: int = 100,
     resume: bool = False,
     quiet: bool = False,
+    which: Split = Split.FINAL,
 ) -> dict[str, Any]:
-    """Train the ladders, fit the laws, report (module docstring); returns ``sweep.json``'s dict."""
+    """Train the ladders, fit the laws, report (module docstring); returns ``sweep.json``'s dict.
+    ``which``: the split every run validates on."""
     from aunet.jobs.experiments.compare import Budget, compare
     from aunet.jobs.runtime.files import write_text
 
@@ -78,9 +81,11 @@ def sweep(
         "specs": {s.name: dump_spec(s) for s in specs},
         "budgets": budgets,
         "sizes": sizes,
-        "data": str(Path(data).resolve()) if data is not None else None,
+        "data": data_key(data),
         "turn_steps": slice_steps,
     }
+    if which is not Split.FINAL:
+        plan["split"] = which.value
     _claim(out, plan, resume)
     runs = []
     for budget in budgets:
@@ -95,6 +100,7 @@ def sweep(
             slice_steps=slice_steps,
             quiet=quiet,
             resume=resume and (folder / "compare-plan.json").is_file(),
+            which=which,
         )
         by_name = {row["spec"]: row for row in report["rows"]}
         for spec, size in itertools.product(specs, sizes):
@@ -110,7 +116,7 @@ def sweep(
                     "run": row["run"],
                 }
             )
-    result = {"budgets": budgets, "sizes": sizes, "runs": runs, **laws(runs, names)}
+    result = {"budgets": budgets, "sizes": sizes, "split": which.value, "runs": runs, **laws(runs, names)}
     write_text(out / "sweep.json", json.dumps(result, indent=1))
     write_text(out / "sweep.md", markdown(result))
     result["plot"] = plot(result, out)

@@ -1,10 +1,16 @@
-"""Evaluation suites: the Universal Declaration of Human Rights in 525 language variants.
+"""Evaluation suites: the Universal Declaration of Human Rights in 525 language variants, and the
+validation texts of the multilingual mix by group.
 
 The texts are parallel (the same content in every language), so they compare how a splitter cuts,
 and how a model predicts, across scripts: ``aunet split --suite udhr`` (bytes per segment per
 level, the share of level-1 segments over 16 bytes, the share of boundaries inside a grapheme
 cluster) and ``aunet eval --suite udhr`` (bits per byte per language). 8 to 43 KB each: a
 comparison set, not training data.
+
+``multilingual`` is the final validation split of ``embedded:multilingual``
+(``aunet.jobs.data.multilingual``): the English validation books as one text (group ``english``)
+and the last 20% of every UDHR language of the mix, grouped ``seen``, ``low`` or ``held-out``;
+``aunet eval --suite multilingual`` adds bits per byte per group.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 from aunet.core.errors import InputError
 from aunet.core.levels import SplitterStack, segment_stats
 
-SUITES = ("udhr",)
+SUITES = ("udhr", "multilingual")
 LONG_BYTES = 16  # the number of upsampling offsets: longer level-1 segments wrap around
 
 
@@ -38,6 +44,7 @@ class SuiteText:
     tag: str  # BCP 47
     name: str
     data: bytes
+    group: str = ""  # multilingual: english, seen, low or held-out
 
 
 @functools.cache
@@ -58,12 +65,29 @@ def udhr_texts() -> tuple[SuiteText, ...]:
     return tuple(out)
 
 
+@functools.cache
+def multilingual_texts() -> tuple[SuiteText, ...]:
+    """The multilingual suite (module docstring), English first, then by group and file."""
+    from aunet.jobs.data.multilingual import language_of, multilingual_corpus
+
+    corpus = multilingual_corpus()
+    index = {t.file.removesuffix(".txt"): t for t in udhr_texts()}
+    english = b"".join(d.data for d in corpus.validation if language_of(d.name) is None)
+    out = [SuiteText("en_web-validation", "en", "English (Bible, validation books)", english, "english")]
+    for doc in corpus.validation:
+        found = language_of(doc.name)
+        if found is not None:
+            group, stem = found
+            out.append(SuiteText(stem, index[stem].tag, index[stem].name, doc.data, group))
+    return tuple(out)
+
+
 def suite_texts(name: str, only: str | None = None) -> tuple[SuiteText, ...]:
     """The texts of a suite; ``only`` keeps those named (comma-separated file stems such as
     ``eng,cmn_hans``, or BCP 47 tags)."""
     if name not in suite_names():
         raise InputError(f"--suite: unknown suite '{name}'; known: {', '.join(suite_names())}")
-    texts = udhr_texts()
+    texts = udhr_texts() if name == "udhr" else multilingual_texts()
     if only is None:
         return texts
     wanted = [w.strip() for w in only.split(",") if w.strip()]

@@ -33,6 +33,7 @@ from aunet.core.encoding import Encoding
 from aunet.core.errors import InputError
 from aunet.core.spec import Spec
 from aunet.jobs.config import parse_spec
+from aunet.jobs.data.corpus import EMBEDDED_PREFIX
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.runtime.files import advice
 from aunet.plugins.metric_writers import truncate_rows
@@ -300,6 +301,8 @@ def run_data(run: LoadedRun) -> str | None:
             raise InputError(f"checkpoint {run.checkpoint} does not record its training data; give --data")
         record = {"data": old.data}
     path = record.get("data")
+    if path is not None and path.startswith(EMBEDDED_PREFIX):
+        return path  # an embedded corpus by name: its fingerprint is checked when it is read
     if path is not None and not Path(path).exists():
         raise InputError(f"the run was trained on {path}, which is not on this machine; give --data")
     if path is not None:

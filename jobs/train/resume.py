@@ -29,6 +29,7 @@ from aunet.core.overrides import apply_overrides
 from aunet.core.spec import Spec, resolve_spec
 from aunet.core.version import version
 from aunet.jobs.config import Parallel, parse_spec
+from aunet.jobs.data.corpus import data_key
 from aunet.jobs.runs import checkpoint
 from aunet.jobs.runs.checkpoint import Verified
 from aunet.jobs.runs.directory import RUN_FILE, SPEC_FILE, RunRecord, read_record, read_run_spec
@@ -141,7 +142,7 @@ def resume_run(
             record = RunRecord.from_json(meta["run"], f"{found.path}/meta.json")
             progress.message(f"note: {run_dir / RUN_FILE} is missing; using the data record of {found.path.name}")
         elif data is not None:
-            record = RunRecord(str(Path(data).resolve()), {})
+            record = RunRecord(data_key(data), {})
             progress.message(f"note: {run_dir / RUN_FILE} is missing; the run continues on --data {data}")
         else:
             raise InputError(f"--resume: '{run_dir}' has no {RUN_FILE}; give --data to say what the run trains on")
@@ -219,6 +220,11 @@ def _recipe(
         )
     old = run_spec.train
     new = spec.train
+    if old.level_lr != new.level_lr and step > 0:
+        raise InputError(
+            f"--resume: the run at '{run_dir}' trains with train.level_lr = {list(old.level_lr)}; its optimizer "
+            "state is grouped by those multipliers, so they cannot change on resume; keep them, or start a new run"
+        )
     if steps is not None or minutes is not None:
         new = attrs.evolve(new, steps=steps, minutes=minutes if steps is None else None)
     new = _budget(old, new, step, run_dir, progress)
@@ -275,8 +281,7 @@ def _budget_text(t: Any) -> str:
 def _same_data(record: RunRecord, data: str | Path | None, run_dir: Path) -> None:
     if data is None:
         return
-    given = str(Path(data).resolve())
-    if record.data is None or Path(record.data).resolve() != Path(given):
+    if data_key(record.data) != data_key(data):
         started = record.data or "the embedded corpus"
         raise InputError(
             f"--resume: the run at '{run_dir}' trains on {started}; omit --data to resume it on the same data"

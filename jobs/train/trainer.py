@@ -52,14 +52,20 @@ def _sane(p: Tensor) -> Tensor:
 
 def parameter_groups(model: Any, config: TrainSpec) -> list[dict[str, Any]]:
     """Matrices decay; norms, embeddings (the byte embedding, the n-gram tables) and anything 1-D
-    do not, unless ``decay_all``."""
-    decay, plain = [], []
+    do not, unless ``decay_all``. With ``level_lr`` each of the two is split by level
+    (``aunet.core.model.parameter_level``), every group carrying its ``lr_scale``."""
+    from aunet.core.model import parameter_level
+
+    groups: dict[tuple[bool, float], list[Tensor]] = {(True, 1.0): [], (False, 1.0): []}
     for name, p in model.named_parameters():
-        if config.decay_all or (p.dim() >= 2 and not name.startswith(("embed.", "ngram."))):
-            decay.append(p)
-        else:
-            plain.append(p)
-    return [{"params": decay, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+        decays = config.decay_all or (p.dim() >= 2 and not name.startswith(("embed.", "ngram.")))
+        scale = config.level_lr[parameter_level(name, len(config.level_lr) - 1)] if config.level_lr else 1.0
+        groups.setdefault((decays, scale), []).append(p)
+    return [
+        {"params": params, "weight_decay": config.weight_decay if decays else 0.0, "lr_scale": scale}
+        for (decays, scale), params in groups.items()
+        if params or scale == 1.0
+    ]
 
 
 class Optimization:
@@ -75,7 +81,7 @@ class Optimization:
     def set_lr(self, step: int, fraction: float) -> float:
         lr = schedule(self.config, step, fraction)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
     def step(self) -> Tensor:
