@@ -21,6 +21,7 @@ NAMES = (
     "gpu-check",
     "trust",
     "work",
+    "claims",
 )
 
 
@@ -37,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default=None, help="auto, cpu, cuda (attention, train-step, gpu-check)")
     parser.add_argument(
-        "--smoke", action="store_true", help="splitters, gpu-check: tiny sizes, to check the script runs"
+        "--smoke", action="store_true", help="splitters, gpu-check, claims: tiny sizes, to check the script runs"
     )
+    parser.add_argument("--out", default=None, help="claims: where its runs and tables go (run again to resume)")
     args = parser.parse_args(argv)
     module = __import__(f"benchmarks.{args.name.replace('-', '_')}", fromlist=["run"])
     experiments = ("script-experiment", "pooler-experiment")
@@ -54,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--device applies to attention, train-step and gpu-check")
         kwargs["device"] = args.device
     if args.smoke:
-        if args.name not in ("splitters", "gpu-check"):
-            parser.error("--smoke applies to splitters and gpu-check only")
+        if args.name not in ("splitters", "gpu-check", "claims"):
+            parser.error("--smoke applies to splitters, gpu-check and claims only")
         kwargs["smoke"] = True
+    if args.out is not None:
+        if args.name != "claims":
+            parser.error("--out applies to claims only")
+        kwargs["out"] = args.out
     records = module.run(**kwargs)
     if args.json:
         machine = {

@@ -38,7 +38,7 @@ class Axis:
     def parse(cls, text: str) -> Axis:
         head, eq, values = text.partition("=")
         only, colon, key = head.rpartition(":") if ":" in head else (None, "", head)
-        parts = tuple(v.strip() for v in values.split(",") if v.strip())
+        parts = tuple(v.strip() for v in _top_level_split(values) if v.strip())
         if not eq or not key.strip() or not parts or (colon and not only):
             raise InputError(f"--grid {text!r}: give KEY=V,V,... or SPEC:KEY=V,V,..., e.g. train.lr=2e-3,4.5e-3,1e-2")
         if len(set(parts)) != len(parts):
@@ -47,6 +47,20 @@ class Axis:
 
     def applies(self, name: str) -> bool:
         return self.only is None or self.only == name
+
+
+def _top_level_split(text: str) -> list[str]:
+    """``text`` cut at the commas outside brackets (a value may be a list: ``[1,0.5]``)."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 @attrs.frozen
@@ -93,11 +107,15 @@ def write_tuned(
 ) -> list[Path]:
     """``OUT/tuned/<spec>.toml`` per spec: its source spec with ``overrides`` (every spec's
     ``--set``) and the best values set, its name kept."""
+    import json
+
     from aunet.core.convert import dump_spec
     from aunet.jobs.config import load_spec_with_overrides
     from aunet.jobs.runtime.files import write_text
 
     written = []
+    (out / TUNED).mkdir(parents=True, exist_ok=True)
+    write_text(out / TUNED / "choices.json", json.dumps({"overrides": list(overrides), "specs": choices}, indent=1))
     for base, entry in choices.items():
         if entry["best"] is None:
             continue
