@@ -260,3 +260,29 @@ def test_eval_reports_the_multilingual_groups_and_the_tuning_split(tmp_path: Pat
     more = ["--resume", "--steps", "2", "--set", "train.level_lr=[2]"]
     assert main(["train", "--out", str(run), *more]) == 2
     assert "cannot change on resume" in capsys.readouterr().err
+
+
+BPE_SMALL = BYTE_SPEC.replace('name = "byte-small"', 'name = "bpe-small"').replace(
+    "[model]\ncontext = 128", '[model]\ncontext = 64\ntokenizer = { kind = "bpe", vocab_size = 300 }'
+)
+
+
+@pytest.mark.parametrize("spec", [BYTE_SPEC, BPE_SMALL], ids=["bytes", "bpe"])
+def test_the_suites_score_flat_byte_and_bpe_runs(spec: str, tmp_path: Path, capsys) -> None:
+    """The AU-Net side is in tests/test_character.py, tests/test_robustness.py and above."""
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (the 'eval' extra)")
+    pytest.importorskip("tokenizers", reason="the BPE baseline needs Hugging Face tokenizers (aunet[bpe])")
+    from aunet.integrations.lm_eval.adapter import evaluate_tasks, metric_rows
+
+    corpus = documents_corpus(tmp_path / "corpus.jsonl")
+    (tmp_path / "spec.toml").write_text(spec)
+    run = tmp_path / "run"
+    train = ["train", "--spec", str(tmp_path / "spec.toml"), "--data", str(corpus), "--out", str(run)]
+    assert main([*train, "--steps", "1", "--set", "train.sample.bytes=0"]) == 0
+    done = evaluate_tasks(run, ["char_spell", "robust_space"], out=tmp_path / "out", limit=2, batch_size=4)
+    rows = {(task, metric): value for task, metric, value, _ in metric_rows(done.results)}
+    assert 0 <= rows[("char_spell", "acc")] <= 1 and 0 < rows[("robust_space", "bits_per_byte")] < 30
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(run), "--suite", "multilingual", "--only", "kat", "--json"]) == 0
+    (georgian,) = json.loads(capsys.readouterr().out)["languages"]
+    assert georgian["group"] == "held-out" and 0 < georgian["bpb"] < 30
