@@ -17,7 +17,8 @@ when the benchmark is run again (an interrupted stage resumes from its runs' che
 4. ``suites/``: the character-level and robustness suites (``aunet harness --tasks char,robust``)
    on each architecture's compute-optimal run of the largest budget.
 
-``claims.md`` and ``claims.json`` gather the tables. ``--smoke`` runs the same stages at toy
+``claims.md`` and ``claims.json`` gather the tables; ``sweep/sweep.png``, ``suites.png`` and
+``multilingual.png`` are the plots. ``--smoke`` runs the same stages at toy
 budgets and sizes with a few items per task, to check the script. One seed throughout.
 """
 
@@ -221,6 +222,65 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plots(record: dict[str, Any], folder: Path) -> list[str]:
+    """``suites.png`` (character-level accuracy per task; robustness: bits per byte of each
+    perturbation over the clean ending's) and ``multilingual.png`` (bits per byte per group)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("claims: matplotlib is not installed (pip install 'aunet[plot]'): no plots", file=sys.stderr)
+        return []
+    import numpy as np
+
+    written = []
+    suites_ = record.get("suites") or {}
+    if suites_:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
+        tasks = sorted({t for s in suites_.values() for t in s["results"] if t.startswith("char_")})
+        variants = ("space", "midword", "typo", "upper", "ascii")
+        width = 0.8 / len(suites_)
+        for i, (arch, s) in enumerate(suites_.items()):
+            acc = [_metric(s["results"], t, "acc") for t in tasks]
+            x = np.arange(len(tasks)) + i * width
+            left.bar(x, [a for a, _ in acc], width, yerr=[e for _, e in acc], label=arch, capsize=1.5)
+            clean, _ = _metric(s["results"], "robust_clean", "bits_per_byte")
+            ratio = [_metric(s["results"], f"robust_{v}", "bits_per_byte")[0] / clean - 1 for v in variants]
+            right.bar(np.arange(len(variants)) + i * width, [100 * r for r in ratio], width, label=arch)
+        left.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, [t.removeprefix("char_") for t in tasks], fontsize=7)
+        left.set_ylabel("accuracy (+- standard error)")
+        left.set_title("character-level suite", fontsize=9)
+        left.legend(fontsize=7)
+        right.set_xticks(np.arange(len(variants)) + 0.4 - width / 2, variants, fontsize=7)
+        right.set_ylabel("% more bits per byte than the clean ending")
+        right.set_title("robustness suite", fontsize=9)
+        right.axhline(0, color="black", lw=0.5)
+        fig.tight_layout()
+        fig.savefig(folder / "suites.png", dpi=120)
+        plt.close(fig)
+        written.append(str(folder / "suites.png"))
+    multi = (record.get("multilingual") or {}).get("suites") or {}
+    if multi:
+        names = list(multi)
+        groups = [g["group"] for g in multi[names[0]]["groups"]]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            bpb = [next(g["bpb"] for g in multi[name]["groups"] if g["group"] == group) for group in groups]
+            ax.bar(np.arange(len(groups)) + i * width, bpb, width, label=name)
+        ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
+        ax.set_ylabel("validation bits per byte")
+        ax.set_title("trained on the multilingual mix", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "multilingual.png", dpi=120)
+        plt.close(fig)
+        written.append(str(folder / "multilingual.png"))
+    return written
+
+
 def run(out: str | None = None, smoke: bool = False) -> list[dict[str, Any]]:
     import platform
 
@@ -243,6 +303,7 @@ def run(out: str | None = None, smoke: bool = False) -> list[dict[str, Any]]:
     record["suites"] = suites(folder, record["sweep"], SMOKE["limit"] if smoke else None, log)
     (folder / "claims.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     (folder / "claims.md").write_text(markdown(record), encoding="utf-8")
+    record["plots"] = plots(record, folder)
     return [record]
 
 

@@ -202,7 +202,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def plot(result: dict[str, Any], out: Path) -> str | None:
     """``sweep.png``: every run, the compute-optimal points, the fitted laws carried to 1e20 FLOPs
-    and the crossovers; None (and a notice) without matplotlib."""
+    and the crossovers below it (a dashed line, the bootstrap's 5-95% band shaded); None (and a
+    notice) without matplotlib."""
     try:
         import matplotlib
 
@@ -229,8 +230,20 @@ def plot(result: dict[str, Any], out: Path) -> str | None:
             c = np.logspace(np.log10(min(r["training_flops"] for r in mine)), 20, 200)
             ax.plot(c, law["e"] + law["a"] * c ** -law["alpha"], color=colors[name], lw=1)
     for c in result["crossovers"]:
-        if c["compute"] is not None:
+        if c["compute"] is not None and c["compute"] <= 1e20:
+            # The crossover of all points, and the 5th-95th percentiles of its bootstrap resamples.
             ax.axvline(c["compute"], color="grey", lw=0.6, ls="--")
+            if c["p5"] is not None and c["p95"] is not None:
+                ax.axvspan(c["p5"], min(c["p95"], 1e20), color="grey", alpha=0.08, lw=0)
+            ax.annotate(
+                f"{c['first']} = {c['second']}",
+                (c["compute"], ax.get_ylim()[1]),
+                rotation=90,
+                fontsize=6,
+                va="top",
+                ha="right",
+                color="grey",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (the paper's accounting)")
     ax.set_ylabel("validation bits per byte")
