@@ -176,11 +176,9 @@ def markdown(record: dict[str, Any]) -> str:
     """claims.md: one table per claim."""
     lines = [f"# The paper's claims at CPU scale ({record['date']}, {record['machine']})", ""]
     lines += ["## Tuning (tuning split; middle budget and size)", ""]
-    lines += ["| spec | chosen | tuning-split bpb | tried |", "|---|---|---|---|"]
-    for arch, entry in record["tune"].items():
-        tried = len(entry["tried"])
-        chosen = ", ".join(entry["best"]["overrides"])
-        lines.append(f"| {arch} | {chosen} | {entry['best']['val_bpb']:.4f} | {tried} |")
+    from aunet.jobs.experiments.grid import markdown as grid_markdown
+
+    lines += grid_markdown(record["tune"]).strip("\n").splitlines()
     sweep = record["sweep"]
     lines += ["", "## Iso-FLOP ladders (final validation split)", ""]
     lines += ["| spec | " + " | ".join(f"{b:.3g} FLOPs" for b in sweep["budgets"]) + " |"]
