@@ -8,7 +8,9 @@ when the benchmark is run again (an interrupted stage resumes from its runs' che
 1. ``tune/``: at the middle budget and the middle size, one ``aunet compare --grid`` on the
    **tuning split** (validation documents i % 10 == 4 from the training side; the final ones are
    never read): the same three learning rates for every architecture, three vocabulary sizes for
-   each BPE model, and per-level learning-rate multipliers for the AU-Nets. The chosen values are
+   each BPE model, and per-level learning-rate multipliers for the AU-Nets (a first, wider search of
+2026-12-06 put 1,024 ids last for both tokenizers and 3e-3 last for every model, so the grid
+starts at 6e-3 and keeps 2,048 and 4,096 ids). The chosen values are
    applied to the shipped specs (``specs/tuned/``).
 2. ``multilingual/``: AU-Net 2 against BPE (its tokenizer trained on the same mix) at the middle
    size and the largest budget on ``embedded:multilingual``, each scored by ``aunet eval --suite
@@ -35,16 +37,16 @@ from typing import Any
 
 ARCHS = ("byte-tiny", "bpe-tiny", "bpe-ood-tiny", "aunet2-tiny", "aunet3-tiny")
 BUDGETS = (3e11, 1e12, 3e12)
-SIZES = (1 / 27, 1 / 8, 8 / 27)  # widths x 1/3, 1/2, 2/3 of the shipped specs (depths rounded)
+SIZES = (1 / 64, 1 / 27, 1 / 8)  # widths x 1/4, 1/3, 1/2 of the shipped specs (rounded to heads; depths too)
 GRID = (
-    "train.lr=3e-3,6e-3,1.2e-2",
-    "bpe-tiny:model.tokenizer.vocab_size=1024,2048,4096",
-    "bpe-ood-tiny:model.tokenizer.vocab_size=1024,2048,4096",
+    "train.lr=6e-3,1.2e-2,2.4e-2",
+    "bpe-tiny:model.tokenizer.vocab_size=2048,4096",
+    "bpe-ood-tiny:model.tokenizer.vocab_size=2048,4096",
     "aunet2-tiny:train.level_lr=[1,1],[2,1]",
     "aunet3-tiny:train.level_lr=[1,1,1],[2,1,1]",
 )
 MULTILINGUAL = ("aunet2-tiny", "bpe-tiny")
-SMOKE = {"budgets": (2e9, 4e9, 8e9), "sizes": (1 / 27, 1 / 8, 8 / 27), "limit": "5"}
+SMOKE = {"budgets": (2e9, 4e9, 8e9), "sizes": (1 / 64, 1 / 27, 1 / 8), "limit": "5"}
 
 
 def aunet(*args: str, cwd: Path, log: Path, stdout: Path | None = None) -> None:

@@ -70,3 +70,11 @@ def test_the_size_knob_grows_a_family_by_about_its_factor(factor: float) -> None
     assert grown.name == f"aunet2-tiny-x{factor:g}"
     assert 0.5 * factor < stacks(grown) / stacks(base) < 2 * factor
     assert all(level.dim % level.stage.head_dim == 0 for level in grown.levels)
+
+
+def test_the_bootstrap_ends_when_two_budgets_gave_the_same_compute() -> None:
+    # Tiny budgets can give two runs one step each: three points, two distinct computes.
+    first = ([1e8, 1e8, 4e8], [8.4, 8.3, 7.4])
+    second = ([1e8, 2e8, 4e8], [8.0, 7.9, 7.8])
+    found = s.bootstrap_crossover(first, second, resamples=50)
+    assert found.resamples == 50

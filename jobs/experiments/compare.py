@@ -65,6 +65,24 @@ def _prepared(spec: Spec, data: str | Path | None, which: Split = Split.FINAL) -
 
 
 PLAN_FILE = "compare-plan.json"
+WARMUP_SHARE = 0.1  # a run's warmup is at most this share of its steps
+
+
+def _capped_warmup(name: str, spec: Spec, steps: dict[str, int] | int, quiet: bool) -> Spec:
+    """``spec`` with its warmup cut to ``WARMUP_SHARE`` of its steps where it is longer: a short
+    budget would otherwise spend most of a run (or all of it) below the peak learning rate, and
+    runs of different specs would differ in that share (one rule for all, said on stderr)."""
+    total = steps[name] if isinstance(steps, dict) else steps
+    cap = max(1, int(total * WARMUP_SHARE))
+    if spec.train.warmup <= cap:
+        return spec
+    if not quiet:
+        print(
+            f"aunet compare: {name}: warmup {spec.train.warmup} -> {cap} steps (at most {WARMUP_SHARE:.0%} of its "
+            f"{total:,})",
+            file=sys.stderr,
+        )
+    return attrs.evolve(spec, train=attrs.evolve(spec.train, warmup=cap))
 
 
 def compare(
@@ -112,6 +130,8 @@ def compare(
         for name, spec in prepared.items():
             per_step = account(spec).flops_per_byte * bytes_per_step(spec)
             steps[name] = max(1, int(budget.flops // per_step))
+    if steps is not None:
+        prepared = {name: _capped_warmup(name, spec, steps, quiet) for name, spec in prepared.items()}
     overrides = (
         f"train.eval.every={slice_steps}",
         f"train.eval.bytes={curve_bytes}",
@@ -234,6 +254,7 @@ def _evaluate_run(
         "training_flops": per_byte * last["bytes_seen"],
         "bytes_seen": last["bytes_seen"],
         "steps": loaded.step,
+        "warmup": loaded.spec.train.warmup,
         "wall_time_s": last["elapsed_s"],
         "bytes_per_s": last["bytes_seen"] / max(last["elapsed_s"], 1e-9),
         "val_bpb": result.bpb,

@@ -102,8 +102,8 @@ def bootstrap_crossover(
     high: float = 1e26,
 ) -> Crossover:
     """The crossover of two architectures' (compute, loss) points, with a bootstrap: both point
-    sets resampled with replacement (a resample with fewer than three distinct budgets is drawn
-    again), refitted, crossed."""
+    sets resampled with replacement (a resample with fewer distinct computes than the points have,
+    up to three, is drawn again), refitted, crossed."""
     rng = np.random.default_rng(seed)
     whole = crossover(fit(*first), fit(*second), low=low, high=high)
     found: list[float] = []
@@ -111,9 +111,10 @@ def bootstrap_crossover(
         laws = []
         for compute, loss in (first, second):
             c, y = np.asarray(compute, dtype=np.float64), np.asarray(loss, dtype=np.float64)
+            needed = min(3, len(np.unique(c)))  # two budgets may give the same compute (one step each)
             while True:
                 pick = rng.integers(0, len(c), len(c))
-                if len(np.unique(c[pick])) >= 3:
+                if len(np.unique(c[pick])) >= needed:
                     break
             try:
                 laws.append(fit(c[pick], y[pick]))
