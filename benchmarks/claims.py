@@ -17,7 +17,8 @@ starts at 6e-3 and keeps 2,048 and 4,096 ids). The chosen values are
    multilingual`` (bits per byte of seen, low-resource and held-out languages).
 3. ``sweep/``: ``aunet sweep`` of the tuned specs at every budget and size (the final split).
 4. ``suites/``: the character-level and robustness suites (``aunet harness --tasks char,robust``)
-   on each architecture's compute-optimal run of the largest budget.
+   and the multilingual suite (``aunet eval --suite multilingual``: every UDHR language unseen, as
+   these runs read English only) on each architecture's compute-optimal run of the largest budget.
 
 ``claims.md`` and ``claims.json`` gather the tables; ``sweep/sweep.png``, ``suites.png`` and
 ``multilingual.png`` are the plots. ``--smoke`` runs the same stages at toy
@@ -165,7 +166,20 @@ def suites(out: Path, result: dict[str, Any], limit: str | None, log: Path) -> d
                   cwd=out, log=log)  # fmt: skip
         found = max(glob.glob(str(folder / "*" / "results_*.json")))
         results = json.loads(Path(found).read_text(encoding="utf-8"))["results"]
-        scores[arch] = {"run": best["run"], "size": best["size"], "val_bpb": best["val_bpb"], "results": results}
+        # The same run on the multilingual suite: every UDHR language unseen (trained on English).
+        scored = folder / "multilingual.json"
+        if not scored.is_file():
+            partial = scored.with_suffix(".partial")
+            aunet("eval", "--ckpt", best["run"], "--suite", "multilingual", "--json", cwd=out, log=log, stdout=partial)
+            partial.replace(scored)
+        groups = json.loads(scored.read_text(encoding="utf-8"))["groups"]
+        scores[arch] = {
+            "run": best["run"],
+            "size": best["size"],
+            "val_bpb": best["val_bpb"],
+            "results": results,
+            "multilingual": groups,
+        }
     return scores
 
 
@@ -210,6 +224,11 @@ def markdown(record: dict[str, Any]) -> str:
                 acc, _ = _metric(s["results"], task, "acc")
                 cells.append(f"{bits:.3f}; {acc:.3f}")
             lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines += ["", "## English-only runs on the multilingual suite (bits per byte by group)", ""]
+        lines += ["| group | " + " | ".join(suites_) + " |", "|---|" + "---|" * len(suites_)]
+        for group in [g["group"] for g in next(iter(suites_.values()))["multilingual"]]:
+            cells = [next(g for g in s["multilingual"] if g["group"] == group)["bpb"] for s in suites_.values()]
+            lines.append(f"| {group} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     if record.get("multilingual"):
         multi = record["multilingual"]["suites"]
         lines += ["", "## Multilingual mix (final split; bits per byte by group)", ""]
