@@ -101,9 +101,19 @@ def tune(out: Path, budget: float, size: float, log: Path) -> dict[str, Any]:
         paths = write_specs(out / "specs" / "tune", mid)
         grids = [arg for g in GRID for arg in ("--grid", g)]
         aunet(
-            "compare", *paths, "--flops", f"{budget:g}", "--split", "tuning", *grids,
-            "--out", str(folder), *_resume(folder, "compare-plan.json"), cwd=out, log=log,
-        )  # fmt: skip
+            "compare",
+            *paths,
+            "--flops",
+            f"{budget:g}",
+            "--split",
+            "tuning",
+            *grids,
+            "--out",
+            str(folder),
+            *_resume(folder, "compare-plan.json"),
+            cwd=out,
+            log=log,
+        )
     choices = json.loads(choices_file.read_text(encoding="utf-8"))["specs"]
     tuned = {a: load_spec_with_overrides(a, choices[a]["best"]["overrides"]) for a in ARCHS}
     write_specs(out / "specs" / "tuned", tuned)
@@ -119,13 +129,24 @@ def multilingual(out: Path, budget: float, size: float, log: Path) -> dict[str, 
 
     folder = out / "multilingual"
     if not (folder / "compare.json").is_file():
-        specs = {a: attrs.evolve(scaled(load_spec(out / "specs" / "tuned" / f"{a}.toml"), size), name=a)
-                 for a in MULTILINGUAL}  # fmt: skip
+        specs = {
+            a: attrs.evolve(scaled(load_spec(out / "specs" / "tuned" / f"{a}.toml"), size), name=a)
+            for a in MULTILINGUAL
+        }
         paths = write_specs(out / "specs" / "multilingual", specs)
         aunet(
-            "compare", *paths, "--flops", f"{budget:g}", "--data", "embedded:multilingual",
-            "--out", str(folder), *_resume(folder, "compare-plan.json"), cwd=out, log=log,
-        )  # fmt: skip
+            "compare",
+            *paths,
+            "--flops",
+            f"{budget:g}",
+            "--data",
+            "embedded:multilingual",
+            "--out",
+            str(folder),
+            *_resume(folder, "compare-plan.json"),
+            cwd=out,
+            log=log,
+        )
     report = json.loads((folder / "compare.json").read_text(encoding="utf-8"))
     groups = {}
     for row in report["rows"]:
@@ -144,10 +165,18 @@ def sweep(out: Path, budgets: tuple[float, ...], sizes: tuple[float, ...], log: 
     if not (folder / "sweep.json").is_file():
         paths = [str(out / "specs" / "tuned" / f"{a}.toml") for a in ARCHS]
         aunet(
-            "sweep", *paths, "--budgets", ",".join(f"{b:g}" for b in budgets),
-            "--sizes", ",".join(f"{s:.6g}" for s in sizes), "--out", str(folder),
-            *_resume(folder, "sweep-plan.json"), cwd=out, log=log,
-        )  # fmt: skip
+            "sweep",
+            *paths,
+            "--budgets",
+            ",".join(f"{b:g}" for b in budgets),
+            "--sizes",
+            ",".join(f"{s:.6g}" for s in sizes),
+            "--out",
+            str(folder),
+            *_resume(folder, "sweep-plan.json"),
+            cwd=out,
+            log=log,
+        )
     return json.loads((folder / "sweep.json").read_text(encoding="utf-8"))
 
 
@@ -162,8 +191,18 @@ def suites(out: Path, result: dict[str, Any], limit: str | None, log: Path) -> d
         folder = out / "suites" / arch
         if not glob.glob(str(folder / "*" / "results_*.json")):
             extra = ("--limit", limit) if limit else ()
-            aunet("harness", "--ckpt", best["run"], "--tasks", "char,robust", "--out", str(folder), *extra,
-                  cwd=out, log=log)  # fmt: skip
+            aunet(
+                "harness",
+                "--ckpt",
+                best["run"],
+                "--tasks",
+                "char,robust",
+                "--out",
+                str(folder),
+                *extra,
+                cwd=out,
+                log=log,
+            )
         found = max(glob.glob(str(folder / "*" / "results_*.json")))
         results = json.loads(Path(found).read_text(encoding="utf-8"))["results"]
         # The same run on the multilingual suite: every UDHR language unseen (trained on English).
