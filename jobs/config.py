@@ -33,7 +33,6 @@ from aunet.core.registry import Registry
 from aunet.core.spec import OMIT_DEFAULT, Checkpointing, Precision, ShapeMode, Spec
 from aunet.core.validators import MAX_COUNT, between, count, fraction, non_negative, positive, rows, seed
 from aunet.core.writers import MetricWriterSpec, distinct_kinds
-from aunet.jobs.data.corpus import Split
 
 
 class Streaming(enum.Enum):
@@ -42,6 +41,13 @@ class Streaming(enum.Enum):
     AUTO = "auto"  # stream folders and record files larger than 256 MiB on disk
     ON = "on"
     OFF = "off"
+
+
+class Split(enum.Enum):
+    """Which documents validate (``aunet.jobs.data.corpus``)."""
+
+    FINAL = "final"  # i % 10 == 9: the split every reported number is measured on
+    TUNING = "tuning"  # i % 10 == 4 from the training side; the final validation documents unused
 
 
 @attrs.frozen(kw_only=True)
@@ -269,6 +275,7 @@ __all__ = [
     "ProfileSpec",
     "RunSpec",
     "SampleSpec",
+    "Split",
     "Streaming",
     "TrainSpec",
     "load_spec",

@@ -90,7 +90,7 @@ def test_embedded_corpora_are_named_and_an_unknown_name_is_one_line() -> None:
 
 
 def test_the_multilingual_mix_holds_languages_out_and_validates_on_the_same_articles() -> None:
-    from aunet.jobs.data.multilingual import GROUPS, language_of
+    from aunet.jobs.data.corpus import GROUPS, language_of
     from aunet.jobs.inference.suites import udhr_texts
 
     texts = {t.file.removesuffix(".txt"): t.data for t in udhr_texts()}

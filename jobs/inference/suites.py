@@ -8,17 +8,14 @@ cluster) and ``aunet eval --suite udhr`` (bits per byte per language). 8 to 43 K
 comparison set, not training data.
 
 ``multilingual`` is the final validation split of ``embedded:multilingual``
-(``aunet.jobs.data.multilingual``): the English validation books as one text (group ``english``)
+(``aunet.jobs.data.corpus``): the English validation books as one text (group ``english``)
 and the last 20% of every UDHR language of the mix, grouped ``seen``, ``low`` or ``held-out``;
 ``aunet eval --suite multilingual`` adds bits per byte per group.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
-import tarfile
 from collections.abc import Sequence
 
 import attrs
@@ -26,6 +23,7 @@ import numpy as np
 
 from aunet.core.errors import InputError
 from aunet.core.levels import SplitterStack, segment_stats
+from aunet.jobs.data.udhr import SuiteText, udhr_texts
 
 SUITES = ("udhr", "multilingual")
 LONG_BYTES = 16  # the number of upsampling offsets: longer level-1 segments wrap around
@@ -36,39 +34,10 @@ def suite_names() -> tuple[str, ...]:
     return SUITES
 
 
-@attrs.frozen
-class SuiteText:
-    """One text of a suite."""
-
-    file: str
-    tag: str  # BCP 47
-    name: str
-    data: bytes
-    group: str = ""  # multilingual: english, seen, low or held-out
-
-
-@functools.cache
-def udhr_texts() -> tuple[SuiteText, ...]:
-    """The 525 UDHR texts, in file order."""
-    from aunet.core.resources import CORPORA
-
-    path = CORPORA / "udhr.tar.xz"
-    with tarfile.open(path, "r:xz") as archive:
-        files = {m.name.split("/", 1)[1]: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
-    index = {row["file"]: row for row in csv.DictReader(io.StringIO(files["index.tsv"].decode()), delimiter="\t")}
-    out = []
-    for name in sorted(files):
-        if not name.endswith(".txt"):
-            continue
-        row = index.get(name, {})
-        out.append(SuiteText(name, row.get("bcp47", ""), row.get("name", name), files[name]))
-    return tuple(out)
-
-
 @functools.cache
 def multilingual_texts() -> tuple[SuiteText, ...]:
     """The multilingual suite (module docstring), English first, then by group and file."""
-    from aunet.jobs.data.multilingual import language_of, multilingual_corpus
+    from aunet.jobs.data.corpus import language_of, multilingual_corpus
 
     corpus = multilingual_corpus()
     index = {t.file.removesuffix(".txt"): t for t in udhr_texts()}
