@@ -7,11 +7,11 @@ when the benchmark is run again (an interrupted stage resumes from its runs' che
 
 1. ``tune/``: at the middle budget and the middle size, one ``aunet compare --grid`` on the
    **tuning split** (validation documents i % 10 == 4 from the training side; the final ones are
-   never read): the same three learning rates for every architecture, three vocabulary sizes for
-   each BPE model, and per-level learning-rate multipliers for the AU-Nets (a first, wider search of
-2026-12-06 put 1,024 ids last for both tokenizers and 3e-3 last for every model, so the grid
-starts at 6e-3 and keeps 2,048 and 4,096 ids). The chosen values are
-   applied to the shipped specs (``specs/tuned/``).
+   never read): the same three learning rates for every architecture, two vocabulary sizes for
+   each BPE model, and per-level learning-rate multipliers for the AU-Nets (a first, wider search
+   of 2026-12-06 put 1,024 ids last for both tokenizers and 3e-3 last for every model, so the grid
+   starts at 6e-3 and keeps 2,048 and 4,096 ids). The chosen values are applied to the shipped
+   specs (``specs/tuned/``).
 2. ``multilingual/``: AU-Net 2 against BPE (its tokenizer trained on the same mix) at the middle
    size and the largest budget on ``embedded:multilingual``, each scored by ``aunet eval --suite
    multilingual`` (bits per byte of seen, low-resource and held-out languages).
@@ -21,8 +21,8 @@ starts at 6e-3 and keeps 2,048 and 4,096 ids). The chosen values are
    these runs read English only) on each architecture's compute-optimal run of the largest budget.
 
 ``claims.md`` and ``claims.json`` gather the tables; ``sweep/sweep.png``, ``suites.png`` and
-``multilingual.png`` are the plots. ``--smoke`` runs the same stages at toy
-budgets and sizes with a few items per task, to check the script. One seed throughout.
+``multilingual.png`` are the plots. ``--smoke`` runs the same stages at toy budgets and sizes with
+a few items per task, to check the script. One seed throughout.
 """
 
 from __future__ import annotations
@@ -69,6 +69,15 @@ def aunet(*args: str, cwd: Path, log: Path, stdout: Path | None = None) -> None:
         out.write(f"# exit {done.returncode} after {time.time() - started:.0f} s\n")
     if done.returncode != 0:
         raise SystemExit(f"claims: `aunet {' '.join(args)}` failed (exit {done.returncode}); see {log}")
+
+
+def scored(path: Path, run: str, out: Path, log: Path) -> dict[str, Any]:
+    """``aunet eval --suite multilingual --json`` of ``run``, kept in ``path`` (read back when there)."""
+    if not path.is_file():
+        partial = path.with_suffix(".partial")
+        aunet("eval", "--ckpt", run, "--suite", "multilingual", "--json", cwd=out, log=log, stdout=partial)
+        partial.replace(path)
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _resume(folder: Path, plan: str) -> tuple[str, ...]:
@@ -148,14 +157,7 @@ def multilingual(out: Path, budget: float, size: float, log: Path) -> dict[str, 
             log=log,
         )
     report = json.loads((folder / "compare.json").read_text(encoding="utf-8"))
-    groups = {}
-    for row in report["rows"]:
-        scored = folder / f"{row['spec']}.suite.json"
-        if not scored.is_file():
-            partial = scored.with_suffix(".partial")
-            aunet("eval", "--ckpt", row["run"], "--suite", "multilingual", "--json", cwd=out, log=log, stdout=partial)
-            partial.replace(scored)
-        groups[row["spec"]] = json.loads(scored.read_text(encoding="utf-8"))
+    groups = {row["spec"]: scored(folder / f"{row['spec']}.suite.json", row["run"], out, log) for row in report["rows"]}
     return {"compare": report, "suites": groups}
 
 
@@ -206,12 +208,7 @@ def suites(out: Path, result: dict[str, Any], limit: str | None, log: Path) -> d
         found = max(glob.glob(str(folder / "*" / "results_*.json")))
         results = json.loads(Path(found).read_text(encoding="utf-8"))["results"]
         # The same run on the multilingual suite: every UDHR language unseen (trained on English).
-        scored = folder / "multilingual.json"
-        if not scored.is_file():
-            partial = scored.with_suffix(".partial")
-            aunet("eval", "--ckpt", best["run"], "--suite", "multilingual", "--json", cwd=out, log=log, stdout=partial)
-            partial.replace(scored)
-        groups = json.loads(scored.read_text(encoding="utf-8"))["groups"]
+        groups = scored(folder / "multilingual.json", best["run"], out, log)["groups"]
         scores[arch] = {
             "run": best["run"],
             "size": best["size"],

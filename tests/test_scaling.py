@@ -72,9 +72,18 @@ def test_the_size_knob_grows_a_family_by_about_its_factor(factor: float) -> None
     assert all(level.dim % level.stage.head_dim == 0 for level in grown.levels)
 
 
-def test_the_bootstrap_ends_when_two_budgets_gave_the_same_compute() -> None:
-    # Tiny budgets can give two runs one step each: three points, two distinct computes.
-    first = ([1e8, 1e8, 4e8], [8.4, 8.3, 7.4])
-    second = ([1e8, 2e8, 4e8], [8.0, 7.9, 7.8])
+def test_the_bootstrap_ends_when_budgets_gave_the_same_compute() -> None:
+    # Tiny budgets can give runs of one step each: four points, two distinct computes.
+    first = ([1e8, 1e8, 4e8, 4e8], [8.4, 8.3, 7.4, 7.5])
+    second = ([1e8, 2e8, 4e8, 8e8], [8.0, 7.9, 7.8, 7.75])
     found = s.bootstrap_crossover(first, second, resamples=50)
     assert found.resamples == 50
+
+
+def test_three_points_give_no_interval() -> None:
+    # A three-parameter law passes through any three points: a resample has nothing new to fit.
+    first = ([1e12, 3e12, 1e13], [3.0, 2.6, 2.3])
+    second = ([1e12, 3e12, 1e13], [1.9, 1.8, 1.7])
+    found = s.bootstrap_crossover(first, second, resamples=50)
+    assert found.resamples == 0 and found.median is None and found.low is None and found.high is None
+    assert found.compute == s.crossover(s.fit(*first), s.fit(*second))

@@ -184,12 +184,18 @@ def bytes_per_token(tokenizer: BpeTokenizer, texts: Iterable[bytes]) -> float:
 
 def trained_tokenizer(config: Any, corpus: Any) -> BpeTokenizer:
     """The tokenizer a BPE spec's ``[model] tokenizer`` (``config``) asks for, trained on
-    ``corpus``'s training split (``trained_on = "train"``) or on a whole embedded corpus."""
+    ``corpus``'s training split (``trained_on = "train"``) or on a whole embedded corpus, which
+    must be another text than ``corpus`` (the whole of it holds its validation documents)."""
     from aunet.jobs.data.corpus import load_corpus
 
     if config.trained_on == "train":
         return BpeTokenizer.train((d.data for d in corpus.train), config.vocab_size)
     source = load_corpus(config.trained_on)
+    if source.source == corpus.source:
+        raise InputError(
+            f'model.tokenizer.trained_on = "{config.trained_on}" is the run\'s own corpus, whose validation '
+            'documents the tokenizer would learn from; use "train" (its training split) or another corpus'
+        )
     return BpeTokenizer.train((d.data for d in source.documents), config.vocab_size)
 
 

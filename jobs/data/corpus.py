@@ -438,7 +438,8 @@ def embedded_corpus(name: str, which: Split = Split.FINAL) -> Corpus:
     from aunet.core.resources import corpus_path
 
     if name not in EMBEDDED_CORPORA:
-        raise InputError(f"--data: no embedded corpus '{name}'; embedded: {', '.join(EMBEDDED_CORPORA)}")
+        known = ", ".join(EMBEDDED_PREFIX + n for n in EMBEDDED_CORPORA)
+        raise InputError(f"no embedded corpus '{EMBEDDED_PREFIX}{name}'; the embedded ones: {known}")
     if name == MULTILINGUAL:
         return multilingual_corpus(which)
     stored = corpus_path(name).read_bytes()
@@ -562,7 +563,7 @@ def language_of(document: str) -> tuple[str, str] | None:
 
 
 def multilingual_corpus(which: Split = Split.FINAL) -> Corpus:
-    """The mix (module docstring), split."""
+    """The mix (the comment above), split."""
     from aunet.jobs.data.udhr import udhr_texts
 
     english = split(embedded_documents(), EMBEDDED_PREFIX + EMBEDDED, which)
@@ -574,7 +575,8 @@ def multilingual_corpus(which: Split = Split.FINAL) -> Corpus:
     for group, stems in GROUPS.items():
         for stem in stems:
             data = texts[stem]
-            trained = line_cut(data, _trained_fraction(group, which)) if _trained_fraction(group, which) else 0
+            share = _trained_fraction(group, which)
+            trained = line_cut(data, share) if share else 0  # a cut at 0 would move to the first line break
             if trained:
                 train.append(Document(f"udhr {stem}", data[:trained]))
             validation.append(Document(f"udhr {group} {stem}", data[line_cut(data, start) : line_cut(data, end)]))

@@ -1,10 +1,9 @@
 """``aunet compare --grid``: a small search over recipe and model keys, the same for every spec.
 
 ``--grid KEY=V,V,...`` (repeatable) trains every spec once per combination of the grids' values
-(their product), each variant named ``<spec>.<last key part>-<value>...`` (characters a folder name cannot
-hold become ``_``); ``--grid
-SPEC:KEY=V,...`` applies to the spec of that name only (a BPE vocabulary size means nothing to a
-byte model). The comparison reports, per spec, the variant with the lowest validation bits per
+(their product), each variant named ``<spec>.<last key part>-<value>...`` (characters a folder
+name cannot hold become ``_``); ``--grid SPEC:KEY=V,...`` applies to the spec of that name only (a
+BPE vocabulary size means nothing to a byte model). The comparison reports, per spec, the variant with the lowest validation bits per
 byte, and writes that spec, with the chosen values set and its own name kept, to
 ``OUT/tuned/<spec>.toml``: what a sweep then trains. Run it on the ``tuning`` split
 (``--split tuning``) so that the final validation bytes are never used to choose.
@@ -121,7 +120,6 @@ def write_tuned(
             continue
         spec = load_spec_with_overrides(sources[base], [*overrides, *entry["best"]["overrides"]])
         path = out / TUNED / f"{base}.toml"
-        path.parent.mkdir(parents=True, exist_ok=True)
         chosen = ", ".join([*overrides, *entry["best"]["overrides"]]) or "the spec's own values"
         write_text(path, f"# {base} tuned by aunet compare --grid: {chosen}\n" + dump_spec(spec))
         written.append(path)

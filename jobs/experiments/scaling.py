@@ -103,9 +103,13 @@ def bootstrap_crossover(
 ) -> Crossover:
     """The crossover of two architectures' (compute, loss) points, with a bootstrap: both point
     sets resampled with replacement (a resample with fewer distinct computes than the points have,
-    up to three, is drawn again), refitted, crossed."""
+    up to three, is drawn again), refitted, crossed. With three points or fewer per side there is
+    nothing to resample (every resample the law can fit is the same points), so no interval is
+    given: ``resamples`` is 0."""
     rng = np.random.default_rng(seed)
     whole = crossover(fit(*first), fit(*second), low=low, high=high)
+    if min(len(first[0]), len(second[0])) <= 3:
+        return Crossover(whole, None, None, None, 0.0, 0)
     found: list[float] = []
     for _ in range(resamples):
         laws = []

@@ -195,7 +195,9 @@ def markdown(result: dict[str, Any]) -> str:
     for c in result["crossovers"]:
         lines.append(
             f"| {c['first']} | {c['second']} | {_e(c['compute'])} | {_e(c['median'])} | {_e(c['p5'])} | "
-            f"{_e(c['p95'])} | {c['share_crossing']:.0%} of {c['resamples']} |"
+            f"{_e(c['p95'])} | "
+            + (f"{c['share_crossing']:.0%} of {c['resamples']}" if c["resamples"] else "no bootstrap: three budgets")
+            + " |"
         )
     return "\n".join(lines) + "\n"
 
