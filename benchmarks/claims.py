@@ -38,7 +38,10 @@ from typing import Any
 
 ARCHS = ("byte-tiny", "bpe-tiny", "bpe-ood-tiny", "aunet2-tiny", "aunet3-tiny")
 BUDGETS = (3e11, 1e12, 3e12)
-SIZES = (1 / 64, 1 / 27, 1 / 8)  # widths x 1/4, 1/3, 1/2 of the shipped specs (rounded to heads; depths too)
+# Widths x 1/5, 1/3 and 1/2 of the shipped specs, depths too, rounded to whole heads and layers:
+# chosen so that every architecture gets three distinct models (x1/64 and x1/27 round to the same
+# AU-Net 3); the middle one is the size tuning and the multilingual run use.
+SIZES = (1 / 125, 1 / 27, 1 / 8)
 GRID = (
     "train.lr=6e-3,1.2e-2,2.4e-2",
     "bpe-tiny:model.tokenizer.vocab_size=2048,4096",
