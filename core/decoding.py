@@ -18,6 +18,8 @@ loop that picks bytes and feeds the streaming splitters is ``aunet.jobs.inferenc
 
 from __future__ import annotations
 
+import enum
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,10 +44,32 @@ class DecodeState:
     level_logits: Tensor | None = None  # (B, L + 1) the level head's logits for the next position
     router_states: dict[int, Any] = attrs.field(factory=dict)  # routed level i: its router's state
     recent: Tensor | None = None  # (B, lookback) each row's last ids, for its n-gram embeddings
+    static: bool = False  # fixed shapes: every cache slot attended, every row computed
+    advance: Any = None  # the step's tensor work, compiled (None: eager ``_advance``)
 
 
-def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
-    """Empty caches for ``batch`` rows of up to ``capacity`` positions per level."""
+class StepMode(enum.Enum):
+    """How decoding steps run.
+
+    ``eager``: shapes follow the data: each stage reads only the cache slots used so far and
+    computes only the rows that reached its level (the fewest FLOPs, shapes that change).
+    ``static``: every shape stays the same from step to step (each stage reads all its slots and
+    computes every row, masked), so a step allocates the same tensors however long the text.
+    ``compiled``: ``static``, with the step's tensor work under ``torch.compile`` (one graph per
+    highest level a step reaches, made by the first step that reaches it; a few seconds each).
+    """
+
+    EAGER = "eager"
+    STATIC = "static"
+    COMPILED = "compiled"
+
+
+STEP_MODES = tuple(mode.value for mode in StepMode)
+
+
+def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepMode.EAGER) -> DecodeState:
+    """Empty caches for ``batch`` rows of up to ``capacity`` positions per level, for steps run
+    the ``mode`` way."""
     param = next(model.parameters())
     args = {"batch": batch, "capacity": capacity, "device": param.device, "dtype": param.dtype}
     depth = model.depth
@@ -53,7 +77,7 @@ def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
     for i in range(depth):
         caches[(i, Part.ENCODER)] = model.encoders[i].new_cache(**args)
         caches[(i, Part.DECODER)] = model.decoders[i].new_cache(**args)
-    return DecodeState(
+    state = DecodeState(
         caches=caches,
         count=[torch.zeros(batch, dtype=torch.long, device=param.device) for _ in range(depth + 1)],
         boundary=[None] * (depth + 1),
@@ -63,6 +87,24 @@ def new_state(model: AUNet, batch: int, capacity: int) -> DecodeState:
             model.poolers[i].initial_state(batch=batch, device=param.device, dtype=param.dtype) for i in range(depth)
         ],
     )
+    if mode is not StepMode.EAGER:
+        for cache in caches.values():
+            cache.filled = cache.capacity  # every slot read from the start: fixed shapes
+        state.static = True
+    if mode is StepMode.COMPILED:
+        state.advance = compiled_advance(model)
+    return state
+
+
+_COMPILED: weakref.WeakKeyDictionary[AUNet, Any] = weakref.WeakKeyDictionary()
+
+
+def compiled_advance(model: AUNet) -> Any:
+    """``_advance`` under ``torch.compile`` for ``model``, made once per model (each highest
+    level a step reaches is a graph of its own; the first step to reach it compiles it)."""
+    if model not in _COMPILED:
+        _COMPILED[model] = torch.compile(_advance, dynamic=False)
+    return _COMPILED[model]
 
 
 @torch.no_grad()
@@ -118,16 +160,17 @@ class Step(WalkPlan):
     """The plan of one decoding step: one new level-0 position per row, which is a new position
     of every level up to its own; levels above reuse their last output."""
 
-    def __init__(self, state: DecodeState, active: list[Tensor], top: int) -> None:
+    def __init__(self, state: DecodeState, active: list[Tensor], top: int, rows: list[Tensor | None]) -> None:
         self.state = state
         self.active = active  # per level, (B,) bool: rows that get a new position there
         self.top = top
+        self.rows = rows  # per level, the rows whose stages run (None: every row)
         b = active[0].shape[0]
         self.first = torch.zeros(b, 1, dtype=torch.long, device=active[0].device)  # (B, 1)
         self.smoothing: dict[int, Tensor] = {}  # routed level -> (B,) P of its new positions
 
     def layout(self, level: int) -> Layout:
-        return Layout(valid=self.active[level][:, None])
+        return Layout(valid=self.active[level][:, None], rows=self.rows[level])
 
     def cache(self, level: int, part: Part) -> KVCache | None:
         return self.state.caches[(level, part)]
@@ -182,15 +225,36 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
     top = max(i for i in range(depth + 1) if any(active_host[i]) or i == 0)
     if top == ruled:  # the routers decide, in the walk, how far above it goes
         top = depth
-    plan = Step(state, active, top)
+    # A level's stages run on the rows that reached it alone (a trunk at a word boundary of one
+    # row in sixteen computes one row, not sixteen); routed levels, decided in the walk, on all.
+    # A static state keeps every shape fixed: all rows, masked.
+    rows = [None if state.static or i > ruled else _rows(active_host[i], device) for i in range(depth + 1)]
+    advance = state.advance or _advance
+    logits, top = advance(model, state, token, active, top, rows)
+    for i in range(top + 1):
+        state.stage_calls[i] += 1
+    return logits
+
+
+def _advance(
+    model: AUNet, state: DecodeState, token: Tensor, active: list[Tensor], top: int, rows: list[Tensor | None]
+) -> tuple[Tensor, int]:
+    """The tensor work of a step: the walk, the counts, the heads; (B, V) logits and the highest
+    level the walk ran (a router may stop it lower than ``top``). What a compiled step compiles."""
+    plan = Step(state, active, top, rows)
     h = model.walk(model.embed_tokens(token[:, None], before=state.recent), plan)  # (B, 1, D_0)
     if model.ngram is not None:
         state.recent = model.ngram.push(state.recent, token, active[0])
-    for i in range(plan.top + 1):
-        state.stage_calls[i] += 1
-    for i in range(depth + 1):
+    for i in range(model.depth + 1):
         state.count[i] = state.count[i] + plan.active[i].long()
-    return _heads(model, state, h[:, 0])  # (B, V)
+    return _heads(model, state, h[:, 0]), plan.top
+
+
+def _rows(active: list[bool], device: Any) -> Tensor | None:
+    """The indices of the ``active`` rows, or None when every row (or none) is."""
+    if all(active) or not any(active):
+        return None
+    return torch.tensor([r for r, a in enumerate(active) if a], device=device)
 
 
 def _heads(model: AUNet, state: DecodeState, h: Tensor) -> Tensor:

@@ -31,15 +31,25 @@ class Layout:
             positions of a row, so causal attention keeps real positions from seeing it.
         pos: (B, S) int64 index of each position in the stage's own sequence (RoPE), or None for
             ``arange(S)`` in every row. Incremental decoding passes the cache lengths here.
+        rows: (B',) int64, decoding only: the rows that have a new position (a level only some
+            rows of a decoding step reached); a stage computes those rows alone, gives back the
+            others as they came in, and leaves their caches untouched. None: every row.
         cache: per-forward memo for backends (the mask of this layout, built once).
 
     A plain class (not attrs) so that ``torch.compile(fullgraph=True)`` traces its construction.
     """
 
-    def __init__(self, doc: Tensor | None = None, valid: Tensor | None = None, pos: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        doc: Tensor | None = None,
+        valid: Tensor | None = None,
+        pos: Tensor | None = None,
+        rows: Tensor | None = None,
+    ) -> None:
         self.doc = doc
         self.valid = valid
         self.pos = pos
+        self.rows = rows
         self.cache: dict[str, Any] = {}
 
 
@@ -74,13 +84,19 @@ def one_position(batch: int, device: Any, boundary: Tensor | None = None) -> Lev
 
 
 class KVCache:
-    """Keys and values of one stage, for incremental decoding.
+    """Keys and values of one stage, for incremental decoding; preallocated, written in place.
 
-    Per layer, ``k[l]`` and ``v[l]`` are (B, H, C + 1, K): C slots used as a ring buffer (a
-    stage with a sliding window W needs only C = W) and one spare slot that absorbs the writes of
-    rows with nothing to add, so that updates need no host synchronisation. ``pos`` (B, C + 1)
-    holds the stage-sequence position stored in each slot (-1: empty) and ``length`` (B,) the
-    positions written so far per row.
+    Per layer, ``k[l]`` and ``v[l]`` are (B, H, 1 + C, K): slot 0 is a spare that absorbs the
+    writes of rows with nothing to add (so that updates need no host synchronisation) and slots
+    1..C are a ring (a stage with a sliding window W needs only C = W). ``pos`` (B, 1 + C) holds
+    the stage-sequence position stored in each slot (-1: empty) and ``length`` (B,) the
+    positions written so far per row. ``filled``, a host integer, bounds the ring slots any row
+    has used (it grows by the positions a call could add, at most C): attention reads slots
+    ``0 .. filled`` only, so a coarse stage, whose level gets a position every few bytes, reads
+    the keys it has and not its whole capacity.
+
+    Decoding may run a stage on some rows of the batch only (``rows``, (B',) int64: the stages
+    of a level that only some rows reached); the other rows' slots are untouched.
     """
 
     def __init__(
@@ -92,29 +108,55 @@ class KVCache:
         self.pos = torch.full((batch, capacity + 1), -1, dtype=torch.long, device=device)
         self.length = torch.zeros(batch, dtype=torch.long, device=device)
         self.capacity = capacity
+        self.filled = 0
 
-    def slots(self, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """For new positions with (B, S) ``valid``: their positions (B, S) and the slots they go
-        to (B, S). Invalid ones, and valid ones that more recent positions of the same call push
-        out of the ring, go to the spare slot. Valid positions must come first in a row."""
+    @property
+    def used(self) -> int:
+        """Slots attention reads: the spare and the ring slots written so far."""
+        return 1 + self.filled
+
+    def slots(self, valid: Tensor, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """For new positions with (B, S) ``valid`` (of ``rows`` when given): their positions (B,
+        S) and the slots they go to (B, S). Invalid ones, and valid ones that more recent positions
+        of the same call push out of the ring, go to the spare slot 0. Valid positions must come
+        first in a row."""
+        length = self.length if rows is None else self.length[rows]
         s = valid.shape[1]
-        positions = self.length[:, None] + torch.arange(s, device=valid.device)  # (B, S)
-        end = (self.length + valid.sum(1))[:, None]  # (B, 1) length after this call
+        positions = length[:, None] + torch.arange(s, device=valid.device)  # (B, S)
+        end = (length + valid.sum(1))[:, None]  # (B, 1) length after this call
         keep = valid & (positions >= end - self.capacity)
-        slots = torch.where(keep, positions % self.capacity, self.capacity)
+        slots = torch.where(keep, positions % self.capacity + 1, 0)
         return positions, slots
 
-    def write(self, layer: int, k: Tensor, v: Tensor, slots: Tensor) -> None:
-        """Store (B, H, S, K) new keys and values at ``slots`` (B, S)."""
-        index = slots[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])  # (B, H, S, K)
-        self.k[layer].scatter_(2, index, k)
-        self.v[layer].scatter_(2, index, v)
+    def write(self, layer: int, k: Tensor, v: Tensor, slots: Tensor, rows: Tensor | None = None) -> None:
+        """Store (B, H, S, K) new keys and values at ``slots`` (B, S) (of ``rows`` when given)."""
+        if rows is None:
+            index = slots[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])  # (B, H, S, K)
+            self.k[layer].scatter_(2, index, k)
+            self.v[layer].scatter_(2, index, v)
+            return
+        self.k[layer][rows[:, None], :, slots] = k.transpose(1, 2)  # (B', S, H, K) at (row, slot)
+        self.v[layer][rows[:, None], :, slots] = v.transpose(1, 2)
 
-    def commit(self, positions: Tensor, slots: Tensor, valid: Tensor) -> None:
+    def keys(self, layer: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Layer ``layer``'s keys and values over the used slots, (B, H, ``used``, K) each (of
+        ``rows`` when given: a copy of those rows' used slots)."""
+        k, v = self.k[layer][:, :, : self.used], self.v[layer][:, :, : self.used]
+        if rows is None:
+            return k, v
+        return k.index_select(0, rows), v.index_select(0, rows)
+
+    def commit(self, positions: Tensor, slots: Tensor, valid: Tensor, rows: Tensor | None = None) -> None:
         """Record the new positions once every layer has written."""
-        self.pos.scatter_(1, slots, torch.where(slots < self.capacity, positions, -1))
-        self.pos[:, self.capacity] = -1
-        self.length += valid.sum(1)
+        stored = torch.where(slots > 0, positions, -1)
+        if rows is None:
+            self.pos.scatter_(1, slots, stored)
+            self.length += valid.sum(1)
+        else:
+            self.pos[rows[:, None], slots] = stored
+            self.length[rows] += valid.sum(1)
+        self.pos[:, 0] = -1
+        self.filled = min(self.capacity, self.filled + valid.shape[1])
 
 
 class DensePlan:

@@ -196,9 +196,25 @@ def assert_causal(model: Any, docs: Sequence[bytes], new: bytes, t: int, length:
     assert torch.equal(a[0, : t + 1], b[0, : t + 1]), f"a logit at or before {t} changed: {docs!r} -> {changed!r}"
 
 
-def assert_matches_teacher_forcing(model: Any, prompts: Sequence[bytes], new: int, *, tolerance: float = 1e-5) -> None:
+def assert_matches_teacher_forcing(
+    model: Any,
+    prompts: Sequence[bytes],
+    new: int,
+    *,
+    tolerance: float = 1e-5,
+    step_modes: Sequence[str] = ("eager", "static"),
+) -> None:
     """Cached greedy decoding gives, for every new byte, the logits of the teacher-forced forward
-    over the final text (within ``tolerance``)."""
+    over the final text (within ``tolerance``), with steps run each of the ``step_modes`` ways
+    (``aunet.core.decoding.StepMode``: eager, with the rows and cache slots each level needs, and
+    static, every shape fixed)."""
+    for mode in step_modes:
+        _matches_teacher_forcing(model, prompts, new, tolerance=tolerance, step_mode=mode)
+
+
+def _matches_teacher_forcing(
+    model: Any, prompts: Sequence[bytes], new: int, *, tolerance: float, step_mode: str
+) -> None:
     import torch
 
     from aunet.core.model import ShapeMode, compute_levels, encode
@@ -207,7 +223,7 @@ def assert_matches_teacher_forcing(model: Any, prompts: Sequence[bytes], new: in
     def greedy(logits: Any) -> Any:
         return sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
 
-    result = decode(model, list(prompts), new, choose=greedy, keep_logits=True)
+    result = decode(model, list(prompts), new, choose=greedy, keep_logits=True, step_mode=step_mode)
     for row, prompt in enumerate(prompts):
         final = prompt + result.new_bytes[row]
         tokens, levels = encode(final), compute_levels(model.spec, final)
@@ -220,5 +236,5 @@ def assert_matches_teacher_forcing(model: Any, prompts: Sequence[bytes], new: in
                 reference[len(prompt) + j],
                 rtol=tolerance,
                 atol=tolerance,
-                msg=lambda m: f"row {row}, new byte {j}, prompt {prompt!r}: {m}",
+                msg=lambda m: f"{step_mode} steps, row {row}, new byte {j}, prompt {prompt!r}: {m}",
             )

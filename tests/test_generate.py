@@ -29,8 +29,13 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
     return sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
 
 
-def assert_matches_teacher_forcing(model, prompts, new: int) -> None:
-    result = decode(model, prompts, new, choose=greedy, keep_logits=True)
+def assert_matches_teacher_forcing(model, prompts, new: int, step_modes=("eager", "static")) -> None:
+    for mode in step_modes:
+        matches_teacher_forcing(model, prompts, new, mode)
+
+
+def matches_teacher_forcing(model, prompts, new: int, step_mode: str) -> None:
+    result = decode(model, prompts, new, choose=greedy, keep_logits=True, step_mode=step_mode)
     spec = model.spec
     for row, prompt in enumerate(prompts):
         final = prompt + result.new_bytes[row]
@@ -44,7 +49,7 @@ def assert_matches_teacher_forcing(model, prompts, new: int) -> None:
                 reference[len(prompt) + j],
                 rtol=1e-5,
                 atol=1e-5,
-                msg=lambda m: f"row {row}, new byte {j}, prompt {prompt!r}: {m}",
+                msg=lambda m: f"{step_mode} steps, row {row}, new byte {j}, prompt {prompt!r}: {m}",
             )
 
 

@@ -19,7 +19,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from aunet.core.decoding import new_state, prefill, step
+from aunet.core.decoding import STEP_MODES, StepMode, new_state, prefill, step
 from aunet.core.encoding import Encoding, splitter_encoding
 from aunet.core.errors import InputError
 from aunet.core.tokens import BOS, EOS, PAD
@@ -84,6 +84,7 @@ def decode(
     keep_logits: bool = False,
     threads: int | None = None,
     levels: LevelSource | str = LevelSource.SPLITTER,
+    step_mode: StepMode | str | None = None,
 ) -> Decoded:
     """Prefill, then pick and append one id per row at a time with ``choose`` ((B, V) logits ->
     (B,) ids) until EOS, a stop sequence or ``max_new_bytes``. ``encoding``: how the model reads
@@ -92,7 +93,7 @@ def decode(
     Memory stays bounded by the model's context whatever ``max_new_bytes`` is. ``levels``: where
     new positions' levels come from, the ``encoding`` or the model's level head (``predicted``:
     the argmax of its logits at the position that chose the byte; the prompt's levels still come
-    from the encoding)."""
+    from the encoding). ``step_mode``: how steps run (``generate``'s argument)."""
     if max_new_bytes < 0:
         raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
     predicted = check_levels_source(model, levels) is LevelSource.PREDICTED
@@ -130,7 +131,11 @@ def decode(
     # Memory is bounded by the context, however many bytes are asked for: every stage keeps at
     # most `context` positions (a ring). Up to the context the logits are the teacher-forced
     # forward's; past it each stage attends to its last `context` positions.
-    state = new_state(model, b, min(width + max_new_bytes, spec.model.context))
+    # A static step keeps its shapes (a compiled one its graph) for any prompt and length: its
+    # caches always hold the context.
+    mode = check_step_mode(step_mode, device)
+    capacity = min(width + max_new_bytes, spec.model.context) if mode is StepMode.EAGER else spec.model.context
+    state = new_state(model, b, capacity, mode=mode)
     was_training = model.training
     model.eval()
     try:
@@ -176,6 +181,23 @@ def decode(
 LEVEL_SOURCES = tuple(source.value for source in LevelSource)
 
 
+def default_step_mode(device: torch.device) -> StepMode:
+    """The step mode that measures fastest on ``device`` (``python -m benchmarks generate``):
+    eager on CPU, where it computes only the rows and cache slots each level needs; eager on
+    CUDA too until the GPU check has measured graph-captured steps there."""
+    return StepMode.EAGER
+
+
+def check_step_mode(mode: StepMode | str | None, device: torch.device) -> StepMode:
+    """The step mode named (None: the device's default); a clear error for an unknown name."""
+    if mode is None:
+        return default_step_mode(device)
+    try:
+        return StepMode(mode)
+    except ValueError:
+        raise ValueError(f"step_mode must be one of {', '.join(STEP_MODES)}, got {mode!r}") from None
+
+
 def check_levels_source(model: Any, levels: LevelSource | str) -> LevelSource:
     """The level source named; a clear error for a model without a level head or an unknown name."""
     try:
@@ -217,6 +239,7 @@ def generate(
     threads: int | None = None,
     levels: LevelSource | str = LevelSource.SPLITTER,
     encoding: Encoding | None = None,
+    step_mode: StepMode | str | None = None,
 ) -> list[bytes]:
     """The new bytes of each prompt (raw bytes; EOS ends a row and is not included).
 
@@ -238,6 +261,9 @@ def generate(
             ``predicted`` (the model's level head does; needs ``model.level_loss`` > 0).
         encoding: how the model reads (``load_run(DIR).encoding``); by default its spec's
             splitters, which is every byte model's. A BPE baseline needs its run's tokenizer.
+        step_mode: how decoding steps run, ``eager``, ``static`` or ``compiled``
+            (``aunet.core.decoding.StepMode``; None: what measures fastest on the model's
+            device). All give the same bytes up to float rounding.
     """
     _check(prompts, top_k, top_p)
     stops = [stop] if isinstance(stop, (bytes, bytearray)) else list(stop or [])
@@ -256,6 +282,7 @@ def generate(
         threads=threads,
         levels=levels,
         encoding=encoding,
+        step_mode=step_mode,
     ).new_bytes
 
 

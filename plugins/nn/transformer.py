@@ -15,11 +15,25 @@ from aunet.core.modules import AttentionBackend, DensePlan, KVCache, Layout, Sta
 def rope_angles(pos: Tensor, head_dim: int, theta: float) -> Tensor:
     """Rotations for integer positions (B or 1, S): unit complex numbers (B or 1, 1, S, K/2), or
     under torch.compile their (cos, sin) stacked in a trailing dimension of 2."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
-    angles = pos.float()[..., None] * inv_freq  # (B, S, K/2)
     if torch.compiler.is_compiling():
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
+        angles = pos.float()[..., None] * inv_freq  # (B, S, K/2)
         return torch.stack([angles.cos(), angles.sin()], dim=-1)[:, None]
+    angles = pos.float()[..., None] * _inverse_frequencies(head_dim, theta, pos.device)  # (B, S, K/2)
     return torch.polar(torch.ones_like(angles), angles)[:, None]
+
+
+_FREQUENCIES: dict[tuple[int, float, str], Tensor] = {}
+
+
+def _inverse_frequencies(head_dim: int, theta: float, device: torch.device) -> Tensor:
+    """RoPE's (K/2,) inverse frequencies, made once per head width, theta and device: a decoding
+    step would otherwise spend three small kernels per stage on them."""
+    key = (head_dim, theta, str(device))
+    if key not in _FREQUENCIES:
+        exponents = torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim
+        _FREQUENCIES[key] = 1.0 / theta**exponents
+    return _FREQUENCIES[key]
 
 
 def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
@@ -76,18 +90,29 @@ class Block(nn.Module):
         """New positions (B, S, D) after those in ``cache``: they attend to the cached keys and to
         each other (``plan`` over C + S keys), then go into the cache's ``layer`` at ``slots``."""
         q, k, v = self._project(x, rotation)
-        keys = torch.cat([cache.k[layer][:, :, : cache.capacity], k], dim=2)  # (B, H, C + S, K)
-        values = torch.cat([cache.v[layer][:, :, : cache.capacity], v], dim=2)
+        keys = torch.cat([cache.k[layer][:, :, 1 : cache.used], k], dim=2)  # (B, H, filled + S, K)
+        values = torch.cat([cache.v[layer][:, :, 1 : cache.used], v], dim=2)
         att = self.backend(q, keys, values, plan)
         cache.write(layer, k, v, slots)
         return self._rest(x, att)
 
-    def decode(self, x: Tensor, rotation: Tensor, plan: DensePlan, cache: KVCache, layer: int, slots: Tensor) -> Tensor:
-        """One new position per row (B, 1, D): written into the cache's ``layer`` at ``slots``
-        first, then attending to every slot (``plan`` over C + 1 keys)."""
+    def decode(
+        self,
+        x: Tensor,
+        rotation: Tensor,
+        plan: DensePlan,
+        cache: KVCache,
+        layer: int,
+        slots: Tensor,
+        rows: Tensor | None = None,
+    ) -> Tensor:
+        """One new position per row (B, 1, D) (of the cache's ``rows`` when given): written into
+        the cache's ``layer`` at ``slots`` first, then attending to every used slot (``plan``
+        over ``cache.used`` keys)."""
         q, k, v = self._project(x, rotation)
-        cache.write(layer, k, v, slots)
-        return self._rest(x, self.backend(q, cache.k[layer], cache.v[layer], plan))
+        cache.write(layer, k, v, slots, rows)
+        keys, values = cache.keys(layer, rows)
+        return self._rest(x, self.backend(q, keys, values, plan))
 
     def _project(self, x: Tensor, rotation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries (B, H, S, K), keys and values (B, H_kv, S, K) of the normalized input, rotated."""
@@ -173,24 +198,13 @@ class TransformerStage(Stage):
     def _forward_cached(self, x: Tensor, layout: Layout, cache: KVCache) -> Tensor:
         b, s, _ = x.shape
         valid = layout.valid if layout.valid is not None else torch.ones(b, s, dtype=torch.bool, device=x.device)
+        if s == 1:
+            return self._decode(x, valid, layout.rows, cache)
         positions, slots = cache.slots(valid)  # (B, S) each
         rotation = rope_angles(positions, self.head_dim, self.rope_theta)
-        if s == 1:  # decoding: the new keys go into the cache first, then every slot is a key
-            cache.commit(positions, slots, valid)
-            slot_pos = cache.pos[:, None, :]  # (B, 1, C + 1)
-            q_pos = positions[:, :, None]  # (B, 1, 1)
-            mask = (slot_pos >= 0) & (slot_pos <= q_pos)
-            if self.window is not None:
-                mask = mask & (q_pos - slot_pos < self.window)
-            # A row with nothing to add sees its own (spare-slot) key, so no softmax row is empty.
-            own = torch.arange(cache.capacity + 1, device=x.device)[None, None, :] == slots[:, :, None]
-            plan = DensePlan((mask | own)[:, None])  # (B, 1, 1, C + 1)
-            for i, block in enumerate(self.blocks):
-                x = block.decode(x, rotation, plan, cache, i, slots)
-            return x
         # Which keys each new position may see: cached slots, then the new positions themselves.
         q_pos = positions[:, :, None]  # (B, S, 1)
-        old = cache.pos[:, None, : cache.capacity]  # (B, 1, C)
+        old = cache.pos[:, None, 1 : cache.used]  # (B, 1, filled)
         see_old = (old >= 0) & (old <= q_pos)
         new = positions[:, None, :]  # (B, 1, S)
         itself = torch.eye(s, dtype=torch.bool, device=x.device)[None]  # (1, S, S)
@@ -199,11 +213,34 @@ class TransformerStage(Stage):
         if self.window is not None:
             see_old = see_old & (q_pos - old < self.window)
             see_new = see_new & (q_pos - new < self.window)
-        plan = DensePlan(torch.cat([see_old, see_new], dim=2)[:, None])  # (B, 1, S, C + S)
+        plan = DensePlan(torch.cat([see_old, see_new], dim=2)[:, None])  # (B, 1, S, filled + S)
         for i, block in enumerate(self.blocks):
             x = block.prefill(x, rotation, plan, cache, i, slots)
         cache.commit(positions, slots, valid)
         return x
+
+    def _decode(self, x: Tensor, valid: Tensor, rows: Tensor | None, cache: KVCache) -> Tensor:
+        """One new position per row (B, 1, D), of ``rows`` only when given: the new keys go into
+        the cache first, then every used slot is a key."""
+        full = x
+        if rows is not None:
+            x, valid = x.index_select(0, rows), valid.index_select(0, rows)  # (B', 1, D), (B', 1)
+        positions, slots = cache.slots(valid, rows)  # (B', 1) each
+        rotation = rope_angles(positions, self.head_dim, self.rope_theta)
+        cache.commit(positions, slots, valid, rows)
+        slot_pos = cache.pos[:, None, : cache.used]  # (B, 1, used)
+        if rows is not None:
+            slot_pos = slot_pos.index_select(0, rows)
+        q_pos = positions[:, :, None]  # (B', 1, 1)
+        mask = (slot_pos >= 0) & (slot_pos <= q_pos)
+        if self.window is not None:
+            mask = mask & (q_pos - slot_pos < self.window)
+        # A row with nothing to add sees its own (spare-slot) key, so no softmax row is empty.
+        own = torch.arange(cache.used, device=x.device)[None, None, :] == slots[:, :, None]
+        plan = DensePlan((mask | own)[:, None])  # (B', 1, 1, used)
+        for i, block in enumerate(self.blocks):
+            x = block.decode(x, rotation, plan, cache, i, slots, rows)
+        return x if rows is None else full.index_copy(0, rows, x)
 
     def checkpointable(self) -> list[nn.Module]:
         return list(self.blocks)

@@ -42,6 +42,11 @@ class MultiLinearUpsampler(Upsampler):
         n = self.offsets
         u = self.norm(coarse)  # (B, S, Dc)
         o = offset.remainder(n) if self.wrap else offset.clamp(max=n - 1)
+        if segment.numel() < n:
+            # Fewer fine positions than offsets (a decoding step of a few rows): each gathers
+            # its own matrix, rather than projecting through all n of them.
+            weight = self.up + self.per_offset[o]  # (B, T, Dc, Df)
+            return (gather_rows(u, segment)[:, :, None] @ weight)[:, :, 0]  # (B, T, Df)
         weight = (self.up[None] + self.per_offset).permute(1, 0, 2).reshape(-1, n * self.dim_fine)  # (Dc, n*Df)
         projected = (u @ weight).view(b, s * n, self.dim_fine)  # (B, S*n, Df): row s*n + o
         return gather_rows(projected, segment * n + o)  # (B, T, Df)

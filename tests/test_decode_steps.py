@@ -1,0 +1,117 @@
+"""How decoding steps run (``aunet.core.decoding.StepMode``): eager steps compute only the rows and
+cache slots each level needs, static steps keep every shape fixed (so a step allocates the same
+whatever the length), compiled steps run under torch.compile and match eager within a stated
+tolerance. Generation equals teacher forcing in eager and static modes for every spec
+(``test_generate.py`` and the kits check both)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import aunet
+from aunet.core.decoding import StepMode, new_state, prefill, step
+from aunet.core.model import build_model
+from aunet.core.resources import spec_path
+from aunet.core.tokens import BOS
+from aunet.jobs.inference.generate import decode, sample_next
+
+#: Compiled steps against eager ones: inductor reorders float32 sums (fused RMSNorm, softmax).
+COMPILED_TOLERANCE = 1e-4
+
+
+def greedy(logits: torch.Tensor) -> torch.Tensor:
+    return sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
+
+
+def small_aunet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    spec = aunet.parse_spec(
+        "[model]\ncontext = 128\n"
+        '[[levels]]\ndim = 32\nstage = { kind = "transformer", layers = 1, head_dim = 16, window = 32 }\n'
+        '[[levels]]\ndim = 64\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1, head_dim = 16 }'
+    )
+    return build_model(spec).eval()
+
+
+def step_allocations(model: torch.nn.Module, mode: StepMode, at: tuple[int, ...]) -> dict[int, int]:
+    """Bytes the tensors of one decoding step allocate, at each step number in ``at``, two rows
+    stepping past the caches' capacity (64 positions) so that the rings wrap."""
+    state = new_state(model, 2, 64, mode=mode)
+    tokens = torch.tensor([[BOS, 73, 110, 32], [BOS, 84, 104, 101]])
+    levels = torch.tensor([[1, 0, 0, 1], [1, 0, 0, 0]], dtype=torch.uint8)
+    prefill(model, state, tokens, levels, torch.tensor([4, 4]))
+    found = {}
+    for t in range(max(at) + 1):
+        args = (model, state, torch.tensor([97, 32]), [t % 3 == 2, t % 5 == 4], [True, True])
+        if t not in at:
+            step(*args)
+            continue
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step(*args)
+        found[t] = sum(max(0, event.self_cpu_memory_usage) for event in prof.key_averages())
+    return found
+
+
+def test_a_static_step_allocates_the_same_however_long_the_text() -> None:
+    model = small_aunet()
+    with torch.no_grad():
+        static = step_allocations(model, StepMode.STATIC, (12, 40, 150))
+    assert static[12] > 0, "the profiler saw no allocation: the measurement itself is broken"
+    assert static[12] == static[40] == static[150], f"bytes allocated per step grew with the length: {static}"
+    # Eager steps read the slots used so far: what they allocate grows until the rings are full.
+    with torch.no_grad():
+        eager = step_allocations(model, StepMode.EAGER, (12, 40))
+    assert eager[40] > eager[12]
+
+
+def replay(texts: list[bytes]):
+    """A ``choose`` that picks each row's next byte of ``texts``: decoding with known boundaries."""
+    rows = [iter(text) for text in texts]
+    return lambda logits: torch.tensor([next(row) for row in rows])
+
+
+def test_eager_steps_compute_only_the_rows_that_reached_a_level() -> None:
+    model = small_aunet()
+    calls = []
+    model.trunk.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs["layout"].rows), with_kwargs=True
+    )
+    prompts, texts = [b"one two", b"abcdefg"], [b"a b c d e f g h", b"xxxxxxxxxxxxxxx"]
+    eager = decode(model, prompts, 14, choose=replay(texts), keep_logits=True, step_mode="eager")
+    steps = calls[1:]  # the first call is the prefill
+    assert steps and all(rows is not None and rows.tolist() == [0] for rows in steps), steps
+    calls.clear()
+    static = decode(model, prompts, 14, choose=replay(texts), keep_logits=True, step_mode="static")
+    assert len(calls) == len(steps) + 1 and all(rows is None for rows in calls)
+    for row in range(2):
+        for a, b in zip(eager.logits[row], static.logits[row]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_steps_match_eager_within_the_stated_tolerance() -> None:
+    model = small_aunet()
+    prompts = [b"In the beginning God created the heaven", b"and the earth"]
+    eager = decode(model, prompts, 24, choose=greedy, keep_logits=True, step_mode="eager")
+    compiled = decode(model, prompts, 24, choose=greedy, keep_logits=True, step_mode="compiled")
+    assert compiled.stage_calls[-1] > 0, "no compiled step reached the trunk"
+    assert compiled.new_bytes == eager.new_bytes
+    for row in range(len(prompts)):
+        for a, b in zip(compiled.logits[row], eager.logits[row]):
+            torch.testing.assert_close(a, b, rtol=COMPILED_TOLERANCE, atol=COMPILED_TOLERANCE)
+
+
+def test_an_unknown_step_mode_is_named() -> None:
+    model = small_aunet()
+    with pytest.raises(ValueError, match="step_mode must be one of eager, static, compiled, got 'fast'"):
+        aunet.generate(model, [b"x"], 2, step_mode="fast")
+
+
+@pytest.mark.parametrize("name", ["aunet2-tiny", "hnet-tiny"])
+def test_static_and_eager_steps_give_the_same_bytes_on_shipped_specs(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(aunet.load_spec(spec_path(name))).eval()
+    prompts = [b"In the beginning", b"", b"And God said, Let there be light"]
+    eager = aunet.generate(model, prompts, 30, step_mode="eager")
+    assert aunet.generate(model, prompts, 30, step_mode="static") == eager
