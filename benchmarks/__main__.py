@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default=None, help="auto, cpu, cuda (attention, train-step, gpu-check)")
     parser.add_argument(
-        "--smoke", action="store_true", help="splitters, gpu-check, claims: tiny sizes, to check the script runs"
+        "--smoke",
+        action="store_true",
+        help="splitters, gpu-check, claims, generate: tiny sizes, to check the script runs",
     )
     parser.add_argument("--out", default=None, help="claims: where its runs and tables go (run again to resume)")
     args = parser.parse_args(argv)
@@ -56,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--device applies to attention, train-step and gpu-check")
         kwargs["device"] = args.device
     if args.smoke:
-        if args.name not in ("splitters", "gpu-check", "claims"):
-            parser.error("--smoke applies to splitters, gpu-check and claims only")
+        if args.name not in ("splitters", "gpu-check", "claims", "generate"):
+            parser.error("--smoke applies to splitters, gpu-check, claims and generate only")
         kwargs["smoke"] = True
     if args.out is not None:
         if args.name != "claims":

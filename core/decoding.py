@@ -19,6 +19,7 @@ loop that picks bytes and feeds the streaming splitters is ``aunet.jobs.inferenc
 from __future__ import annotations
 
 import enum
+import types
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -92,19 +93,32 @@ def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepM
             cache.filled = cache.capacity  # every slot read from the start: fixed shapes
         state.static = True
     if mode is StepMode.COMPILED:
-        state.advance = compiled_advance(model)
+        state.advance = compiled_advance(model, batch)
+        if param.device.type == "cuda":
+            # CUDA graphs replay at fixed addresses: the caches, written in place every step,
+            # are marked static (as parameters are) so that the graphs capture their writes.
+            for cache in caches.values():
+                for t in (*cache.k, *cache.v, cache.pos, cache.length):
+                    torch._dynamo.mark_static_address(t)
     return state
 
 
-_COMPILED: weakref.WeakKeyDictionary[AUNet, Any] = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary[AUNet, dict[int, Any]] = weakref.WeakKeyDictionary()
 
 
-def compiled_advance(model: AUNet) -> Any:
-    """``_advance`` under ``torch.compile`` for ``model``, made once per model (each highest
-    level a step reaches is a graph of its own; the first step to reach it compiles it)."""
-    if model not in _COMPILED:
-        _COMPILED[model] = torch.compile(_advance, dynamic=False)
-    return _COMPILED[model]
+def compiled_advance(model: AUNet, batch: int) -> Any:
+    """``_advance`` under ``torch.compile`` for ``model`` decoding ``batch`` rows, made once per
+    model and batch size. Each has a code object of its own, so that its graphs (one per highest
+    level a step reaches, at most depth + 1) count against their own recompile limit and never
+    push another model's out to eager."""
+    made = _COMPILED.setdefault(model, {})
+    if batch not in made:
+        code = _advance.__code__.replace(co_name=f"_advance_{len(made)}_{id(model):x}")
+        fresh = types.FunctionType(code, _advance.__globals__, code.co_name, _advance.__defaults__)
+        # On CUDA each graph is also captured as a CUDA graph (one launch per step).
+        mode = "reduce-overhead" if next(model.parameters()).device.type == "cuda" else None
+        made[batch] = torch.compile(fresh, dynamic=False, mode=mode)
+    return made[batch]
 
 
 @torch.no_grad()
@@ -229,8 +243,17 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
     # row in sixteen computes one row, not sixteen); routed levels, decided in the walk, on all.
     # A static state keeps every shape fixed: all rows, masked.
     rows = [None if state.static or i > ruled else _rows(active_host[i], device) for i in range(depth + 1)]
-    advance = state.advance or _advance
-    logits, top = advance(model, state, token, active, top, rows)
+    if state.advance is None:
+        logits, top = _advance(model, state, token, active, top, rows)
+    elif token.device.type == "cuda":
+        # A CUDA graph's outputs live in its pool and the next replay overwrites them: the
+        # state keeps copies, and the step's logits are copied for the caller.
+        torch.compiler.cudagraph_mark_step_begin()
+        logits, top = state.advance(model, state, token, active, top, rows)
+        _own_outputs(state)
+        logits = logits.clone()
+    else:
+        logits, top = state.advance(model, state, token, active, top, rows)
     for i in range(top + 1):
         state.stage_calls[i] += 1
     return logits
@@ -248,6 +271,29 @@ def _advance(
     for i in range(model.depth + 1):
         state.count[i] = state.count[i] + plan.active[i].long()
     return _heads(model, state, h[:, 0]), plan.top
+
+
+def _own_outputs(state: DecodeState) -> None:
+    """Replace the state's tensors that a step produced by copies of them (CUDA graph outputs)."""
+    for values in (state.count, state.boundary, state.last_out):
+        for i, value in enumerate(values):
+            if value is not None:
+                values[i] = value.clone()
+    state.pool_states = [_cloned(p) for p in state.pool_states]
+    state.router_states = {level: _cloned(p) for level, p in state.router_states.items()}
+    state.recent = _cloned(state.recent)
+    state.level_logits = _cloned(state.level_logits)
+
+
+def _cloned(value: Any) -> Any:
+    """``value`` with every tensor in it (a tensor, a tuple or list of them, None) copied."""
+    if isinstance(value, Tensor):
+        return value.clone()
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple state
+        return type(value)(*(_cloned(v) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cloned(v) for v in value)
+    return value
 
 
 def _rows(active: list[bool], device: Any) -> Tensor | None:
