@@ -113,11 +113,16 @@ def _matmul_flops(batch: int, rounds: int, device: str) -> float:
 
 
 def run(
-    rounds: int = 3, smoke: bool = False, device: str = "cpu", specs: tuple[str, ...] = SPECS
+    rounds: int = 3,
+    smoke: bool = False,
+    device: str = "cpu",
+    specs: tuple[str, ...] = SPECS,
+    modes: tuple[str, ...] = MODES,
 ) -> list[dict[str, Any]]:
     """``smoke``: batches of 1 and 2 rows, one round: checks that the script runs. ``device``:
     where the models decode (the GPU check runs this on CUDA, where compiled steps are captured
-    as CUDA graphs); ``specs``: which of SPECS (byte-tiny always: the ratios are against it)."""
+    as CUDA graphs); ``specs``: which of SPECS (byte-tiny always: the ratios are against it);
+    ``modes``: which step modes."""
     import torch
 
     torch.set_num_threads(1)
@@ -135,7 +140,7 @@ def run(
             else:
                 ids = [encoding.tokenizer.encode(c).tolist() for c in continuations]
                 new = NEW_BPE
-            for mode in MODES:
+            for mode in modes:
                 for n in (new, 1):
                     key = (name, batch, mode, n)
                     configs[key] = _decoder(model, encoding, prompts, ids, n, mode)
@@ -145,7 +150,7 @@ def run(
 
     records = []
     for batch in batches:
-        for mode in MODES:
+        for mode in modes:
             for name, (_, encoding, flops) in models.items():
                 new = NEW if encoding is None else NEW_BPE
                 seconds = median(times[(name, batch, mode, new)]) - median(times[(name, batch, mode, 1)])

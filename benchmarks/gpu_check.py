@@ -5,7 +5,9 @@
 3. the train-step benchmark on the GPU (bytes/s, ratios, host syncs per step);
 4. ``aunet profile`` of a 1B-class AU-Net 2 (``paper/aunet2-1b``: widths 512 and 2048) at reduced
    depth (3 byte layers, 4 word layers instead of 25; 8,192-byte rows), per backend, in bf16;
-5. one training run of aunet2-tiny on one process with ``--parallel fsdp`` over NCCL, bf16 and
+5. decoding: byte-tiny and aunet2-tiny at 1, 16 and 64 rows, eager steps against compiled steps
+   captured as CUDA graphs (``python -m benchmarks generate`` on the GPU), with any graph skipped;
+6. one training run of aunet2-tiny on one process with ``--parallel fsdp`` over NCCL, bf16 and
    compile (when this aunet has it).
 
 It prints one JSON summary (and each part's records). ``--smoke`` shrinks every size so the
@@ -84,6 +86,22 @@ def _profile(device: str, smoke: bool) -> list[dict[str, Any]]:
             out=Path(folder),
         )
     return [s.to_json() for s in summaries]
+
+
+def _decoding(device: str, smoke: bool) -> dict[str, Any]:
+    """byte-tiny against aunet2-tiny, eager steps against compiled ones (on CUDA, captured as CUDA
+    graphs: one launch per step), and whether any graph was skipped (and why)."""
+    import torch
+
+    from benchmarks import generate
+
+    # Smoke mode on a CPU leaves compiling out (a minute or two there); tests/test_decode_steps.py
+    # checks compiled steps against eager ones.
+    modes = ("eager",) if smoke else ("eager", "compiled")
+    records = generate.run(rounds=1 if smoke else 3, smoke=smoke, device=device, specs=("aunet2-tiny",), modes=modes)
+    counters = torch._dynamo.utils.counters
+    skips = dict(counters["inductor"].get("cudagraph_skips", {})) if "inductor" in counters else {}
+    return {"records": records, "cudagraph_skips": skips}
 
 
 def _fsdp(device: str, smoke: bool) -> dict[str, Any]:
@@ -170,6 +188,7 @@ def run(rounds: int = 1, device: str = "cuda", smoke: bool = False) -> list[dict
         _part("attention_8192", lambda: _attention(device, smoke), summary)
         _part("train_step", lambda: _train_step(device, smoke), summary)
         _part("profile_aunet2_1b_reduced", lambda: _profile(device, smoke), summary)
+        _part("decoding_graphs", lambda: _decoding(device, smoke), summary)
     if not smoke:
         _part("fsdp_one_process", lambda: _fsdp(device, smoke), summary)
     return [summary]

@@ -183,7 +183,9 @@ def test_gpu_check_script_runs_on_a_cpu_in_smoke_mode() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)["records"][0]
-    for part in ("attention_8192", "train_step", "profile_aunet2_1b_reduced"):
+    for part in ("attention_8192", "train_step", "profile_aunet2_1b_reduced", "decoding_graphs"):
         assert part in summary and "error" not in (summary[part] if isinstance(summary[part], dict) else {}), part
     assert {r["kind"] for r in summary["attention_8192"] if "ms" in r} >= {"sdpa", "math", "flex"}
     assert any(p["kind"] == "sdpa" and p["labels"] for p in summary["profile_aunet2_1b_reduced"])
+    decoding = summary["decoding_graphs"]["records"]
+    assert {r["spec"] for r in decoding} == {"byte-tiny", "aunet2-tiny"} and all(r["bytes_per_s"] > 0 for r in decoding)
