@@ -131,10 +131,8 @@ class KVCache:
     def write(self, layer: int, k: Tensor, v: Tensor, slots: Tensor, rows: Tensor | None = None) -> None:
         """Store (B, H, S, K) new keys and values at ``slots`` (B, S) (of ``rows`` when given)."""
         if rows is None:
-            index = slots[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])  # (B, H, S, K)
-            self.k[layer].scatter_(2, index, k)
-            self.v[layer].scatter_(2, index, v)
-            return
+            rows = torch.arange(k.shape[0], device=k.device)
+        # An index_put, which torch.compile keeps in place (a scatter_ it would copy whole).
         self.k[layer][rows[:, None], :, slots] = k.transpose(1, 2)  # (B', S, H, K) at (row, slot)
         self.v[layer][rows[:, None], :, slots] = v.transpose(1, 2)
 
