@@ -70,6 +70,14 @@ def aunet_add_commands(commands: Commands) -> None:
         help="where new bytes' levels come from: the spec's splitters (default) or the model's "
         "level head (a model trained with model.level_loss > 0)",
     )
+    p.add_argument(
+        "--step-mode",
+        choices=("eager", "static", "compiled"),
+        default=None,
+        help="how decoding steps run: eager (each level computes only its rows and used cache slots), "
+        "static (fixed shapes) or compiled (torch.compile, seconds per graph the first time); "
+        "default: the fastest measured on the device, eager on CPU",
+    )
     runtime_options(p)
     p.set_defaults(run=cmd_generate)
 
@@ -108,6 +116,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "threads": threads,
         "levels": args.levels,
         "encoding": run.encoding,
+        "step_mode": args.step_mode,
     }
     out = sys.stdout
     with warnings.catch_warnings(record=True) as caught:
