@@ -649,6 +649,22 @@ def test_generation_flags_at_their_limits(small_run: Path, tmp_path: Path) -> No
     assert tiny.returncode == 0 and "Traceback" not in tiny.stderr, tiny.stderr
     greedy = run_cli("generate", "--ckpt", str(small_run), "--prompt", "In", "--max-bytes", "4", "--temperature", "0")
     assert tiny.stdout == greedy.stdout  # a temperature near 0 samples what greedy picks
+    static = run_cli(
+        "generate",
+        "--ckpt",
+        str(small_run),
+        "--prompt",
+        "In",
+        "--max-bytes",
+        "4",
+        "--temperature",
+        "0",
+        "--step-mode",
+        "static",
+    )
+    assert static.returncode == 0 and static.stdout == greedy.stdout, static.stderr
+    bad = run_cli("generate", "--ckpt", str(small_run), "--step-mode", "fast")
+    assert bad.returncode == 2 and "--step-mode: invalid choice: 'fast'" in bad.stderr
     deep = tmp_path / "deep.jsonl"
     deep.write_text("[" * 100_000 + "\n")
     assert_one_line(run_cli("generate", "--ckpt", str(small_run), "--prompts", str(deep)), "nested too deeply")
