@@ -115,3 +115,24 @@ def test_static_and_eager_steps_give_the_same_bytes_on_shipped_specs(name: str) 
     prompts = [b"In the beginning", b"", b"And God said, Let there be light"]
     eager = aunet.generate(model, prompts, 30, step_mode="eager")
     assert aunet.generate(model, prompts, 30, step_mode="static") == eager
+
+
+def test_the_upsamplers_kept_weights_follow_every_change_of_its_parameters() -> None:
+    from aunet.plugins.nn.upsamplers import MultiLinearUpsampler
+
+    torch.manual_seed(0)
+    up = MultiLinearUpsampler(dim_coarse=8, dim_fine=4, offsets=4, wrap=True, norm_eps=1e-5, init_std=0.1)
+    coarse, segment, offset = torch.randn(2, 3, 8), torch.tensor([[0, 0, 1, 1, 2, 2]] * 2), torch.arange(6).repeat(2, 1)
+
+    def fresh() -> torch.Tensor:
+        with torch.enable_grad():  # recorded: nothing kept, built from the weights as they are
+            return up(coarse, segment, offset).detach()
+
+    with torch.no_grad():
+        first = up(coarse, segment, offset)
+        assert torch.equal(first, fresh()) and up._combined is not None
+        up.per_offset.add_(1.0)  # an optimizer step, in place
+        changed = up(coarse, segment, offset)
+        assert not torch.equal(changed, first) and torch.equal(changed, fresh())
+        up.load_state_dict({"up": torch.zeros(8, 4), "per_offset": up.per_offset, "norm.weight": up.norm.weight})
+        assert torch.equal(up(coarse, segment, offset), fresh())

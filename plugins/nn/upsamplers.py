@@ -3,6 +3,8 @@ the rules they implement: ``aunet.plugins.upsamplers``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +35,7 @@ class MultiLinearUpsampler(Upsampler):
         self.per_offset = nn.Parameter(torch.empty(offsets, dim_coarse, dim_fine))  # W_o
         init_matrix(self.up, init, std=init_std, fan_in=dim_coarse)
         init_matrix(self.per_offset, init, std=init_std, fan_in=dim_coarse)
+        self._combined: tuple[tuple[Any, ...], Tensor] | None = None  # (weights' versions, all W_up + W_o)
 
     def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
         """Every coarse vector is projected once through all (W_up + W_o), and each fine position
@@ -47,9 +50,25 @@ class MultiLinearUpsampler(Upsampler):
             # its own matrix, rather than projecting through all n of them.
             weight = self.up + self.per_offset[o]  # (B, T, Dc, Df)
             return (gather_rows(u, segment)[:, :, None] @ weight)[:, :, 0]  # (B, T, Df)
-        weight = (self.up[None] + self.per_offset).permute(1, 0, 2).reshape(-1, n * self.dim_fine)  # (Dc, n*Df)
+        weight = self.combined()  # (Dc, n*Df)
         projected = (u @ weight).view(b, s * n, self.dim_fine)  # (B, S*n, Df): row s*n + o
         return gather_rows(projected, segment * n + o)  # (B, T, Df)
+
+    def combined(self) -> Tensor:
+        """(Dc, n x Df): every (W_up + W_o) side by side. Made once and kept while no gradient is
+        recorded and the weights are unchanged (their version counters and storage say so): a
+        decoding step or an evaluation would otherwise rebuild it (n x Dc x Df floats) every call."""
+        n = self.offsets
+
+        def build() -> Tensor:
+            return (self.up[None] + self.per_offset).permute(1, 0, 2).reshape(-1, n * self.dim_fine)
+
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return build()
+        key = tuple((w._version, w.data_ptr(), w.device, w.dtype) for w in (self.up, self.per_offset))
+        if self._combined is None or self._combined[0] != key:
+            self._combined = (key, build())
+        return self._combined[1]
 
 
 class RepeatUpsampler(Upsampler):
