@@ -179,12 +179,15 @@ class Step(WalkPlan):
         self.active = active  # per level, (B,) bool: rows that get a new position there
         self.top = top
         self.rows = rows  # per level, the rows whose stages run (None: every row)
+        self.layouts: dict[int, Layout] = {}  # one per level: its encoder and decoder share it
         b = active[0].shape[0]
         self.first = torch.zeros(b, 1, dtype=torch.long, device=active[0].device)  # (B, 1)
         self.smoothing: dict[int, Tensor] = {}  # routed level -> (B,) P of its new positions
 
     def layout(self, level: int) -> Layout:
-        return Layout(valid=self.active[level][:, None], rows=self.rows[level])
+        if level not in self.layouts:
+            self.layouts[level] = Layout(valid=self.active[level][:, None], rows=self.rows[level])
+        return self.layouts[level]
 
     def cache(self, level: int, part: Part) -> KVCache | None:
         return self.state.caches[(level, part)]

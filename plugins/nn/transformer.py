@@ -118,11 +118,12 @@ class Block(nn.Module):
         """Queries (B, H, S, K), keys and values (B, H_kv, S, K) of the normalized input, rotated."""
         b, s, d = x.shape
         kv = self.kv_heads * self.head_dim
-        q, k, v = self.qkv(self.attn_norm(x)).split([d, kv, kv], dim=-1)  # (B, S, D), 2 x (B, S, H_kv * K)
-        q = q.view(b, s, self.heads, self.head_dim).transpose(1, 2)  # (B, H, S, K)
-        k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, S, K)
+        qk, v = self.qkv(self.attn_norm(x)).split([d + kv, kv], dim=-1)  # (B, S, D + H_kv K), (B, S, H_kv K)
+        heads = self.heads + self.kv_heads
+        # Queries and keys rotated together: one rotation of (B, H + H_kv, S, K), then split.
+        qk = apply_rope(qk.view(b, s, heads, self.head_dim).transpose(1, 2), rotation)
+        q, k = qk.split([self.heads, self.kv_heads], dim=1)  # (B, H, S, K), (B, H_kv, S, K)
         v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, rotation), apply_rope(k, rotation)
         return q, k, v
 
     def _rest(self, x: Tensor, att: Tensor) -> Tensor:
@@ -199,7 +200,7 @@ class TransformerStage(Stage):
         b, s, _ = x.shape
         valid = layout.valid if layout.valid is not None else torch.ones(b, s, dtype=torch.bool, device=x.device)
         if s == 1:
-            return self._decode(x, valid, layout.rows, cache)
+            return self._decode(x, layout, valid, cache)
         positions, slots = cache.slots(valid)  # (B, S) each
         rotation = rope_angles(positions, self.head_dim, self.rope_theta)
         # Which keys each new position may see: cached slots, then the new positions themselves.
@@ -219,28 +220,43 @@ class TransformerStage(Stage):
         cache.commit(positions, slots, valid)
         return x
 
-    def _decode(self, x: Tensor, valid: Tensor, rows: Tensor | None, cache: KVCache) -> Tensor:
-        """One new position per row (B, 1, D), of ``rows`` only when given: the new keys go into
-        the cache first, then every used slot is a key."""
-        full = x
+    def _decode(self, x: Tensor, layout: Layout, valid: Tensor, cache: KVCache) -> Tensor:
+        """One new position per row (B, 1, D), of ``layout.rows`` only when given: the new keys
+        go into the cache first, then every used slot is a key."""
+        full, rows = x, layout.rows
         if rows is not None:
-            x, valid = x.index_select(0, rows), valid.index_select(0, rows)  # (B', 1, D), (B', 1)
-        positions, slots = cache.slots(valid, rows)  # (B', 1) each
-        rotation = rope_angles(positions, self.head_dim, self.rope_theta)
+            x = x.index_select(0, rows)  # (B', 1, D)
+        # The encoder and the decoder of a level step in lockstep (their caches hold the same
+        # positions): the second reuses the first's positions, slots, rotation and mask.
+        key = ("decode", cache.capacity, cache.used, self.window, self.head_dim, self.rope_theta)
+        if key not in layout.cache:
+            layout.cache[key] = self._decode_plan(valid if rows is None else valid.index_select(0, rows), rows, cache)
+        positions, slots, rotation, plan, valid = layout.cache[key]
         cache.commit(positions, slots, valid, rows)
-        slot_pos = cache.pos[:, None, : cache.used]  # (B, 1, used)
-        if rows is not None:
-            slot_pos = slot_pos.index_select(0, rows)
-        q_pos = positions[:, :, None]  # (B', 1, 1)
-        mask = (slot_pos >= 0) & (slot_pos <= q_pos)
-        if self.window is not None:
-            mask = mask & (q_pos - slot_pos < self.window)
-        # A row with nothing to add sees its own (spare-slot) key, so no softmax row is empty.
-        own = torch.arange(cache.used, device=x.device)[None, None, :] == slots[:, :, None]
-        plan = DensePlan((mask | own)[:, None])  # (B', 1, 1, used)
         for i, block in enumerate(self.blocks):
             x = block.decode(x, rotation, plan, cache, i, slots, rows)
         return x if rows is None else full.index_copy(0, rows, x)
+
+    def _decode_plan(self, valid: Tensor, rows: Tensor | None, cache: KVCache) -> tuple[Any, ...]:
+        """Positions, slots (B', 1), the rotation and the mask over the slots used once this step's
+        keys are in, and ``valid``, for one step of ``rows`` (before the cache commits it)."""
+        positions, slots = cache.slots(valid, rows)  # (B', 1) each
+        rotation = rope_angles(positions, self.head_dim, self.rope_theta)
+        used = min(cache.capacity, cache.filled + 1) + 1  # the slots read after this step's commit
+        slot_pos = cache.pos[:, None, :used]  # (B, 1, used), this step's slots not yet recorded
+        if rows is not None:
+            slot_pos = slot_pos.index_select(0, rows)
+        q_pos = positions[:, :, None]  # (B', 1, 1)
+        index = torch.arange(used, device=valid.device)[None, None, :]  # (1, 1, used)
+        own = index == slots[:, :, None]  # the slot this step writes (the spare where not valid)
+        # A key is seen if it is an earlier position (or this one) in the window; the new key's
+        # slot counts as this step's position. A row with nothing to add sees its own (spare-slot)
+        # key, so no softmax row is empty.
+        mask = (slot_pos >= 0) & (slot_pos <= q_pos) & ~own
+        if self.window is not None:
+            mask = mask & (q_pos - slot_pos < self.window)
+        plan = DensePlan((mask | own)[:, None])  # (B', 1, 1, used)
+        return positions, slots, rotation, plan, valid
 
     def checkpointable(self) -> list[nn.Module]:
         return list(self.blocks)
