@@ -57,7 +57,8 @@ def aunet_add_commands(commands: Commands) -> None:
         type=positive_int,
         default=64,
         metavar="N",
-        help="rows decoded together when there are several prompts (default 64)",
+        help="rows decoded together when there are several prompts; a row that finishes takes the "
+        "next waiting prompt (default 64)",
     )
     p.add_argument("--temperature", type=non_negative_float, default=0.7, metavar="T", help="0 is greedy (default 0.7)")
     p.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="sample among the K likeliest")
@@ -133,24 +134,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
             )
             out.write(text.decode(b"", final=True) + "\n")
         else:
-            for first in range(0, len(prompts), args.batch_size):
-                batch = prompts[first : first + args.batch_size]
-                new = generate(model, batch, args.max_bytes, **options)
-                for i, (prompt, produced) in enumerate(zip(batch, new), start=first):
-                    if args.json:
-                        print_json(
-                            {
-                                "index": i,
-                                "prompt": prompt.decode("utf-8", "replace"),
-                                "text": produced.decode("utf-8", "replace"),
-                                "bytes": len(produced),
-                                "ended": _ending(produced, stops, args.max_bytes),
-                            }
-                        )
-                    else:
-                        out.write(f"--- {i + 1}/{len(prompts)} ---\n")
-                        out.write((prompt + produced).decode("utf-8", "replace") + "\n")
-                out.flush()
+            # Rows that finish take the next waiting prompt (continuous batching): the batch
+            # stays full until the prompts run out.
+            new = generate(model, prompts, args.max_bytes, batch_size=args.batch_size, **options)
+            for i, (prompt, produced) in enumerate(zip(prompts, new)):
+                if args.json:
+                    print_json(
+                        {
+                            "index": i,
+                            "prompt": prompt.decode("utf-8", "replace"),
+                            "text": produced.decode("utf-8", "replace"),
+                            "bytes": len(produced),
+                            "ended": _ending(produced, stops, args.max_bytes),
+                        }
+                    )
+                else:
+                    out.write(f"--- {i + 1}/{len(prompts)} ---\n")
+                    out.write((prompt + produced).decode("utf-8", "replace") + "\n")
+            out.flush()
     for w in caught:
         print(f"aunet: note: {w.message}", file=sys.stderr)
     return 0

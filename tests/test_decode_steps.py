@@ -136,3 +136,33 @@ def test_the_upsamplers_kept_weights_follow_every_change_of_its_parameters() -> 
         assert not torch.equal(changed, first) and torch.equal(changed, fresh())
         up.load_state_dict({"up": torch.zeros(8, 4), "per_offset": up.per_offset, "norm.weight": up.norm.weight})
         assert torch.equal(up(coarse, segment, offset), fresh())
+
+
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_a_finished_row_takes_the_next_prompt_and_every_prompt_decodes_as_alone(mode: str) -> None:
+    model = small_aunet()
+    prompts = [b"In the beginning", b"", b"And God said", b"a b c d e f", b"x" * 40, b"The earth was"]
+    stop = [b"e"]  # rows end at different steps: each frees its row for the next prompt
+    together = decode(model, prompts, 12, choose=greedy, keep_logits=True, stop=stop, step_mode=mode, batch_size=2)
+    for i, prompt in enumerate(prompts):
+        alone = decode(model, [prompt], 12, choose=greedy, keep_logits=True, stop=stop, step_mode=mode)
+        assert together.new_bytes[i] == alone.new_bytes[0], i
+        for a, b in zip(together.logits[i], alone.logits[0], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # Two rows decoded six prompts: fewer steps than six one after another.
+    assert together.stage_calls[0] < sum(len(logits) for logits in together.logits)
+
+
+def test_continuous_batching_streams_bytes_under_each_prompts_index() -> None:
+    model = small_aunet()
+    prompts = [b"one", b"two", b"three"]
+    seen: dict[int, bytearray] = {}
+    result = decode(
+        model,
+        prompts,
+        6,
+        choose=greedy,
+        batch_size=1,
+        on_bytes=lambda i, b: seen.setdefault(i, bytearray()).extend(b),
+    )
+    assert {i: bytes(b) for i, b in seen.items()} == {i: b for i, b in enumerate(result.new_bytes) if b}

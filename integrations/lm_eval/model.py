@@ -27,7 +27,7 @@ from typing import Any
 
 from aunet.core.encoding import Encoding, splitter_encoding
 from aunet.core.errors import InputError
-from aunet.integrations.lm_eval.scoring import _chunks, cut_at_stop, score_continuations, score_documents
+from aunet.integrations.lm_eval.scoring import cut_at_stop, score_continuations, score_documents
 
 LM_EVAL_MISSING = "lm-evaluation-harness is not installed: pip install 'aunet[eval]'"
 #: Bytes ``generate_until`` produces when a task gives no ``max_gen_toks`` (lm-eval's default).
@@ -186,24 +186,26 @@ class _Adapter:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[str] = [""] * len(prompts)
         cut: list[int] = []
-        for chunk in _chunks(order, self.batch_size):
-            threads = self.decode_threads
-            if threads == "auto":
-                threads = default_decode_threads(len(chunk), self._device)
-            with warnings.catch_warnings():  # decode warns per row; one summary below instead
-                warnings.simplefilter("ignore", RuntimeWarning)
-                decoded = decode(
-                    self.model,
-                    [prompts[i] for i in chunk],
-                    n,
-                    choose=choose,
-                    encoding=self.encoding,
-                    stop=stops,
-                    threads=threads,
-                )
-            cut += [t for t in decoded.truncated if t]
-            for i, new in zip(chunk, decoded.new_bytes):
-                out[i] = cut_at_stop(new, stops).decode("utf-8", errors="replace")
+        threads = self.decode_threads
+        if threads == "auto":
+            threads = default_decode_threads(min(len(order), self.batch_size), self._device)
+        with warnings.catch_warnings():  # decode warns per row; one summary below instead
+            warnings.simplefilter("ignore", RuntimeWarning)
+            # batch_size rows at a time, longest prompts first; a row that finishes takes the
+            # next waiting request (continuous batching).
+            decoded = decode(
+                self.model,
+                [prompts[i] for i in order],
+                n,
+                choose=choose,
+                encoding=self.encoding,
+                stop=stops,
+                threads=threads,
+                batch_size=self.batch_size,
+            )
+        cut += [t for t in decoded.truncated if t]
+        for i, new in zip(order, decoded.new_bytes):
+            out[i] = cut_at_stop(new, stops).decode("utf-8", errors="replace")
         self._count(cut, len(prompts), "generate_until", kept=self.context - 1)
         return out
 

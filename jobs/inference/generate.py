@@ -19,7 +19,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from aunet.core.decoding import STEP_MODES, StepMode, new_state, prefill, step
+from aunet.core.decoding import STEP_MODES, StepMode, new_state, prefill, splice, step
 from aunet.core.encoding import Encoding, splitter_encoding
 from aunet.core.errors import InputError
 from aunet.core.tokens import BOS, EOS, PAD
@@ -85,6 +85,7 @@ def decode(
     threads: int | None = None,
     levels: LevelSource | str = LevelSource.SPLITTER,
     step_mode: StepMode | str | None = None,
+    batch_size: int | None = None,
 ) -> Decoded:
     """Prefill, then pick and append one id per row at a time with ``choose`` ((B, V) logits ->
     (B,) ids) until EOS, a stop sequence or ``max_new_bytes``. ``encoding``: how the model reads
@@ -93,7 +94,10 @@ def decode(
     Memory stays bounded by the model's context whatever ``max_new_bytes`` is. ``levels``: where
     new positions' levels come from, the ``encoding`` or the model's level head (``predicted``:
     the argmax of its logits at the position that chose the byte; the prompt's levels still come
-    from the encoding). ``step_mode``: how steps run (``generate``'s argument)."""
+    from the encoding). ``step_mode``: how steps run (``generate``'s argument). ``batch_size``:
+    rows decoded at once (None: every prompt); a row that finishes takes the next waiting prompt,
+    prefilled apart and spliced into the batch, so the batch stays full (continuous batching).
+    Everything returned is in prompt order; ``on_bytes`` gets the prompt's index."""
     if max_new_bytes < 0:
         raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
     predicted = check_levels_source(model, levels) is LevelSource.PREDICTED
@@ -110,15 +114,9 @@ def decode(
                 RuntimeWarning,
                 stacklevel=3,
             )
-    b = len(rows)
+    n = len(rows)
+    b = n if batch_size is None else max(1, min(batch_size, n))
     width = max(len(row.ids) for row in rows) + 1
-    tokens = torch.full((b, width), PAD, dtype=torch.long)
-    levels = torch.zeros((b, width), dtype=torch.uint8)
-    tokens[:, 0] = BOS
-    levels[:, 0] = spec.depth
-    for r, row in enumerate(rows):
-        tokens[r, 1 : len(row.ids) + 1] = torch.from_numpy(row.ids)
-        levels[r, 1 : len(row.ids) + 1] = torch.from_numpy(row.levels)
     if encoding.id_count < model.vocab_size:  # ids the encoding never makes are never chosen
         choose_any = choose
 
@@ -127,7 +125,6 @@ def decode(
             logits[:, encoding.id_count :] = float("-inf")
             return choose_any(logits)
 
-    lengths = torch.tensor([len(row.ids) + 1 for row in rows], device=device)
     # Memory is bounded by the context, however many bytes are asked for: every stage keeps at
     # most `context` positions (a ring). Up to the context the logits are the teacher-forced
     # forward's; past it each stage attends to its last `context` positions.
@@ -138,44 +135,80 @@ def decode(
     state = new_state(model, b, capacity, mode=mode)
     was_training = model.training
     model.eval()
+    produced = [bytearray() for _ in range(n)]
+    kept: list[list[Tensor]] = [[] for _ in range(n)]
+    kept_levels: list[list[int]] = [[] for _ in range(n)]
+    taken = [0] * n  # ids chosen per prompt: at most max_new_bytes, even for ids of no bytes
+    slot: list[int | None] = list(range(b))  # the prompt each batch row decodes (None: nothing left)
+    waiting = iter(range(b, n))  # prompts for rows that finish (continuous batching)
     try:
-        logits = prefill(model, state, tokens.to(device), levels.to(device), lengths)
-        produced = [bytearray() for _ in range(b)]
-        kept: list[list[Tensor]] = [[] for _ in range(b)]
-        kept_levels: list[list[int]] = [[] for _ in range(b)]
+        logits = prefill(model, state, *_prompt_batch(spec, [rows[i] for i in range(b)], device))
         alive = [max_new_bytes > 0] * b
         with thread_count(threads):
-            for _ in range(max_new_bytes):
+            while True:
                 chosen = choose(logits)  # (B,)
                 chosen_ids = chosen.tolist()
                 guessed = state.level_logits.argmax(-1).tolist() if predicted else None
                 level = []
                 for r in range(b):
+                    i = slot[r]
                     if alive[r] and keep_logits:
-                        kept[r].append(logits[r].detach().clone())
+                        kept[i].append(logits[r].detach().clone())
                     if not alive[r] or chosen_ids[r] == EOS:
                         alive[r] = False
                         level.append(0)
                         continue
-                    piece = rows[r].stream.push(chosen_ids[r])
-                    new = piece.data[: max_new_bytes - len(produced[r])]
+                    piece = rows[i].stream.push(chosen_ids[r])
+                    taken[i] += 1
+                    new = piece.data[: max_new_bytes - len(produced[i])]
                     level.append(guessed[r] if guessed is not None else piece.level)
-                    produced[r] += new
+                    produced[i] += new
                     if keep_logits and guessed is not None:
-                        kept_levels[r].append(guessed[r])
+                        kept_levels[i].append(guessed[r])
                     if on_bytes is not None and new:
-                        on_bytes(r, new)
-                    if any(produced[r].endswith(s) for s in stop if s) or len(produced[r]) >= max_new_bytes:
+                        on_bytes(i, new)
+                    if (
+                        any(produced[i].endswith(s) for s in stop if s)
+                        or len(produced[i]) >= max_new_bytes
+                        or taken[i] >= max_new_bytes
+                    ):
                         alive[r] = False
+                if any(alive):
+                    fed = torch.where(chosen == EOS, 0, chosen)  # an ended row's input is never read
+                    logits = step(model, state, fed, level, alive)
+                # A finished row takes the next waiting prompt: prefilled apart, spliced in.
+                for r in range(b):
+                    if alive[r] or slot[r] is None or max_new_bytes == 0:
+                        continue
+                    slot[r] = next(waiting, None)
+                    if slot[r] is None:
+                        continue
+                    single = new_state(model, 1, capacity)
+                    first = prefill(model, single, *_prompt_batch(spec, [rows[slot[r]]], device))
+                    splice(state, r, single)
+                    logits[r] = first[0]
+                    alive[r] = True
                 if not any(alive):
                     break
-                fed = torch.where(chosen == EOS, 0, chosen)  # an ended row's input is never read
-                logits = step(model, state, fed, level, alive)
     finally:
         model.train(was_training)
     calls = tuple(state.stage_calls)
     truncated = tuple(row.dropped for row in rows)
     return Decoded([bytes(p) for p in produced], kept, calls[-1], calls, truncated, kept_levels)
+
+
+def _prompt_batch(spec: Any, rows: Sequence[Any], device: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded (B, P) tokens and levels of prompts (BOS first) and their (B,) lengths."""
+    width = max(len(row.ids) for row in rows) + 1
+    tokens = torch.full((len(rows), width), PAD, dtype=torch.long)
+    levels = torch.zeros((len(rows), width), dtype=torch.uint8)
+    tokens[:, 0] = BOS
+    levels[:, 0] = spec.depth
+    for r, row in enumerate(rows):
+        tokens[r, 1 : len(row.ids) + 1] = torch.from_numpy(row.ids)
+        levels[r, 1 : len(row.ids) + 1] = torch.from_numpy(row.levels)
+    lengths = torch.tensor([len(row.ids) + 1 for row in rows], device=device)
+    return tokens.to(device), levels.to(device), lengths
 
 
 LEVEL_SOURCES = tuple(source.value for source in LevelSource)
@@ -240,6 +273,7 @@ def generate(
     levels: LevelSource | str = LevelSource.SPLITTER,
     encoding: Encoding | None = None,
     step_mode: StepMode | str | None = None,
+    batch_size: int | None = None,
 ) -> list[bytes]:
     """The new bytes of each prompt (raw bytes; EOS ends a row and is not included).
 
@@ -264,6 +298,9 @@ def generate(
         step_mode: how decoding steps run, ``eager``, ``static`` or ``compiled``
             (``aunet.core.decoding.StepMode``; None: what measures fastest on the model's
             device). All give the same bytes up to float rounding.
+        batch_size: rows decoded at once (None: all prompts); a row that finishes takes the next
+            waiting prompt, so the batch stays full (continuous batching). ``on_bytes`` gets
+            the prompt's index.
     """
     _check(prompts, top_k, top_p)
     stops = [stop] if isinstance(stop, (bytes, bytearray)) else list(stop or [])
@@ -283,6 +320,7 @@ def generate(
         levels=levels,
         encoding=encoding,
         step_mode=step_mode,
+        batch_size=batch_size,
     ).new_bytes
 
 
