@@ -489,7 +489,7 @@ def test_generation_memory_is_bounded_by_the_context() -> None:
     model = aunet.build_model(spec).eval()
     capacities = []
     original = gen.new_state
-    gen.new_state = lambda m, b, c: capacities.append(c) or original(m, b, c)
+    gen.new_state = lambda m, b, c, **kw: capacities.append(c) or original(m, b, c, **kw)
     try:
         text = iter([*b"abc de fgh ij " * 8, 257])  # 112 bytes, then EOS
         out = gen.decode(
