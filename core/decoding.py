@@ -12,7 +12,11 @@ Both the prefill and a step are walks of ``AUNet.walk`` with their own plan (``P
 ``Step`` here), so the contracting and expanding paths are written once, in the assembler.
 
 Rows of a batch may have prompts of different lengths (right-padded; each row keeps its own
-lengths per level) and may stop at different times (EOS or a stop sequence). The generation
+lengths per level) and may stop at different times (EOS or a stop sequence); a finished row can
+take a new prompt, prefilled apart and put in its place (``splice``). Steps run one of three ways
+(``StepMode``): eager, where a level's stages compute only the rows that reached it and attention
+reads only the cache slots used so far; static, every shape fixed; compiled, static under
+``torch.compile`` (captured as CUDA graphs on a GPU). The generation
 loop that picks bytes and feeds the streaming splitters is ``aunet.jobs.inference.generate``.
 """
 
