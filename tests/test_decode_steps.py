@@ -166,3 +166,10 @@ def test_continuous_batching_streams_bytes_under_each_prompts_index() -> None:
         on_bytes=lambda i, b: seen.setdefault(i, bytearray()).extend(b),
     )
     assert {i: bytes(b) for i, b in seen.items()} == {i: b for i, b in enumerate(result.new_bytes) if b}
+
+
+def test_no_prompts_decode_to_nothing_and_a_batch_of_no_rows_is_named() -> None:
+    model = small_aunet()
+    assert aunet.generate(model, [], 5) == []
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        aunet.generate(model, [b"x"], 5, batch_size=0)

@@ -100,6 +100,10 @@ def decode(
     Everything returned is in prompt order; ``on_bytes`` gets the prompt's index."""
     if max_new_bytes < 0:
         raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (rows decoded at once), got {batch_size}")
+    if not prompts:  # nothing to decode
+        return Decoded([], [], 0, (0,) * (model.depth + 1), (), [])
     predicted = check_levels_source(model, levels) is LevelSource.PREDICTED
     spec = model.spec
     encoding = encoding if encoding is not None else splitter_encoding(spec)
