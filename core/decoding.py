@@ -36,23 +36,6 @@ from aunet.core.model import AUNet, Part, TeacherForced, WalkPlan
 from aunet.core.modules import KVCache, Layout, LevelIndex, one_position
 
 
-@attrs.define(eq=False)
-class DecodeState:
-    """Caches and per-level bookkeeping of a batch being decoded (B rows, levels 0..L)."""
-
-    caches: dict[tuple[int, Part], KVCache]  # every stack: encoders and decoders 0..L-1, the trunk
-    count: list[Tensor]  # (B,) positions so far at each level 0..L
-    boundary: list[Tensor | None]  # level i >= 1: (B,) level-(i-1) index of the last level-i position
-    last_out: list[Tensor | None]  # level i >= 1: (B, D_i) top-stack output at the last level-i position
-    stage_calls: list[int]  # steps that ran each level's stages (the trunk at L), after the prefill
-    pool_states: list[Any]  # level i < L: the pooler's state of level i's open segment
-    level_logits: Tensor | None = None  # (B, L + 1) the level head's logits for the next position
-    router_states: dict[int, Any] = attrs.field(factory=dict)  # routed level i: its router's state
-    recent: Tensor | None = None  # (B, lookback) each row's last ids, for its n-gram embeddings
-    static: bool = False  # fixed shapes: every cache slot attended, every row computed
-    advance: Any = None  # the step's tensor work, compiled (None: eager ``_advance``)
-
-
 class StepMode(enum.Enum):
     """How decoding steps run.
 
@@ -70,6 +53,23 @@ class StepMode(enum.Enum):
 
 
 STEP_MODES = tuple(mode.value for mode in StepMode)
+
+
+@attrs.define(eq=False)
+class DecodeState:
+    """Caches and per-level bookkeeping of a batch being decoded (B rows, levels 0..L)."""
+
+    caches: dict[tuple[int, Part], KVCache]  # every stack: encoders and decoders 0..L-1, the trunk
+    count: list[Tensor]  # (B,) positions so far at each level 0..L
+    boundary: list[Tensor | None]  # level i >= 1: (B,) level-(i-1) index of the last level-i position
+    last_out: list[Tensor | None]  # level i >= 1: (B, D_i) top-stack output at the last level-i position
+    stage_calls: list[int]  # steps that ran each level's stages (the trunk at L), after the prefill
+    pool_states: list[Any]  # level i < L: the pooler's state of level i's open segment
+    level_logits: Tensor | None = None  # (B, L + 1) the level head's logits for the next position
+    router_states: dict[int, Any] = attrs.field(factory=dict)  # routed level i: its router's state
+    recent: Tensor | None = None  # (B, lookback) each row's last ids, for its n-gram embeddings
+    mode: StepMode = StepMode.EAGER  # how steps run
+    advance: Any = None  # the step's tensor work, compiled (None: ``_advance``, uncompiled)
 
 
 def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepMode.EAGER) -> DecodeState:
@@ -92,10 +92,10 @@ def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepM
             model.poolers[i].initial_state(batch=batch, device=param.device, dtype=param.dtype) for i in range(depth)
         ],
     )
+    state.mode = mode
     if mode is not StepMode.EAGER:
         for cache in caches.values():
             cache.filled = cache.capacity  # every slot read from the start: fixed shapes
-        state.static = True
     if mode is StepMode.COMPILED:
         state.advance = compiled_advance(model, batch)
         if param.device.type == "cuda":
@@ -249,7 +249,8 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
     # A level's stages run on the rows that reached it alone (a trunk at a word boundary of one
     # row in sixteen computes one row, not sixteen); routed levels, decided in the walk, on all.
     # A static state keeps every shape fixed: all rows, masked.
-    rows = [None if state.static or i > ruled else _rows(active_host[i], device) for i in range(depth + 1)]
+    fixed = state.mode is not StepMode.EAGER
+    rows = [None if fixed or i > ruled else _rows(active_host[i], device) for i in range(depth + 1)]
     if state.advance is None:
         logits, top = _advance(model, state, token, active, top, rows)
     elif token.device.type == "cuda":

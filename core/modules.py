@@ -145,7 +145,7 @@ class KVCache:
         return k.index_select(0, rows), v.index_select(0, rows)
 
     def commit(self, positions: Tensor, slots: Tensor, valid: Tensor, rows: Tensor | None = None) -> None:
-        """Record the new positions once every layer has written."""
+        """Record the new positions once every layer has written (the spare slot 0 keeps -1)."""
         stored = torch.where(slots > 0, positions, -1)
         if rows is None:
             self.pos.scatter_(1, slots, stored)
@@ -153,7 +153,6 @@ class KVCache:
         else:
             self.pos[rows[:, None], slots] = stored
             self.length[rows] += valid.sum(1)
-        self.pos[:, 0] = -1
         self.filled = min(self.capacity, self.filled + valid.shape[1])
 
 

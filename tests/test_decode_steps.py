@@ -173,3 +173,20 @@ def test_no_prompts_decode_to_nothing_and_a_batch_of_no_rows_is_named() -> None:
     assert aunet.generate(model, [], 5) == []
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         aunet.generate(model, [b"x"], 5, batch_size=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device; this machine has none (CPU-only torch or no GPU)"
+)
+def test_cuda_graph_steps_match_eager_ones_on_the_gpu() -> None:
+    model = small_aunet().to("cuda")
+    prompts = [b"In the beginning God created the heaven", b"and the earth", b""]
+    eager = decode(model, prompts, 24, choose=greedy, keep_logits=True, step_mode="eager")
+    graphs = decode(model, prompts, 24, choose=greedy, keep_logits=True, step_mode="compiled", batch_size=2)
+    assert graphs.new_bytes == eager.new_bytes
+    for row in range(len(prompts)):
+        for a, b in zip(graphs.logits[row], eager.logits[row], strict=True):
+            torch.testing.assert_close(a, b, rtol=COMPILED_TOLERANCE, atol=COMPILED_TOLERANCE)
+    skips = torch._dynamo.utils.counters["inductor"].get("cudagraph_skips", {})
+    assert not skips, f"CUDA graphs were skipped: {dict(skips)}"

@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aunet
-from aunet.core.model import ShapeMode, build_model
+from aunet.core.model import build_model
 from aunet.core.resources import spec_path
 from aunet.jobs.inference.generate import decode, generate, generate_recompute, sample_next
 from aunet.testing import small_specs
+from aunet.testing.models import assert_matches_teacher_forcing
 
 from conftest import MODEL_EXAMPLES
 
@@ -27,30 +28,6 @@ PROMPT_BYTES = st.one_of(
 
 def greedy(logits: torch.Tensor) -> torch.Tensor:
     return sample_next(logits, temperature=0.0, top_k=None, top_p=None, generator=None)
-
-
-def assert_matches_teacher_forcing(model, prompts, new: int, step_modes=("eager", "static")) -> None:
-    for mode in step_modes:
-        matches_teacher_forcing(model, prompts, new, mode)
-
-
-def matches_teacher_forcing(model, prompts, new: int, step_mode: str) -> None:
-    result = decode(model, prompts, new, choose=greedy, keep_logits=True, step_mode=step_mode)
-    spec = model.spec
-    for row, prompt in enumerate(prompts):
-        final = prompt + result.new_bytes[row]
-        tokens, levels = aunet.encode(final), aunet.compute_levels(spec, final)
-        with torch.no_grad():
-            reference = model(tokens[None], levels[None], shapes=ShapeMode.EAGER).logits[0]
-        assert len(result.logits[row]) >= 1
-        for j, logits in enumerate(result.logits[row]):
-            torch.testing.assert_close(
-                logits,
-                reference[len(prompt) + j],
-                rtol=1e-5,
-                atol=1e-5,
-                msg=lambda m: f"{step_mode} steps, row {row}, new byte {j}, prompt {prompt!r}: {m}",
-            )
 
 
 @settings(max_examples=MODEL_EXAMPLES, deadline=None)

@@ -16,23 +16,26 @@ def rope_angles(pos: Tensor, head_dim: int, theta: float) -> Tensor:
     """Rotations for integer positions (B or 1, S): unit complex numbers (B or 1, 1, S, K/2), or
     under torch.compile their (cos, sin) stacked in a trailing dimension of 2."""
     if torch.compiler.is_compiling():
-        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
-        angles = pos.float()[..., None] * inv_freq  # (B, S, K/2)
+        angles = pos.float()[..., None] * _inverse_frequencies(head_dim, theta, pos.device)  # (B, S, K/2)
         return torch.stack([angles.cos(), angles.sin()], dim=-1)[:, None]
-    angles = pos.float()[..., None] * _inverse_frequencies(head_dim, theta, pos.device)  # (B, S, K/2)
+    angles = pos.float()[..., None] * _kept_inverse_frequencies(head_dim, theta, pos.device)  # (B, S, K/2)
     return torch.polar(torch.ones_like(angles), angles)[:, None]
+
+
+def _inverse_frequencies(head_dim: int, theta: float, device: torch.device) -> Tensor:
+    """RoPE's (K/2,) inverse frequencies theta^(-2i/K)."""
+    return 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
 
 
 _FREQUENCIES: dict[tuple[int, float, str], Tensor] = {}
 
 
-def _inverse_frequencies(head_dim: int, theta: float, device: torch.device) -> Tensor:
-    """RoPE's (K/2,) inverse frequencies, made once per head width, theta and device: a decoding
-    step would otherwise spend three small kernels per stage on them."""
+def _kept_inverse_frequencies(head_dim: int, theta: float, device: torch.device) -> Tensor:
+    """``_inverse_frequencies``, made once per head width, theta and device (eagerly: a decoding
+    step would otherwise spend three small kernels per stage on them)."""
     key = (head_dim, theta, str(device))
     if key not in _FREQUENCIES:
-        exponents = torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim
-        _FREQUENCIES[key] = 1.0 / theta**exponents
+        _FREQUENCIES[key] = _inverse_frequencies(head_dim, theta, device)
     return _FREQUENCIES[key]
 
 
@@ -249,10 +252,9 @@ class TransformerStage(Stage):
         q_pos = positions[:, :, None]  # (B', 1, 1)
         index = torch.arange(used, device=valid.device)[None, None, :]  # (1, 1, used)
         own = index == slots[:, :, None]  # the slot this step writes (the spare where not valid)
-        # A key is seen if it is an earlier position (or this one) in the window; the new key's
-        # slot counts as this step's position. A row with nothing to add sees its own (spare-slot)
-        # key, so no softmax row is empty.
-        mask = (slot_pos >= 0) & (slot_pos <= q_pos) & ~own
+        # A key is seen if it is an earlier position in the window, or the slot this step writes
+        # (its new key; for a row with nothing to add the spare's, so no softmax row is empty).
+        mask = (slot_pos >= 0) & (slot_pos <= q_pos)
         if self.window is not None:
             mask = mask & (q_pos - slot_pos < self.window)
         plan = DensePlan((mask | own)[:, None])  # (B', 1, 1, used)
