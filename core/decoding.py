@@ -68,6 +68,8 @@ class DecodeState:
     level_logits: Tensor | None = None  # (B, L + 1) the level head's logits for the next position
     router_states: dict[int, Any] = attrs.field(factory=dict)  # routed level i: its router's state
     recent: Tensor | None = None  # (B, lookback) each row's last ids, for its n-gram embeddings
+    # upsampler i (level i + 1 -> i) that prepares: what it prepared from each row's last coarse vector
+    prepared: dict[int, Tensor] = attrs.field(factory=dict)
     mode: StepMode = StepMode.EAGER  # how steps run
     advance: Any = None  # the step's tensor work, compiled (None: ``_advance``, uncompiled)
 
@@ -150,6 +152,9 @@ def prefill(
         state.last_out[i] = plan.outputs[i][rows, last]  # (B, D_i)
         state.boundary[i] = plan.maps[i - 1].index[rows, last]
     for i in range(depth):
+        kept = model.upsamplers[i].prepare(state.last_out[i + 1][:, None])
+        if kept is not None:
+            state.prepared[i] = kept
         state.pool_states[i] = _open_segment(
             model.poolers[i], state.pool_states[i], plan.encoded[i], start=state.boundary[i + 1] + 1, end=state.count[i]
         )
@@ -220,6 +225,23 @@ class Step(WalkPlan):
         s = self.state
         offset = (s.count[level] - s.boundary[level + 1])[:, None]  # (B, 1) from the segment's boundary
         return one_position(offset.shape[0], offset.device, self.active[level + 1])._replace(offset=offset)
+
+    def upsample(self, level: int, upsampler: Any, coarse: Tensor, index: LevelIndex) -> Tensor:
+        # An upsampler that prepares (the multi-linear one: every offset's matrix at once) does
+        # so once per coarse position, for the rows that got one, and then only picks.
+        s = self.state
+        kept = s.prepared.get(level)
+        if kept is None:
+            return upsampler(coarse, index.segment, index.offset)
+        if level + 1 <= self.top:  # some rows got a new coarse position
+            rows = self.rows[level + 1]
+            if rows is None:
+                fresh = self.active[level + 1].view(-1, *[1] * (kept.dim() - 1))
+                kept = torch.where(fresh, upsampler.prepare(coarse), kept)
+            else:
+                kept = kept.index_copy(0, rows, upsampler.prepare(coarse.index_select(0, rows)))
+            s.prepared[level] = kept
+        return upsampler.pick(kept, index.offset)
 
     def coarse(self, level: int, fresh: Tensor | None) -> Tensor:
         s = self.state
@@ -303,6 +325,8 @@ def splice(state: DecodeState, row: int, single: DecodeState) -> None:
         _put_row(mine, theirs, row)
     for level, mine in state.router_states.items():
         _put_row(mine, single.router_states[level], row)
+    for i, kept in state.prepared.items():
+        kept[row] = single.prepared[i][0]
     _put_row(state.recent, single.recent, row)
     _put_row(state.level_logits, single.level_logits, row)
 
@@ -325,6 +349,7 @@ def _own_outputs(state: DecodeState) -> None:
     state.pool_states = [_cloned(p) for p in state.pool_states]
     state.router_states = {level: _cloned(p) for level, p in state.router_states.items()}
     state.recent = _cloned(state.recent)
+    state.prepared = {i: kept.clone() for i, kept in state.prepared.items()}
     state.level_logits = _cloned(state.level_logits)
 
 

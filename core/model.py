@@ -36,7 +36,7 @@ from aunet.core.encoding import SplitterEncoding
 from aunet.core.errors import SpecError, SpecIssue
 from aunet.core.init import TRUNCATION, Init, init_matrix
 from aunet.core.labels import label
-from aunet.core.modules import KVCache, Layout, LevelIndex, Router
+from aunet.core.modules import KVCache, Layout, LevelIndex, Router, Upsampler
 from aunet.core.spec import ShapeMode, Spec, resolve_spec
 from aunet.core.tokens import BOS, EOS, IGNORE, PAD, VOCAB_SIZE
 
@@ -146,6 +146,11 @@ class WalkPlan:
     def expand(self, level: int) -> LevelIndex:
         """How ``level + 1``'s vectors go back onto ``level``'s positions (``segment``, ``offset``)."""
         raise NotImplementedError
+
+    def upsample(self, level: int, upsampler: Upsampler, coarse: Tensor, index: LevelIndex) -> Tensor:
+        """``coarse`` (level + 1's vectors) upsampled onto ``level``'s positions by ``index``; a
+        decoding step may reuse what it kept from the row's last coarse position."""
+        return upsampler(coarse, index.segment, index.offset)
 
     def coarse(self, level: int, fresh: Tensor | None) -> Tensor:
         """The vectors of ``level`` (>= 1) the upsampler below gets: ``fresh``, this walk's output
@@ -366,7 +371,7 @@ class AUNet(nn.Module):
             with label(f"upsample.{i + 1}"):
                 coarse = plan.coarse(i + 1, h if i + 1 <= top else None)  # (B, S_{i+1}, D_{i+1})
                 m = plan.expand(i)
-                up = plan.scale(i, self.upsamplers[i](coarse, m.segment, m.offset))  # (B, S_i, D_i)
+                up = plan.scale(i, plan.upsample(i, self.upsamplers[i], coarse, m))  # (B, S_i, D_i)
                 h = skips[i] + up if self.skip[i] else up
             with label(f"decoder.{i}"):
                 h = self.decoders[i](h, layout=plan.layout(i), cache=plan.cache(i, Part.DECODER))

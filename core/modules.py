@@ -109,6 +109,7 @@ class KVCache:
         self.length = torch.zeros(batch, dtype=torch.long, device=device)
         self.capacity = capacity
         self.filled = 0
+        self._gathered: tuple[Tensor, Tensor] | None = None  # buffers ``keys`` gathers rows into
 
     @property
     def used(self) -> int:
@@ -138,11 +139,22 @@ class KVCache:
 
     def keys(self, layer: int, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Layer ``layer``'s keys and values over the used slots, (B, H, ``used``, K) each (of
-        ``rows`` when given: a copy of those rows' used slots)."""
+        ``rows`` when given: a copy of those rows' used slots, in buffers the next call reuses)."""
         k, v = self.k[layer][:, :, : self.used], self.v[layer][:, :, : self.used]
         if rows is None:
             return k, v
-        return k.index_select(0, rows), v.index_select(0, rows)
+        if torch.compiler.is_compiling():
+            return k.index_select(0, rows), v.index_select(0, rows)
+        # Gathered into buffers kept from call to call (grown as needed): a fresh tensor of a few
+        # megabytes each call costs more in page faults than the copy itself.
+        shape = (rows.shape[0], *k.shape[1:])
+        n = rows.shape[0] * k[0].numel()
+        if self._gathered is None or self._gathered[0].numel() < n:
+            size = min(2 * n, self.k[layer].numel())
+            self._gathered = (k.new_empty(size), v.new_empty(size))
+        k_rows = torch.index_select(k, 0, rows, out=self._gathered[0][:n].view(shape))
+        v_rows = torch.index_select(v, 0, rows, out=self._gathered[1][:n].view(shape))
+        return k_rows, v_rows
 
     def commit(self, positions: Tensor, slots: Tensor, valid: Tensor, rows: Tensor | None = None) -> None:
         """Record the new positions once every layer has written (the spare slot 0 keeps -1)."""
@@ -291,6 +303,18 @@ class Upsampler(nn.Module, ABC):
     @abstractmethod
     def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
         """(B, S, D_coarse), (B, T), (B, T) -> (B, T, D_fine)."""
+
+    def prepare(self, coarse: Tensor) -> Tensor | None:
+        """For incremental decoding: what ``pick`` needs to upsample each row's one coarse vector
+        (B, 1, D_coarse) at any offset, when computing it once per coarse position is cheaper than
+        upsampling again at every fine one (decoding keeps it until the row's next coarse
+        position); None, the default, where it is not: decoding calls ``forward`` every step."""
+        return None
+
+    def pick(self, prepared: Tensor, offset: Tensor) -> Tensor:
+        """(B, T, D_fine): ``forward(coarse, 0, offset)`` from ``prepare(coarse)``'s rows and (B, T)
+        offsets."""
+        raise NotImplementedError(f"{type(self).__name__} prepares nothing, so it picks nothing")
 
 
 class Routing(NamedTuple):

@@ -233,7 +233,8 @@ def check_upsampler(
     j depends on the coarse vector of its own segment (``segment[j]``, the last boundary at or
     before j) and its offset only, never on a later coarse vector or another row; gradients reach
     every parameter and the coarse input; the one-position form decoding uses (the segment's
-    vector alone, segment 0, the offset) gives what the full forward gives; and models expanding
+    vector alone, segment 0, the offset) gives what the full forward gives, and so does ``pick``
+    of what ``prepare`` keeps from that vector, where it keeps something; and models expanding
     with it at every level are causal and generate what they teacher-force.
     """
     import torch
@@ -281,6 +282,17 @@ def check_upsampler(
                     own = torch.gather(coarse.detach(), 1, level.segment[:, j, None, None].expand(-1, 1, DIM_COARSE))
                     got = up(own, zero, level.offset[:, j : j + 1])
                     torch.testing.assert_close(got[:, 0], out.detach()[:, j], rtol=1e-5, atol=1e-5)
+        picked = "what it prepares, picked at an offset, equals the one-position form"
+        with _invariant(component, picked), torch.no_grad():
+            for j in range(t):
+                own = torch.gather(coarse.detach(), 1, level.segment[:, j, None, None].expand(-1, 1, DIM_COARSE))
+                prepared = up.prepare(own)
+                if prepared is None:  # it prepares nothing: decoding calls forward
+                    break
+                assert prepared.shape[0] == b, f"prepare gave {tuple(prepared.shape)} for {b} rows"
+                offsets = level.offset[:, j : j + 1]
+                got = up.pick(prepared, offsets)
+                torch.testing.assert_close(got, up(own, zero, offsets), rtol=1e-5, atol=1e-5)
 
     _run(contract, examples, shrink=shrink)
     if model_examples:

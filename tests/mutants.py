@@ -73,15 +73,35 @@ class NextUpsampler(Upsampler):
         return gather_rows(self.proj(coarse), (segment + 1).clamp(max=coarse.shape[1] - 1))
 
 
+class StalePickUpsampler(Upsampler):
+    """Right in ``forward`` (a projection plus an offset embedding), but what it picks from what it
+    prepared ignores the offset: a decoding step would repeat the boundary's vector."""
+
+    def __init__(self, dim_coarse: int, dim_fine: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_coarse, dim_fine, bias=False)
+        self.offset = nn.Embedding(4, dim_fine)
+
+    def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
+        return gather_rows(self.proj(coarse), segment) + self.offset(offset.clamp(max=3))
+
+    def prepare(self, coarse: Tensor) -> Tensor:
+        return self.proj(coarse)  # (B, 1, Df)
+
+    def pick(self, prepared: Tensor, offset: Tensor) -> Tensor:
+        return prepared.expand(-1, offset.shape[1], -1) + self.offset(torch.zeros_like(offset))
+
+
 @attrs.frozen
 class BrokenUpsamplerSpec(UpsamplerSpec):
     kind: ClassVar[str] = "broken-upsampler"
+    module: type = NextUpsampler
 
     def build(self, *, dim_coarse: int, dim_fine: int) -> Upsampler:
-        return NextUpsampler(dim_coarse, dim_fine)
+        return self.module(dim_coarse, dim_fine)
 
     def parameter_count(self, *, dim_coarse: int, dim_fine: int) -> int:
-        return dim_coarse * dim_fine
+        return sum(p.numel() for p in self.build(dim_coarse=dim_coarse, dim_fine=dim_fine).parameters())
 
 
 # -- stages --------------------------------------------------------------------------------------

@@ -90,6 +90,24 @@ def test_eager_steps_compute_only_the_rows_that_reached_a_level() -> None:
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_an_upsampler_that_prepares_does_so_once_per_coarse_position(mode: str) -> None:
+    model = small_aunet()
+    up = model.upsamplers[0]
+    prepared, forwards = [], []
+    kind = type(up)
+    up.prepare = lambda coarse: prepared.append(coarse.shape[0]) or kind.prepare(up, coarse)
+    up.register_forward_hook(lambda module, args, out: forwards.append(args[0].shape[0]))
+    prompts, texts = [b"one two", b"abcdefg"], [b"a b c d e f g h", b"xxxxxxxxxxxxxxx"]
+    run = decode(model, prompts, 14, choose=replay(texts), step_mode=mode)
+    # The prefill upsamples its positions through forward and prepares each row's last coarse
+    # vector; then every step picks, and only steps that reach the trunk prepare again, in eager
+    # mode for the rows that reached it alone (row 0, whose text has a space every other byte).
+    assert forwards == [2] and prepared[0] == 2
+    assert len(prepared) - 1 == run.stage_calls[1] > 0
+    assert all(rows == (1 if mode == "eager" else 2) for rows in prepared[1:]), prepared
+
+
 def test_compiled_steps_match_eager_within_the_stated_tolerance() -> None:
     model = small_aunet()
     prompts = [b"In the beginning God created the heaven", b"and the earth"]

@@ -28,6 +28,7 @@ from mutants import (
     FirstTerminatorSplitter,
     MixingPooler,
     MixingRouter,
+    StalePickUpsampler,
     WholeSequenceRouter,
 )
 
@@ -87,6 +88,7 @@ def test_the_built_in_router_passes_its_kit() -> None:
         (check_pooler, BrokenPoolerSpec(), "causality (a segment's vector depends on no later position)"),
         (check_pooler, BrokenPoolerSpec(module=MixingPooler), "batch independence"),
         (check_upsampler, BrokenUpsamplerSpec(), "causality (a position sees its own segment's vector only)"),
+        (check_upsampler, BrokenUpsamplerSpec(module=StalePickUpsampler), "what it prepares, picked at an offset"),
         (check_stage, BrokenStageSpec(), "causality (position j depends on nothing after j)"),
         (check_attention, BrokenAttentionSpec(), "the masking rule"),
         (check_attention, BrokenAttentionSpec(backend=AheadBackend), "the masking rule"),
@@ -98,6 +100,7 @@ def test_the_built_in_router_passes_its_kit() -> None:
         "pooler-sees-next-segment",
         "pooler-mixes-rows",
         "upsampler-next-boundary",
+        "upsampler-picks-without-offset",
         "stage-one-step-ahead",
         "backend-ignores-documents",
         "backend-one-step-ahead",

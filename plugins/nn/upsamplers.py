@@ -54,6 +54,16 @@ class MultiLinearUpsampler(Upsampler):
         projected = (u @ weight).view(b, s * n, self.dim_fine)  # (B, S*n, Df): row s*n + o
         return gather_rows(projected, segment * n + o)  # (B, T, Df)
 
+    def prepare(self, coarse: Tensor) -> Tensor:
+        """(B, 1, n, Df): the row's coarse vector through every (W_up + W_o), one matrix product
+        per coarse position instead of one per fine position."""
+        b = coarse.shape[0]
+        return (self.norm(coarse[:, 0]) @ self.combined()).view(b, 1, self.offsets, self.dim_fine)
+
+    def pick(self, prepared: Tensor, offset: Tensor) -> Tensor:
+        o = offset.remainder(self.offsets) if self.wrap else offset.clamp(max=self.offsets - 1)  # (B, T)
+        return prepared[:, 0].gather(1, o[..., None].expand(-1, -1, self.dim_fine))  # (B, T, Df)
+
     def combined(self) -> Tensor:
         """(Dc, n x Df): every (W_up + W_o) side by side. Made once and kept while no gradient is
         recorded and the weights are unchanged (their version counters and storage say so): a
@@ -100,6 +110,17 @@ class RepeatUpsampler(Upsampler):
 
     def forward(self, coarse: Tensor, segment: Tensor, offset: Tensor) -> Tensor:
         out = gather_rows(self.proj(self.norm(coarse)), segment)  # (B, T, Df)
+        return self._per_offset(out, offset)
+
+    def prepare(self, coarse: Tensor) -> Tensor:
+        """(B, 1, Df): the row's coarse vector projected, once per coarse position."""
+        return self.proj(self.norm(coarse))
+
+    def pick(self, prepared: Tensor, offset: Tensor) -> Tensor:
+        return self._per_offset(prepared.expand(-1, offset.shape[1], -1), offset)
+
+    def _per_offset(self, out: Tensor, offset: Tensor) -> Tensor:
+        """The projected vectors (B, T, Df) with what each position's offset adds or masks."""
         if self.offsets:
             n = self.offsets
             out = out + self.offset_embedding(offset.remainder(n) if self.wrap else offset.clamp(max=n - 1))
