@@ -303,41 +303,41 @@ def _advance(
     return _heads(model, state, h[:, 0]), plan.top
 
 
-def splice(state: DecodeState, row: int, single: DecodeState) -> None:
-    """Put the one row of ``single`` (a prompt prefilled apart, with caches of the same capacity)
+def splice(state: DecodeState, row: int, fresh: DecodeState, source: int = 0) -> None:
+    """Put row ``source`` of ``fresh`` (prompts prefilled apart, with caches of the same capacity)
     in place of ``row`` of ``state``: its caches, counts, pooler, router and n-gram states. How a
     finished row takes a waiting prompt (continuous batching); written in place, so the addresses
     a compiled step captured stay valid."""
     for key, cache in state.caches.items():
-        source = single.caches[key]
+        theirs = fresh.caches[key]
         for layer in range(len(cache.k)):
-            cache.k[layer][row] = source.k[layer][0]
-            cache.v[layer][row] = source.v[layer][0]
-        cache.pos[row] = source.pos[0]
-        cache.length[row] = source.length[0]
-        cache.filled = max(cache.filled, source.filled)
+            cache.k[layer][row] = theirs.k[layer][source]
+            cache.v[layer][row] = theirs.v[layer][source]
+        cache.pos[row] = theirs.pos[source]
+        cache.length[row] = theirs.length[source]
+        cache.filled = max(cache.filled, theirs.filled)
     for i in range(len(state.count)):
-        state.count[i][row] = single.count[i][0]
-        for values, source in ((state.boundary, single.boundary), (state.last_out, single.last_out)):
+        state.count[i][row] = fresh.count[i][source]
+        for values, given in ((state.boundary, fresh.boundary), (state.last_out, fresh.last_out)):
             if values[i] is not None:
-                values[i][row] = source[i][0]
-    for mine, theirs in zip(state.pool_states, single.pool_states):
-        _put_row(mine, theirs, row)
+                values[i][row] = given[i][source]
+    for mine, theirs in zip(state.pool_states, fresh.pool_states):
+        _put_row(mine, theirs, row, source)
     for level, mine in state.router_states.items():
-        _put_row(mine, single.router_states[level], row)
+        _put_row(mine, fresh.router_states[level], row, source)
     for i, kept in state.prepared.items():
-        kept[row] = single.prepared[i][0]
-    _put_row(state.recent, single.recent, row)
-    _put_row(state.level_logits, single.level_logits, row)
+        kept[row] = fresh.prepared[i][source]
+    _put_row(state.recent, fresh.recent, row, source)
+    _put_row(state.level_logits, fresh.level_logits, row, source)
 
 
-def _put_row(mine: Any, theirs: Any, row: int) -> None:
-    """``mine[row] = theirs[0]`` for every tensor in a state (a tensor, a tuple of them, None)."""
+def _put_row(mine: Any, theirs: Any, row: int, source: int) -> None:
+    """``mine[row] = theirs[source]`` for every tensor in a state (a tensor, a tuple of them, None)."""
     if isinstance(mine, Tensor):
-        mine[row] = theirs[0]
+        mine[row] = theirs[source]
     elif isinstance(mine, (tuple, list)):
         for a, b in zip(mine, theirs):
-            _put_row(a, b, row)
+            _put_row(a, b, row, source)
 
 
 def _own_outputs(state: DecodeState) -> None:

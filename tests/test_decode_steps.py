@@ -156,12 +156,28 @@ def test_the_upsamplers_kept_weights_follow_every_change_of_its_parameters() -> 
         assert torch.equal(up(coarse, segment, offset), fresh())
 
 
-@pytest.mark.parametrize("mode", ["eager", "static"])
-def test_a_finished_row_takes_the_next_prompt_and_every_prompt_decodes_as_alone(mode: str) -> None:
+@pytest.mark.parametrize(("mode", "stop"), [("eager", b"e"), ("static", b"e"), ("eager", b""), ("static", b"")])
+def test_a_finished_row_takes_the_next_prompt_and_every_prompt_decodes_as_alone(
+    mode: str, stop: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aunet.jobs.inference import generate
+
+    prefills = []
+
+    def counted(model, state, tokens, *args, **kwargs):
+        prefills.append(tokens.shape[0])
+        return prefill(model, state, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(generate, "prefill", counted)
     model = small_aunet()
     prompts = [b"In the beginning", b"", b"And God said", b"a b c d e f", b"x" * 40, b"The earth was"]
-    stop = [b"e"]  # rows end at different steps: each frees its row for the next prompt
+    # With a stop sequence rows end at different steps, each freeing its row for the next prompt;
+    # without, both rows end together and the next two prompts are prefilled as one batch.
+    stop = [stop]
     together = decode(model, prompts, 12, choose=greedy, keep_logits=True, stop=stop, step_mode=mode, batch_size=2)
+    assert sum(prefills) == len(prompts) and prefills[0] == 2
+    if stop == [b""]:
+        assert prefills == [2, 2, 2], prefills
     for i, prompt in enumerate(prompts):
         alone = decode(model, [prompt], 12, choose=greedy, keep_logits=True, stop=stop, step_mode=mode)
         assert together.new_bytes[i] == alone.new_bytes[0], i

@@ -180,18 +180,22 @@ def decode(
                 if any(alive):
                     fed = torch.where(chosen == EOS, 0, chosen)  # an ended row's input is never read
                     logits = step(model, state, fed, level, alive)
-                # A finished row takes the next waiting prompt: prefilled apart, spliced in.
+                # Finished rows take the next waiting prompts: prefilled apart (together, when
+                # several rows finished at once) and spliced in.
+                refill = []
                 for r in range(b):
                     if alive[r] or slot[r] is None or max_new_bytes == 0:
                         continue
                     slot[r] = next(waiting, None)
-                    if slot[r] is None:
-                        continue
-                    single = new_state(model, 1, capacity)
-                    first = prefill(model, single, *_prompt_batch(spec, [rows[slot[r]]], device))
-                    splice(state, r, single)
-                    logits[r] = first[0]
-                    alive[r] = True
+                    if slot[r] is not None:
+                        refill.append(r)
+                if refill:
+                    fresh = new_state(model, len(refill), capacity)
+                    first = prefill(model, fresh, *_prompt_batch(spec, [rows[slot[r]] for r in refill], device))
+                    for j, r in enumerate(refill):
+                        splice(state, r, fresh, j)
+                        logits[r] = first[j]
+                        alive[r] = True
                 if not any(alive):
                     break
     finally:
