@@ -79,6 +79,14 @@ def aunet_add_commands(commands: Commands) -> None:
         "static (fixed shapes) or compiled (torch.compile, seconds per graph the first time); "
         "default: the fastest measured on the device, eager on CPU",
     )
+    p.add_argument(
+        "--prefill-chunk",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="prefill prompts N positions at a time (default: whole), which bounds the prefill's "
+        "attention masks and activations by N rather than the prompt; the same output",
+    )
     runtime_options(p)
     p.set_defaults(run=cmd_generate)
 
@@ -87,6 +95,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import codecs
     import warnings
 
+    from aunet.core.decoding import chunk_refusal
     from aunet.jobs.inference.generate import check_levels_source, generate, read_prompts
     from aunet.jobs.runtime.devices import default_decode_threads
 
@@ -105,6 +114,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     run = load_run(args.ckpt, device=args.device)
     model = run.model
     check_levels_source(model, args.levels)  # before any prompt is echoed
+    refusal = chunk_refusal(model) if args.prefill_chunk is not None else None
+    if refusal is not None:
+        raise InputError(
+            f"--prefill-chunk: this model's prompts cannot be prefilled in chunks: {refusal}; leave it out"
+        )
     device = next(model.parameters()).device
     rows = min(len(prompts), args.batch_size)
     threads = default_decode_threads(rows, device) if args.threads == "auto" else None
@@ -118,6 +132,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "levels": args.levels,
         "encoding": run.encoding,
         "step_mode": args.step_mode,
+        "prefill_chunk": args.prefill_chunk,
     }
     out = sys.stdout
     with warnings.catch_warnings(record=True) as caught:

@@ -1,6 +1,7 @@
 """Incremental decoding with per-stage KV caches (docs/method.md section 5).
 
-Every stage keeps its own cache. A prompt is prefilled in one walk over the U-Net. Then each new
+Every stage keeps its own cache. A prompt is prefilled in one walk over the U-Net, or in chunks
+(``prefill_chunks``: each later chunk a walk that continues the rows in the state). Then each new
 byte runs the byte-level encoder and decoder; stage i (encoder, or the trunk at the top, and
 decoder) runs only when the byte's level is at least i, which the streaming splitter decides in
 O(1) the moment the byte exists. A decoder whose level did not get a new coarse position reuses
@@ -32,8 +33,8 @@ import attrs
 import torch
 from torch import Tensor
 
-from aunet.core.model import AUNet, Part, TeacherForced, WalkPlan
-from aunet.core.modules import KVCache, Layout, LevelIndex, one_position
+from aunet.core.model import AUNet, Part, TeacherForced, WalkPlan, boundary_index
+from aunet.core.modules import KVCache, Layout, LevelIndex, gather_rows, one_position
 
 
 class StepMode(enum.Enum):
@@ -162,6 +163,159 @@ def prefill(
         if router is not None:
             state.router_states[i + 1] = router.state_after(plan.encoded[i], state.count[i])
     return logits
+
+
+def chunk_refusal(model: AUNet) -> str | None:
+    """Why ``model``'s prompts cannot be prefilled in chunks, or None when they can: a routed
+    level's boundaries come from its router reading the whole chunk, which a continued chunk does
+    not give it."""
+    routed = [i + 1 for i, r in enumerate(model.routed) if r]
+    if routed:
+        return f"level {routed[0]} is routed (its router decides boundaries over whole prompts)"
+    return None
+
+
+@torch.no_grad()
+def prefill_chunks(
+    model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, lengths: Tensor, *, chunk: int
+) -> Tensor:
+    """``prefill`` of right-padded prompts (B, P) in walks of ``chunk`` positions: the first
+    chunk as a prompt, each later one continuing the rows in ``state`` (``extend``). Attention
+    masks and activations are those of ``chunk`` positions against the cache, not of the whole
+    prompt against itself; the logits and the state are the whole prefill's (to float rounding).
+    ``chunk_refusal`` names the models that cannot."""
+    reason = chunk_refusal(model)
+    if reason is not None:
+        raise ValueError(f"cannot prefill this model in chunks: {reason}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 position, got {chunk}")
+    p = tokens.shape[1]
+    first = min(chunk, p)
+    logits = prefill(model, state, tokens[:, :first], levels[:, :first], lengths.clamp(max=first))
+    for start in range(first, p, chunk):
+        end = min(start + chunk, p)
+        more = (lengths - start).clamp(min=0, max=end - start)  # (B,) positions of each row here
+        if not bool((more > 0).any()):
+            break
+        logits = extend(model, state, tokens[:, start:end], levels[:, start:end], more, logits)
+    return logits
+
+
+@torch.no_grad()
+def extend(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, lengths: Tensor, logits: Tensor) -> Tensor:
+    """Continue the rows of ``state`` by right-padded positions (B, P) (``lengths`` (B,) of them,
+    0 for a row with nothing more) with their levels, in one walk; (B, V) logits after each row's
+    last position (``logits``, the ones before, for rows with nothing more)."""
+    b, p = tokens.shape
+    depth = model.depth
+    rows = torch.arange(b, device=tokens.device)
+    valid = torch.arange(p, device=tokens.device)[None] < lengths[:, None]  # (B, P)
+    before = [count.clone() for count in state.count]
+    plan = Continued(state, levels.long(), valid)
+    h = model.walk(model.embed_tokens(tokens, before=state.recent), plan)  # (B, P, D_0)
+    if model.ngram is not None:
+        lookback = state.recent.shape[1]
+        state.recent = model.ngram.recent(torch.cat([state.recent, tokens], dim=1), lengths + lookback)
+    more = lengths > 0
+    level_logits = state.level_logits
+    new = _heads(model, state, h[rows, (lengths - 1).clamp(min=0)])  # (B, V)
+    if level_logits is not None:
+        state.level_logits = torch.where(more[:, None], state.level_logits, level_logits)
+    for i in range(plan.top + 1):
+        got = plan.layouts[i].valid.sum(1)  # (B,) new level-i positions per row
+        state.count[i] = before[i] + got
+        if i == 0:
+            continue
+        last = (got - 1).clamp(min=0)
+        reached = got > 0
+        state.last_out[i] = torch.where(reached[:, None], plan.outputs[i][rows, last], state.last_out[i])
+        boundary = before[i - 1] + plan.maps[i - 1].index[rows, last]  # a level-(i-1) index
+        state.boundary[i] = torch.where(reached, boundary, state.boundary[i])
+    for i in range(depth):
+        kept = model.upsamplers[i].prepare(state.last_out[i + 1][:, None])
+        if kept is not None:
+            state.prepared[i] = kept
+    return torch.where(more[:, None], new, logits)
+
+
+class Continued(TeacherForced):
+    """The plan of a walk that continues rows already in a decoding state (a later chunk of a
+    prompt): each level's positions before its first boundary in the chunk belong to the segment
+    the state left open, whose coarse vector (the state's last output) and offsets come from the
+    state; a stateful pooler continues from the state's open segment."""
+
+    def __init__(self, state: DecodeState, levels: Tensor, valid: Tensor) -> None:
+        depth = len(state.count) - 1
+        super().__init__(levels, [None] * depth, doc=None, valid=valid, caches=state.caches)
+        self.state = state
+        self.expands: list[LevelIndex] = []
+
+    def pool(self, level: int, h: Tensor, pooler: Any, router: Any) -> Tensor | None:
+        self.encoded[level] = h
+        below = self.layouts[level]
+        is_boundary = (self.lv > level) & below.valid  # (B, S_level)
+        if level < self.top and not bool(is_boundary.any()):
+            self.top = level  # no row's chunk reaches level + 1: the walk turns here
+        if level >= self.top:
+            self._open_segment(level, h, pooler, is_boundary)
+            return None
+        m = self.contract(level, h, router)
+        if pooler.initial_state(batch=1, device=h.device, dtype=h.dtype) is None:
+            return pooler(h, m)
+        outs = self._open_segment(level, h, pooler, is_boundary)  # (B, S_level, D_{level+1})
+        return gather_rows(outs, m.index)  # each boundary's output: its segment, pooled
+
+    def _open_segment(self, level: int, h: Tensor, pooler: Any, is_boundary: Tensor) -> Tensor | None:
+        """A stateful pooler steps through the chunk from the state's open segment (so the first
+        boundary pools the positions before the chunk too); (B, S, D) its output at each position,
+        and the state it ends in is the new open segment's. None for a stateless pooler."""
+        s = self.state
+        if s.pool_states[level] is None:
+            return None
+        valid = self.layouts[level].valid
+        outs = []
+        for t in range(h.shape[1]):
+            out, s.pool_states[level] = pooler.step(
+                h[:, t : t + 1], s.pool_states[level], active=valid[:, t], boundary=is_boundary[:, t]
+            )
+            outs.append(out)
+        return torch.cat(outs, dim=1)
+
+    def contract(self, level: int, h: Tensor, router: Any) -> LevelIndex:
+        s = self.state
+        below = self.layouts[level]
+        is_boundary = (self.lv > level) & below.valid  # (B, S_level)
+        # A boundary before the chunk (the open segment's start) makes column 0 of the index.
+        b = is_boundary.shape[0]
+        start = torch.ones(b, 1, dtype=torch.bool, device=is_boundary.device)
+        m = boundary_index(torch.cat([start, is_boundary], dim=1), None)
+        index, valid = (m.index[:, 1:] - 1).clamp(min=0), m.valid[:, 1:]  # the chunk's boundaries
+        segment, offset = m.segment[:, 1:], m.offset[:, 1:]  # 0: the open segment
+        open_offset = (s.count[level] - s.boundary[level + 1] - 1)[:, None] + offset
+        offset = torch.where(segment == 0, open_offset, offset)
+        self.expands.append(m._replace(segment=segment, offset=offset))
+        pooled = LevelIndex(index, valid, segment - 1, offset, m.kept - b, m.dropped, m.members[:, 1:] - 1)
+        self.maps.append(pooled)
+        self.lv = torch.gather(self.lv, 1, index).masked_fill(~valid, 0)
+        self.real.append(valid)
+        self.layouts.append(Layout(valid=valid))
+        return pooled
+
+    def expand(self, level: int) -> LevelIndex:
+        if level < len(self.expands):
+            return self.expands[level]
+        # A level no row's chunk reaches: every position is in the open segment.
+        s = self.state
+        p = self.layouts[level].valid.shape[1]
+        offset = (s.count[level] - s.boundary[level + 1])[:, None] + torch.arange(p, device=s.count[level].device)
+        return one_position(offset.shape[0], offset.device)._replace(segment=torch.zeros_like(offset), offset=offset)
+
+    def coarse(self, level: int, fresh: Tensor | None) -> Tensor:
+        carried = self.state.last_out[level][:, None]  # (B, 1, D): the open segment's vector
+        if fresh is None:
+            return carried
+        self.outputs[level] = fresh
+        return torch.cat([carried, fresh], dim=1)  # (B, 1 + S, D)
 
 
 def _open_segment(pooler: Any, pool_state: Any, encoded: Tensor, *, start: Tensor, end: Tensor) -> Any:

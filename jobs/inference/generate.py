@@ -19,7 +19,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from aunet.core.decoding import STEP_MODES, StepMode, new_state, prefill, splice, step
+from aunet.core.decoding import STEP_MODES, StepMode, chunk_refusal, new_state, prefill, prefill_chunks, splice, step
 from aunet.core.encoding import Encoding, splitter_encoding
 from aunet.core.errors import InputError
 from aunet.core.tokens import BOS, EOS, PAD
@@ -86,6 +86,7 @@ def decode(
     levels: LevelSource | str = LevelSource.SPLITTER,
     step_mode: StepMode | str | None = None,
     batch_size: int | None = None,
+    prefill_chunk: int | None = None,
 ) -> Decoded:
     """Prefill, then pick and append one id per row at a time with ``choose`` ((B, V) logits ->
     (B,) ids) until EOS, a stop sequence or ``max_new_bytes``. ``encoding``: how the model reads
@@ -97,11 +98,14 @@ def decode(
     from the encoding). ``step_mode``: how steps run (``generate``'s argument). ``batch_size``:
     rows decoded at once (None: every prompt); a row that finishes takes the next waiting prompt,
     prefilled apart and spliced into the batch, so the batch stays full (continuous batching).
+    ``prefill_chunk``: prefill prompts in walks of this many positions (None: whole), which bounds
+    a prefill's attention masks and activations by the chunk, not the prompt; same logits.
     Everything returned is in prompt order; ``on_bytes`` gets the prompt's index."""
     if max_new_bytes < 0:
         raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (rows decoded at once), got {batch_size}")
+    check_prefill_chunk(model, prefill_chunk)
     if not prompts:  # nothing to decode
         return Decoded([], [], 0, (0,) * (model.depth + 1), (), [])
     predicted = check_levels_source(model, levels) is LevelSource.PREDICTED
@@ -145,8 +149,15 @@ def decode(
     taken = [0] * n  # ids chosen per prompt: at most max_new_bytes, even for ids of no bytes
     slot: list[int | None] = list(range(b))  # the prompt each batch row decodes (None: nothing left)
     waiting = iter(range(b, n))  # prompts for rows that finish (continuous batching)
+
+    def fill(into: Any, prompt_rows: Sequence[Any]) -> Tensor:
+        batch = _prompt_batch(spec, prompt_rows, device)
+        if prefill_chunk is None:
+            return prefill(model, into, *batch)
+        return prefill_chunks(model, into, *batch, chunk=prefill_chunk)
+
     try:
-        logits = prefill(model, state, *_prompt_batch(spec, [rows[i] for i in range(b)], device))
+        logits = fill(state, [rows[i] for i in range(b)])
         alive = [max_new_bytes > 0] * b
         with thread_count(threads):
             while True:
@@ -191,7 +202,7 @@ def decode(
                         refill.append(r)
                 if refill:
                     fresh = new_state(model, len(refill), capacity)
-                    first = prefill(model, fresh, *_prompt_batch(spec, [rows[slot[r]] for r in refill], device))
+                    first = fill(fresh, [rows[slot[r]] for r in refill])
                     for j, r in enumerate(refill):
                         splice(state, r, fresh, j)
                         logits[r] = first[j]
@@ -203,6 +214,17 @@ def decode(
     calls = tuple(state.stage_calls)
     truncated = tuple(row.dropped for row in rows)
     return Decoded([bytes(p) for p in produced], kept, calls[-1], calls, truncated, kept_levels)
+
+
+def check_prefill_chunk(model: Any, chunk: int | None) -> None:
+    """ValueError naming what is wrong with a prefill chunk for ``model`` (None: whole prompts)."""
+    if chunk is None:
+        return
+    if chunk < 1:
+        raise ValueError(f"prefill_chunk must be >= 1 position (or unset: whole prompts), got {chunk}")
+    reason = chunk_refusal(model)
+    if reason is not None:
+        raise ValueError(f"this model's prompts cannot be prefilled in chunks: {reason}; leave prefill_chunk unset")
 
 
 def _prompt_batch(spec: Any, rows: Sequence[Any], device: Any) -> tuple[Tensor, Tensor, Tensor]:
@@ -282,6 +304,7 @@ def generate(
     encoding: Encoding | None = None,
     step_mode: StepMode | str | None = None,
     batch_size: int | None = None,
+    prefill_chunk: int | None = None,
 ) -> list[bytes]:
     """The new bytes of each prompt (raw bytes; EOS ends a row and is not included).
 
@@ -309,6 +332,10 @@ def generate(
         batch_size: rows decoded at once (None: all prompts); a row that finishes takes the next
             waiting prompt, so the batch stays full (continuous batching). ``on_bytes`` gets
             the prompt's index.
+        prefill_chunk: prefill prompts in walks of this many positions (None: whole prompts):
+            a long prompt's attention masks and activations are the chunk's against the cache,
+            not the prompt's against itself. The same logits up to float rounding. Not for
+            models with a routed level (ValueError).
     """
     _check(prompts, top_k, top_p)
     stops = [stop] if isinstance(stop, (bytes, bytearray)) else list(stop or [])
@@ -329,6 +356,7 @@ def generate(
         encoding=encoding,
         step_mode=step_mode,
         batch_size=batch_size,
+        prefill_chunk=prefill_chunk,
     ).new_bytes
 
 
