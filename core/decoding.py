@@ -369,6 +369,8 @@ class Step(WalkPlan):
             if self.top > level and not bool(self.active[level + 1].any()):
                 self.top = level
         closes = self.active[level + 1]
+        if level >= self.top and s.pool_states[level] is None:
+            return None  # a stateless pooler has nothing to remember of a position that closes nothing
         out, s.pool_states[level] = pooler.step(h, s.pool_states[level], active=self.active[level], boundary=closes)
         if level >= self.top:
             return None
