@@ -394,8 +394,8 @@ class Step(WalkPlan):
             if rows is None:
                 fresh = self.active[level + 1].view(-1, *[1] * (kept.dim() - 1))
                 kept = torch.where(fresh, upsampler.prepare(coarse), kept)
-            else:
-                kept = kept.index_copy(0, rows, upsampler.prepare(coarse.index_select(0, rows)))
+            else:  # eager: in place (a static or compiled step keeps the state functional)
+                kept.index_copy_(0, rows, upsampler.prepare(coarse.index_select(0, rows)))
             s.prepared[level] = kept
         return upsampler.pick(kept, index.offset)
 
