@@ -117,12 +117,14 @@ def test_a_chunks_attention_masks_span_the_chunk_not_the_prompt(monkeypatch: pyt
     assert max(q * k for q, k in widths) <= 64 * (len(prompt) + 1)
 
 
-def test_decoding_with_prefill_chunks_gives_the_same_bytes_and_logits() -> None:
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_decoding_with_prefill_chunks_gives_the_same_bytes_and_logits(mode: str) -> None:
     torch.manual_seed(0)
     model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
     prompts = [b"In the beginning God created", b"", b"And the earth was without form, and void", b"Let"]
-    whole = decode(model, prompts, 10, choose=greedy, keep_logits=True, batch_size=2)
-    chunked = decode(model, prompts, 10, choose=greedy, keep_logits=True, batch_size=2, prefill_chunk=5)
+    options = {"choose": greedy, "keep_logits": True, "batch_size": 2, "step_mode": mode}
+    whole = decode(model, prompts, 10, **options)
+    chunked = decode(model, prompts, 10, prefill_chunk=5, **options)
     assert chunked.new_bytes == whole.new_bytes
     for a, b in zip(chunked.logits, whole.logits, strict=True):
         torch.testing.assert_close(torch.stack(a), torch.stack(b), rtol=TOLERANCE, atol=TOLERANCE)
