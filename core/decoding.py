@@ -257,15 +257,15 @@ class Continued(TeacherForced):
         if level < self.top and not bool(is_boundary.any()):
             self.top = level  # no row's chunk reaches level + 1: the walk turns here
         if level >= self.top:
-            self._open_segment(level, h, pooler, is_boundary)
+            self._step_pooler(level, h, pooler, is_boundary)
             return None
         m = self.contract(level, h, router)
-        if pooler.initial_state(batch=1, device=h.device, dtype=h.dtype) is None:
-            return pooler(h, m)
-        outs = self._open_segment(level, h, pooler, is_boundary)  # (B, S_level, D_{level+1})
-        return gather_rows(outs, m.index)  # each boundary's output: its segment, pooled
+        outs = self._step_pooler(level, h, pooler, is_boundary)  # (B, S_level, D_{level+1})
+        # A stateless pooler's vector is its boundary's alone (the kits hold step to forward);
+        # a stateful one's is its output at the boundary, having seen the whole segment.
+        return pooler(h, m) if outs is None else gather_rows(outs, m.index)
 
-    def _open_segment(self, level: int, h: Tensor, pooler: Any, is_boundary: Tensor) -> Tensor | None:
+    def _step_pooler(self, level: int, h: Tensor, pooler: Any, is_boundary: Tensor) -> Tensor | None:
         """A stateful pooler steps through the chunk from the state's open segment (so the first
         boundary pools the positions before the chunk too); (B, S, D) its output at each position,
         and the state it ends in is the new open segment's. None for a stateless pooler."""
@@ -294,6 +294,7 @@ class Continued(TeacherForced):
         open_offset = (s.count[level] - s.boundary[level + 1] - 1)[:, None] + offset
         offset = torch.where(segment == 0, open_offset, offset)
         self.expands.append(m._replace(segment=segment, offset=offset))
+        # For the pooler: the chunk's boundaries (segment -1: the open segment, pooled by state).
         pooled = LevelIndex(index, valid, segment - 1, offset, m.kept - b, m.dropped, m.members[:, 1:] - 1)
         self.maps.append(pooled)
         self.lv = torch.gather(self.lv, 1, index).masked_fill(~valid, 0)
