@@ -85,7 +85,7 @@ def aunet_add_commands(commands: Commands) -> None:
         default=None,
         metavar="N",
         help="prefill prompts N positions at a time (default: whole), which bounds the prefill's "
-        "attention masks and activations by N rather than the prompt; the same output",
+        "attention masks and activations by N rather than the prompt; the same logits to float rounding",
     )
     runtime_options(p)
     p.set_defaults(run=cmd_generate)

@@ -211,8 +211,13 @@ def extend(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, len
     rows = torch.arange(b, device=tokens.device)
     valid = torch.arange(p, device=tokens.device)[None] < lengths[:, None]  # (B, P)
     before = [count.clone() for count in state.count]
+    filled = {key: cache.filled for key, cache in state.caches.items()}
     plan = Continued(state, levels.long(), valid)
     h = model.walk(model.embed_tokens(tokens, before=state.recent), plan)  # (B, P, D_0)
+    for key, cache in state.caches.items():
+        # A stage bounds the slots it used by the positions a call could add (no host sync), which
+        # over chunks adds up to the widest rows'; a prefill may read the lengths back instead.
+        cache.filled = max(filled[key], min(cache.capacity, int(cache.length.max())))
     if model.ngram is not None:
         lookback = state.recent.shape[1]
         state.recent = model.ngram.recent(torch.cat([state.recent, tokens], dim=1), lengths + lookback)

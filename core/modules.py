@@ -308,7 +308,9 @@ class Upsampler(nn.Module, ABC):
         """For incremental decoding: what ``pick`` needs to upsample each row's one coarse vector
         (B, 1, D_coarse) at any offset, when computing it once per coarse position is cheaper than
         upsampling again at every fine one (decoding keeps it until the row's next coarse
-        position); None, the default, where it is not: decoding calls ``forward`` every step."""
+        position); None, the default, where it is not: decoding calls ``forward`` every step.
+        The result is a new tensor of its own, rows first: decoding keeps it and may overwrite
+        rows of it in place."""
         return None
 
     def pick(self, prepared: Tensor, offset: Tensor) -> Tensor:
