@@ -290,6 +290,12 @@ def check_upsampler(
                 if prepared is None:  # it prepares nothing: decoding calls forward
                     break
                 assert prepared.shape[0] == b, f"prepare gave {tuple(prepared.shape)} for {b} rows"
+                # Decoding overwrites rows of what it keeps: it must own its memory, row by row.
+                weights = {p.untyped_storage().data_ptr() for p in up.parameters()}
+                expanded = any(st == 0 and n > 1 for st, n in zip(prepared.stride(), prepared.shape))
+                assert prepared.untyped_storage().data_ptr() not in weights and not expanded, (
+                    "prepare returned a view of a parameter or an expanded tensor: decoding writes into it"
+                )
                 offsets = level.offset[:, j : j + 1]
                 got = up.pick(prepared, offsets)
                 torch.testing.assert_close(got, up(own, zero, offsets), rtol=1e-5, atol=1e-5)
