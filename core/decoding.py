@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from aunet.core.model import AUNet, Part, TeacherForced, WalkPlan, boundary_index
-from aunet.core.modules import KVCache, Layout, LevelIndex, gather_rows, one_position
+from aunet.core.modules import KVCache, Layout, LevelIndex, one_position
 
 
 class StepMode(enum.Enum):
@@ -262,29 +262,38 @@ class Continued(TeacherForced):
         if level < self.top and not bool(is_boundary.any()):
             self.top = level  # no row's chunk reaches level + 1: the walk turns here
         if level >= self.top:
-            self._step_pooler(level, h, pooler, is_boundary)
+            self._carry_open_segment(level, h, pooler, is_boundary)
             return None
         m = self.contract(level, h, router)
-        outs = self._step_pooler(level, h, pooler, is_boundary)  # (B, S_level, D_{level+1})
-        # A stateless pooler's vector is its boundary's alone (the kits hold step to forward);
-        # a stateful one's is its output at the boundary, having seen the whole segment.
-        return pooler(h, m) if outs is None else gather_rows(outs, m.index)
+        pooled = pooler(h, m)  # (B, S_{level+1}, D): right but for the first, open segment's
+        first = self._carry_open_segment(level, h, pooler, is_boundary)
+        if first is None:  # stateless: a boundary's vector is its own (the kits hold step to forward)
+            return pooled
+        fixed = torch.where(is_boundary.any(1)[:, None], first, pooled[:, 0])
+        return torch.cat([fixed[:, None], pooled[:, 1:]], dim=1)
 
-    def _step_pooler(self, level: int, h: Tensor, pooler: Any, is_boundary: Tensor) -> Tensor | None:
-        """A stateful pooler steps through the chunk from the state's open segment (so the first
-        boundary pools the positions before the chunk too); (B, S, D) its output at each position,
-        and the state it ends in is the new open segment's. None for a stateless pooler."""
+    def _carry_open_segment(self, level: int, h: Tensor, pooler: Any, is_boundary: Tensor) -> Tensor | None:
+        """A stateful pooler's part in a chunk: it steps from the state's open segment up to each
+        row's first boundary in the chunk (all its positions where there is none), whose pooled
+        vector (B, D) it returns, then through the positions after the row's last boundary, which
+        leave the new open segment in the state. None for a stateless pooler."""
         s = self.state
-        if s.pool_states[level] is None:
+        state = s.pool_states[level]
+        if state is None:
             return None
+        b, p = is_boundary.shape
         valid = self.layouts[level].valid
-        outs = []
-        for t in range(h.shape[1]):
-            out, s.pool_states[level] = pooler.step(
-                h[:, t : t + 1], s.pool_states[level], active=valid[:, t], boundary=is_boundary[:, t]
-            )
-            outs.append(out)
-        return torch.cat(outs, dim=1)
+        length = valid.sum(1)  # (B,)
+        found = is_boundary.any(1)
+        first = torch.where(found, is_boundary.long().argmax(1), length - 1)  # (B,)
+        last = torch.where(found, p - 1 - is_boundary.flip(1).long().argmax(1), length - 1)
+        pooled = None
+        for t in range(int(first.max()) + 1 if b else 0):  # a host sync; a prefill is eager anyway
+            active = valid[:, t] & (t <= first)
+            out, state = pooler.step(h[:, t : t + 1], state, active=active, boundary=is_boundary[:, t] & active)
+            pooled = out[:, 0] if pooled is None else torch.where((t == first)[:, None], out[:, 0], pooled)
+        s.pool_states[level] = _open_segment(pooler, state, h, start=torch.where(found, last + 1, length), end=length)
+        return pooled
 
     def contract(self, level: int, h: Tensor, router: Any) -> LevelIndex:
         s = self.state
