@@ -14,6 +14,7 @@ NAMES = (
     "train-step",
     "recipe",
     "generate",
+    "prefill",
     "script-experiment",
     "pooler-experiment",
     "udhr-eval",
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="splitters, gpu-check, claims, generate: tiny sizes, to check the script runs",
+        help="splitters, gpu-check, claims, generate, prefill: tiny sizes, to check the script runs",
     )
     parser.add_argument("--out", default=None, help="claims: where its runs and tables go (run again to resume)")
     args = parser.parse_args(argv)
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--device applies to attention, train-step and gpu-check")
         kwargs["device"] = args.device
     if args.smoke:
-        if args.name not in ("splitters", "gpu-check", "claims", "generate"):
-            parser.error("--smoke applies to splitters, gpu-check, claims and generate only")
+        if args.name not in ("splitters", "gpu-check", "claims", "generate", "prefill"):
+            parser.error("--smoke applies to splitters, gpu-check, claims, generate and prefill only")
         kwargs["smoke"] = True
     if args.out is not None:
         if args.name != "claims":

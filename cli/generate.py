@@ -7,8 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from aunet.cli.options import (
+    MAX_COUNT,
     Commands,
     non_negative_float,
+    number,
     positive_float,
     positive_int,
     print_json,
@@ -81,11 +83,12 @@ def aunet_add_commands(commands: Commands) -> None:
     )
     p.add_argument(
         "--prefill-chunk",
-        type=positive_int,
+        type=number(int, 0, strict=False, maximum=MAX_COUNT),
         default=None,
         metavar="N",
-        help="prefill prompts N positions at a time (default: whole), which bounds the prefill's "
-        "attention masks and activations by N rather than the prompt; the same logits to float rounding",
+        help="prefill prompts N positions at a time, which bounds the prefill's attention masks and "
+        "activations by N rather than the prompt (the same logits to float rounding); 0: whole prompts; "
+        "default: 256 on a CPU, where it measures faster, whole on a GPU and for routed models",
     )
     runtime_options(p)
     p.set_defaults(run=cmd_generate)
@@ -114,11 +117,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     run = load_run(args.ckpt, device=args.device)
     model = run.model
     check_levels_source(model, args.levels)  # before any prompt is echoed
-    refusal = chunk_refusal(model) if args.prefill_chunk is not None else None
+    refusal = chunk_refusal(model) if args.prefill_chunk else None
     if refusal is not None:
-        raise InputError(
-            f"--prefill-chunk: this model's prompts cannot be prefilled in chunks: {refusal}; leave it out"
-        )
+        raise InputError(f"--prefill-chunk: this model's prompts cannot be prefilled in chunks: {refusal}; give 0")
     device = next(model.parameters()).device
     rows = min(len(prompts), args.batch_size)
     threads = default_decode_threads(rows, device) if args.threads == "auto" else None

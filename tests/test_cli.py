@@ -189,3 +189,25 @@ def test_gpu_check_script_runs_on_a_cpu_in_smoke_mode() -> None:
     assert any(p["kind"] == "sdpa" and p["labels"] for p in summary["profile_aunet2_1b_reduced"])
     decoding = summary["decoding_graphs"]["records"]
     assert {r["spec"] for r in decoding} == {"byte-tiny", "aunet2-tiny"} and all(r["bytes_per_s"] > 0 for r in decoding)
+
+
+@pytest.mark.slow
+def test_the_prefill_benchmark_runs_and_times_whole_and_chunked_prefills() -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "prefill", "--smoke", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = json.loads(result.stdout)["records"]
+    assert {(r["spec"], r["chunk"]) for r in records} == {
+        (s, c) for s in ("aunet2-tiny", "byte-tiny") for c in (None, 16)
+    }
+    assert all(r["ms"] > 0 and r["peak_added_mb"] >= 0 for r in records)

@@ -17,7 +17,7 @@ from aunet.core.encoding import splitter_encoding
 from aunet.core.model import build_model
 from aunet.core.modules import DensePlan
 from aunet.core.resources import spec_path
-from aunet.jobs.inference.generate import _prompt_batch, decode, sample_next
+from aunet.jobs.inference.generate import CPU_PREFILL_CHUNK, _prompt_batch, decode, default_prefill_chunk, sample_next
 from aunet.testing.models import small_specs
 from aunet.testing.splitters import texts
 
@@ -154,20 +154,41 @@ def test_decoding_with_prefill_chunks_gives_the_same_bytes_and_logits(mode: str)
     model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
     prompts = [b"In the beginning God created", b"", b"And the earth was without form, and void", b"Let"]
     options = {"choose": greedy, "keep_logits": True, "batch_size": 2, "step_mode": mode}
-    whole = decode(model, prompts, 10, **options)
+    whole = decode(model, prompts, 10, prefill_chunk=0, **options)
     chunked = decode(model, prompts, 10, prefill_chunk=5, **options)
     assert chunked.new_bytes == whole.new_bytes
     for a, b in zip(chunked.logits, whole.logits, strict=True):
         torch.testing.assert_close(torch.stack(a), torch.stack(b), rtol=TOLERANCE, atol=TOLERANCE)
 
 
-def test_a_routed_model_and_a_chunk_below_one_are_refused_with_the_reason() -> None:
+def test_a_routed_model_and_a_negative_chunk_are_refused_with_the_reason() -> None:
     torch.manual_seed(0)
     hnet = build_model(aunet.load_spec(spec_path("hnet-tiny"))).eval()
     assert chunk_refusal(hnet) == "level 1 is routed (its router decides boundaries over whole prompts)"
     with pytest.raises(ValueError, match="cannot be prefilled in chunks: level 1 is routed"):
         aunet.generate(hnet, [b"x"], 2, prefill_chunk=8)
+    # By default (and with 0) a routed model's prompts are prefilled whole.
+    assert default_prefill_chunk(hnet) == 0
+    assert aunet.generate(hnet, [b"In the"], 3) == aunet.generate(hnet, [b"In the"], 3, prefill_chunk=0)
     model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
     assert chunk_refusal(model) is None
-    with pytest.raises(ValueError, match="prefill_chunk must be >= 1 position"):
-        aunet.generate(model, [b"x"], 2, prefill_chunk=0)
+    with pytest.raises(ValueError, match="prefill_chunk must be >= 1 position, or 0 for whole prompts, got -1"):
+        aunet.generate(model, [b"x"], 2, prefill_chunk=-1)
+
+
+def test_a_cpu_prefills_in_chunks_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aunet.jobs.inference import generate
+
+    torch.manual_seed(0)
+    model = build_model(aunet.load_spec(spec_path("aunet2-tiny"))).eval()
+    assert default_prefill_chunk(model) == CPU_PREFILL_CHUNK == 256
+    chunks = []
+    monkeypatch.setattr(
+        generate, "prefill_chunks", lambda *a, chunk, **k: chunks.append(chunk) or prefill_chunks(*a, chunk=chunk, **k)
+    )
+    prompt = b"And God said, Let there be light: and there was light. " * 6  # 336 bytes: two chunks
+    by_default = decode(model, [prompt], 6, choose=greedy, keep_logits=True)
+    assert chunks == [256]
+    whole = decode(model, [prompt], 6, choose=greedy, keep_logits=True, prefill_chunk=0)
+    assert by_default.new_bytes == whole.new_bytes
+    close(torch.stack(by_default.logits[0]), torch.stack(whole.logits[0]), "default against whole")

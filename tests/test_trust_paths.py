@@ -677,11 +677,21 @@ def test_generation_flags_at_their_limits(small_run: Path, tmp_path: Path) -> No
         "3",
     )
     whole = run_cli(
-        "generate", "--ckpt", str(small_run), "--prompt", "In the beginning", "--max-bytes", "4", "--temperature", "0"
+        "generate",
+        "--ckpt",
+        str(small_run),
+        "--prompt",
+        "In the beginning",
+        "--max-bytes",
+        "4",
+        "--temperature",
+        "0",
+        "--prefill-chunk",
+        "0",
     )
     assert chunked.returncode == 0 and chunked.stdout == whole.stdout, chunked.stderr
-    zero = run_cli("generate", "--ckpt", str(small_run), "--prefill-chunk", "0")
-    assert zero.returncode == 2 and "--prefill-chunk" in zero.stderr
+    negative = run_cli("generate", "--ckpt", str(small_run), "--prefill-chunk", "-1")
+    assert negative.returncode == 2 and "--prefill-chunk: must be at least 0, got -1" in negative.stderr
     bad = run_cli("generate", "--ckpt", str(small_run), "--step-mode", "fast")
     assert bad.returncode == 2 and "--step-mode: invalid choice: 'fast'" in bad.stderr
     deep = tmp_path / "deep.jsonl"

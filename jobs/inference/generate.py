@@ -98,14 +98,17 @@ def decode(
     from the encoding). ``step_mode``: how steps run (``generate``'s argument). ``batch_size``:
     rows decoded at once (None: every prompt); a row that finishes takes the next waiting prompt,
     prefilled apart and spliced into the batch, so the batch stays full (continuous batching).
-    ``prefill_chunk``: prefill prompts in walks of this many positions (None: whole), which bounds
-    a prefill's attention masks and activations by the chunk, not the prompt; same logits.
+    ``prefill_chunk``: prefill prompts in walks of this many positions (0: whole; None: the
+    device's default, ``default_prefill_chunk``), which bounds a prefill's attention masks and
+    activations by the chunk, not the prompt; the same logits to float rounding.
     Everything returned is in prompt order; ``on_bytes`` gets the prompt's index."""
     if max_new_bytes < 0:
         raise ValueError(f"max_new_bytes must be >= 0, got {max_new_bytes}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (rows decoded at once), got {batch_size}")
     check_prefill_chunk(model, prefill_chunk)
+    if prefill_chunk is None:
+        prefill_chunk = default_prefill_chunk(model)
     if not prompts:  # nothing to decode
         return Decoded([], [], 0, (0,) * (model.depth + 1), (), [])
     predicted = check_levels_source(model, levels) is LevelSource.PREDICTED
@@ -152,7 +155,7 @@ def decode(
 
     def fill(into: Any, prompt_rows: Sequence[Any]) -> Tensor:
         batch = _prompt_batch(spec, prompt_rows, device)
-        if prefill_chunk is None:
+        if prefill_chunk == 0:
             return prefill(model, into, *batch)
         return prefill_chunks(model, into, *batch, chunk=prefill_chunk)
 
@@ -216,15 +219,30 @@ def decode(
     return Decoded([bytes(p) for p in produced], kept, calls[-1], calls, truncated, kept_levels)
 
 
+#: Positions per prefill walk by default on a CPU, where chunks of it measure faster than whole
+#: prompts and hold less memory (``python -m benchmarks prefill``).
+CPU_PREFILL_CHUNK = 256
+
+
+def default_prefill_chunk(model: Any) -> int:
+    """Positions per prefill walk when none is asked for: ``CPU_PREFILL_CHUNK`` on a CPU for a
+    model whose prompts can be prefilled in chunks; 0 (whole prompts) for one that cannot (a
+    routed level) and on a GPU, until the GPU check has measured chunks there."""
+    if chunk_refusal(model) is not None or next(model.parameters()).device.type != "cpu":
+        return 0
+    return CPU_PREFILL_CHUNK
+
+
 def check_prefill_chunk(model: Any, chunk: int | None) -> None:
-    """ValueError naming what is wrong with a prefill chunk for ``model`` (None: whole prompts)."""
-    if chunk is None:
+    """ValueError naming what is wrong with a prefill chunk for ``model`` (0: whole prompts, None:
+    the default)."""
+    if chunk is None or chunk == 0:
         return
-    if chunk < 1:
-        raise ValueError(f"prefill_chunk must be >= 1 position (or unset: whole prompts), got {chunk}")
+    if chunk < 0:
+        raise ValueError(f"prefill_chunk must be >= 1 position, or 0 for whole prompts, got {chunk}")
     reason = chunk_refusal(model)
     if reason is not None:
-        raise ValueError(f"this model's prompts cannot be prefilled in chunks: {reason}; leave prefill_chunk unset")
+        raise ValueError(f"this model's prompts cannot be prefilled in chunks: {reason}; give 0 (whole prompts)")
 
 
 def _prompt_batch(spec: Any, rows: Sequence[Any], device: Any) -> tuple[Tensor, Tensor, Tensor]:
@@ -332,10 +350,11 @@ def generate(
         batch_size: rows decoded at once (None: all prompts); a row that finishes takes the next
             waiting prompt, so the batch stays full (continuous batching). ``on_bytes`` gets
             the prompt's index.
-        prefill_chunk: prefill prompts in walks of this many positions (None: whole prompts):
-            a long prompt's attention masks and activations are the chunk's against the cache,
-            not the prompt's against itself. The same logits up to float rounding. Not for
-            models with a routed level (ValueError).
+        prefill_chunk: prefill prompts in walks of this many positions: a long prompt's
+            attention masks and activations are the chunk's against the cache, not the prompt's
+            against itself; the same logits to float rounding. 0: whole prompts; None: the
+            default (256 on a CPU, where it measures faster; whole on a GPU, and for models with
+            a routed level, which cannot take chunks: a chunk for one is a ValueError).
     """
     _check(prompts, top_k, top_p)
     stops = [stop] if isinstance(stop, (bytes, bytearray)) else list(stop or [])
