@@ -174,12 +174,13 @@ def test_a_finished_row_takes_the_next_prompt_and_every_prompt_decodes_as_alone(
     # With a stop sequence rows end at different steps, each freeing its row for the next prompt;
     # without, both rows end together and the next two prompts are prefilled as one batch.
     stop = [stop]
-    together = decode(model, prompts, 12, choose=greedy, keep_logits=True, stop=stop, step_mode=mode, batch_size=2)
+    options = {"choose": greedy, "keep_logits": True, "stop": stop, "step_mode": mode, "prefill_chunk": 0}
+    together = decode(model, prompts, 12, batch_size=2, **options)
     assert sum(prefills) == len(prompts) and prefills[0] == 2
     if stop == [b""]:
         assert prefills == [2, 2, 2], prefills
     for i, prompt in enumerate(prompts):
-        alone = decode(model, [prompt], 12, choose=greedy, keep_logits=True, stop=stop, step_mode=mode)
+        alone = decode(model, [prompt], 12, **options)
         assert together.new_bytes[i] == alone.new_bytes[0], i
         for a, b in zip(together.logits[i], alone.logits[0], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

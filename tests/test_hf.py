@@ -136,10 +136,10 @@ def test_greedy_generate_equals_aunet_generate_and_uses_the_caches(hf_model, exp
     monkeypatch.setattr(decoding, "step", _spy(decoding.step, steps))
     batch = tokenizer(PROMPTS, return_tensors="pt", padding=True)
     out = model.generate(**batch, max_new_tokens=24, do_sample=False)
+    assert len(prefills) == 1 and 20 <= len(steps) <= 23  # one prefill, then one cached step per new byte
     texts = [tokenizer.decode(row[batch["input_ids"].shape[1] :], skip_special_tokens=True) for row in out]
     ours = aunet.load_run(exported[0]).model
     assert texts == [b.decode("utf-8", "replace") for b in aunet.generate(ours, [p.encode() for p in PROMPTS], 24)]
-    assert len(prefills) == 1 and 20 <= len(steps) <= 23  # one prefill, then one cached step per new byte
     cli = run_cli(
         "generate", "--ckpt", str(exported[0]), "--prompt", PROMPTS[0], "--max-bytes", "24", "--temperature", "0"
     )
