@@ -663,32 +663,9 @@ def test_generation_flags_at_their_limits(small_run: Path, tmp_path: Path) -> No
         "static",
     )
     assert static.returncode == 0 and static.stdout == greedy.stdout, static.stderr
-    chunked = run_cli(
-        "generate",
-        "--ckpt",
-        str(small_run),
-        "--prompt",
-        "In the beginning",
-        "--max-bytes",
-        "4",
-        "--temperature",
-        "0",
-        "--prefill-chunk",
-        "3",
-    )
-    whole = run_cli(
-        "generate",
-        "--ckpt",
-        str(small_run),
-        "--prompt",
-        "In the beginning",
-        "--max-bytes",
-        "4",
-        "--temperature",
-        "0",
-        "--prefill-chunk",
-        "0",
-    )
+    greedy_of = ("generate", "--ckpt", str(small_run), "--prompt", "In the beginning", "--max-bytes", "4")
+    chunked = run_cli(*greedy_of, "--temperature", "0", "--prefill-chunk", "3")
+    whole = run_cli(*greedy_of, "--temperature", "0", "--prefill-chunk", "0")
     assert chunked.returncode == 0 and chunked.stdout == whole.stdout, chunked.stderr
     negative = run_cli("generate", "--ckpt", str(small_run), "--prefill-chunk", "-1")
     assert negative.returncode == 2 and "--prefill-chunk: must be at least 0, got -1" in negative.stderr
