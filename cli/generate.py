@@ -98,8 +98,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import codecs
     import warnings
 
-    from aunet.core.decoding import chunk_refusal
-    from aunet.jobs.inference.generate import check_levels_source, generate, read_prompts
+    from aunet.jobs.inference.generate import check_levels_source, check_prefill_chunk, generate, read_prompts
     from aunet.jobs.runtime.devices import default_decode_threads
 
     if args.top_p is not None and args.top_p > 1:
@@ -117,9 +116,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     run = load_run(args.ckpt, device=args.device)
     model = run.model
     check_levels_source(model, args.levels)  # before any prompt is echoed
-    refusal = chunk_refusal(model) if args.prefill_chunk else None
-    if refusal is not None:
-        raise InputError(f"--prefill-chunk: this model's prompts cannot be prefilled in chunks: {refusal}; give 0")
+    try:
+        check_prefill_chunk(model, args.prefill_chunk)
+    except ValueError as err:
+        raise InputError(f"--prefill-chunk: {err}") from None
     device = next(model.parameters()).device
     rows = min(len(prompts), args.batch_size)
     threads = default_decode_threads(rows, device) if args.threads == "auto" else None

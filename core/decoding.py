@@ -152,10 +152,8 @@ def prefill(
         last = state.count[i] - 1
         state.last_out[i] = plan.outputs[i][rows, last]  # (B, D_i)
         state.boundary[i] = plan.maps[i - 1].index[rows, last]
+    _prepare_upsamplers(model, state)
     for i in range(depth):
-        kept = model.upsamplers[i].prepare(state.last_out[i + 1][:, None])
-        if kept is not None:
-            state.prepared[i] = kept
         state.pool_states[i] = _open_segment(
             model.poolers[i], state.pool_states[i], plan.encoded[i], start=state.boundary[i + 1] + 1, end=state.count[i]
         )
@@ -207,7 +205,6 @@ def extend(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, len
     0 for a row with nothing more) with their levels, in one walk; (B, V) logits after each row's
     last position (``logits``, the ones before, for rows with nothing more)."""
     b, p = tokens.shape
-    depth = model.depth
     rows = torch.arange(b, device=tokens.device)
     valid = torch.arange(p, device=tokens.device)[None] < lengths[:, None]  # (B, P)
     before = [count.clone() for count in state.count]
@@ -236,11 +233,17 @@ def extend(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, len
         state.last_out[i] = torch.where(reached[:, None], plan.outputs[i][rows, last], state.last_out[i])
         boundary = before[i - 1] + plan.maps[i - 1].index[rows, last]  # a level-(i-1) index
         state.boundary[i] = torch.where(reached, boundary, state.boundary[i])
-    for i in range(depth):
-        kept = model.upsamplers[i].prepare(state.last_out[i + 1][:, None])
+    _prepare_upsamplers(model, state)
+    return torch.where(more[:, None], new, logits)
+
+
+def _prepare_upsamplers(model: AUNet, state: DecodeState) -> None:
+    """What each upsampler that prepares keeps from every row's last coarse vector (after a
+    prefill; steps then prepare again only for the rows that get a new one)."""
+    for i, upsampler in enumerate(model.upsamplers):
+        kept = upsampler.prepare(state.last_out[i + 1][:, None])
         if kept is not None:
             state.prepared[i] = kept
-    return torch.where(more[:, None], new, logits)
 
 
 class Continued(TeacherForced):
@@ -255,10 +258,13 @@ class Continued(TeacherForced):
         self.state = state
         self.expands: list[LevelIndex] = []
 
+    def boundaries(self, level: int) -> Tensor:
+        """(B, S_level) bool: the chunk's positions of ``level`` that close a segment of level + 1."""
+        return (self.lv > level) & self.layouts[level].valid
+
     def pool(self, level: int, h: Tensor, pooler: Any, router: Any) -> Tensor | None:
         self.encoded[level] = h
-        below = self.layouts[level]
-        is_boundary = (self.lv > level) & below.valid  # (B, S_level)
+        is_boundary = self.boundaries(level)  # (B, S_level)
         if level < self.top and not bool(is_boundary.any()):
             self.top = level  # no row's chunk reaches level + 1: the walk turns here
         if level >= self.top:
@@ -297,8 +303,7 @@ class Continued(TeacherForced):
 
     def contract(self, level: int, h: Tensor, router: Any) -> LevelIndex:
         s = self.state
-        below = self.layouts[level]
-        is_boundary = (self.lv > level) & below.valid  # (B, S_level)
+        is_boundary = self.boundaries(level)  # (B, S_level)
         # A boundary before the chunk (the open segment's start) makes column 0 of the index.
         b = is_boundary.shape[0]
         start = torch.ones(b, 1, dtype=torch.bool, device=is_boundary.device)
@@ -358,8 +363,6 @@ class Step(WalkPlan):
         self.top = top
         self.rows = rows  # per level, the rows whose stages run (None: every row)
         self.layouts: dict[int, Layout] = {}  # one per level: its encoder and decoder share it
-        b = active[0].shape[0]
-        self.first = torch.zeros(b, 1, dtype=torch.long, device=active[0].device)  # (B, 1)
         self.smoothing: dict[int, Tensor] = {}  # routed level -> (B,) P of its new positions
 
     def layout(self, level: int) -> Layout:

@@ -192,3 +192,26 @@ def test_a_cpu_prefills_in_chunks_by_default(monkeypatch: pytest.MonkeyPatch) ->
     whole = decode(model, [prompt], 6, choose=greedy, keep_logits=True, prefill_chunk=0)
     assert by_default.new_bytes == whole.new_bytes
     close(torch.stack(by_default.logits[0]), torch.stack(whole.logits[0]), "default against whole")
+
+
+def test_the_cli_refuses_a_chunk_for_a_routed_run_in_one_line(tmp_path) -> None:
+    from aunet.core.overrides import apply_overrides
+    from aunet.jobs.train.loop import train
+
+    from conftest import SHRUNK_AUNET2, run_cli
+
+    spec = apply_overrides(aunet.load_spec("hnet-tiny"), ["model.context=64", *SHRUNK_AUNET2])
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("In the beginning God created the heavens and the earth.\n" * 40)
+    train(spec, data=corpus, out=tmp_path / "run", steps=1, device="cpu")
+    refused = run_cli("generate", "--ckpt", str(tmp_path / "run"), "--prompt", "In", "--prefill-chunk", "8")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("aunet: error")]
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert errors == [
+        "aunet: error: --prefill-chunk: this model's prompts cannot be prefilled in chunks: level 1 is routed "
+        "(its router decides boundaries over whole prompts); give 0 (whole prompts)"
+    ], refused.stderr
+    whole = run_cli(
+        "generate", "--ckpt", str(tmp_path / "run"), "--prompt", "In", "--max-bytes", "3", "--prefill-chunk", "0"
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]

@@ -43,16 +43,8 @@ class MultiLinearUpsampler(Upsampler):
         per position (a (B, T, Dc, Df) weight would be 3.6 GB for 64 rows at the paper's widths)."""
         b, s, _ = coarse.shape
         n = self.offsets
-        u = self.norm(coarse)  # (B, S, Dc)
-        o = offset.remainder(n) if self.wrap else offset.clamp(max=n - 1)
-        if segment.numel() < n:
-            # Fewer fine positions than offsets (a decoding step of a few rows): each gathers
-            # its own matrix, rather than projecting through all n of them.
-            weight = self.up + self.per_offset[o]  # (B, T, Dc, Df)
-            return (gather_rows(u, segment)[:, :, None] @ weight)[:, :, 0]  # (B, T, Df)
-        weight = self.combined()  # (Dc, n*Df)
-        projected = (u @ weight).view(b, s * n, self.dim_fine)  # (B, S*n, Df): row s*n + o
-        return gather_rows(projected, segment * n + o)  # (B, T, Df)
+        projected = (self.norm(coarse) @ self.combined()).view(b, s * n, self.dim_fine)  # (B, S*n, Df): row s*n + o
+        return gather_rows(projected, segment * n + self._offset_row(offset))  # (B, T, Df)
 
     def prepare(self, coarse: Tensor) -> Tensor:
         """(B, 1, n, Df): the row's coarse vector through every (W_up + W_o), one matrix product
@@ -61,8 +53,12 @@ class MultiLinearUpsampler(Upsampler):
         return (self.norm(coarse[:, 0]) @ self.combined()).view(b, 1, self.offsets, self.dim_fine)
 
     def pick(self, prepared: Tensor, offset: Tensor) -> Tensor:
-        o = offset.remainder(self.offsets) if self.wrap else offset.clamp(max=self.offsets - 1)  # (B, T)
+        o = self._offset_row(offset)  # (B, T)
         return prepared[:, 0].gather(1, o[..., None].expand(-1, -1, self.dim_fine))  # (B, T, Df)
+
+    def _offset_row(self, offset: Tensor) -> Tensor:
+        """Which of the n matrices each offset uses: wrapped, or clamped at the last."""
+        return offset.remainder(self.offsets) if self.wrap else offset.clamp(max=self.offsets - 1)
 
     def combined(self) -> Tensor:
         """(Dc, n x Df): every (W_up + W_o) side by side. Made once and kept while no gradient is
