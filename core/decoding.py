@@ -73,6 +73,10 @@ class DecodeState:
     prepared: dict[int, Tensor] = attrs.field(factory=dict)
     mode: StepMode = StepMode.EAGER  # how steps run
     advance: Any = None  # the step's tensor work, compiled (None: ``_advance``, uncompiled)
+    # ``count`` of the levels the splitters decide (0..L less the routed ones), per row, on the
+    # host: eager steps bound the slots each cache reads by it. None: read back at the next step
+    # (after a prefill, a chunk or a splice, which change counts on the device).
+    known: list[list[int]] | None = None
 
 
 def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepMode.EAGER) -> DecodeState:
@@ -148,6 +152,7 @@ def prefill(
         logits = model.head(model.norm(h))  # (B, P, V)
     for i in range(depth + 1):
         state.count[i] = plan.layouts[i].valid.sum(1)
+    state.known = None
     for i in range(1, depth + 1):
         last = state.count[i] - 1
         state.last_out[i] = plan.outputs[i][rows, last]  # (B, D_i)
@@ -226,6 +231,7 @@ def extend(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, len
     for i in range(plan.top + 1):
         got = plan.layouts[i].valid.sum(1)  # (B,) new level-i positions per row
         state.count[i] = before[i] + got
+        state.known = None
         if i == 0:
             continue
         last = (got - 1).clamp(min=0)
@@ -460,7 +466,30 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
         logits, top = state.advance(model, state, token, active, top, rows)
     for i in range(top + 1):
         state.stage_calls[i] += 1
+    if not fixed:
+        _bound_reads(model, state, active_host, ruled, top)
     return logits
+
+
+def _bound_reads(model: AUNet, state: DecodeState, active: list[list[bool]], ruled: int, top: int) -> None:
+    """Tighten the slots the caches of levels 0..``ruled`` read to the longest row's (host
+    counts, after a step that added ``active`` positions). A cache bounds them by the positions a
+    call could add, which grows by one whenever any row reaches the level: at 64 rows the trunk
+    runs at nearly every byte, and would read every row's slots up to the prompt's longest plus
+    one per step."""
+    if state.known is None:
+        state.known = [count.tolist() for count in state.count[: ruled + 1]]
+    else:
+        for i in range(ruled + 1):
+            state.known[i] = [n + a for n, a in zip(state.known[i], active[i])]
+    depth = model.depth
+    for i in range(min(ruled, top) + 1):
+        longest = max(state.known[i], default=0)
+        parts = (Part.TRUNK,) if i == depth else (Part.ENCODER, Part.DECODER)
+        for part in parts:
+            cache = state.caches[(i, part)]
+            if cache is not None:
+                cache.filled = min(cache.filled, cache.capacity, longest)
 
 
 def _advance(
@@ -490,6 +519,7 @@ def splice(state: DecodeState, row: int, fresh: DecodeState, source: int = 0) ->
         cache.pos[row] = theirs.pos[source]
         cache.length[row] = theirs.length[source]
         cache.filled = max(cache.filled, theirs.filled)
+    state.known = None
     for i in range(len(state.count)):
         state.count[i][row] = fresh.count[i][source]
         for values, given in ((state.boundary, fresh.boundary), (state.last_out, fresh.last_out)):

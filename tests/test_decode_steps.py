@@ -90,6 +90,25 @@ def test_eager_steps_compute_only_the_rows_that_reached_a_level() -> None:
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_eager_steps_read_the_longest_rows_slots_and_no_more() -> None:
+    # Row 1's prompt has 8 words and gets no more; row 0 gets a word at every other byte, so the
+    # trunk runs at every other step for row 0 alone. It must read the slots of the longest row
+    # (row 1's 8 words, then row 0's once it passes them), not one more slot per step it ran.
+    model = small_aunet()
+    reads = []
+    model.trunk.register_forward_pre_hook(
+        lambda module, args, kwargs: reads.append((kwargs["cache"].used, kwargs["cache"].length.tolist())),
+        with_kwargs=True,
+    )
+    prompts, texts = [b"one", b"a b c d e f g"], [b"a b c d e f g h i j k l m n", b"x" * 30]
+    run = decode(model, prompts, 24, choose=replay(texts), step_mode="eager")
+    steps = reads[1:]  # the first call is the prefill
+    assert len(steps) == run.stage_calls[1] > 8
+    assert steps[0][1][0] < steps[0][1][1] < steps[-1][1][0], steps  # row 0 passes row 1 on the way
+    # Slots read before each step: the spare and the longest row's (the step adds its own slot).
+    assert [used for used, _ in steps] == [1 + max(lengths) for _, lengths in steps], steps
+
+
 @pytest.mark.parametrize("mode", ["eager", "static"])
 def test_an_upsampler_that_prepares_does_so_once_per_coarse_position(mode: str) -> None:
     model = small_aunet()
