@@ -16,6 +16,14 @@ FLOPs per byte are the forward's (a third of the accounting's training figure, p
 upsamplers and head included; attention over the context's share, as the accounting counts it).
 The matmul throughput is measured in the same run: a (rows, 320) x (320, 1280) product, the
 largest stage's feed-forward at each batch size, on one thread.
+
+Bytes read per byte are counted, not timed: one more decode of each configuration (the static
+step's for a compiled one, whose shapes it has) under a dispatch mode that adds up the operands of
+every matrix product and attention call (weights, activations, cached keys and values, masks) and
+twice what a gather copies, less the same count for decoding 1 byte. Decoding steps at these sizes
+stream weights and caches; neither model keeps them in its core's caches. So, if both were bound
+by memory traffic alone, aunet2-tiny could be at most (byte-tiny's bytes read per byte) / (its
+own) times faster: the ``bound`` column. The achieved GB/s is the count times the measured rate.
 """
 
 from __future__ import annotations
@@ -90,6 +98,51 @@ def _decoder(model: Any, encoding: Any, prompts: list[bytes], ids: list[list[int
     return call
 
 
+#: aten ops whose tensor operands are read whole: matrix products and attention kernels.
+_READ_WHOLE = frozenset(
+    {
+        "mm",
+        "addmm",
+        "bmm",
+        "baddbmm",
+        "mv",
+        "addmv",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+    }
+)
+#: aten ops that copy what they select: read once and written once (their output, twice).
+_COPY_SELECTED = frozenset({"index_select", "gather", "embedding"})
+
+
+def _bytes_read(call: Any) -> int:
+    """Bytes that ``call()``'s matrix products and attention read, and its gathers copy."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    total = 0
+
+    def size(t: Any) -> int:
+        return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            nonlocal total
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            if name in _READ_WHOLE:
+                total += sum(size(a) for a in (*args, *(kwargs or {}).values()))
+            elif name in _COPY_SELECTED:
+                total += 2 * size(out)
+            return out
+
+    with Count():
+        call()
+    return total
+
+
 def _matmul_flops(batch: int, rounds: int, device: str) -> float:
     """FLOP/s of a (batch, WIDTH) x (WIDTH, 4 WIDTH) matmul (one thread on a CPU), median of many calls."""
     import time
@@ -131,6 +184,7 @@ def run(
     models = _models(device, tuple(dict.fromkeys(("byte-tiny", *specs))))
     configs: dict[tuple[str, int, str, int], Any] = {}
     produced: dict[tuple[str, int, str, int], tuple[int, int]] = {}
+    traffic: dict[tuple[str, int, str], float] = {}  # bytes read per byte decoded
     for batch in batches:
         prompts, continuations = _rows(batch)
         for name, (model, encoding, _) in models.items():
@@ -145,6 +199,10 @@ def run(
                     key = (name, batch, mode, n)
                     configs[key] = _decoder(model, encoding, prompts, ids, n, mode)
                     produced[key] = configs[key]()  # also compiles what the compiled steps need
+                shapes = "static" if mode == "compiled" else mode  # a compiled step reads what a static one does
+                read = [_bytes_read(_decoder(model, encoding, prompts, ids, n, shapes)) for n in (new, 1)]
+                decoded = produced[(name, batch, mode, new)][0] - produced[(name, batch, mode, 1)][0]
+                traffic[(name, batch, mode)] = (read[0] - read[1]) / max(1, decoded)
     times = interleaved(configs, rounds=rounds)
     throughput = {batch: _matmul_flops(batch, rounds, device) for batch in batches}
 
@@ -168,6 +226,8 @@ def run(
                         "gflops": round(rate * flops / 1e9, 3),
                         "matmul_gflops": round(throughput[batch] / 1e9, 2),
                         "matmul_fraction": round(rate * flops / throughput[batch], 4),
+                        "mb_read_per_byte": round(traffic[(name, batch, mode)] / 1e6, 3),
+                        "read_gb_per_s": round(rate * traffic[(name, batch, mode)] / 1e9, 2),
                         "rounds": rounds,
                         "device": device,
                     }
@@ -177,18 +237,21 @@ def run(
             x for x in records if x["spec"] == "byte-tiny" and x["batch"] == r["batch"] and x["mode"] == r["mode"]
         )
         r["vs_byte_tiny"] = round(r["bytes_per_s"] / base["bytes_per_s"], 2)
+        # The most ``vs_byte_tiny`` could be were both steps bound by memory traffic alone.
+        r["traffic_bound"] = round(base["mb_read_per_byte"] / max(r["mb_read_per_byte"], 1e-9), 2)
     return records
 
 
 def report(records: list[dict[str, Any]]) -> str:
     lines = [
         f"{'spec':<12} {'batch':>5} {'mode':>9} {'bytes/s':>10} {'vs byte':>8} {'ms/step':>8} {'FLOPs/byte':>11} "
-        f"{'GFLOP/s':>8} {'matmul GFLOP/s':>15} {'fraction':>9}"
+        f"{'GFLOP/s':>8} {'matmul GFLOP/s':>15} {'fraction':>9} {'MB read/byte':>13} {'GB/s':>6} {'bound':>6}"
     ]
     for r in records:
         lines.append(
             f"{r['spec']:<12} {r['batch']:>5} {r['mode']:>9} {r['bytes_per_s']:>10,.0f} {r['vs_byte_tiny']:>7.2f}x "
             f"{r['ms_per_step']:>8.2f} {r['flops_per_byte']:>11.3e} {r['gflops']:>8.2f} {r['matmul_gflops']:>15.2f} "
-            f"{r['matmul_fraction']:>8.1%}"
+            f"{r['matmul_fraction']:>8.1%} {r['mb_read_per_byte']:>13.2f} {r['read_gb_per_s']:>6.1f} "
+            f"{r['traffic_bound']:>5.2f}x"
         )
     return "\n".join(lines)

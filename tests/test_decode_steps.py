@@ -109,6 +109,23 @@ def test_eager_steps_read_the_longest_rows_slots_and_no_more() -> None:
     assert [used for used, _ in steps] == [1 + max(lengths) for _, lengths in steps], steps
 
 
+def test_rows_that_attend_row_by_row_get_what_gathered_rows_get(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aunet.core import modules
+
+    model = small_aunet()
+    prompts, texts = [b"one two", b"abcdefg", b"xyz"], [b"a b c d e f g h", b"xxxxxxxxxxxxxxx", b"z y x w v u t s"]
+    gathered = decode(model, prompts, 14, choose=replay(texts), keep_logits=True, step_mode="eager")
+    rows = []
+    row = modules.KVCache.row
+    monkeypatch.setattr(modules.KVCache, "row", lambda self, layer, r: rows.append(r) or row(self, layer, r))
+    monkeypatch.setattr(modules, "ROW_BY_ROW_BYTES", 0)  # every cache long enough
+    by_row = decode(model, prompts, 14, choose=replay(texts), keep_logits=True, step_mode="eager")
+    assert rows and set(rows) == {0, 2}, rows  # the trunk's steps of some rows (row 1 gets no word)
+    for r in range(3):
+        for a, b in zip(gathered.logits[r], by_row.logits[r]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["eager", "static"])
 def test_an_upsampler_that_prepares_does_so_once_per_coarse_position(mode: str) -> None:
     model = small_aunet()

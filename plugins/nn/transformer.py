@@ -108,12 +108,17 @@ class Block(nn.Module):
         layer: int,
         slots: Tensor,
         rows: Tensor | None = None,
+        by_row: list[tuple[int, DensePlan]] | None = None,
     ) -> Tensor:
         """One new position per row (B, 1, D) (of the cache's ``rows`` when given): written into
         the cache's ``layer`` at ``slots`` first, then attending to every used slot (``plan``
-        over ``cache.used`` keys)."""
+        over ``cache.used`` keys; with ``by_row``, each of ``rows`` with its own plan, to views of
+        its own slots, in ``rows`` order)."""
         q, k, v = self._project(x, rotation)
         cache.write(layer, k, v, slots, rows)
+        if by_row is not None:
+            att = torch.cat([self.backend(q[j : j + 1], *cache.row(layer, r), p) for j, (r, p) in enumerate(by_row)])
+            return self._rest(x, att)
         keys, values = cache.keys(layer, rows)
         return self._rest(x, self.backend(q, keys, values, plan))
 
@@ -236,8 +241,12 @@ class TransformerStage(Stage):
             layout.cache[key] = self._decode_plan(valid if rows is None else valid.index_select(0, rows), rows, cache)
         positions, slots, rotation, plan, valid = layout.cache[key]
         cache.commit(positions, slots, valid, rows)
+        by_row = None
+        if rows is not None and cache.reads_by_row():
+            # Each row attends to views of its own slots (no copy of the rows' keys).
+            by_row = [(r, DensePlan(plan.mask[j : j + 1])) for j, r in enumerate(rows.tolist())]
         for i, block in enumerate(self.blocks):
-            x = block.decode(x, rotation, plan, cache, i, slots, rows)
+            x = block.decode(x, rotation, plan, cache, i, slots, rows, by_row)
         return x if rows is None else full.index_copy(0, rows, x)
 
     def _decode_plan(self, valid: Tensor, rows: Tensor | None, cache: KVCache) -> tuple[Any, ...]:
