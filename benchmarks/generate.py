@@ -171,11 +171,12 @@ def run(
     device: str = "cpu",
     specs: tuple[str, ...] = SPECS,
     modes: tuple[str, ...] = MODES,
+    reads: bool = True,
 ) -> list[dict[str, Any]]:
     """``smoke``: batches of 1 and 2 rows, one round: checks that the script runs. ``device``:
     where the models decode (the GPU check runs this on CUDA, where compiled steps are captured
     as CUDA graphs); ``specs``: which of SPECS (byte-tiny always: the ratios are against it);
-    ``modes``: which step modes."""
+    ``modes``: which step modes; ``reads``: count the bytes read per byte (None when not)."""
     import torch
 
     torch.set_num_threads(1)
@@ -199,6 +200,8 @@ def run(
                     key = (name, batch, mode, n)
                     configs[key] = _decoder(model, encoding, prompts, ids, n, mode)
                     produced[key] = configs[key]()  # also compiles what the compiled steps need
+                if not reads:
+                    continue
                 shapes = "static" if mode == "compiled" else mode  # a compiled step reads what a static one does
                 read = [_bytes_read(_decoder(model, encoding, prompts, ids, n, shapes)) for n in (new, 1)]
                 decoded = produced[(name, batch, mode, new)][0] - produced[(name, batch, mode, 1)][0]
@@ -214,6 +217,7 @@ def run(
                 seconds = median(times[(name, batch, mode, new)]) - median(times[(name, batch, mode, 1)])
                 (decoded, steps), (first, _) = produced[(name, batch, mode, new)], produced[(name, batch, mode, 1)]
                 rate = (decoded - first) / max(seconds, 1e-9)
+                read = traffic.get((name, batch, mode))
                 records.append(
                     {
                         "spec": name,
@@ -226,8 +230,8 @@ def run(
                         "gflops": round(rate * flops / 1e9, 3),
                         "matmul_gflops": round(throughput[batch] / 1e9, 2),
                         "matmul_fraction": round(rate * flops / throughput[batch], 4),
-                        "mb_read_per_byte": round(traffic[(name, batch, mode)] / 1e6, 3),
-                        "read_gb_per_s": round(rate * traffic[(name, batch, mode)] / 1e9, 2),
+                        "mb_read_per_byte": round(read / 1e6, 3) if read is not None else None,
+                        "read_gb_per_s": round(rate * read / 1e9, 2) if read is not None else None,
                         "rounds": rounds,
                         "device": device,
                     }
@@ -238,7 +242,8 @@ def run(
         )
         r["vs_byte_tiny"] = round(r["bytes_per_s"] / base["bytes_per_s"], 2)
         # The most ``vs_byte_tiny`` could be were both steps bound by memory traffic alone.
-        r["traffic_bound"] = round(base["mb_read_per_byte"] / max(r["mb_read_per_byte"], 1e-9), 2)
+        counted = r["mb_read_per_byte"] is not None
+        r["traffic_bound"] = round(base["mb_read_per_byte"] / max(r["mb_read_per_byte"], 1e-9), 2) if counted else None
     return records
 
 
@@ -251,7 +256,11 @@ def report(records: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['spec']:<12} {r['batch']:>5} {r['mode']:>9} {r['bytes_per_s']:>10,.0f} {r['vs_byte_tiny']:>7.2f}x "
             f"{r['ms_per_step']:>8.2f} {r['flops_per_byte']:>11.3e} {r['gflops']:>8.2f} {r['matmul_gflops']:>15.2f} "
-            f"{r['matmul_fraction']:>8.1%} {r['mb_read_per_byte']:>13.2f} {r['read_gb_per_s']:>6.1f} "
-            f"{r['traffic_bound']:>5.2f}x"
+            f"{r['matmul_fraction']:>8.1%} "
+            + (
+                f"{r['mb_read_per_byte']:>13.2f} {r['read_gb_per_s']:>6.1f} {r['traffic_bound']:>5.2f}x"
+                if r["mb_read_per_byte"] is not None
+                else f"{'-':>13} {'-':>6} {'-':>6}"
+            )
         )
     return "\n".join(lines)
