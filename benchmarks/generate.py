@@ -20,10 +20,12 @@ largest stage's feed-forward at each batch size, on one thread.
 Bytes read per byte are counted, not timed: one more decode of each configuration (the static
 step's for a compiled one, whose shapes it has) under a dispatch mode that adds up the operands of
 every matrix product and attention call (weights, activations, cached keys and values, masks) and
-twice what a gather copies, less the same count for decoding 1 byte. Decoding steps at these sizes
-stream weights and caches; neither model keeps them in its core's caches. So, if both were bound
-by memory traffic alone, aunet2-tiny could be at most (byte-tiny's bytes read per byte) / (its
-own) times faster: the ``bound`` column. The achieved GB/s is the count times the measured rate.
+twice what a gather copies, less the same count for decoding 1 byte. A step's weights and cached
+keys (megabytes to hundreds of them) do not fit a core's own caches, so steps are largely bound by
+moving them: were both models to move bytes at the same rate, aunet2-tiny could be at most
+(byte-tiny's bytes read per byte) / (its own) times faster, the ``bound`` column. It is a bound at
+equal rates, not a physical one: a model that moved its bytes faster than byte-tiny moves its own
+could pass it. The achieved GB/s is the count times the measured rate.
 """
 
 from __future__ import annotations
@@ -241,7 +243,7 @@ def run(
             x for x in records if x["spec"] == "byte-tiny" and x["batch"] == r["batch"] and x["mode"] == r["mode"]
         )
         r["vs_byte_tiny"] = round(r["bytes_per_s"] / base["bytes_per_s"], 2)
-        # The most ``vs_byte_tiny`` could be were both steps bound by memory traffic alone.
+        # The most ``vs_byte_tiny`` could be were both steps to move bytes at the same rate.
         counted = r["mb_read_per_byte"] is not None
         r["traffic_bound"] = round(base["mb_read_per_byte"] / max(r["mb_read_per_byte"], 1e-9), 2) if counted else None
     return records

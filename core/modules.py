@@ -99,9 +99,10 @@ class KVCache:
     1..C are a ring (a stage with a sliding window W needs only C = W). ``pos`` (B, 1 + C) holds
     the stage-sequence position stored in each slot (-1: empty) and ``length`` (B,) the
     positions written so far per row. ``filled``, a host integer, bounds the ring slots any row
-    has used (it grows by the positions a call could add, at most C): attention reads slots
-    ``0 .. filled`` only, so a coarse stage, whose level gets a position every few bytes, reads
-    the keys it has and not its whole capacity.
+    has used (a call adds the positions it could add, at most C; a caller that knows the rows'
+    lengths on the host may lower it to the longest's, as eager decoding steps do): attention
+    reads slots ``0 .. filled`` only, so a coarse stage, whose level gets a position every few
+    bytes, reads the keys it has and not its whole capacity.
 
     Decoding may run a stage on some rows of the batch only (``rows``, (B',) int64: the stages
     of a level that only some rows reached); the other rows' slots are untouched.
