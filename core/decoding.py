@@ -501,7 +501,7 @@ def _advance(
     h = model.walk(model.embed_tokens(token[:, None], before=state.recent), plan)  # (B, 1, D_0)
     if model.ngram is not None:
         state.recent = model.ngram.push(state.recent, token, active[0])
-    for i in range(model.depth + 1):
+    for i in range(plan.top + 1):  # no row got a position above the walk's top
         state.count[i] = state.count[i] + plan.active[i].long()
     return _heads(model, state, h[:, 0]), plan.top
 
