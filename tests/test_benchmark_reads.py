@@ -28,3 +28,26 @@ def test_matrix_products_and_attention_count_their_operands_and_gathers_twice_wh
     rows = torch.tensor([0, 3])
     assert bytes_read(lambda: cache.index_select(0, rows)) == 2 * 4 * 2 * 4 * 32 * 8  # read and written
     assert bytes_read(lambda: (a + 1).relu()) == 0  # elementwise work is not counted
+
+
+@pytest.mark.slow
+def test_the_decoding_benchmark_counts_every_weight_once_per_byte_step_and_bounds_the_ratio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import generate
+
+    records = generate.run(smoke=True, specs=("aunet2-tiny",), modes=("eager",))
+    found = {(r["spec"], r["batch"]): r for r in records}
+    byte, aunet = found[("byte-tiny", 1)], found[("aunet2-tiny", 1)]
+    weights = sum(
+        p.numel() * p.element_size() for p in generate._models("cpu", ("byte-tiny",))["byte-tiny"][0].parameters()
+    )
+    # A one-row byte-tiny step reads every weight (the embedding only its row) and its cached keys.
+    assert weights - 256 * 320 * 4 < byte["mb_read_per_byte"] * 1e6 < weights + 10e6
+    # aunet2-tiny reads its trunk once per word: about a quarter of byte-tiny's bytes per byte.
+    assert aunet["mb_read_per_byte"] < byte["mb_read_per_byte"] / 3
+    assert aunet["traffic_bound"] == round(byte["mb_read_per_byte"] / aunet["mb_read_per_byte"], 2)
+    # Two rows share each weight read: fewer bytes per byte than one row.
+    assert found[("byte-tiny", 2)]["mb_read_per_byte"] < byte["mb_read_per_byte"] * 0.7
+    assert all(r["read_gb_per_s"] > 0 for r in records)
