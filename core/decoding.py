@@ -228,10 +228,10 @@ def extend(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, len
     new = _heads(model, state, h[rows, (lengths - 1).clamp(min=0)])  # (B, V)
     if level_logits is not None:
         state.level_logits = torch.where(more[:, None], state.level_logits, level_logits)
+    state.known = None
     for i in range(plan.top + 1):
         got = plan.layouts[i].valid.sum(1)  # (B,) new level-i positions per row
         state.count[i] = before[i] + got
-        state.known = None
         if i == 0:
             continue
         last = (got - 1).clamp(min=0)
