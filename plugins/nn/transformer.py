@@ -243,8 +243,12 @@ class TransformerStage(Stage):
         cache.commit(positions, slots, valid, rows)
         by_row = None
         if rows is not None and cache.reads_by_row():
-            # Each row attends to views of its own slots (no copy of the rows' keys).
-            by_row = [(r, DensePlan(plan.mask[j : j + 1])) for j, r in enumerate(rows.tolist())]
+            # Each row attends to views of its own slots (no copy of the rows' keys), with its row
+            # of the mask; made once per step for the level's encoder and decoder.
+            memo = (*key, "by_row")
+            if memo not in layout.cache:
+                layout.cache[memo] = [(r, DensePlan(plan.mask[j : j + 1])) for j, r in enumerate(rows.tolist())]
+            by_row = layout.cache[memo]
         for i, block in enumerate(self.blocks):
             x = block.decode(x, rotation, plan, cache, i, slots, rows, by_row)
         return x if rows is None else full.index_copy(0, rows, x)
