@@ -100,9 +100,14 @@ def _decoder(model: Any, encoding: Any, prompts: list[bytes], ids: list[list[int
     return call
 
 
-#: aten ops whose tensor operands are read whole: matrix products and attention kernels.
+#: aten ops whose tensor operands are read whole: matrix products and attention kernels. Steps
+#: run under ``torch.inference_mode``, where composite ops (linear, matmul, attention) reach a
+#: dispatch mode whole; outside it, their decompositions (mm, the attention kernels) do.
 _READ_WHOLE = frozenset(
     {
+        "linear",
+        "matmul",
+        "scaled_dot_product_attention",
         "mm",
         "addmm",
         "bmm",

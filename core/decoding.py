@@ -24,9 +24,10 @@ loop that picks bytes and feeds the streaming splitters is ``aunet.jobs.inferenc
 from __future__ import annotations
 
 import enum
+import functools
 import types
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -79,6 +80,23 @@ class DecodeState:
     known: list[list[int]] | None = None
 
 
+def _inference(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` under ``torch.inference_mode``: no autograd bookkeeping on any tensor it makes,
+    views included, which a step makes dozens of (13% of a one-row CPU step of aunet2-tiny, 18% at
+    16 rows, against ``no_grad``). The state's tensors are inference tensors, changed only here.
+    A tensor ``fn`` returns is copied outside, so that callers get an ordinary tensor that they
+    may change in place."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode():
+            out = fn(*args, **kwargs)
+        return out.clone() if isinstance(out, Tensor) else out
+
+    return run
+
+
+@_inference
 def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepMode.EAGER) -> DecodeState:
     """Empty caches for ``batch`` rows of up to ``capacity`` positions per level, for steps run
     the ``mode`` way."""
@@ -132,7 +150,7 @@ def compiled_advance(model: AUNet, batch: int) -> Any:
     return made[batch]
 
 
-@torch.no_grad()
+@_inference
 def prefill(
     model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, lengths: Tensor, *, every_position: bool = False
 ) -> Tensor:
@@ -178,7 +196,7 @@ def chunk_refusal(model: AUNet) -> str | None:
     return None
 
 
-@torch.no_grad()
+@_inference
 def prefill_chunks(
     model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, lengths: Tensor, *, chunk: int
 ) -> Tensor:
@@ -204,7 +222,7 @@ def prefill_chunks(
     return logits
 
 
-@torch.no_grad()
+@_inference
 def extend(model: AUNet, state: DecodeState, tokens: Tensor, levels: Tensor, lengths: Tensor, logits: Tensor) -> Tensor:
     """Continue the rows of ``state`` by right-padded positions (B, P) (``lengths`` (B,) of them,
     0 for a row with nothing more) with their levels, in one walk; (B, V) logits after each row's
@@ -434,7 +452,7 @@ class Step(WalkPlan):
         return s.last_out[level][:, None]  # (B, 1, D_level)
 
 
-@torch.no_grad()
+@_inference
 def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], alive: Sequence[bool]) -> Tensor:
     """Append one token per row (B,) with its level; (B, V) logits of the next token. Rows not
     ``alive`` (finished) are carried along without changing their caches."""
@@ -457,11 +475,10 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
         logits, top = _advance(model, state, token, active, top, rows)
     elif token.device.type == "cuda":
         # A CUDA graph's outputs live in its pool and the next replay overwrites them: the
-        # state keeps copies, and the step's logits are copied for the caller.
+        # state keeps copies (the step's logits are copied for the caller by ``_inference``).
         torch.compiler.cudagraph_mark_step_begin()
         logits, top = state.advance(model, state, token, active, top, rows)
         _own_outputs(state)
-        logits = logits.clone()
     else:
         logits, top = state.advance(model, state, token, active, top, rows)
     for i in range(top + 1):
@@ -506,6 +523,7 @@ def _advance(
     return _heads(model, state, h[:, 0]), plan.top
 
 
+@_inference
 def splice(state: DecodeState, row: int, fresh: DecodeState, source: int = 0) -> None:
     """Put row ``source`` of ``fresh`` (prompts prefilled apart, with caches of the same capacity)
     in place of ``row`` of ``state``: its caches, counts, pooler, router and n-gram states. How a

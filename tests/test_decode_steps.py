@@ -109,6 +109,24 @@ def test_eager_steps_read_the_longest_rows_slots_and_no_more() -> None:
     assert [used for used, _ in steps] == [1 + max(lengths) for _, lengths in steps], steps
 
 
+def test_steps_skip_autograd_bookkeeping_and_return_logits_callers_may_change() -> None:
+    # Prefills and steps run under inference mode (no version counters or view records on the
+    # dozens of small tensors a step makes); what they return is an ordinary tensor.
+    model = small_aunet()
+    state = new_state(model, 2, 64)
+    tokens = torch.tensor([[BOS, 73, 110, 32], [BOS, 84, 104, 101]])
+    levels = torch.tensor([[1, 0, 0, 1], [1, 0, 0, 0]], dtype=torch.uint8)
+    first = prefill(model, state, tokens, levels, torch.tensor([4, 4]))
+    seen = []
+    model.trunk.register_forward_pre_hook(lambda module, args: seen.append(torch.is_inference_mode_enabled()))
+    logits = step(model, state, torch.tensor([97, 32]), [0, 1], [True, True])
+    assert seen == [True]
+    assert all(cache.k[0].is_inference() for cache in state.caches.values() if cache is not None)
+    for out in (first, logits):
+        assert not out.is_inference()
+        out[:, 0] = float("-inf")  # an inference tensor refuses this outside inference mode
+
+
 def test_rows_that_attend_row_by_row_get_what_gathered_rows_get(monkeypatch: pytest.MonkeyPatch) -> None:
     from aunet.core import modules
 
