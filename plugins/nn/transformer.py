@@ -18,8 +18,9 @@ def rope_angles(pos: Tensor, head_dim: int, theta: float) -> Tensor:
     if torch.compiler.is_compiling():
         angles = pos.float()[..., None] * _inverse_frequencies(head_dim, theta, pos.device)  # (B, S, K/2)
         return torch.stack([angles.cos(), angles.sin()], dim=-1)[:, None]
-    angles = pos.float()[..., None] * _kept_inverse_frequencies(head_dim, theta, pos.device)  # (B, S, K/2)
-    return torch.polar(torch.ones_like(angles), angles)[:, None]
+    inverse, ones = _kept_inverse_frequencies(head_dim, theta, pos.device)
+    angles = pos[..., None] * inverse  # (B, S, K/2) float32 (the integer positions promoted)
+    return torch.polar(ones, angles)[:, None]
 
 
 def _inverse_frequencies(head_dim: int, theta: float, device: torch.device) -> Tensor:
@@ -27,15 +28,17 @@ def _inverse_frequencies(head_dim: int, theta: float, device: torch.device) -> T
     return 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
 
 
-_FREQUENCIES: dict[tuple[int, float, str], Tensor] = {}
+_FREQUENCIES: dict[tuple[int, float, str], tuple[Tensor, Tensor]] = {}
 
 
-def _kept_inverse_frequencies(head_dim: int, theta: float, device: torch.device) -> Tensor:
-    """``_inverse_frequencies``, made once per head width, theta and device (eagerly: a decoding
-    step would otherwise spend three small kernels per stage on them)."""
+def _kept_inverse_frequencies(head_dim: int, theta: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``_inverse_frequencies`` and (K/2,) ones (the rotations' magnitudes), made once per head
+    width, theta and device (eagerly: a decoding step would otherwise spend four small kernels
+    per stage on them)."""
     key = (head_dim, theta, str(device))
     if key not in _FREQUENCIES:
-        _FREQUENCIES[key] = _inverse_frequencies(head_dim, theta, device)
+        inverse = _inverse_frequencies(head_dim, theta, device)
+        _FREQUENCIES[key] = (inverse, torch.ones_like(inverse))
     return _FREQUENCIES[key]
 
 
@@ -45,12 +48,14 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     Eagerly, one complex multiplication (three times faster on CPU than rotating halves); under
     torch.compile, the same in real arithmetic, which inductor fuses (it cannot generate complex
     code)."""
-    pairs = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, H, S, K/2, 2)
+    wide = x.dtype == torch.float32  # float32 in, float32 out: no conversions to dispatch
+    pairs = (x if wide else x.float()).reshape(*x.shape[:-1], -1, 2)  # (B, H, S, K/2, 2)
     if not rotation.is_complex():
         a, b = pairs[..., 0], pairs[..., 1]
         cos, sin = rotation[..., 0], rotation[..., 1]
         return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2).to(x.dtype)
-    return torch.view_as_real(torch.view_as_complex(pairs) * rotation).flatten(-2).to(x.dtype)
+    rotated = torch.view_as_real(torch.view_as_complex(pairs) * rotation).flatten(-2)
+    return rotated if wide else rotated.to(x.dtype)
 
 
 class Block(nn.Module):
@@ -262,14 +267,16 @@ class TransformerStage(Stage):
         slot_pos = cache.pos[:, None, :used]  # (B, 1, used), this step's slots not yet recorded
         if rows is not None:
             slot_pos = slot_pos.index_select(0, rows)
-        q_pos = positions[:, :, None]  # (B', 1, 1)
         index = torch.arange(used, device=valid.device)[None, None, :]  # (1, 1, used)
         own = index == slots[:, :, None]  # the slot this step writes (the spare where not valid)
         # A key is seen if it is an earlier position in the window, or the slot this step writes
         # (its new key; for a row with nothing to add the spare's, so no softmax row is empty).
-        mask = (slot_pos >= 0) & (slot_pos <= q_pos)
-        if self.window is not None:
-            mask = mask & (q_pos - slot_pos < self.window)
+        # Every position a cache holds is earlier than the row's next, and a ring of at most the
+        # window's slots holds only positions in the window but the one this step overwrites
+        # (which ``own`` replaces): a used slot is seen. A ring wider than the window is masked.
+        mask = slot_pos >= 0
+        if self.window is not None and cache.capacity > self.window:
+            mask = mask & (positions[:, :, None] - slot_pos < self.window)
         plan = DensePlan((mask | own)[:, None])  # (B', 1, 1, used)
         return positions, slots, rotation, plan, valid
 
