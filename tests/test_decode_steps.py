@@ -6,6 +6,8 @@ tolerance. Generation equals teacher forcing in eager and static modes for every
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -125,6 +127,31 @@ def test_steps_skip_autograd_bookkeeping_and_return_logits_callers_may_change() 
     for out in (first, logits):
         assert not out.is_inference()
         out[:, 0] = float("-inf")  # an inference tensor refuses this outside inference mode
+
+
+def test_a_model_sharded_with_fsdp_decodes_before_any_forward(tmp_path: Path) -> None:
+    # FSDP keeps its parameters' version counters across an unshard, and parameters it first
+    # gathers under inference mode have none: a sharded model decodes under no_grad (a sampler
+    # that generates before any evaluation, or a user's script, gathers them first in a step).
+    import torch.distributed as dist
+
+    from aunet.jobs.config import Parallel
+    from aunet.jobs.runtime.distributed import World, parallelize
+
+    if not dist.is_available():
+        pytest.skip("this torch build has no torch.distributed")
+    model = small_aunet()
+    alone = decode(model, [b"one two"], 8, choose=greedy).new_bytes
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        sharded = parallelize(model, World(parallel=Parallel.FSDP), bfloat16=False, device=torch.device("cpu"))
+        sharded.unshard()
+        try:
+            assert decode(sharded, [b"one two"], 8, choose=greedy).new_bytes == alone
+        finally:
+            sharded.reshard()
+    finally:
+        dist.destroy_process_group()
 
 
 def test_rows_that_attend_row_by_row_get_what_gathered_rows_get(monkeypatch: pytest.MonkeyPatch) -> None:
