@@ -217,6 +217,7 @@ def run(
     throughput = {batch: _matmul_flops(batch, rounds, device) for batch in batches}
 
     records = []
+    per_round: dict[tuple[str, int, str], list[float]] = {}
     for batch in batches:
         for mode in modes:
             for name, (_, encoding, flops) in models.items():
@@ -224,6 +225,12 @@ def run(
                 seconds = median(times[(name, batch, mode, new)]) - median(times[(name, batch, mode, 1)])
                 (decoded, steps), (first, _) = produced[(name, batch, mode, new)], produced[(name, batch, mode, 1)]
                 rate = (decoded - first) / max(seconds, 1e-9)
+                # Each round's rate (its own pair of decodes): the ratios to byte-tiny per round
+                # show how much this shared machine moved during the run.
+                pairs = zip(times[(name, batch, mode, new)], times[(name, batch, mode, 1)])
+                per_round[(name, batch, mode)] = [
+                    (decoded - first) / max(t_new - t_one, 1e-9) for t_new, t_one in pairs
+                ]
                 read = traffic.get((name, batch, mode))
                 records.append(
                     {
@@ -248,6 +255,13 @@ def run(
             x for x in records if x["spec"] == "byte-tiny" and x["batch"] == r["batch"] and x["mode"] == r["mode"]
         )
         r["vs_byte_tiny"] = round(r["bytes_per_s"] / base["bytes_per_s"], 2)
+        ratios = [
+            mine / theirs
+            for mine, theirs in zip(
+                per_round[(r["spec"], r["batch"], r["mode"])], per_round[("byte-tiny", r["batch"], r["mode"])]
+            )
+        ]
+        r["vs_byte_tiny_rounds"] = [round(min(ratios), 2), round(max(ratios), 2)]  # lowest and highest round
         # The most ``vs_byte_tiny`` could be were both steps to move bytes at the same rate.
         counted = r["mb_read_per_byte"] is not None
         r["traffic_bound"] = round(base["mb_read_per_byte"] / max(r["mb_read_per_byte"], 1e-9), 2) if counted else None
@@ -256,12 +270,13 @@ def run(
 
 def report(records: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'spec':<12} {'batch':>5} {'mode':>9} {'bytes/s':>10} {'vs byte':>8} {'ms/step':>8} {'FLOPs/byte':>11} "
+        f"{'spec':<12} {'batch':>5} {'mode':>9} {'bytes/s':>10} {'vs byte':>8} {'rounds':>11} {'ms/step':>8} {'FLOPs/byte':>11} "
         f"{'GFLOP/s':>8} {'matmul GFLOP/s':>15} {'fraction':>9} {'MB read/byte':>13} {'GB/s':>6} {'bound':>6}"
     ]
     for r in records:
         lines.append(
             f"{r['spec']:<12} {r['batch']:>5} {r['mode']:>9} {r['bytes_per_s']:>10,.0f} {r['vs_byte_tiny']:>7.2f}x "
+            f"{'{:.2f}-{:.2f}x'.format(*r['vs_byte_tiny_rounds']):>11} "
             f"{r['ms_per_step']:>8.2f} {r['flops_per_byte']:>11.3e} {r['gflops']:>8.2f} {r['matmul_gflops']:>15.2f} "
             f"{r['matmul_fraction']:>8.1%} "
             + (

@@ -51,3 +51,8 @@ def test_the_decoding_benchmark_counts_every_weight_once_per_byte_step_and_bound
     # Two rows share each weight read: fewer bytes per byte than one row.
     assert found[("byte-tiny", 2)]["mb_read_per_byte"] < byte["mb_read_per_byte"] * 0.7
     assert all(r["read_gb_per_s"] > 0 for r in records)
+    # One round: the per-round range of the ratio is that round's ratio, byte-tiny's own is 1.
+    assert byte["vs_byte_tiny_rounds"] == [1.0, 1.0]
+    low, high = aunet["vs_byte_tiny_rounds"]
+    assert low == high and abs(low - aunet["vs_byte_tiny"]) <= 0.011
+    assert "1.00-1.00x" in generate.report(records).splitlines()[1]  # byte-tiny, one row
