@@ -13,7 +13,7 @@ import torch
 
 import aunet
 from aunet.core.accounting import account
-from aunet.core.resources import spec_path
+from aunet.core.resources import read_corpus, spec_path
 from aunet.jobs.config import load_spec
 from aunet.testing.models import assert_matches_teacher_forcing
 
@@ -49,7 +49,11 @@ def test_trains_evaluates_generates_exports_and_profiles(name: str, tmp_path: Pa
         "train.sample.bytes=16",
     )
     assert trained.returncode == 0, trained.stderr
-    evaluated = run_cli("eval", "--ckpt", str(run), "--json", "--device", "cpu")
+    # A few kilobytes: the run's own validation split (what `aunet eval` reads by default, tested
+    # in test_train.py) takes seconds per spec at this size and tells nothing more here.
+    text = tmp_path / "text.txt"
+    text.write_bytes(read_corpus("en_web")[:4000])
+    evaluated = run_cli("eval", "--ckpt", str(run), "--data", str(text), "--json", "--device", "cpu")
     assert evaluated.returncode == 0, evaluated.stderr
     assert 0 < json.loads(evaluated.stdout)["bpb"] < 9
 
