@@ -274,9 +274,10 @@ def report(records: list[dict[str, Any]]) -> str:
         f"{'GFLOP/s':>8} {'matmul GFLOP/s':>15} {'fraction':>9} {'MB read/byte':>13} {'GB/s':>6} {'bound':>6}"
     ]
     for r in records:
+        low, high = r["vs_byte_tiny_rounds"]
         lines.append(
             f"{r['spec']:<12} {r['batch']:>5} {r['mode']:>9} {r['bytes_per_s']:>10,.0f} {r['vs_byte_tiny']:>7.2f}x "
-            f"{'{:.2f}-{:.2f}x'.format(*r['vs_byte_tiny_rounds']):>11} "
+            f"{f'{low:.2f}-{high:.2f}x':>11} "
             f"{r['ms_per_step']:>8.2f} {r['flops_per_byte']:>11.3e} {r['gflops']:>8.2f} {r['matmul_gflops']:>15.2f} "
             f"{r['matmul_fraction']:>8.1%} "
             + (
