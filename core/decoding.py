@@ -503,13 +503,14 @@ def _bound_reads(model: AUNet, state: DecodeState, active: list[list[bool]], rul
     call could add, which grows by one whenever any row reaches the level: at 64 rows the trunk
     runs at nearly every byte, and would read every row's slots up to the prompt's longest plus
     one per step."""
+    reached = min(ruled, top)  # no row got a position above the walk's top
     if state.known is None:
         state.known = [count.tolist() for count in state.count[: ruled + 1]]
     else:
-        for i in range(ruled + 1):
+        for i in range(reached + 1):
             state.known[i] = [n + a for n, a in zip(state.known[i], active[i])]
     depth = model.depth
-    for i in range(min(ruled, top) + 1):
+    for i in range(reached + 1):
         longest = max(state.known[i], default=0)
         parts = (Part.TRUNK,) if i == depth else (Part.ENCODER, Part.DECODER)
         for part in parts:

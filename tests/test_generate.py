@@ -4,6 +4,7 @@ batched prompts of different lengths, sampling options, bad input (docs/method.m
 from __future__ import annotations
 
 import os
+from unittest import mock
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aunet
+from aunet.core import modules
 from aunet.core.model import build_model
 from aunet.core.resources import spec_path
 from aunet.jobs.inference.generate import decode, generate, generate_recompute, sample_next
@@ -38,10 +40,6 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
     by_row=st.booleans(),
 )
 def test_cached_decoding_equals_teacher_forcing(spec, prompts, new: int, by_row: bool) -> None:
-    from unittest import mock
-
-    from aunet.core import modules
-
     torch.manual_seed(0)
     model = build_model(spec).eval()
     # Rows of a step that run a level attend row by row to their own slots (as long caches do on
