@@ -23,6 +23,7 @@ NAMES = (
     "trust",
     "work",
     "claims",
+    "decode-profile",
 )
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="splitters, gpu-check, claims, generate, prefill: tiny sizes, to check the script runs",
+        help="splitters, gpu-check, claims, generate, prefill, decode-profile: tiny sizes, to check the script runs",
     )
     parser.add_argument("--out", default=None, help="claims: where its runs and tables go (run again to resume)")
     args = parser.parse_args(argv)
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--device applies to attention, train-step and gpu-check")
         kwargs["device"] = args.device
     if args.smoke:
-        if args.name not in ("splitters", "gpu-check", "claims", "generate", "prefill"):
-            parser.error("--smoke applies to splitters, gpu-check, claims, generate and prefill only")
+        if args.name not in ("splitters", "gpu-check", "claims", "generate", "prefill", "decode-profile"):
+            parser.error("--smoke applies to splitters, gpu-check, claims, generate, prefill and decode-profile only")
         kwargs["smoke"] = True
     if args.out is not None:
         if args.name != "claims":
