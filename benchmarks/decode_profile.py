@@ -104,15 +104,22 @@ def attribute(events: Any) -> dict[str, dict[str, float]]:
 
 
 def _profiled(call: Any) -> tuple[Any, float, dict[str, dict[str, float]]]:
-    """What ``call()`` returns, its wall seconds under the profiler and its ops' attribution."""
+    """What ``call(start)`` returns, its wall seconds from ``start()`` (which it calls once its
+    prompts are prefilled) under the profiler, and the ops' attribution from then on."""
     import time
 
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        start = time.perf_counter()
-        result = call()
-        wall = time.perf_counter() - start
+    prof = profile(activities=[ProfilerActivity.CPU])
+    began: list[float] = []
+
+    def start() -> None:
+        prof.start()
+        began.append(time.perf_counter())
+
+    result = call(start)
+    wall = time.perf_counter() - began[0]
+    prof.stop()
     return result, wall, attribute(prof.events())
 
 
@@ -128,29 +135,29 @@ def run(rounds: int = 3, smoke: bool = False, specs: tuple[str, ...] = SPECS) ->
     for batch in batches:
         prompts, continuations = _rows(batch)
         calls: dict[tuple[str, int], Any] = {}
+        replayed: dict[str, tuple[Any, Any, list[list[int]], int]] = {}
         for name, (model, encoding, _) in models.items():
             if encoding is None:
                 ids, new = [list(c) for c in continuations], NEW
             else:
                 ids, new = [encoding.tokenizer.encode(c).tolist() for c in continuations], NEW_BPE
+            replayed[name] = (model, encoding, ids, new)
             for n in (new, 1):
                 calls[(name, n)] = _decoder(model, encoding, prompts, ids, n, "eager")
         times = interleaved(calls, rounds=rounds)  # the unprofiled steps (and a warm-up)
-        for name, (model, encoding, _) in models.items():
-            new = NEW if encoding is None else NEW_BPE
+        for name, (model, encoding, ids, new) in replayed.items():
             handles = stage_ranges(model)
             try:
-                (decoded, steps), wall, long = _profiled(calls[(name, new)])
-                (first, first_steps), wall_one, short = _profiled(calls[(name, 1)])
+                (decoded, steps), wall, parts = _profiled(
+                    lambda start: _decoder(model, encoding, prompts, ids, new, "eager", after_prefill=start)()
+                )
             finally:
                 for handle in handles:
                     handle.remove()
-            steps = max(1, steps - first_steps)
-            per_step = {
-                where: {k: (long[where][k] - short[where][k]) / steps for k in (*KINDS, "ops")} for where in WHERE
-            }
+            first, _ = calls[(name, 1)]()
+            per_step = {where: {k: v / steps for k, v in part.items()} for where, part in parts.items()}
             in_ops = sum(per_step[where][k] for where in WHERE for k in KINDS) / 1e3  # ms
-            profiled = 1e3 * (wall - wall_one) / steps
+            profiled = 1e3 * wall / steps
             unprofiled = 1e3 * (median(times[(name, new)]) - median(times[(name, 1)])) / steps
             records.append(
                 {

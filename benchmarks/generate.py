@@ -81,17 +81,29 @@ def _rows(batch: int) -> tuple[list[bytes], list[bytes]]:
     return prompts, continuations
 
 
-def _decoder(model: Any, encoding: Any, prompts: list[bytes], ids: list[list[int]], new: int, mode: str) -> Any:
+def _decoder(
+    model: Any,
+    encoding: Any,
+    prompts: list[bytes],
+    ids: list[list[int]],
+    new: int,
+    mode: str,
+    after_prefill: Any = None,
+) -> Any:
     """A call that decodes ``new`` bytes per row, replaying ``ids``; returns the bytes decoded
-    (all rows) and the decoding steps run."""
+    (all rows) and the decoding steps run. ``after_prefill``, if given, is called once the
+    prompts are prefilled, before the first step."""
     import torch
 
     from aunet.jobs.inference.generate import decode
 
     def call() -> tuple[int, int]:
         rows = [iter(row) for row in ids]
+        pending = [after_prefill] if after_prefill is not None else []
 
         def choose(logits: Any) -> Any:
+            while pending:  # the first choice, of the prefill's logits
+                pending.pop()()
             return torch.tensor([next(row) for row in rows], device=logits.device)
 
         result = decode(model, prompts, new, choose=choose, encoding=encoding, step_mode=mode, threads=1)

@@ -67,6 +67,21 @@ def test_ops_go_to_the_stage_they_run_in_by_the_kind_of_their_outermost_op(decod
     assert decode_profile.kind("aten::where") == "other ops"
 
 
+def test_a_profile_starts_once_the_prompts_are_prefilled(decode_profile) -> None:
+    a, w = torch.randn(4, 8), torch.randn(8, 8)
+
+    def call(start):
+        a @ w  # the prefill's work: not profiled
+        start()
+        (a + 1).relu()
+        return "done"
+
+    result, wall, parts = decode_profile._profiled(call)
+    assert result == "done" and wall > 0
+    outside = parts["outside stages"]
+    assert outside["matrix products"] == 0 and outside["other ops"] > 0 and outside["ops"] == 2
+
+
 @pytest.mark.slow
 def test_the_profile_of_aunet2_tiny_steps_finds_its_trunk_and_its_byte_stages(decode_profile) -> None:
     records = decode_profile.run(smoke=True, specs=("aunet2-tiny",))
