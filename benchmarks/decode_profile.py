@@ -2,9 +2,9 @@
 aunet3-tiny at 1, 16 and 64 rows, under ``torch.profiler``, by where and by kind.
 
 Every configuration decodes as ``python -m benchmarks generate`` decodes it (the same prompts,
-the same replayed continuations, one thread, eager steps). A step's figures are the difference
-between profiling a decode of ``NEW`` bytes and one of 1 byte (the prefill cancels out), per
-decoding step. Each aten op's own time goes to:
+the same replayed continuations, one thread, eager steps). The profiler starts once the prompts
+are prefilled (at the choice of the first byte, from the prefill's logits) and runs to the end of
+the decode; its figures are per decoding step. Each aten op's own time goes to:
 
 - **where**: the level-0 stages (the byte or token level's encoder and decoder, or a flat model's
   one stage), the coarser stages (every other level's, the trunk included) or outside the stages
