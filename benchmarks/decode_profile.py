@@ -123,12 +123,15 @@ def _profiled(call: Any) -> tuple[Any, float, dict[str, dict[str, float]]]:
     return result, wall, attribute(prof.events())
 
 
-def run(rounds: int = 3, smoke: bool = False, specs: tuple[str, ...] = SPECS) -> list[dict[str, Any]]:
-    """``smoke``: batches of 1 and 2 rows, one round: checks that the script runs."""
+def run(
+    rounds: int = 3, smoke: bool = False, specs: tuple[str, ...] = SPECS, batches: tuple[int, ...] | None = None
+) -> list[dict[str, Any]]:
+    """``smoke``: batches of 1 and 2 rows (unless ``batches`` says), one round: checks that the
+    script runs."""
     import torch
 
     torch.set_num_threads(1)
-    batches = (1, 2) if smoke else BATCHES
+    batches = batches or ((1, 2) if smoke else BATCHES)
     rounds = 1 if smoke else rounds
     models = _models("cpu", specs)
     records = []
