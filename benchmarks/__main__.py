@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=None, help="claims: where its runs and tables go (run again to resume)")
     args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds must be 1 or more, got {args.rounds}")
     module = __import__(f"benchmarks.{args.name.replace('-', '_')}", fromlist=["run"])
     experiments = ("script-experiment", "pooler-experiment")
     if args.rounds is not None and args.name in experiments:

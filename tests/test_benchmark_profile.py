@@ -97,3 +97,15 @@ def test_the_profile_of_aunet2_tiny_steps_finds_its_trunk_and_its_byte_stages(de
         assert r["between_ops_ms"] == pytest.approx(r["profiled_ms_per_step"] - in_ops, abs=0.01)
         assert r["steps"] == 32 and r["ms_per_step"] > 0
     assert "aunet2-tiny" in decode_profile.report(records)
+
+
+def test_a_benchmark_refuses_fewer_than_one_round_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["decode-profile", "--rounds", "0"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("error: --rounds must be 1 or more, got 0")
