@@ -14,7 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import aunet
 from aunet.core.decoding import StepMode, new_state, prefill, step
-from aunet.core.model import build_model
+from aunet.core.model import Part, build_model
 from aunet.core.resources import spec_path
 from aunet.core.tokens import BOS
 from aunet.jobs.inference.generate import decode, sample_next
@@ -191,14 +191,29 @@ def test_an_upsampler_that_prepares_does_so_once_per_coarse_position(mode: str) 
 
 def test_compiled_steps_match_eager_within_the_stated_tolerance() -> None:
     model = small_aunet()
-    prompts = [b"In the beginning God created the heaven", b"and the earth"]
-    eager = decode(model, prompts, 24, choose=greedy, keep_logits=True, step_mode="eager")
-    compiled = decode(model, prompts, 24, choose=greedy, keep_logits=True, step_mode="compiled")
+    # Three prompts on two rows: the third takes a finished row's place (spliced into a state
+    # whose steps are compiled, from one prefilled apart, whose are not).
+    prompts = [b"In the beginning God created the heaven", b"and the earth", b"And God said"]
+    eager = decode(model, prompts, 24, choose=greedy, keep_logits=True, step_mode="eager", batch_size=2)
+    compiled = decode(model, prompts, 24, choose=greedy, keep_logits=True, step_mode="compiled", batch_size=2)
     assert compiled.stage_calls[-1] > 0, "no compiled step reached the trunk"
     assert compiled.new_bytes == eager.new_bytes
     for row in range(len(prompts)):
         for a, b in zip(compiled.logits[row], eager.logits[row]):
             torch.testing.assert_close(a, b, rtol=COMPILED_TOLERANCE, atol=COMPILED_TOLERANCE)
+
+
+def test_compiled_steps_keep_plain_tensors_and_the_others_inference_tensors() -> None:
+    # Inference mode saves a compiled step nothing, and inference tensors in captured CUDA graphs
+    # are a known source of torch failures: a compiled state is made and changed under no_grad.
+    model = small_aunet()
+    tokens, levels = torch.tensor([[BOS, 65, 32, 66]]), torch.tensor([[2, 0, 1, 0]])
+    for mode, inference in ((StepMode.EAGER, True), (StepMode.STATIC, True), (StepMode.COMPILED, False)):
+        state = new_state(model, 1, 32, mode=mode)
+        logits = prefill(model, state, tokens, levels, torch.tensor([4]))
+        cache = state.caches[(0, Part.ENCODER)]
+        assert cache.k[0].is_inference() is inference and state.count[0].is_inference() is inference, mode
+        assert not logits.is_inference()  # what a caller gets is ordinary either way
 
 
 def test_an_unknown_step_mode_is_named() -> None:
