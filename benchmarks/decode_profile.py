@@ -7,19 +7,21 @@ are prefilled (at the choice of the first byte, from the prefill's logits) and r
 the decode; its figures are per decoding step. Each aten op's own time goes to:
 
 - **where**: the level-0 stages (the byte or token level's encoder and decoder, or a flat model's
-  one stage), the coarser stages (every other level's, the trunk included) or outside the stages
-  (embedding, poolers, upsamplers, the head, the step's bookkeeping); stages are found with
-  forward hooks, so nothing in the model is changed to be profiled;
+  one stage), the coarser stages (every other level's, the trunk included), the poolers and
+  upsamplers, or the rest of the step (embedding, head, the step's bookkeeping, and the replayed
+  choice of each next byte); places are the walk's own profiler labels (``aunet.core.labels``,
+  what ``aunet profile`` shows), so nothing in the model changes to be profiled;
 - **what**: the kind of the outermost op it runs under: attention (``scaled_dot_product_attention``
-  and its kernels), matrix products (``linear``, ``matmul``, ``mm`` and the like), cache writes and
-  gathers (``index_put_``, ``index_select``, ``index_copy_``) and every other op (masks, norms,
-  rotations, views, elementwise work), with the count of such outermost ops per step.
+  and its kernels), matrix products (``linear``, ``matmul``, ``mm`` and the like), indexing (cache
+  writes, row gathers and scatters: ``index_put_``, ``index_select``, ``index_copy_``) and every
+  other op (masks, norms, rotations, views, elementwise work), with the count of such outermost ops
+  per step.
 
 What the ops' own times leave of the profiled step is ``between ops``: the Python of the step and
 the walk, dispatch, and the profiler's own cost, which is larger the more ops a step runs. So the
-profiled step is slower than the unprofiled one beside it (timed apart, interleaved rounds,
-medians), and small ops look dearer than they are; the attention and matrix-product times, long
-calls, are close to their unprofiled cost.
+profiled step is slower than the unprofiled one beside it (timed apart, the same steps, interleaved
+rounds, medians), and small ops look dearer than they are; attention and matrix products, long
+calls, cost about what they cost unprofiled.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.generate import NEW, NEW_BPE, _decoder, _models, _rows
-from benchmarks.timing import interleaved, median
+from benchmarks.timing import median
 
 SPECS = ("byte-tiny", "bpe-tiny", "aunet2-tiny", "aunet3-tiny")
 BATCHES = (1, 16, 64)
-WHERE = ("level 0 stages", "coarser stages", "outside stages")
-KINDS = ("attention", "matrix products", "cache", "other ops")
+WHERE = ("level 0 stages", "coarser stages", "poolers and upsamplers", "rest of the step")
+KINDS = ("attention", "matrix products", "indexing", "other ops")
 _ATTENTION = frozenset(
     {
         "scaled_dot_product_attention",
@@ -43,8 +45,7 @@ _ATTENTION = frozenset(
     }
 )
 _PRODUCTS = frozenset({"linear", "matmul", "mm", "addmm", "bmm", "baddbmm", "mv", "addmv"})
-_CACHE = frozenset({"index_put_", "index_put", "_index_put_impl_", "index_select", "index_copy_", "index_copy"})
-_RANGE = "aunet.decode_profile."  # the prefix of the ranges the stage hooks open
+_INDEXING = frozenset({"index_put_", "index_put", "_index_put_impl_", "index_select", "index_copy_", "index_copy"})
 
 
 def kind(op: str) -> str:
@@ -54,47 +55,38 @@ def kind(op: str) -> str:
         return "attention"
     if name in _PRODUCTS:
         return "matrix products"
-    if name in _CACHE:
-        return "cache"
+    if name in _INDEXING:
+        return "indexing"
     return "other ops"
 
 
-def stage_ranges(model: Any) -> list[Any]:
-    """Forward hooks that run each of ``model``'s stages inside a profiler range named for its
-    place (``WHERE``); the handles, to remove them."""
-    import torch
-
-    handles = []
-    opened: list[Any] = []
-    stages = [(model.trunk, model.depth)]
-    stages += [(s, i) for i, s in enumerate(model.encoders)] + [(s, i) for i, s in enumerate(model.decoders)]
-    for stage, level in stages:
-        label = _RANGE + WHERE[0 if level == 0 else 1]
-
-        def enter(module: Any, args: Any, label: str = label) -> None:
-            opened.append(torch.profiler.record_function(label))
-            opened[-1].__enter__()
-
-        def leave(module: Any, args: Any, out: Any) -> None:
-            opened.pop().__exit__(None, None, None)
-
-        handles += [stage.register_forward_pre_hook(enter), stage.register_forward_hook(leave)]
-    return handles
+def place(label: str, depth: int) -> str | None:
+    """Where (``WHERE``) a label of the walk (``encoder.1``, ``trunk``, ``pool.2``, ...) puts the
+    ops under it, for a model of ``depth`` levels above level 0; None for any other range."""
+    part, _, index = label.partition(".")
+    if part in ("encoder", "decoder") and index.isdigit():
+        return WHERE[0 if index == "0" else 1]
+    if part == "trunk" and not index:
+        return WHERE[0 if depth == 0 else 1]
+    if part in ("pool", "upsample") and index.isdigit():
+        return WHERE[2]
+    return None
 
 
-def attribute(events: Any) -> dict[str, dict[str, float]]:
+def attribute(events: Any, depth: int) -> dict[str, dict[str, float]]:
     """Microseconds of aten ops' own time by where (``WHERE``) and kind (``KINDS``), and per place
-    the count of outermost ops (``ops``), from a profile's events (``profile.events()``)."""
+    the count of outermost ops (``ops``), from a profile's events (``profile.events()``) of a model
+    of ``depth`` levels above level 0, profiled with the walk's labels on."""
     out = {where: dict.fromkeys((*KINDS, "ops"), 0.0) for where in WHERE}
     for event in events:
         if not event.name.startswith("aten::"):
             continue
-        outermost, where, parent = event, WHERE[2], event.cpu_parent
+        outermost, where, parent = event, WHERE[3], event.cpu_parent
         while parent is not None:
             if parent.name.startswith("aten::"):
                 outermost = parent
-            elif parent.name.startswith(_RANGE):
-                where = parent.name.removeprefix(_RANGE)
+            elif place(parent.name, depth) is not None:
+                where = place(parent.name, depth)
                 break
             parent = parent.cpu_parent
         out[where][kind(outermost.name)] += event.self_cpu_time_total
@@ -103,12 +95,27 @@ def attribute(events: Any) -> dict[str, dict[str, float]]:
     return out
 
 
-def _profiled(call: Any) -> tuple[Any, float, dict[str, dict[str, float]]]:
+def _timed(call: Any) -> tuple[Any, float]:
+    """What ``call(start)`` returns and its wall seconds from ``start()``, which it calls once its
+    prompts are prefilled: the time of the steps alone."""
+    import time
+
+    began: list[float] = []
+    result = call(lambda: began.append(time.perf_counter()))
+    if not began:
+        raise RuntimeError("the decode ended before its first step: nothing to time")
+    return result, time.perf_counter() - began[0]
+
+
+def _profiled(call: Any, depth: int) -> tuple[Any, float, dict[str, dict[str, float]]]:
     """What ``call(start)`` returns, its wall seconds from ``start()`` (which it calls once its
-    prompts are prefilled) under the profiler, and the ops' attribution from then on."""
+    prompts are prefilled) and the attribution of its ops from then on, profiled with the walk's
+    labels on (``depth``: the model's, for ``attribute``)."""
     import time
 
     from torch.profiler import ProfilerActivity, profile
+
+    from aunet.core.labels import labelled
 
     prof = profile(activities=[ProfilerActivity.CPU])
     began: list[float] = []
@@ -117,10 +124,16 @@ def _profiled(call: Any) -> tuple[Any, float, dict[str, dict[str, float]]]:
         prof.start()
         began.append(time.perf_counter())
 
-    result = call(start)
-    wall = time.perf_counter() - began[0]
-    prof.stop()
-    return result, wall, attribute(prof.events())
+    try:
+        with labelled():
+            result = call(start)
+        wall = time.perf_counter() - began[0] if began else 0.0
+    finally:
+        if began:
+            prof.stop()
+    if not began:
+        raise RuntimeError("the decode ended before its first step: nothing to profile")
+    return result, wall, attribute(prof.events(), depth)
 
 
 def run(
@@ -137,38 +150,35 @@ def run(
     records = []
     for batch in batches:
         prompts, continuations = _rows(batch)
-        calls: dict[tuple[str, int], Any] = {}
-        replayed: dict[str, tuple[Any, Any, list[list[int]], int]] = {}
+        calls: dict[str, Any] = {}  # name -> call(start): decodes, calling start() after the prefill
         for name, (model, encoding, _) in models.items():
             if encoding is None:
                 ids, new = [list(c) for c in continuations], NEW
             else:
                 ids, new = [encoding.tokenizer.encode(c).tolist() for c in continuations], NEW_BPE
-            replayed[name] = (model, encoding, ids, new)
-            for n in (new, 1):
-                calls[(name, n)] = _decoder(model, encoding, prompts, ids, n, "eager")
-        times = interleaved(calls, rounds=rounds)  # the unprofiled steps (and a warm-up)
-        for name, (model, encoding, ids, new) in replayed.items():
-            handles = stage_ranges(model)
-            try:
-                (decoded, steps), wall, parts = _profiled(
-                    lambda start: _decoder(model, encoding, prompts, ids, new, "eager", after_prefill=start)()
-                )
-            finally:
-                for handle in handles:
-                    handle.remove()
-            first, _ = calls[(name, 1)]()
+
+            def call(start: Any, model: Any = model, encoding: Any = encoding, ids: Any = ids, new: int = new) -> Any:
+                return _decoder(model, encoding, prompts, ids, new, "eager", after_prefill=start)()
+
+            calls[name] = call
+        # The unprofiled steps: each configuration once per round, in turn (a warm-up first).
+        seconds: dict[str, list[float]] = {name: [] for name in calls}
+        for round_ in range(rounds + 1):
+            for name, call in calls.items():
+                _, took = _timed(call)
+                if round_:
+                    seconds[name].append(took)
+        for name, (model, _, _) in models.items():
+            (_, steps), wall, parts = _profiled(calls[name], model.depth)
             per_step = {where: {k: v / steps for k, v in part.items()} for where, part in parts.items()}
             in_ops = sum(per_step[where][k] for where in WHERE for k in KINDS) / 1e3  # ms
             profiled = 1e3 * wall / steps
-            unprofiled = 1e3 * (median(times[(name, new)]) - median(times[(name, 1)])) / steps
             records.append(
                 {
                     "spec": name,
                     "batch": batch,
                     "steps": steps,
-                    "bytes_per_step": round((decoded - first) / steps, 2),
-                    "ms_per_step": round(unprofiled, 3),
+                    "ms_per_step": round(1e3 * median(seconds[name]) / steps, 3),
                     "profiled_ms_per_step": round(profiled, 3),
                     "parts_ms": {
                         where: {k: round(v / 1e3, 3) for k, v in part.items() if k != "ops"}
@@ -182,19 +192,25 @@ def run(
     return records
 
 
+def totals(record: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """A record's milliseconds per step by kind (over every place) and by place (over every kind)."""
+    parts = record["parts_ms"]
+    by_kind = {k: sum(part[k] for part in parts.values()) for k in KINDS}
+    by_place = {where: sum(parts[where].values()) for where in WHERE}
+    return by_kind, by_place
+
+
 def report(records: list[dict[str, Any]]) -> str:
-    """Milliseconds per step: level-0 stages (L0), coarser stages (L1+), outside them (out); per
-    place its attention, matrix products, cache writes and gathers, other ops and outermost ops."""
-    places = {"level 0 stages": "L0", "coarser stages": "L1+", "outside stages": "out"}
-    kinds = {"attention": "attn", "matrix products": "mm", "cache": "cache", "other ops": "other"}
-    head = f"{'spec':<12} {'rows':>4} {'ms/step':>8} {'profiled':>9}"
-    for place in places.values():
-        head += "  " + " ".join(f"{place + ' ' + k:>10}" for k in kinds.values()) + f" {place + ' ops':>8}"
-    lines = [head + f" {'between':>8}"]
+    """Milliseconds per step: unprofiled, profiled, then the profiled step by kind (and what the
+    ops leave, ``between``) and by place; outermost ops per step."""
+    kinds = ("attn", "products", "indexing", "other", "between")
+    places = ("level 0", "coarser", "pool/up", "rest")
+    head = f"{'spec':<12} {'rows':>4} {'ms/step':>8} {'profiled':>9}  " + " ".join(f"{k:>9}" for k in kinds)
+    lines = [head + "  " + " ".join(f"{p:>8}" for p in places) + f" {'ops':>5}"]
     for r in records:
-        line = f"{r['spec']:<12} {r['batch']:>4} {r['ms_per_step']:>8.2f} {r['profiled_ms_per_step']:>9.2f}"
-        for where in WHERE:
-            line += "  " + " ".join(f"{r['parts_ms'][where][k]:>10.3f}" for k in KINDS)
-            line += f" {r['ops_per_step'][where]:>8.0f}"
-        lines.append(line + f" {r['between_ops_ms']:>8.2f}")
+        by_kind, by_place = totals(r)
+        line = f"{r['spec']:<12} {r['batch']:>4} {r['ms_per_step']:>8.2f} {r['profiled_ms_per_step']:>9.2f}  "
+        line += " ".join(f"{v:>9.3f}" for v in (*by_kind.values(), r["between_ops_ms"]))
+        line += "  " + " ".join(f"{v:>8.3f}" for v in by_place.values())
+        lines.append(line + f" {sum(r['ops_per_step'].values()):>5.0f}")
     return "\n".join(lines)

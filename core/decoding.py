@@ -84,30 +84,37 @@ class DecodeState:
 def _inference(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``fn`` (whose first argument is the model, or the state) under ``torch.inference_mode``:
     no autograd bookkeeping on any tensor it makes, views included, which a step makes dozens of
-    (against ``no_grad``, a one-row CPU step of aunet2-tiny is 19% faster, a 16-row one 9%). The
-    state's tensors are inference tensors, changed only here. A tensor ``fn`` returns is copied
-    outside, so that callers get an ordinary tensor that they may change in place.
+    (against ``no_grad``, a one-row CPU step of aunet2-tiny is 19% faster, a 16-row one 9%). An
+    eager or static state's tensors are inference tensors, changed only here. A tensor ``fn``
+    returns is copied outside, so that callers get an ordinary tensor that they may change in place.
 
-    Two kinds of decoding run under ``no_grad`` instead, from their state's making to its last
-    step: a model sharded with FSDP2 (``_sharded``), and compiled steps, for which inference mode
-    saves nothing (the compiled graph keeps no bookkeeping either) and where inference tensors
-    captured in CUDA graphs are a known source of failures in torch (its issues 135892, 166792)."""
+    Two kinds of decoding run under ``no_grad`` and outside inference mode instead (even in a
+    caller's ``torch.inference_mode()``), from their state's making to its last step, so that their
+    states hold ordinary tensors: a model sharded with FSDP2 (``_sharded``), and compiled steps,
+    for which inference mode saves nothing (the compiled graph keeps no bookkeeping either) and
+    where inference tensors captured in CUDA graphs are a known source of failures in torch (its
+    issues 135892, 166792)."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        with torch.no_grad() if _plain(args, kwargs) else torch.inference_mode():
-            out = fn(*args, **kwargs)
+        if _plain(args, kwargs):
+            with torch.inference_mode(False), torch.no_grad():
+                out = fn(*args, **kwargs)
+        else:
+            with torch.inference_mode():
+                out = fn(*args, **kwargs)
         return out.clone() if isinstance(out, Tensor) else out
 
     return run
 
 
 def _plain(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether a decoding call (``new_state``'s, or one given a state) runs under ``no_grad``
-    rather than inference mode: a sharded model, or a state whose steps are compiled."""
-    if _sharded(args[0]):
+    """Whether a decoding call (``new_state``'s, or one given a state, by position or by name)
+    runs under ``no_grad`` rather than inference mode: a sharded model, or a state whose steps are
+    compiled."""
+    if _sharded(args[0] if args else kwargs.get("model")):
         return True
-    state = next((a for a in args if isinstance(a, DecodeState)), None)
+    state = next((a for a in (*args, *kwargs.values()) if isinstance(a, DecodeState)), None)
     mode = state.mode if state is not None else StepMode(kwargs.get("mode", StepMode.EAGER))
     return mode is StepMode.COMPILED
 

@@ -214,6 +214,11 @@ def test_compiled_steps_keep_plain_tensors_and_the_others_inference_tensors() ->
         cache = state.caches[(0, Part.ENCODER)]
         assert cache.k[0].is_inference() is inference and state.count[0].is_inference() is inference, mode
         assert not logits.is_inference()  # what a caller gets is ordinary either way
+    # The state by name, and a caller's own inference mode, change nothing.
+    with torch.inference_mode():
+        state = new_state(model, 1, 32, mode=StepMode.COMPILED)
+    prefill(model, state=state, tokens=tokens, levels=levels, lengths=torch.tensor([4]))
+    assert not state.caches[(0, Part.ENCODER)].k[0].is_inference() and not state.count[0].is_inference()
 
 
 def test_an_unknown_step_mode_is_named() -> None:
