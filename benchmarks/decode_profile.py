@@ -28,23 +28,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.generate import NEW, NEW_BPE, _decoder, _models, _rows
+from benchmarks.generate import _READ_WHOLE, NEW, NEW_BPE, _decoder, _models, _rows
 from benchmarks.timing import median
 
 SPECS = ("byte-tiny", "bpe-tiny", "aunet2-tiny", "aunet3-tiny")
 BATCHES = (1, 16, 64)
 WHERE = ("level 0 stages", "coarser stages", "poolers and upsamplers", "rest of the step")
 KINDS = ("attention", "matrix products", "indexing", "other ops")
-_ATTENTION = frozenset(
-    {
-        "scaled_dot_product_attention",
-        "_scaled_dot_product_flash_attention_for_cpu",
-        "_scaled_dot_product_flash_attention",
-        "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_cudnn_attention",
-    }
-)
-_PRODUCTS = frozenset({"linear", "matmul", "mm", "addmm", "bmm", "baddbmm", "mv", "addmv"})
+# The kinds the generate benchmark's byte counter reads whole, split: attention kernels, products.
+_ATTENTION = frozenset(name for name in _READ_WHOLE if "scaled_dot_product" in name)
+_PRODUCTS = _READ_WHOLE - _ATTENTION
 _INDEXING = frozenset({"index_put_", "index_put", "_index_put_impl_", "index_select", "index_copy_", "index_copy"})
 
 
@@ -95,44 +88,44 @@ def attribute(events: Any, depth: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def _timed(call: Any) -> tuple[Any, float]:
+def _timed(call: Any, on_start: Any = None) -> tuple[Any, float]:
     """What ``call(start)`` returns and its wall seconds from ``start()``, which it calls once its
-    prompts are prefilled: the time of the steps alone."""
+    prompts are prefilled: the time of the steps alone. ``on_start()``, if given, runs first."""
     import time
 
     began: list[float] = []
-    result = call(lambda: began.append(time.perf_counter()))
+
+    def start() -> None:
+        if on_start is not None:
+            on_start()
+        began.append(time.perf_counter())
+
+    result = call(start)
     if not began:
         raise RuntimeError("the decode ended before its first step: nothing to time")
     return result, time.perf_counter() - began[0]
 
 
 def _profiled(call: Any, depth: int) -> tuple[Any, float, dict[str, dict[str, float]]]:
-    """What ``call(start)`` returns, its wall seconds from ``start()`` (which it calls once its
-    prompts are prefilled) and the attribution of its ops from then on, profiled with the walk's
-    labels on (``depth``: the model's, for ``attribute``)."""
-    import time
-
+    """``_timed(call)`` with the profiler started at ``start()`` and the walk's labels on, and the
+    attribution of the ops from then on (``depth``: the model's, for ``attribute``)."""
     from torch.profiler import ProfilerActivity, profile
 
     from aunet.core.labels import labelled
 
     prof = profile(activities=[ProfilerActivity.CPU])
-    began: list[float] = []
+    started: list[bool] = []
 
-    def start() -> None:
+    def begin() -> None:
         prof.start()
-        began.append(time.perf_counter())
+        started.append(True)
 
     try:
         with labelled():
-            result = call(start)
-        wall = time.perf_counter() - began[0] if began else 0.0
+            result, wall = _timed(call, begin)
     finally:
-        if began:
+        if started:  # a decode that never reached a step started nothing
             prof.stop()
-    if not began:
-        raise RuntimeError("the decode ended before its first step: nothing to profile")
     return result, wall, attribute(prof.events(), depth)
 
 
