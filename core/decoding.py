@@ -16,8 +16,8 @@ Rows of a batch may have prompts of different lengths (right-padded; each row ke
 lengths per level) and may stop at different times (EOS or a stop sequence); a finished row can
 take a new prompt, prefilled apart and put in its place (``splice``). Steps run one of three ways
 (``StepMode``): eager, where a level's stages compute only the rows that reached it and attention
-reads only the cache slots used so far; static, every shape fixed; compiled, static under
-``torch.compile`` (captured as CUDA graphs on a GPU). The generation
+reads only the cache slots used so far; static, every shape fixed; compiled, fixed shapes over a
+bucket of the used slots under ``torch.compile`` (captured as CUDA graphs on a GPU). The generation
 loop that picks bytes and feeds the streaming splitters is ``aunet.jobs.inference.generate``.
 """
 
@@ -46,8 +46,10 @@ class StepMode(enum.Enum):
     computes only the rows that reached its level (the fewest FLOPs, shapes that change).
     ``static``: every shape stays the same from step to step (each stage reads all its slots and
     computes every row, masked), so a step allocates the same tensors however long the text.
-    ``compiled``: ``static``, with the step's tensor work under ``torch.compile`` (one graph per
-    highest level a step reaches, made by the first step that reaches it; a few seconds each).
+    ``compiled``: ``static``'s fixed shapes, with the step's tensor work under ``torch.compile``,
+    where each cache reads a bucket of slots (``read_bucket``: the used ones rounded up, at most a
+    quarter more) rather than all; one graph per highest level a step reaches and buckets read,
+    made by the first step that needs it (a few seconds each; a handful over a context).
     """
 
     EAGER = "eager"
@@ -74,7 +76,6 @@ class DecodeState:
     # upsampler i (level i + 1 -> i) that prepares: what it prepared from each row's last coarse vector
     prepared: dict[int, Tensor] = attrs.field(factory=dict)
     mode: StepMode = StepMode.EAGER  # how steps run
-    advance: Any = None  # the step's tensor work, compiled (None: ``_advance``, uncompiled)
     # ``count`` of the levels the splitters decide (0..L less the routed ones), per row, on the
     # host: eager steps bound the slots each cache reads by it. None: read back at the next step
     # (after a prefill, a chunk or a splice, which change counts on the device).
@@ -152,33 +153,46 @@ def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepM
     if mode is not StepMode.EAGER:
         for cache in caches.values():
             cache.filled = cache.capacity  # every slot read from the start: fixed shapes
-    if mode is StepMode.COMPILED:
-        state.advance = compiled_advance(model, batch)
-        if param.device.type == "cuda":
-            # CUDA graphs replay at fixed addresses: the caches, written in place every step,
-            # are marked static (as parameters are) so that the graphs capture their writes.
-            for cache in caches.values():
-                for t in (*cache.k, *cache.v, cache.pos, cache.length):
-                    torch._dynamo.mark_static_address(t)
+    if mode is StepMode.COMPILED and param.device.type == "cuda":
+        # CUDA graphs replay at fixed addresses: the caches, written in place every step, are
+        # marked static (as parameters are) so that the graphs capture their writes.
+        for cache in caches.values():
+            for t in (*cache.k, *cache.v, cache.pos, cache.length):
+                torch._dynamo.mark_static_address(t)
     return state
 
 
-_COMPILED: weakref.WeakKeyDictionary[AUNet, dict[int, Any]] = weakref.WeakKeyDictionary()
+_COMPILED: weakref.WeakKeyDictionary[AUNet, dict[tuple[int, ...], Any]] = weakref.WeakKeyDictionary()
 
 
-def compiled_advance(model: AUNet, batch: int) -> Any:
-    """``_advance`` under ``torch.compile`` for ``model`` decoding ``batch`` rows, made once per
-    model and batch size. Each has a code object of its own, so that its graphs (one per highest
-    level a step reaches, at most depth + 1) count against their own recompile limit and never
-    push another model's out to eager."""
+def compiled_advance(model: AUNet, batch: int, top: int, reads: tuple[int, ...]) -> Any:
+    """``_advance`` under ``torch.compile`` for ``model`` decoding ``batch`` rows in steps that
+    reach level ``top`` with the caches of levels 0..``top`` reading ``reads`` slots: one graph,
+    made by the first such step (a few seconds) and kept for the model's life. Each has a code
+    object of its own, so that no graph counts against another's recompile limit or pushes it
+    out to eager."""
     made = _COMPILED.setdefault(model, {})
-    if batch not in made:
+    key = (batch, top, *reads)
+    if key not in made:
         code = _advance.__code__.replace(co_name=f"_advance_{len(made)}_{id(model):x}")
         fresh = types.FunctionType(code, _advance.__globals__, code.co_name, _advance.__defaults__)
         # On CUDA each graph is also captured as a CUDA graph (one launch per step).
         mode = "reduce-overhead" if next(model.parameters()).device.type == "cuda" else None
-        made[batch] = torch.compile(fresh, dynamic=False, mode=mode)
-    return made[batch]
+        made[key] = torch.compile(fresh, dynamic=False, mode=mode)
+    return made[key]
+
+
+def read_bucket(positions: int, capacity: int) -> int:
+    """The ring slots a compiled step reads when ``positions`` are in use: ``positions`` rounded
+    up to a quarter of its power of two (64 at least; 577 reads 640, 106 reads 112), and never
+    more than ``capacity``. A compiled graph has fixed shapes, so it reads a bucket of slots: at
+    most a quarter more than eager steps, which read the used ones, and a new graph per bucket
+    (a handful over a context), where reading every slot would cost a 1,024-position cache four
+    times the reads of a 256-byte prompt's."""
+    if positions <= 64:
+        return min(64, capacity)
+    quarter = 1 << ((positions - 1).bit_length() - 3)
+    return min(-(-positions // quarter) * quarter, capacity)
 
 
 @_inference
@@ -502,21 +516,46 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
     # A static state keeps every shape fixed: all rows, masked.
     fixed = state.mode is not StepMode.EAGER
     rows = [None if fixed or i > ruled else _rows(active_host[i], device) for i in range(depth + 1)]
-    if state.advance is None:
+    if state.mode is not StepMode.COMPILED:
         logits, top = _advance(model, state, token, active, top, rows)
-    elif token.device.type == "cuda":
-        # A CUDA graph's outputs live in its pool and the next replay overwrites them: the
-        # state keeps copies (the step's logits are copied for the caller by ``_inference``).
-        torch.compiler.cudagraph_mark_step_begin()
-        logits, top = state.advance(model, state, token, active, top, rows)
-        _own_outputs(state)
     else:
-        logits, top = state.advance(model, state, token, active, top, rows)
+        advance = compiled_advance(model, token.shape[0], top, _bucket_reads(model, state, ruled, top))
+        if token.device.type == "cuda":
+            # A CUDA graph's outputs live in its pool and the next replay overwrites them: the
+            # state keeps copies (the step's logits are copied for the caller by ``_inference``).
+            torch.compiler.cudagraph_mark_step_begin()
+            logits, top = advance(model, state, token, active, top, rows)
+            _own_outputs(state)
+        else:
+            logits, top = advance(model, state, token, active, top, rows)
     for i in range(top + 1):
         state.stage_calls[i] += 1
-    if not fixed:
+    if state.mode is StepMode.EAGER:
         _bound_reads(model, state, active_host, ruled, top)
+    elif state.mode is StepMode.COMPILED:
+        _count_known(state, active_host, ruled, top)
     return logits
+
+
+def _known_counts(state: DecodeState, ruled: int) -> list[list[int]]:
+    """``state.known``, read back from the device after a prefill, a chunk or a splice."""
+    if state.known is None:
+        state.known = [count.tolist() for count in state.count[: ruled + 1]]
+    return state.known
+
+
+def _count_known(state: DecodeState, active: list[list[bool]], ruled: int, top: int) -> None:
+    """Add a step's ``active`` positions to the host counts of levels 0..``ruled`` (no row got a
+    position above the walk's ``top``)."""
+    known = _known_counts(state, ruled)
+    for i in range(min(ruled, top) + 1):
+        known[i] = [n + a for n, a in zip(known[i], active[i])]
+
+
+def _level_caches(model: AUNet, state: DecodeState, level: int) -> list[KVCache]:
+    """The caches of ``level``'s stages: its encoder's and decoder's, or the trunk's."""
+    parts = (Part.TRUNK,) if level == model.depth else (Part.ENCODER, Part.DECODER)
+    return [state.caches[(level, part)] for part in parts if state.caches[(level, part)] is not None]
 
 
 def _bound_reads(model: AUNet, state: DecodeState, active: list[list[bool]], ruled: int, top: int) -> None:
@@ -525,20 +564,30 @@ def _bound_reads(model: AUNet, state: DecodeState, active: list[list[bool]], rul
     call could add, which grows by one whenever any row reaches the level: at 64 rows the trunk
     runs at nearly every byte, and would read every row's slots up to the prompt's longest plus
     one per step."""
-    reached = min(ruled, top)  # no row got a position above the walk's top
     if state.known is None:
-        state.known = [count.tolist() for count in state.count[: ruled + 1]]
+        _known_counts(state, ruled)  # read back: this step's positions included
     else:
-        for i in range(reached + 1):
-            state.known[i] = [n + a for n, a in zip(state.known[i], active[i])]
-    depth = model.depth
-    for i in range(reached + 1):
+        _count_known(state, active, ruled, top)
+    for i in range(min(ruled, top) + 1):
         longest = max(state.known[i], default=0)
-        parts = (Part.TRUNK,) if i == depth else (Part.ENCODER, Part.DECODER)
-        for part in parts:
-            cache = state.caches[(i, part)]
-            if cache is not None:
-                cache.filled = min(cache.filled, cache.capacity, longest)
+        for cache in _level_caches(model, state, i):
+            cache.filled = min(cache.filled, cache.capacity, longest)
+
+
+def _bucket_reads(model: AUNet, state: DecodeState, ruled: int, top: int) -> tuple[int, ...]:
+    """Before a compiled step reaching ``top``: the slots each cache of levels 0..``top`` reads,
+    a ``read_bucket`` of the longest row's positions once this step's are in (host counts; the
+    caches of a routed level, whose counts only the device knows, read every slot)."""
+    known = _known_counts(state, ruled)
+    reads = []
+    for i in range(top + 1):
+        for cache in _level_caches(model, state, i):
+            if i <= ruled:
+                # ``filled`` before the step's commit, which adds one: the plan and the reads are
+                # then over the spare slot and the bucket's.
+                cache.filled = read_bucket(max(known[i], default=0) + 1, cache.capacity) - 1
+            reads.append(cache.filled)
+    return tuple(reads)
 
 
 def _advance(

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch.profiler import ProfilerActivity, profile
 
 import aunet
-from aunet.core.decoding import StepMode, new_state, prefill, step
+from aunet.core.decoding import StepMode, new_state, prefill, read_bucket, step
 from aunet.core.model import Part, build_model
 from aunet.core.resources import spec_path
 from aunet.core.tokens import BOS
@@ -201,6 +203,48 @@ def test_compiled_steps_match_eager_within_the_stated_tolerance() -> None:
     for row in range(len(prompts)):
         for a, b in zip(compiled.logits[row], eager.logits[row]):
             torch.testing.assert_close(a, b, rtol=COMPILED_TOLERANCE, atol=COMPILED_TOLERANCE)
+
+
+@given(st.integers(min_value=1, max_value=1 << 16), st.integers(min_value=1, max_value=1 << 16))
+def test_a_compiled_step_reads_at_most_a_quarter_more_slots_than_are_used(positions: int, capacity: int) -> None:
+    read = read_bucket(positions, capacity)
+    assert read == capacity if positions >= capacity else positions <= read <= max(64, positions * 5 // 4)
+    # Few buckets: at most four per power of two, so few graphs over a context.
+    assert len({read_bucket(n, 1 << 16) for n in range(1, 1 << 12)}) <= 4 * 6 + 1
+
+
+def test_compiled_steps_read_a_bucket_of_the_used_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aunet.core import decoding
+
+    # The steps' tensor work uncompiled, recording what each graph would be made for: the
+    # bucketing is the host's, and the compiled code itself is held to eager by the test below.
+    made = []
+    monkeypatch.setattr(
+        decoding, "compiled_advance", lambda model, batch, top, reads: made.append((top, reads)) or decoding._advance
+    )
+    torch.manual_seed(0)
+    model = build_model(
+        aunet.parse_spec(
+            "[model]\ncontext = 128\n"
+            '[[levels]]\ndim = 32\nstage = { kind = "transformer", layers = 1, head_dim = 16 }\n'
+            '[[levels]]\ndim = 64\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1, head_dim = 16 }'
+        )
+    ).eval()
+    prompts, texts = [b"one two three four five six seven eight nine ten eleven", b"abc"], [b"a b c d e f g h i j k l m"] * 2
+    run = decode(model, prompts, 20, choose=replay(texts), keep_logits=True, step_mode="compiled")
+    eager = decode(model, prompts, 20, choose=replay(texts), keep_logits=True, step_mode="eager")
+    for row in range(2):
+        for a, b in zip(run.logits[row], eager.logits[row], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # Level 0's stages (an encoder and a decoder, the first two reads) read the spare and a bucket
+    # of the longest row's positions once the step's are in: BOS and 55 bytes, then one per step
+    # (19 steps: the prefill's logits chose the first byte).
+    longest = len(prompts[0]) + 1
+    assert [reads[:2] for _, reads in made] == [(read_bucket(longest + t + 1, 128) - 1,) * 2 for t in range(19)]
+    assert {reads[0] for _, reads in made} == {63, 79}  # 64 slots, then 80 from the 64th position on
+    # Steps that reach the trunk read its bucket too (its capacity, 128 words, is never reached).
+    assert {reads[2:] for top, reads in made if top == 1} == {(63,)}
+    assert run.stage_calls[1] > 0
 
 
 def test_compiled_steps_keep_plain_tensors_and_the_others_inference_tensors() -> None:
