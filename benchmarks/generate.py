@@ -17,8 +17,8 @@ upsamplers and head included; attention over the context's share, as the account
 The matmul throughput is measured in the same run: a (rows, 320) x (320, 1280) product, the
 largest stage's feed-forward at each batch size, on one thread.
 
-Bytes read per byte are counted, not timed: one more decode of each configuration (the static
-step's for a compiled one, whose shapes it has) under a dispatch mode that adds up the operands of
+Bytes read per byte are counted, not timed: one more decode of each configuration (a compiled
+one's steps uncompiled, with the shapes they compile) under a dispatch mode that adds up the operands of
 every matrix product and attention call (weights, activations, cached keys and values, masks) and
 twice what a gather copies, less the same count for decoding 1 byte. A step's weights and cached
 keys (megabytes to hundreds of them) do not fit a core's own caches, so steps are largely bound by
@@ -137,9 +137,13 @@ _COPY_SELECTED = frozenset({"index_select", "gather", "embedding"})
 
 
 def _bytes_read(call: Any) -> int:
-    """Bytes that ``call()``'s matrix products and attention read, and its gathers copy."""
+    """Bytes that ``call()``'s matrix products and attention read, and its gathers copy. Compiled
+    steps run uncompiled here, with the shapes they compile (every row; each cache's bucket of
+    slots): a dispatch mode sees nothing inside a compiled graph."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
+
+    from aunet.core import decoding
 
     total = 0
 
@@ -157,8 +161,13 @@ def _bytes_read(call: Any) -> int:
                 total += 2 * size(out)
             return out
 
-    with Count():
-        call()
+    compiled = decoding.compiled_advance
+    decoding.compiled_advance = lambda model, batch, top, reads: decoding._advance
+    try:
+        with Count():
+            call()
+    finally:
+        decoding.compiled_advance = compiled
     return total
 
 
@@ -221,8 +230,7 @@ def run(
                     produced[key] = configs[key]()  # also compiles what the compiled steps need
                 if not reads:
                     continue
-                shapes = "static" if mode == "compiled" else mode  # a compiled step reads what a static one does
-                read = [_bytes_read(_decoder(model, encoding, prompts, ids, n, shapes)) for n in (new, 1)]
+                read = [_bytes_read(_decoder(model, encoding, prompts, ids, n, mode)) for n in (new, 1)]
                 decoded = produced[(name, batch, mode, new)][0] - produced[(name, batch, mode, 1)][0]
                 traffic[(name, batch, mode)] = (read[0] - read[1]) / max(1, decoded)
     times = interleaved(configs, rounds=rounds)

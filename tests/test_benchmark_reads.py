@@ -56,3 +56,26 @@ def test_the_decoding_benchmark_counts_every_weight_once_per_byte_step_and_bound
     low, high = aunet["vs_byte_tiny_rounds"]
     assert low == high and abs(low - aunet["vs_byte_tiny"]) <= 0.011
     assert "1.00-1.00x" in generate.report(records).splitlines()[1]  # byte-tiny, one row
+
+
+def test_compiled_steps_are_counted_with_the_shapes_they_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from aunet.core import decoding
+    from benchmarks import generate
+
+    torch.manual_seed(0)
+    model, _, _ = generate._models("cpu", ("aunet2-tiny",))["aunet2-tiny"]
+    prompts, continuations = generate._rows(1)
+    ids = [list(c) for c in continuations]
+
+    def steps(mode: str) -> int:  # what 8 steps read: a decode of 9 bytes less one of 1
+        one, nine = (generate._bytes_read(generate._decoder(model, None, prompts, ids, n, mode)) for n in (1, 9))
+        return nine - one
+
+    read = {mode: steps(mode) for mode in decoding.STEP_MODES}
+    # 513 bytes in: the byte stages' windows (512) are full in every mode, but the trunk's cache of
+    # 1,024 slots holds about a hundred words, which eager steps read, compiled ones a bucket of
+    # (up to a quarter more) and static ones whole.
+    assert read["eager"] < read["compiled"] < read["static"]
+    assert read["compiled"] - read["eager"] < (read["static"] - read["eager"]) / 3
+    assert model not in decoding._COMPILED  # counted uncompiled: a dispatch mode sees no compiled op

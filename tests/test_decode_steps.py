@@ -230,7 +230,10 @@ def test_compiled_steps_read_a_bucket_of_the_used_slots(monkeypatch: pytest.Monk
             '[[levels]]\ndim = 64\nsplitter = "whitespace"\nstage = { kind = "transformer", layers = 1, head_dim = 16 }'
         )
     ).eval()
-    prompts, texts = [b"one two three four five six seven eight nine ten eleven", b"abc"], [b"a b c d e f g h i j k l m"] * 2
+    prompts, texts = (
+        [b"one two three four five six seven eight nine ten eleven", b"abc"],
+        [b"a b c d e f g h i j k l m"] * 2,
+    )
     run = decode(model, prompts, 20, choose=replay(texts), keep_logits=True, step_mode="compiled")
     eager = decode(model, prompts, 20, choose=replay(texts), keep_logits=True, step_mode="eager")
     for row in range(2):
