@@ -162,7 +162,7 @@ def _bytes_read(call: Any) -> int:
             return out
 
     compiled = decoding.compiled_advance
-    decoding.compiled_advance = lambda model, batch, top, reads: decoding._advance
+    decoding.compiled_advance = lambda model, batch, top, reads, rows: decoding._advance
     try:
         with Count():
             call()

@@ -46,10 +46,12 @@ class StepMode(enum.Enum):
     computes only the rows that reached its level (the fewest FLOPs, shapes that change).
     ``static``: every shape stays the same from step to step (each stage reads all its slots and
     computes every row, masked), so a step allocates the same tensors however long the text.
-    ``compiled``: ``static``'s fixed shapes, with the step's tensor work under ``torch.compile``,
-    where each cache reads a bucket of slots (``read_bucket``: the used ones rounded up, at most a
-    quarter more) rather than all; one graph per highest level a step reaches and buckets read,
-    made by the first step that needs it (a few seconds each; a handful over a context).
+    ``compiled``: fixed shapes, with the step's tensor work under ``torch.compile``: each cache
+    reads a bucket of slots (``read_bucket``: the used ones rounded up, at most a quarter more)
+    rather than all, and the stages above level 0 run on a bucket of rows (``_row_bucket``: the
+    rows that reached the level and idle ones up to a power of two) rather than all; one graph
+    per highest level a step reaches and buckets, made by the first step that needs it (a few
+    seconds each; a handful over a context).
     """
 
     EAGER = "eager"
@@ -165,14 +167,14 @@ def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepM
 _COMPILED: weakref.WeakKeyDictionary[AUNet, dict[tuple[int, ...], Any]] = weakref.WeakKeyDictionary()
 
 
-def compiled_advance(model: AUNet, batch: int, top: int, reads: tuple[int, ...]) -> Any:
+def compiled_advance(model: AUNet, batch: int, top: int, reads: tuple[int, ...], rows: tuple[int, ...]) -> Any:
     """``_advance`` under ``torch.compile`` for ``model`` decoding ``batch`` rows in steps that
-    reach level ``top`` with the caches of levels 0..``top`` reading ``reads`` slots: one graph,
-    made by the first such step (a few seconds) and kept for the model's life. Each has a code
-    object of its own, so that no graph counts against another's recompile limit or pushes it
-    out to eager."""
+    reach level ``top``, with the caches of levels 0..``top`` reading ``reads`` slots and each
+    level's stages running on ``rows`` of them (-1: all): one graph, made by the first such step
+    (a few seconds) and kept for the model's life. Each has a code object of its own, so that no
+    graph counts against another's recompile limit or pushes it out to eager."""
     made = _COMPILED.setdefault(model, {})
-    key = (batch, top, *reads)
+    key = (batch, top, reads, rows)
     if key not in made:
         code = _advance.__code__.replace(co_name=f"_advance_{len(made)}_{id(model):x}")
         fresh = types.FunctionType(code, _advance.__globals__, code.co_name, _advance.__defaults__)
@@ -481,8 +483,12 @@ class Step(WalkPlan):
             if rows is None:
                 fresh = self.active[level + 1].view(-1, *[1] * (kept.dim() - 1))
                 kept = torch.where(fresh, upsampler.prepare(coarse), kept)
-            else:  # eager: in place (a static or compiled step keeps the state functional)
+            elif s.mode is StepMode.EAGER:  # the rows that reached the level, in place
                 kept.index_copy_(0, rows, upsampler.prepare(coarse.index_select(0, rows)))
+            else:  # compiled: a bucket of rows, some of which keep theirs; the state stays functional
+                fresh = self.active[level + 1].index_select(0, rows).view(-1, *[1] * (kept.dim() - 1))
+                new = torch.where(fresh, upsampler.prepare(coarse.index_select(0, rows)), kept.index_select(0, rows))
+                kept = kept.index_copy(0, rows, new)
             s.prepared[level] = kept
         return upsampler.pick(kept, index.offset)
 
@@ -514,12 +520,17 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
     # A level's stages run on the rows that reached it alone (a trunk at a word boundary of one
     # row in sixteen computes one row, not sixteen); routed levels, decided in the walk, on all.
     # A static state keeps every shape fixed: all rows, masked.
-    fixed = state.mode is not StepMode.EAGER
-    rows = [None if fixed or i > ruled else _rows(active_host[i], device) for i in range(depth + 1)]
+    if state.mode is StepMode.EAGER:
+        rows = [None if i > ruled else _rows(active_host[i], device) for i in range(depth + 1)]
+    elif state.mode is StepMode.COMPILED:  # every row at level 0; a bucket of rows above
+        rows = [None if i == 0 or i > ruled else _row_bucket(active_host[i], device) for i in range(depth + 1)]
+    else:
+        rows = [None] * (depth + 1)
     if state.mode is not StepMode.COMPILED:
         logits, top = _advance(model, state, token, active, top, rows)
     else:
-        advance = compiled_advance(model, token.shape[0], top, _bucket_reads(model, state, ruled, top))
+        sizes = tuple(-1 if r is None else r.shape[0] for r in rows)
+        advance = compiled_advance(model, token.shape[0], top, _bucket_reads(model, state, ruled, top), sizes)
         if token.device.type == "cuda":
             # A CUDA graph's outputs live in its pool and the next replay overwrites them: the
             # state keeps copies (the step's logits are copied for the caller by ``_inference``).
@@ -672,6 +683,19 @@ def _rows(active: list[bool], device: Any) -> Tensor | None:
     if all(active) or not any(active):
         return None
     return torch.tensor([r for r, a in enumerate(active) if a], device=device)
+
+
+def _row_bucket(active: list[bool], device: Any) -> Tensor | None:
+    """For a compiled step: the ``active`` rows and as many others as fill a power of two (the
+    first inactive ones, which compute a position they do not keep, as static steps do for all),
+    in order; None when that is every row (or no row is active). A level's stages then run on a
+    few fixed shapes of rows (a graph each), not on every row whenever one reaches the level."""
+    count = sum(active)
+    size = 1 << max(count - 1, 0).bit_length()
+    if count == 0 or size >= len(active):
+        return None
+    idle = [r for r, a in enumerate(active) if not a][: size - count]
+    return torch.tensor(sorted([r for r, a in enumerate(active) if a] + idle), device=device)
 
 
 def _heads(model: AUNet, state: DecodeState, h: Tensor) -> Tensor:

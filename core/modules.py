@@ -169,7 +169,10 @@ class KVCache:
         """Whether a step of some rows should attend row by row to views of this cache rather than
         to a copy of those rows (``keys`` with ``rows``): on a CPU, once a row's keys are long
         enough (``ROW_BY_ROW_BYTES``) that copying them costs more than one attention call per
-        row. A GPU always gathers (a loop would be a launch per row and a host sync)."""
+        row. A GPU always gathers (a loop would be a launch per row and a host sync), and so does a
+        compiled step."""
+        if torch.compiler.is_compiling():
+            return False  # a compiled step gathers: a loop over rows would break its graph
         k = self.k[0]
         return k.device.type == "cpu" and k.shape[1] * self.used * k.shape[3] * k.element_size() >= ROW_BY_ROW_BYTES
 

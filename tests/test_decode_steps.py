@@ -220,7 +220,9 @@ def test_compiled_steps_read_a_bucket_of_the_used_slots(monkeypatch: pytest.Monk
     # bucketing is the host's, and the compiled code itself is held to eager by the test below.
     made = []
     monkeypatch.setattr(
-        decoding, "compiled_advance", lambda model, batch, top, reads: made.append((top, reads)) or decoding._advance
+        decoding,
+        "compiled_advance",
+        lambda model, batch, top, reads, rows: made.append((top, reads)) or decoding._advance,
     )
     torch.manual_seed(0)
     model = build_model(
@@ -248,6 +250,40 @@ def test_compiled_steps_read_a_bucket_of_the_used_slots(monkeypatch: pytest.Monk
     # Steps that reach the trunk read its bucket too (its capacity, 128 words, is never reached).
     assert {reads[2:] for top, reads in made if top == 1} == {(63,)}
     assert run.stage_calls[1] > 0
+
+
+def test_compiled_steps_run_a_level_on_a_bucket_of_rows_and_keep_only_the_rows_that_reached_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aunet.core import decoding
+
+    sizes = []  # the graphs' rows per level, uncompiled as above
+    monkeypatch.setattr(
+        decoding, "compiled_advance", lambda model, batch, top, reads, rows: sizes.append(rows) or decoding._advance
+    )
+    model = small_aunet()
+    trunk = []
+    model.trunk.register_forward_pre_hook(
+        lambda module, args, kwargs: trunk.append((kwargs["layout"].rows, kwargs["layout"].valid[:, 0].clone())),
+        with_kwargs=True,
+    )
+    prompts = [b"one two", b"abcdefg", b"x", b"a b", b"the end"]
+    texts = [b"a b c d e f g h", b"xxxxxxxxxxxxxxx", b"ab cd ef gh ij k", b"zzzzzzzzzzzzzzzz", b"q r s t u v w x"]
+    run = decode(model, prompts, 14, choose=replay(texts), keep_logits=True, step_mode="compiled")
+    eager = decode(model, prompts, 14, choose=replay(texts), keep_logits=True, step_mode="eager")
+    for row in range(len(prompts)):
+        for a, b in zip(run.logits[row], eager.logits[row], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    steps = trunk[1 : 1 + run.stage_calls[1]]  # the first call is the prefill
+    assert steps and {rows.shape[0] for rows, _ in steps if rows is not None} >= {1, 2, 4}, steps
+    for rows, reached in steps:
+        count = int(reached.sum())
+        if rows is None:  # a bucket of 8 would be every row of 5
+            assert count > 4
+            continue
+        assert rows.shape[0] == 1 << (count - 1).bit_length(), (rows, reached)  # the next power of two
+        assert set(reached.nonzero()[:, 0].tolist()) <= set(rows.tolist()) and rows.tolist() == sorted(rows.tolist())
+    assert all(level_rows[0] == -1 for level_rows in sizes)  # level 0: every row
 
 
 def test_compiled_steps_keep_plain_tensors_and_the_others_inference_tensors() -> None:
