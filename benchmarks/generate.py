@@ -138,8 +138,8 @@ _COPY_SELECTED = frozenset({"index_select", "gather", "embedding"})
 
 def _bytes_read(call: Any) -> int:
     """Bytes that ``call()``'s matrix products and attention read, and its gathers copy. Compiled
-    steps run uncompiled here, with the shapes they compile (every row; each cache's bucket of
-    slots): a dispatch mode sees nothing inside a compiled graph."""
+    steps run uncompiled here, with the shapes they compile (their buckets of rows and of each
+    cache's slots): a dispatch mode sees nothing inside a compiled graph."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -161,13 +161,8 @@ def _bytes_read(call: Any) -> int:
                 total += 2 * size(out)
             return out
 
-    compiled = decoding.compiled_advance
-    decoding.compiled_advance = lambda model, batch, top, reads, rows: decoding._advance
-    try:
-        with Count():
-            call()
-    finally:
-        decoding.compiled_advance = compiled
+    with decoding.shapes_only(), Count():
+        call()
     return total
 
 

@@ -16,19 +16,20 @@ Rows of a batch may have prompts of different lengths (right-padded; each row ke
 lengths per level) and may stop at different times (EOS or a stop sequence); a finished row can
 take a new prompt, prefilled apart and put in its place (``splice``). Steps run one of three ways
 (``StepMode``): eager, where a level's stages compute only the rows that reached it and attention
-reads only the cache slots used so far; static, every shape fixed; compiled, fixed shapes over a
-bucket of the used slots under ``torch.compile`` (captured as CUDA graphs on a GPU). The generation
+reads only the cache slots used so far; static, every shape fixed; compiled, fixed shapes in
+buckets of rows and of used slots under ``torch.compile`` (captured as CUDA graphs on a GPU). The generation
 loop that picks bytes and feeds the streaming splitters is ``aunet.jobs.inference.generate``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import sys
 import types
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -165,6 +166,21 @@ def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepM
 
 
 _COMPILED: weakref.WeakKeyDictionary[AUNet, dict[tuple[int, ...], Any]] = weakref.WeakKeyDictionary()
+_UNCOMPILED = [False]  # within ``shapes_only``
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Within it, compiled steps run their tensor work uncompiled, with the shapes they compile
+    (their buckets of rows and of cache slots): what checks those shapes' logits without a graph
+    compiled per bucket (the conformance kits), and what counts the bytes they read (a dispatch
+    mode sees nothing inside a compiled graph: ``python -m benchmarks generate``)."""
+    before = _UNCOMPILED[0]
+    _UNCOMPILED[0] = True
+    try:
+        yield
+    finally:
+        _UNCOMPILED[0] = before
 
 
 def compiled_advance(model: AUNet, batch: int, top: int, reads: tuple[int, ...], rows: tuple[int, ...]) -> Any:
@@ -173,6 +189,8 @@ def compiled_advance(model: AUNet, batch: int, top: int, reads: tuple[int, ...],
     level's stages running on ``rows`` of them (-1: all): one graph, made by the first such step
     (a few seconds) and kept for the model's life. Each has a code object of its own, so that no
     graph counts against another's recompile limit or pushes it out to eager."""
+    if _UNCOMPILED[0]:
+        return _advance
     made = _COMPILED.setdefault(model, {})
     key = (batch, top, reads, rows)
     if key not in made:
