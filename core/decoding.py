@@ -51,8 +51,9 @@ class StepMode(enum.Enum):
     reads a bucket of slots (``read_bucket``: the used ones rounded up, at most a quarter more)
     rather than all, and the stages above level 0 run on a bucket of rows (``_row_bucket``: the
     rows that reached the level and idle ones up to a power of two) rather than all; one graph
-    per highest level a step reaches and buckets, made by the first step that needs it (a few
-    seconds each; a handful over a context).
+    per highest level a step reaches and buckets, made by the first step that needs it (seconds
+    each, and many over a long text: aunet2-tiny at 16 rows makes 38 for 200 bytes after a 64-byte
+    prompt). A model with a routed level keeps static's shapes (``step``).
     """
 
     EAGER = "eager"
@@ -156,6 +157,9 @@ def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepM
     if mode is not StepMode.EAGER:
         for cache in caches.values():
             cache.filled = cache.capacity  # every slot read from the start: fixed shapes
+    if mode is StepMode.COMPILED:
+        for cache in caches.values():
+            cache.gathers = True  # as its graphs do, also under ``shapes_only``
     if mode is StepMode.COMPILED and param.device.type == "cuda":
         # CUDA graphs replay at fixed addresses: the caches, written in place every step, are
         # marked static (as parameters are) so that the graphs capture their writes.
@@ -174,7 +178,8 @@ def shapes_only() -> Iterator[None]:
     """Within it, compiled steps run their tensor work uncompiled, with the shapes they compile
     (their buckets of rows and of cache slots): what checks those shapes' logits without a graph
     compiled per bucket (the conformance kits), and what counts the bytes they read (a dispatch
-    mode sees nothing inside a compiled graph: ``python -m benchmarks generate``)."""
+    mode sees nothing inside a compiled graph: ``python -m benchmarks generate``). It holds for
+    the whole process, every thread, until it exits."""
     before = _UNCOMPILED[0]
     _UNCOMPILED[0] = True
     try:
@@ -188,7 +193,8 @@ def compiled_advance(model: AUNet, batch: int, top: int, reads: tuple[int, ...],
     reach level ``top``, with the caches of levels 0..``top`` reading ``reads`` slots and each
     level's stages running on ``rows`` of them (-1: all): one graph, made by the first such step
     (a few seconds) and kept for the model's life. Each has a code object of its own, so that no
-    graph counts against another's recompile limit or pushes it out to eager."""
+    graph counts against another's recompile limit or pushes it out to eager (where the step has
+    no graph break: a routed level's has one, hence its static shapes)."""
     if _UNCOMPILED[0]:
         return _advance
     made = _COMPILED.setdefault(model, {})
@@ -538,17 +544,23 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
     # A level's stages run on the rows that reached it alone (a trunk at a word boundary of one
     # row in sixteen computes one row, not sixteen); routed levels, decided in the walk, on all.
     # A static state keeps every shape fixed: all rows, masked.
+    # Compiled steps run in buckets of rows and cache slots, but for a model with a routed level:
+    # the walk reads the router's decision on the host, which breaks the graph, and the frames
+    # after the break, shared by every bucket's graph, would soon reach torch's recompile limit
+    # and run eagerly; such a model's compiled steps keep static's shapes.
+    buckets = state.mode is StepMode.COMPILED and ruled == depth
     if state.mode is StepMode.EAGER:
         rows = [None if i > ruled else _rows(active_host[i], device) for i in range(depth + 1)]
-    elif state.mode is StepMode.COMPILED:  # every row at level 0; a bucket of rows above
-        rows = [None if i == 0 or i > ruled else _row_bucket(active_host[i], device) for i in range(depth + 1)]
+    elif buckets:  # every row at level 0; a bucket of rows above
+        rows = [None if i == 0 else _row_bucket(active_host[i], device) for i in range(depth + 1)]
     else:
         rows = [None] * (depth + 1)
     if state.mode is not StepMode.COMPILED:
         logits, top = _advance(model, state, token, active, top, rows)
     else:
         sizes = tuple(-1 if r is None else r.shape[0] for r in rows)
-        advance = compiled_advance(model, token.shape[0], top, _bucket_reads(model, state, ruled, top), sizes)
+        reads = _bucket_reads(model, state, top) if buckets else ()
+        advance = compiled_advance(model, token.shape[0], top, reads, sizes)
         if token.device.type == "cuda":
             # A CUDA graph's outputs live in its pool and the next replay overwrites them: the
             # state keeps copies (the step's logits are copied for the caller by ``_inference``).
@@ -561,7 +573,7 @@ def step(model: AUNet, state: DecodeState, token: Tensor, level: Sequence[int], 
         state.stage_calls[i] += 1
     if state.mode is StepMode.EAGER:
         _bound_reads(model, state, active_host, ruled, top)
-    elif state.mode is StepMode.COMPILED:
+    elif buckets:
         _count_known(state, active_host, ruled, top)
     return logits
 
@@ -603,18 +615,17 @@ def _bound_reads(model: AUNet, state: DecodeState, active: list[list[bool]], rul
             cache.filled = min(cache.filled, cache.capacity, longest)
 
 
-def _bucket_reads(model: AUNet, state: DecodeState, ruled: int, top: int) -> tuple[int, ...]:
-    """Before a compiled step reaching ``top``: the slots each cache of levels 0..``top`` reads,
-    a ``read_bucket`` of the longest row's positions once this step's are in (host counts; the
-    caches of a routed level, whose counts only the device knows, read every slot)."""
-    known = _known_counts(state, ruled)
+def _bucket_reads(model: AUNet, state: DecodeState, top: int) -> tuple[int, ...]:
+    """Before a compiled step reaching ``top`` (of a model with no routed level): the slots each
+    cache of levels 0..``top`` reads, a ``read_bucket`` of the longest row's positions once this
+    step's are in (host counts)."""
+    known = _known_counts(state, model.depth)
     reads = []
     for i in range(top + 1):
         for cache in _level_caches(model, state, i):
-            if i <= ruled:
-                # ``filled`` before the step's commit, which adds one: the plan and the reads are
-                # then over the spare slot and the bucket's.
-                cache.filled = read_bucket(max(known[i], default=0) + 1, cache.capacity) - 1
+            # ``filled`` before the step's commit, which adds one: the plan and the reads are
+            # then over the spare slot and the bucket's.
+            cache.filled = read_bucket(max(known[i], default=0) + 1, cache.capacity) - 1
             reads.append(cache.filled)
     return tuple(reads)
 

@@ -118,6 +118,7 @@ class KVCache:
         self.length = torch.zeros(batch, dtype=torch.long, device=device)
         self.capacity = capacity
         self.filled = 0
+        self.gathers = False  # always gather rows, never attend row by row (a compiled state's caches)
         self._gathered: tuple[Tensor, Tensor] | None = None  # buffers ``keys`` gathers rows into
 
     @property
@@ -169,10 +170,11 @@ class KVCache:
         """Whether a step of some rows should attend row by row to views of this cache rather than
         to a copy of those rows (``keys`` with ``rows``): on a CPU, once a row's keys are long
         enough (``ROW_BY_ROW_BYTES``) that copying them costs more than one attention call per
-        row. A GPU always gathers (a loop would be a launch per row and a host sync), and so does a
-        compiled step."""
-        if torch.compiler.is_compiling():
-            return False  # a compiled step gathers: a loop over rows would break its graph
+        row. A GPU always gathers (a loop would be a launch per row and a host sync), and so do the
+        caches of a compiled state (``gathers``; a loop over rows would break the graph), also when
+        their steps run uncompiled to check or count them."""
+        if self.gathers or torch.compiler.is_compiling():
+            return False
         k = self.k[0]
         return k.device.type == "cpu" and k.shape[1] * self.used * k.shape[3] * k.element_size() >= ROW_BY_ROW_BYTES
 

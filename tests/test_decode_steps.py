@@ -267,10 +267,20 @@ def test_compiled_steps_run_a_level_on_a_bucket_of_rows_and_keep_only_the_rows_t
         lambda module, args, kwargs: trunk.append((kwargs["layout"].rows, kwargs["layout"].valid[:, 0].clone())),
         with_kwargs=True,
     )
+    # A compiled graph gathers a bucket's cached keys (a loop over rows would break it), and its
+    # shapes run uncompiled gather too, even where eager steps would attend row by row.
+    from aunet.core import modules
+
+    by_row = []
+    row = modules.KVCache.row
+    monkeypatch.setattr(modules.KVCache, "row", lambda self, layer, r: by_row.append(r) or row(self, layer, r))
+    monkeypatch.setattr(modules, "ROW_BY_ROW_BYTES", 0)
     prompts = [b"one two", b"abcdefg", b"x", b"a b", b"the end"]
     texts = [b"a b c d e f g h", b"xxxxxxxxxxxxxxx", b"ab cd ef gh ij k", b"zzzzzzzzzzzzzzzz", b"q r s t u v w x"]
     run = decode(model, prompts, 14, choose=replay(texts), keep_logits=True, step_mode="compiled")
+    assert not by_row
     eager = decode(model, prompts, 14, choose=replay(texts), keep_logits=True, step_mode="eager")
+    assert by_row  # the same steps, eager: row by row
     for row in range(len(prompts)):
         for a, b in zip(run.logits[row], eager.logits[row], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -284,6 +294,28 @@ def test_compiled_steps_run_a_level_on_a_bucket_of_rows_and_keep_only_the_rows_t
         assert rows.shape[0] == 1 << (count - 1).bit_length(), (rows, reached)  # the next power of two
         assert set(reached.nonzero()[:, 0].tolist()) <= set(rows.tolist()) and rows.tolist() == sorted(rows.tolist())
     assert all(level_rows[0] == -1 for level_rows in sizes)  # level 0: every row
+
+
+def test_compiled_steps_of_a_routed_model_keep_static_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aunet.core import decoding
+
+    # The walk reads a router's decision on the host, which breaks a compiled graph; the frames
+    # after the break are shared by every graph, so buckets would reach torch's recompile limit.
+    made = []
+    monkeypatch.setattr(
+        decoding,
+        "compiled_advance",
+        lambda model, batch, top, reads, rows: made.append((reads, rows)) or decoding._advance,
+    )
+    torch.manual_seed(0)
+    model = build_model(aunet.load_spec(spec_path("hnet-tiny"))).eval()
+    prompts = [b"In the beginning God created", b"and the earth"]
+    run = decode(model, prompts, 12, choose=greedy, keep_logits=True, step_mode="compiled")
+    static = decode(model, prompts, 12, choose=greedy, keep_logits=True, step_mode="static")
+    assert made and all(reads == () and set(rows) == {-1} for reads, rows in made), made
+    for row in range(2):
+        for a, b in zip(run.logits[row], static.logits[row], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_compiled_steps_keep_plain_tensors_and_the_others_inference_tensors() -> None:
