@@ -213,17 +213,22 @@ def test_a_compiled_step_reads_at_most_a_quarter_more_slots_than_are_used(positi
     assert len({read_bucket(n, 1 << 16) for n in range(1, 1 << 12)}) <= 4 * 6 + 1
 
 
-def test_compiled_steps_read_a_bucket_of_the_used_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+def graphs_made(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, tuple[int, ...], tuple[int, ...]]]:
+    """Compiled steps' tensor work run uncompiled, recording what each graph would be made for:
+    (top, reads, rows). The bucketing is the host's; compiled code itself is held to eager below."""
     from aunet.core import decoding
 
-    # The steps' tensor work uncompiled, recording what each graph would be made for: the
-    # bucketing is the host's, and the compiled code itself is held to eager by the test below.
     made = []
     monkeypatch.setattr(
         decoding,
         "compiled_advance",
-        lambda model, batch, top, reads, rows: made.append((top, reads)) or decoding._advance,
+        lambda model, batch, top, reads, rows: made.append((top, reads, rows)) or decoding._advance,
     )
+    return made
+
+
+def test_compiled_steps_read_a_bucket_of_the_used_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = graphs_made(monkeypatch)
     torch.manual_seed(0)
     model = build_model(
         aunet.parse_spec(
@@ -245,22 +250,17 @@ def test_compiled_steps_read_a_bucket_of_the_used_slots(monkeypatch: pytest.Monk
     # of the longest row's positions once the step's are in: BOS and 55 bytes, then one per step
     # (19 steps: the prefill's logits chose the first byte).
     longest = len(prompts[0]) + 1
-    assert [reads[:2] for _, reads in made] == [(read_bucket(longest + t + 1, 128) - 1,) * 2 for t in range(19)]
-    assert {reads[0] for _, reads in made} == {63, 79}  # 64 slots, then 80 from the 64th position on
+    assert [reads[:2] for _, reads, _ in made] == [(read_bucket(longest + t + 1, 128) - 1,) * 2 for t in range(19)]
+    assert {reads[0] for _, reads, _ in made} == {63, 79}  # 64 slots, then 80 from the 64th position on
     # Steps that reach the trunk read its bucket too (its capacity, 128 words, is never reached).
-    assert {reads[2:] for top, reads in made if top == 1} == {(63,)}
+    assert {reads[2:] for top, reads, _ in made if top == 1} == {(63,)}
     assert run.stage_calls[1] > 0
 
 
 def test_compiled_steps_run_a_level_on_a_bucket_of_rows_and_keep_only_the_rows_that_reached_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from aunet.core import decoding
-
-    sizes = []  # the graphs' rows per level, uncompiled as above
-    monkeypatch.setattr(
-        decoding, "compiled_advance", lambda model, batch, top, reads, rows: sizes.append(rows) or decoding._advance
-    )
+    made = graphs_made(monkeypatch)
     model = small_aunet()
     trunk = []
     model.trunk.register_forward_pre_hook(
@@ -293,26 +293,19 @@ def test_compiled_steps_run_a_level_on_a_bucket_of_rows_and_keep_only_the_rows_t
             continue
         assert rows.shape[0] == 1 << (count - 1).bit_length(), (rows, reached)  # the next power of two
         assert set(reached.nonzero()[:, 0].tolist()) <= set(rows.tolist()) and rows.tolist() == sorted(rows.tolist())
-    assert all(level_rows[0] == -1 for level_rows in sizes)  # level 0: every row
+    assert all(rows[0] == -1 for _, _, rows in made)  # level 0: every row
 
 
 def test_compiled_steps_of_a_routed_model_keep_static_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aunet.core import decoding
-
     # The walk reads a router's decision on the host, which breaks a compiled graph; the frames
     # after the break are shared by every graph, so buckets would reach torch's recompile limit.
-    made = []
-    monkeypatch.setattr(
-        decoding,
-        "compiled_advance",
-        lambda model, batch, top, reads, rows: made.append((reads, rows)) or decoding._advance,
-    )
+    made = graphs_made(monkeypatch)
     torch.manual_seed(0)
     model = build_model(aunet.load_spec(spec_path("hnet-tiny"))).eval()
     prompts = [b"In the beginning God created", b"and the earth"]
     run = decode(model, prompts, 12, choose=greedy, keep_logits=True, step_mode="compiled")
     static = decode(model, prompts, 12, choose=greedy, keep_logits=True, step_mode="static")
-    assert made and all(reads == () and set(rows) == {-1} for reads, rows in made), made
+    assert made and all(reads == () and set(rows) == {-1} for _, reads, rows in made), made
     for row in range(2):
         for a, b in zip(run.logits[row], static.logits[row], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
