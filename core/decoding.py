@@ -160,12 +160,11 @@ def new_state(model: AUNet, batch: int, capacity: int, *, mode: StepMode = StepM
     if mode is StepMode.COMPILED:
         for cache in caches.values():
             cache.gathers = True  # as its graphs do, also under ``shapes_only``
-    if mode is StepMode.COMPILED and param.device.type == "cuda":
-        # CUDA graphs replay at fixed addresses: the caches, written in place every step, are
-        # marked static (as parameters are) so that the graphs capture their writes.
-        for cache in caches.values():
-            for t in (*cache.k, *cache.v, cache.pos, cache.length):
-                torch._dynamo.mark_static_address(t)
+            if param.device.type == "cuda":
+                # CUDA graphs replay at fixed addresses: the caches, written in place every step,
+                # are marked static (as parameters are) so that the graphs capture their writes.
+                for t in (*cache.k, *cache.v, cache.pos, cache.length):
+                    torch._dynamo.mark_static_address(t)
     return state
 
 
@@ -213,8 +212,8 @@ def read_bucket(positions: int, capacity: int) -> int:
     up to a quarter of its power of two (64 at least; 577 reads 640, 106 reads 112), and never
     more than ``capacity``. A compiled graph has fixed shapes, so it reads a bucket of slots: at
     most a quarter more than eager steps, which read the used ones, and a new graph per bucket
-    (a handful over a context), where reading every slot would cost a 1,024-position cache four
-    times the reads of a 256-byte prompt's."""
+    (at most four per doubling of the text), where reading every slot would cost a 1,024-position
+    cache four times the reads of a 256-byte prompt's."""
     if positions <= 64:
         return min(64, capacity)
     quarter = 1 << ((positions - 1).bit_length() - 3)

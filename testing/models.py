@@ -212,8 +212,8 @@ def assert_matches_teacher_forcing(
     tests hold compiled graphs to those shapes within 1e-4)."""
     from aunet.core.decoding import shapes_only
 
-    for mode in step_modes:
-        with shapes_only():
+    with shapes_only():
+        for mode in step_modes:
             _matches_teacher_forcing(model, prompts, new, tolerance=tolerance, step_mode=mode)
 
 
