@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.generate import _READ_WHOLE, NEW, NEW_BPE, _decoder, _models, _rows
-from benchmarks.timing import median
+from benchmarks.generate import _READ_WHOLE, NEW, NEW_BPE, _models, _rows, _steps_decoder
+from benchmarks.timing import median, timed_from_start
 
 SPECS = ("byte-tiny", "bpe-tiny", "aunet2-tiny", "aunet3-tiny")
 BATCHES = (1, 16, 64)
@@ -88,26 +88,8 @@ def attribute(events: Any, depth: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def _timed(call: Any, on_start: Any = None) -> tuple[Any, float]:
-    """What ``call(start)`` returns and its wall seconds from ``start()``, which it calls once its
-    prompts are prefilled: the time of the steps alone. ``on_start()``, if given, runs first."""
-    import time
-
-    began: list[float] = []
-
-    def start() -> None:
-        if on_start is not None:
-            on_start()
-        began.append(time.perf_counter())
-
-    result = call(start)
-    if not began:
-        raise RuntimeError("the decode ended before its first step: nothing to time")
-    return result, time.perf_counter() - began[0]
-
-
 def _profiled(call: Any, depth: int) -> tuple[Any, float, dict[str, dict[str, float]]]:
-    """``_timed(call)`` with the profiler started at ``start()`` and the walk's labels on, and the
+    """``timed_from_start(call)`` with the profiler started at ``start()`` and the walk's labels on, and the
     attribution of the ops from then on (``depth``: the model's, for ``attribute``)."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -122,7 +104,7 @@ def _profiled(call: Any, depth: int) -> tuple[Any, float, dict[str, dict[str, fl
 
     try:
         with labelled():
-            result, wall = _timed(call, begin)
+            result, wall = timed_from_start(call, begin)
     finally:
         if started:  # a decode that never reached a step started nothing
             prof.stop()
@@ -149,16 +131,12 @@ def run(
                 ids, new = [list(c) for c in continuations], NEW
             else:
                 ids, new = [encoding.tokenizer.encode(c).tolist() for c in continuations], NEW_BPE
-
-            def call(start: Any, model: Any = model, encoding: Any = encoding, ids: Any = ids, new: int = new) -> Any:
-                return _decoder(model, encoding, prompts, ids, new, "eager", after_prefill=start)()
-
-            calls[name] = call
+            calls[name] = _steps_decoder(model, encoding, prompts, ids, new, "eager")
         # The unprofiled steps: each configuration once per round, in turn (a warm-up first).
         seconds: dict[str, list[float]] = {name: [] for name in calls}
         for round_ in range(rounds + 1):
             for name, call in calls.items():
-                _, took = _timed(call)
+                _, took = timed_from_start(call)
                 if round_:
                     seconds[name].append(took)
         for name, (model, _, _) in models.items():

@@ -9,8 +9,12 @@ bytes chosen are the corpus's own continuation of each prompt, replayed: greedy 
 weights would end rows at an early EOS or repeat one byte forever, which gives a hierarchy no word
 boundaries (its deep stages would never run) and times nothing real. The BPE model's tokens are
 its tokenizer's encoding of the same continuation (its tokenizer is trained on the embedded
-corpus, as a run's is), so both decode the same text. A decoding rate is the difference between
-decoding ``NEW`` bytes and decoding 1 (the prefill cancels out), medians of interleaved rounds.
+corpus, as a run's is), so both decode the same text. A decoding rate is the bytes chosen after
+each row's first (which comes from the prefill's logits) over the time from the prefill's end to
+the decode's end: the steps alone. (Until 2026-12-07 it was the difference between decoding
+``NEW`` bytes and decoding 1, two whole decodes whose prefills, at 64 rows longer than the steps,
+added their noise to it.) Medians of interleaved rounds: each round decodes every configuration
+once, in turn.
 
 FLOPs per byte are the forward's (a third of the accounting's training figure, poolers,
 upsamplers and head included; attention over the context's share, as the accounting counts it).
@@ -30,9 +34,10 @@ could pass it. The achieved GB/s is the count times the measured rate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from benchmarks.timing import interleaved, median
+from benchmarks.timing import median, timed_from_start
 
 SPECS = ("byte-tiny", "bpe-tiny", "aunet2-tiny", "aunet3-tiny")
 BATCHES = (1, 16, 64)
@@ -110,6 +115,14 @@ def _decoder(
         return sum(len(b) for b in result.new_bytes), result.stage_calls[0]
 
     return call
+
+
+def _steps_decoder(
+    model: Any, encoding: Any, prompts: list[bytes], ids: list[list[int]], new: int, mode: str
+) -> Callable[[Callable[[], None]], tuple[int, int]]:
+    """``_decoder``'s call as ``call(start)``: ``start()`` is called once the prompts are
+    prefilled (``timed_from_start`` times the steps from there)."""
+    return lambda start: _decoder(model, encoding, prompts, ids, new, mode, after_prefill=start)()
 
 
 #: aten ops whose tensor operands are read whole: matrix products and attention kernels. Steps
@@ -206,7 +219,7 @@ def run(
     batches = (1, 2) if smoke else BATCHES
     rounds = 1 if smoke else rounds
     models = _models(device, tuple(dict.fromkeys(("byte-tiny", *specs))))
-    configs: dict[tuple[str, int, str, int], Any] = {}
+    calls: dict[tuple[str, int, str], Any] = {}  # call(start): decodes NEW, calls start() after the prefill
     produced: dict[tuple[str, int, str, int], tuple[int, int]] = {}
     traffic: dict[tuple[str, int, str], float] = {}  # bytes read per byte decoded
     for batch in batches:
@@ -219,16 +232,21 @@ def run(
                 ids = [encoding.tokenizer.encode(c).tolist() for c in continuations]
                 new = NEW_BPE
             for mode in modes:
-                for n in (new, 1):
-                    key = (name, batch, mode, n)
-                    configs[key] = _decoder(model, encoding, prompts, ids, n, mode)
-                    produced[key] = configs[key]()  # also compiles what the compiled steps need
+                # One row's first byte (a BPE model's first token) is chosen from the prefill's
+                # logits, before any step: the bytes the steps make are the rest.
+                produced[(name, batch, mode, 1)] = _decoder(model, encoding, prompts, ids, 1, mode)()
+                call = _steps_decoder(model, encoding, prompts, ids, new, mode)
+                calls[(name, batch, mode)] = call
+                produced[(name, batch, mode, new)] = call(lambda: None)  # also compiles what the steps need
                 if not reads:
                     continue
                 read = [_bytes_read(_decoder(model, encoding, prompts, ids, n, mode)) for n in (new, 1)]
                 decoded = produced[(name, batch, mode, new)][0] - produced[(name, batch, mode, 1)][0]
                 traffic[(name, batch, mode)] = (read[0] - read[1]) / max(1, decoded)
-    times = interleaved(configs, rounds=rounds)
+    seconds: dict[tuple[str, int, str], list[float]] = {key: [] for key in calls}  # the steps of each round
+    for _ in range(rounds):
+        for key, call in calls.items():
+            seconds[key].append(timed_from_start(call)[1])
     throughput = {batch: _matmul_flops(batch, rounds, device) for batch in batches}
 
     records = []
@@ -237,15 +255,12 @@ def run(
         for mode in modes:
             for name, (_, encoding, flops) in models.items():
                 new = NEW if encoding is None else NEW_BPE
-                seconds = median(times[(name, batch, mode, new)]) - median(times[(name, batch, mode, 1)])
+                took = seconds[(name, batch, mode)]
                 (decoded, steps), (first, _) = produced[(name, batch, mode, new)], produced[(name, batch, mode, 1)]
-                rate = (decoded - first) / max(seconds, 1e-9)
-                # Each round's rate (its own pair of decodes): the ratios to byte-tiny per round
-                # show how much this shared machine moved during the run.
-                pairs = zip(times[(name, batch, mode, new)], times[(name, batch, mode, 1)])
-                per_round[(name, batch, mode)] = [
-                    (decoded - first) / max(t_new - t_one, 1e-9) for t_new, t_one in pairs
-                ]
+                rate = (decoded - first) / max(median(took), 1e-9)
+                # Each round's rate: the ratios to byte-tiny per round show how much this shared
+                # machine moved during the run.
+                per_round[(name, batch, mode)] = [(decoded - first) / max(t, 1e-9) for t in took]
                 read = traffic.get((name, batch, mode))
                 records.append(
                     {
@@ -253,7 +268,7 @@ def run(
                         "batch": batch,
                         "mode": mode,
                         "bytes_per_s": round(rate, 1),
-                        "ms_per_step": round(1e3 * seconds / max(1, steps), 3),
+                        "ms_per_step": round(1e3 * median(took) / max(1, steps), 3),
                         "bytes_per_step": round((decoded - first) / max(1, steps), 2),
                         "flops_per_byte": round(flops),
                         "gflops": round(rate * flops / 1e9, 3),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 
 def interleaved(configs: Mapping[str, Callable[[], object]], *, rounds: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -23,3 +24,24 @@ def interleaved(configs: Mapping[str, Callable[[], object]], *, rounds: int, war
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def timed_from_start(
+    call: Callable[[Callable[[], None]], Any], on_start: Callable[[], None] | None = None, *, clock: Any = None
+) -> tuple[Any, float]:
+    """What ``call(start)`` returns and its wall seconds from ``start()``, which it calls once,
+    when the part to time begins (a decode: once its prompts are prefilled, so that the time is
+    the steps' alone and a prefill's noise stays out of it). ``on_start()``, if given, runs
+    first (a profiler's start). ``clock``: seconds, ``time.perf_counter`` unless given."""
+    clock = clock or time.perf_counter
+    began: list[float] = []
+
+    def start() -> None:
+        if on_start is not None:
+            on_start()
+        began.append(clock())
+
+    result = call(start)
+    if not began:
+        raise RuntimeError("the call ended before the part to time began: nothing to time")
+    return result, clock() - began[0]

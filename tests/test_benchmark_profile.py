@@ -91,7 +91,7 @@ def test_a_profile_starts_once_the_prompts_are_prefilled(decode_profile) -> None
     assert result == "done" and wall > 0
     rest = parts["rest of the step"]
     assert rest["matrix products"] == 0 and rest["other ops"] > 0 and rest["ops"] == 2
-    with pytest.raises(RuntimeError, match="ended before its first step"):
+    with pytest.raises(RuntimeError, match="ended before the part to time began"):
         decode_profile._profiled(lambda start: None, 0)
 
 

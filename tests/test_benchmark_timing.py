@@ -1,0 +1,59 @@
+"""How the benchmarks time a part of a call (``benchmarks.timing.timed_from_start``), and that the
+decoding benchmark's rates are its steps' alone, without the prefill before them."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture
+def benchmarks(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks.generate
+    import benchmarks.timing
+
+    return benchmarks
+
+
+def test_a_call_is_timed_from_its_start_to_its_end(benchmarks) -> None:
+    timed_from_start = benchmarks.timing.timed_from_start
+    ticks = iter([5.0, 7.5])
+    assert timed_from_start(lambda start: start() or "done", clock=lambda: next(ticks)) == ("done", 2.5)
+    # on_start (a profiler's start) runs before the clock is read.
+    seen: list[str] = []
+    timed_from_start(
+        lambda start: start(), on_start=lambda: seen.append("on_start"), clock=lambda: seen.append("clock") or 0.0
+    )
+    assert seen == ["on_start", "clock", "clock"]
+    with pytest.raises(RuntimeError, match="ended before the part to time began"):
+        timed_from_start(lambda start: None)
+
+
+def test_the_decoding_benchmark_times_the_steps_and_not_the_prefill(
+    benchmarks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aunet.jobs.inference import generate as inference
+
+    # A clock that moves only when a prefill (1,000 s) or a step (1 ms) runs.
+    now = [0.0]
+
+    def advancing(fn, seconds):
+        def run(*args, **kwargs):
+            now[0] += seconds
+            return fn(*args, **kwargs)
+
+        return run
+
+    for name in ("prefill", "prefill_chunks"):
+        monkeypatch.setattr(inference, name, advancing(getattr(inference, name), 1000.0))
+    monkeypatch.setattr(inference, "step", advancing(inference.step, 0.001))
+    timing = benchmarks.timing
+    monkeypatch.setattr(
+        benchmarks.generate, "timed_from_start", lambda call: timing.timed_from_start(call, clock=lambda: now[0])
+    )
+    records = benchmarks.generate.run(smoke=True, specs=("byte-tiny",), modes=("eager",), reads=False)
+    assert [(r["batch"], r["ms_per_step"]) for r in records] == [(1, 1.0), (2, 1.0)]
+    # 32 steps after the first byte make 32 more bytes per row in 32 ms.
+    assert [round(r["bytes_per_s"]) for r in records] == [1000, 2000]
