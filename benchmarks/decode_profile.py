@@ -89,8 +89,8 @@ def attribute(events: Any, depth: int) -> dict[str, dict[str, float]]:
 
 
 def _profiled(call: Any, depth: int) -> tuple[Any, float, dict[str, dict[str, float]]]:
-    """``timed_from_start(call)`` with the profiler started at ``start()`` and the walk's labels on, and the
-    attribution of the ops from then on (``depth``: the model's, for ``attribute``)."""
+    """``timed_from_start(call)`` with the profiler started at ``start()`` and the walk's labels
+    on, and the attribution of the ops from then on (``depth``: the model's, for ``attribute``)."""
     from torch.profiler import ProfilerActivity, profile
 
     from aunet.core.labels import labelled

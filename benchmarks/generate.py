@@ -232,7 +232,7 @@ def run(
                 ids = [encoding.tokenizer.encode(c).tolist() for c in continuations]
                 new = NEW_BPE
             for mode in modes:
-                # One row's first byte (a BPE model's first token) is chosen from the prefill's
+                # Each row's first byte (a BPE model's first token) is chosen from the prefill's
                 # logits, before any step: the bytes the steps make are the rest.
                 produced[(name, batch, mode, 1)] = _decoder(model, encoding, prompts, ids, 1, mode)()
                 call = _steps_decoder(model, encoding, prompts, ids, new, mode)
