@@ -108,6 +108,8 @@ def _decoder(
 
         def choose(logits: Any) -> Any:
             while pending:  # the first choice, of the prefill's logits
+                if logits.device.type == "cuda":  # the prefill's kernels end before a clock starts
+                    torch.cuda.synchronize(logits.device)
                 pending.pop()()
             return torch.tensor([next(row) for row in rows], device=logits.device)
 
