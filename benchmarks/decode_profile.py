@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.generate import _READ_WHOLE, NEW, NEW_BPE, _models, _rows, _steps_decoder
-from benchmarks.timing import median, timed_from_start
+from benchmarks.timing import interleaved_from_start, median, timed_from_start
 
 SPECS = ("byte-tiny", "bpe-tiny", "aunet2-tiny", "aunet3-tiny")
 BATCHES = (1, 16, 64)
@@ -133,12 +133,7 @@ def run(
                 ids, new = [encoding.tokenizer.encode(c).tolist() for c in continuations], NEW_BPE
             calls[name] = _steps_decoder(model, encoding, prompts, ids, new, "eager")
         # The unprofiled steps: each configuration once per round, in turn (a warm-up first).
-        seconds: dict[str, list[float]] = {name: [] for name in calls}
-        for round_ in range(rounds + 1):
-            for name, call in calls.items():
-                _, took = timed_from_start(call)
-                if round_:
-                    seconds[name].append(took)
+        seconds = interleaved_from_start(calls, rounds=rounds)
         for name, (model, _, _) in models.items():
             (_, steps), wall, parts = _profiled(calls[name], model.depth)
             per_step = {where: {k: v / steps for k, v in part.items()} for where, part in parts.items()}

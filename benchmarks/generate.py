@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.timing import median, timed_from_start
+from benchmarks.timing import interleaved_from_start, median
 
 SPECS = ("byte-tiny", "bpe-tiny", "aunet2-tiny", "aunet3-tiny")
 BATCHES = (1, 16, 64)
@@ -245,10 +245,8 @@ def run(
                 read = [_bytes_read(_decoder(model, encoding, prompts, ids, n, mode)) for n in (new, 1)]
                 decoded = produced[(name, batch, mode, new)][0] - produced[(name, batch, mode, 1)][0]
                 traffic[(name, batch, mode)] = (read[0] - read[1]) / max(1, decoded)
-    seconds: dict[tuple[str, int, str], list[float]] = {key: [] for key in calls}  # the steps of each round
-    for _ in range(rounds):
-        for key, call in calls.items():
-            seconds[key].append(timed_from_start(call)[1])
+    # The steps of each round; every call has run once already (above), which is its warm-up.
+    seconds = interleaved_from_start(calls, rounds=rounds, warmup=0)
     throughput = {batch: _matmul_flops(batch, rounds, device) for batch in batches}
 
     records = []

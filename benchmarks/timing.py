@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 
@@ -26,8 +26,26 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def interleaved_from_start(
+    calls: Mapping[Hashable, Callable[[Callable[[], None]], Any]], *, rounds: int, warmup: int = 1
+) -> dict[Hashable, list[float]]:
+    """``interleaved`` for calls timed from the ``start()`` they are handed (``timed_from_start``):
+    seconds per call of each, measured round-robin after ``warmup`` untimed rounds."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call(lambda: None)
+    times: dict[Hashable, list[float]] = {key: [] for key in calls}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            times[key].append(timed_from_start(call)[1])
+    return times
+
+
 def timed_from_start(
-    call: Callable[[Callable[[], None]], Any], on_start: Callable[[], None] | None = None, *, clock: Any = None
+    call: Callable[[Callable[[], None]], Any],
+    on_start: Callable[[], None] | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
 ) -> tuple[Any, float]:
     """What ``call(start)`` returns and its wall seconds from ``start()``, which it calls once,
     when the part to time begins (a decode: once its prompts are prefilled, so that the time is

@@ -718,12 +718,12 @@ def _row_bucket(active: list[bool], device: Any) -> Tensor | None:
     first inactive ones, which compute a position they do not keep, as static steps do for all),
     in order; None when that is every row (or no row is active). A level's stages then run on a
     few fixed shapes of rows (a graph each), not on every row whenever one reaches the level."""
-    count = sum(active)
-    size = 1 << max(count - 1, 0).bit_length()
-    if count == 0 or size >= len(active):
+    reached = [r for r, a in enumerate(active) if a]
+    size = 1 << max(len(reached) - 1, 0).bit_length()
+    if not reached or size >= len(active):
         return None
-    idle = [r for r, a in enumerate(active) if not a][: size - count]
-    return torch.tensor(sorted([r for r, a in enumerate(active) if a] + idle), device=device)
+    idle = [r for r, a in enumerate(active) if not a][: size - len(reached)]
+    return torch.tensor(sorted(reached + idle), device=device)
 
 
 def _heads(model: AUNet, state: DecodeState, h: Tensor) -> Tensor:
