@@ -181,14 +181,15 @@ def _bytes_read(call: Any) -> int:
     return total
 
 
-def _matmul_flops(batch: int, rounds: int, device: str) -> float:
-    """FLOP/s of a (batch, WIDTH) x (WIDTH, 4 WIDTH) matmul (one thread on a CPU), median of many calls."""
+def _matmul_flops(batch: int, rounds: int, device: str, smoke: bool = False) -> float:
+    """FLOP/s of a (batch, WIDTH) x (WIDTH, 4 WIDTH) matmul (one thread on a CPU), median of many
+    calls (``smoke``: of a few, which only checks that it runs)."""
     import time
 
     import torch
 
     x, w = torch.randn(batch, WIDTH, device=device), torch.randn(WIDTH, 4 * WIDTH, device=device)
-    calls = max(50, 20_000 // batch)
+    calls = 50 if smoke else max(50, 20_000 // batch)
     times = []
     with torch.no_grad():
         for _ in range(max(3, rounds)):
@@ -247,7 +248,7 @@ def run(
                 traffic[(name, batch, mode)] = (read[0] - read[1]) / max(1, decoded)
     # The steps of each round; every call has run once already (above), which is its warm-up.
     seconds = interleaved_from_start(calls, rounds=rounds, warmup=0)
-    throughput = {batch: _matmul_flops(batch, rounds, device) for batch in batches}
+    throughput = {batch: _matmul_flops(batch, rounds, device, smoke) for batch in batches}
 
     records = []
     per_round: dict[tuple[str, int, str], list[float]] = {}
