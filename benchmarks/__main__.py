@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         help="splitters, gpu-check, claims, generate, prefill, decode-profile: tiny sizes, to check the script runs",
     )
     parser.add_argument("--out", default=None, help="claims: where its runs and tables go (run again to resume)")
+    parser.add_argument(
+        "--prompt-bytes", type=int, default=None, help="generate: bytes per prompt (default 512; at most 990)"
+    )
+    parser.add_argument(
+        "--rows", default=None, help="generate, decode-profile: numbers of rows, comma-separated (default 1,16,64)"
+    )
     args = parser.parse_args(argv)
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds must be 1 or more, got {args.rounds}")
@@ -69,6 +75,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.name != "claims":
             parser.error("--out applies to claims only")
         kwargs["out"] = args.out
+    if args.prompt_bytes is not None:
+        if args.name != "generate":
+            parser.error("--prompt-bytes applies to generate only")
+        from benchmarks.generate import check_prompt
+
+        try:
+            check_prompt(args.prompt_bytes)
+        except ValueError as error:
+            parser.error(f"--prompt-bytes: {error}")
+        kwargs["prompt"] = args.prompt_bytes
+    if args.rows is not None:
+        if args.name not in ("generate", "decode-profile"):
+            parser.error("--rows applies to generate and decode-profile only")
+        kwargs["batches"] = _rows(parser, args.rows)
     records = module.run(**kwargs)
     if args.json:
         machine = {
@@ -81,6 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(module.report(records))
     return 0
+
+
+def _rows(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+    """``--rows 1,16``: the numbers of rows, each 1 or more; argparse's one-line error otherwise."""
+    try:
+        rows = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        rows = ()
+    if not rows or min(rows) < 1:
+        parser.error(f"--rows must be numbers of rows of 1 or more, comma-separated (like 1,16,64), got {text!r}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -42,10 +42,11 @@ from benchmarks.timing import interleaved_from_start, median
 SPECS = ("byte-tiny", "bpe-tiny", "aunet2-tiny", "aunet3-tiny")
 BATCHES = (1, 16, 64)
 MODES = ("eager", "compiled")
-PROMPT = 512
+PROMPT = 512  # bytes per prompt, by default
 NEW = 33  # bytes per timed call of a byte model (32 steps after the first byte)
 NEW_BPE = 112  # about as many steps of the BPE model (about 3.5 bytes per token)
 WIDTH = 320  # the widest stage of the tiny specs: the matmul the throughput is measured on
+MAX_PROMPT = 1024 - 1 - NEW
 
 
 def _models(device: str, specs: tuple[str, ...]) -> dict[str, tuple[Any, Any, float]]:
@@ -73,17 +74,27 @@ def _models(device: str, specs: tuple[str, ...]) -> dict[str, tuple[Any, Any, fl
     return models
 
 
-def _rows(batch: int) -> tuple[list[bytes], list[bytes]]:
-    """``batch`` prompts of PROMPT bytes and the text that follows each, from the embedded corpus."""
+def _rows(batch: int, prompt: int = PROMPT) -> tuple[list[bytes], list[bytes]]:
+    """``batch`` prompts of ``prompt`` bytes and the text that follows each, from the embedded corpus."""
     from aunet.core.resources import read_corpus
 
     corpus = read_corpus("en_web")
     prompts, continuations = [], []
     for row in range(batch):
         start = corpus.find(b"\n", 100_000 + 9_973 * row) + 1
-        prompts.append(corpus[start : start + PROMPT])
-        continuations.append(corpus[start + PROMPT : start + PROMPT + 4 * NEW_BPE])
+        prompts.append(corpus[start : start + prompt])
+        continuations.append(corpus[start + prompt : start + prompt + 4 * NEW_BPE])
     return prompts, continuations
+
+
+def check_prompt(prompt: int) -> None:
+    """A clear error for a prompt length the tiny specs cannot decode NEW more bytes after: their
+    context (1,024 positions) holds a BOS, the prompt and the bytes decoded."""
+    if not 1 <= prompt <= MAX_PROMPT:
+        raise ValueError(
+            f"prompt bytes must be 1 to {MAX_PROMPT} (the tiny specs' context of 1,024 positions less a BOS "
+            f"and the {NEW} bytes each row decodes), got {prompt}"
+        )
 
 
 def _decoder(
@@ -211,22 +222,26 @@ def run(
     specs: tuple[str, ...] = SPECS,
     modes: tuple[str, ...] = MODES,
     reads: bool = True,
+    prompt: int = PROMPT,
+    batches: tuple[int, ...] | None = None,
 ) -> list[dict[str, Any]]:
     """``smoke``: batches of 1 and 2 rows, one round: checks that the script runs. ``device``:
     where the models decode (the GPU check runs this on CUDA, where compiled steps are captured
     as CUDA graphs); ``specs``: which of SPECS (byte-tiny always: the ratios are against it);
-    ``modes``: which step modes; ``reads``: count the bytes read per byte (None when not)."""
+    ``modes``: which step modes; ``reads``: count the bytes read per byte (None when not);
+    ``prompt``: bytes per prompt; ``batches``: the numbers of rows (default BATCHES)."""
     import torch
 
+    check_prompt(prompt)
     torch.set_num_threads(1)
-    batches = (1, 2) if smoke else BATCHES
+    batches = batches or ((1, 2) if smoke else BATCHES)
     rounds = 1 if smoke else rounds
     models = _models(device, tuple(dict.fromkeys(("byte-tiny", *specs))))
     calls: dict[tuple[str, int, str], Any] = {}  # call(start): decodes NEW, calls start() after the prefill
     produced: dict[tuple[str, int, str, int], tuple[int, int]] = {}
     traffic: dict[tuple[str, int, str], float] = {}  # bytes read per byte decoded
     for batch in batches:
-        prompts, continuations = _rows(batch)
+        prompts, continuations = _rows(batch, prompt)
         for name, (model, encoding, _) in models.items():
             if encoding is None:
                 ids = [list(c) for c in continuations]
@@ -278,6 +293,7 @@ def run(
                         "mb_read_per_byte": round(read / 1e6, 3) if read is not None else None,
                         "read_gb_per_s": round(rate * read / 1e9, 2) if read is not None else None,
                         "rounds": rounds,
+                        "prompt_bytes": prompt,
                         "device": device,
                     }
                 )

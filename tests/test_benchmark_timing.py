@@ -56,3 +56,53 @@ def test_the_decoding_benchmark_times_the_steps_and_not_the_prefill(
     assert [(r["batch"], r["ms_per_step"]) for r in records] == [(1, 1.0), (2, 1.0)]
     # 32 steps after the first byte make 32 more bytes per row in 32 ms.
     assert [round(r["bytes_per_s"]) for r in records] == [1000, 2000]
+
+
+def test_the_decoding_benchmark_takes_a_prompt_length_and_numbers_of_rows(
+    benchmarks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aunet.jobs.inference import generate as inference
+
+    now, lengths = [0.0], []
+
+    def prefilled(fn):
+        def run(*args, **kwargs):
+            lengths.extend(args[4].tolist())  # (model, state, tokens, levels, lengths)
+            return fn(*args, **kwargs)
+
+        return run
+
+    def stepped(*args, **kwargs):
+        now[0] += 0.001
+        return step(*args, **kwargs)
+
+    step = inference.step
+    for name in ("prefill", "prefill_chunks"):
+        monkeypatch.setattr(inference, name, prefilled(getattr(inference, name)))
+    monkeypatch.setattr(inference, "step", stepped)
+    monkeypatch.setattr(benchmarks.timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    records = benchmarks.generate.run(
+        specs=("byte-tiny",), modes=("eager",), reads=False, rounds=1, prompt=100, batches=(3,)
+    )
+    assert [(r["batch"], r["prompt_bytes"], r["bytes_per_s"]) for r in records] == [(3, 100, 3000.0)]
+    assert set(lengths) == {101}  # each row's BOS and its 100 bytes
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--prompt-bytes", "991"], "--prompt-bytes: prompt bytes must be 1 to 990 ("),
+        (["--prompt-bytes", "0"], "--prompt-bytes: prompt bytes must be 1 to 990 ("),
+        (["--rows", "16,0"], "--rows must be numbers of rows of 1 or more, comma-separated (like 1,16,64), got '16,0'"),
+        (["--rows", "many"], "--rows must be numbers of rows of 1 or more"),
+    ],
+)
+def test_the_decoding_benchmark_names_a_bad_prompt_length_or_number_of_rows(
+    benchmarks, capsys: pytest.CaptureFixture, argv: list[str], error: str
+) -> None:
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["generate", *argv])
+    assert exited.value.code == 2
+    assert f"error: {error}" in capsys.readouterr().err.splitlines()[-1]
