@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows is not None:
         if args.name not in ("generate", "decode-profile"):
             parser.error("--rows applies to generate and decode-profile only")
-        kwargs["batches"] = _rows(parser, args.rows)
+        kwargs["batches"] = _numbers_of_rows(parser, args.rows)
     records = module.run(**kwargs)
     if args.json:
         machine = {
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _rows(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+def _numbers_of_rows(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
     """``--rows 1,16``: the numbers of rows, each 1 or more; argparse's one-line error otherwise."""
     try:
         rows = tuple(int(part) for part in text.split(","))

@@ -46,7 +46,7 @@ PROMPT = 512  # bytes per prompt, by default
 NEW = 33  # bytes per timed call of a byte model (32 steps after the first byte)
 NEW_BPE = 112  # about as many steps of the BPE model (about 3.5 bytes per token)
 WIDTH = 320  # the widest stage of the tiny specs: the matmul the throughput is measured on
-MAX_PROMPT = 1024 - 1 - NEW
+MAX_PROMPT = 1024 - 1 - NEW  # the tiny specs' context (positions) less a BOS and the bytes decoded
 
 
 def _models(device: str, specs: tuple[str, ...]) -> dict[str, tuple[Any, Any, float]]:

@@ -33,25 +33,33 @@ def test_a_call_is_timed_from_its_start_to_its_end(benchmarks) -> None:
         timed_from_start(lambda start: None)
 
 
-def test_the_decoding_benchmark_times_the_steps_and_not_the_prefill(
-    benchmarks, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _fake_clock(monkeypatch: pytest.MonkeyPatch, benchmarks) -> list[int]:
+    """A clock (the timing module's) that moves only when a prefill (1,000 s) or a step (1 ms)
+    runs; returns the list each prefilled row's length (BOS included) goes into."""
     from aunet.jobs.inference import generate as inference
 
-    # A clock that moves only when a prefill (1,000 s) or a step (1 ms) runs.
-    now = [0.0]
+    now, prefilled = [0.0], []
 
-    def advancing(fn, seconds):
-        def run(*args, **kwargs):
+    def advancing(fn, seconds, lengths=None):
+        def run(*args, **kwargs):  # a prefill's are (model, state, tokens, levels, lengths)
             now[0] += seconds
+            if lengths is not None:
+                lengths.extend(args[4].tolist())
             return fn(*args, **kwargs)
 
         return run
 
     for name in ("prefill", "prefill_chunks"):
-        monkeypatch.setattr(inference, name, advancing(getattr(inference, name), 1000.0))
+        monkeypatch.setattr(inference, name, advancing(getattr(inference, name), 1000.0, prefilled))
     monkeypatch.setattr(inference, "step", advancing(inference.step, 0.001))
     monkeypatch.setattr(benchmarks.timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    return prefilled
+
+
+def test_the_decoding_benchmark_times_the_steps_and_not_the_prefill(
+    benchmarks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_clock(monkeypatch, benchmarks)
     records = benchmarks.generate.run(smoke=True, specs=("byte-tiny",), modes=("eager",), reads=False)
     assert [(r["batch"], r["ms_per_step"]) for r in records] == [(1, 1.0), (2, 1.0)]
     # 32 steps after the first byte make 32 more bytes per row in 32 ms.
@@ -61,31 +69,12 @@ def test_the_decoding_benchmark_times_the_steps_and_not_the_prefill(
 def test_the_decoding_benchmark_takes_a_prompt_length_and_numbers_of_rows(
     benchmarks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aunet.jobs.inference import generate as inference
-
-    now, lengths = [0.0], []
-
-    def prefilled(fn):
-        def run(*args, **kwargs):
-            lengths.extend(args[4].tolist())  # (model, state, tokens, levels, lengths)
-            return fn(*args, **kwargs)
-
-        return run
-
-    def stepped(*args, **kwargs):
-        now[0] += 0.001
-        return step(*args, **kwargs)
-
-    step = inference.step
-    for name in ("prefill", "prefill_chunks"):
-        monkeypatch.setattr(inference, name, prefilled(getattr(inference, name)))
-    monkeypatch.setattr(inference, "step", stepped)
-    monkeypatch.setattr(benchmarks.timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    prefilled = _fake_clock(monkeypatch, benchmarks)
     records = benchmarks.generate.run(
         specs=("byte-tiny",), modes=("eager",), reads=False, rounds=1, prompt=100, batches=(3,)
     )
     assert [(r["batch"], r["prompt_bytes"], r["bytes_per_s"]) for r in records] == [(3, 100, 3000.0)]
-    assert set(lengths) == {101}  # each row's BOS and its 100 bytes
+    assert set(prefilled) == {101}  # each row's BOS and its 100 bytes
 
 
 @pytest.mark.parametrize(
